@@ -1,0 +1,112 @@
+//! [`QnnBackend`] on `Autodiff<B, C>`: each quantizer is one autodiff node with its own backward.
+//!
+//! The forward runs on the inner backend `B`; the node keeps only what its backward needs: the
+//! boolean mask of inputs outside the straight-through pass band, or nothing at all for the
+//! gradient quantizer.
+
+use burn::tensor::{
+    Bool, Tensor, TensorPrimitive,
+    backend::Backend,
+    ops::{BoolTensor, FloatTensor},
+};
+use burn_autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind, unary},
+};
+
+use super::QnnBackend;
+use crate::quant::{Bits, Quantizer, quantizer};
+
+type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
+
+impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
+    fn qnn_quantize<const D: usize>(x: Tensor<Self, D>, quantizer: Quantizer) -> Tensor<Self, D> {
+        let x = x.into_primitive().tensor();
+        let inner = inner_tensor::<B, D>(x.primitive.clone());
+        let value = B::qnn_quantize(inner.clone(), quantizer);
+        straight_through::<B, C, D>(x, value, || quantizer.blocked(inner))
+    }
+
+    fn qnn_stochastic_sign<const D: usize>(
+        x: Tensor<Self, D>,
+        noise: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let x = x.into_primitive().tensor();
+        let noise = inner_tensor::<B, D>(noise.into_primitive().tensor().primitive);
+        let inner = inner_tensor::<B, D>(x.primitive.clone());
+        let value = B::qnn_stochastic_sign(inner.clone(), noise);
+        straight_through::<B, C, D>(x, value, || Quantizer::Sign.blocked(inner))
+    }
+
+    fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {
+        #[derive(Debug)]
+        struct QuantizeGradient(Bits);
+
+        impl<B: Backend> Backward<B, 1> for QuantizeGradient {
+            type State = ();
+
+            fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    let grad = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad));
+                    let shape = grad.shape();
+                    let flat = grad.reshape([shape.num_elements()]);
+                    let quantized = quantizer::gradient_value(flat, self.0);
+                    B::float_reshape(quantized.into_primitive().tensor(), shape)
+                });
+            }
+        }
+
+        let x = x.into_primitive().tensor();
+        let output = QuantizeGradient(bits)
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateless(x.primitive);
+        outer_tensor(output)
+    }
+}
+
+/// The gradient of a straight-through quantizer: the incoming gradient, zeroed where `blocked`.
+#[derive(Debug)]
+struct StraightThrough;
+
+impl<B: Backend> Backward<B, 1> for StraightThrough {
+    type State = BoolTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let blocked = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::float_mask_fill(grad, blocked, 0.0f32.into())
+        });
+    }
+}
+
+/// Registers `value` as the output of a straight-through node over `x`; `blocked` is computed
+/// only when a gradient is needed.
+fn straight_through<B: Backend, C: CheckpointStrategy, const D: usize>(
+    x: AutodiffPrimitive<B>,
+    value: Tensor<B, D>,
+    blocked: impl FnOnce() -> Tensor<B, D, Bool>,
+) -> Tensor<Autodiff<B, C>, D> {
+    let value = value.into_primitive().tensor();
+    let output = match StraightThrough
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(blocked().into_primitive(), value),
+        OpsKind::UnTracked(prep) => prep.finish(value),
+    };
+    outer_tensor(output)
+}
+
+fn inner_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+fn outer_tensor<B: Backend, C: CheckpointStrategy, const D: usize>(
+    primitive: AutodiffPrimitive<B>,
+) -> Tensor<Autodiff<B, C>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}

@@ -1,0 +1,9 @@
+//! [`QnnBackend`] on `Fusion<B>`, the form `burn::backend::Wgpu` takes under Burn's default
+//! features. The quantizers are plain tensor ops, so Fusion records and fuses them as it does any
+//! other element-wise op.
+
+use burn_fusion::{Fusion, FusionBackend};
+
+use super::QnnBackend;
+
+impl<B: FusionBackend + QnnBackend> QnnBackend for Fusion<B> {}

@@ -1,0 +1,57 @@
+//! The backend extension: every op of the crate that needs backend-specific code.
+//!
+//! [`QnnBackend`] is implemented for `NdArray`, for every CubeCL backend (`CubeBackend<R, ..>`:
+//! wgpu, CUDA, ROCm), for `Fusion<B>` and for `Autodiff<B, C>`, so code written once against
+//! `B: QnnBackend` runs on any of them by changing one type parameter:
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::tensor::Tensor;
+//! use burn_qnn::{QnnBackend, quant};
+//!
+//! fn binarize<B: QnnBackend>(device: &B::Device) -> Vec<f32> {
+//!     let x = Tensor::<B, 1>::from_floats([-0.5, 0.0, 2.0], device);
+//!     quant::sign(x).into_data().to_vec().unwrap()
+//! }
+//!
+//! assert_eq!(binarize::<NdArray>(&Default::default()), [-1.0, 1.0, 1.0]);
+//! assert_eq!(binarize::<Autodiff<NdArray>>(&Default::default()), [-1.0, 1.0, 1.0]);
+//! ```
+
+mod autodiff;
+#[cfg(feature = "wgpu")]
+mod cube;
+#[cfg(feature = "wgpu")]
+mod fusion;
+#[cfg(feature = "ndarray")]
+mod ndarray;
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::quant::{Bits, Quantizer, quantizer};
+
+/// A Burn backend that runs the crate's quantizers and packed kernels.
+///
+/// The quantizer ops have portable default bodies built from Burn tensor ops (so they fuse on
+/// `Fusion<B>`); `Autodiff<B>` overrides them to attach the straight-through gradients. Users
+/// call the functions of [`crate::quant`] rather than these methods.
+pub trait QnnBackend: Backend {
+    /// `quantizer.forward(x)`, with gradient `1` inside [`Quantizer::pass_band`] and `0` outside.
+    fn qnn_quantize<const D: usize>(x: Tensor<Self, D>, quantizer: Quantizer) -> Tensor<Self, D> {
+        quantizer.forward(x)
+    }
+
+    /// The stochastic sign of `x` drawn with `noise` (uniform on `[0, 1)`), with the gradient of
+    /// [`Quantizer::Sign`].
+    fn qnn_stochastic_sign<const D: usize>(
+        x: Tensor<Self, D>,
+        noise: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        quantizer::stochastic_sign_value(x, noise)
+    }
+
+    /// The identity, whose gradient is quantized to `bits` bits in the backward pass.
+    fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, _bits: Bits) -> Tensor<Self, D> {
+        x
+    }
+}

@@ -1,0 +1,40 @@
+//! # burn-qnn
+//!
+//! Quantized and Binarized Neural Networks (Hubara, Courbariaux, Soudry, El-Yaniv and Bengio)
+//! for the [Burn](https://burn.dev) deep-learning framework.
+//!
+//! - [`quant`]: quantizers with straight-through gradients — deterministic and stochastic
+//!   sign, `k`-bit linear, power-of-two — each one autodiff op.
+//! - [`QnnBackend`]: the backend extension, implemented for `NdArray`, `Wgpu` (and every
+//!   CubeCL runtime), `Fusion<B>` and `Autodiff<B>`. Write code once against
+//!   `B: QnnBackend` and switch backends by changing the type parameter.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::tensor::Tensor;
+//! use burn_qnn::{QnnBackend, quant};
+//!
+//! /// Binarizes weights and inputs and multiplies them, as a binary layer does.
+//! fn binary_product<B: QnnBackend>(device: &B::Device) -> Tensor<B, 2> {
+//!     let weights = Tensor::<B, 2>::from_floats([[0.3, -0.8], [-0.1, 0.9]], device);
+//!     let inputs = Tensor::<B, 2>::from_floats([[1.5, -0.2]], device);
+//!     quant::sign(inputs).matmul(quant::sign(weights))
+//! }
+//!
+//! let y = binary_product::<NdArray>(&Default::default());
+//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [2.0, -2.0]);
+//! // The same code, with gradients:
+//! let y = binary_product::<Autodiff<NdArray>>(&Default::default());
+//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [2.0, -2.0]);
+//! ```
+//!
+//! ## Features
+//! - `ndarray` (default): the CPU backend, burn-ndarray.
+//! - `wgpu`: the GPU backend, burn-wgpu (CubeCL), with and without fusion.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod quant;
+
+pub use backend::QnnBackend;

@@ -1,0 +1,96 @@
+//! Runs each generic check on every backend: `NdArray`, `Wgpu` (fused), `CubeBackend` on wgpu
+//! (no fusion), and each of them under `Autodiff`.
+
+/// Declares, in a module named `$name`, one `#[test]` per check for backend `$b`, whose autodiff
+/// form is `Autodiff<$b>`.
+macro_rules! backend_tests {
+    ($name:ident, $b:ty) => {
+        mod $name {
+            use burn::backend::Autodiff;
+
+            type B = $b;
+            type AD = Autodiff<$b>;
+
+            fn device() -> burn::tensor::Device<B> {
+                Default::default()
+            }
+
+            #[test]
+            fn sign_forward() {
+                crate::quantizers::sign_forward::<B>(&device());
+                crate::quantizers::sign_forward::<AD>(&device());
+            }
+
+            #[test]
+            fn linear_forward() {
+                crate::quantizers::linear_forward::<B>(&device());
+                crate::quantizers::linear_forward::<AD>(&device());
+            }
+
+            #[test]
+            fn pow2_forward() {
+                crate::quantizers::pow2_forward::<B>(&device());
+                crate::quantizers::pow2_forward::<AD>(&device());
+            }
+
+            #[test]
+            fn edge_values() {
+                crate::quantizers::edge_values::<B>(&device());
+                crate::quantizers::edge_values::<AD>(&device());
+            }
+
+            #[test]
+            fn empty_tensors() {
+                crate::quantizers::empty_tensors::<B>(&device());
+                crate::quantizers::empty_tensors::<AD>(&device());
+            }
+
+            #[test]
+            fn stochastic_sign() {
+                crate::quantizers::stochastic_sign_with_noise::<B>(&device());
+                crate::quantizers::stochastic_sign_with_noise::<AD>(&device());
+                crate::quantizers::stochastic_sign_statistics::<B>(&device());
+                crate::quantizers::stochastic_sign_seeded::<B>(&device());
+                crate::quantizers::stochastic_sign_seeded::<AD>(&device());
+            }
+
+            #[test]
+            fn straight_through_gradients() {
+                crate::quantizers::straight_through_gradients::<AD>(&device());
+            }
+
+            #[test]
+            fn edge_gradients() {
+                crate::quantizers::edge_gradients::<AD>(&device());
+            }
+
+            #[test]
+            fn stochastic_sign_gradient() {
+                crate::quantizers::stochastic_sign_gradient::<AD>(&device());
+            }
+
+            #[test]
+            fn gradient_quantizer() {
+                crate::quantizers::gradient_quantizer::<AD>(&device());
+            }
+
+            #[test]
+            fn backend_switch() {
+                crate::backend_switch::same_on::<B>(&device());
+                crate::backend_switch::same_on::<AD>(&device());
+            }
+        }
+    };
+}
+
+#[cfg(feature = "ndarray")]
+backend_tests!(ndarray, burn::backend::NdArray);
+
+#[cfg(feature = "wgpu")]
+backend_tests!(wgpu_fusion, burn::backend::Wgpu);
+
+#[cfg(feature = "wgpu")]
+backend_tests!(
+    wgpu_no_fusion,
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>
+);

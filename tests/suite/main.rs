@@ -1,0 +1,7 @@
+//! Integration tests of burn-qnn, one module per capability, run on every backend the build has.
+
+mod backend_switch;
+mod backends;
+mod params;
+mod quantizers;
+mod reference;
