@@ -37,4 +37,4 @@
 pub mod backend;
 pub mod quant;
 
-pub use backend::QnnBackend;
+pub use backend::{QnnAutodiffBackend, QnnBackend};

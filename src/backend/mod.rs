@@ -26,7 +26,10 @@ mod fusion;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
 
 use crate::quant::{Bits, Quantizer, quantizer};
 
@@ -55,3 +58,23 @@ pub trait QnnBackend: Backend {
         x
     }
 }
+
+/// An autodiff backend whose inner backend is a [`QnnBackend`] too, such as
+/// `Autodiff<NdArray>` or `Autodiff<Wgpu>`: the bound to put on training code.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::Tensor;
+/// use burn_qnn::{QnnAutodiffBackend, quant};
+///
+/// fn gradient_of_sign<B: QnnAutodiffBackend>(device: &B::Device) -> Vec<f32> {
+///     let x = Tensor::<B, 1>::from_floats([-2.0, 0.5], device).require_grad();
+///     let grads = quant::sign(x.clone()).sum().backward();
+///     x.grad(&grads).unwrap().into_data().to_vec().unwrap()
+/// }
+///
+/// assert_eq!(gradient_of_sign::<Autodiff<NdArray>>(&Default::default()), [0.0, 1.0]);
+/// ```
+pub trait QnnAutodiffBackend: QnnBackend + AutodiffBackend<InnerBackend: QnnBackend> {}
+
+impl<B> QnnAutodiffBackend for B where B: QnnBackend + AutodiffBackend<InnerBackend: QnnBackend> {}

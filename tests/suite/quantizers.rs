@@ -34,29 +34,49 @@ fn edge_inputs() -> Vec<f32> {
     ]
 }
 
-/// Each quantizer with its scalar reference and gradient pass band.
-fn cases() -> Vec<(Quantizer, Box<dyn Fn(f32) -> f32>, (f32, f32))> {
-    let mut cases: Vec<(Quantizer, Box<dyn Fn(f32) -> f32>, (f32, f32))> =
-        vec![(Quantizer::Sign, Box::new(r::sign), (-1.0, 1.0))];
+/// A quantizer with its scalar reference and the pass band of its gradient.
+struct Case {
+    quantizer: Quantizer,
+    reference: Box<dyn Fn(f32) -> f32>,
+    band: (f32, f32),
+}
+
+impl Case {
+    fn new(
+        quantizer: Quantizer,
+        reference: impl Fn(f32) -> f32 + 'static,
+        band: (f32, f32),
+    ) -> Self {
+        Case {
+            quantizer,
+            reference: Box::new(reference),
+            band,
+        }
+    }
+}
+
+/// Every quantizer: sign, both linear forms at every bit width, and three power-of-two ranges.
+fn cases() -> Vec<Case> {
+    let mut cases = vec![Case::new(Quantizer::Sign, r::sign, (-1.0, 1.0))];
     for k in 1..=8 {
         let bits = Bits::new(k).unwrap();
-        cases.push((
+        cases.push(Case::new(
             Quantizer::Unsigned(bits),
-            Box::new(move |x| r::unsigned(x, k)),
+            move |x| r::unsigned(x, k),
             (0.0, 1.0),
         ));
-        cases.push((
+        cases.push(Case::new(
             Quantizer::Signed(bits),
-            Box::new(move |x| r::signed(x, k)),
+            move |x| r::signed(x, k),
             (-1.0, 1.0),
         ));
     }
     for (lo, hi) in [(-4, 0), (-126, 127), (-3, 5)] {
         let range = Pow2Range::new(lo, hi).unwrap();
         let edge = 2f32.powi(hi);
-        cases.push((
+        cases.push(Case::new(
             Quantizer::Pow2(range),
-            Box::new(move |x| r::pow2(x, lo, hi)),
+            move |x| r::pow2(x, lo, hi),
             (-edge, edge),
         ));
     }
@@ -86,7 +106,15 @@ pub fn sign_forward<B: QnnBackend>(device: &B::Device) {
 }
 
 pub fn linear_forward<B: QnnBackend>(device: &B::Device) {
-    for (seed, (quantizer, reference, _)) in cases().into_iter().enumerate() {
+    for (
+        seed,
+        Case {
+            quantizer,
+            reference,
+            ..
+        },
+    ) in cases().into_iter().enumerate()
+    {
         if matches!(quantizer, Quantizer::Pow2(_)) {
             continue;
         }
@@ -141,7 +169,7 @@ pub fn linear_forward<B: QnnBackend>(device: &B::Device) {
 }
 
 pub fn pow2_forward<B: QnnBackend>(device: &B::Device) {
-    for (quantizer, _, _) in cases() {
+    for Case { quantizer, .. } in cases() {
         let Quantizer::Pow2(range) = quantizer else {
             continue;
         };
@@ -182,7 +210,12 @@ pub fn pow2_forward<B: QnnBackend>(device: &B::Device) {
 pub fn edge_values<B: QnnBackend>(device: &B::Device) {
     let inputs = edge_inputs();
     let n = inputs.len();
-    for (quantizer, reference, _) in cases() {
+    for Case {
+        quantizer,
+        reference,
+        ..
+    } in cases()
+    {
         check_forward::<B, 1>(quantizer, &reference, [n], inputs.clone(), device);
     }
     // The sign of −0.0 is +1, not −0.0 or 0.
@@ -191,7 +224,7 @@ pub fn edge_values<B: QnnBackend>(device: &B::Device) {
 }
 
 pub fn empty_tensors<B: QnnBackend>(device: &B::Device) {
-    for (quantizer, _, _) in cases() {
+    for Case { quantizer, .. } in cases() {
         let out = quant::quantize(Tensor::<B, 2>::empty([0, 3], device), quantizer);
         assert_eq!(out.dims(), [0, 3]);
     }
@@ -290,7 +323,10 @@ fn check_gradient<B: AutodiffBackend + QnnBackend>(
 }
 
 pub fn straight_through_gradients<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
-    for (quantizer, _, band) in cases() {
+    for Case {
+        quantizer, band, ..
+    } in cases()
+    {
         check_gradient::<B>(quantizer, band, uniform(200, -2.5, 2.5, 31), device);
     }
     // Through a rank-4 tensor and a further op: the upstream gradient of Σ (2·y)² at y = sign(x)
@@ -310,7 +346,10 @@ pub fn straight_through_gradients<B: AutodiffBackend + QnnBackend>(device: &B::D
 }
 
 pub fn edge_gradients<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
-    for (quantizer, _, band) in cases() {
+    for Case {
+        quantizer, band, ..
+    } in cases()
+    {
         check_gradient::<B>(quantizer, band, edge_inputs(), device);
     }
 }
