@@ -35,6 +35,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod kernels;
+pub mod ops;
 pub mod quant;
 
 pub use backend::{QnnAutodiffBackend, QnnBackend};

@@ -5,7 +5,7 @@
 //! gradient quantizer.
 
 use burn::tensor::{
-    Bool, Tensor, TensorPrimitive,
+    Bool, Device, Tensor, TensorPrimitive,
     backend::Backend,
     ops::{BoolTensor, FloatTensor},
 };
@@ -17,7 +17,10 @@ use burn_autodiff::{
 };
 
 use super::QnnBackend;
-use crate::quant::{Bits, Quantizer, quantizer};
+use crate::{
+    ops::{Encoding, HostPacked},
+    quant::{self, Bits, Quantizer, quantizer},
+};
 
 type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
 
@@ -38,6 +41,46 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         let inner = inner_tensor::<B, D>(x.primitive.clone());
         let value = B::qnn_stochastic_sign(inner.clone(), noise);
         straight_through::<B, C, D>(x, value, || Quantizer::Sign.blocked(inner))
+    }
+
+    type Packed = B::Packed;
+
+    fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> B::Packed {
+        B::qnn_pack(x.inner(), encoding)
+    }
+
+    fn qnn_packed_shape(packed: &B::Packed) -> Vec<usize> {
+        B::qnn_packed_shape(packed)
+    }
+
+    fn qnn_packed_encoding(packed: &B::Packed) -> Encoding {
+        B::qnn_packed_encoding(packed)
+    }
+
+    fn qnn_unpack<const D: usize>(packed: &B::Packed) -> Tensor<Self, D> {
+        Tensor::from_inner(B::qnn_unpack(packed))
+    }
+
+    fn qnn_packed_to_bytes(packed: &B::Packed) -> Vec<u8> {
+        B::qnn_packed_to_bytes(packed)
+    }
+
+    fn qnn_packed_from_host(host: HostPacked, device: &Device<Self>) -> B::Packed {
+        B::qnn_packed_from_host(host, device)
+    }
+
+    fn qnn_packed_matmul<const D: usize>(a: &B::Packed, b_t: &B::Packed) -> Tensor<Self, D> {
+        Tensor::from_inner(B::qnn_packed_matmul(a, b_t))
+    }
+
+    /// Untracked operands take the inner backend's packed kernel; operands that need a gradient
+    /// take the float path, whose backward is the straight-through estimator of `sign`.
+    fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
+        if is_tracked(&a) || is_tracked(&b) {
+            quant::sign(a).matmul(quant::sign(b))
+        } else {
+            Tensor::from_inner(B::qnn_xnor_matmul(a.inner(), b.inner()))
+        }
     }
 
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {
@@ -99,6 +142,18 @@ fn straight_through<B: Backend, C: CheckpointStrategy, const D: usize>(
         OpsKind::UnTracked(prep) => prep.finish(value),
     };
     outer_tensor(output)
+}
+
+/// Whether the tensor takes part in a gradient computation.
+fn is_tracked<B: Backend, C: CheckpointStrategy, const D: usize>(
+    x: &Tensor<Autodiff<B, C>, D>,
+) -> bool {
+    !x.clone()
+        .into_primitive()
+        .tensor()
+        .node
+        .requirement
+        .is_none()
 }
 
 fn inner_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {

@@ -23,15 +23,23 @@ mod autodiff;
 mod cube;
 #[cfg(feature = "wgpu")]
 mod fusion;
+#[cfg(feature = "wgpu")]
+mod host_fallback;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 
+#[cfg(feature = "wgpu")]
+pub use host_fallback::HostFallbackPacked;
+
 use burn::tensor::{
-    Tensor,
+    Device, Tensor,
     backend::{AutodiffBackend, Backend},
 };
 
-use crate::quant::{Bits, Quantizer, quantizer};
+use crate::{
+    ops::{Encoding, HostPacked},
+    quant::{self, Bits, Quantizer, quantizer},
+};
 
 /// A Burn backend that runs the crate's quantizers and packed kernels.
 ///
@@ -56,6 +64,36 @@ pub trait QnnBackend: Backend {
     /// The identity, whose gradient is quantized to `bits` bits in the backward pass.
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, _bits: Bits) -> Tensor<Self, D> {
         x
+    }
+
+    /// The backend's storage of a tensor packed along its last dimension.
+    type Packed: Clone + Send + Sync + core::fmt::Debug + 'static;
+
+    /// Packs `x` `[.., rows, k]` along its last dimension.
+    fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> Self::Packed;
+
+    /// The logical shape `[.., rows, k]` of a packed tensor.
+    fn qnn_packed_shape(packed: &Self::Packed) -> Vec<usize>;
+
+    /// The encoding of a packed tensor.
+    fn qnn_packed_encoding(packed: &Self::Packed) -> Encoding;
+
+    /// The packed values as floats (±1, or the integer codes).
+    fn qnn_unpack<const D: usize>(packed: &Self::Packed) -> Tensor<Self, D>;
+
+    /// The packed bytes in the layout shared by every backend.
+    fn qnn_packed_to_bytes(packed: &Self::Packed) -> Vec<u8>;
+
+    /// Moves packed bits from host memory onto `device`.
+    fn qnn_packed_from_host(host: HostPacked, device: &Device<Self>) -> Self::Packed;
+
+    /// `a` `[.., m, k]` times the transpose of `b_t` `[.., n, k]`, exactly.
+    fn qnn_packed_matmul<const D: usize>(a: &Self::Packed, b_t: &Self::Packed) -> Tensor<Self, D>;
+
+    /// `sign(a) · sign(b)` for `[.., m, k] × [.., k, n]`. The default is the float product of
+    /// the ±1 tensors; backends with packed kernels override it.
+    fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
+        quant::sign(a).matmul(quant::sign(b))
     }
 }
 

@@ -2,9 +2,9 @@
 //! (no fusion), and each of them under `Autodiff`.
 
 /// Declares, in a module named `$name`, one `#[test]` per check for backend `$b`, whose autodiff
-/// form is `Autodiff<$b>`.
+/// form is `Autodiff<$b>`; `quick` trims the list of product shapes.
 macro_rules! backend_tests {
-    ($name:ident, $b:ty) => {
+    ($name:ident, $b:ty, quick = $quick:expr) => {
         mod $name {
             use burn::backend::Autodiff;
 
@@ -75,6 +75,28 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn xnor_matmul() {
+                crate::packed::xnor_matmul_matches_float::<B>(&device(), $quick);
+                crate::packed::xnor_matmul_matches_float::<AD>(&device(), true);
+                crate::packed::xnor_matmul_batched::<B>(&device());
+                crate::packed::extreme_operands::<B>(&device());
+                crate::packed::shape_mismatch_panics::<B>(&device());
+            }
+
+            #[test]
+            fn bit_serial_products() {
+                crate::packed::bit_serial_products::<B>(&device());
+            }
+
+            #[test]
+            fn packing() {
+                crate::packed::pack_round_trip::<B>(&device());
+                crate::packed::packed_bytes_layout::<B>(&device());
+                crate::packed::bad_packed_bytes::<B>(&device());
+                crate::packed::pack_round_trip::<AD>(&device());
+            }
+
+            #[test]
             fn backend_switch() {
                 crate::backend_switch::same_on::<B>(&device());
                 crate::backend_switch::same_on::<AD>(&device());
@@ -84,13 +106,14 @@ macro_rules! backend_tests {
 }
 
 #[cfg(feature = "ndarray")]
-backend_tests!(ndarray, burn::backend::NdArray);
+backend_tests!(ndarray, burn::backend::NdArray, quick = false);
 
 #[cfg(feature = "wgpu")]
-backend_tests!(wgpu_fusion, burn::backend::Wgpu);
+backend_tests!(wgpu_fusion, burn::backend::Wgpu, quick = true);
 
 #[cfg(feature = "wgpu")]
 backend_tests!(
     wgpu_no_fusion,
-    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
+    quick = true
 );

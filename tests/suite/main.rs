@@ -2,6 +2,7 @@
 
 mod backend_switch;
 mod backends;
+mod packed;
 mod params;
 mod quantizers;
 mod reference;

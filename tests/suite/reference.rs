@@ -85,3 +85,10 @@ pub fn assert_exact(what: &str, inputs: &[f32], actual: &[f32], expected: &[f32]
         );
     }
 }
+
+/// Serializes the tests that draw from a backend's random generator: backends share one
+/// generator per device, and tests run on parallel threads.
+pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,25 @@
+//! CPU kernels on plain slices, free of Burn types: bit packing, XNOR-popcount GEMM and
+//! bit-serial GEMM, with the instruction set picked at run time (see [`isa`]).
+//!
+//! # Packed layout (the same on every backend)
+//! A row of `k` values packs into `words_per_row(k) = ceil(k / 64)` little-endian `u64` words:
+//! value `j` is bit `j % 64` of word `j / 64`, so byte `j / 8`, bit `j % 8` of the row's bytes,
+//! and bit `j % 32` of 32-bit word `j / 32` (a GPU reading the same bytes as `u32` words sees the
+//! same bits). For signs, bit 1 stands for −1 and bit 0 for +1 (`x < 0` → 1; `+0`, `−0.0` and NaN
+//! → 0). Padding bits after `k` are 0 and change no result.
+//!
+//! Bit planes of unsigned `b`-bit codes: row `r`, plane `p` (bit `p` of each code) is stored at
+//! words `(r·b + p)·words_per_row(k) ..`, in the same bit order.
+
+pub mod bitserial;
+pub mod isa;
+pub mod pack;
+pub mod xnor;
+
+/// Bits per packed word.
+pub const WORD_BITS: usize = 64;
+
+/// The number of `u64` words that hold a row of `k` bits.
+pub const fn words_per_row(k: usize) -> usize {
+    k.div_ceil(WORD_BITS)
+}
