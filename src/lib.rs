@@ -40,3 +40,8 @@ pub mod ops;
 pub mod quant;
 
 pub use backend::{QnnAutodiffBackend, QnnBackend};
+
+/// The code blocks of README.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

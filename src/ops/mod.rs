@@ -17,12 +17,12 @@
 //!
 //! // sign(a) · sign(b), on packed bits:
 //! let y = ops::xnor_matmul(a.clone(), b.clone());
-//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [-1.0, 1.0]);
+//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [-1.0, -1.0]);
 //!
 //! // Weights packed once (as rows of bᵀ), activations packed on the fly:
 //! let weights = Packed::new(b.transpose(), Encoding::Signs);
 //! let y = ops::xnor_matmul_prepacked(a, &weights);
-//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [-1.0, 1.0]);
+//! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [-1.0, -1.0]);
 //! ```
 
 mod host;

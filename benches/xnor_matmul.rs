@@ -1,0 +1,66 @@
+//! XNOR-popcount products against Burn's f32 `matmul` on the same ±1 data, on burn-ndarray.
+//!
+//! Run: `cargo bench --bench xnor_matmul`. Each group times, side by side:
+//! - `burn_f32`: `Tensor::matmul` on `NdArray<f32>` (what a Burn user runs today);
+//! - `xnor_packed`: both operands packed beforehand (the kernel alone);
+//! - `xnor_prepacked_weights`: weights packed beforehand, activations packed in the call
+//!   (inference);
+//! - `xnor_float`: both operands packed in the call (`ops::xnor_matmul` on float tensors).
+//!
+//! Throughput is in binary multiply-accumulates (`M·K·N` per call). Set `BURN_QNN_ISA` to
+//! `avx512`, `avx2` or `portable` to pin an instruction set.
+
+use std::time::Duration;
+
+use burn::backend::NdArray;
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_qnn::ops::{self, Encoding, Packed};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+type B = NdArray<f32>;
+
+/// `(name, M, K, N)`: square, batch-64 and batch-1 inference, and a convolution as im2col
+/// (32×32 outputs, 3×3×128 inputs, 128 channels).
+const SHAPES: [(&str, usize, usize, usize); 4] = [
+    ("4096x4096x4096", 4096, 4096, 4096),
+    ("64x4096x4096", 64, 4096, 4096),
+    ("1x4096x4096", 1, 4096, 4096),
+    ("conv_1024x1152x128", 32 * 32, 3 * 3 * 128, 128),
+];
+
+fn signs(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2> {
+    Tensor::<B, 2>::random(shape, Distribution::Uniform(-1.0, 1.0), device).sign()
+}
+
+fn bench_products(c: &mut Criterion) {
+    let device = Default::default();
+    for (name, m, k, n) in SHAPES {
+        let a = signs([m, k], &device);
+        let b = signs([k, n], &device);
+        let a_packed = Packed::new(a.clone(), Encoding::Signs);
+        let b_packed = Packed::new(b.clone().transpose(), Encoding::Signs);
+
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements((m * k * n) as u64));
+        group.sample_size(10);
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(if m * n >= 1 << 20 { 20 } else { 4 }));
+
+        group.bench_function(BenchmarkId::new("burn_f32", name), |bench| {
+            bench.iter(|| a.clone().matmul(b.clone()))
+        });
+        group.bench_function(BenchmarkId::new("xnor_packed", name), |bench| {
+            bench.iter(|| ops::packed_matmul::<B, 2>(&a_packed, &b_packed))
+        });
+        group.bench_function(BenchmarkId::new("xnor_prepacked_weights", name), |bench| {
+            bench.iter(|| ops::xnor_matmul_prepacked(a.clone(), &b_packed))
+        });
+        group.bench_function(BenchmarkId::new("xnor_float", name), |bench| {
+            bench.iter(|| ops::xnor_matmul(a.clone(), b.clone()))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_products);
+criterion_main!(benches);
