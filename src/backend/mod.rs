@@ -23,13 +23,27 @@ mod autodiff;
 mod cube;
 #[cfg(feature = "wgpu")]
 mod fusion;
-#[cfg(feature = "wgpu")]
-mod host_fallback;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 
 #[cfg(feature = "wgpu")]
-pub use host_fallback::HostFallbackPacked;
+pub use cube::CubePacked;
+#[cfg(feature = "wgpu")]
+pub use fusion::FusionPacked;
+
+/// A packed tensor held by a device backend as a tensor of 32-bit words: each row and bit plane
+/// takes `2·ceil(k/64)` words, the bytes of the CPU layout of [`crate::kernels`].
+#[derive(Clone, Debug)]
+pub struct PackedWords<T> {
+    /// The words, as a one-dimensional integer tensor of dtype `u32`.
+    pub(crate) words: T,
+    /// How many words are in use (a tensor of no words still holds one).
+    pub(crate) word_count: usize,
+    /// The logical shape `[.., rows, k]`.
+    pub(crate) shape: Vec<usize>,
+    /// What the bits stand for.
+    pub(crate) encoding: Encoding,
+}
 
 use burn::tensor::{
     Device, Tensor,

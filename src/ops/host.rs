@@ -261,13 +261,23 @@ impl BatchPlan {
         }
     }
 
+    /// Whether one left matrix serves every output matrix.
+    pub fn lhs_shared(&self) -> bool {
+        self.lhs_batch == 1
+    }
+
+    /// Whether one right matrix serves every output matrix.
+    pub fn rhs_shared(&self) -> bool {
+        self.rhs_batch == 1
+    }
+
     /// The matrix of the left operand that output matrix `index` reads.
     pub fn lhs_index(&self, index: usize) -> usize {
-        if self.lhs_batch == 1 { 0 } else { index }
+        if self.lhs_shared() { 0 } else { index }
     }
 
     /// The matrix of the right operand that output matrix `index` reads.
     pub fn rhs_index(&self, index: usize) -> usize {
-        if self.rhs_batch == 1 { 0 } else { index }
+        if self.rhs_shared() { 0 } else { index }
     }
 }

@@ -109,11 +109,11 @@ macro_rules! backend_tests {
 backend_tests!(ndarray, burn::backend::NdArray, quick = false);
 
 #[cfg(feature = "wgpu")]
-backend_tests!(wgpu_fusion, burn::backend::Wgpu, quick = true);
+backend_tests!(wgpu_fusion, burn::backend::Wgpu, quick = false);
 
 #[cfg(feature = "wgpu")]
 backend_tests!(
     wgpu_no_fusion,
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
-    quick = true
+    quick = false
 );
