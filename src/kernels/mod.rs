@@ -12,8 +12,15 @@
 //! words `(r·b + p)·words_per_row(k) ..`, in the same bit order.
 
 pub mod bitserial;
+mod engine;
 pub mod isa;
 pub mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_x86;
+mod tile_avx2;
+mod tile_avx512;
+mod tile_portable;
+mod transpose;
 pub mod xnor;
 
 /// Bits per packed word.
@@ -22,4 +29,25 @@ pub const WORD_BITS: usize = 64;
 /// The number of `u64` words that hold a row of `k` bits.
 pub const fn words_per_row(k: usize) -> usize {
     k.div_ceil(WORD_BITS)
+}
+
+/// An instruction set checked against this CPU: it holds an x86 path only where the CPU runs it,
+/// so code may rely on that when it calls `#[target_feature]` functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CheckedIsa(isa::Isa);
+
+impl CheckedIsa {
+    /// `isa` where this CPU runs it, else [`isa::Isa::Portable`].
+    pub(crate) fn new(isa: isa::Isa) -> CheckedIsa {
+        if isa.is_available() {
+            CheckedIsa(isa)
+        } else {
+            CheckedIsa(isa::Isa::Portable)
+        }
+    }
+
+    /// The checked instruction set.
+    pub(crate) fn isa(self) -> isa::Isa {
+        self.0
+    }
 }

@@ -2,6 +2,8 @@
 
 mod backend_switch;
 mod backends;
+#[cfg(all(feature = "ndarray", feature = "wgpu"))]
+mod cross_backend;
 mod packed;
 mod params;
 mod quantizers;

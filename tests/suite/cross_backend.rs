@@ -1,0 +1,70 @@
+//! The packed layout is one for every backend: bytes packed on the CPU load on the GPU and give
+//! the same products, and the GPU packs the same bytes.
+
+use burn::backend::{NdArray, Wgpu};
+use burn::tensor::Tensor;
+use burn_qnn::{
+    QnnBackend,
+    ops::{self, Encoding, Packed},
+    quant::Bits,
+};
+
+use crate::reference::{tensor, uniform, values};
+
+fn packed_bytes<B: QnnBackend>(data: &[f32], shape: [usize; 2], encoding: Encoding) -> Vec<u8> {
+    let device = Default::default();
+    Packed::new(tensor::<B, 2>(data.to_vec(), shape, &device), encoding).to_bytes()
+}
+
+#[test]
+fn the_gpu_packs_the_bytes_the_cpu_packs() {
+    for k in [1, 31, 32, 33, 64, 65, 1000, 4097] {
+        let signs = uniform(3 * k, -1.0, 1.0, k as u64);
+        assert_eq!(
+            packed_bytes::<Wgpu>(&signs, [3, k], Encoding::Signs),
+            packed_bytes::<NdArray>(&signs, [3, k], Encoding::Signs),
+            "signs, k = {k}"
+        );
+        let codes: Vec<f32> = uniform(3 * k, -2.0, 300.0, k as u64 + 1)
+            .into_iter()
+            .map(f32::floor)
+            .collect();
+        let encoding = Encoding::Codes(Bits::new(6).unwrap());
+        assert_eq!(
+            packed_bytes::<Wgpu>(&codes, [3, k], encoding),
+            packed_bytes::<NdArray>(&codes, [3, k], encoding),
+            "6-bit codes, k = {k}"
+        );
+    }
+}
+
+#[test]
+fn weights_packed_on_the_cpu_run_on_the_gpu() {
+    let (m, k, n) = (5, 1000, 37);
+    let (device, gpu) = (Default::default(), Default::default());
+    let a = uniform(m * k, -1.0, 1.0, 1);
+    let w = uniform(k * n, -1.0, 1.0, 2);
+
+    let cpu_weights = Packed::new(
+        tensor::<NdArray, 2>(w.clone(), [k, n], &device).transpose(),
+        Encoding::Signs,
+    );
+    let cpu = values(ops::xnor_matmul_prepacked(
+        tensor::<NdArray, 2>(a.clone(), [m, k], &device),
+        &cpu_weights,
+    ));
+
+    let bytes = cpu_weights.to_bytes();
+    let gpu_weights = Packed::<Wgpu>::from_bytes(&bytes, &[n, k], Encoding::Signs, &gpu).unwrap();
+    let on_gpu = values(ops::xnor_matmul_prepacked(
+        tensor::<Wgpu, 2>(a.clone(), [m, k], &gpu),
+        &gpu_weights,
+    ));
+    assert_eq!(on_gpu, cpu);
+
+    let float_operands = values(ops::xnor_matmul(
+        tensor::<Wgpu, 2>(a, [m, k], &gpu),
+        Tensor::<Wgpu, 2>::from_data(cpu_weights.unpack::<2>().transpose().into_data(), &gpu),
+    ));
+    assert_eq!(float_operands, cpu);
+}
