@@ -256,3 +256,27 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
+
+/// Runs the CPU products on every instruction-set path this machine has, each forced in turn.
+#[cfg(feature = "ndarray")]
+#[test]
+fn every_cpu_instruction_set_gives_the_float_product() {
+    use burn::backend::NdArray;
+    use burn_qnn::kernels::isa::{Isa, force_isa};
+
+    let device = Default::default();
+    for isa in Isa::available() {
+        force_isa(Some(isa)).unwrap();
+        xnor_matmul_matches_float::<NdArray>(&device, false);
+        bit_serial_products::<NdArray>(&device);
+    }
+    force_isa(None).unwrap();
+    for isa in Isa::ALL {
+        if !isa.is_available() {
+            assert!(
+                force_isa(Some(isa)).is_err(),
+                "{isa:?} is not available here"
+            );
+        }
+    }
+}
