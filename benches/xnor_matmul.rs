@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use burn::backend::NdArray;
 use burn::tensor::{Device, Distribution, Tensor};
+use burn_qnn::kernels::{isa::active_isa, xnor};
 use burn_qnn::ops::{self, Encoding, Packed};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -62,5 +63,19 @@ fn bench_products(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_products);
+/// The machine's popcount ceiling: the AVX-512 (or best available) register tile on data held
+/// in L1, one thread. Throughput in binary MACs; the 2-core ceiling is twice this.
+fn bench_popcount_ceiling(c: &mut Criterion) {
+    const ITERATIONS: usize = 100_000;
+    let isa = active_isa();
+    let macs = xnor::popcount_ceiling(isa, ITERATIONS);
+    let mut group = c.benchmark_group("popcount_ceiling");
+    group.throughput(Throughput::Elements(macs));
+    group.bench_function(BenchmarkId::new("one_thread", isa.name()), |bench| {
+        bench.iter(|| xnor::popcount_ceiling(isa, ITERATIONS))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_popcount_ceiling, bench_products);
 criterion_main!(benches);

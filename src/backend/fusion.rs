@@ -5,10 +5,7 @@
 
 use std::marker::PhantomData;
 
-use burn::tensor::{
-    DType, Device, Element, Int, Shape, Tensor, TensorData, TensorPrimitive,
-    ops::{FloatTensor, IntTensorOps},
-};
+use burn::tensor::{DType, Device, Element, Shape, Tensor, TensorPrimitive, ops::FloatTensor};
 use burn_fusion::{
     Fusion, FusionBackend, FusionRuntime, FusionTensor,
     stream::{Operation, OperationStreams},
@@ -210,30 +207,11 @@ impl<B: WordPackedBackend> QnnBackend for Fusion<B> {
     }
 
     fn qnn_packed_to_bytes(packed: &Self::Packed) -> Vec<u8> {
-        let data = Tensor::<Self, 1, Int>::from_primitive(packed.words.clone()).into_data();
-        let mut bytes = data.as_bytes().to_vec();
-        bytes.truncate(packed.word_count * 4);
-        bytes
+        packed.to_bytes::<Self>()
     }
 
     fn qnn_packed_from_host(host: HostPacked, device: &Device<Self>) -> Self::Packed {
-        let mut words: Vec<u32> = host
-            .to_bytes()
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("chunks of 4 bytes")))
-            .collect();
-        let word_count = words.len();
-        if words.is_empty() {
-            words.push(0);
-        }
-        let len = words.len();
-        let words = Self::int_from_data(TensorData::new(words, [len]), device);
-        PackedWords {
-            words,
-            word_count,
-            shape: host.shape().to_vec(),
-            encoding: host.encoding(),
-        }
+        PackedWords::upload::<Self>(&host, device)
     }
 
     fn qnn_packed_matmul<const D: usize>(a: &Self::Packed, b_t: &Self::Packed) -> Tensor<Self, D> {

@@ -31,6 +31,7 @@ pub use cube::CubePacked;
 #[cfg(feature = "wgpu")]
 pub use fusion::FusionPacked;
 
+#[cfg(feature = "wgpu")]
 /// A packed tensor held by a device backend as a tensor of 32-bit words: each row and bit plane
 /// takes `2·ceil(k/64)` words, the bytes of the CPU layout of [`crate::kernels`].
 #[derive(Clone, Debug)]
@@ -43,6 +44,45 @@ pub struct PackedWords<T> {
     pub(crate) shape: Vec<usize>,
     /// What the bits stand for.
     pub(crate) encoding: Encoding,
+}
+
+#[cfg(feature = "wgpu")]
+impl<T: Clone> PackedWords<T> {
+    /// Uploads packed bits from host memory to `device` as a tensor of `u32` words.
+    pub(crate) fn upload<B>(host: &HostPacked, device: &Device<B>) -> Self
+    where
+        B: Backend<IntTensorPrimitive = T>,
+    {
+        use burn::tensor::TensorData;
+
+        let mut words: Vec<u32> = host
+            .to_bytes()
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("chunks of 4 bytes")))
+            .collect();
+        let word_count = words.len();
+        if words.is_empty() {
+            words.push(0); // devices hold no empty buffers
+        }
+        let len = words.len();
+        Self {
+            words: B::int_from_data(TensorData::new(words, [len]), device),
+            word_count,
+            shape: host.shape().to_vec(),
+            encoding: host.encoding(),
+        }
+    }
+
+    /// The little-endian bytes of the words in use.
+    pub(crate) fn to_bytes<B>(&self) -> Vec<u8>
+    where
+        B: Backend<IntTensorPrimitive = T>,
+    {
+        let words = Tensor::<B, 1, burn::tensor::Int>::from_primitive(self.words.clone());
+        let mut bytes = words.into_data().as_bytes().to_vec();
+        bytes.truncate(self.word_count * 4);
+        bytes
+    }
 }
 
 use burn::tensor::{

@@ -5,7 +5,7 @@
 
 mod kernels;
 
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData, TensorPrimitive, ops::IntTensorOps};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData, TensorPrimitive};
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
     ops::numeric::empty_device_dtype, tensor::CubeTensor,
@@ -235,30 +235,11 @@ where
     }
 
     fn qnn_packed_to_bytes(packed: &CubePacked<R>) -> Vec<u8> {
-        let data = burn_cubecl::ops::into_data_sync(packed.words.clone());
-        let mut bytes = data.as_bytes().to_vec();
-        bytes.truncate(packed.word_count * 4);
-        bytes
+        packed.to_bytes::<Self>()
     }
 
     fn qnn_packed_from_host(host: HostPacked, device: &Device<Self>) -> CubePacked<R> {
-        let bytes = host.to_bytes();
-        let mut words: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("chunks of 4 bytes")))
-            .collect();
-        let word_count = words.len();
-        if words.is_empty() {
-            words.push(0);
-        }
-        let len = words.len();
-        let words = Self::int_from_data(TensorData::new(words, [len]), device);
-        CubePacked {
-            words,
-            word_count,
-            shape: host.shape().to_vec(),
-            encoding: host.encoding(),
-        }
+        PackedWords::upload::<Self>(&host, device)
     }
 
     fn qnn_packed_matmul<const D: usize>(
