@@ -45,10 +45,12 @@ fn codes(len: usize, bits: u32, seed: u64) -> Vec<f32> {
 /// Every `k` of [`KS`] with several `m × n`; `quick` keeps a few (software Vulkan compiles a
 /// shader per new shape, seconds each).
 pub fn xnor_matmul_matches_float<B: QnnBackend>(device: &B::Device, quick: bool) {
+    // Few rows (the GPU's one-output-per-thread kernel) and many (its tiled kernel, with
+    // partial tiles).
     let shapes: &[(usize, usize)] = if quick {
-        &[(1, 9), (5, 3)]
+        &[(1, 9), (5, 3), (70, 13)]
     } else {
-        &[(1, 9), (7, 1), (5, 3), (13, 70)]
+        &[(1, 9), (7, 1), (5, 3), (13, 70), (70, 13), (16, 1)]
     };
     for (seed, &k) in KS.iter().enumerate() {
         if quick && ![1, 64, 65, 4097].contains(&k) {
@@ -70,7 +72,13 @@ pub fn xnor_matmul_matches_float<B: QnnBackend>(device: &B::Device, quick: bool)
 }
 
 pub fn xnor_matmul_batched<B: QnnBackend>(device: &B::Device) {
-    let (m, k, n) = (4, 65, 6);
+    for m in [4, 20] {
+        xnor_matmul_batched_with_rows::<B>(m, device);
+    }
+}
+
+fn xnor_matmul_batched_with_rows<B: QnnBackend>(m: usize, device: &B::Device) {
+    let (k, n) = (65, 6);
     let a = uniform(2 * 3 * m * k, -1.0, 1.0, 7);
     let b = uniform(2 * 3 * k * n, -1.0, 1.0, 8);
     let out = values(ops::xnor_matmul(

@@ -164,15 +164,7 @@ pub fn popcount_gemm_kernel<F: Float>(
                 let va = tile_a[((ty * OUT_PER_THREAD + i) * TILE_WORDS + c) as usize];
                 for j in 0..OUT_PER_THREAD {
                     let vb = tile_b[((tx * OUT_PER_THREAD + j) * TILE_WORDS + c) as usize];
-                    let both = i32::cast_from((va & vb).count_ones());
-                    let mut count = both;
-                    if mode == 0 {
-                        count = i32::cast_from((va ^ vb).count_ones());
-                    } else if mode == 2 {
-                        count = i32::cast_from(va.count_ones()) - 2i32 * both;
-                    } else if mode == 3 {
-                        count = i32::cast_from(vb.count_ones()) - 2i32 * both;
-                    }
+                    let count = popcount_op(va, vb, mode);
                     acc[(i * OUT_PER_THREAD + j) as usize] += count;
                 }
             }
@@ -191,4 +183,53 @@ pub fn popcount_gemm_kernel<F: Float>(
             }
         }
     }
+}
+
+/// The count one pair of words adds, as [`mode`] says.
+#[cube]
+fn popcount_op(va: u32, vb: u32, mode: u32) -> i32 {
+    let both = i32::cast_from((va & vb).count_ones());
+    let mut count = both;
+    if mode == 0 {
+        count = i32::cast_from((va ^ vb).count_ones());
+    } else if mode == 2 {
+        count = i32::cast_from(va.count_ones()) - 2i32 * both;
+    } else if mode == 3 {
+        count = i32::cast_from(vb.count_ones()) - 2i32 * both;
+    }
+    count
+}
+
+/// The popcount GEMM for few rows of `a` (batch-1 to batch-8 inference): one output per
+/// thread, consecutive threads on consecutive rows of `b`, so no thread of a tile idles for
+/// want of rows. Same arguments and result as [`popcount_gemm_kernel`].
+#[cube(launch)]
+pub fn popcount_gemv_kernel<F: Float>(
+    a: &Tensor<u32>,
+    b: &Tensor<u32>,
+    out: &mut Tensor<F>,
+    m: u32,
+    n: u32,
+    words: u32,
+    a_mat_stride: u32,
+    b_mat_stride: u32,
+    scale: i32,
+    offset: i32,
+    mode: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS as u32;
+    if pos as usize >= out.len() {
+        terminate!();
+    }
+    let mat = pos / (m * n);
+    let i = pos % (m * n) / n;
+    let j = pos % n;
+    let a_base = mat * a_mat_stride + i * words;
+    let b_base = mat * b_mat_stride + j * words;
+    let mut acc = 0i32;
+    for w in 0..words {
+        acc += popcount_op(a[(a_base + w) as usize], b[(b_base + w) as usize], mode);
+    }
+    out[pos as usize] = F::cast_from(offset + scale * acc);
 }

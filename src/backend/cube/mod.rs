@@ -16,6 +16,10 @@ use super::{PackedWords, QnnBackend};
 use crate::ops::{BatchPlan, Encoding, HostPacked};
 use kernels::{THREADS, TILE, mode};
 
+/// Below this many rows of bit planes on the left, the one-output-per-thread kernel runs: the
+/// tiled one would leave most of its `TILE` rows idle.
+const GEMV_MAX_ROWS: usize = 16;
+
 /// A packed tensor on a CubeCL device.
 pub type CubePacked<R> = PackedWords<CubeTensor<R>>;
 
@@ -183,28 +187,54 @@ fn popcount_gemm<R: CubeRuntime>(
     );
     if plan.batch * a_rows * b_rows > 0 {
         let stride = |rows: usize, shared: bool| if shared { 0 } else { (rows * words) as u32 };
-        let cube_count = CubeCount::Static(
-            a_rows.div_ceil(TILE as usize) as u32,
-            b_rows.div_ceil(TILE as usize) as u32,
-            plan.batch as u32,
-        );
-        kernels::popcount_gemm_kernel::launch::<R>(
-            &client,
-            cube_count,
-            CubeDim::new_2d(THREADS, THREADS),
-            a.words.clone().into_tensor_arg(),
-            b_t.words.clone().into_tensor_arg(),
-            raw.clone().into_tensor_arg(),
-            a_rows as u32,
-            b_rows as u32,
-            words as u32,
+        let (a_stride, b_stride) = (
             stride(a_rows, plan.lhs_shared()),
             stride(b_rows, plan.rhs_shared()),
-            scale,
-            offset,
-            gemm_mode,
-            dtype.into(),
         );
+        if a_rows < GEMV_MAX_ROWS {
+            let total = plan.batch * a_rows * b_rows;
+            let cube_dim = CubeDim::new_1d(256);
+            kernels::popcount_gemv_kernel::launch::<R>(
+                &client,
+                calculate_cube_count_elemwise(&client, total, cube_dim),
+                cube_dim,
+                a.words.clone().into_tensor_arg(),
+                b_t.words.clone().into_tensor_arg(),
+                raw.clone().into_tensor_arg(),
+                a_rows as u32,
+                b_rows as u32,
+                words as u32,
+                a_stride,
+                b_stride,
+                scale,
+                offset,
+                gemm_mode,
+                dtype.into(),
+            );
+        } else {
+            let cube_count = CubeCount::Static(
+                a_rows.div_ceil(TILE as usize) as u32,
+                b_rows.div_ceil(TILE as usize) as u32,
+                plan.batch as u32,
+            );
+            kernels::popcount_gemm_kernel::launch::<R>(
+                &client,
+                cube_count,
+                CubeDim::new_2d(THREADS, THREADS),
+                a.words.clone().into_tensor_arg(),
+                b_t.words.clone().into_tensor_arg(),
+                raw.clone().into_tensor_arg(),
+                a_rows as u32,
+                b_rows as u32,
+                words as u32,
+                a_stride,
+                b_stride,
+                scale,
+                offset,
+                gemm_mode,
+                dtype.into(),
+            );
+        }
     }
     (raw, plan)
 }
