@@ -237,6 +237,20 @@ mod tests {
         }
     }
 
+    /// Every word-count remainder mod 8 (each tail of the 512-bit kernels), after 0–2 full
+    /// 8-word steps.
+    #[test]
+    fn binary_matches_definition_for_every_word_tail() {
+        let mut rng = StdRng::seed_from_u64(24);
+        for words in 1..=24 {
+            let k = 64 * words - 5;
+            let (bits, m, n) = (2, 4, 9);
+            let a = codes(&mut rng, m * k, bits);
+            let b = signs(&mut rng, n * k);
+            check_binary(&a, bits, &b, (m, n, k));
+        }
+    }
+
     #[test]
     fn binary_edge_shapes_and_threads() {
         let mut rng = StdRng::seed_from_u64(21);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// A kernel implementation chosen by instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
-    /// AVX-512 with VPOPCNTDQ (x86-64).
+    /// AVX-512 (F, BW, VL) with VPOPCNTDQ (x86-64).
     Avx512,
     /// AVX2 (x86-64).
     Avx2,
@@ -29,6 +29,7 @@ impl Isa {
             Isa::Avx512 => {
                 std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
                     && std::is_x86_feature_detected!("avx512vpopcntdq")
             }
             #[cfg(target_arch = "x86_64")]

@@ -115,6 +115,21 @@ mod tests {
         }
     }
 
+    /// Every word-count remainder mod 8 (each tail of the 512-bit kernels), after 0–3 full
+    /// 8-word steps, with whole and partial last words, and tails after a full `k` block.
+    #[test]
+    fn matches_definition_for_every_word_tail() {
+        let mut rng = StdRng::seed_from_u64(14);
+        for words in 1..=32 {
+            for k in [64 * words, 64 * words - 17] {
+                check(&mut rng, 7, 11, k);
+            }
+        }
+        for words in [256 + 1, 256 + 4, 256 + 5, 256 + 18] {
+            check(&mut rng, 4, 9, 64 * words - 3);
+        }
+    }
+
     #[test]
     fn matches_definition_on_edge_shapes() {
         let mut rng = StdRng::seed_from_u64(11);
