@@ -191,50 +191,45 @@ fn popcount_gemm<R: CubeRuntime>(
             stride(a_rows, plan.lhs_shared()),
             stride(b_rows, plan.rhs_shared()),
         );
-        if a_rows < GEMV_MAX_ROWS {
-            let total = plan.batch * a_rows * b_rows;
+        // Both kernels take the same arguments; they differ in how threads map to outputs.
+        let few_rows = a_rows < GEMV_MAX_ROWS;
+        let launch = if few_rows {
+            kernels::popcount_gemv_kernel::launch::<R>
+        } else {
+            kernels::popcount_gemm_kernel::launch::<R>
+        };
+        let (cube_count, cube_dim) = if few_rows {
             let cube_dim = CubeDim::new_1d(256);
-            kernels::popcount_gemv_kernel::launch::<R>(
-                &client,
+            let total = plan.batch * a_rows * b_rows;
+            (
                 calculate_cube_count_elemwise(&client, total, cube_dim),
                 cube_dim,
-                a.words.clone().into_tensor_arg(),
-                b_t.words.clone().into_tensor_arg(),
-                raw.clone().into_tensor_arg(),
-                a_rows as u32,
-                b_rows as u32,
-                words as u32,
-                a_stride,
-                b_stride,
-                scale,
-                offset,
-                gemm_mode,
-                dtype.into(),
-            );
+            )
         } else {
             let cube_count = CubeCount::Static(
                 a_rows.div_ceil(TILE as usize) as u32,
                 b_rows.div_ceil(TILE as usize) as u32,
                 plan.batch as u32,
             );
-            kernels::popcount_gemm_kernel::launch::<R>(
-                &client,
-                cube_count,
-                CubeDim::new_2d(THREADS, THREADS),
-                a.words.clone().into_tensor_arg(),
-                b_t.words.clone().into_tensor_arg(),
-                raw.clone().into_tensor_arg(),
-                a_rows as u32,
-                b_rows as u32,
-                words as u32,
-                a_stride,
-                b_stride,
-                scale,
-                offset,
-                gemm_mode,
-                dtype.into(),
-            );
-        }
+            (cube_count, CubeDim::new_2d(THREADS, THREADS))
+        };
+        launch(
+            &client,
+            cube_count,
+            cube_dim,
+            a.words.clone().into_tensor_arg(),
+            b_t.words.clone().into_tensor_arg(),
+            raw.clone().into_tensor_arg(),
+            a_rows as u32,
+            b_rows as u32,
+            words as u32,
+            a_stride,
+            b_stride,
+            scale,
+            offset,
+            gemm_mode,
+            dtype.into(),
+        );
     }
     (raw, plan)
 }
