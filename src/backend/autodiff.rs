@@ -16,10 +16,10 @@ use burn_autodiff::{
     ops::{Backward, Ops, OpsKind, unary},
 };
 
-use super::QnnBackend;
+use super::{QnnBackend, binary_backward};
 use crate::{
-    ops::{Encoding, HostPacked},
-    quant::{self, Bits, Quantizer, quantizer},
+    ops::{ConvGeometry, Encoding, HostPacked},
+    quant::{Bits, Quantizer, quantizer},
 };
 
 type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
@@ -73,13 +73,39 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         Tensor::from_inner(B::qnn_packed_matmul(a, b_t))
     }
 
-    /// Untracked operands take the inner backend's packed kernel; operands that need a gradient
-    /// take the float path, whose backward is the straight-through estimator of `sign`.
+    /// The inner backend's packed kernel; when an operand needs a gradient, the node keeps
+    /// only packed bits and its backward is the straight-through estimator of `sign`.
     fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
         if is_tracked(&a) || is_tracked(&b) {
-            quant::sign(a).matmul(quant::sign(b))
+            binary_backward::xnor_matmul(a, b)
         } else {
             Tensor::from_inner(B::qnn_xnor_matmul(a.inner(), b.inner()))
+        }
+    }
+
+    fn qnn_pack_conv_weights(weight: Tensor<Self, 4>, geometry: &ConvGeometry) -> B::Packed {
+        B::qnn_pack_conv_weights(weight.inner(), geometry)
+    }
+
+    /// Packed weights carry no gradient: the inner backend's kernel.
+    fn qnn_binary_conv2d_packed(
+        x: Tensor<Self, 4>,
+        weight: &B::Packed,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        Tensor::from_inner(B::qnn_binary_conv2d_packed(x.inner(), weight, geometry))
+    }
+
+    /// As [`QnnBackend::qnn_xnor_matmul`]: packed forward, bits-only backward when tracked.
+    fn qnn_binary_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        if is_tracked(&x) || is_tracked(&weight) {
+            binary_backward::binary_conv2d(x, weight, geometry)
+        } else {
+            Tensor::from_inner(B::qnn_binary_conv2d(x.inner(), weight.inner(), geometry))
         }
     }
 

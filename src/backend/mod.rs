@@ -19,6 +19,7 @@
 //! ```
 
 mod autodiff;
+mod binary_backward;
 #[cfg(feature = "wgpu")]
 mod cube;
 #[cfg(feature = "wgpu")]
@@ -91,7 +92,7 @@ use burn::tensor::{
 };
 
 use crate::{
-    ops::{Encoding, HostPacked},
+    ops::{self, ConvGeometry, Encoding, HostPacked},
     quant::{self, Bits, Quantizer, quantizer},
 };
 
@@ -148,6 +149,34 @@ pub trait QnnBackend: Backend {
     /// the ±1 tensors; backends with packed kernels override it.
     fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
         quant::sign(a).matmul(quant::sign(b))
+    }
+
+    /// Packs the signs of convolution weights `[C_out, C_in, k_h, k_w]` into the rows
+    /// `[C_out, k_h·k_w·C']` of [`crate::ops::PackedConvWeights`].
+    fn qnn_pack_conv_weights(weight: Tensor<Self, 4>, geometry: &ConvGeometry) -> Self::Packed {
+        ops::pack_weights_portable(weight, geometry)
+    }
+
+    /// `sign(x) ⊛ w` for `x` `[N, C_in, H, W]` and weights packed by
+    /// [`QnnBackend::qnn_pack_conv_weights`]. The default runs im2col with Burn tensor ops, then
+    /// the packed product; backends with a direct kernel override it.
+    fn qnn_binary_conv2d_packed(
+        x: Tensor<Self, 4>,
+        weight: &Self::Packed,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        ops::conv_im2col(x, weight, geometry)
+    }
+
+    /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the
+    /// straight-through gradients while keeping only packed bits for the backward pass.
+    fn qnn_binary_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let packed = Self::qnn_pack_conv_weights(weight, geometry);
+        Self::qnn_binary_conv2d_packed(x, &packed, geometry)
     }
 }
 

@@ -25,7 +25,13 @@
 //! assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [-1.0, -1.0]);
 //! ```
 
+mod conv;
 mod host;
+
+pub use conv::{
+    ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_reference,
+};
+pub(crate) use conv::{conv_im2col, pack_weights_portable};
 
 pub(crate) use host::BatchPlan;
 pub use host::HostPacked;
@@ -96,6 +102,16 @@ impl<B: QnnBackend> Packed<B> {
         Self {
             primitive: B::qnn_pack(x, encoding),
         }
+    }
+
+    /// Wraps a backend's packed primitive.
+    pub(crate) fn from_primitive(primitive: B::Packed) -> Self {
+        Self { primitive }
+    }
+
+    /// The backend's packed primitive.
+    pub(crate) fn primitive(&self) -> &B::Packed {
+        &self.primitive
     }
 
     /// The logical shape `[.., rows, k]`.

@@ -97,6 +97,19 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn binary_conv() {
+                crate::conv::binary_conv_matches_reference::<B>(&device(), $quick);
+                crate::conv::binary_conv_matches_reference::<AD>(&device(), true);
+                crate::conv::bad_conv_weight_bytes::<B>(&device());
+            }
+
+            #[test]
+            fn binary_gradients() {
+                crate::conv::binary_conv_gradients::<AD>(&device());
+                crate::conv::xnor_matmul_gradients::<AD>(&device());
+            }
+
+            #[test]
             fn backend_switch() {
                 crate::backend_switch::same_on::<B>(&device());
                 crate::backend_switch::same_on::<AD>(&device());

@@ -2,6 +2,7 @@
 
 mod backend_switch;
 mod backends;
+mod conv;
 #[cfg(all(feature = "ndarray", feature = "wgpu"))]
 mod cross_backend;
 mod packed;

@@ -1,0 +1,256 @@
+//! Binary convolution: packed results against a scalar reference convolution of the ±1 values,
+//! both padding modes; gradients of the bits-only autodiff nodes against the float simulation.
+
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn_qnn::{
+    QnnAutodiffBackend, QnnBackend,
+    ops::{
+        self, ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_reference,
+    },
+};
+
+use crate::reference::{assert_exact, sign, tensor, uniform, values};
+
+/// The scalar convolution of the signs of `x` `[n, c, h, w]` and `w` `[o, c, kh, kw]`, padded
+/// taps worth 0 or +1.
+fn reference_conv(
+    x: &[f32],
+    x_shape: [usize; 4],
+    w: &[f32],
+    g: &ConvGeometry,
+) -> (Vec<f32>, [usize; 4]) {
+    let [n, c, h, wd] = x_shape;
+    let o = g.channels[1];
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output_size([h, wd]);
+    let pad_value = match g.padding_mode {
+        PaddingMode::Zero => 0.0,
+        PaddingMode::PlusOne => 1.0,
+    };
+    let mut out = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut acc = 0.0f32;
+                    for ic in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                let weight = sign(w[((oc * c + ic) * kh + i) * kw + j]);
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
+                                let value = if inside {
+                                    sign(x[((b * c + ic) * h + iy as usize) * wd + ix as usize])
+                                } else {
+                                    pad_value
+                                };
+                                acc += value * weight;
+                            }
+                        }
+                    }
+                    out[((b * o + oc) * oh + y) * ow + xx] = acc;
+                }
+            }
+        }
+    }
+    (out, [n, o, oh, ow])
+}
+
+/// Geometries with channel counts off the word size, strides, paddings, dilations.
+fn geometries(quick: bool) -> Vec<(ConvGeometry, [usize; 4])> {
+    let all = vec![
+        (
+            ConvGeometry::new([3, 5], [3, 3]).with_padding([1, 1]),
+            [2, 3, 7, 6],
+        ),
+        (
+            ConvGeometry::new([65, 7], [3, 3])
+                .with_padding([1, 2])
+                .with_stride([2, 1]),
+            [1, 65, 9, 8],
+        ),
+        (
+            ConvGeometry::new([31, 4], [5, 3])
+                .with_padding([2, 0])
+                .with_dilation([1, 2]),
+            [2, 31, 8, 9],
+        ),
+        (ConvGeometry::new([64, 3], [1, 1]), [1, 64, 5, 5]),
+        (
+            ConvGeometry::new([130, 9], [3, 3])
+                .with_padding([1, 1])
+                .with_stride([2, 2]),
+            [1, 130, 7, 7],
+        ),
+    ];
+    if quick {
+        all.into_iter().take(3).collect()
+    } else {
+        all
+    }
+}
+
+/// Packed convolutions (on the fly and pre-packed) equal the scalar reference in both modes.
+pub fn binary_conv_matches_reference<B: QnnBackend>(device: &B::Device, quick: bool) {
+    for (case, (geometry, x_shape)) in geometries(quick).into_iter().enumerate() {
+        for mode in [PaddingMode::Zero, PaddingMode::PlusOne] {
+            let geometry = geometry.with_padding_mode(mode);
+            let [c_in, c_out] = geometry.channels;
+            let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
+            let mut x_values = uniform(x_shape.iter().product(), -1.0, 1.0, case as u64);
+            // Zeros of both signs and NaN binarize to +1.
+            x_values[0] = -0.0;
+            x_values[1] = 0.0;
+            x_values[2] = f32::NAN;
+            let w_values = uniform(w_shape.iter().product(), -1.0, 1.0, 100 + case as u64);
+            let (expected, out_shape) = reference_conv(&x_values, x_shape, &w_values, &geometry);
+
+            let x = tensor::<B, 4>(x_values.clone(), x_shape, device);
+            let w = tensor::<B, 4>(w_values, w_shape, device);
+            let what = format!("case {case} {mode:?}");
+            let y = binary_conv2d(x.clone(), w.clone(), &geometry);
+            assert_eq!(y.dims(), out_shape, "{what}: shape");
+            assert_exact(&what, &x_values, &values(y), &expected);
+
+            let packed = PackedConvWeights::new(w.clone(), geometry);
+            assert_exact(
+                &format!("{what} pre-packed"),
+                &x_values,
+                &values(packed.forward(x.clone())),
+                &expected,
+            );
+            // The bytes read back, onto the same device, give the same product.
+            let bytes = packed.to_bytes();
+            let reread = PackedConvWeights::<B>::from_bytes(&bytes, geometry, device).unwrap();
+            assert_eq!(reread.to_bytes(), bytes, "{what}: bytes round trip");
+            assert_exact(
+                &format!("{what} from bytes"),
+                &x_values,
+                &values(reread.forward(x.clone())),
+                &expected,
+            );
+            // The float simulation agrees with the scalar reference too.
+            assert_exact(
+                &format!("{what} float simulation"),
+                &x_values,
+                &values(binary_conv2d_reference(x, w, &geometry)),
+                &expected,
+            );
+        }
+    }
+}
+
+/// Packed conv weights read from bytes of the wrong length or with padding bits set fail with
+/// a typed error.
+pub fn bad_conv_weight_bytes<B: QnnBackend>(device: &B::Device) {
+    let geometry = ConvGeometry::new([3, 2], [3, 3]);
+    let w = tensor::<B, 4>(uniform(54, -1.0, 1.0, 7), [2, 3, 3, 3], device);
+    let mut bytes = PackedConvWeights::new(w, geometry).to_bytes();
+    assert!(matches!(
+        PackedConvWeights::<B>::from_bytes(&bytes[1..], geometry, device),
+        Err(ops::PackedError::Length { .. })
+    ));
+    bytes[0] |= 0b1000; // channel 3 of a 3-channel tap: a padding bit
+    assert!(matches!(
+        PackedConvWeights::<B>::from_bytes(&bytes, geometry, device),
+        Err(ops::PackedError::Padding { .. })
+    ));
+}
+
+/// The gradients of `Σ r ⊙ f(x, w)` w.r.t. `x` and `w`.
+fn gradients<B: AutodiffBackend, const D: usize, const E: usize>(
+    f: impl Fn(Tensor<B, D>, Tensor<B, E>) -> Tensor<B, D>,
+    x: Tensor<B, D>,
+    w: Tensor<B, E>,
+    r: Tensor<B, D>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (x, w) = (x.require_grad(), w.require_grad());
+    let y = f(x.clone(), w.clone());
+    let forward = values(y.clone().inner());
+    let grads = (y * r).sum().backward();
+    (
+        forward,
+        values(x.grad(&grads).unwrap()),
+        values(w.grad(&grads).unwrap()),
+    )
+}
+
+/// The bits-only convolution node gives the forward values and gradients of the float
+/// simulation `conv2d(sign(x), sign(w))`, bit for bit; inputs straddle the pass band `|v| ≤ 1`.
+pub fn binary_conv_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
+    for (case, (geometry, x_shape)) in geometries(true).into_iter().enumerate() {
+        for mode in [PaddingMode::Zero, PaddingMode::PlusOne] {
+            let geometry = geometry.with_padding_mode(mode);
+            let [c_in, c_out] = geometry.channels;
+            let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
+            let x = tensor::<B, 4>(
+                uniform(x_shape.iter().product(), -2.0, 2.0, case as u64),
+                x_shape,
+                device,
+            );
+            let w = tensor::<B, 4>(
+                uniform(w_shape.iter().product(), -1.5, 1.5, 50 + case as u64),
+                w_shape,
+                device,
+            );
+            let out_shape = binary_conv2d(x.clone(), w.clone(), &geometry).dims();
+            let r = tensor::<B, 4>(
+                uniform(out_shape.iter().product(), -1.0, 1.0, 9),
+                out_shape,
+                device,
+            );
+            let packed = gradients(
+                |x, w| binary_conv2d(x, w, &geometry),
+                x.clone(),
+                w.clone(),
+                r.clone(),
+            );
+            let float = gradients(|x, w| binary_conv2d_reference(x, w, &geometry), x, w, r);
+            let what = format!("case {case} {mode:?}");
+            assert_exact(&format!("{what} forward"), &packed.0, &packed.0, &float.0);
+            assert!(
+                packed.1.iter().any(|&g| g != 0.0),
+                "{what}: some x gradient"
+            );
+            assert_exact(&format!("{what} grad x"), &packed.1, &packed.1, &float.1);
+            assert_exact(&format!("{what} grad w"), &packed.2, &packed.2, &float.2);
+        }
+    }
+}
+
+/// The bits-only `xnor_matmul` node gives the gradients of `sign(a)·sign(b)` in float, also
+/// with a weight matrix shared over a batch.
+pub fn xnor_matmul_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
+    for (case, (a_shape, b_shape)) in [([2, 5, 70], [2, 70, 3]), ([3, 4, 65], [1, 65, 6])]
+        .into_iter()
+        .enumerate()
+    {
+        let a = tensor::<B, 3>(
+            uniform(a_shape.iter().product(), -2.0, 2.0, 1),
+            a_shape,
+            device,
+        );
+        let b = tensor::<B, 3>(
+            uniform(b_shape.iter().product(), -2.0, 2.0, 2),
+            b_shape,
+            device,
+        );
+        let out = [a_shape[0], a_shape[1], b_shape[2]];
+        let r = tensor::<B, 3>(uniform(out.iter().product(), -1.0, 1.0, 3), out, device);
+        let packed = gradients(ops::xnor_matmul, a.clone(), b.clone(), r.clone());
+        let float = gradients(
+            |a, b| burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b)),
+            a,
+            b,
+            r,
+        );
+        let what = format!("matmul case {case}");
+        assert_exact(&format!("{what} forward"), &packed.0, &packed.0, &float.0);
+        assert_exact(&format!("{what} grad a"), &packed.1, &packed.1, &float.1);
+        assert_exact(&format!("{what} grad b"), &packed.2, &packed.2, &float.2);
+    }
+}
