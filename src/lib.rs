@@ -36,6 +36,8 @@
 
 pub mod backend;
 pub mod kernels;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod quant;
 

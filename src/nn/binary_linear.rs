@@ -1,0 +1,120 @@
+//! A fully connected layer with binary weights and, by default, binary inputs.
+
+use burn::{
+    config::Config,
+    module::{Initializer, Module, Param},
+    tensor::Tensor,
+};
+
+use crate::{QnnBackend, ops, quant};
+
+/// Configuration of a [`BinaryLinear`] layer.
+#[derive(Config, Debug)]
+pub struct BinaryLinearConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Output features.
+    pub d_output: usize,
+    /// Whether the layer adds a bias (default `true`, as Burn's `Linear`; the paper's networks
+    /// follow each layer with batch norm and use none).
+    #[config(default = true)]
+    pub bias: bool,
+    /// Whether inputs are binarized with [`quant::sign`] (default `true`); `false` multiplies
+    /// float inputs by the binary weights (a first layer).
+    #[config(default = true)]
+    pub binarize_input: bool,
+    /// Whether outputs are scaled per output feature by `α = mean|W|` over that feature's
+    /// latent weights (XNOR-Net style; default `false`, as in the paper).
+    #[config(default = false)]
+    pub scaling: bool,
+    /// Initializer of the latent weights (default uniform on `[−1, 1]`, as the paper's code).
+    #[config(default = "Initializer::Uniform { min: -1.0, max: 1.0 }")]
+    pub initializer: Initializer,
+}
+
+/// A fully connected layer `y = sign(x)·sign(W) (·α) + b` on packed XNOR-popcount kernels.
+///
+/// The weights are latent reals (`weight`, `[d_input, d_output]`, as Burn's `Linear`); the
+/// forward binarizes them with the straight-through estimator of [`quant::sign`], so their
+/// gradient is that of `sign(W)`, cut where `|W| > 1`. Clip them after each update with
+/// [`super::clip_latent_weights`]. Training runs the packed kernels too: the autodiff node keeps
+/// only the bits of `x` and `W`.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use burn_qnn::nn::BinaryLinearConfig;
+///
+/// let device = Default::default();
+/// let layer = BinaryLinearConfig::new(3, 2).with_bias(false).init::<NdArray>(&device);
+/// let x = Tensor::<NdArray, 2>::from_floats([[0.3, -2.0, 1.0]], &device);
+/// let y = layer.forward(x); // [1, 2], each entry a sum of three ±1 products
+/// assert!(y.into_data().iter::<f32>().all(|v| [-3.0, -1.0, 1.0, 3.0].contains(&v)));
+/// ```
+#[derive(Module, Debug)]
+pub struct BinaryLinear<B: QnnBackend> {
+    /// Latent weights `[d_input, d_output]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias `[d_output]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Whether inputs are binarized.
+    pub binarize_input: bool,
+    /// Whether outputs are scaled by `α = mean|W|` per output feature.
+    pub scaling: bool,
+}
+
+impl BinaryLinearConfig {
+    /// Initializes the layer on `device`.
+    pub fn init<B: QnnBackend>(&self, device: &B::Device) -> BinaryLinear<B> {
+        let weight = self.initializer.init_with(
+            [self.d_input, self.d_output],
+            Some(self.d_input),
+            Some(self.d_output),
+            device,
+        );
+        let bias = self
+            .bias
+            .then(|| Initializer::Zeros.init([self.d_output], device));
+        BinaryLinear {
+            weight,
+            bias,
+            binarize_input: self.binarize_input,
+            scaling: self.scaling,
+        }
+    }
+}
+
+impl<B: QnnBackend> BinaryLinear<B> {
+    /// `[.., d_input] → [.., d_output]` (rank at least 2).
+    ///
+    /// # Panics
+    /// If the last dimension is not `d_input`, or `D < 2`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        assert!(
+            D >= 2,
+            "BinaryLinear: the input needs rank ≥ 2 ([batch, features]), got {D}"
+        );
+        let weight = self.weight.val();
+        let [d_input, d_output] = weight.dims();
+        assert_eq!(
+            x.dims()[D - 1],
+            d_input,
+            "BinaryLinear: input {:?} does not end with d_input = {d_input}",
+            x.dims()
+        );
+        let y = if self.binarize_input {
+            ops::xnor_matmul(x, weight.clone().unsqueeze())
+        } else {
+            x.matmul(quant::sign(weight.clone()).unsqueeze())
+        };
+        let y = if self.scaling {
+            y * weight.abs().mean_dim(0).reshape([d_output]).unsqueeze()
+        } else {
+            y
+        };
+        match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        }
+    }
+}

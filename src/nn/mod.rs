@@ -1,0 +1,55 @@
+//! Modules that drop into Burn models: binary and k-bit `Linear` and `Conv2d`, shift-based
+//! batch norm, the bit-plane input layers, and the latent-weight tools of training.
+//!
+//! Each layer has a `Config` (defaults documented, `init(&device)`), derives `Module` and has a
+//! `forward` like its Burn counterpart, so a Burn model becomes a binarized one by swapping
+//! layer types:
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::nn::PaddingConfig2d;
+//! use burn::prelude::*;
+//! use burn_qnn::QnnBackend;
+//! use burn_qnn::nn::{BinaryConv2d, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig};
+//!
+//! #[derive(Module, Debug)]
+//! struct Net<B: QnnBackend> {
+//!     conv: BinaryConv2d<B>, // was burn::nn::conv::Conv2d<B>
+//!     fc: BinaryLinear<B>,   // was burn::nn::Linear<B>
+//! }
+//!
+//! impl<B: QnnBackend> Net<B> {
+//!     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+//!         let x = self.conv.forward(x).flatten(1, 3);
+//!         self.fc.forward(x)
+//!     }
+//! }
+//!
+//! let device = Default::default();
+//! let net = Net::<NdArray> {
+//!     conv: BinaryConv2dConfig::new([1, 4], [3, 3])
+//!         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+//!         .init(&device),
+//!     fc: BinaryLinearConfig::new(4 * 6 * 6, 10).init(&device),
+//! };
+//! assert_eq!(net.forward(Tensor::zeros([2, 1, 6, 6], &device)).dims(), [2, 10]);
+//! ```
+
+mod binary_conv2d;
+mod binary_linear;
+mod bit_plane;
+mod latent;
+mod quant_conv2d;
+mod quant_linear;
+mod shift_batch_norm;
+
+pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
+pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
+pub use bit_plane::{
+    BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
+};
+pub(crate) use bit_plane::{inside_sums, scaled_output};
+pub use latent::{clip_latent_weights, glorot_lr_scale};
+pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
+pub use quant_linear::{QuantLinear, QuantLinearConfig};
+pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};

@@ -1,0 +1,115 @@
+//! A 2-D convolution with k-bit weights and activations (QNN).
+
+use burn::{
+    config::Config,
+    module::{Initializer, Module, Param},
+    nn::PaddingConfig2d,
+    tensor::{Tensor, module::conv2d, ops::ConvOptions},
+};
+
+use super::binary_conv2d::symmetric_padding;
+use crate::{
+    QnnBackend,
+    quant::{self, Bits, Quantizer},
+};
+
+/// Configuration of a [`QuantConv2d`] layer.
+#[derive(Config, Debug)]
+pub struct QuantConv2dConfig {
+    /// `[C_in, C_out]`.
+    pub channels: [usize; 2],
+    /// `[k_h, k_w]`.
+    pub kernel_size: [usize; 2],
+    /// Stride (default `[1, 1]`).
+    #[config(default = "[1, 1]")]
+    pub stride: [usize; 2],
+    /// Dilation (default `[1, 1]`).
+    #[config(default = "[1, 1]")]
+    pub dilation: [usize; 2],
+    /// Padding with zeros (default `Valid`; symmetric only).
+    #[config(default = "PaddingConfig2d::Valid")]
+    pub padding: PaddingConfig2d,
+    /// The weights' quantizer (default 2-bit [`Quantizer::Signed`]).
+    #[config(default = "Quantizer::Signed(Bits::TWO)")]
+    pub weight_quantizer: Quantizer,
+    /// The inputs' quantizer (default 2-bit [`Quantizer::Unsigned`]); `None` keeps floats.
+    #[config(default = "Some(Quantizer::Unsigned(Bits::TWO))")]
+    pub input_quantizer: Option<Quantizer>,
+    /// Whether the layer adds a bias (default `true`).
+    #[config(default = true)]
+    pub bias: bool,
+    /// Initializer of the latent weights (default uniform on `[−1, 1]`).
+    #[config(default = "Initializer::Uniform { min: -1.0, max: 1.0 }")]
+    pub initializer: Initializer,
+}
+
+impl QuantConv2dConfig {
+    /// With the default quantizers at `weight_bits` and `input_bits`.
+    pub fn with_bits(self, weight_bits: Bits, input_bits: Bits) -> Self {
+        self.with_weight_quantizer(Quantizer::Signed(weight_bits))
+            .with_input_quantizer(Some(Quantizer::Unsigned(input_bits)))
+    }
+
+    /// Initializes the layer on `device`.
+    ///
+    /// # Panics
+    /// For asymmetric padding.
+    pub fn init<B: QnnBackend>(&self, device: &B::Device) -> QuantConv2d<B> {
+        let [c_in, c_out] = self.channels;
+        let [kh, kw] = self.kernel_size;
+        let padding =
+            symmetric_padding(&self.padding, self.kernel_size, self.stride, self.dilation);
+        QuantConv2d {
+            weight: self.initializer.init_with(
+                [c_out, c_in, kh, kw],
+                Some(c_in * kh * kw),
+                Some(c_out * kh * kw),
+                device,
+            ),
+            bias: self.bias.then(|| Initializer::Zeros.init([c_out], device)),
+            options: ConvOptions::new(self.stride, padding, self.dilation, 1),
+            weight_quantizer: self.weight_quantizer,
+            input_quantizer: self.input_quantizer,
+        }
+    }
+}
+
+/// A 2-D convolution `y = q_x(x) ⊛ q_w(W) + b` with quantized weights and inputs (zero
+/// padding), each quantizer with its straight-through gradient.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use burn_qnn::nn::QuantConv2dConfig;
+///
+/// let device = Default::default();
+/// let conv = QuantConv2dConfig::new([2, 4], [3, 3]).init::<NdArray>(&device);
+/// assert_eq!(conv.forward(Tensor::<NdArray, 4>::ones([1, 2, 5, 5], &device)).dims(), [1, 4, 3, 3]);
+/// ```
+#[derive(Module, Debug)]
+pub struct QuantConv2d<B: QnnBackend> {
+    /// Latent weights `[C_out, C_in, k_h, k_w]`.
+    pub weight: Param<Tensor<B, 4>>,
+    /// Bias `[C_out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Stride, padding, dilation.
+    #[module(skip)]
+    pub options: ConvOptions<2>,
+    /// The weights' quantizer.
+    pub weight_quantizer: Quantizer,
+    /// The inputs' quantizer.
+    pub input_quantizer: Option<Quantizer>,
+}
+
+impl<B: QnnBackend> QuantConv2d<B> {
+    /// `[N, C_in, H, W] → [N, C_out, H_out, W_out]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = match self.input_quantizer {
+            Some(q) => quant::quantize(x, q),
+            None => x,
+        };
+        let weight = quant::quantize(self.weight.val(), self.weight_quantizer);
+        let bias = self.bias.as_ref().map(|b| b.val());
+        conv2d(x, weight, bias, self.options.clone())
+    }
+}

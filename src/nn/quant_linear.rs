@@ -1,0 +1,109 @@
+//! A fully connected layer with k-bit weights and activations (QNN).
+
+use burn::{
+    config::Config,
+    module::{Initializer, Module, Param},
+    tensor::Tensor,
+};
+
+use crate::{
+    QnnBackend,
+    quant::{self, Bits, Quantizer},
+};
+
+/// Configuration of a [`QuantLinear`] layer.
+#[derive(Config, Debug)]
+pub struct QuantLinearConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Output features.
+    pub d_output: usize,
+    /// The weights' quantizer (default 2-bit [`Quantizer::Signed`], levels symmetric in
+    /// `[−1, 1]`; `Signed(1)` is `sign`, [`Quantizer::Pow2`] gives log quantization).
+    #[config(default = "Quantizer::Signed(Bits::TWO)")]
+    pub weight_quantizer: Quantizer,
+    /// The inputs' quantizer (default 2-bit [`Quantizer::Unsigned`] on `[0, 1]`, for inputs
+    /// after a clipped activation); `None` keeps float inputs.
+    #[config(default = "Some(Quantizer::Unsigned(Bits::TWO))")]
+    pub input_quantizer: Option<Quantizer>,
+    /// Whether the layer adds a bias (default `true`).
+    #[config(default = true)]
+    pub bias: bool,
+    /// Initializer of the latent weights (default uniform on `[−1, 1]`).
+    #[config(default = "Initializer::Uniform { min: -1.0, max: 1.0 }")]
+    pub initializer: Initializer,
+}
+
+impl QuantLinearConfig {
+    /// With `k`-bit weights and `k`-bit inputs, the default quantizers: `Signed(weight_bits)`
+    /// and `Unsigned(input_bits)`.
+    pub fn with_bits(self, weight_bits: Bits, input_bits: Bits) -> Self {
+        self.with_weight_quantizer(Quantizer::Signed(weight_bits))
+            .with_input_quantizer(Some(Quantizer::Unsigned(input_bits)))
+    }
+
+    /// Initializes the layer on `device`.
+    pub fn init<B: QnnBackend>(&self, device: &B::Device) -> QuantLinear<B> {
+        QuantLinear {
+            weight: self.initializer.init_with(
+                [self.d_input, self.d_output],
+                Some(self.d_input),
+                Some(self.d_output),
+                device,
+            ),
+            bias: self
+                .bias
+                .then(|| Initializer::Zeros.init([self.d_output], device)),
+            weight_quantizer: self.weight_quantizer,
+            input_quantizer: self.input_quantizer,
+        }
+    }
+}
+
+/// A fully connected layer `y = q_x(x)·q_w(W) + b` with quantized weights and inputs, each
+/// quantizer with its straight-through gradient (see [`crate::quant`]).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use burn_qnn::nn::QuantLinearConfig;
+/// use burn_qnn::quant::Bits;
+///
+/// let device = Default::default();
+/// let layer = QuantLinearConfig::new(4, 3)
+///     .with_bits(Bits::new(3)?, Bits::TWO)
+///     .init::<NdArray>(&device);
+/// let y = layer.forward(Tensor::<NdArray, 2>::ones([5, 4], &device));
+/// assert_eq!(y.dims(), [5, 3]);
+/// # Ok::<(), burn_qnn::quant::QuantError>(())
+/// ```
+#[derive(Module, Debug)]
+pub struct QuantLinear<B: QnnBackend> {
+    /// Latent weights `[d_input, d_output]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias `[d_output]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The weights' quantizer.
+    pub weight_quantizer: Quantizer,
+    /// The inputs' quantizer.
+    pub input_quantizer: Option<Quantizer>,
+}
+
+impl<B: QnnBackend> QuantLinear<B> {
+    /// `[.., d_input] → [.., d_output]` (rank at least 2).
+    ///
+    /// # Panics
+    /// If the last dimension is not `d_input`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = match self.input_quantizer {
+            Some(q) => quant::quantize(x, q),
+            None => x,
+        };
+        let weight = quant::quantize(self.weight.val(), self.weight_quantizer);
+        let y = x.matmul(weight.unsqueeze());
+        match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        }
+    }
+}
