@@ -35,10 +35,14 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod data;
+pub mod inference;
 pub mod kernels;
+pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod quant;
 
 pub use backend::{QnnAutodiffBackend, QnnBackend};

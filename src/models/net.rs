@@ -185,6 +185,7 @@ impl NetConfig {
             dropout_input: DropoutConfig::new(self.dropout_input).init(),
             dropout_hidden: DropoutConfig::new(self.dropout_hidden).init(),
             precision: self.precision,
+            config: self.clone(),
         }
     }
 }
@@ -207,6 +208,9 @@ pub struct Net<B: QnnBackend> {
     /// Binary or full precision.
     #[module(skip)]
     pub precision: Precision,
+    /// The configuration the network was built from.
+    #[module(skip)]
+    pub config: NetConfig,
 }
 
 impl<B: QnnBackend> Net<B> {

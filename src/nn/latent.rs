@@ -64,7 +64,7 @@ impl<B: Backend> ModuleMapper<B> for LatentClipper {
         if latent {
             param.map(|w| {
                 let require_grad = w.is_require_grad();
-                let clipped = w.detach().clamp(-1.0, 1.0);
+                let clipped = w.clamp(-1.0, 1.0).detach();
                 if require_grad {
                     clipped.require_grad()
                 } else {

@@ -335,6 +335,29 @@ pub(crate) fn conv_im2col<B: QnnBackend>(
     weight: &B::Packed,
     geometry: &ConvGeometry,
 ) -> Tensor<B, 4> {
+    let [_, c_in, h, w] = x.dims();
+    let out = im2col_product(x, weight, geometry, Encoding::Signs);
+    // Each padding channel of each tap added (+1)·(+1).
+    let channel_padding = (geometry.taps() * (geometry.padded_channels() - c_in)) as f32;
+    let out = out - channel_padding;
+    match geometry.padding_mode {
+        PaddingMode::Zero if geometry.padding != [0, 0] => {
+            let device = out.device();
+            out - zero_padding_correction::<B>(weight, geometry, [h, w], &device)
+        }
+        _ => out,
+    }
+}
+
+/// `Σ_taps Σ_c v(x)·sign(w)` over the padded input, where `v` is the sign of `x` (for
+/// [`Encoding::Signs`]) or its integer code (for [`Encoding::Codes`]), and every padded value
+/// (in space and in channels) is 0 before encoding: `[N, C_out, H_out, W_out]`.
+pub(crate) fn im2col_product<B: QnnBackend>(
+    x: Tensor<B, 4>,
+    weight: &B::Packed,
+    geometry: &ConvGeometry,
+    encoding: Encoding,
+) -> Tensor<B, 4> {
     let [n, c_in, h, w] = x.dims();
     assert_eq!(
         c_in, geometry.channels[0],
@@ -347,9 +370,7 @@ pub(crate) fn conv_im2col<B: QnnBackend>(
     let [dh, dw] = geometry.dilation;
     let [kh, kw] = geometry.kernel;
     let c_pad = geometry.padded_channels();
-    let c_out = geometry.channels[1];
 
-    // Padding is 0 both in space and in channels: it packs as +1 (bit 0).
     let padded = x.permute([0, 2, 3, 1]).pad(
         [(0, 0), (ph, ph), (pw, pw), (0, c_pad - c_in)],
         PadMode::Constant(0.0),
@@ -368,20 +389,11 @@ pub(crate) fn conv_im2col<B: QnnBackend>(
         })
         .collect();
     let columns = Tensor::stack::<5>(taps, 3).reshape([n * oh * ow, kh * kw * c_pad]);
-    let packed_columns = B::qnn_pack(columns, Encoding::Signs);
+    let packed_columns = B::qnn_pack(columns, encoding);
     let products: Tensor<B, 2> = B::qnn_packed_matmul(&packed_columns, weight);
-    // Each padding channel of each tap added (+1)·(+1).
-    let channel_padding = (kh * kw * (c_pad - c_in)) as f32;
-    let out = (products - channel_padding)
-        .reshape([n, oh, ow, c_out])
-        .permute([0, 3, 1, 2]);
-    match geometry.padding_mode {
-        PaddingMode::Zero if ph + pw > 0 => {
-            let device = out.device();
-            out - zero_padding_correction::<B>(weight, geometry, [h, w], &device)
-        }
-        _ => out,
-    }
+    products
+        .reshape([n, oh, ow, geometry.channels[1]])
+        .permute([0, 3, 1, 2])
 }
 
 /// `[1, C_out, H_out, W_out]`: per output position, the sum of the weight signs over its

@@ -110,6 +110,26 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn nn_modules() {
+                crate::modules::binary_linear::<B>(&device());
+                crate::modules::binary_linear::<AD>(&device());
+                crate::modules::shift_batch_norm::<AD>(&device());
+                crate::modules::bit_plane_layers::<B>(&device());
+                crate::modules::latent_weights::<B>(&device());
+            }
+
+            #[test]
+            fn packed_inference() {
+                crate::modules::packed_inference::<AD>(&device());
+                crate::modules::bad_packed_records::<B>(&device());
+            }
+
+            #[test]
+            fn drop_in_training() {
+                crate::modules::drop_in_training::<AD>(&device());
+            }
+
+            #[test]
             fn backend_switch() {
                 crate::backend_switch::same_on::<B>(&device());
                 crate::backend_switch::same_on::<AD>(&device());

@@ -1,0 +1,95 @@
+//! Turning [`ImageItem`]s into tensors for Burn's data loader.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::{Backend, Int, Tensor, TensorData};
+
+use super::{ImageDataset, ImageItem, ImageShape, Preprocess};
+
+/// A batch of images and their class indices.
+#[derive(Debug, Clone)]
+pub struct ImageBatch<B: Backend> {
+    /// Preprocessed images, `[batch, channels, height, width]`.
+    pub images: Tensor<B, 4>,
+    /// Class indices, `[batch]`.
+    pub targets: Tensor<B, 1, Int>,
+}
+
+/// Builds [`ImageBatch`]es, preprocessing the pixels with a [`Preprocess`].
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::data::dataloader::batcher::Batcher;
+/// use burn_qnn::data::{ImageBatch, ImageBatcher, ImageItem, ImageShape, Preprocess};
+///
+/// let batcher = ImageBatcher::new(ImageShape::new(1, 2, 2), Preprocess::scale(255));
+/// let items = vec![
+///     ImageItem { pixels: vec![0, 255, 0, 255], label: 3 },
+///     ImageItem { pixels: vec![255; 4], label: 1 },
+/// ];
+/// let batch: ImageBatch<NdArray> = batcher.batch(items, &Default::default());
+/// assert_eq!(batch.images.dims(), [2, 1, 2, 2]);
+/// assert_eq!(batch.targets.into_data().to_vec::<i64>().unwrap(), vec![3, 1]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageBatcher {
+    shape: ImageShape,
+    preprocess: Preprocess,
+}
+
+impl ImageBatcher {
+    /// A batcher for images of `shape`.
+    pub fn new(shape: ImageShape, preprocess: Preprocess) -> Self {
+        Self { shape, preprocess }
+    }
+
+    /// A batcher for `data`: its shape, scaling by its maximum value.
+    pub fn for_dataset(data: &ImageDataset) -> Self {
+        Self::new(data.shape(), Preprocess::for_dataset(data))
+    }
+
+    /// The same batcher with global contrast normalisation (see
+    /// [`Preprocess::with_contrast_normalization`]).
+    pub fn with_contrast_normalization(self, eps: f32) -> Self {
+        Self {
+            preprocess: self.preprocess.with_contrast_normalization(eps),
+            ..self
+        }
+    }
+
+    /// The image shape.
+    pub fn shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    /// The preprocessing.
+    pub fn preprocess(&self) -> Preprocess {
+        self.preprocess
+    }
+}
+
+impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+    /// # Panics
+    ///
+    /// If an item's number of pixel values differs from the batcher's
+    /// shape (items from an [`ImageDataset`] of that shape never do).
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+        let n = items.len();
+        let [c, h, w] = self.shape.dims();
+        let mut values = Vec::with_capacity(n * self.shape.len());
+        let mut targets = Vec::with_capacity(n);
+        for (index, item) in items.iter().enumerate() {
+            assert_eq!(
+                item.pixels.len(),
+                self.shape.len(),
+                "item {index} of the batch does not have shape {:?}",
+                self.shape
+            );
+            self.preprocess.apply(&item.pixels, &mut values);
+            targets.push(i64::from(item.label));
+        }
+        ImageBatch {
+            images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The common item type and the in-memory data set all readers return.
+
+use burn::data::dataset::Dataset;
+
+use super::rng::SplitMix64;
+
+/// One labelled image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageItem {
+    /// Pixel values, channel-major: `channels × height × width`, each channel
+    /// row by row.
+    pub pixels: Vec<u8>,
+    /// The class, `0..num_classes`.
+    pub label: u8,
+}
+
+/// The shape of every image of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageShape {
+    /// Number of channels (1 for grey, 3 for RGB).
+    pub channels: usize,
+    /// Number of rows.
+    pub height: usize,
+    /// Number of columns.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// A shape of `channels × height × width`.
+    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
+        Self {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Number of pixel values of one image (`channels * height * width`).
+    pub const fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Whether an image of this shape holds no values.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shape as `[channels, height, width]`.
+    pub const fn dims(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+}
+
+/// A training set and a test set.
+#[derive(Debug, Clone)]
+pub struct TrainTest {
+    /// The training images.
+    pub train: ImageDataset,
+    /// The test images.
+    pub test: ImageDataset,
+}
+
+/// Labelled images held in memory, all of one shape.
+///
+/// Implements Burn's [`Dataset`], so it plugs into a `DataLoaderBuilder`.
+///
+/// ```
+/// use burn::data::dataset::Dataset;
+/// use burn_qnn::data::{ImageDataset, ImageItem, ImageShape};
+///
+/// let items = (0..10u8)
+///     .map(|i| ImageItem { pixels: vec![i; 4], label: i % 2 })
+///     .collect();
+/// let data = ImageDataset::new(items, ImageShape::new(1, 2, 2), 2, 255);
+/// let (train, valid) = data.split_validation(3);
+/// assert_eq!((train.len(), valid.len()), (7, 3));
+/// assert_eq!(valid.get(0).unwrap().pixels, vec![7; 4]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ImageDataset {
+    items: Vec<ImageItem>,
+    shape: ImageShape,
+    num_classes: usize,
+    max_value: u8,
+}
+
+impl ImageDataset {
+    /// A data set of `items`, each of `shape`, with labels in
+    /// `0..num_classes` and pixel values in `0..=max_value`.
+    ///
+    /// # Panics
+    ///
+    /// If an item has another number of pixel values than `shape` holds, a
+    /// label `>= num_classes` or a pixel value above `max_value`. (The
+    /// readers of this module validate files before building a data set and
+    /// return a [`DataError`](crate::data::DataError) instead.)
+    pub fn new(
+        items: Vec<ImageItem>,
+        shape: ImageShape,
+        num_classes: usize,
+        max_value: u8,
+    ) -> Self {
+        for (index, item) in items.iter().enumerate() {
+            assert_eq!(
+                item.pixels.len(),
+                shape.len(),
+                "item {index}: {} pixel values, shape {shape:?} needs {}",
+                item.pixels.len(),
+                shape.len()
+            );
+            assert!(
+                usize::from(item.label) < num_classes,
+                "item {index}: label {} not below {num_classes}",
+                item.label
+            );
+            assert!(
+                item.pixels.iter().all(|&p| p <= max_value),
+                "item {index}: pixel value above {max_value}"
+            );
+        }
+        Self {
+            items,
+            shape,
+            num_classes,
+            max_value,
+        }
+    }
+
+    /// The items, in order.
+    pub fn items(&self) -> &[ImageItem] {
+        &self.items
+    }
+
+    /// The items, by value.
+    pub fn into_items(self) -> Vec<ImageItem> {
+        self.items
+    }
+
+    /// The shape of every image.
+    pub fn shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    /// The number of classes (labels are `0..num_classes`).
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The largest pixel value the data set can hold (255 for 8-bit
+    /// images, 16 for the 8×8 digits); used to scale pixels to [−1, 1].
+    pub fn max_value(&self) -> u8 {
+        self.max_value
+    }
+
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// How many images each class has (index = label).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes];
+        for item in &self.items {
+            counts[usize::from(item.label)] += 1;
+        }
+        counts
+    }
+
+    /// Keeps only the first `n` images (all of them if there are fewer).
+    pub fn take(mut self, n: usize) -> Self {
+        self.items.truncate(n);
+        self
+    }
+
+    /// Splits off the last `n` images as a validation set; returns
+    /// `(train, validation)`. Deterministic: no shuffling (shuffle first with
+    /// [`ImageDataset::shuffled`] if the file order is sorted). `n` larger
+    /// than the data set takes everything.
+    pub fn split_validation(mut self, n: usize) -> (Self, Self) {
+        let at = self.items.len().saturating_sub(n);
+        let validation = self.items.split_off(at);
+        let validation = Self {
+            items: validation,
+            ..self.empty_like()
+        };
+        (self, validation)
+    }
+
+    /// Like [`ImageDataset::split_validation`], with the size of the
+    /// validation set given as a fraction (`0.0..=1.0`, rounded to the
+    /// nearest count) of the data set.
+    ///
+    /// # Panics
+    ///
+    /// If `fraction` is not within `0.0..=1.0`.
+    pub fn split_validation_fraction(self, fraction: f64) -> (Self, Self) {
+        assert!(
+            (0.0..=1.0).contains(&fraction),
+            "validation fraction {fraction} not within 0..=1"
+        );
+        let n = (self.items.len() as f64 * fraction).round() as usize;
+        self.split_validation(n)
+    }
+
+    /// The same images in an order that depends only on `seed`.
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        SplitMix64::new(seed).shuffle(&mut self.items);
+        self
+    }
+
+    /// Appends the images of `other` (e.g. SVHN's extra set to its training
+    /// set).
+    ///
+    /// # Panics
+    ///
+    /// If the two data sets differ in shape, number of classes or maximum
+    /// value.
+    pub fn append(&mut self, other: Self) {
+        assert_eq!(
+            (self.shape, self.num_classes, self.max_value),
+            (other.shape, other.num_classes, other.max_value),
+            "appending a data set of another kind"
+        );
+        self.items.extend(other.items);
+    }
+
+    /// An empty data set with the same shape, classes and maximum value.
+    fn empty_like(&self) -> Self {
+        Self {
+            items: Vec::new(),
+            shape: self.shape,
+            num_classes: self.num_classes,
+            max_value: self.max_value,
+        }
+    }
+}
+
+impl Dataset<ImageItem> for ImageDataset {
+    fn get(&self, index: usize) -> Option<ImageItem> {
+        self.items.get(index).cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}

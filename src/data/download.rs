@@ -1,0 +1,347 @@
+//! Downloading data files safely: checksum verified while streaming, written
+//! under a temporary name, renamed into place only once complete and correct.
+//!
+//! Policy for files that are already present: [`ensure_files`] trusts them
+//! and does not hash them again. Files only ever appear under their final
+//! name after their checksum matched (or because a user put them there), the
+//! readers validate every file's structure anyway, and re-hashing the 1.3 GB
+//! SVHN extra set on every start would cost seconds. Use [`verify_file`] to
+//! check a present file explicitly.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use super::DataError;
+
+/// A published checksum of a file, as lower- or upper-case hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    /// MD5 (what most data set pages publish).
+    Md5(String),
+    /// SHA-256.
+    Sha256(String),
+}
+
+impl Checksum {
+    /// The algorithm's name, for messages.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Self::Md5(_) => "md5",
+            Self::Sha256(_) => "sha256",
+        }
+    }
+
+    /// The expected digest, lower-case hex.
+    pub fn expected_hex(&self) -> String {
+        match self {
+            Self::Md5(hex) | Self::Sha256(hex) => hex.to_ascii_lowercase(),
+        }
+    }
+
+    /// The MD5 checksum of `data`.
+    ///
+    /// ```
+    /// use burn_qnn::data::download::Checksum;
+    ///
+    /// let abc = Checksum::Md5("900150983cd24fb0d6963f7d28e17f72".into());
+    /// assert_eq!(Checksum::md5_of(b"abc"), abc);
+    /// ```
+    pub fn md5_of(data: &[u8]) -> Self {
+        let mut hasher = Hasher::Md5(Md5::new());
+        hasher.update(data);
+        Self::Md5(hasher.finish())
+    }
+
+    /// The SHA-256 checksum of `data`.
+    pub fn sha256_of(data: &[u8]) -> Self {
+        let mut hasher = Hasher::Sha256(Sha256::new());
+        hasher.update(data);
+        Self::Sha256(hasher.finish())
+    }
+}
+
+/// A file to fetch: where from, under which name, and its checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The full address of the file.
+    pub url: String,
+    /// The name to store it under (no folders).
+    pub file_name: String,
+    /// Its published checksum.
+    pub checksum: Checksum,
+}
+
+impl RemoteFile {
+    /// The file `file_name` at `base_url` (a trailing `/` is optional).
+    pub fn at(base_url: &str, file_name: &str, checksum: Checksum) -> Self {
+        Self {
+            url: format!("{}/{file_name}", base_url.trim_end_matches('/')),
+            file_name: file_name.to_string(),
+            checksum,
+        }
+    }
+}
+
+/// Whether, and from where, missing data files may be downloaded.
+///
+/// `bool` converts into it: `true` means [`DownloadPolicy::Official`],
+/// `false` [`DownloadPolicy::Never`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DownloadPolicy {
+    /// Never download; missing files are an error.
+    #[default]
+    Never,
+    /// Download missing files from the data set's official address.
+    Official,
+    /// Download missing files from this base address instead (a mirror, or
+    /// a local server), under the official file names.
+    Mirror(String),
+}
+
+impl DownloadPolicy {
+    /// The base address to download from, given the official one; `None`
+    /// if downloading is not allowed.
+    pub fn base_url<'a>(&'a self, official: &'a str) -> Option<&'a str> {
+        match self {
+            Self::Never => None,
+            Self::Official => Some(official),
+            Self::Mirror(base) => Some(base),
+        }
+    }
+}
+
+impl From<bool> for DownloadPolicy {
+    fn from(allow: bool) -> Self {
+        if allow { Self::Official } else { Self::Never }
+    }
+}
+
+/// Makes sure every file of `files` is in `dir`; returns their paths, in
+/// order.
+///
+/// Files already present are used as they are (see the module
+/// documentation). Missing ones are downloaded one after the other with
+/// [`download_file`] if `allow_download` is true; otherwise the result is a
+/// [`DataError::MissingFiles`] listing them. On the first failed download
+/// the error is returned; files completed before it stay (they are
+/// verified).
+///
+/// ```no_run
+/// use burn_qnn::data::download::{ensure_files, Checksum, RemoteFile};
+///
+/// let file = RemoteFile::at(
+///     "https://ossci-datasets.s3.amazonaws.com/mnist",
+///     "t10k-labels-idx1-ubyte.gz",
+///     Checksum::Md5("ec29112dd5afa0611ce80d1b7f02629c".into()),
+/// );
+/// let paths = ensure_files("data/mnist".as_ref(), &[file], true)?;
+/// # Ok::<(), burn_qnn::data::DataError>(())
+/// ```
+pub fn ensure_files(
+    dir: &Path,
+    files: &[RemoteFile],
+    allow_download: bool,
+) -> Result<Vec<PathBuf>, DataError> {
+    let missing: Vec<&RemoteFile> = files
+        .iter()
+        .filter(|f| !dir.join(&f.file_name).is_file())
+        .collect();
+    if !missing.is_empty() && !allow_download {
+        let names: Vec<&str> = missing.iter().map(|f| f.file_name.as_str()).collect();
+        return Err(DataError::MissingFiles {
+            path: dir.to_path_buf(),
+            what: format!("{} of {} files", missing.len(), files.len()),
+            hint: format!(
+                "download is disabled; put {} there (from {})",
+                names.join(", "),
+                missing
+                    .iter()
+                    .map(|f| f.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    for file in missing {
+        download_file(file, dir)?;
+    }
+    Ok(files.iter().map(|f| dir.join(&f.file_name)).collect())
+}
+
+/// Downloads `file` into `dir` (created if needed) and returns its path.
+///
+/// The body is written to `NAME.part` in `dir` while its checksum is
+/// computed; the file is renamed to `NAME` only after the whole body arrived
+/// (as many bytes as `Content-Length` announced) and the checksum matched.
+/// On any failure the `.part` file is removed and nothing is left behind.
+/// A progress bar is drawn on stderr when it is a terminal.
+pub fn download_file(file: &RemoteFile, dir: &Path) -> Result<PathBuf, DataError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let target = dir.join(&file.file_name);
+    let part = dir.join(format!("{}.part", file.file_name));
+    let result = fetch_verified(file, &target, &part)
+        .and_then(|()| std::fs::rename(&part, &target).map_err(|e| DataError::io(&target, e)));
+    match result {
+        Ok(()) => Ok(target),
+        Err(error) => {
+            // Best effort: the error that matters is the one returned.
+            let _ = std::fs::remove_file(&part);
+            Err(error)
+        }
+    }
+}
+
+/// Checks the file at `path` against `checksum`.
+pub fn verify_file(path: &Path, checksum: &Checksum) -> Result<(), DataError> {
+    let mut reader = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut hasher = Hasher::new(checksum);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.check(path, checksum)
+}
+
+/// Streams `file.url` into `part`, hashing as it goes, and checks length and
+/// checksum. Errors name `target`, the file the caller asked for.
+fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), DataError> {
+    let failed = |reason: String| DataError::Download {
+        path: target.to_path_buf(),
+        url: file.url.clone(),
+        reason,
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(120))
+        .build();
+    let response = agent.get(&file.url).call().map_err(|e| match e {
+        ureq::Error::Status(code, response) => {
+            failed(format!("HTTP status {code} {}", response.status_text()))
+        }
+        ureq::Error::Transport(transport) => {
+            // Without the URL, which the error already names.
+            let mut reason = transport.kind().to_string();
+            if let Some(message) = transport.message() {
+                reason = format!("{reason}: {message}");
+            }
+            if let Some(source) = std::error::Error::source(&transport) {
+                reason = format!("{reason}: {source}");
+            }
+            failed(reason)
+        }
+    })?;
+    let announced: Option<u64> = response
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse().ok());
+
+    let progress = progress_bar(announced, &file.file_name);
+    let mut reader = response.into_reader();
+    let out = File::create(part).map_err(|e| DataError::io(part, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let mut hasher = Hasher::new(&file.checksum);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                progress.abandon();
+                return Err(failed(format!(
+                    "transfer interrupted after {received} bytes{}: {e}",
+                    announced.map(|t| format!(" of {t}")).unwrap_or_default()
+                )));
+            }
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| DataError::io(part, e))?;
+        received += n as u64;
+        progress.inc(n as u64);
+    }
+    progress.finish_and_clear();
+    if let Some(total) = announced
+        && received != total
+    {
+        return Err(failed(format!(
+            "transfer interrupted: received {received} of {total} bytes"
+        )));
+    }
+    let out = out
+        .into_inner()
+        .map_err(|e| DataError::io(part, e.into_error()))?;
+    out.sync_all().map_err(|e| DataError::io(part, e))?;
+    drop(out);
+    hasher.check(target, &file.checksum)
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn progress_bar(total: Option<u64>, name: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("downloading {name}"));
+    bar
+}
+
+/// A running MD5 or SHA-256 computation.
+enum Hasher {
+    Md5(Md5),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    fn new(checksum: &Checksum) -> Self {
+        match checksum {
+            Checksum::Md5(_) => Self::Md5(Md5::new()),
+            Checksum::Sha256(_) => Self::Sha256(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Md5(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> String {
+        let bytes: Vec<u8> = match self {
+            Self::Md5(h) => h.finalize().to_vec(),
+            Self::Sha256(h) => h.finalize().to_vec(),
+        };
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Compares with `checksum`; a mismatch names `path`.
+    fn check(self, path: &Path, checksum: &Checksum) -> Result<(), DataError> {
+        let got = self.finish();
+        let expected = checksum.expected_hex();
+        if got == expected {
+            Ok(())
+        } else {
+            Err(DataError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                expected: format!("{} {expected}", checksum.algorithm()),
+                got: format!("{} {got}", checksum.algorithm()),
+            })
+        }
+    }
+}

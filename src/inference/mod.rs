@@ -1,0 +1,541 @@
+//! Packed inference form of a trained binary network: weights stored as bits, batch norm and
+//! sign folded into per-channel thresholds where the layer's products are integers.
+//!
+//! [`PackedNet::from_net`] converts a [`Net`]; its outputs equal the network's evaluation-mode
+//! outputs (same backend). It saves and loads through Burn's recorders ([`PackedNet::save`],
+//! [`PackedNet::load`], or [`PackedNet::record`] with any recorder); its bytes are the same on
+//! every backend, so a file written on NdArray loads on Wgpu.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::{Distribution, Tensor};
+//! use burn_qnn::inference::PackedNet;
+//! use burn_qnn::models::NetConfig;
+//!
+//! let device = Default::default();
+//! let net = NetConfig::cifar10().with_width(1.0 / 16.0).init::<NdArray>(&device);
+//! let packed = PackedNet::from_net(&net)?;
+//! let images = Tensor::<NdArray, 4>::random([2, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
+//! assert_eq!(packed.forward(images.clone()).into_data(), net.forward(images).into_data());
+//! # Ok::<(), burn_qnn::inference::PackedNetError>(())
+//! ```
+
+mod error;
+mod record;
+mod thresholds;
+
+use std::path::Path;
+
+pub use error::PackedNetError;
+pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecord};
+
+use burn::{
+    nn::BatchNorm,
+    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
+    tensor::{Device, Tensor, TensorData, module::max_pool2d},
+};
+
+use crate::{
+    QnnBackend,
+    models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
+    nn::{inside_sums, pixel_codes, scaled_output},
+    ops::{self, ConvGeometry, Encoding, Packed, PackedConvWeights},
+    quant::Bits,
+};
+
+/// A binary [`Net`] in packed inference form.
+#[derive(Debug, Clone)]
+pub struct PackedNet<B: QnnBackend> {
+    record: PackedNetRecord,
+    convs: Vec<ConvStage<B>>,
+    dense: Vec<DenseStage<B>>,
+}
+
+#[derive(Debug, Clone)]
+struct ConvStage<B: QnnBackend> {
+    weights: PackedConvWeights<B>,
+    /// The float weight signs of a bit-plane first layer (for its inside sums).
+    bit_plane_signs: Option<Tensor<B, 4>>,
+    bias: Option<Tensor<B, 1>>,
+    pool: bool,
+    output: Output<B>,
+}
+
+#[derive(Debug, Clone)]
+struct DenseStage<B: QnnBackend> {
+    /// Rows of `sign(W)ᵀ`, `[d_out, d_in]`.
+    weights: Packed<B>,
+    /// The inside sums `[1, d_out]` of a bit-plane first layer.
+    bit_plane_sums: Option<Tensor<B, 2>>,
+    bias: Option<Tensor<B, 1>>,
+    output: Output<B>,
+}
+
+#[derive(Debug, Clone)]
+enum Output<B: QnnBackend> {
+    Threshold {
+        lo: Tensor<B, 1>,
+        hi: Tensor<B, 1>,
+    },
+    Norm {
+        mean: Tensor<B, 1>,
+        var: Tensor<B, 1>,
+        gamma: Tensor<B, 1>,
+        beta: Tensor<B, 1>,
+        epsilon: f64,
+    },
+}
+
+/// The geometry of convolution `index` of a network.
+fn conv_geometry(config: &NetConfig, index: usize) -> ConvGeometry {
+    let c_in = match index {
+        0 => config.in_channels,
+        i => config.conv_channels[i - 1],
+    };
+    ConvGeometry::new([c_in, config.conv_channels[index]], [3, 3]).with_padding([1, 1])
+}
+
+/// `(d_in, d_out)` of fully connected layer `index`.
+fn dense_shape(config: &NetConfig, index: usize) -> (usize, usize) {
+    let units: Vec<usize> = config
+        .hidden_units
+        .iter()
+        .copied()
+        .chain([config.classes])
+        .collect();
+    let d_in = match index {
+        0 => config.flat_features(),
+        i => units[i - 1],
+    };
+    (d_in, units[index])
+}
+
+fn host(t: Tensor<impl burn::tensor::backend::Backend, 1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 values")
+}
+
+fn norm_record<B: QnnBackend>(norm: &BatchNorm<B>) -> OutputRecord {
+    OutputRecord::Norm {
+        mean: host(norm.running_mean.value_sync()),
+        var: host(norm.running_var.value_sync()),
+        gamma: host(norm.gamma.val()),
+        beta: host(norm.beta.val()),
+        epsilon: norm.epsilon,
+    }
+}
+
+/// The output of a layer whose (pooled, biased) products are integers in `[−k, k]`: thresholds
+/// when the next layer binarizes, else the float batch norm.
+fn integer_output(norm: OutputRecord, bias: Option<&[f32]>, k: usize, last: bool) -> OutputRecord {
+    if last {
+        return norm;
+    }
+    match &norm {
+        OutputRecord::Norm {
+            mean,
+            var,
+            gamma,
+            beta,
+            epsilon,
+        } => {
+            let (lo, hi) = thresholds::fold(mean, var, gamma, beta, *epsilon, bias, k);
+            OutputRecord::Threshold { lo, hi }
+        }
+        OutputRecord::Threshold { .. } => norm,
+    }
+}
+
+impl<B: QnnBackend> PackedNet<B> {
+    /// Packs a trained binary network.
+    ///
+    /// # Errors
+    /// [`PackedNetError::NotBinary`] for a full-precision network;
+    /// [`PackedNetError::Unsupported`] for layers with α scaling or float inputs past the first.
+    pub fn from_net(net: &Net<B>) -> Result<Self, PackedNetError> {
+        let device = match net.dense.first() {
+            Some(DenseLayer::Binary(l)) => l.weight.device(),
+            Some(DenseLayer::BitPlane(l)) => l.weight.device(),
+            _ => return Err(PackedNetError::NotBinary),
+        };
+        if net.precision != Precision::Binary {
+            return Err(PackedNetError::NotBinary);
+        }
+        let config = &net.config;
+        let mut convs = Vec::new();
+        for (i, (layer, norm)) in net.convs.iter().zip(&net.conv_norms).enumerate() {
+            let name = || format!("conv {i}");
+            let geometry = conv_geometry(config, i);
+            let (weight, bias, integer) = match layer {
+                ConvLayer::BitPlane(l) => (l.weight.val(), l.bias.as_ref(), false),
+                ConvLayer::Binary(l) if l.scaling => {
+                    return Err(PackedNetError::Unsupported {
+                        layer: name(),
+                        what: "α scaling",
+                    });
+                }
+                ConvLayer::Binary(l) if !l.binarize_input => {
+                    return Err(PackedNetError::Unsupported {
+                        layer: name(),
+                        what: "float inputs",
+                    });
+                }
+                ConvLayer::Binary(l) => (l.weight.val(), l.bias.as_ref(), true),
+                ConvLayer::Float(_) => return Err(PackedNetError::NotBinary),
+            };
+            let bias = bias.map(|b| host(b.val()));
+            let norm = norm_record(norm);
+            let output = if integer {
+                integer_output(
+                    norm,
+                    bias.as_deref(),
+                    geometry.channels[0] * geometry.taps(),
+                    false,
+                )
+            } else {
+                norm
+            };
+            convs.push(PackedLayerRecord {
+                weights: PackedConvWeights::new(weight, geometry).to_bytes(),
+                bias,
+                output,
+            });
+        }
+        let mut dense = Vec::new();
+        let last = net.dense.len() - 1;
+        for (i, (layer, norm)) in net.dense.iter().zip(&net.dense_norms).enumerate() {
+            let (weight, bias, integer) = match layer {
+                DenseLayer::BitPlane(l) => (l.weight.val(), l.bias.as_ref(), false),
+                DenseLayer::Binary(l) if l.scaling || !l.binarize_input => {
+                    return Err(PackedNetError::Unsupported {
+                        layer: format!("dense {i}"),
+                        what: "α scaling or float inputs",
+                    });
+                }
+                DenseLayer::Binary(l) => (l.weight.val(), l.bias.as_ref(), true),
+                DenseLayer::Float(_) => return Err(PackedNetError::NotBinary),
+            };
+            let d_in = weight.dims()[0];
+            let bias = bias.map(|b| host(b.val()));
+            let norm = norm_record(norm);
+            let output = if integer {
+                integer_output(norm, bias.as_deref(), d_in, i == last)
+            } else {
+                norm
+            };
+            dense.push(PackedLayerRecord {
+                weights: Packed::new(weight.transpose(), Encoding::Signs).to_bytes(),
+                bias,
+                output,
+            });
+        }
+        let record = PackedNetRecord {
+            format: FORMAT_VERSION,
+            config: config.clone(),
+            convs,
+            dense,
+        };
+        Self::from_record(record, &device)
+    }
+
+    /// Builds the network from a record, checking it against its configuration.
+    ///
+    /// # Errors
+    /// [`PackedNetError::Format`], [`PackedNetError::Mismatch`] or [`PackedNetError::Packed`]
+    /// for a record that does not fit its configuration (corrupt or of another network).
+    pub fn from_record(
+        record: PackedNetRecord,
+        device: &Device<B>,
+    ) -> Result<Self, PackedNetError> {
+        if record.format != FORMAT_VERSION {
+            return Err(PackedNetError::Format {
+                expected: FORMAT_VERSION,
+                found: record.format,
+            });
+        }
+        let config = &record.config;
+        if config.precision != Precision::Binary {
+            return Err(PackedNetError::NotBinary);
+        }
+        let count = |what, expected: usize, found: usize| {
+            (expected != found).then(|| PackedNetError::Mismatch {
+                layer: "network".into(),
+                what,
+                expected,
+                found,
+            })
+        };
+        if let Some(e) = count(
+            "convolutions",
+            config.conv_channels.len(),
+            record.convs.len(),
+        ) {
+            return Err(e);
+        }
+        if let Some(e) = count(
+            "fully connected layers",
+            config.hidden_units.len() + 1,
+            record.dense.len(),
+        ) {
+            return Err(e);
+        }
+        let mut convs = Vec::new();
+        for (i, layer) in record.convs.iter().enumerate() {
+            let name = format!("conv {i}");
+            let geometry = conv_geometry(config, i);
+            let weights = PackedConvWeights::from_bytes(&layer.weights, geometry, device).map_err(
+                |source| PackedNetError::Packed {
+                    layer: name.clone(),
+                    source,
+                },
+            )?;
+            let bit_plane_signs = (i == 0).then(|| conv_signs(&weights));
+            convs.push(ConvStage {
+                bias: channel_vector(
+                    &name,
+                    "bias",
+                    layer.bias.as_deref(),
+                    geometry.channels[1],
+                    device,
+                )?,
+                output: Output::new(&name, &layer.output, geometry.channels[1], device)?,
+                weights,
+                bit_plane_signs,
+                pool: NetConfig::pools_after(i),
+            });
+        }
+        let mut dense = Vec::new();
+        for (i, layer) in record.dense.iter().enumerate() {
+            let name = format!("dense {i}");
+            let (d_in, d_out) = dense_shape(config, i);
+            let weights =
+                Packed::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs, device)
+                    .map_err(|source| PackedNetError::Packed {
+                        layer: name.clone(),
+                        source,
+                    })?;
+            let bit_plane_sums = (i == 0 && config.conv_channels.is_empty())
+                .then(|| weights.unpack::<2>().transpose().sum_dim(0));
+            dense.push(DenseStage {
+                bias: channel_vector(&name, "bias", layer.bias.as_deref(), d_out, device)?,
+                output: Output::new(&name, &layer.output, d_out, device)?,
+                weights,
+                bit_plane_sums,
+            });
+        }
+        Ok(Self {
+            record,
+            convs,
+            dense,
+        })
+    }
+
+    /// The record (for any Burn recorder).
+    pub fn record(&self) -> &PackedNetRecord {
+        &self.record
+    }
+
+    /// The network's configuration.
+    pub fn config(&self) -> &NetConfig {
+        &self.record.config
+    }
+
+    /// Class scores `[N, classes]` of images `[N, C, H, W]` in `[−1, 1]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = images;
+        for stage in &self.convs {
+            let [_, _, h, w] = x.dims();
+            let geometry = stage.weights.geometry();
+            let mut y = match &stage.bit_plane_signs {
+                Some(signs) => {
+                    let codes = pixel_codes(x);
+                    let product = ops::im2col_product(
+                        codes,
+                        stage.weights.packed().primitive(),
+                        geometry,
+                        Encoding::Codes(Bits::EIGHT),
+                    );
+                    scaled_output(product, inside_sums(signs.clone(), geometry, [h, w]))
+                }
+                None => stage.weights.forward(x),
+            };
+            if let Some(bias) = &stage.bias {
+                y = y + bias.clone().reshape([1, geometry.channels[1], 1, 1]);
+            }
+            if stage.pool {
+                y = max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false);
+            }
+            x = stage.output.apply(y);
+        }
+        let mut x = x.flatten::<2>(1, 3);
+        for stage in &self.dense {
+            let mut y: Tensor<B, 2> = match &stage.bit_plane_sums {
+                Some(sums) => {
+                    let codes = Packed::new(pixel_codes(x), Encoding::Codes(Bits::EIGHT));
+                    scaled_output(ops::packed_matmul(&codes, &stage.weights), sums.clone())
+                }
+                None => ops::xnor_matmul_prepacked(x, &stage.weights),
+            };
+            if let Some(bias) = &stage.bias {
+                y = y + bias.clone().unsqueeze();
+            }
+            x = stage.output.apply(y);
+        }
+        x
+    }
+
+    /// Saves the network to `path` with Burn's `NamedMpkBytesRecorder` (full precision), through a
+    /// temporary file renamed into place: no half-written file is left behind.
+    ///
+    /// # Errors
+    /// [`PackedNetError::Recorder`] or [`PackedNetError::Io`].
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PackedNetError> {
+        let path = path.as_ref();
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes =
+            Recorder::<B>::record(&recorder, self.record.clone(), ()).map_err(|source| {
+                PackedNetError::Recorder {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        let io = |source| PackedNetError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        std::fs::write(&partial, bytes).map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            io(e)
+        })?;
+        std::fs::rename(&partial, path).map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            io(e)
+        })
+    }
+
+    /// Loads a network saved by [`PackedNet::save`] (on any backend) onto `device`.
+    ///
+    /// # Errors
+    /// [`PackedNetError::Io`] if the file cannot be read, [`PackedNetError::Recorder`] if it is
+    /// not a packed network record, or the errors of [`PackedNet::from_record`].
+    pub fn load(path: impl AsRef<Path>, device: &Device<B>) -> Result<Self, PackedNetError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| PackedNetError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let record: PackedNetRecord =
+            Recorder::<B>::load(&recorder, bytes, device).map_err(|source| {
+                PackedNetError::Recorder {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        Self::from_record(record, device)
+    }
+}
+
+/// The ±1 weights `[C_out, C_in, k_h, k_w]` of packed convolution weights.
+fn conv_signs<B: QnnBackend>(weights: &PackedConvWeights<B>) -> Tensor<B, 4> {
+    let geometry = weights.geometry();
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    weights
+        .packed()
+        .unpack::<2>()
+        .reshape([c_out, kh, kw, geometry.padded_channels()])
+        .slice([0..c_out, 0..kh, 0..kw, 0..c_in])
+        .permute([0, 3, 1, 2])
+}
+
+/// A per-channel vector of `len` values on `device`, if present.
+fn channel_vector<B: QnnBackend>(
+    layer: &str,
+    what: &'static str,
+    values: Option<&[f32]>,
+    len: usize,
+    device: &Device<B>,
+) -> Result<Option<Tensor<B, 1>>, PackedNetError> {
+    values
+        .map(|values| {
+            if values.len() != len {
+                return Err(PackedNetError::Mismatch {
+                    layer: layer.to_owned(),
+                    what,
+                    expected: len,
+                    found: values.len(),
+                });
+            }
+            Ok(Tensor::from_data(
+                TensorData::new(values.to_vec(), [len]),
+                device,
+            ))
+        })
+        .transpose()
+}
+
+impl<B: QnnBackend> Output<B> {
+    fn new(
+        layer: &str,
+        record: &OutputRecord,
+        channels: usize,
+        device: &Device<B>,
+    ) -> Result<Self, PackedNetError> {
+        let vector = |what, values: &[f32]| {
+            channel_vector::<B>(layer, what, Some(values), channels, device)
+                .map(|v| v.expect("present"))
+        };
+        Ok(match record {
+            OutputRecord::Threshold { lo, hi } => Output::Threshold {
+                lo: vector("thresholds", lo)?,
+                hi: vector("thresholds", hi)?,
+            },
+            OutputRecord::Norm {
+                mean,
+                var,
+                gamma,
+                beta,
+                epsilon,
+            } => Output::Norm {
+                mean: vector("batch norm mean", mean)?,
+                var: vector("batch norm variance", var)?,
+                gamma: vector("batch norm scale", gamma)?,
+                beta: vector("batch norm shift", beta)?,
+                epsilon: *epsilon,
+            },
+        })
+    }
+
+    /// The next layer's input from this layer's products `[N, C, ..]`.
+    fn apply<const D: usize>(&self, y: Tensor<B, D>) -> Tensor<B, D> {
+        let channels = y.dims()[1];
+        let mut shape = [1; D];
+        shape[1] = channels;
+        match self {
+            Output::Threshold { lo, hi } => {
+                let inside = y
+                    .clone()
+                    .greater_equal(lo.clone().reshape(shape))
+                    .bool_and(y.lower_equal(hi.clone().reshape(shape)));
+                inside.float() * 2.0 - 1.0
+            }
+            // Burn's `BatchNorm` in evaluation mode, op for op.
+            Output::Norm {
+                mean,
+                var,
+                gamma,
+                beta,
+                epsilon,
+            } => {
+                let std = var.clone().reshape(shape).add_scalar(*epsilon).sqrt();
+                y.sub(mean.clone().reshape(shape))
+                    .div(std)
+                    .mul(gamma.clone().reshape(shape))
+                    .add(beta.clone().reshape(shape))
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The in-memory data set: Burn's `Dataset`, splits, take, shuffle.
+
+use burn::data::dataset::Dataset;
+use burn_qnn::data::{ImageDataset, ImageItem, ImageShape};
+
+fn numbered(n: u8) -> ImageDataset {
+    let items = (0..n)
+        .map(|i| ImageItem {
+            pixels: vec![i; 2],
+            label: i % 3,
+        })
+        .collect();
+    ImageDataset::new(items, ImageShape::new(1, 1, 2), 3, 255)
+}
+
+fn firsts(data: &ImageDataset) -> Vec<u8> {
+    data.items().iter().map(|i| i.pixels[0]).collect()
+}
+
+#[test]
+fn implements_burn_dataset() {
+    let data = numbered(5);
+    assert_eq!(Dataset::len(&data), 5);
+    assert_eq!(data.get(4).unwrap().pixels, vec![4, 4]);
+    assert!(data.get(5).is_none());
+    assert_eq!(data.iter().count(), 5);
+    assert_eq!(data.class_counts(), vec![2, 2, 1]);
+    assert_eq!(ImageShape::new(3, 32, 32).len(), 3072);
+}
+
+#[test]
+fn split_and_take() {
+    let (train, valid) = numbered(10).split_validation(3);
+    assert_eq!(firsts(&train), vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(firsts(&valid), vec![7, 8, 9]);
+    assert_eq!((valid.shape(), valid.num_classes()), (train.shape(), 3));
+
+    let (train, valid) = numbered(10).split_validation_fraction(0.25);
+    assert_eq!((train.len(), valid.len()), (7, 3));
+    let (train, valid) = numbered(4).split_validation(10);
+    assert_eq!((train.len(), valid.len()), (0, 4));
+
+    assert_eq!(firsts(&numbered(10).take(4)), vec![0, 1, 2, 3]);
+    assert_eq!(numbered(3).take(10).len(), 3);
+}
+
+#[test]
+fn shuffle_is_a_seeded_permutation() {
+    let a = numbered(50).shuffled(9);
+    let b = numbered(50).shuffled(9);
+    let c = numbered(50).shuffled(10);
+    assert_eq!(firsts(&a), firsts(&b));
+    assert_ne!(firsts(&a), firsts(&c));
+    assert_ne!(firsts(&a), (0..50).collect::<Vec<_>>());
+    let mut sorted = firsts(&a);
+    sorted.sort();
+    assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn append_concatenates() {
+    let mut a = numbered(2);
+    a.append(numbered(3));
+    assert_eq!(firsts(&a), vec![0, 1, 0, 1, 2]);
+}
+
+#[test]
+#[should_panic(expected = "pixel values")]
+fn new_rejects_items_of_another_shape() {
+    let items = vec![ImageItem {
+        pixels: vec![0; 3],
+        label: 0,
+    }];
+    let _ = ImageDataset::new(items, ImageShape::new(1, 1, 2), 3, 255);
+}
+
+#[test]
+#[should_panic(expected = "label")]
+fn new_rejects_labels_out_of_range() {
+    let items = vec![ImageItem {
+        pixels: vec![0; 2],
+        label: 3,
+    }];
+    let _ = ImageDataset::new(items, ImageShape::new(1, 1, 2), 3, 255);
+}

@@ -1,0 +1,354 @@
+//! The modules of `burn_qnn::nn`, the paper's networks and their packed inference form.
+
+use burn::{
+    module::{AutodiffModule, Module},
+    nn::{BatchNormConfig, PaddingConfig2d},
+    optim::{AdamConfig, GradientsParams, Optimizer},
+    tensor::{Int, Tensor, TensorData, backend::Backend},
+};
+use burn_qnn::{
+    QnnAutodiffBackend, QnnBackend,
+    inference::{PackedNet, PackedNetError},
+    loss::SquaredHingeLoss,
+    models::{Net, NetConfig},
+    nn::{
+        BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig,
+        QuantLinearConfig, ShiftBatchNormConfig, clip_latent_weights, glorot_lr_scale,
+    },
+    quant::Bits,
+};
+
+use crate::reference::{assert_exact, pow2, sign, tensor, uniform, values};
+
+/// `BinaryLinear` is `sign(x)·sign(W) + b` and, with scaling, `·mean|W|` per output.
+pub fn binary_linear<B: QnnBackend>(device: &B::Device) {
+    let (n, d_in, d_out) = (3, 70, 5);
+    let mut layer = BinaryLinearConfig::new(d_in, d_out).init::<B>(device);
+    let bias = uniform(d_out, -1.0, 1.0, 4);
+    layer.bias = Some(burn::module::Param::from_tensor(tensor::<B, 1>(
+        bias.clone(),
+        [d_out],
+        device,
+    )));
+    let x = uniform(n * d_in, -2.0, 2.0, 5);
+    let w = values(layer.weight.val());
+    let reference = |scaled: bool| -> Vec<f32> {
+        let mut out = vec![0.0; n * d_out];
+        for i in 0..n {
+            for j in 0..d_out {
+                let dot: f32 = (0..d_in)
+                    .map(|k| sign(x[i * d_in + k]) * sign(w[k * d_out + j]))
+                    .sum();
+                let alpha = (0..d_in).map(|k| w[k * d_out + j].abs()).sum::<f32>() / d_in as f32;
+                out[i * d_out + j] = if scaled { dot * alpha } else { dot } + bias[j];
+            }
+        }
+        out
+    };
+    let xt = tensor::<B, 2>(x.clone(), [n, d_in], device);
+    assert_exact(
+        "binary linear",
+        &x,
+        &values(layer.forward(xt.clone())),
+        &reference(false),
+    );
+    layer.scaling = true;
+    let got = values(layer.forward(xt));
+    for (g, e) in got.iter().zip(reference(true)) {
+        assert!(
+            (g - e).abs() <= 1e-4 * e.abs().max(1.0),
+            "scaled: {g} vs {e}"
+        );
+    }
+}
+
+/// `ShiftBatchNorm` follows the paper's formulas in training and evaluation.
+pub fn shift_batch_norm<B: QnnAutodiffBackend>(device: &B::Device) {
+    let (n, c, l) = (4, 3, 5);
+    let bn = ShiftBatchNormConfig::new(c).init::<B>(device);
+    let x = uniform(n * c * l, -3.0, 5.0, 11);
+    let y = values(
+        bn.forward(tensor::<B, 3>(x.clone(), [n, c, l], device))
+            .inner(),
+    );
+    let ap2 = |v: f32| pow2(v, -126, 127);
+    let mut means = vec![];
+    let mut vars = vec![];
+    for ch in 0..c {
+        let at = |b: usize, p: usize| x[(b * c + ch) * l + p];
+        let count = (n * l) as f32;
+        let mean: f32 = (0..n)
+            .flat_map(|b| (0..l).map(move |p| (b, p)))
+            .map(|(b, p)| at(b, p))
+            .sum::<f32>()
+            / count;
+        let var: f32 = (0..n)
+            .flat_map(|b| (0..l).map(move |p| (b, p)))
+            .map(|(b, p)| (at(b, p) - mean) * ap2(at(b, p) - mean))
+            .sum::<f32>()
+            / count;
+        let inv_std = ap2(1.0 / (var + 1e-4).sqrt());
+        for b in 0..n {
+            for p in 0..l {
+                let expected = (at(b, p) - mean) * inv_std; // AP2(γ) = 1, β = 0
+                let got = y[(b * c + ch) * l + p];
+                assert!((got - expected).abs() < 1e-4, "train: {got} vs {expected}");
+            }
+        }
+        means.push(mean);
+        vars.push(var);
+    }
+    // Running statistics moved by momentum 0.1 from (0, 1); evaluation uses them.
+    let running_mean = values(bn.running_mean.value_sync().inner());
+    let running_var = values(bn.running_var.value_sync().inner());
+    for ch in 0..c {
+        assert!(
+            (running_mean[ch] - 0.1 * means[ch]).abs() < 1e-5,
+            "running mean {running_mean:?} batch means {means:?}"
+        );
+        assert!((running_var[ch] - (0.9 + 0.1 * vars[ch])).abs() < 1e-5);
+    }
+    let eval = bn.valid();
+    let z = values(eval.forward(tensor::<B::InnerBackend, 3>(x.clone(), [n, c, l], device)));
+    for (i, (&v, &got)) in x.iter().zip(&z).enumerate() {
+        let ch = (i / l) % c;
+        let expected = (v - running_mean[ch]) * ap2(1.0 / (running_var[ch] + 1e-4).sqrt());
+        assert!((got - expected).abs() < 1e-4, "eval: {got} vs {expected}");
+    }
+}
+
+/// The bit-plane layers equal the float product of the scaled 8-bit inputs and the weight
+/// signs.
+pub fn bit_plane_layers<B: QnnBackend>(device: &B::Device) {
+    let pixels: Vec<f32> = uniform(2 * 3 * 5 * 5, 0.0, 256.0, 3)
+        .into_iter()
+        .map(f32::floor)
+        .collect();
+    let scaled: Vec<f32> = pixels.iter().map(|p| p / 127.5 - 1.0).collect();
+    let conv = BitPlaneConv2dConfig::new([3, 4], [3, 3])
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init::<B>(device);
+    let x = tensor::<B, 4>(scaled.clone(), [2, 3, 5, 5], device);
+    let y = values(conv.forward(x.clone()));
+    let float = values(burn::tensor::module::conv2d(
+        x,
+        burn_qnn::quant::sign(conv.weight.val()),
+        None,
+        burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+    ));
+    for (a, b) in y.iter().zip(&float) {
+        assert!((a - b).abs() < 1e-3, "bit-plane conv {a} vs float {b}");
+    }
+    let linear = BitPlaneLinearConfig::new(75, 6)
+        .with_bias(false)
+        .init::<B>(device);
+    let x = tensor::<B, 2>(scaled, [2, 75], device);
+    let y = values(linear.forward(x.clone()));
+    let float = values(x.matmul(burn_qnn::quant::sign(linear.weight.val())));
+    for (a, b) in y.iter().zip(&float) {
+        assert!((a - b).abs() < 1e-3, "bit-plane linear {a} vs float {b}");
+    }
+}
+
+/// Clipping touches latent weights only; the learning-rate scale is the paper's.
+pub fn latent_weights<B: QnnBackend>(device: &B::Device) {
+    #[derive(Module, Debug)]
+    struct Mixed<B: QnnBackend> {
+        binary: burn_qnn::nn::BinaryLinear<B>,
+        quant: burn_qnn::nn::QuantLinear<B>,
+        float: burn::nn::Linear<B>,
+    }
+    let mut m = Mixed {
+        binary: BinaryLinearConfig::new(3, 2).init(device),
+        quant: QuantLinearConfig::new(3, 2)
+            .with_bits(Bits::TWO, Bits::TWO)
+            .init(device),
+        float: burn::nn::LinearConfig::new(3, 2).init(device),
+    };
+    m.binary.weight = m.binary.weight.map(|w| w * 4.0);
+    m.quant.weight = m.quant.weight.map(|w| w * 4.0);
+    m.float.weight = m.float.weight.map(|w| w.ones_like() * 4.0);
+    m.binary.bias = m.binary.bias.map(|b| b.map(|b| b.ones_like() * 3.0));
+    let m = clip_latent_weights(m);
+    let max = |t: Tensor<B, 2>| values(t.abs().max().reshape([1]))[0];
+    assert!(max(m.binary.weight.val()) <= 1.0 && max(m.quant.weight.val()) <= 1.0);
+    assert_eq!(
+        max(m.float.weight.val()),
+        4.0,
+        "float layers are left alone"
+    );
+    let bias = m.binary.bias.unwrap().val();
+    assert_eq!(values(bias), [3.0, 3.0], "biases are left alone");
+    // A 3×3 conv 128 → 256: fan_in 1152, fan_out 2304.
+    let scale = glorot_lr_scale(1152, 2304);
+    assert!((scale - (3456.0f64 / 1.5).sqrt()).abs() < 1e-9);
+}
+
+/// Random images in `[−1, 1]` quantized to 8-bit levels.
+pub fn images<B: Backend>(n: usize, c: usize, side: usize, device: &B::Device) -> Tensor<B, 4> {
+    let pixels: Vec<f32> = uniform(n * c * side * side, 0.0, 256.0, 21)
+        .into_iter()
+        .map(|p| p.floor() / 127.5 - 1.0)
+        .collect();
+    tensor(pixels, [n, c, side, side], device)
+}
+
+/// A few training steps (Adam, squared hinge, clipping) so batch norm statistics and weights
+/// are those of a trained network; returns the evaluation-mode network.
+pub fn trained<B: QnnAutodiffBackend>(
+    config: &NetConfig,
+    device: &B::Device,
+) -> Net<B::InnerBackend> {
+    let mut net = config.init::<B>(device);
+    let mut optim = AdamConfig::new().init();
+    let x = images::<B>(8, config.in_channels, config.image_size, device);
+    let labels: Vec<i64> = (0..8).map(|i| i % config.classes as i64).collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [8]), device);
+    for _ in 0..2 {
+        let loss = SquaredHingeLoss.forward(net.forward(x.clone()), targets.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = clip_latent_weights(optim.step(1e-2, net, grads));
+    }
+    net.valid()
+}
+
+/// The packed inference form gives the evaluation-mode outputs of the network, exactly, and
+/// the same after a save and load.
+pub fn packed_inference<B: QnnAutodiffBackend>(device: &B::Device) {
+    let configs = [
+        NetConfig::cifar10().with_width(1.0 / 32.0),
+        NetConfig::new(1, 8, vec![], vec![20, 12]),
+    ];
+    for config in configs {
+        let net = trained::<B>(&config, device);
+        let packed = PackedNet::from_net(&net).unwrap();
+        let x = images::<B::InnerBackend>(3, config.in_channels, config.image_size, device);
+        let expected = values(net.forward(x.clone()));
+        assert_exact(
+            "packed net",
+            &expected,
+            &values(packed.forward(x.clone())),
+            &expected,
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.bin");
+        packed.save(&path).unwrap();
+        let loaded = PackedNet::<B::InnerBackend>::load(&path, device).unwrap();
+        assert_eq!(loaded.record(), packed.record());
+        assert_exact(
+            "loaded net",
+            &expected,
+            &values(loaded.forward(x)),
+            &expected,
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["net.bin"], "only the finished file is left");
+    }
+}
+
+/// Corrupt, truncated and mismatched records give errors, not panics.
+pub fn bad_packed_records<B: QnnBackend>(device: &B::Device) {
+    let config = NetConfig::new(1, 8, vec![4, 4], vec![6]);
+    let net = config.init::<B>(device);
+    let packed = PackedNet::from_net(&net).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.bin");
+    packed.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = PackedNet::<B>::load(&path, device).unwrap_err();
+    assert!(
+        matches!(err, PackedNetError::Recorder { .. }),
+        "truncated: {err}"
+    );
+    assert!(err.to_string().contains("net.bin"), "names the file: {err}");
+
+    std::fs::write(&path, b"not a record at all").unwrap();
+    assert!(PackedNet::<B>::load(&path, device).is_err());
+
+    let missing = PackedNet::<B>::load(dir.path().join("absent.bin"), device).unwrap_err();
+    assert!(matches!(missing, PackedNetError::Io { .. }));
+
+    // A record whose configuration does not match its layers.
+    let mut record = packed.record().clone();
+    record.config.conv_channels = vec![4, 8];
+    let err = PackedNet::<B>::from_record(record, device).unwrap_err();
+    assert!(
+        matches!(err, PackedNetError::Packed { .. }),
+        "mismatch: {err}"
+    );
+    let mut record = packed.record().clone();
+    record.dense.pop();
+    assert!(matches!(
+        PackedNet::<B>::from_record(record, device),
+        Err(PackedNetError::Mismatch { .. })
+    ));
+    let mut record = packed.record().clone();
+    record.format += 1;
+    assert!(matches!(
+        PackedNet::<B>::from_record(record, device),
+        Err(PackedNetError::Format { .. })
+    ));
+    let float = config
+        .with_precision(burn_qnn::models::Precision::Float)
+        .init::<B>(device);
+    assert!(matches!(
+        PackedNet::from_net(&float),
+        Err(PackedNetError::NotBinary)
+    ));
+}
+
+/// An ordinary Burn model made binary by swapping layer types trains: the loss goes down.
+pub fn drop_in_training<B: QnnAutodiffBackend>(device: &B::Device) {
+    #[derive(Module, Debug)]
+    struct Small<B: QnnBackend> {
+        conv: burn_qnn::nn::BinaryConv2d<B>, // was burn::nn::conv::Conv2d<B>
+        norm: burn::nn::BatchNorm<B>,
+        fc: burn_qnn::nn::BinaryLinear<B>, // was burn::nn::Linear<B>
+        out: burn::nn::BatchNorm<B>,
+    }
+    impl<B: QnnBackend> Small<B> {
+        fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+            let x = self.norm.forward(self.conv.forward(x));
+            self.out.forward(self.fc.forward(x.flatten(1, 3)))
+        }
+    }
+    let mut model = Small::<B> {
+        conv: BinaryConv2dConfig::new([1, 8], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device),
+        norm: BatchNormConfig::new(8).init(device),
+        fc: BinaryLinearConfig::new(8 * 6 * 6, 2).init(device),
+        out: BatchNormConfig::new(2).init(device),
+    };
+    // Two classes: a bright left half or a bright right half, with noise.
+    let n = 32;
+    let mut pixels = uniform(n * 36, -0.5, 0.5, 77);
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+    for (i, &label) in labels.iter().enumerate() {
+        for p in 0..36 {
+            let right = p % 6 >= 3;
+            pixels[i * 36 + p] += if right == (label == 1) { 1.0 } else { -1.0 };
+        }
+    }
+    let x = tensor::<B, 4>(pixels, [n, 1, 6, 6], device);
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let mut optim = AdamConfig::new().init();
+    let mut losses = vec![];
+    for _ in 0..15 {
+        let loss = SquaredHingeLoss.forward(model.forward(x.clone()), targets.clone());
+        losses.push(values(loss.clone().inner())[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = clip_latent_weights(optim.step(2e-2, model, grads));
+    }
+    assert!(
+        losses[losses.len() - 1] < 0.7 * losses[0],
+        "the loss should fall: {losses:?}"
+    );
+}
