@@ -44,6 +44,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod quant;
+pub mod train;
 
 pub use backend::{QnnAutodiffBackend, QnnBackend};
 

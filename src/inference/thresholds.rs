@@ -25,7 +25,8 @@ pub(super) fn fold(
         .map(|c| {
             let positive = |y: i64| {
                 let v = y as f32 + bias.map_or(0.0, |b| b[c]);
-                !(batch_norm(v, mean[c], var[c], gamma[c], beta[c], epsilon) < 0.0)
+                let out = batch_norm(v, mean[c], var[c], gamma[c], beta[c], epsilon);
+                out >= 0.0 || out.is_nan()
             };
             let ones: Vec<i64> = (-k..=k).filter(|&y| positive(y)).collect();
             match (ones.first(), ones.last()) {

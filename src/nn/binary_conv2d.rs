@@ -99,7 +99,7 @@ pub(crate) fn symmetric_padding(
         PaddingConfig2d::Same => std::array::from_fn(|axis| {
             let reach = dilation[axis] * (kernel[axis] - 1);
             assert!(
-                stride[axis] == 1 && reach % 2 == 0,
+                stride[axis] == 1 && reach.is_multiple_of(2),
                 "binary conv: `Same` padding needs stride 1 and an odd dilated kernel on each \
                  axis (kernel {kernel:?}, stride {stride:?}, dilation {dilation:?})"
             );

@@ -329,7 +329,7 @@ pub fn drop_in_training<B: QnnAutodiffBackend>(device: &B::Device) {
     };
     // Two classes: a bright left half or a bright right half, with noise.
     let n = 32;
-    let mut pixels = uniform(n * 36, -0.5, 0.5, 77);
+    let mut pixels = uniform(n * 36, -1.6, 1.6, 77);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
     for (i, &label) in labels.iter().enumerate() {
         for p in 0..36 {
@@ -341,14 +341,14 @@ pub fn drop_in_training<B: QnnAutodiffBackend>(device: &B::Device) {
     let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
     let mut optim = AdamConfig::new().init();
     let mut losses = vec![];
-    for _ in 0..15 {
+    for _ in 0..30 {
         let loss = SquaredHingeLoss.forward(model.forward(x.clone()), targets.clone());
         losses.push(values(loss.clone().inner())[0]);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = clip_latent_weights(optim.step(2e-2, model, grads));
+        model = clip_latent_weights(optim.step(5e-2, model, grads));
     }
     assert!(
-        losses[losses.len() - 1] < 0.7 * losses[0],
+        losses[losses.len() - 1] < 0.5 * losses[0],
         "the loss should fall: {losses:?}"
     );
 }

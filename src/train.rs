@@ -1,0 +1,212 @@
+//! The paper's training recipe for the networks of [`crate::models`]: Adam, the squared hinge
+//! loss, exponential learning-rate decay per epoch and latent-weight clipping, with a progress
+//! bar; and accuracy and timing of trained networks.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn_qnn::{data::digits, models::NetConfig, train::{TrainOptions, accuracy, fit}};
+//!
+//! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
+//! let device = Default::default();
+//! let net = NetConfig::new(1, 8, vec![], vec![32]).init::<Autodiff<NdArray>>(&device);
+//! let options = TrainOptions::new().with_epochs(1).with_progress(false);
+//! let (net, history) = fit(net, &data.train, None, &options, &device);
+//! assert_eq!(history.len(), 1);
+//! let net = burn::module::AutodiffModule::valid(&net);
+//! let acc = accuracy(|x| net.forward(x), &data.test, 256, &device);
+//! assert!((0.0..=1.0).contains(&acc));
+//! # Ok::<(), burn_qnn::data::DataError>(())
+//! ```
+
+use std::time::{Duration, Instant};
+
+use burn::{
+    config::Config,
+    data::{dataloader::batcher::Batcher, dataset::Dataset},
+    module::AutodiffModule,
+    optim::{AdamConfig, GradientsParams, Optimizer},
+    tensor::{Device, ElementConversion, Tensor, backend::Backend},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    QnnAutodiffBackend,
+    data::{ImageBatch, ImageBatcher, ImageDataset},
+    loss::SquaredHingeLoss,
+    models::Net,
+    nn::clip_latent_weights,
+};
+
+/// Options of [`fit`].
+#[derive(Config, Debug)]
+pub struct TrainOptions {
+    /// Passes over the training set (default 10).
+    #[config(default = 10)]
+    pub epochs: usize,
+    /// Images per step (default 50, the paper's for CIFAR-10).
+    #[config(default = 50)]
+    pub batch_size: usize,
+    /// Learning rate of the first epoch (default `1e-3`).
+    #[config(default = 1e-3)]
+    pub initial_lr: f64,
+    /// Learning rate the exponential decay reaches after the last epoch (default `3e-7`, the
+    /// paper's for CIFAR-10; equal to `initial_lr` for a constant rate).
+    #[config(default = 3e-7)]
+    pub final_lr: f64,
+    /// Seed of the per-epoch shuffles (default 0).
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Whether to clip latent weights to `[−1, 1]` after each step (default `true`).
+    #[config(default = true)]
+    pub clip: bool,
+    /// Whether to draw a progress bar on standard error (default `true`).
+    #[config(default = true)]
+    pub progress: bool,
+}
+
+impl TrainOptions {
+    /// The learning rate of `epoch` (0-based): `initial·(final/initial)^(epoch/epochs)`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let t = epoch as f64 / self.epochs.max(1) as f64;
+        self.initial_lr * (self.final_lr / self.initial_lr).powf(t)
+    }
+}
+
+/// What one epoch of [`fit`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// The epoch, from 0.
+    pub epoch: usize,
+    /// Its learning rate.
+    pub lr: f64,
+    /// The mean training loss over its steps.
+    pub train_loss: f64,
+    /// Accuracy on the validation set, if one was given.
+    pub valid_accuracy: Option<f64>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Trains `net` on `train` with the paper's recipe (Adam, squared hinge loss, exponential
+/// learning-rate decay per epoch, latent-weight clipping) and returns it with the per-epoch
+/// statistics.
+///
+/// # Panics
+/// If `train` is empty or `batch_size` is 0.
+pub fn fit<B: QnnAutodiffBackend>(
+    mut net: Net<B>,
+    train: &ImageDataset,
+    valid: Option<&ImageDataset>,
+    options: &TrainOptions,
+    device: &Device<B>,
+) -> (Net<B>, Vec<EpochStats>) {
+    assert!(!train.is_empty(), "fit: the training set is empty");
+    assert!(
+        options.batch_size > 0,
+        "fit: the batch size must be positive"
+    );
+    let batcher = ImageBatcher::for_dataset(train);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let steps = train.len().div_ceil(options.batch_size);
+    let bar = progress_bar(options.progress, (options.epochs * steps) as u64);
+    let mut history = Vec::new();
+    for epoch in 0..options.epochs {
+        let start = Instant::now();
+        let lr = options.lr_at(epoch);
+        let order = train
+            .clone()
+            .shuffled(options.seed.wrapping_add(epoch as u64));
+        let mut total = 0.0;
+        for chunk in order.items().chunks(options.batch_size) {
+            let batch: ImageBatch<B> = batcher.batch(chunk.to_vec(), device);
+            let loss = SquaredHingeLoss.forward(net.forward(batch.images), batch.targets);
+            total += loss.clone().into_scalar().elem::<f64>();
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads);
+            if options.clip {
+                net = clip_latent_weights(net);
+            }
+            bar.inc(1);
+        }
+        let valid_accuracy = valid.map(|data| {
+            let eval = net.valid();
+            accuracy(|x| eval.forward(x), data, 500, device)
+        });
+        let stats = EpochStats {
+            epoch,
+            lr,
+            train_loss: total / steps as f64,
+            valid_accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        bar.set_message(format!(
+            "epoch {} loss {:.4}{}",
+            epoch + 1,
+            stats.train_loss,
+            valid_accuracy.map_or(String::new(), |a| format!(" valid {:.2}%", 100.0 * a))
+        ));
+        history.push(stats);
+    }
+    bar.finish();
+    (net, history)
+}
+
+/// The fraction of `data` whose highest score under `forward` is the label.
+pub fn accuracy<B: Backend>(
+    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+    data: &ImageDataset,
+    batch_size: usize,
+    device: &Device<B>,
+) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let batcher = ImageBatcher::for_dataset(data);
+    let mut correct = 0i64;
+    for chunk in data.items().chunks(batch_size.max(1)) {
+        let batch: ImageBatch<B> = batcher.batch(chunk.to_vec(), device);
+        let predicted = forward(batch.images).argmax(1).flatten::<1>(0, 1);
+        correct += predicted
+            .equal(batch.targets)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>();
+    }
+    correct as f64 / data.len() as f64
+}
+
+/// The mean time of `forward` on batches of `batch_size` images of `data` (after one warm-up
+/// batch), over at least `min_batches` batches.
+pub fn time_per_batch<B: Backend>(
+    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+    data: &ImageDataset,
+    batch_size: usize,
+    min_batches: usize,
+    device: &Device<B>,
+) -> Duration {
+    let batcher = ImageBatcher::for_dataset(data);
+    let items: Vec<_> = (0..batch_size)
+        .map(|i| data.get(i % data.len()).expect("index in range"))
+        .collect();
+    let batch: ImageBatch<B> = batcher.batch(items, device);
+    let _ = forward(batch.images.clone()).into_data();
+    let start = Instant::now();
+    for _ in 0..min_batches.max(1) {
+        let _ = forward(batch.images.clone()).into_data();
+    }
+    start.elapsed() / min_batches.max(1) as u32
+}
+
+fn progress_bar(visible: bool, steps: u64) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed} ({eta} left) {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
