@@ -63,6 +63,10 @@ pub struct TrainOptions {
     /// Whether to draw a progress bar on standard error (default `true`).
     #[config(default = true)]
     pub progress: bool,
+    /// The first epoch to run, to resume from a checkpoint (default 0); the learning rate
+    /// schedule and the shuffles continue from there.
+    #[config(default = 0)]
+    pub start_epoch: usize,
 }
 
 impl TrainOptions {
@@ -95,11 +99,27 @@ pub struct EpochStats {
 /// # Panics
 /// If `train` is empty or `batch_size` is 0.
 pub fn fit<B: QnnAutodiffBackend>(
+    net: Net<B>,
+    train: &ImageDataset,
+    valid: Option<&ImageDataset>,
+    options: &TrainOptions,
+    device: &Device<B>,
+) -> (Net<B>, Vec<EpochStats>) {
+    fit_with(net, train, valid, options, device, |_, _| {})
+}
+
+/// [`fit`], calling `after_epoch` with each epoch's statistics and network (to save a
+/// checkpoint, for instance).
+///
+/// # Panics
+/// If `train` is empty or `batch_size` is 0.
+pub fn fit_with<B: QnnAutodiffBackend>(
     mut net: Net<B>,
     train: &ImageDataset,
     valid: Option<&ImageDataset>,
     options: &TrainOptions,
     device: &Device<B>,
+    mut after_epoch: impl FnMut(&EpochStats, &Net<B>),
 ) -> (Net<B>, Vec<EpochStats>) {
     assert!(!train.is_empty(), "fit: the training set is empty");
     assert!(
@@ -109,9 +129,10 @@ pub fn fit<B: QnnAutodiffBackend>(
     let batcher = ImageBatcher::for_dataset(train);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let steps = train.len().div_ceil(options.batch_size);
-    let bar = progress_bar(options.progress, (options.epochs * steps) as u64);
+    let epochs = options.start_epoch.min(options.epochs)..options.epochs;
+    let bar = progress_bar(options.progress, (epochs.len() * steps) as u64);
     let mut history = Vec::new();
-    for epoch in 0..options.epochs {
+    for epoch in epochs {
         let start = Instant::now();
         let lr = options.lr_at(epoch);
         let order = train
@@ -146,6 +167,7 @@ pub fn fit<B: QnnAutodiffBackend>(
             stats.train_loss,
             valid_accuracy.map_or(String::new(), |a| format!(" valid {:.2}%", 100.0 * a))
         ));
+        after_epoch(&stats, &net);
         history.push(stats);
     }
     bar.finish();

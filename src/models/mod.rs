@@ -24,6 +24,8 @@
 
 mod layers;
 mod net;
+mod summary;
 
 pub use layers::{ConvLayer, DenseLayer};
 pub use net::{Net, NetConfig, Precision};
+pub use summary::{LayerSummary, ModelSummary, summary};

@@ -2,6 +2,20 @@
 
 mod backend_switch;
 mod backends;
+#[cfg(feature = "ndarray")]
+mod cifar10_net {
+    use burn::backend::NdArray;
+
+    #[test]
+    fn summary_counts() {
+        crate::modules::cifar10_summary::<NdArray>(&Default::default());
+    }
+
+    #[test]
+    fn packed_file_is_25_times_smaller() {
+        crate::modules::cifar10_file_sizes::<NdArray>(&Default::default());
+    }
+}
 mod conv;
 #[cfg(all(feature = "ndarray", feature = "wgpu"))]
 mod cross_backend;

@@ -352,3 +352,72 @@ pub fn drop_in_training<B: QnnAutodiffBackend>(device: &B::Device) {
         "the loss should fall: {losses:?}"
     );
 }
+
+/// The summary counts the paper's CIFAR-10 network as written out by hand from its shapes.
+pub fn cifar10_summary<B: QnnBackend>(device: &B::Device) {
+    let net = NetConfig::cifar10().init::<B>(device);
+    let s = burn_qnn::models::summary(&net);
+    // 3×3 convolutions: (C_in, C_out, side of the output before pooling).
+    let convs: [(u64, u64, u64); 6] = [
+        (3, 128, 32),
+        (128, 128, 32),
+        (128, 256, 16),
+        (256, 256, 16),
+        (256, 512, 8),
+        (512, 512, 8),
+    ];
+    let dense: [(u64, u64); 3] = [(512 * 4 * 4, 1024), (1024, 1024), (1024, 10)];
+    let conv_macs = |&(i, o, side): &(u64, u64, u64)| i * o * 9 * side * side;
+    assert_eq!(s.macs_8bit(), conv_macs(&convs[0]));
+    let binary_macs: u64 = convs[1..].iter().map(conv_macs).sum::<u64>()
+        + dense.iter().map(|(i, o)| i * o).sum::<u64>();
+    assert_eq!(s.macs_binary(), binary_macs);
+    assert!(
+        (0.60e9..0.62e9).contains(&(binary_macs as f64)),
+        "about 0.61e9 binary MACs"
+    );
+    let weights: u64 = convs.iter().map(|(i, o, _)| i * o * 9).sum::<u64>()
+        + dense.iter().map(|(i, o)| i * o).sum::<u64>();
+    assert_eq!(s.params_1bit(), weights);
+    let norms: u64 =
+        convs.iter().map(|c| 4 * c.1).sum::<u64>() + dense.iter().map(|d| 4 * d.1).sum::<u64>();
+    assert_eq!(s.params_32bit(), norms);
+    assert_eq!(s.macs_float(), 0);
+    assert_eq!(s.memory_bytes(), weights.div_ceil(8) + 4 * norms);
+    assert!(s.to_string().contains("compression ratio"));
+    let float = NetConfig::cifar10()
+        .with_precision(burn_qnn::models::Precision::Float)
+        .init::<B>(device);
+    let f = burn_qnn::models::summary(&float);
+    assert_eq!(f.params_1bit(), 0);
+    assert_eq!(f.macs_float(), s.macs_binary() + s.macs_8bit());
+}
+
+/// The packed file of the CIFAR-10 network (width 1) is at least 25× smaller than the f32
+/// model's file (both through Burn's named MessagePack recorder).
+pub fn cifar10_file_sizes<B: QnnBackend>(device: &B::Device) {
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    let net = NetConfig::cifar10().init::<B>(device);
+    let dir = tempfile::tempdir().unwrap();
+    let f32_path = dir.path().join("f32");
+    net.clone()
+        .save_file(
+            &f32_path,
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .unwrap();
+    let packed_path = dir.path().join("packed.mpk");
+    PackedNet::from_net(&net)
+        .unwrap()
+        .save(&packed_path)
+        .unwrap();
+    let f32_bytes = std::fs::metadata(f32_path.with_extension("mpk"))
+        .unwrap()
+        .len();
+    let packed_bytes = std::fs::metadata(&packed_path).unwrap().len();
+    let ratio = f32_bytes as f64 / packed_bytes as f64;
+    assert!(
+        ratio >= 25.0,
+        "f32 {f32_bytes} B, packed {packed_bytes} B: {ratio:.1}×"
+    );
+}

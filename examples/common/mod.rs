@@ -1,0 +1,311 @@
+//! What the `cifar10`, `svhn` and `mnist` examples share: the command line, training, the
+//! packed form, measurements and the JSON report.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use burn::{
+    backend::{Autodiff, NdArray},
+    module::{AutodiffModule, Module},
+    record::{FullPrecisionSettings, NamedMpkFileRecorder},
+};
+use burn_qnn::{
+    QnnAutodiffBackend,
+    data::TrainTest,
+    inference::PackedNet,
+    models::{NetConfig, Precision, summary},
+    train::{TrainOptions, accuracy, fit_with, time_per_batch},
+};
+use serde_json::json;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub data_dir: PathBuf,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub final_lr: f64,
+    pub width: f64,
+    pub backend: String,
+    pub seed: u64,
+    pub limit: Option<usize>,
+    pub valid: usize,
+    pub out: PathBuf,
+    pub float: bool,
+    pub download: bool,
+    pub resume: bool,
+    pub extra: bool,
+}
+
+/// The defaults of one data set.
+pub struct Defaults {
+    pub name: &'static str,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub valid: usize,
+}
+
+fn usage(name: &str) -> String {
+    format!(
+        "usage: cargo run --release [--features wgpu] --example {name} -- [options]\n\
+         \n  --data-dir DIR     folder with the data set's official files (default data/{name})\
+         \n  --epochs N         training epochs\
+         \n  --batch-size N     images per step\
+         \n  --lr X             initial learning rate (default 1e-3)\
+         \n  --final-lr X       learning rate reached at the end (default 3e-7)\
+         \n  --width X          width multiplier of the network (default 1)\
+         \n  --backend B        ndarray (default) or wgpu\
+         \n  --seed N           seed of initialization and shuffles (default 0)\
+         \n  --limit N          use only the first N training images\
+         \n  --valid N          images held out of training for validation\
+         \n  --out DIR          where checkpoints, models and results.json go (default runs/{name})\
+         \n  --float            train the same network in full precision\
+         \n  --no-download      never download missing files\
+         \n  --resume           continue from the checkpoint in --out\
+         \n  --extra            (SVHN) also train on extra_32x32.mat"
+    )
+}
+
+/// Parses the command line, or exits with a message.
+pub fn parse(defaults: &Defaults) -> Args {
+    match try_parse(std::env::args().skip(1), defaults) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{}", usage(defaults.name));
+            std::process::exit(2);
+        }
+    }
+}
+
+fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args, String> {
+    let mut args = Args {
+        data_dir: PathBuf::from("data").join(d.name),
+        epochs: d.epochs,
+        batch_size: d.batch_size,
+        lr: 1e-3,
+        final_lr: 3e-7,
+        width: 1.0,
+        backend: "ndarray".into(),
+        seed: 0,
+        limit: None,
+        valid: d.valid,
+        out: PathBuf::from("runs").join(d.name),
+        float: false,
+        download: true,
+        resume: false,
+        extra: false,
+    };
+    fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+        v.parse()
+            .map_err(|_| format!("{flag}: `{v}` is not a valid value"))
+    }
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--data-dir" => args.data_dir = value(&flag, it.next())?,
+            "--epochs" => args.epochs = value(&flag, it.next())?,
+            "--batch-size" => args.batch_size = value(&flag, it.next())?,
+            "--lr" => args.lr = value(&flag, it.next())?,
+            "--final-lr" => args.final_lr = value(&flag, it.next())?,
+            "--width" => args.width = value(&flag, it.next())?,
+            "--backend" => args.backend = value(&flag, it.next())?,
+            "--seed" => args.seed = value(&flag, it.next())?,
+            "--limit" => args.limit = Some(value(&flag, it.next())?),
+            "--valid" => args.valid = value(&flag, it.next())?,
+            "--out" => args.out = value(&flag, it.next())?,
+            "--float" => args.float = true,
+            "--no-download" => args.download = false,
+            "--resume" => args.resume = true,
+            "--extra" => args.extra = true,
+            "--help" | "-h" => {
+                println!("{}", usage(d.name));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    if args.batch_size == 0 || args.epochs == 0 {
+        return Err("--epochs and --batch-size must be positive".into());
+    }
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if ![args.width, args.lr, args.final_lr]
+        .into_iter()
+        .all(positive)
+    {
+        return Err("--width, --lr and --final-lr must be positive".into());
+    }
+    Ok(args)
+}
+
+/// Runs the whole job on the backend the arguments name.
+pub fn run(
+    args: &Args,
+    config: NetConfig,
+    data: TrainTest,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match args.backend.as_str() {
+        "ndarray" => run_on::<Autodiff<NdArray>>(args, config, data),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run_on::<Autodiff<burn::backend::Wgpu>>(args, config, data),
+        other => Err(format!(
+            "unknown backend `{other}`: use ndarray{}",
+            if cfg!(feature = "wgpu") {
+                " or wgpu"
+            } else {
+                " (or build with --features wgpu)"
+            }
+        )
+        .into()),
+    }
+}
+
+fn run_on<B: QnnAutodiffBackend>(
+    args: &Args,
+    config: NetConfig,
+    data: TrainTest,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    std::fs::create_dir_all(&args.out)?;
+    let (mut train, valid) = data.train.shuffled(args.seed).split_validation(args.valid);
+    if let Some(limit) = args.limit {
+        train = train.take(limit);
+    }
+    let test = data.test;
+    println!(
+        "{} training, {} validation, {} test images",
+        train.len(),
+        valid.len(),
+        test.len()
+    );
+    let precision = if args.float {
+        Precision::Float
+    } else {
+        Precision::Binary
+    };
+    let config = config.with_width(args.width).with_precision(precision);
+    B::seed(&device, args.seed);
+    let mut net = config.init::<B>(&device);
+    println!("{}", summary(&net));
+
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let checkpoint = args.out.join("checkpoint");
+    let mut start_epoch = 0;
+    if args.resume {
+        let epoch_file = args.out.join("checkpoint.epoch");
+        let done: usize = std::fs::read_to_string(&epoch_file)
+            .map_err(|e| format!("--resume: cannot read {}: {e}", epoch_file.display()))?
+            .trim()
+            .parse()
+            .map_err(|_| format!("--resume: {} is corrupt", epoch_file.display()))?;
+        net = net
+            .load_file(&checkpoint, &recorder, &device)
+            .map_err(|e| format!("--resume: checkpoint {}: {e}", checkpoint.display()))?;
+        start_epoch = done + 1;
+        println!("resuming after epoch {}", done + 1);
+    }
+    let options = TrainOptions::new()
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_initial_lr(args.lr)
+        .with_final_lr(args.final_lr)
+        .with_seed(args.seed)
+        .with_start_epoch(start_epoch);
+    let valid_ref = (!valid.is_empty()).then_some(&valid);
+    let start = Instant::now();
+    let (net, history) = fit_with(net, &train, valid_ref, &options, &device, |stats, net| {
+        println!(
+            "epoch {:>3}: lr {:.2e}, loss {:.4}{}, {:.1} s",
+            stats.epoch + 1,
+            stats.lr,
+            stats.train_loss,
+            stats
+                .valid_accuracy
+                .map_or(String::new(), |a| format!(", validation {:.2}%", 100.0 * a)),
+            stats.seconds
+        );
+        // Checkpoint: the model, then the epoch it finished.
+        let saved = net.clone().save_file(&checkpoint, &recorder);
+        if let Err(e) = saved
+            .map(|_| write_atomic(&args.out.join("checkpoint.epoch"), &stats.epoch.to_string()))
+        {
+            eprintln!("warning: checkpoint not saved: {e}");
+        }
+    });
+    let train_seconds = start.elapsed().as_secs_f64();
+    let net = net.valid();
+    let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);
+    println!("test accuracy: {:.2}%", 100.0 * test_accuracy);
+
+    let f32_path = args.out.join("model");
+    net.clone().save_file(&f32_path, &recorder)?;
+    let f32_bytes = std::fs::metadata(f32_path.with_extension("mpk"))?.len();
+    let time_net = |batch| time_per_batch(|x| net.forward(x), &test, batch, 10, &device);
+    let mut report = json!({
+        "data_set": config_name(&args.data_dir),
+        "precision": format!("{precision:?}"),
+        "width": args.width,
+        "epochs": args.epochs,
+        "train_images": train.len(),
+        "train_seconds": train_seconds,
+        "history": history,
+        "test_accuracy": test_accuracy,
+        "f32_model_bytes": f32_bytes,
+        "model_ms_per_batch_1": time_net(1).as_secs_f64() * 1e3,
+        "model_ms_per_batch_64": time_net(64).as_secs_f64() * 1e3,
+        "packed_test_accuracy": null,
+        "packed_model_bytes": null,
+        "packed_speedup": null,
+    });
+    if precision == Precision::Binary {
+        let packed = PackedNet::from_net(&net)?;
+        let packed_accuracy = accuracy(|x| packed.forward(x), &test, 500, &device);
+        let packed_path = args.out.join("packed.mpk");
+        packed.save(&packed_path)?;
+        let packed_bytes = std::fs::metadata(&packed_path)?.len();
+        let time_packed = |batch| time_per_batch(|x| packed.forward(x), &test, batch, 10, &device);
+        let (t1, t64) = (time_packed(1), time_packed(64));
+        let speedup = report["model_ms_per_batch_64"].as_f64().unwrap() / (t64.as_secs_f64() * 1e3);
+        println!(
+            "packed form: test accuracy {:.2}%, {} bytes ({:.1}× smaller than the f32 model's \
+             {} bytes), {:.3} ms at batch 1, {:.3} ms at batch 64 ({speedup:.2}× the trained \
+             model)",
+            100.0 * packed_accuracy,
+            packed_bytes,
+            f32_bytes as f64 / packed_bytes as f64,
+            f32_bytes,
+            t1.as_secs_f64() * 1e3,
+            t64.as_secs_f64() * 1e3,
+        );
+        report["packed_test_accuracy"] = json!(packed_accuracy);
+        report["packed_model_bytes"] = json!(packed_bytes);
+        report["packed_ms_per_batch_1"] = json!(t1.as_secs_f64() * 1e3);
+        report["packed_ms_per_batch_64"] = json!(t64.as_secs_f64() * 1e3);
+        report["packed_speedup"] = json!(speedup);
+    }
+    let results = args.out.join("results.json");
+    write_atomic(&results, &serde_json::to_string_pretty(&report)?)?;
+    println!("results written to {}", results.display());
+    Ok(())
+}
+
+fn config_name(dir: &Path) -> String {
+    dir.display().to_string()
+}
+
+/// Writes `text` to `path` through a temporary file renamed into place.
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
+}
+
+/// Loads with the data set's loader; explains what to do when files are missing.
+pub fn check<T>(result: Result<T, burn_qnn::data::DataError>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    })
+}
