@@ -10,7 +10,10 @@ use burn_ndarray::{
 use ndarray::{ArcArray, IxDyn};
 
 use super::QnnBackend;
-use crate::ops::{Encoding, HostPacked};
+use crate::{
+    kernels::conv,
+    ops::{ConvGeometry, Encoding, HostPacked, PaddingMode},
+};
 
 impl<E, I, Q> QnnBackend for NdArray<E, I, Q>
 where
@@ -59,6 +62,50 @@ where
             HostPacked::pack_columns(values, shape, Encoding::Signs)
         });
         Self::qnn_packed_matmul(&a, &b_t)
+    }
+
+    /// The direct binary convolution kernel of [`crate::kernels::conv`] (implicit GEMM on
+    /// packed bits, no im2col copy).
+    fn qnn_binary_conv2d_packed(
+        x: Tensor<Self, 4>,
+        weight: &HostPacked,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let [n, c, h, w] = x.dims();
+        let [c_in, c_out] = geometry.channels;
+        assert_eq!(
+            c, c_in,
+            "binary conv2d: input has {c} channels, the convolution expects {c_in}"
+        );
+        let [oh, ow] = geometry.output_size([h, w]);
+        let weights = weight.conv_weights(c_in, geometry.kernel);
+        let kernel_geometry = conv::ConvGeometry {
+            batch: n,
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels: c_out,
+            kernel: geometry.kernel,
+            stride: geometry.stride,
+            padding: geometry.padding,
+            dilation: geometry.dilation,
+        };
+        let pad = match geometry.padding_mode {
+            PaddingMode::Zero => conv::PadMode::Zero,
+            PaddingMode::PlusOne => conv::PadMode::PlusOne,
+        };
+        let mut out = vec![0f32; n * c_out * oh * ow];
+        with_f32(x, |values, _| {
+            conv::binary_conv2d(
+                values,
+                &weights.weights,
+                &kernel_geometry,
+                pad,
+                conv::ConvEpilogue::Raw,
+                &mut out,
+            )
+        });
+        float_tensor(out, &[n, c_out, oh, ow])
     }
 }
 

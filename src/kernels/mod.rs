@@ -1,5 +1,6 @@
-//! CPU kernels on plain slices, free of Burn types: bit packing, XNOR-popcount GEMM and
-//! bit-serial GEMM, with the instruction set picked at run time (see [`isa`]).
+//! CPU kernels on plain slices, free of Burn types: bit packing, XNOR-popcount GEMM,
+//! bit-serial GEMM and binary 2-D convolution ([`conv`]), with the instruction set picked at run
+//! time (see [`isa`]).
 //!
 //! # Packed layout (the same on every backend)
 //! A row of `k` values packs into `words_per_row(k) = ceil(k / 64)` little-endian `u64` words:
@@ -12,6 +13,8 @@
 //! words `(r·b + p)·words_per_row(k) ..`, in the same bit order.
 
 pub mod bitserial;
+pub mod conv;
+mod conv_tile;
 mod engine;
 pub mod isa;
 pub mod pack;

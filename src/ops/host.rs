@@ -3,9 +3,9 @@
 //! Burn-free: shapes are plain `Vec<usize>`, data plain slices. The CPU backend keeps its packed
 //! tensors in this form; other backends use it until they have kernels of their own.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::kernels::{bitserial, pack, words_per_row, xnor};
+use crate::kernels::{bitserial, conv, pack, words_per_row, xnor};
 
 use super::{Encoding, PackedError};
 
@@ -16,6 +16,17 @@ pub struct HostPacked {
     words: Arc<Vec<u64>>,
     shape: Vec<usize>,
     encoding: Encoding,
+    /// These words rearranged for the direct convolution kernel, made on first use.
+    conv_weights: OnceLock<Arc<ConvWeights>>,
+}
+
+/// Convolution weights in the direct kernel's layout, with the channels and kernel they were
+/// made for.
+#[derive(Debug)]
+pub(crate) struct ConvWeights {
+    pub(crate) in_channels: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) weights: conv::PackedConvWeights,
 }
 
 impl HostPacked {
@@ -57,7 +68,30 @@ impl HostPacked {
             words: Arc::new(words),
             shape,
             encoding,
+            conv_weights: OnceLock::new(),
         }
+    }
+
+    /// These packed rows `[C_out, k_h·k_w·C']` (see [`crate::ops::PackedConvWeights`]) in the
+    /// direct convolution kernel's layout, rearranged once and kept.
+    pub(crate) fn conv_weights(&self, in_channels: usize, kernel: [usize; 2]) -> Arc<ConvWeights> {
+        let made = self.conv_weights.get_or_init(|| {
+            Arc::new(ConvWeights {
+                in_channels,
+                kernel,
+                weights: conv::PackedConvWeights::from_tap_rows(
+                    &self.words,
+                    self.shape[0],
+                    in_channels,
+                    kernel,
+                ),
+            })
+        });
+        assert!(
+            made.in_channels == in_channels && made.kernel == kernel,
+            "packed convolution weights used with another geometry"
+        );
+        made.clone()
     }
 
     /// The logical shape `[.., rows, k]`.
