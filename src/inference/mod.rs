@@ -32,7 +32,10 @@ pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecor
 use burn::{
     nn::BatchNorm,
     record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
-    tensor::{Device, Tensor, TensorData, module::max_pool2d},
+    tensor::{
+        Device, Tensor, TensorData,
+        module::{conv2d, max_pool2d},
+    },
 };
 
 use crate::{
@@ -346,14 +349,12 @@ impl<B: QnnBackend> PackedNet<B> {
             let [_, _, h, w] = x.dims();
             let geometry = stage.weights.geometry();
             let mut y = match &stage.bit_plane_signs {
+                // The 8-bit codes times the ±1 weights: integers, exact in f32 as in the
+                // trained network. (Burn's float convolution: with 3 input channels it is far
+                // cheaper than bit planes through im2col, whose taps pad to 64 channels.)
                 Some(signs) => {
                     let codes = pixel_codes(x);
-                    let product = ops::im2col_product(
-                        codes,
-                        stage.weights.packed().primitive(),
-                        geometry,
-                        Encoding::Codes(Bits::EIGHT),
-                    );
+                    let product = conv2d(codes, signs.clone(), None, geometry.options());
                     scaled_output(product, inside_sums(signs.clone(), geometry, [h, w]))
                 }
                 None => stage.weights.forward(x),

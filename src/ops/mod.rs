@@ -31,7 +31,7 @@ mod host;
 pub use conv::{
     ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_reference,
 };
-pub(crate) use conv::{conv_im2col, im2col_product, pack_weights_portable};
+pub(crate) use conv::{conv_im2col, pack_weights_portable};
 
 pub(crate) use host::BatchPlan;
 pub use host::HostPacked;
