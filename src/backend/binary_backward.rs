@@ -6,11 +6,7 @@
 //! in f32 and a boolean mask per sign. The backward unpacks them and runs the same Burn ops as
 //! the float simulation's backward, so the gradients are equal, bit for bit.
 
-use burn::tensor::{
-    Bool, Shape, Tensor, TensorPrimitive,
-    ops::{FloatTensor, PadMode},
-    s,
-};
+use burn::tensor::{Bool, Shape, Tensor, TensorPrimitive, ops::FloatTensor, s};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -132,16 +128,7 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, w, geometry) = ops.state;
         // The float simulation's input to `conv2d`, and the options it ran with.
-        let (input, options) = match geometry.padding_mode {
-            PaddingMode::Zero => (x.signs::<4>(), geometry.options()),
-            PaddingMode::PlusOne => {
-                let [ph, pw] = geometry.padding;
-                let padded = x
-                    .signs::<4>()
-                    .pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(1.0));
-                (padded, geometry.unpadded_options())
-            }
-        };
+        let (input, options) = geometry.conv_input(x.signs::<4>());
         let weight = primitive(w.signs::<4>());
         let input = primitive(input);
         binary::<B, _, _>(

@@ -4,7 +4,7 @@ use burn::{
     config::Config,
     module::{Initializer, Module, Param},
     nn::PaddingConfig2d,
-    tensor::{Tensor, module::conv2d, ops::PadMode},
+    tensor::{Tensor, module::conv2d},
 };
 
 use crate::{
@@ -164,7 +164,8 @@ impl<B: QnnBackend> BinaryConv2d<B> {
         let y = if self.binarize_input {
             ops::binary_conv2d(x, weight.clone(), geometry)
         } else {
-            float_input_conv(x, quant::sign(weight.clone()), geometry)
+            let (input, options) = geometry.conv_input(x);
+            conv2d(input, quant::sign(weight.clone()), None, options)
         };
         let y = if self.scaling {
             let c_out = geometry.channels[1];
@@ -176,22 +177,6 @@ impl<B: QnnBackend> BinaryConv2d<B> {
         match &self.bias {
             Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
             None => y,
-        }
-    }
-}
-
-/// Float inputs convolved with ±1 weights, padded with 0 or +1.
-fn float_input_conv<B: QnnBackend>(
-    x: Tensor<B, 4>,
-    signs: Tensor<B, 4>,
-    geometry: &ConvGeometry,
-) -> Tensor<B, 4> {
-    match geometry.padding_mode {
-        PaddingMode::Zero => conv2d(x, signs, None, geometry.options()),
-        PaddingMode::PlusOne => {
-            let [ph, pw] = geometry.padding;
-            let x = x.pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(1.0));
-            conv2d(x, signs, None, geometry.unpadded_options())
         }
     }
 }

@@ -266,21 +266,30 @@ pub fn binary_conv2d_reference<B: QnnBackend>(
     geometry: &ConvGeometry,
 ) -> Tensor<B, 4> {
     check_shapes(&x.dims(), &weight.dims(), geometry);
-    let (x, w) = (quant::sign(x), quant::sign(weight));
-    match geometry.padding_mode {
-        PaddingMode::Zero => conv2d(x, w, None, geometry.options()),
-        PaddingMode::PlusOne => {
-            let [ph, pw] = geometry.padding;
-            let padded = x.pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(1.0));
-            conv2d(padded, w, None, geometry.unpadded_options())
-        }
-    }
+    let (input, options) = geometry.conv_input(quant::sign(x));
+    conv2d(input, quant::sign(weight), None, options)
 }
 
 impl ConvGeometry {
     /// These options without padding (for inputs padded already).
     pub(crate) fn unpadded_options(&self) -> ConvOptions<2> {
         ConvOptions::new(self.stride, [0, 0], self.dilation, 1)
+    }
+
+    /// The tensor and options a float `conv2d` takes to convolve `x` in this padding mode:
+    /// `x` itself with zero padding, or `x` padded with +1 and no further padding.
+    pub(crate) fn conv_input<B: QnnBackend>(
+        &self,
+        x: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, ConvOptions<2>) {
+        match self.padding_mode {
+            PaddingMode::Zero => (x, self.options()),
+            PaddingMode::PlusOne => {
+                let [ph, pw] = self.padding;
+                let padded = x.pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(1.0));
+                (padded, self.unpadded_options())
+            }
+        }
     }
 }
 
