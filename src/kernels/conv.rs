@@ -1,5 +1,7 @@
 //! Binary 2-D convolution: the signs of an NCHW `f32` input against the signs of OIHW `f32`
-//! weights, exact, with zero or `+1` padding and an optional fused sign epilogue.
+//! weights, exact, with zero or `+1` padding and an optional fused sign epilogue; and a bit
+//! domain path ([`PackedActivations`], [`binary_conv2d_signs`], [`PackedActivations::max_pool2x2`])
+//! that chains binary layers without writing floats.
 //!
 //! # Semantics
 //! With `sign(v) = +1` for `v ≥ 0` (including `−0.0` and NaN) and `−1` for `v < 0`,
@@ -7,34 +9,47 @@
 //! where `s` is `sign(input)` inside the image and, outside it, 0 for [`PadMode::Zero`] and `+1`
 //! for [`PadMode::PlusOne`]. Sizes follow [`ConvGeometry::output_size`].
 //!
+//! # Entry points
+//! - [`binary_conv2d`]: NCHW floats in, NCHW floats out ([`ConvEpilogue::Raw`] dot products or
+//!   [`ConvEpilogue::Sign`] `±1`).
+//! - [`binary_conv2d_packed`]: [`PackedActivations`] in, NCHW floats out.
+//! - [`binary_conv2d_signs`]: floats or packed signs in, packed signs out (the sign epilogue
+//!   written as bits).
+//! - each with a `_with(isa, …)` twin that forces an instruction set.
+//!
 //! # Layout and algorithm
 //! - **Weights** ([`PackedConvWeights`], packed once): in blocks of 8 output channels; a block is
 //!   `kh·kw·ceil(c/64)` steps (tap-major, `t = i·kw + j`, then channel word) of 8 interleaved
 //!   words, one per channel (bit `b` of a word is the sign of input channel `64·word + b`; bits
 //!   past `c` are 0, as are the words of channels past `o`).
-//! - **Input** (packed per call into a reused scratch buffer): per image, per padded row
-//!   (`h + 2·ph` rows), per column phase `q < sw`, per channel word, the padded columns
+//! - **Input** (packed per call into a reused per-thread scratch buffer): per image, per padded
+//!   row (`h + 2·ph` rows), per column phase `q < sw`, per channel word, the padded columns
 //!   `X ≡ q (mod sw)` at index `X / sw`, one word a pixel. Padding is bit 0 (`+1`). So for a tap
 //!   `(i, j)` the input words of 8 adjacent output pixels are 8 adjacent words, whatever the
 //!   stride and dilation: an implicit GEMM with no im2col copy.
 //! - **Tiles** (see `conv_tile`): 3 vectors of 8 output pixels × 8 channels, each lane counting
 //!   the popcount of its own pixel (weights broadcast), so counts need no reduction and a
-//!   vector-channel pair is a run of 8 floats of the NCHW output.
+//!   vector-channel pair is a run of 8 floats of the NCHW output (or one byte of 8 packed
+//!   signs per pixel).
 //! - **Zero padding**: bits cannot hold 0, so padded taps are `+1` and the epilogue subtracts,
 //!   per output, the sum of the weight signs over its padded taps. That correction depends only
 //!   on which kernel rows and columns fall outside the image, so it is tabulated per class of
 //!   output rows (same set of valid kernel rows) × output column × channel, folded with
 //!   `K_eff = kh·kw·c` into a *base* `K_eff − correction`, and cached in the weights per
-//!   geometry: the epilogue is `dot = base − 2·popcount`.
-//! - **Threads**: rayon tasks over pixel tiles and channel blocks, shaped to read the packed
-//!   input and weights the fewest times; batch 1 splits the channels.
+//!   geometry (the last 4): the epilogue is `dot = base − 2·popcount`.
+//! - **Threads**: one parallel region a call. The work is a list of items — pack a band of rows
+//!   of an image, or compute a chunk of 8 tiles against a group of channel blocks — that the
+//!   threads claim in order from an atomic counter (so the load balances itself); a compute
+//!   item first waits for the bands it reads. Packing runs one image ahead of computing, and
+//!   small batches split images into bands and the channel blocks into groups, so batch 1 keeps
+//!   both cores busy.
 
 use std::{
     cell::Cell,
     ops::Range,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -643,12 +658,190 @@ impl InputLayout {
     }
 }
 
-/// Packs band `band` of `bands` of image `image` of the NCHW input into its packed rows `dst`:
+/// The input of a binary convolution.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvInput<'a> {
+    /// NCHW floats (`geometry.input_len()` values); only their signs count.
+    Nchw(&'a [f32]),
+    /// Signs already packed, e.g. by a previous [`binary_conv2d_signs`].
+    Packed(&'a PackedActivations),
+}
+
+/// Sign activations (`±1`) packed as bits, for chaining binary layers without floats.
+///
+/// Layout ("row-planar"): image `b`, row `y`, channel word `wd`, column `x` is word
+/// `((b·h + y)·words_per_row(c) + wd)·w + x`; its bit `t` is channel `64·wd + t`, 1 for `−1`
+/// (`x < 0`; `+0`, `−0.0` and NaN are `+1`), and bits of channels `≥ c` are 0. (So the words of a
+/// row and channel word are the row's pixels side by side — the layout the convolution reads.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedActivations {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    words: Vec<u64>,
+}
+
+impl PackedActivations {
+    /// Packs the signs of NCHW floats (`batch·channels·height·width` values).
+    pub fn from_nchw(
+        input: &[f32],
+        batch: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> PackedActivations {
+        Self::from_nchw_with(active_isa(), input, batch, channels, height, width)
+    }
+
+    /// [`PackedActivations::from_nchw`] on a given instruction set (the portable path where the
+    /// CPU lacks it).
+    pub fn from_nchw_with(
+        isa: Isa,
+        input: &[f32],
+        batch: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> PackedActivations {
+        assert_eq!(
+            input.len(),
+            batch * channels * height * width,
+            "PackedActivations::from_nchw: input length"
+        );
+        let isa = CheckedIsa::new(isa).isa();
+        let cw = words_per_row(channels);
+        let rows = RowLayout {
+            channels,
+            height,
+            width,
+            words: cw,
+            word_stride: width,
+            row_words: cw * width,
+            stride: 1,
+            padding: 0,
+        };
+        let mut words = vec![0u64; batch * height * cw * width];
+        let image_values = channels * height * width;
+        let parallel = input.len() >= PACK_PAR_MIN_VALUES && rayon::current_num_threads() > 1;
+        let bands = if parallel {
+            (2 * rayon::current_num_threads())
+                .div_ceil(batch.max(1))
+                .clamp(1, height.max(1))
+        } else {
+            1
+        };
+        let mut tasks = Vec::with_capacity(batch * bands);
+        if rows.row_words > 0 {
+            for (image, mut rest) in words.chunks_mut(height * rows.row_words).enumerate() {
+                for band in 0..bands {
+                    let band_rows = band_rows(height, band, bands);
+                    let (chunk, tail) =
+                        std::mem::take(&mut rest).split_at_mut(band_rows.len() * rows.row_words);
+                    rest = tail;
+                    tasks.push((image, band_rows, chunk));
+                }
+            }
+        }
+        let job = |(image, band, chunk): (usize, Range<usize>, &mut [u64])| {
+            let pixels = &input[image * image_values..][..image_values];
+            conv_tile::pack_rows(isa, pixels, &rows, band, chunk);
+        };
+        if parallel {
+            tasks.into_par_iter().for_each(job);
+        } else {
+            tasks.into_iter().for_each(job);
+        }
+        PackedActivations {
+            batch,
+            channels,
+            height,
+            width,
+            words,
+        }
+    }
+
+    /// Unpacks into NCHW `±1` floats (`batch·channels·height·width` values).
+    pub fn to_nchw(&self, out: &mut [f32]) {
+        let [n, c, h, w] = self.shape();
+        assert_eq!(
+            out.len(),
+            n * c * h * w,
+            "PackedActivations::to_nchw: output length"
+        );
+        let cw = words_per_row(c);
+        for (image, out) in out.chunks_mut((c * h * w).max(1)).enumerate().take(n) {
+            for (ch, plane) in out.chunks_mut((h * w).max(1)).enumerate().take(c) {
+                let (wd, bit) = (ch / 64, ch % 64);
+                for (y, row) in plane.chunks_mut(w.max(1)).enumerate().take(h) {
+                    let src = &self.words[((image * h + y) * cw + wd) * w..][..w];
+                    for (o, &word) in row.iter_mut().zip(src) {
+                        *o = if (word >> bit) & 1 == 1 { -1.0 } else { 1.0 };
+                    }
+                }
+            }
+        }
+    }
+
+    /// 2 × 2 max pooling with stride 2 (output `floor(h/2) × floor(w/2)`), in the bit domain:
+    /// the max of `±1` values is `+1` unless all are `−1`, so the output bit is the AND of the
+    /// 4 input bits.
+    pub fn max_pool2x2(&self) -> PackedActivations {
+        let [n, c, h, w] = self.shape();
+        let (h2, w2, cw) = (h / 2, w / 2, words_per_row(c));
+        let mut words = vec![0u64; n * h2 * cw * w2];
+        let job = |(row, dst): (usize, &mut [u64])| {
+            // `row` counts (image, output row, channel word).
+            let (image, y, wd) = (row / (h2 * cw), row / cw % h2, row % cw);
+            let at = |yy: usize| ((image * h + yy) * cw + wd) * w;
+            let (top, bottom) = (
+                &self.words[at(2 * y)..][..w],
+                &self.words[at(2 * y + 1)..][..w],
+            );
+            for (x, d) in dst.iter_mut().enumerate() {
+                *d = top[2 * x] & top[2 * x + 1] & bottom[2 * x] & bottom[2 * x + 1];
+            }
+        };
+        if w2 > 0 {
+            if words.len() >= PACK_PAR_MIN_VALUES && rayon::current_num_threads() > 1 {
+                words
+                    .par_chunks_mut(w2)
+                    .enumerate()
+                    .with_min_len(64)
+                    .for_each(job);
+            } else {
+                words.chunks_mut(w2).enumerate().for_each(job);
+            }
+        }
+        PackedActivations {
+            batch: n,
+            channels: c,
+            height: h2,
+            width: w2,
+            words,
+        }
+    }
+
+    /// `[batch, channels, height, width]`.
+    pub fn shape(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.height, self.width]
+    }
+
+    /// The packed words (see the type docs for the layout).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+}
+
+/// Input values below which one thread packs them.
+const PACK_PAR_MIN_VALUES: usize = 1 << 16;
+
+/// Packs band `band` of `bands` of image `image` of the input into its packed rows `dst`:
 /// image rows `h·band/bands .. h·(band+1)/bands`, and the padding rows above (first band) or
 /// below (last band). Every word of `dst` is written; padding is 0.
 fn pack_band(
     isa: Isa,
-    input: &[f32],
+    input: ConvInput<'_>,
     g: &ConvGeometry,
     layout: &InputLayout,
     (image, band, bands): (usize, usize, usize),
@@ -659,8 +852,6 @@ fn pack_band(
     let rows = band_rows(h, band, bands);
     let first = if band == 0 { g.padding[0] } else { 0 };
     let inner = &mut dst[first * layout.row_words..][..rows.len() * layout.row_words];
-    let image_values = c * h * w;
-    let pixels = &input[image * image_values..][..image_values];
     let row_layout = RowLayout {
         channels: c,
         height: h,
@@ -671,7 +862,30 @@ fn pack_band(
         stride: g.stride[1],
         padding: g.padding[1],
     };
-    conv_tile::pack_rows(isa, pixels, &row_layout, rows, inner);
+    match input {
+        ConvInput::Nchw(values) => {
+            let image_values = c * h * w;
+            let pixels = &values[image * image_values..][..image_values];
+            conv_tile::pack_rows(isa, pixels, &row_layout, rows, inner);
+        }
+        ConvInput::Packed(packed) => {
+            if w == 0 || layout.row_words == 0 {
+                return;
+            }
+            for (y, row) in rows.zip(inner.chunks_exact_mut(layout.row_words)) {
+                for wd in 0..layout.words {
+                    let src = &packed.words[((image * h + y) * layout.words + wd) * w..][..w];
+                    if g.stride[1] == 1 {
+                        row[row_layout.at(wd, 0)..][..w].copy_from_slice(src);
+                    } else {
+                        for (x, &word) in src.iter().enumerate() {
+                            row[row_layout.at(wd, x)] = word;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Image rows of band `band` of `bands` of an image of `h` rows.
@@ -684,7 +898,8 @@ thread_local! {
     static SCRATCH: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
 }
 
-/// Binary convolution (see the module docs) on the active instruction set.
+/// Binary convolution (see the module docs) of NCHW floats into NCHW floats, on the active
+/// instruction set.
 ///
 /// `input_nchw` holds `geometry.input_len()` values, `out_nchw` `geometry.output_len()`; the
 /// geometry's channels and kernel must be those of `weights`. Panics (with the reason) on an
@@ -718,28 +933,170 @@ pub fn binary_conv2d_with(
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
+    let input = ConvInput::Nchw(input_nchw);
+    convolve(
+        isa,
+        input,
+        weights,
+        geometry,
+        pad,
+        epilogue,
+        Output::Floats(out_nchw),
+    );
+}
+
+/// [`binary_conv2d`] of packed signs (of the geometry's batch, channels and size).
+pub fn binary_conv2d_packed(
+    input: &PackedActivations,
+    weights: &PackedConvWeights,
+    geometry: &ConvGeometry,
+    pad: PadMode,
+    epilogue: ConvEpilogue<'_>,
+    out_nchw: &mut [f32],
+) {
+    binary_conv2d_packed_with(
+        active_isa(),
+        input,
+        weights,
+        geometry,
+        pad,
+        epilogue,
+        out_nchw,
+    )
+}
+
+/// [`binary_conv2d_packed`] on a given instruction set (the portable path where the CPU lacks
+/// it).
+pub fn binary_conv2d_packed_with(
+    isa: Isa,
+    input: &PackedActivations,
+    weights: &PackedConvWeights,
+    geometry: &ConvGeometry,
+    pad: PadMode,
+    epilogue: ConvEpilogue<'_>,
+    out_nchw: &mut [f32],
+) {
+    let input = ConvInput::Packed(input);
+    convolve(
+        isa,
+        input,
+        weights,
+        geometry,
+        pad,
+        epilogue,
+        Output::Floats(out_nchw),
+    );
+}
+
+/// Binary convolution followed by the sign epilogue (as [`ConvEpilogue::Sign`] with
+/// `thresholds`), straight into packed signs (`[batch, out_channels, oh, ow]`), for the next
+/// binary layer — no floats written or read between layers.
+pub fn binary_conv2d_signs(
+    input: ConvInput<'_>,
+    weights: &PackedConvWeights,
+    geometry: &ConvGeometry,
+    pad: PadMode,
+    thresholds: &SignThresholds,
+) -> PackedActivations {
+    binary_conv2d_signs_with(active_isa(), input, weights, geometry, pad, thresholds)
+}
+
+/// [`binary_conv2d_signs`] on a given instruction set (the portable path where the CPU lacks
+/// it).
+pub fn binary_conv2d_signs_with(
+    isa: Isa,
+    input: ConvInput<'_>,
+    weights: &PackedConvWeights,
+    geometry: &ConvGeometry,
+    pad: PadMode,
+    thresholds: &SignThresholds,
+) -> PackedActivations {
+    let [oh, ow] = geometry
+        .output_size()
+        .unwrap_or_else(|e| panic!("binary_conv2d_signs: {e}"));
+    let (n, o) = (geometry.batch, geometry.out_channels);
+    let mut words = vec![0u64; n * oh * words_per_row(o) * ow];
+    let epilogue = thresholds.epilogue();
+    convolve(
+        isa,
+        input,
+        weights,
+        geometry,
+        pad,
+        epilogue,
+        Output::Bits(&mut words),
+    );
+    PackedActivations {
+        batch: n,
+        channels: o,
+        height: oh,
+        width: ow,
+        words,
+    }
+}
+
+/// Where a call writes.
+enum Output<'a> {
+    /// NCHW floats.
+    Floats(&'a mut [f32]),
+    /// Packed signs (all zero on entry).
+    Bits(&'a mut [u64]),
+}
+
+/// Checks the arguments and runs one convolution.
+fn convolve(
+    isa: Isa,
+    input: ConvInput<'_>,
+    weights: &PackedConvWeights,
+    geometry: &ConvGeometry,
+    pad: PadMode,
+    epilogue: ConvEpilogue<'_>,
+    output: Output<'_>,
+) {
     let g = geometry;
     let out_size = g
         .output_size()
         .unwrap_or_else(|e| panic!("binary_conv2d: {e}"));
     weights.check_geometry(g);
-    assert_eq!(
-        input_nchw.len(),
-        g.input_len(),
-        "binary_conv2d: input length"
-    );
+    match input {
+        ConvInput::Nchw(values) => {
+            assert_eq!(values.len(), g.input_len(), "binary_conv2d: input length")
+        }
+        ConvInput::Packed(packed) => assert_eq!(
+            packed.shape(),
+            [g.batch, g.in_channels, g.height, g.width],
+            "binary_conv2d: packed input shape"
+        ),
+    }
     let [oh, ow] = out_size;
     let o = g.out_channels;
-    assert_eq!(
-        out_nchw.len(),
-        g.batch * o * oh * ow,
-        "binary_conv2d: output length"
-    );
+    let out = match output {
+        Output::Floats(out) => {
+            assert_eq!(
+                out.len(),
+                g.batch * o * oh * ow,
+                "binary_conv2d: output length"
+            );
+            OutPtr::floats(out)
+        }
+        Output::Bits(out) => {
+            assert!(
+                matches!(epilogue, ConvEpilogue::Sign { .. }),
+                "binary_conv2d: bits need signs"
+            );
+            assert_eq!(
+                out.len(),
+                g.batch * oh * words_per_row(o) * ow,
+                "binary_conv2d: output length"
+            );
+            OutPtr::bits(out)
+        }
+    };
     if let ConvEpilogue::Sign { threshold, negate } = epilogue {
         assert_eq!(threshold.len(), o, "binary_conv2d: thresholds");
         assert_eq!(negate.len(), o, "binary_conv2d: negate flags");
     }
-    if out_nchw.is_empty() {
+    if g.batch * o * oh * ow == 0 {
         return;
     }
     let isa = CheckedIsa::new(isa).isa();
@@ -757,7 +1114,7 @@ pub fn binary_conv2d_with(
     let tap_offsets = layout.tap_offsets(g);
     let conv = Conv {
         isa,
-        input: input_nchw,
+        input,
         buf: buf_ptr,
         frame: Frame {
             // SAFETY: `buf` is neither touched nor dropped until `conv.run()` returns; tiles
@@ -777,7 +1134,7 @@ pub fn binary_conv2d_with(
         row_class: &table.row_class,
         weights,
         epilogue,
-        out: OutPtr::new(out_nchw),
+        out,
     };
     conv.run();
     SCRATCH.set(buf);
@@ -801,11 +1158,12 @@ const SPINS_BEFORE_YIELD: u32 = 1 << 12;
 enum Item {
     /// Pack band `band` of image `image`.
     Pack { image: usize, band: usize },
-    /// Compute tiles `tiles` against channel blocks `blocks`, once images `images` are packed.
+    /// Compute tiles `tiles` against channel blocks `blocks`, once bands `needs` (numbered
+    /// `image·bands + band`) are packed.
     Compute {
         tiles: Range<usize>,
         blocks: Range<usize>,
-        images: Range<usize>,
+        needs: Range<usize>,
     },
 }
 
@@ -818,8 +1176,8 @@ struct BufPtr {
 }
 
 // SAFETY: `Conv::run` hands each band of the buffer to exactly one pack item, and lets compute
-// items read an image only after all its bands are written (release/acquire on `done`); the
-// buffer outlives the call.
+// items read a band only after it is written (release/acquire on `done`); the buffer outlives
+// the call.
 unsafe impl Send for BufPtr {}
 // SAFETY: as above.
 unsafe impl Sync for BufPtr {}
@@ -827,7 +1185,7 @@ unsafe impl Sync for BufPtr {}
 /// One call, ready to run: the geometry, weights, base table and the buffers.
 struct Conv<'a> {
     isa: Isa,
-    input: &'a [f32],
+    input: ConvInput<'a>,
     buf: BufPtr,
     frame: Frame<'a>,
     layout: InputLayout,
@@ -873,6 +1231,7 @@ impl Conv<'_> {
                 + x0;
             tile.out[r] = image * o * oh * ow + y * ow + x0;
             tile.base[r] = self.row_class[y] * o * ow + x0;
+            tile.bits[r] = (image * oh + y) * words_per_row(o) * ow + x0;
             tile.lanes[r] = (ow - x0).min(LANES);
         }
         tile
@@ -903,6 +1262,8 @@ impl Conv<'_> {
             channels,
             out: o0 * oh * ow,
             base: o0 * ow,
+            bits_word: o0 / 64 * ow,
+            bits_byte: o0 / 8 % 8,
             finish,
         }
     }
@@ -910,7 +1271,7 @@ impl Conv<'_> {
     /// Computes tiles `tiles` (of `MAX_MR` vectors) against channel blocks `blocks`.
     ///
     /// # Safety
-    /// The images of the tiles are packed, and nobody writes their packed words meanwhile.
+    /// The packed rows that the tiles read are written, and nobody writes them meanwhile.
     unsafe fn compute(&self, tiles: Range<usize>, blocks: Range<usize>) {
         let vectors = self.vectors();
         let mut chunk = [Tile::default(); CHUNK_TILES];
@@ -944,6 +1305,36 @@ impl Conv<'_> {
         base + top * self.layout.row_words..base + bottom * self.layout.row_words
     }
 
+    /// The bands (numbered `image·bands + band`) holding every packed row that tiles `tiles`
+    /// read: rows `y·sh ..= y·sh + (kh − 1)·dh` (padded) of each vector's output row `y`. The
+    /// numbering follows the buffer, so they form a range.
+    fn needed_bands(&self, tiles: &Range<usize>, bands: usize) -> Range<usize> {
+        let g = &self.geometry;
+        let per_image = self.vectors_per_image().max(1);
+        let per_row = self.vectors_per_row().max(1);
+        let band_of = |vector: usize, last: bool| {
+            let (image, y) = (vector / per_image, vector % per_image / per_row);
+            let row = y * g.stride[0]
+                + if last {
+                    (g.kernel[0] - 1) * g.dilation[0]
+                } else {
+                    0
+                };
+            // Padding rows above belong to the first band, those below to the last.
+            let band = match row.checked_sub(g.padding[0]) {
+                None => 0,
+                Some(r) if r >= g.height => bands - 1,
+                Some(r) => (0..bands)
+                    .rfind(|&b| band_rows(g.height, b, bands).start <= r)
+                    .unwrap_or(0),
+            };
+            image * bands + band
+        };
+        let first = tiles.start * MAX_MR;
+        let last = (tiles.end * MAX_MR).min(self.vectors()) - 1;
+        band_of(first, false)..band_of(last, true) + 1
+    }
+
     /// The work items in claiming order, with the bands per image. Images are packed one ahead
     /// of the compute items that read them, so that a compute item rarely waits, and every item
     /// comes after the pack items it depends on.
@@ -967,7 +1358,6 @@ impl Conv<'_> {
             (bands, groups)
         };
         let block_bounds = bounds(blocks, groups);
-        let per_image = self.vectors_per_image().max(1);
         let mut items = Vec::with_capacity(n * bands + chunks * groups);
         let mut packed = 0;
         let mut pack_through = |items: &mut Vec<Item>, image: usize| {
@@ -982,15 +1372,13 @@ impl Conv<'_> {
         pack_through(&mut items, 1);
         for chunk in 0..chunks {
             let tiles = chunk * CHUNK_TILES..((chunk + 1) * CHUNK_TILES).min(tiles);
-            let first_vector = tiles.start * MAX_MR;
-            let last_vector = (tiles.end * MAX_MR).min(self.vectors()) - 1;
-            let images = first_vector / per_image..last_vector / per_image + 1;
-            pack_through(&mut items, images.end);
+            let needs = self.needed_bands(&tiles, bands);
+            pack_through(&mut items, needs.end.div_ceil(bands));
             for g in block_bounds.windows(2) {
                 items.push(Item::Compute {
                     tiles: tiles.clone(),
                     blocks: g[0]..g[1],
-                    images: images.clone(),
+                    needs: needs.clone(),
                 });
             }
         }
@@ -999,7 +1387,7 @@ impl Conv<'_> {
     }
 
     /// Runs the call: the threads claim the items in order; a compute item first waits until
-    /// its images are packed. That never deadlocks: a pack item comes before every item that
+    /// the bands it reads are packed. That never deadlocks: a pack item comes before every item that
     /// waits for it, so it was claimed earlier by a thread that is running it, and packing waits
     /// for nothing.
     fn run(&self) {
@@ -1011,8 +1399,8 @@ impl Conv<'_> {
         let threads = if work < PAR_MIN_WORK { 1 } else { threads };
         let (items, bands) = self.schedule(threads);
         let next = AtomicUsize::new(0);
-        let done: Vec<AtomicUsize> = (0..self.geometry.batch)
-            .map(|_| AtomicUsize::new(0))
+        let done: Vec<AtomicBool> = (0..self.geometry.batch * bands)
+            .map(|_| AtomicBool::new(false))
             .collect();
         let worker = || {
             loop {
@@ -1023,8 +1411,7 @@ impl Conv<'_> {
                         let words = self.band_words(*image, *band, bands);
                         assert!(words.end <= self.buf.len, "conv: band out of bounds");
                         // SAFETY: the band lies in the buffer (checked) and is handed to this
-                        // item alone; no compute item reads the image before `done` says it is
-                        // complete.
+                        // item alone; no compute item reads it before `done` says it is written.
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(
                                 self.buf.ptr.add(words.start),
@@ -1040,18 +1427,18 @@ impl Conv<'_> {
                             image_band,
                             dst,
                         );
-                        done[*image].fetch_add(1, Ordering::Release);
+                        done[image * bands + band].store(true, Ordering::Release);
                     }
                     Item::Compute {
                         tiles,
                         blocks,
-                        images,
+                        needs,
                     } => {
-                        for image in images.clone() {
-                            wait_until(&done[image], bands);
+                        for flag in &done[needs.clone()] {
+                            wait_until(flag);
                         }
-                        // SAFETY: the tiles' images are packed (acquired above) and no pack
-                        // item writes them again.
+                        // SAFETY: the bands the tiles read are packed (acquired above) and no
+                        // pack item writes them again.
                         unsafe { self.compute(tiles.clone(), blocks.clone()) };
                     }
                 }
@@ -1065,11 +1452,11 @@ impl Conv<'_> {
     }
 }
 
-/// Waits until `counter` reaches `target` (acquiring what was released with it): spins, then
-/// yields the CPU.
-fn wait_until(counter: &AtomicUsize, target: usize) {
+/// Waits until `flag` is set (acquiring what was released with it): spins, then yields the
+/// CPU.
+fn wait_until(flag: &AtomicBool) {
     let mut spins = 0u32;
-    while counter.load(Ordering::Acquire) < target {
+    while !flag.load(Ordering::Acquire) {
         if spins < SPINS_BEFORE_YIELD {
             std::hint::spin_loop();
             spins += 1;
@@ -1536,6 +1923,211 @@ mod tests {
             &mut rng,
             &geometry([1, 5, 0, 3, 3], [1, 1], [1, 1], [1, 0], [1, 1]),
         );
+    }
+
+    /// Packed signs from the definition (row-planar layout).
+    fn ref_packed(values: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<u64> {
+        let cw = words_per_row(c);
+        let mut out = vec![0u64; n * h * cw * w];
+        for b in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        if values[((b * c + ch) * h + y) * w + x] < 0.0 {
+                            out[((b * h + y) * cw + ch / 64) * w + x] |= 1 << (ch % 64);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn packed_activations_match_definition_and_round_trip() {
+        let mut rng = StdRng::seed_from_u64(20);
+        for shape in [
+            [1, 1, 1, 1],
+            [2, 3, 5, 7],
+            [1, 65, 9, 8],
+            [3, 130, 4, 17],
+            [1, 128, 32, 32],
+        ] {
+            let [n, c, h, w] = shape;
+            let values = values(&mut rng, n * c * h * w);
+            for isa in Isa::available() {
+                let packed = PackedActivations::from_nchw_with(isa, &values, n, c, h, w);
+                assert_eq!(packed.shape(), shape);
+                assert_eq!(
+                    packed.words(),
+                    ref_packed(&values, shape),
+                    "{isa:?} {shape:?}"
+                );
+                let mut back = vec![0.0; values.len()];
+                packed.to_nchw(&mut back);
+                let signs: Vec<f32> = values.iter().map(|&v| sign(v)).collect();
+                assert_eq!(back, signs, "{isa:?} {shape:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_matches_float_max() {
+        let mut rng = StdRng::seed_from_u64(21);
+        for [n, c, h, w] in [
+            [1, 1, 2, 2],
+            [2, 3, 5, 7],
+            [1, 65, 8, 9],
+            [2, 130, 6, 4],
+            [1, 4, 1, 5],
+        ] {
+            let values = values(&mut rng, n * c * h * w);
+            let pooled = PackedActivations::from_nchw(&values, n, c, h, w).max_pool2x2();
+            let (h2, w2) = (h / 2, w / 2);
+            assert_eq!(pooled.shape(), [n, c, h2, w2]);
+            let mut expected = vec![0.0; n * c * h2 * w2];
+            for (i, e) in expected.iter_mut().enumerate() {
+                let (bc, y, x) = (i / (h2 * w2), i / w2 % h2, i % w2);
+                let at = |yy: usize, xx: usize| sign(values[(bc * h + yy) * w + xx]);
+                *e = at(2 * y, 2 * x)
+                    .max(at(2 * y, 2 * x + 1))
+                    .max(at(2 * y + 1, 2 * x))
+                    .max(at(2 * y + 1, 2 * x + 1));
+            }
+            let mut got = vec![0.0; expected.len()];
+            pooled.to_nchw(&mut got);
+            assert_eq!(got, expected, "{:?}", [n, c, h, w]);
+        }
+    }
+
+    /// Packed input gives the same outputs as float input, and the packed sign output holds
+    /// the signs that the float sign epilogue writes (padding bits 0), on every path.
+    #[test]
+    fn packed_input_and_sign_output_match_the_float_path() {
+        let mut rng = StdRng::seed_from_u64(22);
+        for g in [
+            geometry([1, 65, 9, 11, 19], [3, 3], [1, 1], [1, 1], [1, 1]),
+            geometry([3, 31, 7, 6, 70], [5, 3], [2, 1], [2, 0], [1, 2]),
+            geometry([2, 130, 8, 8, 130], [3, 3], [1, 2], [1, 1], [1, 1]),
+            geometry([1, 3, 5, 13, 5], [1, 1], [2, 2], [0, 1], [1, 1]),
+        ] {
+            let input = values(&mut rng, g.input_len());
+            let raw = values(&mut rng, g.weights_len());
+            let weights = PackedConvWeights::new(&raw, g.out_channels, g.in_channels, g.kernel);
+            let o = g.out_channels;
+            let a: Vec<f32> = (0..o)
+                .map(|i| if i % 5 == 0 { -1.0 } else { 0.5 })
+                .collect();
+            let b: Vec<f32> = (0..o).map(|_| rng.random_range(-9.0..9.0)).collect();
+            let th = SignThresholds::from_affine(&a, &b, weights.max_dot());
+            let packed =
+                PackedActivations::from_nchw(&input, g.batch, g.in_channels, g.height, g.width);
+            let [oh, ow] = g.output_size().unwrap();
+            for pad in [PadMode::Zero, PadMode::PlusOne] {
+                let expected = reference(&input, &raw, &g, pad);
+                for isa in Isa::available() {
+                    let mut out = vec![f32::NAN; expected.len()];
+                    binary_conv2d_packed_with(
+                        isa,
+                        &packed,
+                        &weights,
+                        &g,
+                        pad,
+                        ConvEpilogue::Raw,
+                        &mut out,
+                    );
+                    assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
+                    let mut signs = vec![f32::NAN; expected.len()];
+                    binary_conv2d_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut signs);
+                    let want = ref_packed(&signs, [g.batch, o, oh, ow]);
+                    for source in [ConvInput::Nchw(&input), ConvInput::Packed(&packed)] {
+                        let bits = binary_conv2d_signs_with(isa, source, &weights, &g, pad, &th);
+                        assert_eq!(bits.shape(), [g.batch, o, oh, ow]);
+                        assert_eq!(bits.words(), want, "{isa:?} {pad:?} {g:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// conv → sign → max-pool → conv in the bit domain against the float pipeline.
+    #[test]
+    fn chained_binary_layers() {
+        let mut rng = StdRng::seed_from_u64(23);
+        let g1 = geometry([2, 3, 10, 10, 70], [3, 3], [1, 1], [1, 1], [1, 1]);
+        let g2 = geometry([2, 70, 5, 5, 9], [3, 3], [1, 1], [1, 1], [1, 1]);
+        let input = values(&mut rng, g1.input_len());
+        let raw1 = values(&mut rng, g1.weights_len());
+        let raw2 = values(&mut rng, g2.weights_len());
+        let w1 = PackedConvWeights::new(&raw1, 70, 3, [3, 3]);
+        let w2 = PackedConvWeights::new(&raw2, 9, 70, [3, 3]);
+        let th = SignThresholds::from_affine(&[1.0; 70], &[0.0; 70], w1.max_dot());
+        // Floats: conv, sign, 2×2 max, conv.
+        let dots = reference(&input, &raw1, &g1, PadMode::Zero);
+        let mut pooled = vec![0.0; 2 * 70 * 25];
+        for (i, p) in pooled.iter_mut().enumerate() {
+            let (bc, y, x) = (i / 25, i / 5 % 5, i % 5);
+            let at = |yy: usize, xx: usize| sign(dots[(bc * 10 + yy) * 10 + xx]);
+            *p = at(2 * y, 2 * x)
+                .max(at(2 * y, 2 * x + 1))
+                .max(at(2 * y + 1, 2 * x))
+                .max(at(2 * y + 1, 2 * x + 1));
+        }
+        let expected = reference(&pooled, &raw2, &g2, PadMode::Zero);
+        // Bits.
+        let a = binary_conv2d_signs(ConvInput::Nchw(&input), &w1, &g1, PadMode::Zero, &th);
+        let a = a.max_pool2x2();
+        let mut out = vec![0.0; expected.len()];
+        binary_conv2d_packed(&a, &w2, &g2, PadMode::Zero, ConvEpilogue::Raw, &mut out);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    #[should_panic(expected = "packed input shape")]
+    fn packed_input_must_match_the_geometry() {
+        let g = geometry([1, 3, 4, 4, 4], [3, 3], [1, 1], [1, 1], [1, 1]);
+        let weights = PackedConvWeights::new(&[1.0; 4 * 3 * 9], 4, 3, [3, 3]);
+        let packed = PackedActivations::from_nchw(&[0.0; 60], 1, 3, 4, 5);
+        let mut out = vec![0.0; 64];
+        binary_conv2d_packed(
+            &packed,
+            &weights,
+            &g,
+            PadMode::Zero,
+            ConvEpilogue::Raw,
+            &mut out,
+        );
+    }
+
+    /// Calls from inside rayon tasks (workers busy, nested parallel regions, the scratch buffer
+    /// of a thread re-entered) give the same results.
+    #[test]
+    fn concurrent_and_nested_calls() {
+        use rayon::prelude::*;
+        let mut rng = StdRng::seed_from_u64(24);
+        let g = geometry([2, 64, 12, 12, 24], [3, 3], [1, 1], [1, 1], [1, 1]);
+        let input = values(&mut rng, g.input_len());
+        let raw = values(&mut rng, g.weights_len());
+        let weights = PackedConvWeights::new(&raw, 24, 64, [3, 3]);
+        let expected = reference(&input, &raw, &g, PadMode::Zero);
+        let results: Vec<Vec<f32>> = (0..8)
+            .into_par_iter()
+            .map(|_| {
+                let mut out = vec![0.0; expected.len()];
+                binary_conv2d(
+                    &input,
+                    &weights,
+                    &g,
+                    PadMode::Zero,
+                    ConvEpilogue::Raw,
+                    &mut out,
+                );
+                out
+            })
+            .collect();
+        for out in results {
+            assert_eq!(out, expected);
+        }
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub(crate) struct Tile {
     pub out: [usize; MAX_MR],
     /// Offset in the base table of each vector's first pixel in channel 0.
     pub base: [usize; MAX_MR],
+    /// Word index in packed sign output of each vector's first pixel in channel word 0.
+    pub bits: [usize; MAX_MR],
     /// Valid pixels of each vector (`1 ..= LANES`).
     pub lanes: [usize; MAX_MR],
 }
@@ -95,21 +97,48 @@ pub(crate) enum Finish {
 }
 
 impl Finish {
+    /// Whether channel `c` is `+1` for a dot product (`Raw`: never).
+    #[inline]
+    fn plus(&self, c: usize, dot: f32) -> bool {
+        match self {
+            Finish::Raw => false,
+            Finish::Sign { threshold, negate } => {
+                if negate[c] {
+                    dot <= threshold[c]
+                } else {
+                    dot >= threshold[c]
+                }
+            }
+        }
+    }
+
     /// The output value of channel `c` for a dot product.
     #[inline]
     fn apply(&self, c: usize, dot: f32) -> f32 {
         match self {
             Finish::Raw => dot,
-            Finish::Sign { threshold, negate } => {
-                let on = if negate[c] {
-                    dot <= threshold[c]
+            Finish::Sign { .. } => {
+                if self.plus(c, dot) {
+                    1.0
                 } else {
-                    dot >= threshold[c]
-                };
-                if on { 1.0 } else { -1.0 }
+                    -1.0
+                }
             }
         }
     }
+}
+
+/// Transposes an 8 × 8 bit matrix held in a word (row `i` is byte `i`, column `j` bit `j` of
+/// it): afterwards bit `j` of byte `i` is what bit `i` of byte `j` was.
+#[inline]
+pub(crate) fn transpose8(mut x: u64) -> u64 {
+    // Swap the off-diagonal 1×1, then 2×2, then 4×4 blocks of each 2×2 (4×4, 8×8) block.
+    let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
+    x ^= t ^ (t << 7);
+    let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
+    x ^= t ^ (t << 14);
+    let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
+    x ^ t ^ (t << 28)
 }
 
 /// A block of up to [`BLOCK`] output channels.
@@ -123,30 +152,46 @@ pub(crate) struct Block<'a> {
     pub out: usize,
     /// Base-table offset of the block's first channel.
     pub base: usize,
+    /// Word offset, in packed sign output, of the channel word holding the block.
+    pub bits_word: usize,
+    /// The byte of that word holding the block (`first channel / 8 % 8`).
+    pub bits_byte: usize,
     /// The epilogue.
     pub finish: Finish,
 }
 
-/// The output of a call, written by many tasks at disjoint positions.
+/// The output of a call, written by many tasks at disjoint positions: NCHW floats, or sign
+/// bits (bytes of packed words, one byte a block of 8 channels of one pixel).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct OutPtr {
-    ptr: *mut f32,
-    len: usize,
+pub(crate) enum OutPtr {
+    /// `len` floats.
+    Floats { ptr: *mut f32, len: usize },
+    /// `len` bytes of packed sign words.
+    Bits { ptr: *mut u8, len: usize },
 }
 
-// SAFETY: an `OutPtr` is only written through by `tile`, at positions that the callers give to
-// exactly one tile each (see `conv::run_tasks`), while the slice it came from is borrowed
-// mutably for the duration of the call.
+// SAFETY: an `OutPtr` is only written through by `tile`, at floats or bytes that the callers
+// give to exactly one tile each (see `conv::Conv::run`), while the buffer it came from is
+// borrowed mutably for the duration of the call.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    /// Wraps the output slice; it must outlive every use of the pointer.
-    pub(crate) fn new(out: &mut [f32]) -> OutPtr {
-        OutPtr {
+    /// Wraps an NCHW float output; it must outlive every use of the pointer.
+    pub(crate) fn floats(out: &mut [f32]) -> OutPtr {
+        OutPtr::Floats {
             ptr: out.as_mut_ptr(),
             len: out.len(),
+        }
+    }
+
+    /// Wraps a packed sign output (zero on entry: bits no tile writes stay 0); it must outlive
+    /// every use of the pointer.
+    pub(crate) fn bits(out: &mut [u64]) -> OutPtr {
+        OutPtr::Bits {
+            ptr: out.as_mut_ptr().cast(),
+            len: out.len() * 8,
         }
     }
 }
@@ -164,17 +209,33 @@ fn check(f: &Frame<'_>, t: &Tile, b: &Block<'_>, out: OutPtr) {
             let last = t.input[r] + f.max_tap_offset + (f.words - 1) * f.word_stride + LANES;
             assert!(last <= f.input.len, "conv tile: input out of bounds");
         }
-        let last_out = t.out[r] + b.out + (b.channels - 1) * f.out_channel_stride + lanes;
-        assert!(last_out <= out.len, "conv tile: output out of bounds");
+        match out {
+            OutPtr::Floats { len, .. } => {
+                let last = t.out[r] + b.out + (b.channels - 1) * f.out_channel_stride + lanes;
+                assert!(last <= len, "conv tile: output out of bounds");
+            }
+            OutPtr::Bits { len, .. } => {
+                assert!(
+                    matches!(b.finish, Finish::Sign { .. }),
+                    "conv tile: bits need signs"
+                );
+                assert!(b.bits_byte < 8, "conv tile: bits byte");
+                let last = (t.bits[r] + b.bits_word + lanes - 1) * 8 + b.bits_byte;
+                assert!(last < len, "conv tile: bits out of bounds");
+            }
+        }
         let last_base = t.base[r] + b.base + (b.channels - 1) * f.base_channel_stride + lanes;
         assert!(last_base <= f.base.len(), "conv tile: base out of bounds");
     }
 }
 
-/// Computes the tile against the block on `isa` and writes the outputs: for vector `r`, channel `c < channels`, lane
-/// `l < lanes[r]`, `out[t.out[r] + b.out + c·out_channel_stride + l] =
-/// finish(base[…] − 2·popcount)`, the popcount over every tap and channel word of the input
-/// word of pixel `l` XOR the weight word of channel `c`.
+/// Computes the tile against the block on `isa` and writes the outputs. For vector `r`, channel
+/// `c < channels` and lane `l < lanes[r]`, `dot = base[t.base[r] + b.base +
+/// c·base_channel_stride + l] − 2·popcount`, the popcount over every tap and channel word of the
+/// input word of pixel `l` XOR the weight word of channel `c`; floats go to
+/// `out[t.out[r] + b.out + c·out_channel_stride + l] = finish(dot)`, sign bits to bit `c` of
+/// byte `b.bits_byte` of word `t.bits[r] + b.bits_word + l` (1 where the sign is `−1`; the
+/// byte's bits past `channels` are 0).
 ///
 /// # Safety
 /// `isa` runs on this CPU (it came from a [`super::CheckedIsa`]); the input words that the tile
@@ -187,22 +248,22 @@ pub(crate) unsafe fn tile(isa: Isa, f: &Frame<'_>, t: &Tile, b: &Block<'_>, out:
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe {
             match t.mr {
-                1 => x86::tile_avx512::<1>(f, t, b, out.ptr),
-                2 => x86::tile_avx512::<2>(f, t, b, out.ptr),
-                _ => x86::tile_avx512::<3>(f, t, b, out.ptr),
+                1 => x86::tile_avx512::<1>(f, t, b, out),
+                2 => x86::tile_avx512::<2>(f, t, b, out),
+                _ => x86::tile_avx512::<3>(f, t, b, out),
             }
         },
         // SAFETY: the caller checked the CPU for AVX2; `check` proved the accesses in bounds.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe {
             for r in 0..t.mr {
-                x86::tile_avx2(f, t, r, b, out.ptr);
+                x86::tile_avx2(f, t, r, b, out);
             }
         },
         _ => {
             for r in 0..t.mr {
                 // SAFETY: `check` proved the accesses in bounds.
-                unsafe { tile_generic(f, t, r, b, out.ptr) };
+                unsafe { tile_generic(f, t, r, b, out) };
             }
         }
     }
@@ -214,7 +275,7 @@ pub(crate) unsafe fn tile(isa: Isa, f: &Frame<'_>, t: &Tile, b: &Block<'_>, out:
 /// # Safety
 /// [`check`] passed for the tile, block and output.
 #[inline(always)]
-unsafe fn tile_generic(f: &Frame<'_>, t: &Tile, r: usize, b: &Block<'_>, out: *mut f32) {
+unsafe fn tile_generic(f: &Frame<'_>, t: &Tile, r: usize, b: &Block<'_>, out: OutPtr) {
     let mut acc = [[0u32; LANES]; BLOCK];
     let input = f.input.ptr;
     let mut w = b.weights.as_ptr();
@@ -235,13 +296,25 @@ unsafe fn tile_generic(f: &Frame<'_>, t: &Tile, r: usize, b: &Block<'_>, out: *m
             p += f.word_stride;
         }
     }
+    let mut bytes = [0u8; LANES];
     for (c, counts) in acc.iter().enumerate().take(b.channels) {
         let base = t.base[r] + b.base + c * f.base_channel_stride;
         let dst = t.out[r] + b.out + c * f.out_channel_stride;
         for (l, &n) in counts.iter().enumerate().take(t.lanes[r]) {
             let dot = f.base[base + l] - 2.0 * n as f32;
-            // SAFETY: `check` proved the position inside the output; no other tile writes it.
-            unsafe { *out.add(dst + l) = b.finish.apply(c, dot) };
+            match out {
+                // SAFETY: `check` proved the position inside the output; no other tile writes
+                // it.
+                OutPtr::Floats { ptr, .. } => unsafe { *ptr.add(dst + l) = b.finish.apply(c, dot) },
+                OutPtr::Bits { .. } => bytes[l] |= u8::from(!b.finish.plus(c, dot)) << c,
+            }
+        }
+    }
+    if let OutPtr::Bits { ptr, .. } = out {
+        for (l, &byte) in bytes.iter().enumerate().take(t.lanes[r]) {
+            let at = (t.bits[r] + b.bits_word + l) * 8 + b.bits_byte;
+            // SAFETY: `check` proved the byte inside the output; no other tile writes it.
+            unsafe { *ptr.add(at) = byte };
         }
     }
 }
@@ -272,7 +345,7 @@ pub(crate) struct RowLayout {
 impl RowLayout {
     /// The offset in a packed row of channel word `wd` of image column `x`.
     #[inline]
-    fn at(&self, wd: usize, x: usize) -> usize {
+    pub(crate) fn at(&self, wd: usize, x: usize) -> usize {
         let col = x + self.padding;
         ((col % self.stride) * self.words + wd) * self.word_stride + col / self.stride
     }
@@ -359,7 +432,7 @@ mod x86 {
 
     use std::ops::Range;
 
-    use super::{BLOCK, Block, Finish, Frame, LANES, RowLayout, Tile};
+    use super::{BLOCK, Block, Finish, Frame, LANES, OutPtr, RowLayout, Tile};
 
     /// The AVX-512 tile: `MR × BLOCK` accumulators of 8 lane counts (`VPXORQ` with a broadcast
     /// weight word, `VPOPCNTQ`, `VPADDQ`), then the epilogue on 8 floats at a time.
@@ -371,7 +444,7 @@ mod x86 {
         f: &Frame<'_>,
         t: &Tile,
         b: &Block<'_>,
-        out: *mut f32,
+        out: OutPtr,
     ) {
         let mut acc = [[_mm512_setzero_si512(); BLOCK]; MR];
         let input = f.input.ptr;
@@ -403,26 +476,28 @@ mod x86 {
                 }
             }
         }
+        let minus_one = _mm256_set1_ps(-1.0);
+        let plus_one = _mm256_set1_ps(1.0);
         // Narrowed in a fully unrolled loop, so that the accumulators stay in registers (the
-        // loop below indexes by a run-time channel count).
+        // loop below runs over a run-time channel count).
         let mut narrow = [[_mm256_setzero_si256(); BLOCK]; MR];
         for (n, a) in narrow.iter_mut().zip(&acc) {
             for (n, &a) in n.iter_mut().zip(a) {
                 *n = _mm512_cvtepi64_epi32(a);
             }
         }
-        let minus_one = _mm256_set1_ps(-1.0);
-        let plus_one = _mm256_set1_ps(1.0);
         for (r, narrow) in narrow.iter().enumerate() {
             let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
+            // Row `c` (byte `c`) holds the lanes where channel `c` is `−1`.
+            let mut minus = 0u64;
             for (c, &n) in narrow.iter().enumerate().take(b.channels) {
                 let counts = _mm256_cvtepi32_ps(n);
                 let base_at = t.base[r] + b.base + c * f.base_channel_stride;
                 // SAFETY: `check` proved the lanes of `mask` inside the base table.
                 let base = unsafe { _mm256_maskz_loadu_ps(mask, f.base.as_ptr().add(base_at)) };
                 let dot = _mm256_sub_ps(base, _mm256_add_ps(counts, counts));
-                let value = match &b.finish {
-                    Finish::Raw => dot,
+                let (value, on) = match &b.finish {
+                    Finish::Raw => (dot, 0),
                     Finish::Sign { threshold, negate } => {
                         let th = _mm256_set1_ps(threshold[c]);
                         let on = if negate[c] {
@@ -430,13 +505,27 @@ mod x86 {
                         } else {
                             _mm256_cmp_ps_mask::<_CMP_GE_OQ>(dot, th)
                         };
-                        _mm256_mask_blend_ps(on, minus_one, plus_one)
+                        (_mm256_mask_blend_ps(on, minus_one, plus_one), on)
                     }
                 };
-                let at = t.out[r] + b.out + c * f.out_channel_stride;
-                // SAFETY: `check` proved the lanes of `mask` inside the output; no other tile
-                // writes them.
-                unsafe { _mm256_mask_storeu_ps(out.add(at), mask, value) };
+                match out {
+                    OutPtr::Floats { ptr, .. } => {
+                        let at = t.out[r] + b.out + c * f.out_channel_stride;
+                        // SAFETY: `check` proved the lanes of `mask` inside the output; no other
+                        // tile writes them.
+                        unsafe { _mm256_mask_storeu_ps(ptr.add(at), mask, value) };
+                    }
+                    OutPtr::Bits { .. } => minus |= u64::from(!on) << (8 * c),
+                }
+            }
+            if let OutPtr::Bits { ptr, .. } = out {
+                let bytes = super::transpose8(minus).to_le_bytes();
+                for (l, &byte) in bytes.iter().enumerate().take(t.lanes[r]) {
+                    let at = (t.bits[r] + b.bits_word + l) * 8 + b.bits_byte;
+                    // SAFETY: `check` proved the byte inside the output; no other tile writes
+                    // it.
+                    unsafe { *ptr.add(at) = byte };
+                }
             }
         }
     }
@@ -446,13 +535,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2 and POPCNT; `super::check` passed; `r < t.mr`.
     #[target_feature(enable = "avx2,popcnt")]
-    pub(super) unsafe fn tile_avx2(
-        f: &Frame<'_>,
-        t: &Tile,
-        r: usize,
-        b: &Block<'_>,
-        out: *mut f32,
-    ) {
+    pub(super) unsafe fn tile_avx2(f: &Frame<'_>, t: &Tile, r: usize, b: &Block<'_>, out: OutPtr) {
         // SAFETY: forwarded contract.
         unsafe { super::tile_generic(f, t, r, b, out) }
     }
@@ -527,5 +610,26 @@ mod x86 {
         dst: &mut [u64],
     ) {
         super::pack_rows_generic(image, l, rows, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose8_swaps_rows_and_columns() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let t = transpose8(state);
+            for i in 0..8 {
+                for j in 0..8 {
+                    assert_eq!((t >> (8 * i + j)) & 1, (state >> (8 * j + i)) & 1);
+                }
+            }
+        }
     }
 }
