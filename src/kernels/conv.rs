@@ -683,6 +683,41 @@ pub struct PackedActivations {
 }
 
 impl PackedActivations {
+    /// Takes words already in this type's layout, for `[batch, channels, height, width]`.
+    ///
+    /// # Panics
+    /// If `words` has not `batch·height·ceil(channels/64)·width` words, or a bit of a channel
+    /// `≥ channels` is set.
+    pub fn from_words(
+        words: Vec<u64>,
+        batch: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> PackedActivations {
+        let cw = words_per_row(channels);
+        assert_eq!(
+            words.len(),
+            batch * height * cw * width,
+            "PackedActivations::from_words: word count"
+        );
+        if channels % 64 != 0 && width > 0 {
+            let padding = !0u64 << (channels % 64);
+            let last_word = |row: &[u64]| row[(cw - 1) * width..].iter().all(|w| w & padding == 0);
+            assert!(
+                words.chunks_exact(cw * width).all(last_word),
+                "PackedActivations::from_words: bits set past channel {channels}"
+            );
+        }
+        PackedActivations {
+            batch,
+            channels,
+            height,
+            width,
+            words,
+        }
+    }
+
     /// Packs the signs of NCHW floats (`batch·channels·height·width` values).
     pub fn from_nchw(
         input: &[f32],
@@ -787,6 +822,16 @@ impl PackedActivations {
     /// the max of `±1` values is `+1` unless all are `−1`, so the output bit is the AND of the
     /// 4 input bits.
     pub fn max_pool2x2(&self) -> PackedActivations {
+        self.sign_of_max_pool2x2(&[])
+    }
+
+    /// The signs that a monotone sign function of 2 × 2 max-pooled values gives, from the signs
+    /// it gives before pooling (`self`): where channel `c`'s function rises with the value (its
+    /// bit in `falling`, word `c / 64`, is 0), the sign of the max is the max of the signs (AND
+    /// of the `−1` bits, as [`PackedActivations::max_pool2x2`]); where it falls (bit 1), the
+    /// sign of the max is the min of the signs (OR of the bits). So a layer's pooling can follow
+    /// its sign epilogue. Words missing from `falling` count as 0.
+    pub fn sign_of_max_pool2x2(&self, falling: &[u64]) -> PackedActivations {
         let [n, c, h, w] = self.shape();
         let (h2, w2, cw) = (h / 2, w / 2, words_per_row(c));
         let mut words = vec![0u64; n * h2 * cw * w2];
@@ -798,8 +843,12 @@ impl PackedActivations {
                 &self.words[at(2 * y)..][..w],
                 &self.words[at(2 * y + 1)..][..w],
             );
+            let or = falling.get(wd).copied().unwrap_or(0);
             for (x, d) in dst.iter_mut().enumerate() {
-                *d = top[2 * x] & top[2 * x + 1] & bottom[2 * x] & bottom[2 * x + 1];
+                let quad = [top[2 * x], top[2 * x + 1], bottom[2 * x], bottom[2 * x + 1]];
+                let all = quad[0] & quad[1] & quad[2] & quad[3];
+                let any = quad[0] | quad[1] | quad[2] | quad[3];
+                *d = (all & !or) | (any & or);
             }
         };
         if w2 > 0 {
@@ -1998,6 +2047,71 @@ mod tests {
             pooled.to_nchw(&mut got);
             assert_eq!(got, expected, "{:?}", [n, c, h, w]);
         }
+    }
+
+    /// Signs taken before pooling, pooled per channel by the direction of the sign function,
+    /// equal the signs of the max-pooled values.
+    #[test]
+    fn sign_of_max_pool_matches_sign_after_pooling() {
+        let mut rng = StdRng::seed_from_u64(23);
+        for [n, c, h, w] in [[1, 3, 4, 4], [2, 70, 5, 7], [1, 130, 6, 2]] {
+            // Finite values: a monotone function of a max needs ordered values.
+            let values: Vec<f32> = (0..n * c * h * w)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let cut: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
+            let falling: Vec<bool> = (0..c).map(|_| rng.random_bool(0.5)).collect();
+            // Channel `ch`'s sign function: `v − cut` where rising, `cut − v` where falling.
+            let f = |ch: usize, v: f32| {
+                if falling[ch] {
+                    cut[ch] - v
+                } else {
+                    v - cut[ch]
+                }
+            };
+            let before: Vec<f32> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| f(i / (h * w) % c, v))
+                .collect();
+            let mut mask = vec![0u64; c.div_ceil(64)];
+            for (ch, _) in falling.iter().enumerate().filter(|(_, f)| **f) {
+                mask[ch / 64] |= 1 << (ch % 64);
+            }
+            let pooled =
+                PackedActivations::from_nchw(&before, n, c, h, w).sign_of_max_pool2x2(&mask);
+            let (h2, w2) = (h / 2, w / 2);
+            let expected: Vec<f32> = (0..n * c * h2 * w2)
+                .map(|i| {
+                    let (bc, y, x) = (i / (h2 * w2), i / w2 % h2, i % w2);
+                    let at = |yy: usize, xx: usize| values[(bc * h + yy) * w + xx];
+                    let max = at(2 * y, 2 * x)
+                        .max(at(2 * y, 2 * x + 1))
+                        .max(at(2 * y + 1, 2 * x))
+                        .max(at(2 * y + 1, 2 * x + 1));
+                    sign(f(bc % c, max))
+                })
+                .collect();
+            let mut got = vec![0.0; expected.len()];
+            pooled.to_nchw(&mut got);
+            assert_eq!(got, expected, "{:?}", [n, c, h, w]);
+        }
+    }
+
+    /// Words taken as they are round-trip; a set padding bit is refused.
+    #[test]
+    fn packed_activations_from_words() {
+        let mut rng = StdRng::seed_from_u64(24);
+        let values = values(&mut rng, 2 * 70 * 3 * 5);
+        let packed = PackedActivations::from_nchw(&values, 2, 70, 3, 5);
+        let again = PackedActivations::from_words(packed.words().to_vec(), 2, 70, 3, 5);
+        assert_eq!(again, packed);
+        let mut dirty = packed.words().to_vec();
+        // Row 0, channel word 1, column 0: bit 6 is channel 70, past the last.
+        dirty[5] |= 1 << 6;
+        let refused =
+            std::panic::catch_unwind(|| PackedActivations::from_words(dirty, 2, 70, 3, 5));
+        assert!(refused.is_err());
     }
 
     /// Packed input gives the same outputs as float input, and the packed sign output holds
