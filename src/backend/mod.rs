@@ -168,6 +168,13 @@ pub trait QnnBackend: Backend {
         ops::conv_im2col(x, weight, geometry)
     }
 
+    /// Whether this backend computes on the host in `f32`, so that
+    /// [`crate::inference::PackedNet`] can run the CPU kernels on its tensors' values directly,
+    /// keeping activations as bits between layers (default `false`).
+    fn qnn_computes_on_host() -> bool {
+        false
+    }
+
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the
     /// straight-through gradients while keeping only packed bits for the backward pass.
     fn qnn_binary_conv2d(

@@ -25,6 +25,10 @@ where
 {
     type Packed = HostPacked;
 
+    fn qnn_computes_on_host() -> bool {
+        E::dtype() == burn::tensor::DType::F32
+    }
+
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
         with_f32(x, |values, shape| HostPacked::pack(values, shape, encoding))
     }

@@ -21,10 +21,11 @@
 //! ```
 
 mod error;
+mod host;
 mod record;
 mod thresholds;
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 pub use error::PackedNetError;
 pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecord};
@@ -52,6 +53,9 @@ pub struct PackedNet<B: QnnBackend> {
     record: PackedNetRecord,
     convs: Vec<ConvStage<B>>,
     dense: Vec<DenseStage<B>>,
+    /// The network on the CPU kernels with bit activations, where the backend computes on the
+    /// host in f32.
+    host: Option<Arc<host::HostNet>>,
 }
 
 #[derive(Debug, Clone)]
@@ -325,11 +329,24 @@ impl<B: QnnBackend> PackedNet<B> {
                 bit_plane_sums,
             });
         }
+        let host = B::qnn_computes_on_host()
+            .then(|| host::HostNet::new(&record))
+            .flatten()
+            .map(Arc::new);
         Ok(Self {
             record,
             convs,
             dense,
+            host,
         })
+    }
+
+    /// Whether [`PackedNet::forward`] runs on the CPU kernels of [`crate::kernels`] with the
+    /// activations kept as packed bits between layers (the NdArray backend with `f32`
+    /// elements, for the layouts of [`crate::models`]); otherwise it runs on the backend's
+    /// tensor operations. Both give the same values.
+    pub fn runs_on_cpu_kernels(&self) -> bool {
+        self.host.is_some()
     }
 
     /// The record (for any Burn recorder).
@@ -344,6 +361,18 @@ impl<B: QnnBackend> PackedNet<B> {
 
     /// Class scores `[N, classes]` of images `[N, C, H, W]` in `[−1, 1]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        if let Some(host) = &self.host {
+            let [n, ..] = images.dims();
+            let values = images.to_data().convert::<f32>();
+            let values = values.as_slice::<f32>().expect("f32 values");
+            if let Some(scores) = host.forward(values, n) {
+                let classes = self.record.config.classes;
+                return Tensor::from_data(
+                    TensorData::new(scores, [n, classes]),
+                    &images.device(),
+                );
+            }
+        }
         let mut x = images;
         for stage in &self.convs {
             let [_, _, h, w] = x.dims();

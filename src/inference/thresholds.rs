@@ -2,15 +2,56 @@
 
 /// Burn's `BatchNorm` in evaluation mode on one value, op for op in f32:
 /// `((v − mean)/sqrt(var + ε))·γ + β`.
-fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
+pub(super) fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
     let std = (var + epsilon as f32).sqrt();
     (v - mean) / std * gamma + beta
 }
 
+/// Whether a value binarizes to `+1`: `v ≥ 0`, or NaN (the crate's sign).
+pub(super) fn binarizes_positive(v: f32) -> bool {
+    !(v < 0.0)
+}
+
+/// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
+/// `y` (rising or falling), as a range `[lo, hi]`: ends are ±∞ where the range reaches `±k`, and
+/// `lo = +∞`, `hi = −∞` where it is empty.
+///
+/// A float function built from monotone steps (adds, multiplies and divides by constants,
+/// rounding to f32, then `≥ 0`) is monotone, so its positive set is one half-line: this finds
+/// where it switches by bisection.
+pub(super) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {
+    let (at_low, at_high) = (positive(-k), positive(k));
+    match (at_low, at_high) {
+        (true, true) => (f32::NEG_INFINITY, f32::INFINITY),
+        (false, false) => (f32::INFINITY, f32::NEG_INFINITY),
+        // Rising: from the first `y` that holds up.
+        (false, true) => (first_where(-k, k, &positive) as f32, f32::INFINITY),
+        // Falling: up to the last `y` that holds.
+        (true, false) => (
+            f32::NEG_INFINITY,
+            (first_where(-k, k, |y| !positive(y)) - 1) as f32,
+        ),
+    }
+}
+
+/// The first `y` in `lo ..= hi` where `p` holds, for `p` false at `lo`, true at `hi` and
+/// monotone between.
+fn first_where(mut lo: i64, mut hi: i64, p: impl Fn(i64) -> bool) -> i64 {
+    // Invariant: `p(lo)` is false, `p(hi)` true.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if p(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
 /// For each channel, the range `[lo, hi]` of integer products `y ∈ [−k, k]` (plus the
 /// channel's bias, as the layer adds it in f32) whose batch norm output binarizes to `+1`
-/// (`≥ 0`, or NaN). The output is monotone in `y`, so the set is one range; ends are ±∞ where
-/// the range reaches past `±k`, and `lo = +∞`, `hi = −∞` where it is empty.
+/// (`≥ 0`, or NaN), as [`positive_range`] gives it.
 pub(super) fn fold(
     mean: &[f32],
     var: &[f32],
@@ -20,32 +61,77 @@ pub(super) fn fold(
     bias: Option<&[f32]>,
     k: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let k = k as i64;
     (0..mean.len())
         .map(|c| {
-            let positive = |y: i64| {
+            positive_range(k as i64, |y| {
                 let v = y as f32 + bias.map_or(0.0, |b| b[c]);
-                let out = batch_norm(v, mean[c], var[c], gamma[c], beta[c], epsilon);
-                out >= 0.0 || out.is_nan()
-            };
-            let ones: Vec<i64> = (-k..=k).filter(|&y| positive(y)).collect();
-            match (ones.first(), ones.last()) {
-                (Some(&first), Some(&last)) => {
-                    debug_assert_eq!(ones.len() as i64, last - first + 1, "monotone");
-                    let lo = if first == -k {
-                        f32::NEG_INFINITY
-                    } else {
-                        first as f32
-                    };
-                    let hi = if last == k {
-                        f32::INFINITY
-                    } else {
-                        last as f32
-                    };
-                    (lo, hi)
-                }
-                _ => (f32::INFINITY, f32::NEG_INFINITY),
-            }
+                binarizes_positive(batch_norm(v, mean[c], var[c], gamma[c], beta[c], epsilon))
+            })
         })
         .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    /// The range by testing every integer, checking that the positive set is one range.
+    fn scanned(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {
+        let ones: Vec<i64> = (-k..=k).filter(|&y| positive(y)).collect();
+        match (ones.first(), ones.last()) {
+            (Some(&first), Some(&last)) => {
+                assert_eq!(ones.len() as i64, last - first + 1, "not one range");
+                let lo = if first == -k {
+                    f32::NEG_INFINITY
+                } else {
+                    first as f32
+                };
+                let hi = if last == k { f32::INFINITY } else { last as f32 };
+                (lo, hi)
+            }
+            _ => (f32::INFINITY, f32::NEG_INFINITY),
+        }
+    }
+
+    /// Bisection finds the range that scanning every integer finds, for batch norms of every
+    /// kind: either sign of γ, γ = 0, zero and huge variances, NaN parameters, switch points
+    /// inside, at and past the ends.
+    #[test]
+    fn bisection_equals_a_scan_of_every_integer() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let pick = |rng: &mut StdRng, special: [f32; 4], lo: f32, hi: f32| {
+            if rng.random_bool(0.2) {
+                special[rng.random_range(0..4)]
+            } else {
+                rng.random_range(lo..hi)
+            }
+        };
+        for _ in 0..400 {
+            let k: i64 = rng.random_range(1..300);
+            let kf = k as f32;
+            let mean = pick(&mut rng, [0.0, kf, -kf, f32::NAN], -1.5 * kf, 1.5 * kf);
+            let var = pick(&mut rng, [0.0, 1e30, f32::INFINITY, f32::NAN], 0.0, 50.0);
+            let gamma = pick(&mut rng, [0.0, -0.0, 1e-30, f32::NAN], -2.0, 2.0);
+            let beta = pick(&mut rng, [0.0, -0.0, 5.0, f32::NAN], -2.0, 2.0);
+            let bias = pick(&mut rng, [0.0, 0.5, -0.5, 1e9], -3.0, 3.0);
+            let epsilon = if rng.random_bool(0.2) { 0.0 } else { 1e-4 };
+            let positive = |y: i64| {
+                binarizes_positive(batch_norm(
+                    y as f32 + bias,
+                    mean,
+                    var,
+                    gamma,
+                    beta,
+                    epsilon,
+                ))
+            };
+            assert_eq!(
+                positive_range(k, positive),
+                scanned(k, positive),
+                "k {k}, mean {mean}, var {var}, γ {gamma}, β {beta}, bias {bias}, ε {epsilon}"
+            );
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::binary_conv2d::symmetric_padding;
 use crate::{QnnBackend, ops::ConvGeometry, quant};
 
 /// Half the code range: `x = p/127.5 − 1`.
-const HALF_RANGE: f32 = 127.5;
+pub(crate) const HALF_RANGE: f32 = 127.5;
 
 /// The 8-bit codes `round((x + 1)·127.5)`, clamped to `[0, 255]`, of inputs in `[−1, 1]`.
 pub fn pixel_codes<B: QnnBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {

@@ -48,7 +48,7 @@ pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
 pub use bit_plane::{
     BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
 };
-pub(crate) use bit_plane::{inside_sums, scaled_output};
+pub(crate) use bit_plane::{HALF_RANGE, inside_sums, scaled_output};
 pub use latent::{clip_latent_weights, glorot_lr_scale};
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};

@@ -1,7 +1,7 @@
 //! The modules of `burn_qnn::nn`, the paper's networks and their packed inference form.
 
 use burn::{
-    module::{AutodiffModule, Module},
+    module::{AutodiffModule, Module, Param, RunningState},
     nn::{BatchNormConfig, PaddingConfig2d},
     optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Int, Tensor, TensorData, backend::Backend},
@@ -248,6 +248,79 @@ pub fn packed_inference<B: QnnAutodiffBackend>(device: &B::Device) {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["net.bin"], "only the finished file is left");
+
+        // Statistics and scales anywhere, γ of both signs: thresholds inside the products'
+        // range, and channels whose sign falls as their product rises (pooled by OR).
+        let scrambled = scramble_norms(net, 7);
+        let packed = PackedNet::from_net(&scrambled).unwrap();
+        for n in [1, 4] {
+            let x = images::<B::InnerBackend>(n, config.in_channels, config.image_size, device);
+            let expected = values(scrambled.forward(x.clone()));
+            assert_exact(
+                "packed net, scrambled batch norms",
+                &expected,
+                &values(packed.forward(x)),
+                &expected,
+            );
+        }
+        assert_eq!(
+            packed.runs_on_cpu_kernels(),
+            <B::InnerBackend as QnnBackend>::qnn_computes_on_host(),
+            "the CPU-kernel path takes the paper's layouts"
+        );
+    }
+}
+
+/// The network with random batch norm statistics and scales (γ of either sign) of the size of
+/// each layer's products.
+pub fn scramble_norms<B: QnnBackend>(mut net: Net<B>, seed: u64) -> Net<B> {
+    let config = net.config.clone();
+    let conv_fan_in = (0..config.conv_channels.len()).map(|i| match i {
+        0 => config.in_channels * 9,
+        i => config.conv_channels[i - 1] * 9,
+    });
+    let mut dense_fan_in = vec![config.flat_features()];
+    dense_fan_in.extend(config.hidden_units.iter().copied());
+    let norms = net.conv_norms.iter_mut().chain(net.dense_norms.iter_mut());
+    let fan_ins = conv_fan_in.chain(dense_fan_in);
+    for (i, (norm, fan_in)) in norms.zip(fan_ins).enumerate() {
+        let seed = seed + 10 * i as u64;
+        let scale = (fan_in as f32).sqrt();
+        let c = norm.gamma.dims()[0];
+        let device = norm.gamma.device();
+        let flips = uniform(c, -1.0, 1.0, seed);
+        let gamma: Vec<f32> = uniform(c, 0.2, 2.0, seed + 1)
+            .iter()
+            .zip(&flips)
+            .map(|(g, f)| g * f.signum())
+            .collect();
+        let vector = |v: Vec<f32>| tensor::<B, 1>(v, [c], &device);
+        norm.gamma = Param::from_tensor(vector(gamma));
+        norm.beta = Param::from_tensor(vector(uniform(c, -1.0, 1.0, seed + 2)));
+        norm.running_mean = RunningState::new(vector(uniform(c, -scale, scale, seed + 3)));
+        let var = uniform(c, 0.25 * scale * scale, 4.0 * scale * scale, seed + 4);
+        norm.running_var = RunningState::new(vector(var));
+    }
+    net
+}
+
+/// On NdArray (f32), the packed paper networks run on the CPU kernels with bit activations.
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_packed_nets_run_on_cpu_kernels() {
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    for config in [
+        NetConfig::cifar10().with_width(1.0 / 32.0),
+        NetConfig::svhn().with_width(0.3),
+        NetConfig::mnist_mlp().with_width(1.0 / 64.0),
+    ] {
+        let net = scramble_norms(config.init::<B>(&device), 3);
+        let packed = PackedNet::from_net(&net).unwrap();
+        assert!(packed.runs_on_cpu_kernels(), "{config:?}");
+        let x = images::<B>(2, config.in_channels, config.image_size, &device);
+        let expected = values(net.forward(x.clone()));
+        assert_exact("packed", &expected, &values(packed.forward(x)), &expected);
     }
 }
 

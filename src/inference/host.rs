@@ -1,0 +1,619 @@
+//! A [`PackedNet`](super::PackedNet) run on the CPU kernels of [`crate::kernels`] directly,
+//! with the activations kept as packed bits from layer to layer.
+//!
+//! Every layer that feeds a binary layer ends in a sign, so its batch norm and sign fold into
+//! integer ranges on its products ([`super::thresholds`]) and it writes bits:
+//! - the bit-plane first convolution computes its integer products of 8-bit codes and weight
+//!   signs in `i16` lanes and compares them with ranges per channel and per count of image
+//!   taps under the kernel (padding changes the layer's correction term at the borders);
+//! - binary convolutions use the kernel's sign epilogue
+//!   ([`binary_conv2d_signs`](crate::kernels::conv::binary_conv2d_signs)), and pool after it
+//!   ([`PackedActivations::sign_of_max_pool2x2`]);
+//! - fully connected layers use [`xnor_gemm`](crate::kernels::xnor::xnor_gemm) and compare.
+//!
+//! The values equal those of the tensor path op for op: the integer products are exact, and the
+//! float steps (bias, batch norm) are the same f32 operations in the same order.
+
+use rayon::prelude::*;
+
+use super::{
+    record::{OutputRecord, PackedLayerRecord, PackedNetRecord},
+    thresholds::{self, batch_norm, binarizes_positive},
+};
+use crate::{
+    kernels::{
+        conv::{
+            self as kernel, ConvInput, PackedActivations, PackedConvWeights, PadMode,
+            SignThresholds,
+        },
+        words_per_row, xnor,
+    },
+    models::NetConfig,
+    nn::HALF_RANGE,
+    ops::{Encoding, HostPacked},
+    quant::Bits,
+};
+
+/// The largest 8-bit code.
+const MAX_CODE: i64 = 255;
+
+/// A packed network on the CPU kernels, built from a checked [`PackedNetRecord`].
+#[derive(Debug)]
+pub(super) struct HostNet {
+    /// `[C, H, W]` of the input images.
+    image: [usize; 3],
+    first: FirstLayer,
+    convs: Vec<BinaryConv>,
+    dense: Vec<Dense>,
+}
+
+/// The layer on the 8-bit input codes.
+#[derive(Debug)]
+enum FirstLayer {
+    Conv(FirstConv),
+    Dense(FirstDense),
+}
+
+/// The bit-plane first convolution (3 × 3, stride 1, padding 1 in the paper's networks; any
+/// geometry here), followed by batch norm and sign.
+#[derive(Debug)]
+struct FirstConv {
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    padding: [usize; 2],
+    input: [usize; 2],
+    output: [usize; 2],
+    /// The weight signs `[tap][out channel]`, tap `(c·k_h + i)·k_w + j`.
+    signs: Vec<i16>,
+    /// Per output pixel and channel, `[(y·W_out + x)·C_out + o]`: the products that give `+1`.
+    lo: Vec<i32>,
+    hi: Vec<i32>,
+}
+
+/// The bit-plane first fully connected layer of a network without convolutions.
+#[derive(Debug)]
+struct FirstDense {
+    /// Signs `[d_out, d_in]`.
+    weights: HostPacked,
+    /// Per output, the sum of its weight signs (the correction of the 8-bit codes' offset).
+    sums: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    norm: Norm,
+    /// Whether the layer gives the scores (no sign after it).
+    last: bool,
+}
+
+/// A binary convolution with its sign epilogue, and 2 × 2 pooling if the layer pools.
+#[derive(Debug)]
+struct BinaryConv {
+    weights: PackedConvWeights,
+    padding: [usize; 2],
+    thresholds: SignThresholds,
+    /// The channels whose sign falls as the product rises (bit per channel), if the layer pools.
+    pool: Option<Vec<u64>>,
+}
+
+/// A binary fully connected layer.
+#[derive(Debug)]
+struct Dense {
+    /// Rows of weight signs `[d_out, words_per_row(k_bits)]`, in the order of the input bits.
+    weights: Vec<u64>,
+    /// Input bits a row, padding included.
+    k_bits: usize,
+    /// Real inputs (padding bits are 0 in both operands and add `+1` each to the dot product).
+    d_in: usize,
+    d_out: usize,
+    bias: Option<Vec<f32>>,
+    output: DenseOutput,
+}
+
+#[derive(Debug)]
+enum DenseOutput {
+    /// Sign bits: `+1` where `lo ≤ y ≤ hi`.
+    Signs { lo: Vec<f32>, hi: Vec<f32> },
+    /// The scores: batch norm of `y`.
+    Scores(Norm),
+}
+
+/// Burn's batch norm in evaluation mode, per channel.
+#[derive(Debug)]
+struct Norm {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    epsilon: f64,
+}
+
+impl Norm {
+    fn from_record(record: &OutputRecord) -> Option<Norm> {
+        match record {
+            OutputRecord::Norm {
+                mean,
+                var,
+                gamma,
+                beta,
+                epsilon,
+            } => Some(Norm {
+                mean: mean.clone(),
+                var: var.clone(),
+                gamma: gamma.clone(),
+                beta: beta.clone(),
+                epsilon: *epsilon,
+            }),
+            OutputRecord::Threshold { .. } => None,
+        }
+    }
+
+    fn apply(&self, channel: usize, v: f32) -> f32 {
+        let c = channel;
+        batch_norm(
+            v,
+            self.mean[c],
+            self.var[c],
+            self.gamma[c],
+            self.beta[c],
+            self.epsilon,
+        )
+    }
+}
+
+/// The little-endian words of packed bytes.
+fn words_of(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8 bytes")))
+        .collect()
+}
+
+impl HostNet {
+    /// The network of a record already checked by [`super::PackedNet::from_record`], or `None`
+    /// for a layout this path does not run (thresholds that are not one half-line, say).
+    pub(super) fn new(record: &PackedNetRecord) -> Option<HostNet> {
+        let config = &record.config;
+        let image = [config.in_channels, config.image_size, config.image_size];
+        let mut size = [config.image_size, config.image_size];
+        let mut channels = config.in_channels;
+        let mut convs = Vec::new();
+        let mut first = None;
+        for (i, layer) in record.convs.iter().enumerate() {
+            let geometry = super::conv_geometry(config, i);
+            let [c_in, c_out] = geometry.channels;
+            if geometry.stride != [1, 1] || geometry.dilation != [1, 1] || c_in != channels {
+                return None;
+            }
+            let output = geometry.output_size(size);
+            if i == 0 {
+                first = Some(FirstLayer::Conv(FirstConv::new(
+                    layer, c_in, c_out, &geometry, size, output,
+                )?));
+            } else {
+                let words = words_of(&layer.weights);
+                let weights =
+                    PackedConvWeights::from_tap_rows(&words, c_out, c_in, geometry.kernel);
+                let thresholds = sign_thresholds(&layer.output)?;
+                let pool = NetConfig::pools_after(i).then(|| falling_mask(&thresholds));
+                convs.push(BinaryConv {
+                    weights,
+                    padding: geometry.padding,
+                    thresholds,
+                    pool,
+                });
+            }
+            size = output;
+            if NetConfig::pools_after(i) {
+                size = [size[0] / 2, size[1] / 2];
+            }
+            channels = c_out;
+        }
+        let mut dense = Vec::new();
+        let last = record.dense.len().checked_sub(1)?;
+        for (i, layer) in record.dense.iter().enumerate() {
+            let (d_in, d_out) = super::dense_shape(config, i);
+            let bias = layer.bias.clone();
+            if i == 0 && record.convs.is_empty() {
+                let weights =
+                    HostPacked::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs)
+                        .ok()?;
+                let sums = column_sums(&weights, d_out, d_in);
+                first = Some(FirstLayer::Dense(FirstDense {
+                    weights,
+                    sums,
+                    bias,
+                    norm: Norm::from_record(&layer.output)?,
+                    last: i == last,
+                }));
+                continue;
+            }
+            let rows = words_of(&layer.weights);
+            let (weights, k_bits) = if i == 0 {
+                // After the convolutions: reorder the columns to the bits' layout.
+                let [h, w] = size;
+                if d_in != channels * h * w {
+                    return None;
+                }
+                planar_columns(&rows, d_out, channels, h, w)
+            } else {
+                (rows, d_in)
+            };
+            let output = match &layer.output {
+                OutputRecord::Threshold { lo, hi } if i != last => DenseOutput::Signs {
+                    lo: lo.clone(),
+                    hi: hi.clone(),
+                },
+                norm @ OutputRecord::Norm { .. } if i == last => {
+                    DenseOutput::Scores(Norm::from_record(norm)?)
+                }
+                _ => return None,
+            };
+            dense.push(Dense {
+                weights,
+                k_bits,
+                d_in,
+                d_out,
+                bias,
+                output,
+            });
+        }
+        Some(HostNet {
+            image,
+            first: first?,
+            convs,
+            dense,
+        })
+    }
+
+    /// Class scores `[n, classes]` of `n` images (NCHW values in `[−1, 1]`), or `None` where
+    /// the input is not `n` images of the network's size or holds a value that is not finite
+    /// (the tensor path then gives the answer, NaN included).
+    pub(super) fn forward(&self, images: &[f32], n: usize) -> Option<Vec<f32>> {
+        let [c, h, w] = self.image;
+        if images.len() != n * c * h * w || images.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let codes: Vec<i16> = images.iter().map(|&x| pixel_code(x)).collect();
+        let mut bits: Vec<u64>;
+        match &self.first {
+            FirstLayer::Conv(first) => {
+                let mut acts = first.forward(&codes, n);
+                for layer in &self.convs {
+                    acts = layer.forward(&acts);
+                }
+                bits = acts.words().to_vec();
+            }
+            FirstLayer::Dense(first) => match first.forward(&codes, n) {
+                Ok(scores) => return Some(scores),
+                Err(signs) => bits = signs,
+            },
+        }
+        for layer in &self.dense {
+            match layer.forward(&bits, n) {
+                Ok(scores) => return Some(scores),
+                Err(signs) => bits = signs,
+            }
+        }
+        None
+    }
+}
+
+/// `round((x + 1)·127.5)` clamped to `[0, 255]`, as [`crate::nn::pixel_codes`] computes it.
+fn pixel_code(x: f32) -> i16 {
+    ((x + 1.0) * HALF_RANGE).round_ties_even().clamp(0.0, 255.0) as i16
+}
+
+/// The kernel's sign thresholds for a layer's ranges, if each is a half-line (or empty, or all).
+fn sign_thresholds(output: &OutputRecord) -> Option<SignThresholds> {
+    let OutputRecord::Threshold { lo, hi } = output else {
+        return None;
+    };
+    let (threshold, negate) = lo
+        .iter()
+        .zip(hi)
+        .map(|(&lo, &hi)| match (lo, hi) {
+            // Empty: `dot ≥ +∞` never holds.
+            (f32::INFINITY, f32::NEG_INFINITY) => Some((f32::INFINITY, false)),
+            (lo, f32::INFINITY) => Some((lo, false)),
+            (f32::NEG_INFINITY, hi) => Some((hi, true)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    Some(SignThresholds { threshold, negate })
+}
+
+/// One bit per channel whose sign falls as the product rises.
+fn falling_mask(thresholds: &SignThresholds) -> Vec<u64> {
+    let mut mask = vec![0u64; words_per_row(thresholds.negate.len())];
+    for (c, _) in thresholds.negate.iter().enumerate().filter(|(_, n)| **n) {
+        mask[c / 64] |= 1 << (c % 64);
+    }
+    mask
+}
+
+/// Per row of `[rows, k]` signs, their sum.
+fn column_sums(weights: &HostPacked, rows: usize, k: usize) -> Vec<f32> {
+    let values = weights.unpack();
+    (0..rows)
+        .map(|r| values[r * k..][..k].iter().sum())
+        .collect()
+}
+
+/// Rows of `d_out` weight signs over NCHW-flattened inputs `c·h·w` (`c·h·w` bits a row),
+/// rearranged to the order of [`PackedActivations`] words of one image: row `y`, channel word
+/// `wd`, column `x`, bit `t` for channel `64·wd + t`. Returns the rows and their bits a row.
+fn planar_columns(rows: &[u64], d_out: usize, c: usize, h: usize, w: usize) -> (Vec<u64>, usize) {
+    let (cw, row_words) = (words_per_row(c), words_per_row(c * h * w));
+    let planar_words = h * cw * w;
+    let mut out = vec![0u64; d_out * planar_words];
+    for (src, dst) in rows
+        .chunks_exact(row_words)
+        .zip(out.chunks_exact_mut(planar_words))
+    {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let j = (ch * h + y) * w + x;
+                    let bit = (src[j / 64] >> (j % 64)) & 1;
+                    dst[(y * cw + ch / 64) * w + x] |= bit << (ch % 64);
+                }
+            }
+        }
+    }
+    (out, planar_words * 64)
+}
+
+impl FirstConv {
+    fn new(
+        layer: &PackedLayerRecord,
+        c_in: usize,
+        c_out: usize,
+        geometry: &crate::ops::ConvGeometry,
+        input: [usize; 2],
+        output: [usize; 2],
+    ) -> Option<FirstConv> {
+        let [kh, kw] = geometry.kernel;
+        let taps = kh * kw;
+        let cw = words_per_row(c_in);
+        let words = words_of(&layer.weights);
+        // `[o, i, j, c]` rows of `cw` words, bit 1 for −1.
+        let negative = |o: usize, t: usize, ch: usize| (words[(o * taps + t) * cw + ch / 64] >> (ch % 64)) & 1 == 1;
+        let mut signs = vec![0i16; c_in * taps * c_out];
+        for o in 0..c_out {
+            for ch in 0..c_in {
+                for t in 0..taps {
+                    signs[(ch * taps + t) * c_out + o] = if negative(o, t, ch) { -1 } else { 1 };
+                }
+            }
+        }
+        let norm = Norm::from_record(&layer.output)?;
+        let bias = layer.bias.as_deref();
+        // The products must fit the `i16` lanes.
+        let k = MAX_CODE * (c_in * taps) as i64;
+        if k > i64::from(i16::MAX) {
+            return None;
+        }
+        // The ranges depend on the channel and on `M`, the sum of the signs of the taps inside
+        // the image: one search per pair that occurs.
+        let tap_sum = |o: usize, t: usize| -> i64 {
+            (0..c_in).map(|ch| i64::from(signs[(ch * taps + t) * c_out + o])).sum()
+        };
+        let mut memo = std::collections::HashMap::new();
+        let [oh, ow] = output;
+        let (mut lo, mut hi) = (vec![0i32; oh * ow * c_out], vec![0i32; oh * ow * c_out]);
+        for y in 0..oh {
+            for x in 0..ow {
+                for o in 0..c_out {
+                    let mut m = 0i64;
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let (yy, xx) = ((y + i) as isize - geometry.padding[0] as isize, (x + j) as isize - geometry.padding[1] as isize);
+                            if (0..input[0] as isize).contains(&yy) && (0..input[1] as isize).contains(&xx) {
+                                m += tap_sum(o, i * kw + j);
+                            }
+                        }
+                    }
+                    let (l, h) = *memo.entry((o, m)).or_insert_with(|| {
+                        let shift = m as f32 * HALF_RANGE;
+                        thresholds::positive_range(k, |p| {
+                            let mut v = (p as f32 - shift) / HALF_RANGE;
+                            if let Some(b) = bias {
+                                v += b[o];
+                            }
+                            binarizes_positive(norm.apply(o, v))
+                        })
+                    });
+                    let at = (y * ow + x) * c_out + o;
+                    lo[at] = saturate(l);
+                    hi[at] = saturate(h);
+                }
+            }
+        }
+        Some(FirstConv {
+            in_channels: c_in,
+            out_channels: c_out,
+            kernel: geometry.kernel,
+            padding: geometry.padding,
+            input,
+            output,
+            signs,
+            lo,
+            hi,
+        })
+    }
+
+    /// Packed signs `[n, C_out, H_out, W_out]` from codes `[n, C_in, H, W]`.
+    fn forward(&self, codes: &[i16], n: usize) -> PackedActivations {
+        let [oh, ow] = self.output;
+        let (c, o) = (self.in_channels, self.out_channels);
+        let [kh, kw] = self.kernel;
+        let [h, w] = self.input;
+        let cw = words_per_row(o);
+        let mut words = vec![0u64; n * oh * cw * ow];
+        words
+            .par_chunks_mut(cw * ow)
+            .enumerate()
+            .for_each_init(
+                || (vec![0i16; c * kh * kw], vec![0i16; o]),
+                |(gathered, dots), (row, dst)| {
+                    let (image, y) = (row / oh, row % oh);
+                    let image_codes = &codes[image * c * h * w..][..c * h * w];
+                    for x in 0..ow {
+                        self.gather(image_codes, [h, w], [y, x], gathered);
+                        dot_products(gathered, &self.signs, dots);
+                        let lo = &self.lo[(y * ow + x) * o..][..o];
+                        let hi = &self.hi[(y * ow + x) * o..][..o];
+                        for (wd, chunk) in dots.chunks(64).enumerate() {
+                            let mut word = 0u64;
+                            for (t, &p) in chunk.iter().enumerate() {
+                                let at = wd * 64 + t;
+                                let positive = i32::from(p) >= lo[at] && i32::from(p) <= hi[at];
+                                word |= u64::from(!positive) << t;
+                            }
+                            dst[wd * ow + x] = word;
+                        }
+                    }
+                },
+            );
+        PackedActivations::from_words(words, n, o, oh, ow)
+    }
+
+    /// The codes under the kernel at output pixel `[y, x]`, 0 outside the image, in tap order.
+    fn gather(&self, codes: &[i16], [h, w]: [usize; 2], [y, x]: [usize; 2], out: &mut [i16]) {
+        let [kh, kw] = self.kernel;
+        let mut at = 0;
+        for ch in 0..self.in_channels {
+            for i in 0..kh {
+                let yy = (y + i).wrapping_sub(self.padding[0]);
+                for j in 0..kw {
+                    let xx = (x + j).wrapping_sub(self.padding[1]);
+                    out[at] = if yy < h && xx < w { codes[(ch * h + yy) * w + xx] } else { 0 };
+                    at += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `dots[o] = Σ_t codes[t]·signs[t·O + o]`, exact in `i16` (at most 255 a tap).
+fn dot_products(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        unsafe { dot_products_avx2(codes, signs, dots) };
+        return;
+    }
+    dot_products_portable(codes, signs, dots)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_products_avx2(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
+    dot_products_portable(codes, signs, dots)
+}
+
+#[inline(always)]
+fn dot_products_portable(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
+    let o = dots.len();
+    dots.fill(0);
+    for (&code, row) in codes.iter().zip(signs.chunks_exact(o)) {
+        for (d, &s) in dots.iter_mut().zip(row) {
+            *d = d.wrapping_add(code.wrapping_mul(s));
+        }
+    }
+}
+
+/// An `f32` range end as `i32` (±∞ to the extremes; the products never reach them).
+fn saturate(v: f32) -> i32 {
+    v.clamp(i32::MIN as f32, i32::MAX as f32) as i32
+}
+
+impl BinaryConv {
+    fn forward(&self, input: &PackedActivations) -> PackedActivations {
+        let [n, c, h, w] = input.shape();
+        let geometry = kernel::ConvGeometry {
+            batch: n,
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels: self.weights.out_channels(),
+            kernel: self.weights.kernel(),
+            stride: [1, 1],
+            padding: self.padding,
+            dilation: [1, 1],
+        };
+        let signs = kernel::binary_conv2d_signs(
+            ConvInput::Packed(input),
+            &self.weights,
+            &geometry,
+            PadMode::Zero,
+            &self.thresholds,
+        );
+        match &self.pool {
+            Some(falling) => signs.sign_of_max_pool2x2(falling),
+            None => signs,
+        }
+    }
+}
+
+impl FirstDense {
+    /// The scores (`Ok`) if this is the last layer, else the sign bits (`Err`).
+    fn forward(&self, codes: &[i16], n: usize) -> Result<Vec<f32>, Vec<u64>> {
+        let d_in = self.weights.shape()[1];
+        let d_out = self.sums.len();
+        let values: Vec<f32> = codes.iter().map(|&c| f32::from(c)).collect();
+        let codes = HostPacked::pack(&values, &[n, d_in], Encoding::Codes(Bits::EIGHT));
+        let (products, _) = codes.matmul_transposed(&self.weights);
+        let value = |i: usize| {
+            let o = i % d_out;
+            let mut v = (products[i] - self.sums[o] * HALF_RANGE) / HALF_RANGE;
+            if let Some(b) = &self.bias {
+                v += b[o];
+            }
+            self.norm.apply(o, v)
+        };
+        if self.last {
+            return Ok((0..n * d_out).map(value).collect());
+        }
+        Err(sign_rows(n, d_out, |i| binarizes_positive(value(i))))
+    }
+}
+
+/// Rows of packed signs `[n, words_per_row(d)]` where `positive(row·d + j)` gives `+1`.
+fn sign_rows(n: usize, d: usize, positive: impl Fn(usize) -> bool) -> Vec<u64> {
+    let row_words = words_per_row(d);
+    let mut bits = vec![0u64; n * row_words];
+    for r in 0..n {
+        for j in 0..d {
+            bits[r * row_words + j / 64] |= u64::from(!positive(r * d + j)) << (j % 64);
+        }
+    }
+    bits
+}
+
+impl Dense {
+    /// The scores (`Ok`) if this is the last layer, else the sign bits (`Err`).
+    fn forward(&self, input: &[u64], n: usize) -> Result<Vec<f32>, Vec<u64>> {
+        let mut y = vec![0f32; n * self.d_out];
+        xnor::xnor_gemm(input, &self.weights, n, self.d_out, self.k_bits, &mut y);
+        let padding = (self.k_bits - self.d_in) as f32;
+        for (i, v) in y.iter_mut().enumerate() {
+            *v -= padding;
+            if let Some(b) = &self.bias {
+                *v += b[i % self.d_out];
+            }
+        }
+        match &self.output {
+            DenseOutput::Scores(norm) => Ok(y
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| norm.apply(i % self.d_out, v))
+                .collect()),
+            DenseOutput::Signs { lo, hi } => Err(sign_rows(n, self.d_out, |i| {
+                let o = i % self.d_out;
+                y[i] >= lo[o] && y[i] <= hi[o]
+            })),
+        }
+    }
+}
