@@ -175,6 +175,17 @@ pub trait QnnBackend: Backend {
         false
     }
 
+    /// Runs `f` on the values of `x` where [`QnnBackend::qnn_computes_on_host`] holds (without a
+    /// copy when they are contiguous), for code that calls [`crate::kernels`] directly; `None`
+    /// elsewhere (the default).
+    fn qnn_with_host_values<const D: usize, R>(
+        x: Tensor<Self, D>,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        let _ = (x, f);
+        None
+    }
+
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the
     /// straight-through gradients while keeping only packed bits for the backward pass.
     fn qnn_binary_conv2d(

@@ -29,6 +29,13 @@ where
         E::dtype() == burn::tensor::DType::F32
     }
 
+    fn qnn_with_host_values<const D: usize, R>(
+        x: Tensor<Self, D>,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        Self::qnn_computes_on_host().then(|| with_f32(x, |values, _| f(values)))
+    }
+
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
         with_f32(x, |values, shape| HostPacked::pack(values, shape, encoding))
     }

@@ -363,14 +363,10 @@ impl<B: QnnBackend> PackedNet<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         if let Some(host) = &self.host {
             let [n, ..] = images.dims();
-            let values = images.to_data().convert::<f32>();
-            let values = values.as_slice::<f32>().expect("f32 values");
-            if let Some(scores) = host.forward(values, n) {
+            let scores = B::qnn_with_host_values(images.clone(), |values| host.forward(values, n));
+            if let Some(scores) = scores.flatten() {
                 let classes = self.record.config.classes;
-                return Tensor::from_data(
-                    TensorData::new(scores, [n, classes]),
-                    &images.device(),
-                );
+                return Tensor::from_data(TensorData::new(scores, [n, classes]), &images.device());
             }
         }
         let mut x = images;

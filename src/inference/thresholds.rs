@@ -9,7 +9,7 @@ pub(super) fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, eps
 
 /// Whether a value binarizes to `+1`: `v ≥ 0`, or NaN (the crate's sign).
 pub(super) fn binarizes_positive(v: f32) -> bool {
-    !(v < 0.0)
+    v >= 0.0 || v.is_nan()
 }
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
@@ -88,7 +88,11 @@ mod tests {
                 } else {
                     first as f32
                 };
-                let hi = if last == k { f32::INFINITY } else { last as f32 };
+                let hi = if last == k {
+                    f32::INFINITY
+                } else {
+                    last as f32
+                };
                 (lo, hi)
             }
             _ => (f32::INFINITY, f32::NEG_INFINITY),
@@ -118,14 +122,7 @@ mod tests {
             let bias = pick(&mut rng, [0.0, 0.5, -0.5, 1e9], -3.0, 3.0);
             let epsilon = if rng.random_bool(0.2) { 0.0 } else { 1e-4 };
             let positive = |y: i64| {
-                binarizes_positive(batch_norm(
-                    y as f32 + bias,
-                    mean,
-                    var,
-                    gamma,
-                    beta,
-                    epsilon,
-                ))
+                binarizes_positive(batch_norm(y as f32 + bias, mean, var, gamma, beta, epsilon))
             };
             assert_eq!(
                 positive_range(k, positive),

@@ -701,7 +701,7 @@ impl PackedActivations {
             batch * height * cw * width,
             "PackedActivations::from_words: word count"
         );
-        if channels % 64 != 0 && width > 0 {
+        if !channels.is_multiple_of(64) && width > 0 {
             let padding = !0u64 << (channels % 64);
             let last_word = |row: &[u64]| row[(cw - 1) * width..].iter().all(|w| w & padding == 0);
             assert!(

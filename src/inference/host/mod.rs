@@ -14,11 +14,13 @@
 //! The values equal those of the tensor path op for op: the integer products are exact, and the
 //! float steps (bias, batch norm) are the same f32 operations in the same order.
 
-use rayon::prelude::*;
+mod first_conv;
+
+use first_conv::FirstConv;
 
 use super::{
-    record::{OutputRecord, PackedLayerRecord, PackedNetRecord},
-    thresholds::{self, batch_norm, binarizes_positive},
+    record::{OutputRecord, PackedNetRecord},
+    thresholds::{batch_norm, binarizes_positive},
 };
 use crate::{
     kernels::{
@@ -33,9 +35,6 @@ use crate::{
     ops::{Encoding, HostPacked},
     quant::Bits,
 };
-
-/// The largest 8-bit code.
-const MAX_CODE: i64 = 255;
 
 /// A packed network on the CPU kernels, built from a checked [`PackedNetRecord`].
 #[derive(Debug)]
@@ -52,23 +51,6 @@ pub(super) struct HostNet {
 enum FirstLayer {
     Conv(FirstConv),
     Dense(FirstDense),
-}
-
-/// The bit-plane first convolution (3 × 3, stride 1, padding 1 in the paper's networks; any
-/// geometry here), followed by batch norm and sign.
-#[derive(Debug)]
-struct FirstConv {
-    in_channels: usize,
-    out_channels: usize,
-    kernel: [usize; 2],
-    padding: [usize; 2],
-    input: [usize; 2],
-    output: [usize; 2],
-    /// The weight signs `[tap][out channel]`, tap `(c·k_h + i)·k_w + j`.
-    signs: Vec<i16>,
-    /// Per output pixel and channel, `[(y·W_out + x)·C_out + o]`: the products that give `+1`.
-    lo: Vec<i32>,
-    hi: Vec<i32>,
 }
 
 /// The bit-plane first fully connected layer of a network without convolutions.
@@ -185,9 +167,7 @@ impl HostNet {
             }
             let output = geometry.output_size(size);
             if i == 0 {
-                first = Some(FirstLayer::Conv(FirstConv::new(
-                    layer, c_in, c_out, &geometry, size, output,
-                )?));
+                first = Some(FirstLayer::Conv(FirstConv::new(layer, &geometry, size)?));
             } else {
                 let words = words_of(&layer.weights);
                 let weights =
@@ -214,8 +194,7 @@ impl HostNet {
             let bias = layer.bias.clone();
             if i == 0 && record.convs.is_empty() {
                 let weights =
-                    HostPacked::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs)
-                        .ok()?;
+                    HostPacked::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs).ok()?;
                 let sums = column_sums(&weights, d_out, d_in);
                 first = Some(FirstLayer::Dense(FirstDense {
                     weights,
@@ -269,10 +248,13 @@ impl HostNet {
     /// (the tensor path then gives the answer, NaN included).
     pub(super) fn forward(&self, images: &[f32], n: usize) -> Option<Vec<f32>> {
         let [c, h, w] = self.image;
-        if images.len() != n * c * h * w || images.iter().any(|v| !v.is_finite()) {
+        if images.len() != n * c * h * w {
             return None;
         }
-        let codes: Vec<i16> = images.iter().map(|&x| pixel_code(x)).collect();
+        let codes = images
+            .iter()
+            .map(|&x| x.is_finite().then(|| pixel_code(x)))
+            .collect::<Option<Vec<i16>>>()?;
         let mut bits: Vec<u64>;
         match &self.first {
             FirstLayer::Conv(first) => {
@@ -362,171 +344,6 @@ fn planar_columns(rows: &[u64], d_out: usize, c: usize, h: usize, w: usize) -> (
         }
     }
     (out, planar_words * 64)
-}
-
-impl FirstConv {
-    fn new(
-        layer: &PackedLayerRecord,
-        c_in: usize,
-        c_out: usize,
-        geometry: &crate::ops::ConvGeometry,
-        input: [usize; 2],
-        output: [usize; 2],
-    ) -> Option<FirstConv> {
-        let [kh, kw] = geometry.kernel;
-        let taps = kh * kw;
-        let cw = words_per_row(c_in);
-        let words = words_of(&layer.weights);
-        // `[o, i, j, c]` rows of `cw` words, bit 1 for −1.
-        let negative = |o: usize, t: usize, ch: usize| (words[(o * taps + t) * cw + ch / 64] >> (ch % 64)) & 1 == 1;
-        let mut signs = vec![0i16; c_in * taps * c_out];
-        for o in 0..c_out {
-            for ch in 0..c_in {
-                for t in 0..taps {
-                    signs[(ch * taps + t) * c_out + o] = if negative(o, t, ch) { -1 } else { 1 };
-                }
-            }
-        }
-        let norm = Norm::from_record(&layer.output)?;
-        let bias = layer.bias.as_deref();
-        // The products must fit the `i16` lanes.
-        let k = MAX_CODE * (c_in * taps) as i64;
-        if k > i64::from(i16::MAX) {
-            return None;
-        }
-        // The ranges depend on the channel and on `M`, the sum of the signs of the taps inside
-        // the image: one search per pair that occurs.
-        let tap_sum = |o: usize, t: usize| -> i64 {
-            (0..c_in).map(|ch| i64::from(signs[(ch * taps + t) * c_out + o])).sum()
-        };
-        let mut memo = std::collections::HashMap::new();
-        let [oh, ow] = output;
-        let (mut lo, mut hi) = (vec![0i32; oh * ow * c_out], vec![0i32; oh * ow * c_out]);
-        for y in 0..oh {
-            for x in 0..ow {
-                for o in 0..c_out {
-                    let mut m = 0i64;
-                    for i in 0..kh {
-                        for j in 0..kw {
-                            let (yy, xx) = ((y + i) as isize - geometry.padding[0] as isize, (x + j) as isize - geometry.padding[1] as isize);
-                            if (0..input[0] as isize).contains(&yy) && (0..input[1] as isize).contains(&xx) {
-                                m += tap_sum(o, i * kw + j);
-                            }
-                        }
-                    }
-                    let (l, h) = *memo.entry((o, m)).or_insert_with(|| {
-                        let shift = m as f32 * HALF_RANGE;
-                        thresholds::positive_range(k, |p| {
-                            let mut v = (p as f32 - shift) / HALF_RANGE;
-                            if let Some(b) = bias {
-                                v += b[o];
-                            }
-                            binarizes_positive(norm.apply(o, v))
-                        })
-                    });
-                    let at = (y * ow + x) * c_out + o;
-                    lo[at] = saturate(l);
-                    hi[at] = saturate(h);
-                }
-            }
-        }
-        Some(FirstConv {
-            in_channels: c_in,
-            out_channels: c_out,
-            kernel: geometry.kernel,
-            padding: geometry.padding,
-            input,
-            output,
-            signs,
-            lo,
-            hi,
-        })
-    }
-
-    /// Packed signs `[n, C_out, H_out, W_out]` from codes `[n, C_in, H, W]`.
-    fn forward(&self, codes: &[i16], n: usize) -> PackedActivations {
-        let [oh, ow] = self.output;
-        let (c, o) = (self.in_channels, self.out_channels);
-        let [kh, kw] = self.kernel;
-        let [h, w] = self.input;
-        let cw = words_per_row(o);
-        let mut words = vec![0u64; n * oh * cw * ow];
-        words
-            .par_chunks_mut(cw * ow)
-            .enumerate()
-            .for_each_init(
-                || (vec![0i16; c * kh * kw], vec![0i16; o]),
-                |(gathered, dots), (row, dst)| {
-                    let (image, y) = (row / oh, row % oh);
-                    let image_codes = &codes[image * c * h * w..][..c * h * w];
-                    for x in 0..ow {
-                        self.gather(image_codes, [h, w], [y, x], gathered);
-                        dot_products(gathered, &self.signs, dots);
-                        let lo = &self.lo[(y * ow + x) * o..][..o];
-                        let hi = &self.hi[(y * ow + x) * o..][..o];
-                        for (wd, chunk) in dots.chunks(64).enumerate() {
-                            let mut word = 0u64;
-                            for (t, &p) in chunk.iter().enumerate() {
-                                let at = wd * 64 + t;
-                                let positive = i32::from(p) >= lo[at] && i32::from(p) <= hi[at];
-                                word |= u64::from(!positive) << t;
-                            }
-                            dst[wd * ow + x] = word;
-                        }
-                    }
-                },
-            );
-        PackedActivations::from_words(words, n, o, oh, ow)
-    }
-
-    /// The codes under the kernel at output pixel `[y, x]`, 0 outside the image, in tap order.
-    fn gather(&self, codes: &[i16], [h, w]: [usize; 2], [y, x]: [usize; 2], out: &mut [i16]) {
-        let [kh, kw] = self.kernel;
-        let mut at = 0;
-        for ch in 0..self.in_channels {
-            for i in 0..kh {
-                let yy = (y + i).wrapping_sub(self.padding[0]);
-                for j in 0..kw {
-                    let xx = (x + j).wrapping_sub(self.padding[1]);
-                    out[at] = if yy < h && xx < w { codes[(ch * h + yy) * w + xx] } else { 0 };
-                    at += 1;
-                }
-            }
-        }
-    }
-}
-
-/// `dots[o] = Σ_t codes[t]·signs[t·O + o]`, exact in `i16` (at most 255 a tap).
-fn dot_products(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        unsafe { dot_products_avx2(codes, signs, dots) };
-        return;
-    }
-    dot_products_portable(codes, signs, dots)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_products_avx2(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
-    dot_products_portable(codes, signs, dots)
-}
-
-#[inline(always)]
-fn dot_products_portable(codes: &[i16], signs: &[i16], dots: &mut [i16]) {
-    let o = dots.len();
-    dots.fill(0);
-    for (&code, row) in codes.iter().zip(signs.chunks_exact(o)) {
-        for (d, &s) in dots.iter_mut().zip(row) {
-            *d = d.wrapping_add(code.wrapping_mul(s));
-        }
-    }
-}
-
-/// An `f32` range end as `i32` (±∞ to the extremes; the products never reach them).
-fn saturate(v: f32) -> i32 {
-    v.clamp(i32::MIN as f32, i32::MAX as f32) as i32
 }
 
 impl BinaryConv {
