@@ -68,3 +68,41 @@ fn weights_packed_on_the_cpu_run_on_the_gpu() {
     ));
     assert_eq!(float_operands, cpu);
 }
+
+/// A packed network saved on NdArray (which runs it on the CPU kernels) loads on Wgpu (which
+/// runs it on tensor ops) with the same record, the same predictions and the same scores up to
+/// the GPU's float rounding in the last batch norm.
+#[test]
+fn a_packed_network_saved_on_the_cpu_loads_on_the_gpu() {
+    use burn::backend::Autodiff;
+    use burn_qnn::{inference::PackedNet, models::NetConfig};
+
+    use crate::modules::{images, scramble_norms, trained};
+
+    let (device, gpu) = (Default::default(), Default::default());
+    let config = NetConfig::cifar10().with_width(1.0 / 16.0);
+    let net = scramble_norms(trained::<Autodiff<NdArray>>(&config, &device), 11);
+    let cpu = PackedNet::from_net(&net).unwrap();
+    assert!(cpu.runs_on_cpu_kernels());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.mpk");
+    cpu.save(&path).unwrap();
+    let gpu_net = PackedNet::<Wgpu>::load(&path, &gpu).unwrap();
+    assert_eq!(gpu_net.record(), cpu.record());
+
+    let x = images::<NdArray>(6, 3, 32, &device);
+    let x_gpu = Tensor::<Wgpu, 4>::from_data(x.to_data(), &gpu);
+    let on_cpu = values(cpu.forward(x));
+    let on_gpu = values(gpu_net.forward(x_gpu));
+    assert_eq!(on_cpu.len(), on_gpu.len());
+    for (a, b) in on_cpu.iter().zip(&on_gpu) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "cpu {a} gpu {b}");
+    }
+    let argmax = |scores: &[f32]| -> Vec<usize> {
+        scores
+            .chunks(config.classes)
+            .map(|s| (0..s.len()).max_by(|&i, &j| s[i].total_cmp(&s[j])).unwrap())
+            .collect()
+    };
+    assert_eq!(argmax(&on_cpu), argmax(&on_gpu));
+}
