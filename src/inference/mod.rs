@@ -6,6 +6,13 @@
 //! [`PackedNet::load`], or [`PackedNet::record`] with any recorder); its bytes are the same on
 //! every backend, so a file written on NdArray loads on Wgpu.
 //!
+//! On NdArray (`f32`), [`PackedNet::forward`] runs the CPU kernels of [`crate::kernels`]
+//! directly and keeps the activations as packed bits from layer to layer: the bit-plane first
+//! convolution compares its integer products with folded ranges, each binary convolution writes
+//! its signs as bits and pools them, and the fully connected layers run the XNOR-popcount GEMM
+//! ([`PackedNet::runs_on_cpu_kernels`] tells). Other backends run the same network on tensor
+//! operations. Both give the network's values exactly.
+//!
 //! ```
 //! use burn::backend::NdArray;
 //! use burn::tensor::{Distribution, Tensor};

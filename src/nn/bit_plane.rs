@@ -71,7 +71,9 @@ pub struct BitPlaneConv2dConfig {
 }
 
 /// A convolution of 8-bit images (scaled to `[−1, 1]`) with binary weights, the paper's first
-/// layer of the convolutional networks; zero padding. See the [module docs](self).
+/// layer of the convolutional networks; zero padding. It computes `x·sign(W)` as
+/// `(P − 127.5·M)/127.5`: `P` the exact integer product of the 8-bit codes ([`pixel_codes`]) and
+/// the weight signs, `M` the sum of the signs of the taps inside the input.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -152,7 +154,9 @@ pub struct BitPlaneLinearConfig {
 }
 
 /// A fully connected layer of 8-bit inputs (scaled to `[−1, 1]`) times binary weights, the
-/// first layer of the paper's MLP. See the [module docs](self).
+/// first layer of the paper's MLP. It computes `x·sign(W)` as
+/// `(P − 127.5·M)/127.5`: `P` the exact integer product of the 8-bit codes ([`pixel_codes`]) and
+/// the weight signs, `M` the sum of the signs of the taps inside the input.
 ///
 /// ```
 /// use burn::backend::NdArray;
