@@ -29,12 +29,14 @@
 
 mod error;
 mod host;
+mod quant_linear;
 mod record;
 mod thresholds;
 
 use std::{path::Path, sync::Arc};
 
 pub use error::PackedNetError;
+pub use quant_linear::PackedQuantLinear;
 pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecord};
 
 use burn::{

@@ -119,6 +119,11 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn packed_quant_linear() {
+                crate::modules::packed_quant_linear::<B>(&device());
+            }
+
+            #[test]
             fn packed_inference() {
                 crate::modules::packed_inference::<AD>(&device());
                 crate::modules::bad_packed_records::<B>(&device());

@@ -8,14 +8,14 @@ use burn::{
 };
 use burn_qnn::{
     QnnAutodiffBackend, QnnBackend,
-    inference::{PackedNet, PackedNetError},
+    inference::{PackedNet, PackedNetError, PackedQuantLinear},
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
     nn::{
         BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig,
         QuantLinearConfig, ShiftBatchNormConfig, clip_latent_weights, glorot_lr_scale,
     },
-    quant::Bits,
+    quant::{Bits, Pow2Range, Quantizer},
 };
 
 use crate::reference::{assert_exact, pow2, sign, tensor, uniform, values};
@@ -493,4 +493,75 @@ pub fn cifar10_file_sizes<B: QnnBackend>(device: &B::Device) {
         ratio >= 25.0,
         "f32 {f32_bytes} B, packed {packed_bytes} B: {ratio:.1}×"
     );
+}
+
+/// The packed form of a `QuantLinear` (codes on the bit-serial kernel) gives the layer's
+/// outputs, for every pairing of linear quantizers, sizes past a word included; power-of-two
+/// and float inputs are refused with an error.
+pub fn packed_quant_linear<B: QnnBackend>(device: &B::Device) {
+    let bits = |k| Bits::new(k).unwrap();
+    let cases = [
+        (
+            Quantizer::Signed(bits(2)),
+            Some(Quantizer::Unsigned(bits(2))),
+            70,
+            9,
+        ),
+        (
+            Quantizer::Signed(bits(3)),
+            Some(Quantizer::Unsigned(bits(1))),
+            129,
+            4,
+        ),
+        (Quantizer::Sign, Some(Quantizer::Unsigned(bits(4))), 64, 33),
+        (Quantizer::Sign, Some(Quantizer::Sign), 200, 7),
+        (
+            Quantizer::Signed(bits(8)),
+            Some(Quantizer::Signed(bits(2))),
+            31,
+            5,
+        ),
+        (
+            Quantizer::Signed(bits(1)),
+            Some(Quantizer::Unsigned(bits(8))),
+            300,
+            16,
+        ),
+    ];
+    for (i, (weights, inputs, d_in, d_out)) in cases.into_iter().enumerate() {
+        let mut layer = QuantLinearConfig::new(d_in, d_out)
+            .with_weight_quantizer(weights)
+            .with_input_quantizer(inputs)
+            .init::<B>(device);
+        layer.bias = Some(Param::from_tensor(tensor::<B, 1>(
+            uniform(d_out, -1.0, 1.0, 40 + i as u64),
+            [d_out],
+            device,
+        )));
+        let packed = PackedQuantLinear::from_layer(&layer).unwrap();
+        // Inputs past both ends of the quantizers' ranges, and exact zeros.
+        let mut x = uniform(5 * d_in, -1.3, 1.3, 50 + i as u64);
+        x[0] = 0.0;
+        x[1] = -0.0;
+        let x = tensor::<B, 2>(x, [5, d_in], device);
+        let expected = values(layer.forward(x.clone()));
+        let got = values(packed.forward(x));
+        for (e, g) in expected.iter().zip(&got) {
+            // The layer sums `d_in` quantized products in f32.
+            assert!(
+                (e - g).abs() <= 1e-5 * d_in as f32 * e.abs().max(1.0),
+                "case {i}: layer {e}, packed {g}"
+            );
+        }
+    }
+    let mut layer = QuantLinearConfig::new(4, 2).init::<B>(device);
+    layer.input_quantizer = None;
+    assert!(matches!(
+        PackedQuantLinear::from_layer(&layer),
+        Err(PackedNetError::Unsupported { .. })
+    ));
+    layer.input_quantizer = Some(Quantizer::Unsigned(Bits::TWO));
+    layer.weight_quantizer = Quantizer::Pow2(Pow2Range::new(-4, 0).unwrap());
+    let err = PackedQuantLinear::from_layer(&layer).unwrap_err();
+    assert!(err.to_string().contains("power-of-two"), "{err}");
 }
