@@ -3,7 +3,9 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 
-use super::{ImageDataset, ImageItem, ImageShape, Preprocess};
+use std::sync::Arc;
+
+use super::{ImageDataset, ImageItem, ImageShape, Preprocess, Zca};
 
 /// A batch of images and their class indices.
 #[derive(Debug, Clone)]
@@ -30,16 +32,22 @@ pub struct ImageBatch<B: Backend> {
 /// assert_eq!(batch.images.dims(), [2, 1, 2, 2]);
 /// assert_eq!(batch.targets.into_data().to_vec::<i64>().unwrap(), vec![3, 1]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageBatcher {
     shape: ImageShape,
     preprocess: Preprocess,
+    /// ZCA whitening after the preprocessing, if any.
+    whitening: Option<Arc<Zca>>,
 }
 
 impl ImageBatcher {
     /// A batcher for images of `shape`.
     pub fn new(shape: ImageShape, preprocess: Preprocess) -> Self {
-        Self { shape, preprocess }
+        Self {
+            shape,
+            preprocess,
+            whitening: None,
+        }
     }
 
     /// A batcher for `data`: its shape, scaling by its maximum value.
@@ -52,6 +60,25 @@ impl ImageBatcher {
     pub fn with_contrast_normalization(self, eps: f32) -> Self {
         Self {
             preprocess: self.preprocess.with_contrast_normalization(eps),
+            ..self
+        }
+    }
+
+    /// The same batcher with ZCA whitening after the preprocessing (fit it with [`Zca::fit`]
+    /// on the training set and the same [`Preprocess`]).
+    ///
+    /// # Panics
+    /// If the whitening is not for images of this batcher's shape.
+    pub fn with_whitening(self, zca: Arc<Zca>) -> Self {
+        assert_eq!(
+            zca.dim(),
+            self.shape.len(),
+            "ImageBatcher::with_whitening: the whitening is for vectors of {} values, the images have {}",
+            zca.dim(),
+            self.shape.len()
+        );
+        Self {
+            whitening: Some(zca),
             ..self
         }
     }
@@ -86,6 +113,9 @@ impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
             );
             self.preprocess.apply(&item.pixels, &mut values);
             targets.push(i64::from(item.label));
+        }
+        if let Some(zca) = &self.whitening {
+            zca.apply(&mut values);
         }
         ImageBatch {
             images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),

@@ -32,9 +32,11 @@ pub mod mnist;
 mod preprocess;
 mod rng;
 pub mod svhn;
+mod zca;
 
 pub use batcher::{ImageBatch, ImageBatcher};
 pub use dataset::{ImageDataset, ImageItem, ImageShape, TrainTest};
 pub use download::DownloadPolicy;
 pub use error::DataError;
 pub use preprocess::{Preprocess, global_contrast_normalize, scale_to_unit_range};
+pub use zca::{Zca, ZcaError};

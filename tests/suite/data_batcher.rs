@@ -89,3 +89,46 @@ fn works_with_burn_data_loader() {
     assert_eq!(sizes.iter().sum::<usize>(), split.test.len());
     assert_eq!(sizes[0], 50);
 }
+
+/// ZCA whitening fitted on the digits: the whitened batch of the training images has zero mean
+/// and a covariance near the identity along the directions of real variance, and the batcher
+/// applies exactly the fitted whitening after its preprocessing.
+#[test]
+fn zca_whitening_decorrelates_the_training_images() {
+    use std::sync::Arc;
+
+    use burn_qnn::data::{Zca, ZcaError};
+
+    let data = digits::load_bundled().unwrap();
+    let preprocess = Preprocess::for_dataset(&data).with_contrast_normalization(1e-8);
+    let zca = Zca::fit(&data, preprocess, 1e-6, false).unwrap();
+    let batcher = ImageBatcher::new(data.shape(), preprocess).with_whitening(Arc::new(zca.clone()));
+    let batch: ImageBatch<B> = batcher.batch(data.items().to_vec(), &Default::default());
+    let white = batch.images.into_data().to_vec::<f32>().unwrap();
+
+    let mut expected = Vec::new();
+    for item in data.items() {
+        preprocess.apply(&item.pixels, &mut expected);
+    }
+    zca.apply(&mut expected);
+    assert_eq!(white, expected, "the batcher whitens after preprocessing");
+
+    let (n, dim) = (data.len(), 64);
+    let column = |j: usize| white.chunks(dim).map(move |r| f64::from(r[j]));
+    // Pixels 8·i + 0 of the digits are nearly constant; look at central ones.
+    for a in [19, 27, 28, 36] {
+        let mean = column(a).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 1e-3, "mean {mean}");
+        for b in [19, 27, 28, 36] {
+            let cov = column(a).zip(column(b)).map(|(x, y)| x * y).sum::<f64>() / n as f64;
+            let expected = if a == b { 1.0 } else { 0.0 };
+            assert!((cov - expected).abs() < 0.05, "cov[{a}][{b}] = {cov}");
+        }
+    }
+
+    let empty = ImageDataset::new(Vec::new(), data.shape(), 10, 16);
+    assert!(matches!(
+        Zca::fit(&empty, preprocess, 0.1, false),
+        Err(ZcaError::Empty)
+    ));
+}
