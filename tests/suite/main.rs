@@ -28,6 +28,24 @@ mod data_download;
 mod data_mnist;
 mod data_support;
 mod data_svhn;
+#[cfg(feature = "train")]
+mod learner;
+#[cfg(all(feature = "train", feature = "ndarray"))]
+mod learner_ndarray {
+    use burn::backend::{Autodiff, NdArray};
+
+    #[test]
+    fn resume_restores_optimizer_and_schedule() {
+        crate::learner::resume_restores_optimizer_and_schedule::<Autodiff<NdArray>>(
+            &Default::default(),
+        );
+    }
+
+    #[test]
+    fn resume_errors() {
+        crate::learner::resume_errors::<Autodiff<NdArray>>(&Default::default());
+    }
+}
 mod modules;
 mod packed;
 mod params;
