@@ -156,8 +156,16 @@ fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args,
     Ok(args)
 }
 
-/// Runs the whole job on the backend the arguments name.
-pub fn run(
+/// Runs the whole job on the backend the arguments name; on an error, prints it and exits
+/// with status 1.
+pub fn run(args: &Args, config: NetConfig, data: TrainTest) {
+    if let Err(e) = run_backend(args, config, data) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_backend(
     args: &Args,
     config: NetConfig,
     data: TrainTest,
@@ -251,8 +259,13 @@ fn run_on<B: QnnAutodiffBackend>(
     if first_epoch > 1 {
         training = training.checkpoint(first_epoch - 1);
     }
+    let interrupter = training.interrupter();
     let start = Instant::now();
     let net = training.launch(learner).model;
+    if interrupter.should_stop() {
+        let reason = interrupter.get_message().unwrap_or_default();
+        return Err(format!("training stopped early: {reason}").into());
+    }
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
     let train_seconds = start.elapsed().as_secs_f64();
     let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);

@@ -129,13 +129,6 @@ macro_rules! backend_tests {
                 crate::modules::drop_in_training::<AD>(&device());
             }
 
-            #[cfg(feature = "train")]
-            #[test]
-            fn learner_training() {
-                crate::learner::learner_lowers_the_loss::<AD>(&device());
-                crate::learner::clipping_optimizer::<AD>(&device());
-            }
-
             #[test]
             fn backend_switch() {
                 crate::backend_switch::same_on::<B>(&device());

@@ -10,14 +10,17 @@ use burn::{
     module::{AutodiffModule, Module, ModuleVisitor, Param},
     optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor},
     record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder},
-    tensor::{Int, Tensor, backend::Backend},
+    tensor::{
+        Int, Tensor,
+        backend::{AutodiffBackend, Backend},
+    },
 };
 use burn_qnn::{
     QnnAutodiffBackend, QnnBackend,
     data::{ImageBatcher, ImageDataset, ImageItem, ImageShape},
     learner::{
-        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics,
-        EpochSummaryRenderer, decay_over_run, last_checkpoint, restore_checkpoint,
+        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
+        decay_over_run, last_checkpoint, restore_checkpoint,
     },
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
@@ -123,30 +126,38 @@ fn new_learner<B: QnnAutodiffBackend>(
 pub fn learner_lowers_the_loss<B: QnnAutodiffBackend>(device: &B::Device) {
     let dir = tempfile::tempdir().unwrap();
     let (train, valid) = (two_halves(48), two_halves(16));
-    let epochs = 4;
+    let epochs = 8;
     B::seed(device, 3);
     let learner = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, 6);
     let (net, history) = launch(learner, dir.path(), &train, &valid, epochs, None);
 
     let epochs_seen: Vec<usize> = history.iter().map(|e| e.epoch).collect();
-    assert_eq!(epochs_seen, [1, 2, 3, 4]);
+    assert_eq!(epochs_seen, (1..=epochs).collect::<Vec<_>>());
     let loss = |e: &EpochMetrics| e.train["Loss"];
-    let (first, last) = (loss(&history[0]), loss(&history[3]));
+    let (first, last) = (loss(&history[0]), loss(&history[epochs - 1]));
     assert!(
         last < 0.8 * first,
         "the training loss went from {first} to {last}"
     );
     for e in &history {
         for key in ["Loss", "Accuracy"] {
-            assert!(e.train.contains_key(key) && e.valid.contains_key(key), "{e:?}");
+            assert!(
+                e.train.contains_key(key) && e.valid.contains_key(key),
+                "{e:?}"
+            );
         }
         assert!((0.0..=100.0).contains(&e.valid["Accuracy"]));
     }
     // The learning rate decays from epoch to epoch, from 1e-2 towards 1e-3.
     let lr: Vec<f64> = history.iter().map(|e| e.train["Learning Rate"]).collect();
     assert!(lr.windows(2).all(|w| w[1] < w[0]), "{lr:?}");
-    assert!(lr[0] < 1e-2 && lr[0] > 5e-3 && lr[3] > 1e-3 && lr[3] < 2e-3, "{lr:?}");
-    assert!(history[3].valid["Accuracy"] >= 75.0, "{:?}", history[3]);
+    assert!(lr[0] < 1e-2 && lr[0] > 7e-3, "{lr:?}");
+    assert!(lr[epochs - 1] > 1e-3 && lr[epochs - 1] < 1.5e-3, "{lr:?}");
+    let end = &history[epochs - 1];
+    assert!(
+        end.train["Accuracy"] >= 80.0 && end.valid["Accuracy"] >= 75.0,
+        "{end:?}"
+    );
 
     let mut latent = MaxAbs::default();
     net.visit(&mut latent);
@@ -171,9 +182,28 @@ impl<B: Backend> ModuleVisitor<B> for MaxAbs {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.path.last().is_some_and(|t| t.contains("BitPlane") || t.contains("Binary")) {
+        if self
+            .path
+            .last()
+            .is_some_and(|t| t.contains("BitPlane") || t.contains("Binary"))
+        {
             let m = values(param.val().abs().max().reshape([1]))[0];
             self.max = self.max.max(m);
+        }
+    }
+}
+
+/// Copies the gradients of a module's parameters.
+struct CopyGrads<'a, B> {
+    from: &'a GradientsParams,
+    to: GradientsParams,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for CopyGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.from.get::<B::InnerBackend, D>(param.id) {
+            self.to.register::<B::InnerBackend, D>(param.id, grad);
         }
     }
 }
@@ -206,11 +236,26 @@ fn params<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<f32>)> {
     visitor.all
 }
 
+/// Whether two parameter lists are equal within `tol`; prints the first difference.
 fn close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f32) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((na, va), (nb, vb))| {
-            na == nb && va.len() == vb.len() && va.iter().zip(vb).all(|(x, y)| (x - y).abs() <= tol)
-        })
+    if a.len() != b.len() {
+        eprintln!("{} parameters against {}", a.len(), b.len());
+        return false;
+    }
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        let same = na == nb
+            && va.len() == vb.len()
+            && va.iter().zip(vb).all(|(x, y)| (x - y).abs() <= tol);
+        if !same {
+            eprintln!(
+                "{na} differs from {nb}: {:?}… against {:?}…",
+                &va[..va.len().min(4)],
+                &vb[..vb.len().min(4)]
+            );
+            return false;
+        }
+    }
+    true
 }
 
 /// Training 1 epoch, then resuming from its checkpoint for epoch 2, gives the network of 2
@@ -301,18 +346,32 @@ pub fn clipping_optimizer<B: QnnAutodiffBackend>(device: &B::Device) {
     let net = tiny_net::<B>(device);
     let train = two_halves(8);
     let batcher = ImageBatcher::for_dataset(&train);
-    let grads = |net: &Net<B>| {
-        let batch: burn_qnn::data::ImageBatch<B> =
-            burn::data::dataloader::batcher::Batcher::batch(&batcher, train.items().to_vec(), device);
+    // One backward, copied for each optimizer: tiny gradients vary from one backward to the
+    // next on parallel backends, and Adam's first step magnifies them.
+    let grads_of = |net: &Net<B>| {
+        let batch: burn_qnn::data::ImageBatch<B> = burn::data::dataloader::batcher::Batcher::batch(
+            &batcher,
+            train.items().to_vec(),
+            device,
+        );
         let loss = SquaredHingeLoss.forward(net.forward(batch.images), batch.targets);
-        GradientsParams::from_grads(loss.backward(), net)
+        let grads = GradientsParams::from_grads(loss.backward(), net);
+        let mut copy = CopyGrads::<B> {
+            from: &grads,
+            to: GradientsParams::new(),
+            _b: std::marker::PhantomData,
+        };
+        net.visit(&mut copy);
+        let copy = copy.to;
+        (grads, copy)
     };
     // A step far too large, so that the inner optimizer leaves weights outside [−1, 1].
     let lr = 3.0;
+    let (g1, g2) = grads_of(&net);
     let mut plain = AdamConfig::new().init::<B, Net<B>>();
-    let unclipped = plain.step(lr, net.clone(), grads(&net));
+    let unclipped = plain.step(lr, net.clone(), g1);
     let mut wrapped = ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>());
-    let clipped = wrapped.step(lr, net.clone(), grads(&net));
+    let clipped = wrapped.step(lr, net.clone(), g2);
 
     let (before, after) = (params(&unclipped), params(&clipped));
     let mut latent_seen = 0;
@@ -321,14 +380,22 @@ pub fn clipping_optimizer<B: QnnAutodiffBackend>(device: &B::Device) {
             && (owner.contains("BitPlaneLinear") || owner.contains("BinaryLinear"));
         if latent {
             latent_seen += 1;
-            assert!(u.iter().any(|v| v.abs() > 1.0), "{owner}: the step was too small");
+            assert!(
+                u.iter().any(|v| v.abs() > 1.0),
+                "{owner}: the step was too small"
+            );
             let expected: Vec<f32> = u.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
             assert_eq!(c, &expected, "{owner}");
         } else {
             assert_eq!(c, u, "{owner} was changed by the clipping");
         }
     }
-    assert_eq!(latent_seen, 2, "{:?}", before.iter().map(|p| &p.0).collect::<Vec<_>>());
+    assert_eq!(
+        latent_seen,
+        2,
+        "{:?}",
+        before.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
 
     // The record is the inner optimizer's: saved, loaded into a fresh wrapper and used for
     // the next step, it gives the same step as the optimizer that never stopped.
@@ -336,18 +403,18 @@ pub fn clipping_optimizer<B: QnnAutodiffBackend>(device: &B::Device) {
         .record(wrapped.to_record(), ())
         .unwrap();
     let record = BinBytesRecorder::<FullPrecisionSettings>::new()
-        .load(bytes.clone(), device)
+        .load(bytes, device)
         .unwrap();
     let mut reloaded =
         ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>()).load_record(record);
-    let again = BinBytesRecorder::<FullPrecisionSettings>::new()
-        .record(Optimizer::<Net<B>, B>::to_record(&reloaded), ())
-        .unwrap();
-    assert_eq!(bytes, again, "the record does not round-trip");
-    let next_a = wrapped.step(1e-2, clipped.clone(), grads(&clipped));
-    let next_b = reloaded.step(1e-2, clipped.clone(), grads(&clipped));
+    // (The bytes themselves are not compared: Adam's record is a hash map, serialized in
+    // no fixed order.)
+    let (g1, g2) = grads_of(&clipped);
+    let (_, g3) = grads_of(&clipped);
+    let next_a = wrapped.step(1e-2, clipped.clone(), g1);
+    let next_b = reloaded.step(1e-2, clipped.clone(), g2);
     let mut fresh = ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>());
-    let next_fresh = fresh.step(1e-2, clipped.clone(), grads(&clipped));
+    let next_fresh = fresh.step(1e-2, clipped.clone(), g3);
     assert!(close(&params(&next_a), &params(&next_b), 0.0));
     assert!(
         !close(&params(&next_a), &params(&next_fresh), 1e-6),
@@ -385,6 +452,8 @@ fn atomic_recorder_leaves_no_partial_file() {
     type B = NdArray;
     let dir = tempfile::tempdir().unwrap();
     let net = tiny_net::<B>(&Default::default());
+    // Reading the parameters initializes them (they are lazy): the clone saved below has them.
+    let expected = params(&net);
     net.clone()
         .save_file(dir.path().join("net"), &recorder())
         .unwrap();
@@ -396,14 +465,11 @@ fn atomic_recorder_leaves_no_partial_file() {
     let loaded = tiny_net::<B>(&Default::default())
         .load_file(dir.path().join("net"), &recorder(), &Default::default())
         .unwrap();
-    assert!(close(&params(&net), &params(&loaded), 0.0));
+    assert!(close(&expected, &params(&loaded), 0.0));
     // The target is a folder: the rename fails, and no partial file is left behind.
     std::fs::create_dir(dir.path().join("busy.mpk")).unwrap();
     std::fs::write(dir.path().join("busy.mpk").join("x"), b"x").unwrap();
-    assert!(
-        net.save_file(dir.path().join("busy"), &recorder())
-            .is_err()
-    );
+    assert!(net.save_file(dir.path().join("busy"), &recorder()).is_err());
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
