@@ -173,7 +173,13 @@ fn run_backend(
     match args.backend.as_str() {
         "ndarray" => run_on::<Autodiff<NdArray>>(args, config, data),
         #[cfg(feature = "wgpu")]
-        "wgpu" => run_on::<Autodiff<burn::backend::Wgpu>>(args, config, data),
+        // Without fusion: burn-train's checkpointer reads records on its own thread, which
+        // burn 0.21's `Fusion` does not support.
+        "wgpu" => run_on::<
+            Autodiff<
+                burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
+            >,
+        >(args, config, data),
         other => Err(format!(
             "unknown backend `{other}`: use ndarray{}",
             if cfg!(feature = "wgpu") {
