@@ -10,7 +10,7 @@ mod common;
 
 use burn_qnn::{data::cifar10, models::NetConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     let args = common::parse(&common::Defaults {
         name: "cifar10",
         epochs: 500,

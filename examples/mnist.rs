@@ -9,7 +9,7 @@ mod common;
 
 use burn_qnn::{data::mnist, models::NetConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     let args = common::parse(&common::Defaults {
         name: "mnist",
         epochs: 1000,

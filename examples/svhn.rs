@@ -12,7 +12,7 @@ use burn_qnn::{
     models::NetConfig,
 };
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     let args = common::parse(&common::Defaults {
         name: "svhn",
         epochs: 200,

@@ -31,6 +31,8 @@
 //! ## Features
 //! - `ndarray` (default): the CPU backend, burn-ndarray.
 //! - `wgpu`: the GPU backend, burn-wgpu (CubeCL), with and without fusion.
+//! - `train` (default): [`learner`], training with burn-train's learner (without its terminal
+//!   UI), and the `cifar10`, `svhn` and `mnist` examples.
 
 #![warn(missing_docs)]
 
@@ -38,6 +40,8 @@ pub mod backend;
 pub mod data;
 pub mod inference;
 pub mod kernels;
+#[cfg(feature = "train")]
+pub mod learner;
 pub mod loss;
 pub mod models;
 pub mod nn;

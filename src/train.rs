@@ -1,6 +1,9 @@
 //! The paper's training recipe for the networks of [`crate::models`]: Adam, the squared hinge
 //! loss, exponential learning-rate decay per epoch and latent-weight clipping, with a progress
-//! bar; and accuracy and timing of trained networks.
+//! bar; and accuracy and timing of trained networks. A small loop without checkpoints, for quick
+//! experiments (the quick start uses it); to train with burn-train's learner (metrics,
+//! checkpoints of model, optimizer and schedule, resuming), see `burn_qnn::learner` (feature
+//! `train`).
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};

@@ -1,22 +1,37 @@
-//! What the `cifar10`, `svhn` and `mnist` examples share: the command line, training, the
-//! packed form, measurements and the JSON report.
+//! What the `cifar10`, `svhn` and `mnist` examples share: the command line, training with
+//! burn-train's learner (loss, accuracy and learning-rate metrics, a checkpoint of model,
+//! optimizer and schedule after each epoch, `--resume`), the packed form, measurements and the
+//! JSON report.
 
 use std::{
     path::{Path, PathBuf},
+    sync::PoisonError,
     time::Instant,
 };
 
 use burn::{
     backend::{Autodiff, NdArray},
-    module::{AutodiffModule, Module},
+    data::dataloader::DataLoaderBuilder,
+    module::Module,
+    optim::AdamConfig,
     record::{FullPrecisionSettings, NamedMpkFileRecorder},
+    tensor::Device,
 };
 use burn_qnn::{
     QnnAutodiffBackend,
-    data::TrainTest,
+    data::{ImageBatcher, TrainTest},
     inference::PackedNet,
+    learner::{
+        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer,
+        decay_over_run, last_checkpoint, restore_checkpoint,
+    },
     models::{NetConfig, Precision, summary},
-    train::{TrainOptions, accuracy, fit_with, time_per_batch},
+    train::{accuracy, time_per_batch},
+};
+use burn_train::{
+    Learner, SupervisedTraining,
+    checkpoint::KeepLastNCheckpoints,
+    metric::{AccuracyMetric, LearningRateMetric, LossMetric},
 };
 use serde_json::json;
 
@@ -64,7 +79,8 @@ fn usage(name: &str) -> String {
          \n  --out DIR          where checkpoints, models and results.json go (default runs/{name})\
          \n  --float            train the same network in full precision\
          \n  --no-download      never download missing files\
-         \n  --resume           continue from the checkpoint in --out\
+         \n  --resume           continue from the last checkpoint in --out (model, optimizer\
+         \n                     state, learning-rate schedule)\
          \n  --extra            (SVHN) also train on extra_32x32.mat"
     )
 }
@@ -140,8 +156,16 @@ fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args,
     Ok(args)
 }
 
-/// Runs the whole job on the backend the arguments name.
-pub fn run(
+/// Runs the whole job on the backend the arguments name; on an error, prints it and exits
+/// with status 1.
+pub fn run(args: &Args, config: NetConfig, data: TrainTest) {
+    if let Err(e) = run_backend(args, config, data) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_backend(
     args: &Args,
     config: NetConfig,
     data: TrainTest,
@@ -149,7 +173,13 @@ pub fn run(
     match args.backend.as_str() {
         "ndarray" => run_on::<Autodiff<NdArray>>(args, config, data),
         #[cfg(feature = "wgpu")]
-        "wgpu" => run_on::<Autodiff<burn::backend::Wgpu>>(args, config, data),
+        // Without fusion: burn-train's checkpointer reads records on its own thread, which
+        // burn 0.21's `Fusion` does not support.
+        "wgpu" => run_on::<
+            Autodiff<
+                burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
+            >,
+        >(args, config, data),
         other => Err(format!(
             "unknown backend `{other}`: use ndarray{}",
             if cfg!(feature = "wgpu") {
@@ -167,11 +197,14 @@ fn run_on<B: QnnAutodiffBackend>(
     config: NetConfig,
     data: TrainTest,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let device = Default::default();
+    let device: Device<B> = Default::default();
     std::fs::create_dir_all(&args.out)?;
     let (mut train, valid) = data.train.shuffled(args.seed).split_validation(args.valid);
     if let Some(limit) = args.limit {
         train = train.take(limit);
+    }
+    if train.is_empty() {
+        return Err("no training images left (check --limit and --valid)".into());
     }
     let test = data.test;
     println!(
@@ -187,55 +220,60 @@ fn run_on<B: QnnAutodiffBackend>(
     };
     let config = config.with_width(args.width).with_precision(precision);
     B::seed(&device, args.seed);
-    let mut net = config.init::<B>(&device);
+    let net = config.init::<B>(&device);
     println!("{}", summary(&net));
 
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let checkpoint = args.out.join("checkpoint");
-    let mut start_epoch = 0;
+    // The paper's recipe: Adam with latent weights clipped after each step, the learning rate
+    // decaying exponentially at every step from --lr to --final-lr.
+    let steps_per_epoch = train.len().div_ceil(args.batch_size);
+    let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init());
+    let schedule = decay_over_run(args.lr, args.final_lr, args.epochs, steps_per_epoch)?;
+    let mut learner = Learner::new(net, optim, schedule);
+
+    let recorder = AtomicFileRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
+    let mut first_epoch = 1;
     if args.resume {
-        let epoch_file = args.out.join("checkpoint.epoch");
-        let done: usize = std::fs::read_to_string(&epoch_file)
-            .map_err(|e| format!("--resume: cannot read {}: {e}", epoch_file.display()))?
-            .trim()
-            .parse()
-            .map_err(|_| format!("--resume: {} is corrupt", epoch_file.display()))?;
-        net = net
-            .load_file(&checkpoint, &recorder, &device)
-            .map_err(|e| format!("--resume: checkpoint {}: {e}", checkpoint.display()))?;
-        start_epoch = done + 1;
-        println!("resuming after epoch {}", done + 1);
-    }
-    let options = TrainOptions::new()
-        .with_epochs(args.epochs)
-        .with_batch_size(args.batch_size)
-        .with_initial_lr(args.lr)
-        .with_final_lr(args.final_lr)
-        .with_seed(args.seed)
-        .with_start_epoch(start_epoch);
-    let valid_ref = (!valid.is_empty()).then_some(&valid);
-    let start = Instant::now();
-    let (net, history) = fit_with(net, &train, valid_ref, &options, &device, |stats, net| {
-        println!(
-            "epoch {:>3}: lr {:.2e}, loss {:.4}{}, {:.1} s",
-            stats.epoch + 1,
-            stats.lr,
-            stats.train_loss,
-            stats
-                .valid_accuracy
-                .map_or(String::new(), |a| format!(", validation {:.2}%", 100.0 * a)),
-            stats.seconds
-        );
-        // Checkpoint: the model, then the epoch it finished.
-        let saved = net.clone().save_file(&checkpoint, &recorder);
-        if let Err(e) = saved
-            .map(|_| write_atomic(&args.out.join("checkpoint.epoch"), &stats.epoch.to_string()))
-        {
-            eprintln!("warning: checkpoint not saved: {e}");
+        let epoch = last_checkpoint(&args.out, "mpk")?
+            .ok_or_else(|| CheckpointError::NotFound(args.out.join("checkpoint")))?;
+        learner = restore_checkpoint(learner, &args.out, epoch, &recorder, &device)?;
+        println!("resuming after epoch {epoch} (model, optimizer and learning-rate schedule)");
+        first_epoch = epoch + 1;
+        if epoch >= args.epochs {
+            println!("nothing left to train: raise --epochs to train further");
         }
-    });
+    }
+
+    // The shuffles of a resumed run start from another seed, so it does not repeat the first
+    // epochs' orders.
+    let batcher = ImageBatcher::for_dataset(&train);
+    let loader_train = DataLoaderBuilder::new(batcher)
+        .batch_size(args.batch_size)
+        .shuffle(args.seed.wrapping_add(first_epoch as u64 - 1))
+        .build(train.clone());
+    let loader_valid = DataLoaderBuilder::new(batcher)
+        .batch_size(500)
+        .build(valid.clone());
+    let renderer = EpochSummaryRenderer::new(args.epochs);
+    let history = renderer.history();
+    let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
+        .metrics((LossMetric::new(), AccuracyMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(recorder.clone())
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .renderer(renderer)
+        .num_epochs(args.epochs);
+    if first_epoch > 1 {
+        training = training.checkpoint(first_epoch - 1);
+    }
+    let interrupter = training.interrupter();
+    let start = Instant::now();
+    let net = training.launch(learner).model;
+    if interrupter.should_stop() {
+        let reason = interrupter.get_message().unwrap_or_default();
+        return Err(format!("training stopped early: {reason}").into());
+    }
+    let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
     let train_seconds = start.elapsed().as_secs_f64();
-    let net = net.valid();
     let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);
     println!("test accuracy: {:.2}%", 100.0 * test_accuracy);
 

@@ -28,8 +28,58 @@ mod data_download;
 mod data_mnist;
 mod data_support;
 mod data_svhn;
+#[cfg(feature = "train")]
+mod learner;
+#[cfg(all(feature = "train", feature = "ndarray"))]
+mod learner_ndarray {
+    use burn::backend::{Autodiff, NdArray};
+
+    #[test]
+    fn lowers_the_loss() {
+        crate::learner::learner_lowers_the_loss::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
+    fn clipping_optimizer() {
+        crate::learner::clipping_optimizer::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
+    fn resume_restores_optimizer_and_schedule() {
+        crate::learner::resume_restores_optimizer_and_schedule::<Autodiff<NdArray>>(
+            &Default::default(),
+        );
+    }
+
+    #[test]
+    fn resume_errors() {
+        crate::learner::resume_errors::<Autodiff<NdArray>>(&Default::default());
+    }
+}
 mod modules;
 mod packed;
 mod params;
 mod quantizers;
 mod reference;
+/// burn-train's learner on wgpu without fusion: its checkpointer thread reads the records'
+/// tensors, which `Fusion` (`burn::backend::Wgpu`) does not support (burn 0.21 panics with
+/// "Should have handle for tensor").
+#[cfg(all(feature = "train", feature = "wgpu"))]
+mod learner_wgpu {
+    use burn::backend::{
+        Autodiff,
+        wgpu::{CubeBackend, WgpuRuntime},
+    };
+
+    type AD = Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>;
+
+    #[test]
+    fn lowers_the_loss() {
+        crate::learner::learner_lowers_the_loss::<AD>(&Default::default());
+    }
+
+    #[test]
+    fn clipping_optimizer() {
+        crate::learner::clipping_optimizer::<AD>(&Default::default());
+    }
+}

@@ -1,0 +1,104 @@
+//! Training the networks of [`crate::models`] with burn-train's learner (feature `train`, on by
+//! default): the pieces a Burn training script needs beyond the model.
+//!
+//! - [`TrainStep`](burn_train::TrainStep) and [`InferenceStep`](burn_train::InferenceStep) for
+//!   [`Net`](crate::models::Net) on [`ImageBatch`](crate::data::ImageBatch)es: the squared hinge
+//!   loss of the paper and a [`ClassificationOutput`](burn_train::ClassificationOutput), so
+//!   burn-train's loss and accuracy metrics work.
+//! - [`ClipLatentWeights`]: wraps any Burn [`Optimizer`](burn::optim::Optimizer) (Adam,
+//!   [`ShiftAdaMax`](crate::optim::ShiftAdaMax), …) and clips the latent weights to `[−1, 1]`
+//!   after each step, as the paper does.
+//! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
+//!   step's rate to the last step's.
+//! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
+//! - [`last_checkpoint`] and [`restore_checkpoint`]: resuming from the newest complete
+//!   checkpoint (model, optimizer state and scheduler), with typed errors.
+//! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
+//!   epoch, which also keeps the per-epoch means of every metric ([`EpochMetrics`]).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::data::dataloader::DataLoaderBuilder;
+//! use burn::optim::AdamConfig;
+//! use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+//! use burn_train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+//! use burn_train::{Learner, SupervisedTraining};
+//! use burn_qnn::data::{ImageBatcher, digits};
+//! use burn_qnn::learner::{AtomicFileRecorder, ClipLatentWeights, EpochSummaryRenderer, decay_over_run};
+//! use burn_qnn::models::NetConfig;
+//!
+//! type B = Autodiff<NdArray>;
+//! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
+//! let batcher = ImageBatcher::for_dataset(&data.train);
+//! let train = DataLoaderBuilder::new(batcher).batch_size(50).shuffle(0).build(data.train.clone());
+//! let valid = DataLoaderBuilder::new(batcher).batch_size(500).build(data.test.clone());
+//! let (epochs, steps) = (5, data.train.len().div_ceil(50));
+//!
+//! let net = NetConfig::new(1, 8, vec![], vec![64]).init::<B>(&Default::default());
+//! let optim = ClipLatentWeights::new(AdamConfig::new().init());
+//! let schedule = decay_over_run(1e-3, 3e-7, epochs, steps)?;
+//! let renderer = EpochSummaryRenderer::new(epochs);
+//! let training = SupervisedTraining::new("runs/digits", train, valid)
+//!     .metrics((LossMetric::new(), AccuracyMetric::new()))
+//!     .metric_train_numeric(LearningRateMetric::new())
+//!     .with_file_checkpointer(AtomicFileRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new()))
+//!     .renderer(renderer)
+//!     .num_epochs(epochs);
+//! let trained = training.launch(Learner::new(net, optim, schedule)).model;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod checkpoint;
+mod clip;
+mod render;
+mod step;
+
+pub use checkpoint::{AtomicFileRecorder, CheckpointError, last_checkpoint, restore_checkpoint};
+pub use clip::ClipLatentWeights;
+pub use render::{EpochMetrics, EpochSummaryRenderer};
+pub use step::classification_output;
+
+use crate::optim::{
+    ExponentialDecayConfigError, ExponentialDecayLrScheduler, ExponentialDecayLrSchedulerConfig,
+};
+
+/// The paper's exponential learning-rate decay over a run of `epochs` epochs of
+/// `steps_per_epoch` steps, decaying at every step: the first step trains at `initial_lr`, the
+/// last one at `final_lr`. Its record is the number of steps taken, so a run resumed from a
+/// checkpoint continues the decay where it stopped.
+///
+/// ```
+/// use burn::lr_scheduler::LrScheduler;
+///
+/// let mut schedule = burn_qnn::learner::decay_over_run(1e-3, 1e-5, 2, 3)?;
+/// let rates: Vec<f64> = (0..6).map(|_| schedule.step()).collect();
+/// assert_eq!(rates[0], 1e-3);
+/// assert!((rates[5] - 1e-5).abs() < 1e-15);
+/// assert!(rates.windows(2).all(|w| w[1] < w[0]));
+/// # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
+/// ```
+///
+/// # Errors
+/// If a rate is not finite and positive, or `epochs` or `steps_per_epoch` is 0.
+pub fn decay_over_run(
+    initial_lr: f64,
+    final_lr: f64,
+    epochs: usize,
+    steps_per_epoch: usize,
+) -> Result<ExponentialDecayLrScheduler, ExponentialDecayConfigError> {
+    if steps_per_epoch == 0 {
+        return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
+    }
+    if epochs == 0 {
+        return Err(ExponentialDecayConfigError::ZeroEpochs);
+    }
+    // The last step is step `total − 1`; reaching `final_lr` there needs `total − 1` decay
+    // periods (at least one, for a run of one step).
+    let periods = epochs
+        .saturating_mul(steps_per_epoch)
+        .saturating_sub(1)
+        .max(1);
+    ExponentialDecayLrSchedulerConfig::per_step(initial_lr, final_lr, periods).init()
+}

@@ -1,0 +1,506 @@
+//! Training through burn-train's learner (`burn_qnn::learner`): the step implementations, the
+//! clipping optimizer, the schedule, checkpoints and resuming.
+
+use std::path::Path;
+
+use burn::{
+    backend::{Autodiff, NdArray},
+    data::dataloader::DataLoaderBuilder,
+    lr_scheduler::LrScheduler,
+    module::{AutodiffModule, Module, ModuleVisitor, Param},
+    optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor},
+    record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder},
+    tensor::{
+        Int, Tensor,
+        backend::{AutodiffBackend, Backend},
+    },
+};
+use burn_qnn::{
+    QnnAutodiffBackend, QnnBackend,
+    data::{ImageBatcher, ImageDataset, ImageItem, ImageShape},
+    learner::{
+        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
+        decay_over_run, last_checkpoint, restore_checkpoint,
+    },
+    loss::SquaredHingeLoss,
+    models::{Net, NetConfig},
+    optim::ExponentialDecayLrScheduler,
+};
+use burn_train::{
+    Learner, LearningComponentsMarker, SupervisedTraining,
+    checkpoint::KeepLastNCheckpoints,
+    metric::{AccuracyMetric, LearningRateMetric, LossMetric},
+};
+
+use crate::reference::values;
+
+/// `n` 1×8×8 images of two classes: class 0 bright on the left half, class 1 on the right,
+/// with deterministic noise.
+pub fn two_halves(n: usize) -> ImageDataset {
+    let mut state = 0x9e37_79b9_u32;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state % 60) as u8
+    };
+    let items = (0..n)
+        .map(|i| {
+            let label = (i % 2) as u8;
+            let pixels = (0..64)
+                .map(|p| {
+                    let left = p % 8 < 4;
+                    let bright = left == (label == 0);
+                    if bright { 190 + noise() } else { noise() }
+                })
+                .collect();
+            ImageItem { pixels, label }
+        })
+        .collect();
+    ImageDataset::new(items, ImageShape::new(1, 8, 8), 2, 255)
+}
+
+fn tiny_net<B: QnnBackend>(device: &B::Device) -> Net<B> {
+    NetConfig::new(1, 8, vec![], vec![16])
+        .with_classes(2)
+        .init(device)
+}
+
+type Optim<B> = ClipLatentWeights<OptimizerAdaptor<Adam, Net<B>, B>>;
+type Components<B> = LearningComponentsMarker<B, ExponentialDecayLrScheduler, Net<B>, Optim<B>>;
+
+fn recorder() -> AtomicFileRecorder<NamedMpkFileRecorder<FullPrecisionSettings>> {
+    AtomicFileRecorder::new(NamedMpkFileRecorder::new())
+}
+
+/// One launch of the learner on `train`/`valid` (no shuffling, so that runs are comparable),
+/// `epochs` in all, continuing after `resume_after` if given. Returns the trained model and the
+/// renderer's per-epoch metrics.
+fn launch<B: QnnAutodiffBackend>(
+    learner: Learner<Components<B>>,
+    dir: &Path,
+    train: &ImageDataset,
+    valid: &ImageDataset,
+    epochs: usize,
+    resume_after: Option<usize>,
+) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
+    let batcher = ImageBatcher::for_dataset(train);
+    let loader_train = DataLoaderBuilder::new(batcher)
+        .batch_size(8)
+        .build(train.clone());
+    let loader_valid = DataLoaderBuilder::new(batcher)
+        .batch_size(16)
+        .build(valid.clone());
+    let renderer = EpochSummaryRenderer::new(epochs).with_progress_bar(false);
+    let history = renderer.history();
+    let mut training = SupervisedTraining::new(dir, loader_train, loader_valid)
+        .metrics((LossMetric::new(), AccuracyMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(recorder())
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .with_application_logger(None)
+        .renderer(renderer)
+        .num_epochs(epochs);
+    if let Some(epoch) = resume_after {
+        training = training.checkpoint(epoch);
+    }
+    let model = training.launch(learner).model;
+    let history = history.lock().unwrap().clone();
+    (model, history)
+}
+
+fn new_learner<B: QnnAutodiffBackend>(
+    net: Net<B>,
+    lr: (f64, f64),
+    epochs: usize,
+    steps: usize,
+) -> Learner<Components<B>> {
+    let optim = ClipLatentWeights::new(AdamConfig::new().init());
+    let schedule = decay_over_run(lr.0, lr.1, epochs, steps).unwrap();
+    Learner::new(net, optim, schedule)
+}
+
+/// A few epochs through burn-train's learner lower the training loss, report accuracy and
+/// learning rate for both splits, keep the latent weights in `[−1, 1]` and leave a complete
+/// checkpoint of the last epoch.
+pub fn learner_lowers_the_loss<B: QnnAutodiffBackend>(device: &B::Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, valid) = (two_halves(48), two_halves(16));
+    let epochs = 8;
+    B::seed(device, 3);
+    let learner = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, 6);
+    let (net, history) = launch(learner, dir.path(), &train, &valid, epochs, None);
+
+    let epochs_seen: Vec<usize> = history.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs_seen, (1..=epochs).collect::<Vec<_>>());
+    let loss = |e: &EpochMetrics| e.train["Loss"];
+    let (first, last) = (loss(&history[0]), loss(&history[epochs - 1]));
+    assert!(
+        last < 0.8 * first,
+        "the training loss went from {first} to {last}"
+    );
+    for e in &history {
+        for key in ["Loss", "Accuracy"] {
+            assert!(
+                e.train.contains_key(key) && e.valid.contains_key(key),
+                "{e:?}"
+            );
+        }
+        assert!((0.0..=100.0).contains(&e.valid["Accuracy"]));
+    }
+    // The learning rate decays from epoch to epoch, from 1e-2 towards 1e-3.
+    let lr: Vec<f64> = history.iter().map(|e| e.train["Learning Rate"]).collect();
+    assert!(lr.windows(2).all(|w| w[1] < w[0]), "{lr:?}");
+    assert!(lr[0] < 1e-2 && lr[0] > 7e-3, "{lr:?}");
+    assert!(lr[epochs - 1] > 1e-3 && lr[epochs - 1] < 1.5e-3, "{lr:?}");
+    let end = &history[epochs - 1];
+    assert!(
+        end.train["Accuracy"] >= 80.0 && end.valid["Accuracy"] >= 75.0,
+        "{end:?}"
+    );
+
+    let mut latent = MaxAbs::default();
+    net.visit(&mut latent);
+    assert!(latent.max <= 1.0, "a latent weight is {}", latent.max);
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(epochs));
+}
+
+/// The largest `|w|` of the weights of the binary layers.
+#[derive(Default)]
+struct MaxAbs {
+    path: Vec<String>,
+    max: f32,
+}
+
+impl<B: Backend> ModuleVisitor<B> for MaxAbs {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.path.push(container_type.to_owned());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self
+            .path
+            .last()
+            .is_some_and(|t| t.contains("BitPlane") || t.contains("Binary"))
+        {
+            let m = values(param.val().abs().max().reshape([1]))[0];
+            self.max = self.max.max(m);
+        }
+    }
+}
+
+/// Copies the gradients of a module's parameters.
+struct CopyGrads<'a, B> {
+    from: &'a GradientsParams,
+    to: GradientsParams,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for CopyGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.from.get::<B::InnerBackend, D>(param.id) {
+            self.to.register::<B::InnerBackend, D>(param.id, grad);
+        }
+    }
+}
+
+/// Every float parameter's values, in visiting order, with its owner's type.
+#[derive(Default)]
+struct Params<B> {
+    owner: Vec<String>,
+    all: Vec<(String, Vec<f32>)>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Params<B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.owner.push(format!("{container_type}.{name}"));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.owner.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.all.push((self.owner.join("/"), values(param.val())));
+    }
+}
+
+fn params<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<f32>)> {
+    let mut visitor = Params::<B>::default();
+    module.visit(&mut visitor);
+    visitor.all
+}
+
+/// Whether two parameter lists are equal within `tol`; prints the first difference.
+fn close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f32) -> bool {
+    if a.len() != b.len() {
+        eprintln!("{} parameters against {}", a.len(), b.len());
+        return false;
+    }
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        let same = na == nb
+            && va.len() == vb.len()
+            && va.iter().zip(vb).all(|(x, y)| (x - y).abs() <= tol);
+        if !same {
+            eprintln!(
+                "{na} differs from {nb}: {:?}… against {:?}…",
+                &va[..va.len().min(4)],
+                &vb[..vb.len().min(4)]
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Training 1 epoch, then resuming from its checkpoint for epoch 2, gives the network of 2
+/// uninterrupted epochs: the model, Adam's moments and the schedule's step were all restored.
+/// Resuming with the model alone (a fresh optimizer and schedule) does not.
+pub fn resume_restores_optimizer_and_schedule<B: QnnAutodiffBackend>(device: &B::Device) {
+    let (train, valid) = (two_halves(32), two_halves(8));
+    let (epochs, steps) = (2, 4);
+    // Separate but equal networks (clones would share their batch norms' running statistics).
+    let net = || {
+        B::seed(device, 11);
+        tiny_net::<B>(device)
+    };
+
+    let straight = tempfile::tempdir().unwrap();
+    let learner = new_learner(net(), (1e-2, 1e-3), epochs, steps);
+    let (reference, _) = launch(learner, straight.path(), &train, &valid, epochs, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let learner = new_learner(net(), (1e-2, 1e-3), epochs, steps);
+    let (_, first) = launch(learner, dir.path(), &train, &valid, 1, None);
+    assert_eq!(first.len(), 1);
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(1));
+
+    // A fresh learner, as a restarted program builds it, then the checkpoint.
+    let fresh = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, steps);
+    let learner = restore_checkpoint(fresh, dir.path(), 1, &recorder(), device).unwrap();
+    let (resumed, second) = launch(learner, dir.path(), &train, &valid, epochs, Some(1));
+    let epochs_seen: Vec<usize> = second.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs_seen, [2], "the resumed run trains epoch 2 only");
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(2));
+    let (reference, resumed) = (params(&reference), params(&resumed));
+    assert!(
+        close(&reference, &resumed, 1e-5),
+        "1 + 1 epochs differ from 2 epochs"
+    );
+
+    // Control: the model alone, with a fresh Adam and schedule, ends elsewhere.
+    let model_only = tempfile::tempdir().unwrap();
+    let model_record = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+        .load(dir.path().join("checkpoint").join("model-1"), device)
+        .unwrap();
+    let net_1 = tiny_net::<B>(device).load_record(model_record);
+    // Epoch 2 alone, as the second half of a 2-epoch run would be without the restored state.
+    let learner = new_learner(net_1, (1e-2, 1e-3), epochs, steps);
+    let (diverged, _) = launch(learner, model_only.path(), &train, &valid, 1, None);
+    assert!(
+        !close(&reference, &params(&diverged), 1e-5),
+        "the control should differ: the test would not notice a lost optimizer state"
+    );
+}
+
+/// Resuming from a folder without checkpoints, or from a corrupt one, is an error, not a panic.
+pub fn resume_errors<B: QnnAutodiffBackend>(device: &B::Device) {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), None);
+    let folder = dir.path().join("checkpoint");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Epoch 3 lacks its scheduler file: epoch 2 is the last complete one.
+    for name in [
+        "model-2.mpk",
+        "optim-2.mpk",
+        "scheduler-2.mpk",
+        "model-3.mpk",
+        "optim-3.mpk",
+        "model-x.mpk",
+    ] {
+        std::fs::write(folder.join(name), b"not a record").unwrap();
+    }
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(2));
+    let learner = new_learner(tiny_net::<B>(device), (1e-3, 1e-4), 1, 1);
+    match restore_checkpoint(learner, dir.path(), 2, &recorder(), device) {
+        Err(CheckpointError::Record { part, epoch, .. }) => {
+            assert_eq!((part, epoch), ("model", 2));
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a corrupt checkpoint was loaded"),
+    }
+    let learner = new_learner(tiny_net::<B>(device), (1e-3, 1e-4), 1, 1);
+    let missing = restore_checkpoint(learner, dir.path(), 7, &recorder(), device);
+    assert!(matches!(missing, Err(CheckpointError::Record { .. })));
+}
+
+/// `ClipLatentWeights` is its inner optimizer followed by clipping: latent weights are the
+/// inner step's clipped to `[−1, 1]`, every other parameter is exactly the inner step's.
+pub fn clipping_optimizer<B: QnnAutodiffBackend>(device: &B::Device) {
+    B::seed(device, 5);
+    let net = tiny_net::<B>(device);
+    let train = two_halves(8);
+    let batcher = ImageBatcher::for_dataset(&train);
+    // One backward, copied for each optimizer: tiny gradients vary from one backward to the
+    // next on parallel backends, and Adam's first step magnifies them.
+    let grads_of = |net: &Net<B>| {
+        let batch: burn_qnn::data::ImageBatch<B> = burn::data::dataloader::batcher::Batcher::batch(
+            &batcher,
+            train.items().to_vec(),
+            device,
+        );
+        let loss = SquaredHingeLoss.forward(net.forward(batch.images), batch.targets);
+        let grads = GradientsParams::from_grads(loss.backward(), net);
+        let mut copy = CopyGrads::<B> {
+            from: &grads,
+            to: GradientsParams::new(),
+            _b: std::marker::PhantomData,
+        };
+        net.visit(&mut copy);
+        let copy = copy.to;
+        (grads, copy)
+    };
+    // A step far too large, so that the inner optimizer leaves weights outside [−1, 1].
+    let lr = 3.0;
+    let (g1, g2) = grads_of(&net);
+    let mut plain = AdamConfig::new().init::<B, Net<B>>();
+    let unclipped = plain.step(lr, net.clone(), g1);
+    let mut wrapped = ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>());
+    let clipped = wrapped.step(lr, net.clone(), g2);
+
+    let (before, after) = (params(&unclipped), params(&clipped));
+    let mut latent_seen = 0;
+    for ((owner, u), (_, c)) in before.iter().zip(&after) {
+        let latent = owner.ends_with(".weight")
+            && (owner.contains("BitPlaneLinear") || owner.contains("BinaryLinear"));
+        if latent {
+            latent_seen += 1;
+            assert!(
+                u.iter().any(|v| v.abs() > 1.0),
+                "{owner}: the step was too small"
+            );
+            let expected: Vec<f32> = u.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+            assert_eq!(c, &expected, "{owner}");
+        } else {
+            assert_eq!(c, u, "{owner} was changed by the clipping");
+        }
+    }
+    assert_eq!(
+        latent_seen,
+        2,
+        "{:?}",
+        before.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+
+    // The record is the inner optimizer's: saved, loaded into a fresh wrapper and used for
+    // the next step, it gives the same step as the optimizer that never stopped.
+    let bytes = BinBytesRecorder::<FullPrecisionSettings>::new()
+        .record(wrapped.to_record(), ())
+        .unwrap();
+    let record = BinBytesRecorder::<FullPrecisionSettings>::new()
+        .load(bytes, device)
+        .unwrap();
+    let mut reloaded =
+        ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>()).load_record(record);
+    // (The bytes themselves are not compared: Adam's record is a hash map, serialized in
+    // no fixed order.)
+    let (g1, g2) = grads_of(&clipped);
+    let (_, g3) = grads_of(&clipped);
+    let next_a = wrapped.step(1e-2, clipped.clone(), g1);
+    let next_b = reloaded.step(1e-2, clipped.clone(), g2);
+    let mut fresh = ClipLatentWeights::new(AdamConfig::new().init::<B, Net<B>>());
+    let next_fresh = fresh.step(1e-2, clipped.clone(), g3);
+    assert!(close(&params(&next_a), &params(&next_b), 0.0));
+    assert!(
+        !close(&params(&next_a), &params(&next_fresh), 1e-6),
+        "Adam's state made no difference: the round trip is not tested"
+    );
+}
+
+/// `decay_over_run` goes from `--lr` at the first step to `--final-lr` at the last, and its
+/// record resumes it mid-run.
+#[test]
+fn schedule_resumes_mid_run() {
+    type B = NdArray;
+    let mut straight = decay_over_run(1e-3, 3e-7, 5, 7).unwrap();
+    let all: Vec<f64> = (0..35).map(|_| straight.step()).collect();
+    assert_eq!(all[0], 1e-3);
+    assert!((all[34] / 3e-7 - 1.0).abs() < 1e-9, "{}", all[34]);
+    let mut first = decay_over_run(1e-3, 3e-7, 5, 7).unwrap();
+    (0..14).for_each(|_| {
+        first.step();
+    });
+    let record = LrScheduler::to_record::<B>(&first);
+    let mut resumed = decay_over_run(1e-3, 3e-7, 5, 7)
+        .unwrap()
+        .load_record::<B>(record);
+    let rest: Vec<f64> = (14..35).map(|_| resumed.step()).collect();
+    assert_eq!(rest, all[14..]);
+    assert!(decay_over_run(1e-3, 3e-7, 0, 7).is_err());
+    assert!(decay_over_run(1e-3, 3e-7, 5, 0).is_err());
+    assert!(decay_over_run(-1.0, 3e-7, 5, 1).is_err());
+}
+
+/// The atomic recorder leaves only the final file, and a failed save leaves nothing.
+#[test]
+fn atomic_recorder_leaves_no_partial_file() {
+    type B = NdArray;
+    let dir = tempfile::tempdir().unwrap();
+    let net = tiny_net::<B>(&Default::default());
+    // Reading the parameters initializes them (they are lazy): the clone saved below has them.
+    let expected = params(&net);
+    net.clone()
+        .save_file(dir.path().join("net"), &recorder())
+        .unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["net.mpk"]);
+    let loaded = tiny_net::<B>(&Default::default())
+        .load_file(dir.path().join("net"), &recorder(), &Default::default())
+        .unwrap();
+    assert!(close(&expected, &params(&loaded), 0.0));
+    // The target is a folder: the rename fails, and no partial file is left behind.
+    std::fs::create_dir(dir.path().join("busy.mpk")).unwrap();
+    std::fs::write(dir.path().join("busy.mpk").join("x"), b"x").unwrap();
+    assert!(net.save_file(dir.path().join("busy"), &recorder()).is_err());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["busy.mpk", "net.mpk"]);
+}
+
+/// The step implementations: the training output's loss is the squared hinge loss of the
+/// scores, and the inference step of the valid model gives the same scores.
+#[test]
+fn steps_report_loss_scores_and_targets() {
+    use burn_train::{InferenceStep, TrainStep};
+    type AD = Autodiff<NdArray>;
+    let device = Default::default();
+    let net = tiny_net::<AD>(&device);
+    let data = two_halves(6);
+    let batcher = ImageBatcher::for_dataset(&data);
+    let batch: burn_qnn::data::ImageBatch<AD> =
+        burn::data::dataloader::batcher::Batcher::batch(&batcher, data.items().to_vec(), &device);
+    let out = TrainStep::step(&net, batch.clone());
+    let scores = net.forward(batch.images.clone());
+    let loss = SquaredHingeLoss.forward(scores.clone(), batch.targets.clone());
+    assert_eq!(values(out.item.loss.clone()), values(loss));
+    assert_eq!(values(out.item.output.clone()), values(scores.clone()));
+    let targets: Vec<i64> = out.item.targets.clone().into_data().to_vec().unwrap();
+    assert_eq!(targets, [0, 1, 0, 1, 0, 1]);
+    assert!(!out.grads.is_empty(), "no gradients");
+    let valid_batch: burn_qnn::data::ImageBatch<NdArray> =
+        burn::data::dataloader::batcher::Batcher::batch(&batcher, data.items().to_vec(), &device);
+    let inference = InferenceStep::step(&net.valid(), valid_batch);
+    assert_eq!(inference.output.dims(), [6, 2]);
+    let _: Tensor<NdArray, 1, Int> = inference.targets;
+}
