@@ -246,7 +246,7 @@ fn run_on<B: QnnAutodiffBackend>(
     // The shuffles of a resumed run start from another seed, so it does not repeat the first
     // epochs' orders.
     let batcher = ImageBatcher::for_dataset(&train);
-    let loader_train = DataLoaderBuilder::new(batcher)
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
         .batch_size(args.batch_size)
         .shuffle(args.seed.wrapping_add(first_epoch as u64 - 1))
         .build(train.clone());

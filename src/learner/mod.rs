@@ -32,7 +32,7 @@
 //! type B = Autodiff<NdArray>;
 //! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
 //! let batcher = ImageBatcher::for_dataset(&data.train);
-//! let train = DataLoaderBuilder::new(batcher).batch_size(50).shuffle(0).build(data.train.clone());
+//! let train = DataLoaderBuilder::new(batcher.clone()).batch_size(50).shuffle(0).build(data.train.clone());
 //! let valid = DataLoaderBuilder::new(batcher).batch_size(500).build(data.test.clone());
 //! let (epochs, steps) = (5, data.train.len().div_ceil(50));
 //!

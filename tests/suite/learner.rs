@@ -85,7 +85,7 @@ fn launch<B: QnnAutodiffBackend>(
     resume_after: Option<usize>,
 ) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
     let batcher = ImageBatcher::for_dataset(train);
-    let loader_train = DataLoaderBuilder::new(batcher)
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
         .batch_size(8)
         .build(train.clone());
     let loader_valid = DataLoaderBuilder::new(batcher)
