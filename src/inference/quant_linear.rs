@@ -8,14 +8,13 @@ use crate::{
     QnnBackend,
     nn::QuantLinear,
     ops::{self, Encoding, Packed},
-    quant::{Bits, Quantizer},
+    quant::{Bits, Quantizer, quantizer},
 };
 
-/// How a quantizer's values follow from its integer codes: `q = scale·code + offset`.
+/// How a linear quantizer's values follow from its integer codes: `q = scale·code + offset`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Levels {
-    /// Whether the codes are those of `sign` (`1` for `x ≥ 0` or NaN, `0` for `x < 0`).
-    sign: bool,
+    quantizer: Quantizer,
     bits: Bits,
     scale: f32,
     offset: f32,
@@ -25,19 +24,16 @@ impl Levels {
     /// The codes of a linear quantizer (`Sign` is the 1-bit `Signed`); `None` for `Pow2`.
     fn of(quantizer: Quantizer) -> Option<Levels> {
         let signed = |bits: Bits| Levels {
-            sign: false,
+            quantizer,
             bits,
             scale: 2.0 / bits.max_code() as f32,
             offset: -1.0,
         };
         match quantizer {
-            Quantizer::Sign => Some(Levels {
-                sign: true,
-                ..signed(Bits::ONE)
-            }),
+            Quantizer::Sign => Some(signed(Bits::ONE)),
             Quantizer::Signed(bits) => Some(signed(bits)),
             Quantizer::Unsigned(bits) => Some(Levels {
-                sign: false,
+                quantizer,
                 bits,
                 scale: 1.0 / bits.max_code() as f32,
                 offset: 0.0,
@@ -46,19 +42,15 @@ impl Levels {
         }
     }
 
-    /// The codes `(q − offset)/scale` of values, as the quantizer rounds them: ties up, clipped
-    /// to `[0, 2^k − 1]`.
+    /// The codes `(q − offset)/scale` of values, as the quantizer computes them (for `sign`:
+    /// `1` for `x ≥ 0` or NaN, `0` for `x < 0`).
     fn codes<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if self.sign {
-            return x.ones_like().mask_fill(x.lower_elem(0.0), 0.0);
+        match self.quantizer {
+            Quantizer::Unsigned(bits) => quantizer::unsigned_code(x, bits),
+            Quantizer::Signed(bits) => quantizer::signed_code(x, bits),
+            Quantizer::Sign => x.ones_like().mask_fill(x.lower_elem(0.0), 0.0),
+            Quantizer::Pow2(_) => unreachable!("Levels::of refuses power-of-two quantizers"),
         }
-        let steps = self.bits.max_code() as f32;
-        let unit = if self.offset == 0.0 {
-            x
-        } else {
-            (x + 1.0) / 2.0
-        };
-        (unit.clamp(0.0, 1.0) * steps + 0.5).floor()
     }
 }
 

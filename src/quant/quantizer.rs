@@ -88,15 +88,27 @@ fn round_half_up<B: Backend, const D: usize>(y: Tensor<B, D>) -> Tensor<B, D> {
     (y + 0.5).floor()
 }
 
+/// The integer code `c ∈ [0, 2^k − 1]` of [`Quantizer::Unsigned`]: its value is `c/(2^k − 1)`.
+pub(crate) fn unsigned_code<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    bits: Bits,
+) -> Tensor<B, D> {
+    round_half_up(x.clamp(0.0, 1.0) * bits.max_code() as f32)
+}
+
+/// The integer code `c ∈ [0, 2^k − 1]` of [`Quantizer::Signed`]: its value is
+/// `(2c − (2^k − 1))/(2^k − 1)`.
+pub(crate) fn signed_code<B: Backend, const D: usize>(x: Tensor<B, D>, bits: Bits) -> Tensor<B, D> {
+    round_half_up(((x + 1.0) / 2.0).clamp(0.0, 1.0) * bits.max_code() as f32)
+}
+
 fn unsigned_value<B: Backend, const D: usize>(x: Tensor<B, D>, bits: Bits) -> Tensor<B, D> {
-    let steps = bits.max_code() as f32;
-    round_half_up(x.clamp(0.0, 1.0) * steps) / steps
+    unsigned_code(x, bits) / bits.max_code() as f32
 }
 
 fn signed_value<B: Backend, const D: usize>(x: Tensor<B, D>, bits: Bits) -> Tensor<B, D> {
     let steps = bits.max_code() as f32;
-    let code = round_half_up(((x + 1.0) / 2.0).clamp(0.0, 1.0) * steps);
-    (code * 2.0 - steps) / steps
+    (signed_code(x, bits) * 2.0 - steps) / steps
 }
 
 fn pow2_value<B: Backend, const D: usize>(x: Tensor<B, D>, range: Pow2Range) -> Tensor<B, D> {
