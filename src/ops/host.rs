@@ -16,16 +16,14 @@ pub struct HostPacked {
     words: Arc<Vec<u64>>,
     shape: Vec<usize>,
     encoding: Encoding,
-    /// These words rearranged for the direct convolution kernel, made on first use (only the
-    /// NdArray backend runs that kernel).
-    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    /// These words rearranged for the direct convolution kernel, made on first use (by the
+    /// NdArray backend and the packed network's CPU path).
     conv_weights: OnceLock<Arc<ConvWeights>>,
 }
 
 /// Convolution weights in the direct kernel's layout, with the channels and kernel they were
 /// made for.
 #[derive(Debug)]
-#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
 pub(crate) struct ConvWeights {
     pub(crate) in_channels: usize,
     pub(crate) kernel: [usize; 2],
@@ -77,7 +75,6 @@ impl HostPacked {
 
     /// These packed rows `[C_out, k_h·k_w·C']` (see [`crate::ops::PackedConvWeights`]) in the
     /// direct convolution kernel's layout, rearranged once and kept.
-    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
     pub(crate) fn conv_weights(&self, in_channels: usize, kernel: [usize; 2]) -> Arc<ConvWeights> {
         let made = self.conv_weights.get_or_init(|| {
             Arc::new(ConvWeights {
@@ -96,6 +93,11 @@ impl HostPacked {
             "packed convolution weights used with another geometry"
         );
         made.clone()
+    }
+
+    /// The packed words (see [`crate::kernels`] for the layout).
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
     }
 
     /// The logical shape `[.., rows, k]`.

@@ -33,8 +33,8 @@ pub use conv::{
 };
 pub(crate) use conv::{conv_im2col, pack_weights_portable};
 
-pub(crate) use host::BatchPlan;
 pub use host::HostPacked;
+pub(crate) use host::{BatchPlan, ConvWeights};
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};

@@ -98,7 +98,8 @@ impl FirstConv {
         let norm = Norm::from_record(&layer.output)?;
         let padded_out = c_out.div_ceil(LANES) * LANES;
         let cw = words_per_row(c_in);
-        let words = super::words_of(&layer.weights);
+        let rows = super::conv_rows_of(&layer.weights, geometry)?;
+        let words = rows.words();
         // The record's rows: `[o, i, j, c]`, `cw` words a tap, bit 1 for −1.
         let mut signs = vec![0i16; c_in * taps * padded_out];
         for o in 0..c_out {

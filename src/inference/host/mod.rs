@@ -16,6 +16,8 @@
 
 mod first_conv;
 
+use std::sync::Arc;
+
 use first_conv::FirstConv;
 
 use super::{
@@ -24,15 +26,12 @@ use super::{
 };
 use crate::{
     kernels::{
-        conv::{
-            self as kernel, ConvInput, PackedActivations, PackedConvWeights, PadMode,
-            SignThresholds,
-        },
+        conv::{self as kernel, ConvInput, PackedActivations, PadMode, SignThresholds},
         words_per_row, xnor,
     },
     models::NetConfig,
     nn::HALF_RANGE,
-    ops::{Encoding, HostPacked},
+    ops::{ConvWeights, Encoding, HostPacked},
     quant::Bits,
 };
 
@@ -69,7 +68,8 @@ struct FirstDense {
 /// A binary convolution with its sign epilogue, and 2 × 2 pooling if the layer pools.
 #[derive(Debug)]
 struct BinaryConv {
-    weights: PackedConvWeights,
+    /// In the direct kernel's layout.
+    weights: Arc<ConvWeights>,
     padding: [usize; 2],
     thresholds: SignThresholds,
     /// The channels whose sign falls as the product rises (bit per channel), if the layer pools.
@@ -141,12 +141,15 @@ impl Norm {
     }
 }
 
-/// The little-endian words of packed bytes.
-fn words_of(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8 bytes")))
-        .collect()
+/// The packed sign rows `[rows, k]` of a layer record's bytes (`None` if they do not fit).
+fn sign_rows_of(bytes: &[u8], rows: usize, k: usize) -> Option<HostPacked> {
+    HostPacked::from_bytes(bytes, &[rows, k], Encoding::Signs).ok()
+}
+
+/// The packed convolution weights of a layer record's bytes, rows `[C_out, k_h·k_w·C']`.
+fn conv_rows_of(bytes: &[u8], geometry: &crate::ops::ConvGeometry) -> Option<HostPacked> {
+    let [_, c_out] = geometry.channels;
+    sign_rows_of(bytes, c_out, geometry.taps() * geometry.padded_channels())
 }
 
 impl HostNet {
@@ -169,9 +172,8 @@ impl HostNet {
             if i == 0 {
                 first = Some(FirstLayer::Conv(FirstConv::new(layer, &geometry, size)?));
             } else {
-                let words = words_of(&layer.weights);
                 let weights =
-                    PackedConvWeights::from_tap_rows(&words, c_out, c_in, geometry.kernel);
+                    conv_rows_of(&layer.weights, &geometry)?.conv_weights(c_in, geometry.kernel);
                 let thresholds = sign_thresholds(&layer.output)?;
                 let pool = NetConfig::pools_after(i).then(|| falling_mask(&thresholds));
                 convs.push(BinaryConv {
@@ -193,8 +195,7 @@ impl HostNet {
             let (d_in, d_out) = super::dense_shape(config, i);
             let bias = layer.bias.clone();
             if i == 0 && record.convs.is_empty() {
-                let weights =
-                    HostPacked::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs).ok()?;
+                let weights = sign_rows_of(&layer.weights, d_out, d_in)?;
                 let sums = column_sums(&weights, d_out, d_in);
                 first = Some(FirstLayer::Dense(FirstDense {
                     weights,
@@ -205,16 +206,17 @@ impl HostNet {
                 }));
                 continue;
             }
-            let rows = words_of(&layer.weights);
+            let rows = sign_rows_of(&layer.weights, d_out, d_in)?;
+            let rows = rows.words();
             let (weights, k_bits) = if i == 0 {
                 // After the convolutions: reorder the columns to the bits' layout.
                 let [h, w] = size;
                 if d_in != channels * h * w {
                     return None;
                 }
-                planar_columns(&rows, d_out, channels, h, w)
+                planar_columns(rows, d_out, channels, h, w)
             } else {
-                (rows, d_in)
+                (rows.to_vec(), d_in)
             };
             let output = match &layer.output {
                 OutputRecord::Threshold { lo, hi } if i != last => DenseOutput::Signs {
@@ -354,15 +356,15 @@ impl BinaryConv {
             in_channels: c,
             height: h,
             width: w,
-            out_channels: self.weights.out_channels(),
-            kernel: self.weights.kernel(),
+            out_channels: self.weights.weights.out_channels(),
+            kernel: self.weights.kernel,
             stride: [1, 1],
             padding: self.padding,
             dilation: [1, 1],
         };
         let signs = kernel::binary_conv2d_signs(
             ConvInput::Packed(input),
-            &self.weights,
+            &self.weights.weights,
             &geometry,
             PadMode::Zero,
             &self.thresholds,
