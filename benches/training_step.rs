@@ -1,19 +1,28 @@
-//! One training step (forward, squared hinge loss, backward) of the paper's CIFAR-10 network
-//! on `Autodiff<NdArray>`: the binary layers on packed kernels, whose autodiff nodes keep only
-//! bits, against the float simulation `conv2d(sign(x), sign(w))` / `sign(x)·sign(W)` of the
-//! same network and weights. Also prints the bytes each form saves for the backward pass of
-//! the binary layers.
+//! One full training step (forward, squared hinge loss, backward, Adam update with latent-weight
+//! clipping) of the paper's CIFAR-10 network on `Autodiff<NdArray>`, side by side in one run:
 //!
-//! `cargo bench --bench training_step` (width 0.25, batch 50 by default;
-//! `BURN_QNN_BENCH_WIDTH=1` for the full network).
+//! - `packed`: the crate's binary network (binary layers on packed kernels, whose autodiff nodes
+//!   keep only bits and compute their gradients from them);
+//! - `float_simulation`: the same network and weights with every binary layer simulated in float,
+//!   `conv2d(sign(x), sign(w))` / `sign(x)·sign(W)` through Burn's float ops;
+//! - `burn_f32`: the same network shape in Burn's own float layers (`Conv2d`, `Linear`,
+//!   `BatchNorm`, hard tanh between layers).
+//!
+//! Also prints the bytes each binary form saves for the backward pass of the binary layers.
+//!
+//! `cargo bench --bench training_step` (width 0.25, batch 50). `BURN_QNN_BENCH_WIDTH=1` runs the
+//! full-width network; there the float steps take minutes each, so they run only with
+//! `BURN_QNN_BENCH_FLOAT=1`.
 
 use burn::{
     backend::{Autodiff, NdArray},
+    optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
+    learner::ClipLatentWeights,
     loss::SquaredHingeLoss,
-    models::{ConvLayer, DenseLayer, Net, NetConfig},
+    models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
     ops::binary_conv2d_reference,
     quant,
 };
@@ -64,14 +73,46 @@ fn saved_bytes(config: &NetConfig) -> (u64, u64) {
     (values * 5, values.div_ceil(4))
 }
 
+/// One step: `forward`, the squared hinge loss, the backward pass and Adam with clipping.
+struct Step {
+    net: Option<Net<B>>,
+    optim: ClipLatentWeights<burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, Net<B>, B>>,
+    images: Tensor<B, 4>,
+    targets: Tensor<B, 1, Int>,
+}
+
+impl Step {
+    fn new(net: Net<B>, images: &Tensor<B, 4>, targets: &Tensor<B, 1, Int>) -> Self {
+        Self {
+            net: Some(net),
+            optim: ClipLatentWeights::new(AdamConfig::new().init()),
+            images: images.clone(),
+            targets: targets.clone(),
+        }
+    }
+
+    fn run(&mut self, forward: impl Fn(&Net<B>, Tensor<B, 4>) -> Tensor<B, 2>) {
+        let net = self.net.take().expect("a network between steps");
+        let scores = forward(&net, self.images.clone());
+        let loss = SquaredHingeLoss.forward(scores, self.targets.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        self.net = Some(self.optim.step(1e-3, net, grads));
+    }
+}
+
 fn training_step(c: &mut Criterion) {
-    let width: f64 = std::env::var("BURN_QNN_BENCH_WIDTH")
-        .ok()
+    let env = |name: &str| std::env::var(name).ok();
+    let width: f64 = env("BURN_QNN_BENCH_WIDTH")
         .and_then(|w| w.parse().ok())
         .unwrap_or(0.25);
+    let with_float = width <= 0.25 || env("BURN_QNN_BENCH_FLOAT").is_some_and(|v| v == "1");
     let device = Default::default();
     let config = NetConfig::cifar10().with_width(width);
     let net = config.init::<B>(&device);
+    let float_net = config
+        .clone()
+        .with_precision(Precision::Float)
+        .init::<B>(&device);
     let images = Tensor::<B, 4>::random(
         [BATCH, 3, 32, 32],
         Distribution::Uniform(-1.0, 1.0),
@@ -89,19 +130,16 @@ fn training_step(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group(format!("cifar10_training_step_width_{width}"));
     group.sample_size(10);
-    group.bench_function("float_simulation", |b| {
-        b.iter(|| {
-            let loss =
-                SquaredHingeLoss.forward(float_simulation(&net, images.clone()), targets.clone());
-            loss.backward()
-        })
-    });
-    group.bench_function("packed", |b| {
-        b.iter(|| {
-            let loss = SquaredHingeLoss.forward(net.forward(images.clone()), targets.clone());
-            loss.backward()
-        })
-    });
+    let mut packed = Step::new(net.clone(), &images, &targets);
+    group.bench_function("packed", |b| b.iter(|| packed.run(Net::forward)));
+    if with_float {
+        let mut simulated = Step::new(net, &images, &targets);
+        group.bench_function("float_simulation", |b| {
+            b.iter(|| simulated.run(float_simulation))
+        });
+        let mut burn_f32 = Step::new(float_net, &images, &targets);
+        group.bench_function("burn_f32", |b| b.iter(|| burn_f32.run(Net::forward)));
+    }
     group.finish();
 }
 

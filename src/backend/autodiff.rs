@@ -16,7 +16,7 @@ use burn_autodiff::{
     ops::{Backward, Ops, OpsKind, unary},
 };
 
-use super::{QnnBackend, binary_backward};
+use super::{BatchNormOutput, QnnBackend, batch_norm, binary_backward};
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
     quant::{Bits, Quantizer, quantizer},
@@ -107,6 +107,15 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         } else {
             Tensor::from_inner(B::qnn_binary_conv2d(x.inner(), weight.inner(), geometry))
         }
+    }
+
+    fn qnn_batch_norm_train<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormOutput<Self, D> {
+        batch_norm::train_autodiff(x, gamma, beta, epsilon)
     }
 
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {

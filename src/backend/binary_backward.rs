@@ -2,11 +2,13 @@
 //!
 //! The forward of `sign(a)·sign(b)` and `sign(x) ⊛ sign(w)` runs on the packed kernels of the
 //! inner backend. The node saves, for each operand, its signs and its straight-through pass band
-//! (`|v| ≤ 1`) as packed bits: 2 bits a value, where the float simulation keeps the ±1 operands
-//! in f32 and a boolean mask per sign. The backward unpacks them and runs the same Burn ops as
-//! the float simulation's backward, so the gradients are equal, bit for bit.
+//! (`|v| ≤ 1`) as packed bits ([`QnnBackend::qnn_save_signs`]): 2 bits a value, where the float
+//! simulation keeps the ±1 operands in f32 and a boolean mask per sign. The backward hands the
+//! bits to the backend's gradient ops ([`QnnBackend::qnn_binary_conv2d_input_grad`] and its
+//! siblings): on `NdArray` kernels that read the signs from the bits, elsewhere the portable
+//! bodies below, which unpack them and run the float simulation's own Burn ops.
 
-use burn::tensor::{Bool, Shape, Tensor, TensorPrimitive, ops::FloatTensor, s};
+use burn::tensor::{Shape, Tensor, TensorPrimitive, ops::FloatTensor, s};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -32,34 +34,134 @@ impl<B: QnnBackend> SavedBits<B> {
     /// Packs the signs of `x` and where `x` lies outside the band `|x| ≤ 1`.
     pub(crate) fn save<const D: usize>(x: Tensor<B, D>) -> Self {
         let shape = x.shape();
-        let flat = x.reshape([1, shape.num_elements()]);
-        // `blocked` packs as −1 (bit 1), the pass band as −0.0 (bit 0).
-        let blocked = Quantizer::Sign.blocked(flat.clone()).float().neg();
+        let (signs, blocked) = B::qnn_save_signs(x);
         Self {
-            signs: B::qnn_pack(flat, Encoding::Signs),
-            blocked: B::qnn_pack(blocked, Encoding::Signs),
+            signs,
+            blocked,
             shape,
         }
     }
+}
 
-    /// The ±1 values.
-    fn signs<const D: usize>(&self) -> Tensor<B, D> {
-        B::qnn_unpack::<2>(&self.signs).reshape(self.shape.clone())
-    }
+/// The ±1 values of bits packed by [`QnnBackend::qnn_save_signs`], as a tensor of `shape`.
+fn unpack_signs<B: QnnBackend, const D: usize>(signs: &B::Packed, shape: &Shape) -> Tensor<B, D> {
+    B::qnn_unpack::<2>(signs).reshape(shape.clone())
+}
 
-    /// Where the straight-through gradient is cut.
-    fn blocked<const D: usize>(&self) -> Tensor<B, D, Bool> {
-        B::qnn_unpack::<2>(&self.blocked)
-            .reshape(self.shape.clone())
-            .lower_elem(0.0)
-    }
+/// `grad` with the straight-through estimator applied: zero where `blocked` (packed by
+/// [`QnnBackend::qnn_save_signs`]) marks `|v| > 1`.
+fn pass<B: QnnBackend, const D: usize>(grad: Tensor<B, D>, blocked: &B::Packed) -> Tensor<B, D> {
+    let shape = grad.shape();
+    let blocked = B::qnn_unpack::<2>(blocked).reshape(shape).lower_elem(0.0);
+    grad.mask_fill(blocked, 0.0)
+}
 
-    /// `grad` with the straight-through estimator applied: zero outside the pass band.
-    fn pass<const D: usize>(&self, grad: Tensor<B, D>) -> FloatTensor<B> {
-        grad.mask_fill(self.blocked::<D>(), 0.0)
-            .into_primitive()
-            .tensor()
-    }
+/// [`QnnBackend::qnn_save_signs`] from Burn tensor ops.
+pub(crate) fn save_signs_portable<B: QnnBackend, const D: usize>(
+    x: Tensor<B, D>,
+) -> (B::Packed, B::Packed) {
+    let flat = x.clone().reshape([1, x.shape().num_elements()]);
+    // `blocked` packs as −1 (bit 1), the pass band as −0.0 (bit 0).
+    let blocked = Quantizer::Sign.blocked(flat.clone()).float().neg();
+    (
+        B::qnn_pack(flat, Encoding::Signs),
+        B::qnn_pack(blocked, Encoding::Signs),
+    )
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_input_grad`] by Burn's float convolution backward on the
+/// unpacked ±1 tensors (the float simulation's own computation).
+pub(crate) fn conv2d_input_grad_portable<B: QnnBackend>(
+    grad_out: Tensor<B, 4>,
+    weight_signs: &B::Packed,
+    input_blocked: &B::Packed,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> Tensor<B, 4> {
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let weight = unpack_signs::<B, 4>(weight_signs, &Shape::new([c_out, c_in, kh, kw]));
+    let [n, _, h, w] = input_shape;
+    let [ph, pw] = geometry.padding;
+    let padded = match geometry.padding_mode {
+        PaddingMode::Zero => [n, c_in, h, w],
+        PaddingMode::PlusOne => [n, c_in, h + 2 * ph, w + 2 * pw],
+    };
+    // Only the input's shape matters to the input gradient: zeros stand in for its values.
+    let (input, options) =
+        geometry.conv_input(Tensor::<B, 4>::zeros([n, c_in, h, w], &grad_out.device()));
+    debug_assert_eq!(input.dims(), padded);
+    let grad = tensor::<B, 4>(B::conv2d_x_backward(
+        primitive(input),
+        primitive(weight),
+        primitive(grad_out),
+        options,
+    ));
+    let grad = match geometry.padding_mode {
+        PaddingMode::Zero => grad,
+        PaddingMode::PlusOne => grad.slice(s![.., .., ph..ph + h, pw..pw + w]),
+    };
+    pass(grad, input_blocked)
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_weight_grad`] by Burn's float convolution backward on the
+/// unpacked ±1 tensors (the float simulation's own computation).
+pub(crate) fn conv2d_weight_grad_portable<B: QnnBackend>(
+    grad_out: Tensor<B, 4>,
+    input_signs: &B::Packed,
+    weight_blocked: &B::Packed,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> Tensor<B, 4> {
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let weight_shape = Shape::new([c_out, c_in, kh, kw]);
+    let (input, options) =
+        geometry.conv_input(unpack_signs::<B, 4>(input_signs, &Shape::new(input_shape)));
+    let weight = Tensor::<B, 4>::zeros(weight_shape, &grad_out.device());
+    let grad = tensor::<B, 4>(B::conv2d_weight_backward(
+        primitive(input),
+        primitive(weight),
+        primitive(grad_out),
+        options,
+    ));
+    pass(grad, weight_blocked)
+}
+
+/// [`QnnBackend::qnn_binary_matmul_lhs_grad`] by Burn's float matmul on the unpacked ±1 `b`,
+/// summed over the dimensions `a` was broadcast along.
+pub(crate) fn matmul_lhs_grad_portable<B: QnnBackend, const D: usize>(
+    grad: Tensor<B, D>,
+    b_signs: &B::Packed,
+    a_blocked: &B::Packed,
+    a_shape: [usize; D],
+    b_shape: [usize; D],
+) -> Tensor<B, D> {
+    let b = unpack_signs::<B, D>(b_signs, &Shape::new(b_shape));
+    let product = grad.matmul(b.transpose());
+    let product = tensor::<B, D>(broadcast_shape::<B>(
+        primitive(product),
+        &Shape::new(a_shape),
+    ));
+    pass(product, a_blocked)
+}
+
+/// [`QnnBackend::qnn_binary_matmul_rhs_grad`] by Burn's float matmul on the unpacked ±1 `a`,
+/// summed over the dimensions `b` was broadcast along.
+pub(crate) fn matmul_rhs_grad_portable<B: QnnBackend, const D: usize>(
+    grad: Tensor<B, D>,
+    a_signs: &B::Packed,
+    b_blocked: &B::Packed,
+    a_shape: [usize; D],
+    b_shape: [usize; D],
+) -> Tensor<B, D> {
+    let a = unpack_signs::<B, D>(a_signs, &Shape::new(a_shape));
+    let product = a.transpose().matmul(grad);
+    let product = tensor::<B, D>(broadcast_shape::<B>(
+        primitive(product),
+        &Shape::new(b_shape),
+    ));
+    pass(product, b_blocked)
 }
 
 /// `sign(a)·sign(b)` with packed operands saved.
@@ -71,23 +173,29 @@ impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
+        let a_shape: [usize; D] = a.shape.dims();
+        let b_shape: [usize; D] = b.shape.dims();
         binary::<B, _, _>(
             ops.parents,
             ops.node,
             grads,
             |grad| {
-                let product = tensor::<B, D>(grad).matmul(b.signs::<D>().transpose());
-                a.pass(tensor::<B, D>(broadcast_shape::<B>(
-                    primitive(product),
-                    &a.shape,
-                )))
+                primitive(B::qnn_binary_matmul_lhs_grad(
+                    tensor::<B, D>(grad),
+                    &b.signs,
+                    &a.blocked,
+                    a_shape,
+                    b_shape,
+                ))
             },
             |grad| {
-                let product = a.signs::<D>().transpose().matmul(tensor::<B, D>(grad));
-                b.pass(tensor::<B, D>(broadcast_shape::<B>(
-                    primitive(product),
-                    &b.shape,
-                )))
+                primitive(B::qnn_binary_matmul_rhs_grad(
+                    tensor::<B, D>(grad),
+                    &a.signs,
+                    &b.blocked,
+                    a_shape,
+                    b_shape,
+                ))
             },
         );
     }
@@ -127,32 +235,28 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, w, geometry) = ops.state;
-        // The float simulation's input to `conv2d`, and the options it ran with.
-        let (input, options) = geometry.conv_input(x.signs::<4>());
-        let weight = primitive(w.signs::<4>());
-        let input = primitive(input);
+        let input_shape: [usize; 4] = x.shape.dims();
         binary::<B, _, _>(
             ops.parents,
             ops.node,
             grads,
             |grad| {
-                let grad =
-                    B::conv2d_x_backward(input.clone(), weight.clone(), grad, options.clone());
-                let grad = tensor::<B, 4>(grad);
-                let grad = match geometry.padding_mode {
-                    PaddingMode::Zero => grad,
-                    PaddingMode::PlusOne => {
-                        let [_, _, h, w] = x.shape.dims();
-                        let [ph, pw] = geometry.padding;
-                        grad.slice(s![.., .., ph..ph + h, pw..pw + w])
-                    }
-                };
-                x.pass(grad)
+                primitive(B::qnn_binary_conv2d_input_grad(
+                    tensor::<B, 4>(grad),
+                    &w.signs,
+                    &x.blocked,
+                    input_shape,
+                    &geometry,
+                ))
             },
             |grad| {
-                let grad =
-                    B::conv2d_weight_backward(input.clone(), weight.clone(), grad, options.clone());
-                w.pass(tensor::<B, 4>(grad))
+                primitive(B::qnn_binary_conv2d_weight_grad(
+                    tensor::<B, 4>(grad),
+                    &x.signs,
+                    &w.blocked,
+                    input_shape,
+                    &geometry,
+                ))
             },
         );
     }

@@ -19,6 +19,7 @@
 //! ```
 
 mod autodiff;
+mod batch_norm;
 mod binary_backward;
 #[cfg(feature = "wgpu")]
 mod cube;
@@ -27,6 +28,7 @@ mod fusion;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 
+pub use batch_norm::{BatchNormGrads, BatchNormOutput};
 #[cfg(feature = "wgpu")]
 pub use cube::CubePacked;
 #[cfg(feature = "wgpu")]
@@ -184,6 +186,113 @@ pub trait QnnBackend: Backend {
     ) -> Option<R> {
         let _ = (x, f);
         None
+    }
+
+    /// Packs, for the backward pass of a binary product, the signs of `x` (bit 1 where
+    /// `x < 0`) and its straight-through band (bit 1 where `|x| > 1`, whose gradient is cut):
+    /// `(signs, blocked)`, each one packed row `[1, numel]` of [`Encoding::Signs`] over the
+    /// values of `x` in row-major order, 2 bits a value in all.
+    fn qnn_save_signs<const D: usize>(x: Tensor<Self, D>) -> (Self::Packed, Self::Packed) {
+        binary_backward::save_signs_portable(x)
+    }
+
+    /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` (`input_shape`
+    /// `[N, C_in, H, W]`), with the straight-through estimator applied: `grad_out`
+    /// `[N, C_out, H_out, W_out]` through the transposed convolution with the ±1 weights
+    /// `weight_signs`, zero where `input_blocked` is set. Both bit rows are packed by
+    /// [`QnnBackend::qnn_save_signs`]. The default unpacks them and runs Burn's
+    /// `conv2d_x_backward`; `NdArray` reads the signs from the bits.
+    fn qnn_binary_conv2d_input_grad(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &Self::Packed,
+        input_blocked: &Self::Packed,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        binary_backward::conv2d_input_grad_portable(
+            grad_out,
+            weight_signs,
+            input_blocked,
+            input_shape,
+            geometry,
+        )
+    }
+
+    /// The gradient of `sign(x) ⊛ sign(w)` with respect to `w` `[C_out, C_in, k_h, k_w]`, with
+    /// the straight-through estimator applied: `grad_out` against the ±1 inputs `input_signs`
+    /// (of `input_shape`, padded as `geometry` says), zero where `weight_blocked` is set. The
+    /// default unpacks the bits and runs Burn's `conv2d_weight_backward`.
+    fn qnn_binary_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &Self::Packed,
+        weight_blocked: &Self::Packed,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        binary_backward::conv2d_weight_grad_portable(
+            grad_out,
+            input_signs,
+            weight_blocked,
+            input_shape,
+            geometry,
+        )
+    }
+
+    /// The gradient of `sign(a)·sign(b)` with respect to `a` (`a_shape` `[.., m, k]`): `grad`
+    /// `[.., m, n]` times the transpose of the ±1 `b_signs` (`b_shape` `[.., k, n]`), summed
+    /// over the dimensions `a` was broadcast along, zero where `a_blocked` is set. The default
+    /// unpacks the bits and runs Burn's `matmul`.
+    fn qnn_binary_matmul_lhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &Self::Packed,
+        a_blocked: &Self::Packed,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        binary_backward::matmul_lhs_grad_portable(grad, b_signs, a_blocked, a_shape, b_shape)
+    }
+
+    /// The gradient of `sign(a)·sign(b)` with respect to `b` (`b_shape` `[.., k, n]`): the
+    /// transpose of the ±1 `a_signs` times `grad`, summed over the dimensions `b` was broadcast
+    /// along, zero where `b_blocked` is set. The default unpacks the bits and runs Burn's
+    /// `matmul`.
+    fn qnn_binary_matmul_rhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &Self::Packed,
+        b_blocked: &Self::Packed,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        binary_backward::matmul_rhs_grad_portable(grad, a_signs, b_blocked, a_shape, b_shape)
+    }
+
+    /// Batch normalization in training mode over `x` `[N, C, ..]` with the batch's statistics:
+    /// `y = γ·(x − μ)/sqrt(σ² + ε) + β`, `μ` and the biased `σ²` per channel over every other
+    /// dimension, as Burn's `BatchNorm`; returns `(y, μ, σ²)`. `Autodiff` runs it as one node
+    /// whose backward is [`QnnBackend::qnn_batch_norm_backward`]. The default is built from
+    /// Burn tensor ops; `NdArray` runs one kernel of two passes.
+    fn qnn_batch_norm_train<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormOutput<Self, D> {
+        batch_norm::train_portable(x, gamma, beta, epsilon)
+    }
+
+    /// The gradients `(∂x, ∂γ, ∂β)` of [`QnnBackend::qnn_batch_norm_train`] from the output
+    /// gradient `grad`, the input `x` and the forward's `mean` and `variance`: with
+    /// `x̂ = (x − μ)/sqrt(σ² + ε)` and `M` values per channel, `∂β = Σ grad`,
+    /// `∂γ = Σ grad·x̂`, `∂x = γ/sqrt(σ² + ε)·(grad − ∂β/M − x̂·∂γ/M)`.
+    fn qnn_batch_norm_backward<const D: usize>(
+        grad: Tensor<Self, D>,
+        x: Tensor<Self, D>,
+        mean: Tensor<Self, 1>,
+        variance: Tensor<Self, 1>,
+        gamma: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormGrads<Self, D> {
+        batch_norm::backward_portable(grad, x, mean, variance, gamma, epsilon)
     }
 
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the

@@ -10,8 +10,13 @@ use burn_ndarray::{
 use ndarray::{ArcArray, IxDyn};
 
 use super::QnnBackend;
+use super::{BatchNormGrads, BatchNormOutput, binary_backward};
 use crate::{
-    kernels::conv,
+    kernels::{
+        backward::{self, Bits, MatmulShape},
+        batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
+        conv, words_per_row,
+    },
     ops::{ConvGeometry, Encoding, HostPacked, PaddingMode},
 };
 
@@ -82,29 +87,12 @@ where
         weight: &HostPacked,
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
-        let [n, c, h, w] = x.dims();
+        let [n, _, h, w] = x.dims();
+        let kernel_geometry = kernel_geometry(x.dims(), geometry);
         let [c_in, c_out] = geometry.channels;
-        assert_eq!(
-            c, c_in,
-            "binary conv2d: input has {c} channels, the convolution expects {c_in}"
-        );
         let [oh, ow] = geometry.output_size([h, w]);
         let weights = weight.conv_weights(c_in, geometry.kernel);
-        let kernel_geometry = conv::ConvGeometry {
-            batch: n,
-            in_channels: c,
-            height: h,
-            width: w,
-            out_channels: c_out,
-            kernel: geometry.kernel,
-            stride: geometry.stride,
-            padding: geometry.padding,
-            dilation: geometry.dilation,
-        };
-        let pad = match geometry.padding_mode {
-            PaddingMode::Zero => conv::PadMode::Zero,
-            PaddingMode::PlusOne => conv::PadMode::PlusOne,
-        };
+        let pad = pad_mode(geometry.padding_mode);
         let mut out = vec![0f32; n * c_out * oh * ow];
         with_f32(x, |values, _| {
             conv::binary_conv2d(
@@ -118,6 +106,244 @@ where
         });
         float_tensor(out, &[n, c_out, oh, ow])
     }
+
+    /// [`batch_norm_forward`]: statistics and output in two passes.
+    fn qnn_batch_norm_train<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormOutput<Self, D> {
+        let dims = x.dims();
+        let shape = norm_shape(&dims);
+        let gamma = host_values(gamma);
+        let beta = host_values(beta);
+        let mut y = vec![0f32; shape.len()];
+        let stats = with_f32(x, |x, _| {
+            batch_norm_forward(x, shape, &gamma, &beta, epsilon, &mut y)
+        });
+        (
+            float_tensor(y, &dims),
+            float_tensor(stats.mean, &[shape.channels]),
+            float_tensor(stats.variance, &[shape.channels]),
+        )
+    }
+
+    /// [`batch_norm_backward`]: two passes over the gradient and the input.
+    fn qnn_batch_norm_backward<const D: usize>(
+        grad: Tensor<Self, D>,
+        x: Tensor<Self, D>,
+        mean: Tensor<Self, 1>,
+        variance: Tensor<Self, 1>,
+        gamma: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormGrads<Self, D> {
+        let dims = x.dims();
+        let shape = norm_shape(&dims);
+        let mean = host_values(mean);
+        let inv_std: Vec<f32> = host_values(variance)
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+            .collect();
+        let gamma = host_values(gamma);
+        let mut d_x = vec![0f32; shape.len()];
+        let (d_gamma, d_beta) = with_f32(grad, |grad, _| {
+            with_f32(x, |x, _| {
+                batch_norm_backward(grad, x, shape, (&mean, &inv_std), &gamma, &mut d_x)
+            })
+        });
+        (
+            float_tensor(d_x, &dims),
+            float_tensor(d_gamma, &[shape.channels]),
+            float_tensor(d_beta, &[shape.channels]),
+        )
+    }
+
+    /// Signs and band in one pass over the values ([`backward::pack_signs_and_band`]).
+    fn qnn_save_signs<const D: usize>(x: Tensor<Self, D>) -> (HostPacked, HostPacked) {
+        with_f32(x, |values, _| {
+            let words = words_per_row(values.len());
+            let (mut signs, mut blocked) = (vec![0u64; words], vec![0u64; words]);
+            backward::pack_signs_and_band(values, &mut signs, &mut blocked);
+            let row = |words| HostPacked::from_words(words, vec![1, values.len()], Encoding::Signs);
+            (row(signs), row(blocked))
+        })
+    }
+
+    /// [`backward::binary_conv2d_input_grad`] on the saved bits.
+    fn qnn_binary_conv2d_input_grad(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &HostPacked,
+        input_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.input_len()];
+        with_f32(grad_out, |grad, _| {
+            backward::binary_conv2d_input_grad(
+                grad,
+                saved_bits(weight_signs),
+                saved_bits(input_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        float_tensor(out, &input_shape)
+    }
+
+    /// [`backward::binary_conv2d_weight_grad`] on the saved bits.
+    fn qnn_binary_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &HostPacked,
+        weight_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        with_f32(grad_out, |grad, _| {
+            backward::binary_conv2d_weight_grad(
+                grad,
+                saved_bits(input_signs),
+                pad_mode(geometry.padding_mode),
+                saved_bits(weight_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        let [c_in, c_out] = geometry.channels;
+        let [kh, kw] = geometry.kernel;
+        float_tensor(out, &[c_out, c_in, kh, kw])
+    }
+
+    /// [`backward::binary_matmul_lhs_grad`] on the saved bits where `a` and `b` have the same
+    /// batch dimensions; broadcast products take the portable path.
+    fn qnn_binary_matmul_lhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &HostPacked,
+        a_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+            return binary_backward::matmul_lhs_grad_portable(
+                grad, b_signs, a_blocked, a_shape, b_shape,
+            );
+        };
+        let mut out = vec![0f32; a_shape.iter().product()];
+        with_f32(grad, |grad, _| {
+            backward::binary_matmul_lhs_grad(
+                grad,
+                saved_bits(b_signs),
+                saved_bits(a_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        float_tensor(out, &a_shape)
+    }
+
+    /// [`backward::binary_matmul_rhs_grad`] on the saved bits where `a` and `b` have the same
+    /// batch dimensions; broadcast products take the portable path.
+    fn qnn_binary_matmul_rhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &HostPacked,
+        b_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+            return binary_backward::matmul_rhs_grad_portable(
+                grad, a_signs, b_blocked, a_shape, b_shape,
+            );
+        };
+        let mut out = vec![0f32; b_shape.iter().product()];
+        with_f32(grad, |grad, _| {
+            backward::binary_matmul_rhs_grad(
+                grad,
+                saved_bits(a_signs),
+                saved_bits(b_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        float_tensor(out, &b_shape)
+    }
+}
+
+/// `[N, C, ..]` as the batch norm kernels' `[N, C, S]`.
+fn norm_shape(dims: &[usize]) -> NormShape {
+    assert!(
+        dims.len() >= 2,
+        "batch norm: the input needs a batch and a channel dimension, got shape {dims:?}"
+    );
+    NormShape {
+        batch: dims[0],
+        channels: dims[1],
+        spatial: dims[2..].iter().product(),
+    }
+}
+
+/// A tensor's values as f32 on the host.
+fn host_values<B, const D: usize>(x: Tensor<B, D>) -> Vec<f32>
+where
+    B: burn::tensor::backend::Backend<FloatTensorPrimitive = NdArrayTensor>,
+{
+    with_f32(x, |values, _| values.to_vec())
+}
+
+/// The bit row of a tensor packed by [`QnnBackend::qnn_save_signs`].
+fn saved_bits(packed: &HostPacked) -> Bits<'_> {
+    let shape = packed.shape();
+    assert!(
+        shape.len() == 2 && shape[0] == 1 && packed.encoding() == Encoding::Signs,
+        "saved bits: expected one row of signs, got shape {shape:?} ({:?})",
+        packed.encoding()
+    );
+    Bits::new(packed.words(), shape[1])
+}
+
+/// The kernel's geometry of a convolution of an input of `input_shape` `[N, C_in, H, W]`.
+fn kernel_geometry(input_shape: [usize; 4], geometry: &ConvGeometry) -> conv::ConvGeometry {
+    let [n, c, h, w] = input_shape;
+    let [c_in, c_out] = geometry.channels;
+    assert_eq!(
+        c, c_in,
+        "binary conv2d: input has {c} channels, the convolution expects {c_in}"
+    );
+    conv::ConvGeometry {
+        batch: n,
+        in_channels: c,
+        height: h,
+        width: w,
+        out_channels: c_out,
+        kernel: geometry.kernel,
+        stride: geometry.stride,
+        padding: geometry.padding,
+        dilation: geometry.dilation,
+    }
+}
+
+/// The kernels' name for a padding mode.
+fn pad_mode(mode: PaddingMode) -> conv::PadMode {
+    match mode {
+        PaddingMode::Zero => conv::PadMode::Zero,
+        PaddingMode::PlusOne => conv::PadMode::PlusOne,
+    }
+}
+
+/// The product shape of `[.., m, k] × [.., k, n]` where both have the same batch dimensions.
+fn unbroadcast_matmul(a: &[usize], b: &[usize]) -> Option<MatmulShape> {
+    let d = a.len();
+    (d >= 2 && b.len() == d && a[..d - 2] == b[..d - 2] && a[d - 1] == b[d - 2]).then(|| {
+        MatmulShape {
+            batch: a[..d - 2].iter().product(),
+            m: a[d - 2],
+            k: a[d - 1],
+            n: b[d - 1],
+        }
+    })
 }
 
 /// Runs `f` on the tensor's values as a contiguous f32 slice, without a copy when the tensor is

@@ -1,5 +1,6 @@
 //! CPU kernels on plain slices, free of Burn types: bit packing, XNOR-popcount GEMM,
-//! bit-serial GEMM and binary 2-D convolution ([`conv`]), with the instruction set picked at run
+//! bit-serial GEMM, binary 2-D convolution ([`conv`]) and the gradients of the binary products
+//! from packed bits ([`backward`]), with the instruction set picked at run
 //! time (see [`isa`]).
 //!
 //! # Packed layout (the same on every backend)
@@ -12,10 +13,13 @@
 //! Bit planes of unsigned `b`-bit codes: row `r`, plane `p` (bit `p` of each code) is stored at
 //! words `(r·b + p)·words_per_row(k) ..`, in the same bit order.
 
+pub mod backward;
+pub mod batch_norm;
 pub mod bitserial;
 pub mod conv;
 mod conv_tile;
 mod engine;
+mod float_gemm;
 pub mod isa;
 pub mod pack;
 #[cfg(target_arch = "x86_64")]

@@ -222,7 +222,7 @@ impl<B: QnnBackend> Net<B> {
             if NetConfig::pools_after(i) {
                 x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
             }
-            x = self.activation(norm.forward(x));
+            x = self.activation(crate::nn::batch_norm(norm, x));
         }
         let mut x = x.flatten::<2>(1, 3);
         if self.convs.is_empty() {
@@ -230,7 +230,7 @@ impl<B: QnnBackend> Net<B> {
         }
         let last = self.dense.len() - 1;
         for (i, (layer, norm)) in self.dense.iter().zip(&self.dense_norms).enumerate() {
-            x = norm.forward(layer.forward(x));
+            x = crate::nn::batch_norm(norm, layer.forward(x));
             if i < last {
                 x = self.dropout_hidden.forward(self.activation(x));
             }

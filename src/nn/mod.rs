@@ -35,6 +35,7 @@
 //! assert_eq!(net.forward(Tensor::zeros([2, 1, 6, 6], &device)).dims(), [2, 10]);
 //! ```
 
+mod batch_norm;
 mod binary_conv2d;
 mod binary_linear;
 mod bit_plane;
@@ -43,6 +44,7 @@ mod quant_conv2d;
 mod quant_linear;
 mod shift_batch_norm;
 
+pub use batch_norm::batch_norm;
 pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
 pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
 pub use bit_plane::{

@@ -64,7 +64,8 @@ impl HostPacked {
         Self::from_words(words, packed_shape, encoding)
     }
 
-    fn from_words(words: Vec<u64>, shape: Vec<usize>, encoding: Encoding) -> Self {
+    /// Packed rows from their words (`words_per_row(k)` per row and plane).
+    pub(crate) fn from_words(words: Vec<u64>, shape: Vec<usize>, encoding: Encoding) -> Self {
         Self {
             words: Arc::new(words),
             shape,

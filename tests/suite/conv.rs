@@ -179,78 +179,183 @@ fn gradients<B: AutodiffBackend, const D: usize, const E: usize>(
     )
 }
 
-/// The bits-only convolution node gives the forward values and gradients of the float
-/// simulation `conv2d(sign(x), sign(w))`, bit for bit; inputs straddle the pass band `|v| ≤ 1`.
+/// Random geometries (seeded): channel counts off the word size, odd sizes, strides 1–2,
+/// paddings 0–2, dilations 1–2, batches 1–3.
+fn random_geometries(count: usize, seed: u64) -> Vec<(ConvGeometry, [usize; 4])> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let kernel = [rng.random_range(1..=3), rng.random_range(1..=3)];
+            let dilation = [rng.random_range(1..=2), rng.random_range(1..=2)];
+            let padding = [rng.random_range(0..=2), rng.random_range(0..=2)];
+            let reach = |axis: usize| dilation[axis] * (kernel[axis] - 1) + 1;
+            let size = [
+                rng.random_range(reach(0).max(3)..=11),
+                rng.random_range(reach(1).max(3)..=11),
+            ];
+            let channels = [rng.random_range(1..=100), rng.random_range(1..=40)];
+            let geometry = ConvGeometry::new(channels, kernel)
+                .with_stride([rng.random_range(1..=2), rng.random_range(1..=2)])
+                .with_padding(padding)
+                .with_dilation(dilation);
+            let batch = rng.random_range(1..=3);
+            (geometry, [batch, channels[0], size[0], size[1]])
+        })
+        .collect()
+}
+
+/// Values of the same sign and pass band as `v` (`|v| ≤ 1`) but of magnitude 1 or 2: through
+/// the float simulation, with `|r|` as output weights, they give `Σ|terms|` of each gradient.
+fn magnitudes(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| if x.abs() <= 1.0 { 1.0 } else { 2.0 })
+        .collect()
+}
+
+/// Asserts `|actual − expected| ≤ 1e-5 · Σ|terms|` element by element: equal up to the order
+/// of the f32 sums.
+fn assert_close_to_order(what: &str, actual: &[f32], expected: &[f32], terms: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, ((&a, &e), &t)) in actual.iter().zip(expected).zip(terms).enumerate() {
+        assert!(
+            (a - e).abs() <= 1e-5 * t,
+            "{what}: element {i} is {a:e}, expected {e:e} (Σ|terms| = {t:e})"
+        );
+    }
+}
+
+/// Output weights `r` of `len` small integers in `[−3, 3]`: every gradient term is then an
+/// integer and both sums are exact.
+fn small_integers(len: usize, seed: u64) -> Vec<f32> {
+    uniform(len, -3.5, 3.5, seed)
+        .into_iter()
+        .map(|v| v.round())
+        .collect()
+}
+
+/// The bits-only convolution node gives the forward values of the float simulation
+/// `conv2d(sign(x), sign(w))` exactly, and its gradients up to the order of the f32 sums
+/// (`|Δ| ≤ 1e-5·Σ|terms|`), exactly for integer output gradients; inputs straddle the pass band
+/// `|v| ≤ 1`.
 pub fn binary_conv_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
-    for (case, (geometry, x_shape)) in geometries(true).into_iter().enumerate() {
+    let cases = geometries(true).into_iter().chain(random_geometries(4, 77));
+    for (case, (geometry, x_shape)) in cases.enumerate() {
         for mode in [PaddingMode::Zero, PaddingMode::PlusOne] {
             let geometry = geometry.with_padding_mode(mode);
             let [c_in, c_out] = geometry.channels;
             let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
-            let x = tensor::<B, 4>(
-                uniform(x_shape.iter().product(), -2.0, 2.0, case as u64),
-                x_shape,
-                device,
-            );
-            let w = tensor::<B, 4>(
-                uniform(w_shape.iter().product(), -1.5, 1.5, 50 + case as u64),
-                w_shape,
-                device,
-            );
+            let x_values = uniform(x_shape.iter().product(), -2.0, 2.0, case as u64);
+            let w_values = uniform(w_shape.iter().product(), -1.5, 1.5, 50 + case as u64);
+            let x = tensor::<B, 4>(x_values.clone(), x_shape, device);
+            let w = tensor::<B, 4>(w_values.clone(), w_shape, device);
             let out_shape = binary_conv2d(x.clone(), w.clone(), &geometry).dims();
-            let r = tensor::<B, 4>(
-                uniform(out_shape.iter().product(), -1.0, 1.0, 9),
+            let out_len = out_shape.iter().product();
+            let what = format!("case {case} {geometry:?} on {x_shape:?}");
+            let packed = |r: &Tensor<B, 4>| {
+                gradients(
+                    |x, w| binary_conv2d(x, w, &geometry),
+                    x.clone(),
+                    w.clone(),
+                    r.clone(),
+                )
+            };
+            let float = |x: Tensor<B, 4>, w: Tensor<B, 4>, r: &Tensor<B, 4>| {
+                gradients(
+                    |x, w| binary_conv2d_reference(x, w, &geometry),
+                    x,
+                    w,
+                    r.clone(),
+                )
+            };
+
+            let r = tensor::<B, 4>(small_integers(out_len, 9 + case as u64), out_shape, device);
+            let (got, expected) = (packed(&r), float(x.clone(), w.clone(), &r));
+            assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+            assert!(got.1.iter().any(|&g| g != 0.0), "{what}: some x gradient");
+            assert_exact(
+                &format!("{what} integer grad x"),
+                &got.1,
+                &got.1,
+                &expected.1,
+            );
+            assert_exact(
+                &format!("{what} integer grad w"),
+                &got.2,
+                &got.2,
+                &expected.2,
+            );
+
+            let r_values = uniform(out_len, -1.0, 1.0, 9);
+            let r = tensor::<B, 4>(r_values.clone(), out_shape, device);
+            let abs_r = tensor::<B, 4>(
+                r_values.iter().map(|v| v.abs()).collect(),
                 out_shape,
                 device,
             );
-            let packed = gradients(
-                |x, w| binary_conv2d(x, w, &geometry),
-                x.clone(),
-                w.clone(),
-                r.clone(),
+            let (got, expected) = (packed(&r), float(x.clone(), w.clone(), &r));
+            let terms = float(
+                tensor::<B, 4>(magnitudes(&x_values), x_shape, device),
+                tensor::<B, 4>(magnitudes(&w_values), w_shape, device),
+                &abs_r,
             );
-            let float = gradients(|x, w| binary_conv2d_reference(x, w, &geometry), x, w, r);
-            let what = format!("case {case} {mode:?}");
-            assert_exact(&format!("{what} forward"), &packed.0, &packed.0, &float.0);
-            assert!(
-                packed.1.iter().any(|&g| g != 0.0),
-                "{what}: some x gradient"
-            );
-            assert_exact(&format!("{what} grad x"), &packed.1, &packed.1, &float.1);
-            assert_exact(&format!("{what} grad w"), &packed.2, &packed.2, &float.2);
+            assert_close_to_order(&format!("{what} grad x"), &got.1, &expected.1, &terms.1);
+            assert_close_to_order(&format!("{what} grad w"), &got.2, &expected.2, &terms.2);
         }
     }
 }
 
-/// The bits-only `xnor_matmul` node gives the gradients of `sign(a)·sign(b)` in float, also
-/// with a weight matrix shared over a batch.
+/// The bits-only `xnor_matmul` node gives the gradients of `sign(a)·sign(b)` in float, up to
+/// the order of the f32 sums and exactly for integer output gradients, also with a weight
+/// matrix shared over a batch and with a single row.
 pub fn xnor_matmul_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
-    for (case, (a_shape, b_shape)) in [([2, 5, 70], [2, 70, 3]), ([3, 4, 65], [1, 65, 6])]
-        .into_iter()
-        .enumerate()
-    {
-        let a = tensor::<B, 3>(
-            uniform(a_shape.iter().product(), -2.0, 2.0, 1),
-            a_shape,
-            device,
-        );
-        let b = tensor::<B, 3>(
-            uniform(b_shape.iter().product(), -2.0, 2.0, 2),
-            b_shape,
-            device,
-        );
+    let shapes = [
+        ([2, 5, 70], [2, 70, 3]),
+        ([3, 4, 65], [1, 65, 6]),
+        ([1, 1, 129], [1, 129, 33]),
+        ([1, 50, 300], [1, 300, 17]),
+    ];
+    for (case, (a_shape, b_shape)) in shapes.into_iter().enumerate() {
+        let a_values = uniform(a_shape.iter().product(), -2.0, 2.0, 1 + case as u64);
+        let b_values = uniform(b_shape.iter().product(), -2.0, 2.0, 20 + case as u64);
+        let a = tensor::<B, 3>(a_values.clone(), a_shape, device);
+        let b = tensor::<B, 3>(b_values.clone(), b_shape, device);
         let out = [a_shape[0], a_shape[1], b_shape[2]];
-        let r = tensor::<B, 3>(uniform(out.iter().product(), -1.0, 1.0, 3), out, device);
-        let packed = gradients(ops::xnor_matmul, a.clone(), b.clone(), r.clone());
-        let float = gradients(
-            |a, b| burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b)),
-            a,
-            b,
-            r,
-        );
+        let out_len = out.iter().product();
+        let float_product = |a: Tensor<B, 3>, b: Tensor<B, 3>| {
+            burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b))
+        };
         let what = format!("matmul case {case}");
-        assert_exact(&format!("{what} forward"), &packed.0, &packed.0, &float.0);
-        assert_exact(&format!("{what} grad a"), &packed.1, &packed.1, &float.1);
-        assert_exact(&format!("{what} grad b"), &packed.2, &packed.2, &float.2);
+
+        let r = tensor::<B, 3>(small_integers(out_len, 3 + case as u64), out, device);
+        let got = gradients(ops::xnor_matmul, a.clone(), b.clone(), r.clone());
+        let expected = gradients(float_product, a.clone(), b.clone(), r);
+        assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+        assert_exact(
+            &format!("{what} integer grad a"),
+            &got.1,
+            &got.1,
+            &expected.1,
+        );
+        assert_exact(
+            &format!("{what} integer grad b"),
+            &got.2,
+            &got.2,
+            &expected.2,
+        );
+
+        let r_values = uniform(out_len, -1.0, 1.0, 3);
+        let r = tensor::<B, 3>(r_values.clone(), out, device);
+        let abs_r = tensor::<B, 3>(r_values.iter().map(|v| v.abs()).collect(), out, device);
+        let got = gradients(ops::xnor_matmul, a.clone(), b.clone(), r.clone());
+        let expected = gradients(float_product, a, b, r);
+        let terms = gradients(
+            float_product,
+            tensor::<B, 3>(magnitudes(&a_values), a_shape, device),
+            tensor::<B, 3>(magnitudes(&b_values), b_shape, device),
+            abs_r,
+        );
+        assert_close_to_order(&format!("{what} grad a"), &got.1, &expected.1, &terms.1);
+        assert_close_to_order(&format!("{what} grad b"), &got.2, &expected.2, &terms.2);
     }
 }

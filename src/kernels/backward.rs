@@ -1,0 +1,786 @@
+//! Gradients of the binary products, computed from packed sign bits.
+//!
+//! The backward pass of `sign(x) ⊛ sign(w)` and `sign(a)·sign(b)` multiplies a float output
+//! gradient by ±1 operands that the forward saved as bits (see [`crate::kernels`] for the layout:
+//! one row of bits over the tensor's elements in row-major order, bit 1 for −1). No
+//! operand-sized float copy is made: the ±1 values are expanded a cache-sized block at a time
+//! (a block of a convolution's im2col rows for one image, a block of a matrix's rows or columns)
+//! and multiplied by the `gemm` crate's f32 micro-kernels. A second bit row per operand, the
+//! straight-through pass band (bit 1 where `|v| > 1`, whose gradient is cut), zeroes the result.
+//!
+//! Each gradient equals the float simulation's (the ±1 tensors in f32 through a float
+//! convolution or matrix product) up to the order of the f32 sums, and exactly where every term
+//! is a small integer.
+
+use rayon::prelude::*;
+
+use super::{
+    conv::{ConvGeometry, PadMode},
+    float_gemm::{MatMut, MatRef, gemm},
+    pack,
+};
+
+/// Floats of ±1 values expanded at a time (128 KiB, within L2).
+const BLOCK_VALUES: usize = 32 * 1024;
+/// The bit pattern of `1.0f32`; setting the sign bit gives `−1.0`.
+const ONE_BITS: u32 = 0x3f80_0000;
+
+/// A row of packed sign bits over `len` values: bit `i` is bit `i % 64` of word `i / 64`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bits<'a> {
+    words: &'a [u64],
+    len: usize,
+}
+
+impl<'a> Bits<'a> {
+    /// `len` bits in `words`.
+    ///
+    /// # Panics
+    /// If `words` holds fewer than `len` bits.
+    pub fn new(words: &'a [u64], len: usize) -> Self {
+        assert!(
+            words.len() * 64 >= len,
+            "packed bits: {} words cannot hold {len} bits",
+            words.len()
+        );
+        Self { words, len }
+    }
+
+    /// The number of bits.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no bits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bit `i` (1 stands for −1, or for "outside the pass band").
+    #[inline(always)]
+    fn bit(&self, i: usize) -> u32 {
+        ((self.words[i / 64] >> (i % 64)) & 1) as u32
+    }
+
+    /// `±1.0` for bit `i`: `+1` for 0, `−1` for 1.
+    #[inline(always)]
+    fn sign(&self, i: usize) -> f32 {
+        f32::from_bits(ONE_BITS | (self.bit(i) << 31))
+    }
+
+    /// Writes the ±1 values of bits `start .. start + out.len()` into `out`.
+    fn expand(&self, start: usize, out: &mut [f32]) {
+        for (j, value) in out.iter_mut().enumerate() {
+            *value = self.sign(start + j);
+        }
+    }
+
+    /// Zeroes `values[j]` where bit `start + j` is set.
+    fn cut(&self, start: usize, values: &mut [f32]) {
+        for (j, value) in values.iter_mut().enumerate() {
+            if self.bit(start + j) == 1 {
+                *value = 0.0;
+            }
+        }
+    }
+}
+
+/// One image's share of a binary convolution's shapes, in `usize`.
+struct Shapes {
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    /// Rows of the im2col matrix: `c_in·k_h·k_w`, in the weight's `[C_in, k_h, k_w]` order.
+    taps: usize,
+    /// Columns: output positions `oh·ow`.
+    positions: usize,
+    /// im2col rows expanded at a time.
+    block: usize,
+}
+
+impl Shapes {
+    fn of(g: &ConvGeometry) -> Self {
+        let [oh, ow] = g
+            .output_size()
+            .unwrap_or_else(|e| panic!("binary conv2d backward: {e}"));
+        let taps = g.in_channels * g.kernel[0] * g.kernel[1];
+        let positions = oh * ow;
+        Self {
+            c_in: g.in_channels,
+            c_out: g.out_channels,
+            h: g.height,
+            w: g.width,
+            oh,
+            ow,
+            taps,
+            positions,
+            block: (BLOCK_VALUES / positions.max(1)).clamp(1, taps.max(1)),
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+}
+
+/// The output columns `ox` whose input column `ix = ox·s_w + kx·d_w − p_w` lies inside the
+/// image (the others read padding).
+#[inline(always)]
+fn inside_columns(g: &ConvGeometry, s: &Shapes, kx: usize) -> std::ops::Range<usize> {
+    let offset = kx * g.dilation[1];
+    let (stride, pad) = (g.stride[1], g.padding[1]);
+    // ix = ox·stride + offset − pad must lie in [0, w).
+    let lo = if offset >= pad {
+        0
+    } else {
+        (pad - offset).div_ceil(stride)
+    };
+    let hi = if s.w + pad > offset {
+        ((s.w + pad - offset - 1) / stride + 1).min(s.ow)
+    } else {
+        0
+    };
+    lo.min(hi)..hi
+}
+
+/// The input row read by output row `oy` through tap row `ky`, if inside the image.
+#[inline(always)]
+fn input_row(g: &ConvGeometry, s: &Shapes, oy: usize, ky: usize) -> Option<usize> {
+    (oy * g.stride[0] + ky * g.dilation[0])
+        .checked_sub(g.padding[0])
+        .filter(|&iy| iy < s.h)
+}
+
+/// Writes im2col rows `tap0 .. tap0 + rows.len() / positions` of image `n` (the ±1 input values
+/// each tap reads at each output position, `pad` where it reads padding) into `rows`.
+fn expand_taps(
+    x: Bits<'_>,
+    g: &ConvGeometry,
+    s: &Shapes,
+    n: usize,
+    tap0: usize,
+    pad: f32,
+    rows: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    for (r, row) in rows.chunks_exact_mut(s.positions).enumerate() {
+        let tap = tap0 + r;
+        let (ci, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+        let inside = inside_columns(g, s, kx);
+        for (oy, out) in row.chunks_exact_mut(s.ow).enumerate() {
+            let Some(iy) = input_row(g, s, oy, ky) else {
+                out.fill(pad);
+                continue;
+            };
+            out[..inside.start].fill(pad);
+            out[inside.end..].fill(pad);
+            let base = ((n * s.c_in + ci) * s.h + iy) * s.w + kx * g.dilation[1];
+            if g.stride[1] == 1 {
+                x.expand(base + inside.start - g.padding[1], &mut out[inside.clone()]);
+            } else {
+                for ox in inside.clone() {
+                    out[ox] = x.sign(base + ox * g.stride[1] - g.padding[1]);
+                }
+            }
+        }
+    }
+}
+
+/// Adds im2col rows `tap0 ..` of an input gradient (`rows`, `positions` values each) into the
+/// image's gradient `dx` `[C_in, H, W]` (col2im); taps on padding are dropped.
+fn scatter_taps(g: &ConvGeometry, s: &Shapes, tap0: usize, rows: &[f32], dx: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    for (r, row) in rows.chunks_exact(s.positions).enumerate() {
+        let tap = tap0 + r;
+        let (ci, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+        let inside = inside_columns(g, s, kx);
+        for (oy, values) in row.chunks_exact(s.ow).enumerate() {
+            let Some(iy) = input_row(g, s, oy, ky) else {
+                continue;
+            };
+            let base = (ci * s.h + iy) * s.w + kx * g.dilation[1];
+            if g.stride[1] == 1 {
+                let start = base + inside.start - g.padding[1];
+                let dst = &mut dx[start..start + inside.len()];
+                for (d, v) in dst.iter_mut().zip(&values[inside.clone()]) {
+                    *d += v;
+                }
+            } else {
+                for ox in inside.clone() {
+                    dx[base + ox * g.stride[1] - g.padding[1]] += values[ox];
+                }
+            }
+        }
+    }
+}
+
+/// Panics unless the geometry is possible and `grad_out` has its output's length.
+fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_out: &[f32]) {
+    g.validate()
+        .unwrap_or_else(|e| panic!("binary conv2d {what}: {e}"));
+    assert_eq!(
+        grad_out.len(),
+        g.batch * s.c_out * s.positions,
+        "binary conv2d {what}: the output gradient should hold [N, C_out, H_out, W_out] = {:?} values",
+        [g.batch, s.c_out, s.oh, s.ow]
+    );
+}
+
+/// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]`, written to `out`:
+/// `grad_out` `[N, C_out, H_out, W_out]` through the transposed convolution with the ±1 weights
+/// (`weight_signs`, `[C_out, C_in, k_h, k_w]`), then zero wherever `input_blocked` is set (the
+/// straight-through estimator's `|x| > 1`). Taps on padding contribute to no input, in either
+/// padding mode. Images run in parallel.
+///
+/// # Panics
+/// If the geometry is impossible or a length does not match it.
+pub fn binary_conv2d_input_grad(
+    grad_out: &[f32],
+    weight_signs: Bits<'_>,
+    input_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    let s = Shapes::of(g);
+    check_conv("input gradient", g, &s, grad_out);
+    assert_eq!(
+        weight_signs.len(),
+        g.weights_len(),
+        "binary conv2d input gradient: weight bits"
+    );
+    assert_eq!(
+        input_blocked.len(),
+        g.input_len(),
+        "binary conv2d input gradient: input bits"
+    );
+    assert_eq!(
+        out.len(),
+        g.input_len(),
+        "binary conv2d input gradient: output length"
+    );
+    // The weights as a row-major [C_out, taps] f32 matrix: weight-sized, not activation-sized.
+    let mut weights = vec![0f32; s.c_out * s.taps];
+    pack::unpack_signs(
+        &weight_signs.words[..super::words_per_row(weights.len())],
+        1,
+        weights.len(),
+        &mut weights,
+    );
+    let image_len = s.image_len();
+    if image_len == 0 {
+        return;
+    }
+    let inner_parallel = g.batch < rayon::current_num_threads();
+    let per_image = |(n, dx): (usize, &mut [f32])| {
+        dx.fill(0.0);
+        let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
+        let mut rows = vec![0f32; s.block * s.positions];
+        for tap0 in (0..s.taps).step_by(s.block) {
+            let count = s.block.min(s.taps - tap0);
+            let rows = &mut rows[..count * s.positions];
+            // rows[tap, p] = Σ_co w[co, tap] · grad[co, p]
+            gemm(
+                MatMut::row_major(rows, count, s.positions, s.positions),
+                false,
+                MatRef::transposed(&weights[tap0..], count, s.c_out, s.taps),
+                MatRef::row_major(grad, s.c_out, s.positions, s.positions),
+                inner_parallel,
+            );
+            scatter_taps(g, &s, tap0, rows, dx);
+        }
+        input_blocked.cut(n * image_len, dx);
+    };
+    if inner_parallel {
+        out.chunks_mut(image_len).enumerate().for_each(per_image);
+    } else {
+        out.par_chunks_mut(image_len)
+            .enumerate()
+            .for_each(per_image);
+    }
+}
+
+/// The gradient of `sign(x) ⊛ sign(w)` with respect to `w` `[C_out, C_in, k_h, k_w]`, written to
+/// `out`: `grad_out` `[N, C_out, H_out, W_out]` against the ±1 inputs (`input_signs`,
+/// `[N, C_in, H, W]`; padded taps read 0 or +1 as `pad` says), then zero wherever
+/// `weight_blocked` is set (`|w| > 1`). Groups of images run in parallel, each into its own
+/// sum.
+///
+/// # Panics
+/// If the geometry is impossible or a length does not match it.
+pub fn binary_conv2d_weight_grad(
+    grad_out: &[f32],
+    input_signs: Bits<'_>,
+    pad: PadMode,
+    weight_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    let s = Shapes::of(g);
+    check_conv("weight gradient", g, &s, grad_out);
+    assert_eq!(
+        input_signs.len(),
+        g.input_len(),
+        "binary conv2d weight gradient: input bits"
+    );
+    assert_eq!(
+        weight_blocked.len(),
+        g.weights_len(),
+        "binary conv2d weight gradient: weight bits"
+    );
+    assert_eq!(
+        out.len(),
+        g.weights_len(),
+        "binary conv2d weight gradient: output length"
+    );
+    let pad = match pad {
+        PadMode::Zero => 0.0,
+        PadMode::PlusOne => 1.0,
+    };
+    let groups = rayon::current_num_threads().min(g.batch).max(1);
+    let inner_parallel = groups < rayon::current_num_threads();
+    let images_per_group = g.batch.div_ceil(groups).max(1);
+    let sum_group = |first: usize| -> Vec<f32> {
+        let mut sum = vec![0f32; s.c_out * s.taps];
+        let mut rows = vec![0f32; s.block * s.positions];
+        for n in first..(first + images_per_group).min(g.batch) {
+            let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
+            for tap0 in (0..s.taps).step_by(s.block) {
+                let count = s.block.min(s.taps - tap0);
+                let rows = &mut rows[..count * s.positions];
+                expand_taps(input_signs, g, &s, n, tap0, pad, rows);
+                // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
+                gemm(
+                    MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
+                    true,
+                    MatRef::row_major(grad, s.c_out, s.positions, s.positions),
+                    MatRef::transposed(rows, s.positions, count, s.positions),
+                    inner_parallel,
+                );
+            }
+        }
+        sum
+    };
+    let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
+    let sums: Vec<Vec<f32>> = if groups > 1 {
+        firsts.into_par_iter().map(sum_group).collect()
+    } else {
+        firsts.into_iter().map(sum_group).collect()
+    };
+    out.fill(0.0);
+    for sum in &sums {
+        for (o, v) in out.iter_mut().zip(sum) {
+            *o += v;
+        }
+    }
+    weight_blocked.cut(0, out);
+}
+
+/// The shapes of a batch of products `[batch, m, k] × [batch, k, n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    /// Independent products.
+    pub batch: usize,
+    /// Rows of the left operand.
+    pub m: usize,
+    /// Columns of the left operand, rows of the right one.
+    pub k: usize,
+    /// Columns of the right operand.
+    pub n: usize,
+}
+
+impl MatmulShape {
+    fn check(
+        &self,
+        what: &str,
+        grad: &[f32],
+        a: Bits<'_>,
+        b: Bits<'_>,
+        out: usize,
+        expected: usize,
+    ) {
+        let MatmulShape { batch, m, k, n } = *self;
+        assert_eq!(
+            grad.len(),
+            batch * m * n,
+            "binary matmul {what}: output gradient length"
+        );
+        assert_eq!(
+            a.len(),
+            batch * m * k,
+            "binary matmul {what}: left operand bits"
+        );
+        assert_eq!(
+            b.len(),
+            batch * k * n,
+            "binary matmul {what}: right operand bits"
+        );
+        assert_eq!(out, expected, "binary matmul {what}: output length");
+    }
+}
+
+/// The gradient of `sign(a)·sign(b)` with respect to `a` `[batch, m, k]`:
+/// `grad` `[batch, m, n]` times the transpose of the ±1 `b` (`b_signs`, `[batch, k, n]`), zero
+/// wherever `a_blocked` is set.
+///
+/// # Panics
+/// If a length does not match `shape`.
+pub fn binary_matmul_lhs_grad(
+    grad: &[f32],
+    b_signs: Bits<'_>,
+    a_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    let MatmulShape { batch, m, k, n } = shape;
+    shape.check(
+        "left gradient",
+        grad,
+        a_blocked,
+        b_signs,
+        out.len(),
+        batch * m * k,
+    );
+    let block = (BLOCK_VALUES / n.max(1)).clamp(1, k.max(1));
+    let mut rows = vec![0f32; block * n];
+    for i in 0..batch {
+        let grad = &grad[i * m * n..(i + 1) * m * n];
+        let dst = &mut out[i * m * k..(i + 1) * m * k];
+        for k0 in (0..k).step_by(block) {
+            let count = block.min(k - k0);
+            let rows = &mut rows[..count * n];
+            b_signs.expand(i * k * n + k0 * n, rows);
+            // dst[r, k0 + j] = Σ_c grad[r, c] · b[k0 + j, c]
+            gemm(
+                MatMut::row_major(&mut dst[k0..], m, count, k),
+                false,
+                MatRef::row_major(grad, m, n, n),
+                MatRef::transposed(rows, n, count, n),
+                true,
+            );
+        }
+    }
+    a_blocked.cut(0, out);
+}
+
+/// The gradient of `sign(a)·sign(b)` with respect to `b` `[batch, k, n]`: the transpose of the
+/// ±1 `a` (`a_signs`, `[batch, m, k]`) times `grad` `[batch, m, n]`, zero wherever `b_blocked`
+/// is set.
+///
+/// # Panics
+/// If a length does not match `shape`.
+pub fn binary_matmul_rhs_grad(
+    grad: &[f32],
+    a_signs: Bits<'_>,
+    b_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    let MatmulShape { batch, m, k, n } = shape;
+    shape.check(
+        "right gradient",
+        grad,
+        a_signs,
+        b_blocked,
+        out.len(),
+        batch * k * n,
+    );
+    let block = (BLOCK_VALUES / m.max(1)).clamp(1, k.max(1));
+    let mut columns = vec![0f32; m * block];
+    for i in 0..batch {
+        let grad = &grad[i * m * n..(i + 1) * m * n];
+        let dst = &mut out[i * k * n..(i + 1) * k * n];
+        for k0 in (0..k).step_by(block) {
+            let count = block.min(k - k0);
+            let columns = &mut columns[..m * count];
+            for (r, row) in columns.chunks_exact_mut(count).enumerate() {
+                a_signs.expand(i * m * k + r * k + k0, row);
+            }
+            // dst[k0 + j, c] = Σ_r a[r, k0 + j] · grad[r, c]
+            gemm(
+                MatMut::row_major(&mut dst[k0 * n..], count, n, n),
+                false,
+                MatRef::transposed(columns, count, m, count),
+                MatRef::row_major(grad, m, n, n),
+                true,
+            );
+        }
+    }
+    b_blocked.cut(0, out);
+}
+
+/// Packs the signs of `values` (bit 1 where `v < 0`) and their straight-through band (bit 1
+/// where `|v| > 1` or `v` is NaN, the values whose gradient is cut) as two bit rows, in one
+/// pass.
+pub fn pack_signs_and_band(values: &[f32], signs: &mut [u64], blocked: &mut [u64]) {
+    let words = super::words_per_row(values.len());
+    assert_eq!(signs.len(), words, "pack_signs_and_band: sign words");
+    assert_eq!(blocked.len(), words, "pack_signs_and_band: band words");
+    values
+        .par_chunks(64 * 1024)
+        .zip(signs.par_chunks_mut(1024))
+        .zip(blocked.par_chunks_mut(1024))
+        .for_each(|((values, signs), blocked)| {
+            for ((chunk, s), b) in values.chunks(64).zip(signs).zip(blocked) {
+                let (mut sw, mut bw) = (0u64, 0u64);
+                for (j, &v) in chunk.iter().enumerate() {
+                    sw |= u64::from(v < 0.0) << j;
+                    bw |= u64::from(!(-1.0..=1.0).contains(&v)) << j;
+                }
+                *s = sw;
+                *b = bw;
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator: values in `[−2, 2)`.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn sign(v: f32) -> f32 {
+        if v < 0.0 { -1.0 } else { 1.0 }
+    }
+
+    /// Signs and band bits of `v`.
+    fn packed(v: &[f32]) -> (Vec<u64>, Vec<u64>) {
+        let words = crate::kernels::words_per_row(v.len());
+        let (mut s, mut b) = (vec![0; words], vec![0; words]);
+        pack_signs_and_band(v, &mut s, &mut b);
+        (s, b)
+    }
+
+    /// The gradients from their definition, in f64, with `Σ|terms|` of each element.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        g: &ConvGeometry,
+        pad: f32,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+    ) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>)) {
+        let [oh, ow] = g.output_size().unwrap();
+        let (c, h, wd, o) = (g.in_channels, g.height, g.width, g.out_channels);
+        let [kh, kw] = g.kernel;
+        let (mut dx, mut dx_terms) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let (mut dw, mut dw_terms) = (vec![0.0; w.len()], vec![0.0; w.len()]);
+        for n in 0..g.batch {
+            for oc in 0..o {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let r = dy[((n * o + oc) * oh + y) * ow + xx] as f64;
+                        for ic in 0..c {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let wi = ((oc * c + ic) * kh + i) * kw + j;
+                                    let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
+                                        - g.padding[0] as isize;
+                                    let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
+                                        - g.padding[1] as isize;
+                                    let inside = (0..h as isize).contains(&iy)
+                                        && (0..wd as isize).contains(&ix);
+                                    let value = if inside {
+                                        let xi =
+                                            ((n * c + ic) * h + iy as usize) * wd + ix as usize;
+                                        dx[xi] += r * sign(w[wi]) as f64;
+                                        dx_terms[xi] += r.abs();
+                                        sign(x[xi])
+                                    } else {
+                                        pad
+                                    };
+                                    dw[wi] += r * value as f64;
+                                    dw_terms[wi] += (r * value as f64).abs();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (i, &v) in x.iter().enumerate() {
+            if v.abs() > 1.0 {
+                dx[i] = 0.0;
+            }
+        }
+        for (i, &v) in w.iter().enumerate() {
+            if v.abs() > 1.0 {
+                dw[i] = 0.0;
+            }
+        }
+        ((dx, dx_terms), (dw, dw_terms))
+    }
+
+    fn assert_close(what: &str, got: &[f32], expected: &[f64], terms: &[f64]) {
+        for (i, ((&a, &e), &t)) in got.iter().zip(expected).zip(terms).enumerate() {
+            assert!(
+                (a as f64 - e).abs() <= 1e-5 * t + 1e-30,
+                "{what}: element {i} is {a}, expected {e} (Σ|terms| {t})"
+            );
+        }
+    }
+
+    #[test]
+    fn conv_gradients_match_their_definition() {
+        let geometries = [
+            // (batch, c_in, h, w, c_out, kernel, stride, padding, dilation)
+            (2, 3, 7, 6, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (1, 65, 9, 8, 7, [3, 3], [2, 1], [1, 2], [1, 1]),
+            (2, 31, 8, 9, 4, [5, 3], [1, 1], [2, 0], [1, 2]),
+            (1, 70, 5, 5, 3, [1, 1], [1, 1], [0, 0], [1, 1]),
+            (3, 10, 11, 7, 33, [3, 2], [2, 2], [2, 1], [2, 1]),
+        ];
+        for (case, (batch, c, h, w, o, kernel, stride, padding, dilation)) in
+            geometries.into_iter().enumerate()
+        {
+            let g = ConvGeometry {
+                batch,
+                in_channels: c,
+                height: h,
+                width: w,
+                out_channels: o,
+                kernel,
+                stride,
+                padding,
+                dilation,
+            };
+            let [oh, ow] = g.output_size().unwrap();
+            let x = values(g.input_len(), case as u64);
+            let wt = values(g.weights_len(), 100 + case as u64);
+            let dy = values(batch * o * oh * ow, 200 + case as u64);
+            let (x_signs, x_band) = packed(&x);
+            let (w_signs, w_band) = packed(&wt);
+            for (pad_mode, pad) in [(PadMode::Zero, 0.0), (PadMode::PlusOne, 1.0)] {
+                let ((dx, dx_terms), (dw, dw_terms)) = reference(&g, pad, &x, &wt, &dy);
+                let mut got = vec![f32::NAN; x.len()];
+                binary_conv2d_input_grad(
+                    &dy,
+                    Bits::new(&w_signs, wt.len()),
+                    Bits::new(&x_band, x.len()),
+                    &g,
+                    &mut got,
+                );
+                assert_close(&format!("case {case} dx"), &got, &dx, &dx_terms);
+                let mut got = vec![f32::NAN; wt.len()];
+                binary_conv2d_weight_grad(
+                    &dy,
+                    Bits::new(&x_signs, x.len()),
+                    pad_mode,
+                    Bits::new(&w_band, wt.len()),
+                    &g,
+                    &mut got,
+                );
+                assert_close(
+                    &format!("case {case} {pad_mode:?} dw"),
+                    &got,
+                    &dw,
+                    &dw_terms,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_gradients_match_their_definition() {
+        for (case, shape) in [
+            MatmulShape {
+                batch: 1,
+                m: 1,
+                k: 129,
+                n: 33,
+            },
+            MatmulShape {
+                batch: 2,
+                m: 5,
+                k: 70,
+                n: 3,
+            },
+            MatmulShape {
+                batch: 1,
+                m: 50,
+                k: 300,
+                n: 65,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let MatmulShape { batch, m, k, n } = shape;
+            let a = values(batch * m * k, case as u64);
+            let b = values(batch * k * n, 10 + case as u64);
+            let dy = values(batch * m * n, 20 + case as u64);
+            let (a_signs, a_band) = packed(&a);
+            let (b_signs, b_band) = packed(&b);
+            let mut da = vec![f32::NAN; a.len()];
+            binary_matmul_lhs_grad(
+                &dy,
+                Bits::new(&b_signs, b.len()),
+                Bits::new(&a_band, a.len()),
+                shape,
+                &mut da,
+            );
+            let mut db = vec![f32::NAN; b.len()];
+            binary_matmul_rhs_grad(
+                &dy,
+                Bits::new(&a_signs, a.len()),
+                Bits::new(&b_band, b.len()),
+                shape,
+                &mut db,
+            );
+            for i in 0..batch {
+                for r in 0..m {
+                    for j in 0..k {
+                        let (mut e, mut t) = (0.0f64, 0.0f64);
+                        for c in 0..n {
+                            let term = dy[(i * m + r) * n + c] as f64
+                                * sign(b[(i * k + j) * n + c]) as f64;
+                            e += term;
+                            t += term.abs();
+                        }
+                        let idx = (i * m + r) * k + j;
+                        let e = if a[idx].abs() > 1.0 { 0.0 } else { e };
+                        assert_close(&format!("case {case} da"), &da[idx..=idx], &[e], &[t]);
+                    }
+                }
+                for j in 0..k {
+                    for c in 0..n {
+                        let (mut e, mut t) = (0.0f64, 0.0f64);
+                        for r in 0..m {
+                            let term = sign(a[(i * m + r) * k + j]) as f64
+                                * dy[(i * m + r) * n + c] as f64;
+                            e += term;
+                            t += term.abs();
+                        }
+                        let idx = (i * k + j) * n + c;
+                        let e = if b[idx].abs() > 1.0 { 0.0 } else { e };
+                        assert_close(&format!("case {case} db"), &db[idx..=idx], &[e], &[t]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signs_and_band_pack_in_one_pass() {
+        let v = [-0.0, 0.0, -1.0, 1.0, -1.5, 2.0, f32::NAN, -0.25];
+        let (s, b) = packed(&v);
+        // −0.0 and NaN are +1 (bit 0); NaN is outside the band, as `Quantizer::blocked` says.
+        assert_eq!(s[0], 0b1001_0100);
+        assert_eq!(b[0], 0b0111_0000);
+    }
+}
