@@ -290,6 +290,8 @@ impl<B: Backend> ModuleMapper<B> for LatentUpdater<'_, B> {
             if clip {
                 w = w.clamp(-1.0, 1.0);
             }
+            // Detached last: only a leaf can be tracked again.
+            let w = w.detach();
             if require_grad { w.require_grad() } else { w }
         })
     }
