@@ -1,9 +1,10 @@
 //! The paper's training recipe for the networks of [`crate::models`]: Adam, the squared hinge
-//! loss, exponential learning-rate decay per epoch and latent-weight clipping, with a progress
-//! bar; and accuracy and timing of trained networks. A small loop without checkpoints, for quick
-//! experiments (the quick start uses it); to train with burn-train's learner (metrics,
-//! checkpoints of model, optimizer and schedule, resuming), see `burn_qnn::learner` (feature
-//! `train`).
+//! loss, exponential learning-rate decay per epoch (as in the authors' code), latent-weight
+//! clipping and, as an option, the per-layer learning-rate scale of the latent weights
+//! ([`TrainOptions::lr_scale`]), with a progress bar; and accuracy and timing of trained
+//! networks. A small loop without checkpoints, for quick experiments (the quick start uses
+//! it); to train with burn-train's learner (metrics, checkpoints of model, optimizer and
+//! schedule, resuming), see `burn_qnn::learner` (feature `train`).
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};
@@ -38,7 +39,7 @@ use crate::{
     data::{ImageBatch, ImageBatcher, ImageDataset},
     loss::SquaredHingeLoss,
     models::Net,
-    nn::clip_latent_weights,
+    nn::{LatentLrScale, LatentWeightsBefore},
 };
 
 /// Options of [`fit`].
@@ -63,6 +64,13 @@ pub struct TrainOptions {
     /// Whether to clip latent weights to `[−1, 1]` after each step (default `true`).
     #[config(default = true)]
     pub clip: bool,
+    /// The per-layer learning-rate scale of the latent weights (default
+    /// [`LatentLrScale::None`]; the authors' code uses [`LatentLrScale::Glorot`]). Applied as
+    /// `burn_qnn::learner::ClipLatentWeights` applies it: each latent weight's update is
+    /// multiplied by the scale before clipping, which for Adam is Adam at `lr·scale` on that
+    /// weight.
+    #[config(default = "LatentLrScale::None")]
+    pub lr_scale: LatentLrScale,
     /// Whether to draw a progress bar on standard error (default `true`).
     #[config(default = true)]
     pub progress: bool,
@@ -96,8 +104,8 @@ pub struct EpochStats {
 }
 
 /// Trains `net` on `train` with the paper's recipe (Adam, squared hinge loss, exponential
-/// learning-rate decay per epoch, latent-weight clipping) and returns it with the per-epoch
-/// statistics.
+/// learning-rate decay per epoch, latent-weight clipping, the latent weights' learning-rate
+/// scale of [`TrainOptions::lr_scale`]) and returns it with the per-epoch statistics.
 ///
 /// # Panics
 /// If `train` is empty or `batch_size` is 0.
@@ -147,10 +155,8 @@ pub fn fit_with<B: QnnAutodiffBackend>(
             let loss = SquaredHingeLoss.forward(net.forward(batch.images), batch.targets);
             total += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(lr, net, grads);
-            if options.clip {
-                net = clip_latent_weights(net);
-            }
+            let before = LatentWeightsBefore::of(&net, options.lr_scale);
+            net = before.finish(optim.step(lr, net, grads), options.clip);
             bar.inc(1);
         }
         let valid_accuracy = valid.map(|data| {

@@ -2,6 +2,15 @@
 //! burn-train's learner (loss, accuracy and learning-rate metrics, a checkpoint of model,
 //! optimizer and schedule after each epoch, `--resume`), the packed form, measurements and the
 //! JSON report.
+//!
+//! The training recipe is the one of the BNN paper (Hubara, Courbariaux et al., *Binarized
+//! Neural Networks*, NIPS 2016) and of the authors' Theano code (BinaryNet, `Train-time/`):
+//! Adam (`ε = 1e-8`, Lasagne's default), the squared hinge loss, the learning rate decaying
+//! exponentially from `--lr` to `--final-lr` (the scripts' `LR_start` and `LR_fin`; here at every
+//! step, the scripts once per epoch), the scripts' batch sizes and epochs, latent weights
+//! initialised uniform on `[−1, 1]` and clipped to it after each step, their per-layer Glorot
+//! learning-rate scale (`W_LR_scale = "Glorot"`; `--lr-scale none` turns it off), batch norm
+//! after every layer (`α = 0.1`, `ε = 1e-4`) and inputs scaled to `[−1, 1]`.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,13 +28,14 @@ use burn::{
 };
 use burn_qnn::{
     QnnAutodiffBackend,
-    data::{ImageBatcher, TrainTest},
+    data::{ImageBatcher, TrainTest, ValidationSize},
     inference::PackedNet,
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer,
         decay_over_run, last_checkpoint, restore_checkpoint,
     },
     models::{NetConfig, Precision, summary},
+    nn::LatentLrScale,
     train::{accuracy, time_per_batch},
 };
 use burn_train::{
@@ -43,11 +53,13 @@ pub struct Args {
     pub batch_size: usize,
     pub lr: f64,
     pub final_lr: f64,
+    pub lr_scale: LatentLrScale,
     pub width: f64,
     pub backend: String,
     pub seed: u64,
     pub limit: Option<usize>,
-    pub valid: usize,
+    /// `--valid N`, if given (else the data set's default, at most a tenth of the images).
+    pub valid: Option<usize>,
     pub out: PathBuf,
     pub float: bool,
     pub download: bool,
@@ -55,27 +67,46 @@ pub struct Args {
     pub extra: bool,
 }
 
-/// The defaults of one data set.
+/// The defaults of one data set: those of the authors' training script for it.
 pub struct Defaults {
     pub name: &'static str,
     pub epochs: usize,
     pub batch_size: usize,
+    pub lr: f64,
+    pub final_lr: f64,
+    /// Validation images, at most (never more than a tenth of the training images).
     pub valid: usize,
 }
 
-fn usage(name: &str) -> String {
+fn usage(d: &Defaults) -> String {
+    let Defaults {
+        name,
+        epochs,
+        batch_size,
+        lr,
+        final_lr,
+        valid,
+    } = d;
     format!(
         "usage: cargo run --release [--features wgpu] --example {name} -- [options]\n\
+         \nThe paper's recipe: Adam, squared hinge loss, exponential learning-rate decay, latent\
+         \nweights uniform on [-1, 1] and clipped to it, their Glorot learning-rate scale.\n\
          \n  --data-dir DIR     folder with the data set's official files (default data/{name})\
-         \n  --epochs N         training epochs\
-         \n  --batch-size N     images per step\
-         \n  --lr X             initial learning rate (default 1e-3)\
-         \n  --final-lr X       learning rate reached at the end (default 3e-7)\
+         \n  --epochs N         training epochs (default {epochs})\
+         \n  --batch-size N     images per step (default {batch_size})\
+         \n  --lr X             initial learning rate (default {lr:e})\
+         \n  --final-lr X       learning rate reached at the last step (default {final_lr:e}); it\
+         \n                     decays exponentially at every step\
+         \n  --lr-scale S       per-layer learning-rate scale of the binary layers' latent weights:\
+         \n                     glorot (default, as the authors' code: 1/sqrt(1.5/(fan_in +\
+         \n                     fan_out))) or none\
          \n  --width X          width multiplier of the network (default 1)\
          \n  --backend B        ndarray (default) or wgpu\
          \n  --seed N           seed of initialization and shuffles (default 0)\
          \n  --limit N          use only the first N training images\
-         \n  --valid N          images held out of training for validation\
+         \n  --valid N          images held out of training for validation (default {valid}, but\
+         \n                     at most a tenth of the training images); an N that leaves no\
+         \n                     training images is an error\
          \n  --out DIR          where checkpoints, models and results.json go (default runs/{name})\
          \n  --float            train the same network in full precision\
          \n  --no-download      never download missing files\
@@ -90,7 +121,7 @@ pub fn parse(defaults: &Defaults) -> Args {
     match try_parse(std::env::args().skip(1), defaults) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("error: {message}\n\n{}", usage(defaults.name));
+            eprintln!("error: {message}\n\n{}", usage(defaults));
             std::process::exit(2);
         }
     }
@@ -101,13 +132,14 @@ fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args,
         data_dir: PathBuf::from("data").join(d.name),
         epochs: d.epochs,
         batch_size: d.batch_size,
-        lr: 1e-3,
-        final_lr: 3e-7,
+        lr: d.lr,
+        final_lr: d.final_lr,
+        lr_scale: LatentLrScale::Glorot,
         width: 1.0,
         backend: "ndarray".into(),
         seed: 0,
         limit: None,
-        valid: d.valid,
+        valid: None,
         out: PathBuf::from("runs").join(d.name),
         float: false,
         download: true,
@@ -126,18 +158,19 @@ fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args,
             "--batch-size" => args.batch_size = value(&flag, it.next())?,
             "--lr" => args.lr = value(&flag, it.next())?,
             "--final-lr" => args.final_lr = value(&flag, it.next())?,
+            "--lr-scale" => args.lr_scale = value(&flag, it.next())?,
             "--width" => args.width = value(&flag, it.next())?,
             "--backend" => args.backend = value(&flag, it.next())?,
             "--seed" => args.seed = value(&flag, it.next())?,
             "--limit" => args.limit = Some(value(&flag, it.next())?),
-            "--valid" => args.valid = value(&flag, it.next())?,
+            "--valid" => args.valid = Some(value(&flag, it.next())?),
             "--out" => args.out = value(&flag, it.next())?,
             "--float" => args.float = true,
             "--no-download" => args.download = false,
             "--resume" => args.resume = true,
             "--extra" => args.extra = true,
             "--help" | "-h" => {
-                println!("{}", usage(d.name));
+                println!("{}", usage(d));
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option `{other}`")),
@@ -158,8 +191,8 @@ fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args,
 
 /// Runs the whole job on the backend the arguments name; on an error, prints it and exits
 /// with status 1.
-pub fn run(args: &Args, config: NetConfig, data: TrainTest) {
-    if let Err(e) = run_backend(args, config, data) {
+pub fn run(args: &Args, defaults: &Defaults, config: NetConfig, data: TrainTest) {
+    if let Err(e) = run_backend(args, defaults, config, data) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -167,11 +200,12 @@ pub fn run(args: &Args, config: NetConfig, data: TrainTest) {
 
 fn run_backend(
     args: &Args,
+    defaults: &Defaults,
     config: NetConfig,
     data: TrainTest,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match args.backend.as_str() {
-        "ndarray" => run_on::<Autodiff<NdArray>>(args, config, data),
+        "ndarray" => run_on::<Autodiff<NdArray>>(args, defaults, config, data),
         #[cfg(feature = "wgpu")]
         // Without fusion: burn-train's checkpointer reads records on its own thread, which
         // burn 0.21's `Fusion` does not support.
@@ -179,7 +213,7 @@ fn run_backend(
             Autodiff<
                 burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
             >,
-        >(args, config, data),
+        >(args, defaults, config, data),
         other => Err(format!(
             "unknown backend `{other}`: use ndarray{}",
             if cfg!(feature = "wgpu") {
@@ -194,12 +228,20 @@ fn run_backend(
 
 fn run_on<B: QnnAutodiffBackend>(
     args: &Args,
+    defaults: &Defaults,
     config: NetConfig,
     data: TrainTest,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let device: Device<B> = Default::default();
+    let valid_size = match args.valid {
+        Some(n) => ValidationSize::Exactly(n),
+        None => ValidationSize::AtMost(defaults.valid),
+    };
+    let n_valid = valid_size
+        .count(data.train.len())
+        .map_err(|e| format!("--valid {}: {e}", e.requested))?;
     std::fs::create_dir_all(&args.out)?;
-    let (mut train, valid) = data.train.shuffled(args.seed).split_validation(args.valid);
+    let (mut train, valid) = data.train.shuffled(args.seed).split_validation(n_valid);
     if let Some(limit) = args.limit {
         train = train.take(limit);
     }
@@ -223,10 +265,16 @@ fn run_on<B: QnnAutodiffBackend>(
     let net = config.init::<B>(&device);
     println!("{}", summary(&net));
 
-    // The paper's recipe: Adam with latent weights clipped after each step, the learning rate
-    // decaying exponentially at every step from --lr to --final-lr.
+    // The paper's recipe: Adam, the latent weights' updates scaled per layer (--lr-scale) and
+    // the latent weights clipped after each step, the learning rate decaying exponentially at
+    // every step from --lr to --final-lr.
     let steps_per_epoch = train.len().div_ceil(args.batch_size);
-    let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init());
+    let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init())
+        .with_lr_scale(args.lr_scale);
+    println!(
+        "Adam, lr {:e} → {:e}, latent-weight lr scale {}",
+        args.lr, args.final_lr, args.lr_scale
+    );
     let schedule = decay_over_run(args.lr, args.final_lr, args.epochs, steps_per_epoch)?;
     let mut learner = Learner::new(net, optim, schedule);
 
@@ -286,6 +334,10 @@ fn run_on<B: QnnAutodiffBackend>(
         "precision": format!("{precision:?}"),
         "width": args.width,
         "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "final_lr": args.final_lr,
+        "lr_scale": args.lr_scale.to_string(),
         "train_images": train.len(),
         "train_seconds": train_seconds,
         "history": history,

@@ -249,3 +249,64 @@ impl Dataset<ImageItem> for ImageDataset {
         self.items.len()
     }
 }
+
+/// How many images of a training set to hold out for validation: the rule of the examples'
+/// `--valid`, which must not fail on a small data set.
+///
+/// - [`ValidationSize::AtMost`]`(n)` (a default): `n`, but never more than a tenth of the
+///   images (rounded down, and at least 1 when there are 2 images or more), so that a small
+///   data set keeps 90 % of its images for training.
+/// - [`ValidationSize::Exactly`]`(n)` (asked for explicitly): `n`, or an error if that leaves
+///   no training image.
+///
+/// ```
+/// use burn_qnn::data::ValidationSize;
+///
+/// assert_eq!(ValidationSize::AtMost(5000).count(50_000), Ok(5000));
+/// assert_eq!(ValidationSize::AtMost(5000).count(1200), Ok(120));
+/// assert_eq!(ValidationSize::Exactly(300).count(1200), Ok(300));
+/// let error = ValidationSize::Exactly(1200).count(1200).unwrap_err();
+/// assert_eq!((error.requested, error.available), (1200, 1200));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValidationSize {
+    /// At most this many images, and at most a tenth of the training set.
+    AtMost(usize),
+    /// Exactly this many images; fewer than the training set has.
+    Exactly(usize),
+}
+
+impl ValidationSize {
+    /// The number of validation images out of `available` training images.
+    ///
+    /// # Errors
+    /// For [`ValidationSize::Exactly`]`(n)`, if `n` is not smaller than `available` (no image
+    /// would be left to train on).
+    pub fn count(self, available: usize) -> Result<usize, ValidationSizeError> {
+        match self {
+            Self::AtMost(n) => {
+                let tenth = (available / 10).max(usize::from(available >= 2));
+                Ok(n.min(tenth))
+            }
+            Self::Exactly(n) if n < available => Ok(n),
+            Self::Exactly(requested) => Err(ValidationSizeError {
+                requested,
+                available,
+            }),
+        }
+    }
+}
+
+/// A validation set as large as the whole training set, or larger
+/// ([`ValidationSize::count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a validation set of {requested} images leaves no training images: the training set has \
+     {available}"
+)]
+pub struct ValidationSizeError {
+    /// The validation images asked for.
+    pub requested: usize,
+    /// The images of the training set.
+    pub available: usize,
+}

@@ -35,7 +35,9 @@ pub mod svhn;
 mod zca;
 
 pub use batcher::{ImageBatch, ImageBatcher};
-pub use dataset::{ImageDataset, ImageItem, ImageShape, TrainTest};
+pub use dataset::{
+    ImageDataset, ImageItem, ImageShape, TrainTest, ValidationSize, ValidationSizeError,
+};
 pub use download::DownloadPolicy;
 pub use error::DataError;
 pub use preprocess::{Preprocess, global_contrast_normalize, scale_to_unit_range};

@@ -7,7 +7,9 @@
 //!   burn-train's loss and accuracy metrics work.
 //! - [`ClipLatentWeights`]: wraps any Burn [`Optimizer`](burn::optim::Optimizer) (Adam,
 //!   [`ShiftAdaMax`](crate::optim::ShiftAdaMax), …) and clips the latent weights to `[−1, 1]`
-//!   after each step, as the paper does.
+//!   after each step, as the paper does; with
+//!   [`LatentLrScale::Glorot`](crate::nn::LatentLrScale::Glorot) it first scales each latent
+//!   weight's update by its layer's Glorot factor, as the authors' code does.
 //! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
 //!   step's rate to the last step's.
 //! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
@@ -15,6 +17,31 @@
 //!   checkpoint (model, optimizer state and scheduler), with typed errors.
 //! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
 //!   epoch, which also keeps the per-epoch means of every metric ([`EpochMetrics`]).
+//!
+//! # The paper's recipe
+//!
+//! From the paper (Hubara, Courbariaux et al., *Binarized Neural Networks*, NIPS 2016) and the
+//! authors' Theano code (BinaryNet, `Train-time/`), and how to get each part here:
+//!
+//! - **Adam** (β1 0.9, β2 0.999, ε 1e-8, the Lasagne defaults of the scripts):
+//!   `AdamConfig::new().with_epsilon(1e-8)` (Burn's default ε is 1e-5).
+//! - **Squared hinge loss** `mean(max(0, 1 − t·y)²)` on `±1` one-hot targets: the
+//!   [`TrainStep`](burn_train::TrainStep) of [`Net`](crate::models::Net)
+//!   ([`classification_output`]).
+//! - **Exponential learning-rate decay**, 1e-3 → 3e-7 over 500 epochs for CIFAR-10 (SVHN
+//!   1e-3 → 1e-6 over 200, MNIST 3e-3 → 3e-7 over 1000): [`decay_over_run`], which decays at
+//!   every step along the curve the scripts follow once per epoch.
+//! - **Batch size** 50 (CIFAR-10, SVHN) or 100 (MNIST): the data loader's.
+//! - **Latent weights** initialised uniform on `[−1, 1]` (every binary and quantized layer's
+//!   default initializer) and **clipped** to `[−1, 1]` after each step: [`ClipLatentWeights`].
+//! - **Per-layer learning-rate scale** `1/sqrt(1.5/(fan_in + fan_out))` of the latent weights
+//!   (the scripts' `W_LR_scale = "Glorot"`): [`ClipLatentWeights::with_lr_scale`] with
+//!   [`LatentLrScale::Glorot`](crate::nn::LatentLrScale::Glorot). Biases and batch norm train
+//!   at the plain rate.
+//! - **Batch norm after every layer** (α 0.1, ε 1e-4) and **inputs in `[−1, 1]`**:
+//!   [`NetConfig`](crate::models::NetConfig) and [`ImageBatcher`](crate::data::ImageBatcher).
+//!
+//! The `cifar10`, `svhn` and `mnist` examples put these together with the scripts' defaults.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +55,7 @@
 //! use burn_qnn::data::{ImageBatcher, digits};
 //! use burn_qnn::learner::{AtomicFileRecorder, ClipLatentWeights, EpochSummaryRenderer, decay_over_run};
 //! use burn_qnn::models::NetConfig;
+//! use burn_qnn::nn::LatentLrScale;
 //!
 //! type B = Autodiff<NdArray>;
 //! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
@@ -37,7 +65,8 @@
 //! let (epochs, steps) = (5, data.train.len().div_ceil(50));
 //!
 //! let net = NetConfig::new(1, 8, vec![], vec![64]).init::<B>(&Default::default());
-//! let optim = ClipLatentWeights::new(AdamConfig::new().init());
+//! let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init())
+//!     .with_lr_scale(LatentLrScale::Glorot);
 //! let schedule = decay_over_run(1e-3, 3e-7, epochs, steps)?;
 //! let renderer = EpochSummaryRenderer::new(epochs);
 //! let training = SupervisedTraining::new("runs/digits", train, valid)

@@ -1,10 +1,13 @@
-//! Latent real-valued weights: clipping to `[−1, 1]` after each update and the paper's
-//! per-layer learning-rate scale.
+//! Latent real-valued weights: which parameters they are, clipping to `[−1, 1]` after each
+//! update and the paper's per-layer learning-rate scale.
+
+use std::{collections::HashMap, fmt, str::FromStr};
 
 use burn::{
-    module::{Module, ModuleMapper, Param},
+    module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId},
     tensor::{Tensor, backend::Backend},
 };
+use serde::{Deserialize, Serialize};
 
 /// The module types whose `weight` is a latent weight (binarized or quantized in the forward).
 const LATENT_OWNERS: [&str; 6] = [
@@ -16,11 +19,39 @@ const LATENT_OWNERS: [&str; 6] = [
     "Struct:BitPlaneConv2d",
 ];
 
+/// The one definition of "is this parameter a latent weight": follows a module walk
+/// (`enter_module`/`exit_module`) and says whether the parameter being visited is the `weight`
+/// of one of the [`LATENT_OWNERS`].
+#[derive(Debug, Default)]
+struct LatentPath {
+    /// `(field, container type)` of the fields entered so far.
+    path: Vec<(String, String)>,
+}
+
+impl LatentPath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_owned(), container_type.to_owned()));
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+    }
+
+    /// Whether the parameter at the current position is a latent weight.
+    fn at_latent_weight(&self) -> bool {
+        self.path.last().is_some_and(|(name, owner)| {
+            name == "weight" && LATENT_OWNERS.contains(&owner.as_str())
+        })
+    }
+}
+
 /// Clips every latent weight of `module` to `[−1, 1]`: the `weight` of each [`BinaryLinear`],
 /// [`BinaryConv2d`], [`QuantLinear`], [`QuantConv2d`], [`BitPlaneLinear`] and [`BitPlaneConv2d`]
 /// it contains, at any depth. Other parameters (biases, batch norm, float layers) are left
 /// alone. Call it after each optimizer step, with any Burn optimizer, as the paper does; the
-/// parameter ids are kept, so optimizer state stays attached.
+/// parameter ids are kept, so optimizer state stays attached. (With burn-train, or to also
+/// apply the per-layer learning-rate scale, wrap the optimizer in
+/// `burn_qnn::learner::ClipLatentWeights` instead.)
 ///
 /// [`BinaryLinear`]: super::BinaryLinear
 /// [`BinaryConv2d`]: super::BinaryConv2d
@@ -39,47 +70,237 @@ const LATENT_OWNERS: [&str; 6] = [
 /// assert!(layer.weight.val().abs().max().into_scalar() <= 1.0);
 /// ```
 pub fn clip_latent_weights<B: Backend, M: Module<B>>(module: M) -> M {
-    module.map(&mut LatentClipper { path: Vec::new() })
+    LatentWeightsBefore::none().finish(module, true)
 }
 
-/// Clips the parameters named `weight` of the latent-weight module types.
-struct LatentClipper {
-    /// `(field, container type)` of the fields entered so far.
-    path: Vec<(String, String)>,
+/// A per-layer multiplier of the learning rate of latent weights.
+///
+/// The authors' code (BinaryNet, `W_LR_scale = "Glorot"`) multiplies each binary layer's
+/// weight update by [`glorot_lr_scale`] of that layer's fans; `None` leaves every update as
+/// the optimizer makes it. Parsed from and displayed as `none` / `glorot` (for command lines).
+///
+/// ```
+/// use burn_qnn::nn::{LatentLrScale, glorot_lr_scale};
+///
+/// // A 3×3 convolution from 128 to 256 channels, weight [C_out, C_in, k_h, k_w]:
+/// let conv = LatentLrScale::Glorot.of_weight(&[256, 128, 3, 3]);
+/// assert_eq!(conv, glorot_lr_scale(128 * 9, 256 * 9));
+/// // A fully connected layer from 784 to 4096 features, weight [d_input, d_output]:
+/// assert_eq!(LatentLrScale::Glorot.of_weight(&[784, 4096]), glorot_lr_scale(784, 4096));
+/// assert_eq!(LatentLrScale::None.of_weight(&[784, 4096]), 1.0);
+/// assert_eq!("glorot".parse::<LatentLrScale>(), Ok(LatentLrScale::Glorot));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum LatentLrScale {
+    /// No scale: every latent weight moves as the optimizer moves it (the default).
+    #[default]
+    None,
+    /// The paper's per-layer scale, [`glorot_lr_scale`]`(fan_in, fan_out)` with the fans of
+    /// [`latent_weight_fans`].
+    Glorot,
 }
 
-impl<B: Backend> ModuleMapper<B> for LatentClipper {
+impl LatentLrScale {
+    /// The multiplier of the update of a latent weight of shape `dims` (the tensor's
+    /// dimensions, in the layers' layouts: see [`latent_weight_fans`]).
+    ///
+    /// # Panics
+    /// For [`LatentLrScale::Glorot`], if both fans are 0.
+    pub fn of_weight(self, dims: &[usize]) -> f64 {
+        match self {
+            Self::None => 1.0,
+            Self::Glorot => {
+                let (fan_in, fan_out) = latent_weight_fans(dims);
+                glorot_lr_scale(fan_in, fan_out)
+            }
+        }
+    }
+}
+
+impl fmt::Display for LatentLrScale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Glorot => "glorot",
+        })
+    }
+}
+
+/// The error of parsing a [`LatentLrScale`] from anything but `none` or `glorot`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown learning-rate scale `{0}`: use `glorot` or `none`")]
+pub struct ParseLatentLrScaleError(pub String);
+
+impl FromStr for LatentLrScale {
+    type Err = ParseLatentLrScaleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "glorot" => Ok(Self::Glorot),
+            _ => Err(ParseLatentLrScaleError(s.to_owned())),
+        }
+    }
+}
+
+/// `(fan_in, fan_out)` of a latent weight of shape `dims`, as the authors' code counts them:
+///
+/// - a fully connected weight `[d_input, d_output]` ([`BinaryLinear`], [`QuantLinear`],
+///   [`BitPlaneLinear`], the layout of Burn's `Linear`): `(d_input, d_output)`;
+/// - a convolution weight `[C_out, C_in, k_h, k_w]` ([`BinaryConv2d`], [`QuantConv2d`],
+///   [`BitPlaneConv2d`]): `(C_in·k_h·k_w, C_out·k_h·k_w)` (with groups, `C_in` is the weight's
+///   second dimension, the input channels per group);
+/// - any other rank, by the same rule as a convolution: `(product of dims[1..],
+///   dims[0]·product of dims[2..])`.
+///
+/// [`BinaryLinear`]: super::BinaryLinear
+/// [`BinaryConv2d`]: super::BinaryConv2d
+/// [`QuantLinear`]: super::QuantLinear
+/// [`QuantConv2d`]: super::QuantConv2d
+/// [`BitPlaneLinear`]: super::BitPlaneLinear
+/// [`BitPlaneConv2d`]: super::BitPlaneConv2d
+///
+/// ```
+/// use burn_qnn::nn::latent_weight_fans;
+///
+/// assert_eq!(latent_weight_fans(&[784, 4096]), (784, 4096));
+/// assert_eq!(latent_weight_fans(&[256, 128, 3, 3]), (128 * 9, 256 * 9));
+/// ```
+pub fn latent_weight_fans(dims: &[usize]) -> (usize, usize) {
+    match dims {
+        [] => (1, 1),
+        [d_input, d_output] => (*d_input, *d_output),
+        [first, rest @ ..] => {
+            let receptive: usize = rest.iter().skip(1).product();
+            (rest.iter().product(), first * receptive)
+        }
+    }
+}
+
+/// The latent weights of a module before an optimizer step, with their learning-rate scales:
+/// what [`LatentWeightsBefore::finish`] needs to turn the optimizer's update of each latent
+/// weight `W` into `W_old + scale·(W_step − W_old)` (the authors' code's rule), then clip.
+/// The one implementation of the latent-weight update, shared by
+/// `burn_qnn::learner::ClipLatentWeights` and [`crate::train::fit`].
+pub(crate) struct LatentWeightsBefore<B: Backend> {
+    /// Per latent weight with a scale other than 1: its value flattened, and the scale.
+    weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
+}
+
+impl<B: Backend> LatentWeightsBefore<B> {
+    /// Nothing kept: [`LatentWeightsBefore::finish`] only clips.
+    pub(crate) fn none() -> Self {
+        Self {
+            weights: HashMap::new(),
+        }
+    }
+
+    /// Keeps the latent weights of `module` whose scale under `scale` is not 1 (none at all
+    /// for [`LatentLrScale::None`]: then nothing is copied or walked).
+    pub(crate) fn of<M: Module<B>>(module: &M, scale: LatentLrScale) -> Self {
+        if scale == LatentLrScale::None {
+            return Self::none();
+        }
+        let mut keeper = LatentKeeper {
+            path: LatentPath::default(),
+            scale,
+            weights: HashMap::new(),
+        };
+        module.visit(&mut keeper);
+        Self {
+            weights: keeper.weights,
+        }
+    }
+
+    /// `module` after the optimizer step: each kept latent weight becomes
+    /// `W_old + scale·(W_step − W_old)`, then, with `clip`, every latent weight is clipped to
+    /// `[−1, 1]`. Other parameters are returned as they are; parameter ids and
+    /// `require_grad` are kept.
+    pub(crate) fn finish<M: Module<B>>(mut self, module: M, clip: bool) -> M {
+        if !clip && self.weights.is_empty() {
+            return module;
+        }
+        module.map(&mut LatentUpdater {
+            path: LatentPath::default(),
+            before: &mut self.weights,
+            clip,
+        })
+    }
+}
+
+/// Collects the latent weights whose scale is not 1.
+struct LatentKeeper<B: Backend> {
+    path: LatentPath,
+    scale: LatentLrScale,
+    weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for LatentKeeper<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_owned(), container_type.to_owned()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self.path.at_latent_weight() {
+            return;
+        }
+        let w = param.val();
+        let scale = self.scale.of_weight(&w.dims());
+        if scale != 1.0 {
+            let n = w.shape().num_elements();
+            self.weights
+                .insert(param.id, (w.detach().reshape([n]), scale));
+        }
+    }
+}
+
+/// Scales the kept latent weights' updates and clips the latent weights.
+struct LatentUpdater<'a, B: Backend> {
+    path: LatentPath,
+    before: &'a mut HashMap<ParamId, (Tensor<B, 1>, f64)>,
+    clip: bool,
+}
+
+impl<B: Backend> ModuleMapper<B> for LatentUpdater<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let latent = self.path.last().is_some_and(|(name, owner)| {
-            name == "weight" && LATENT_OWNERS.contains(&owner.as_str())
-        });
-        if latent {
-            param.map(|w| {
-                let require_grad = w.is_require_grad();
-                let clipped = w.clamp(-1.0, 1.0).detach();
-                if require_grad {
-                    clipped.require_grad()
-                } else {
-                    clipped
-                }
-            })
-        } else {
-            param
+        if !self.path.at_latent_weight() {
+            return param;
         }
+        let before = self.before.remove(&param.id);
+        let clip = self.clip;
+        param.map(|w| {
+            let require_grad = w.is_require_grad();
+            let mut w = w.detach();
+            if let Some((old, scale)) = before {
+                let old = old.reshape(w.dims());
+                w = old.clone() + (w - old) * scale;
+            }
+            if clip {
+                w = w.clamp(-1.0, 1.0);
+            }
+            // Detached last: only a leaf can be tracked again.
+            let w = w.detach();
+            if require_grad { w.require_grad() } else { w }
+        })
     }
 }
 
 /// The paper's per-layer learning-rate scale, `1/sqrt(1.5/(fan_in + fan_out))` (the inverse of
 /// the Glorot uniform bound): multiply a layer's learning rate by it. For a convolution,
-/// `fan_in = k_h·k_w·C_in` and `fan_out = k_h·k_w·C_out`.
+/// `fan_in = k_h·k_w·C_in` and `fan_out = k_h·k_w·C_out` (see [`latent_weight_fans`]). Training
+/// applies it through [`LatentLrScale::Glorot`].
 ///
 /// ```
 /// let scale = burn_qnn::nn::glorot_lr_scale(784, 4096);

@@ -51,7 +51,11 @@ pub use bit_plane::{
     BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
 };
 pub(crate) use bit_plane::{HALF_RANGE, inside_sums, scaled_output};
-pub use latent::{clip_latent_weights, glorot_lr_scale};
+pub(crate) use latent::LatentWeightsBefore;
+pub use latent::{
+    LatentLrScale, ParseLatentLrScaleError, clip_latent_weights, glorot_lr_scale,
+    latent_weight_fans,
+};
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};

@@ -83,3 +83,55 @@ fn new_rejects_labels_out_of_range() {
     }];
     let _ = ImageDataset::new(items, ImageShape::new(1, 1, 2), 3, 255);
 }
+
+/// The validation-size rule of the examples: a default never takes more than a tenth of a
+/// small training set; an explicit size that leaves nothing to train on is an error.
+#[test]
+fn validation_size_rule() {
+    use burn_qnn::data::{ValidationSize, ValidationSizeError};
+
+    // A default fits any data set.
+    assert_eq!(ValidationSize::AtMost(5000).count(50_000), Ok(5000));
+    assert_eq!(ValidationSize::AtMost(5000).count(49_999), Ok(4999));
+    assert_eq!(ValidationSize::AtMost(5000).count(1797), Ok(179));
+    assert_eq!(ValidationSize::AtMost(5000).count(15), Ok(1));
+    assert_eq!(ValidationSize::AtMost(5000).count(2), Ok(1));
+    assert_eq!(ValidationSize::AtMost(5000).count(1), Ok(0));
+    assert_eq!(ValidationSize::AtMost(5000).count(0), Ok(0));
+    assert_eq!(ValidationSize::AtMost(0).count(100), Ok(0));
+    for available in 0..200 {
+        let n = ValidationSize::AtMost(10_000).count(available).unwrap();
+        assert!(
+            n <= available / 10 || (n == 1 && available >= 2),
+            "{available}: {n}"
+        );
+        assert!(available == 0 || n < available, "{available}: {n}");
+    }
+
+    // An explicit size is taken as it is, unless it leaves no training image.
+    assert_eq!(ValidationSize::Exactly(6000).count(73_257), Ok(6000));
+    assert_eq!(ValidationSize::Exactly(0).count(5), Ok(0));
+    assert_eq!(ValidationSize::Exactly(999).count(1000), Ok(999));
+    for (requested, available) in [(1000, 1000), (5000, 1000), (0, 0), (1, 0)] {
+        let error = ValidationSize::Exactly(requested)
+            .count(available)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ValidationSizeError {
+                requested,
+                available
+            }
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&requested.to_string()) && message.contains(&available.to_string()),
+            "{message}"
+        );
+    }
+
+    // With the split it feeds: the default on 15 images keeps 14 for training.
+    let n = ValidationSize::AtMost(5000).count(15).unwrap();
+    let (train, valid) = numbered(15).split_validation(n);
+    assert_eq!((train.len(), valid.len()), (14, 1));
+}

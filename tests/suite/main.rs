@@ -29,6 +29,44 @@ mod data_mnist;
 mod data_support;
 mod data_svhn;
 #[cfg(feature = "train")]
+mod latent_lr_scale;
+#[cfg(all(feature = "train", feature = "ndarray"))]
+mod latent_lr_scale_ndarray {
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray>;
+
+    #[test]
+    fn adam_matches_definition() {
+        crate::latent_lr_scale::adam_matches_definition::<B>(&Default::default());
+    }
+
+    #[test]
+    fn sgd_matches_definition() {
+        crate::latent_lr_scale::sgd_matches_definition::<B>(&Default::default());
+    }
+
+    #[test]
+    fn clipping_follows_scaling() {
+        crate::latent_lr_scale::clipping_follows_scaling::<B>(&Default::default());
+    }
+
+    #[test]
+    fn scale_of_each_layer() {
+        crate::latent_lr_scale::scale_of_each_layer::<B>(&Default::default());
+    }
+
+    #[test]
+    fn trains_a_network() {
+        crate::latent_lr_scale::trains_a_network::<B>(&Default::default());
+    }
+
+    #[test]
+    fn record_is_the_inner_record() {
+        crate::latent_lr_scale::record_is_the_inner_record::<B>(&Default::default());
+    }
+}
+#[cfg(feature = "train")]
 mod learner;
 #[cfg(all(feature = "train", feature = "ndarray"))]
 mod learner_ndarray {
