@@ -17,36 +17,42 @@ macro_rules! backend_tests {
 
             #[test]
             fn sign_forward() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::sign_forward::<B>(&device());
                 crate::quantizers::sign_forward::<AD>(&device());
             }
 
             #[test]
             fn linear_forward() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::linear_forward::<B>(&device());
                 crate::quantizers::linear_forward::<AD>(&device());
             }
 
             #[test]
             fn pow2_forward() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::pow2_forward::<B>(&device());
                 crate::quantizers::pow2_forward::<AD>(&device());
             }
 
             #[test]
             fn edge_values() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::edge_values::<B>(&device());
                 crate::quantizers::edge_values::<AD>(&device());
             }
 
             #[test]
             fn empty_tensors() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::empty_tensors::<B>(&device());
                 crate::quantizers::empty_tensors::<AD>(&device());
             }
 
             #[test]
             fn stochastic_sign() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::stochastic_sign_with_noise::<B>(&device());
                 crate::quantizers::stochastic_sign_with_noise::<AD>(&device());
                 crate::quantizers::stochastic_sign_statistics::<B>(&device());
@@ -56,26 +62,31 @@ macro_rules! backend_tests {
 
             #[test]
             fn straight_through_gradients() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::straight_through_gradients::<AD>(&device());
             }
 
             #[test]
             fn edge_gradients() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::edge_gradients::<AD>(&device());
             }
 
             #[test]
             fn stochastic_sign_gradient() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::stochastic_sign_gradient::<AD>(&device());
             }
 
             #[test]
             fn gradient_quantizer() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::gradient_quantizer::<AD>(&device());
             }
 
             #[test]
             fn xnor_matmul() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::packed::xnor_matmul_matches_float::<B>(&device(), $quick);
                 crate::packed::xnor_matmul_matches_float::<AD>(&device(), true);
                 crate::packed::xnor_matmul_batched::<B>(&device());
@@ -85,11 +96,13 @@ macro_rules! backend_tests {
 
             #[test]
             fn bit_serial_products() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::packed::bit_serial_products::<B>(&device());
             }
 
             #[test]
             fn packing() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::packed::pack_round_trip::<B>(&device());
                 crate::packed::packed_bytes_layout::<B>(&device());
                 crate::packed::bad_packed_bytes::<B>(&device());
@@ -98,6 +111,7 @@ macro_rules! backend_tests {
 
             #[test]
             fn binary_conv() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::conv::binary_conv_matches_reference::<B>(&device(), $quick);
                 crate::conv::binary_conv_matches_reference::<AD>(&device(), true);
                 crate::conv::bad_conv_weight_bytes::<B>(&device());
@@ -105,12 +119,14 @@ macro_rules! backend_tests {
 
             #[test]
             fn binary_gradients() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::conv::binary_conv_gradients::<AD>(&device());
                 crate::conv::xnor_matmul_gradients::<AD>(&device());
             }
 
             #[test]
             fn nn_modules() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::modules::binary_linear::<B>(&device());
                 crate::modules::binary_linear::<AD>(&device());
                 crate::modules::shift_batch_norm::<AD>(&device());
@@ -120,22 +136,26 @@ macro_rules! backend_tests {
 
             #[test]
             fn packed_quant_linear() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::modules::packed_quant_linear::<B>(&device());
             }
 
             #[test]
             fn packed_inference() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::modules::packed_inference::<AD>(&device());
                 crate::modules::bad_packed_records::<B>(&device());
             }
 
             #[test]
             fn drop_in_training() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::modules::drop_in_training::<AD>(&device());
             }
 
             #[test]
             fn backend_switch() {
+                let _rng = crate::reference::backend_rng_lock();
                 crate::backend_switch::same_on::<B>(&device());
                 crate::backend_switch::same_on::<AD>(&device());
             }

@@ -18,6 +18,7 @@ fn packed_bytes<B: QnnBackend>(data: &[f32], shape: [usize; 2], encoding: Encodi
 
 #[test]
 fn the_gpu_packs_the_bytes_the_cpu_packs() {
+    let _rng = crate::reference::backend_rng_lock();
     for k in [1, 31, 32, 33, 64, 65, 1000, 4097] {
         let signs = uniform(3 * k, -1.0, 1.0, k as u64);
         assert_eq!(
@@ -40,6 +41,7 @@ fn the_gpu_packs_the_bytes_the_cpu_packs() {
 
 #[test]
 fn weights_packed_on_the_cpu_run_on_the_gpu() {
+    let _rng = crate::reference::backend_rng_lock();
     let (m, k, n) = (5, 1000, 37);
     let (device, gpu) = (Default::default(), Default::default());
     let a = uniform(m * k, -1.0, 1.0, 1);
@@ -74,6 +76,7 @@ fn weights_packed_on_the_cpu_run_on_the_gpu() {
 /// the GPU's float rounding in the last batch norm.
 #[test]
 fn a_packed_network_saved_on_the_cpu_loads_on_the_gpu() {
+    let _rng = crate::reference::backend_rng_lock();
     use burn::backend::Autodiff;
     use burn_qnn::{inference::PackedNet, models::NetConfig};
 

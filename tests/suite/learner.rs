@@ -426,6 +426,7 @@ pub fn clipping_optimizer<B: QnnAutodiffBackend>(device: &B::Device) {
 /// record resumes it mid-run.
 #[test]
 fn schedule_resumes_mid_run() {
+    let _rng = crate::reference::backend_rng_lock();
     type B = NdArray;
     let mut straight = decay_over_run(1e-3, 3e-7, 5, 7).unwrap();
     let all: Vec<f64> = (0..35).map(|_| straight.step()).collect();
@@ -449,6 +450,7 @@ fn schedule_resumes_mid_run() {
 /// The atomic recorder leaves only the final file, and a failed save leaves nothing.
 #[test]
 fn atomic_recorder_leaves_no_partial_file() {
+    let _rng = crate::reference::backend_rng_lock();
     type B = NdArray;
     let dir = tempfile::tempdir().unwrap();
     let net = tiny_net::<B>(&Default::default());
@@ -482,6 +484,7 @@ fn atomic_recorder_leaves_no_partial_file() {
 /// scores, and the inference step of the valid model gives the same scores.
 #[test]
 fn steps_report_loss_scores_and_targets() {
+    let _rng = crate::reference::backend_rng_lock();
     use burn_train::{InferenceStep, TrainStep};
     type AD = Autodiff<NdArray>;
     let device = Default::default();

@@ -8,11 +8,13 @@ mod cifar10_net {
 
     #[test]
     fn summary_counts() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::modules::cifar10_summary::<NdArray>(&Default::default());
     }
 
     #[test]
     fn packed_file_is_25_times_smaller() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::modules::cifar10_file_sizes::<NdArray>(&Default::default());
     }
 }
@@ -38,31 +40,37 @@ mod latent_lr_scale_ndarray {
 
     #[test]
     fn adam_matches_definition() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::adam_matches_definition::<B>(&Default::default());
     }
 
     #[test]
     fn sgd_matches_definition() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::sgd_matches_definition::<B>(&Default::default());
     }
 
     #[test]
     fn clipping_follows_scaling() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::clipping_follows_scaling::<B>(&Default::default());
     }
 
     #[test]
     fn scale_of_each_layer() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::scale_of_each_layer::<B>(&Default::default());
     }
 
     #[test]
     fn trains_a_network() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::trains_a_network::<B>(&Default::default());
     }
 
     #[test]
     fn record_is_the_inner_record() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::latent_lr_scale::record_is_the_inner_record::<B>(&Default::default());
     }
 }
@@ -74,16 +82,19 @@ mod learner_ndarray {
 
     #[test]
     fn lowers_the_loss() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::learner_lowers_the_loss::<Autodiff<NdArray>>(&Default::default());
     }
 
     #[test]
     fn clipping_optimizer() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::clipping_optimizer::<Autodiff<NdArray>>(&Default::default());
     }
 
     #[test]
     fn resume_restores_optimizer_and_schedule() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::resume_restores_optimizer_and_schedule::<Autodiff<NdArray>>(
             &Default::default(),
         );
@@ -91,6 +102,7 @@ mod learner_ndarray {
 
     #[test]
     fn resume_errors() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::resume_errors::<Autodiff<NdArray>>(&Default::default());
     }
 }
@@ -113,11 +125,13 @@ mod learner_wgpu {
 
     #[test]
     fn lowers_the_loss() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::learner_lowers_the_loss::<AD>(&Default::default());
     }
 
     #[test]
     fn clipping_optimizer() {
+        let _rng = crate::reference::backend_rng_lock();
         crate::learner::clipping_optimizer::<AD>(&Default::default());
     }
 }

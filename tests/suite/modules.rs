@@ -308,6 +308,7 @@ pub fn scramble_norms<B: QnnBackend>(mut net: Net<B>, seed: u64) -> Net<B> {
 #[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_packed_nets_run_on_cpu_kernels() {
+    let _rng = crate::reference::backend_rng_lock();
     type B = burn::backend::NdArray;
     let device = Default::default();
     for config in [

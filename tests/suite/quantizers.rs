@@ -228,7 +228,6 @@ pub fn empty_tensors<B: QnnBackend>(device: &B::Device) {
         let out = quant::quantize(Tensor::<B, 2>::empty([0, 3], device), quantizer);
         assert_eq!(out.dims(), [0, 3]);
     }
-    let _rng = r::backend_rng_lock();
     let out = quant::stochastic_sign(Tensor::<B, 3>::empty([2, 0, 4], device));
     assert_eq!(out.dims(), [2, 0, 4]);
 }
@@ -259,7 +258,6 @@ pub fn stochastic_sign_with_noise<B: QnnBackend>(device: &B::Device) {
 }
 
 pub fn stochastic_sign_statistics<B: QnnBackend>(device: &B::Device) {
-    let _rng = r::backend_rng_lock();
     let n = 20_000;
     B::seed(device, 3);
     for x in [-0.5f32, 0.0, 0.5, 0.9] {
@@ -284,7 +282,6 @@ pub fn stochastic_sign_statistics<B: QnnBackend>(device: &B::Device) {
 }
 
 pub fn stochastic_sign_seeded<B: QnnBackend>(device: &B::Device) {
-    let _rng = r::backend_rng_lock();
     let inputs = uniform(4096, -1.0, 1.0, 5);
     let draw = |seed| {
         B::seed(device, seed);
@@ -358,7 +355,6 @@ pub fn edge_gradients<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
 }
 
 pub fn stochastic_sign_gradient<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
-    let _rng = r::backend_rng_lock();
     let mut inputs = uniform(100, -2.0, 2.0, 41);
     inputs.extend(edge_inputs());
     let n = inputs.len();

@@ -86,8 +86,10 @@ pub fn assert_exact(what: &str, inputs: &[f32], actual: &[f32], expected: &[f32]
     }
 }
 
-/// Serializes the tests that draw from a backend's random generator: backends share one
-/// generator per device, and tests run on parallel threads.
+/// Serializes the tests that run on a backend: each backend draws from one global random
+/// generator (module initialisation included), so a test that seeds it and expects the same
+/// draws twice must not run beside another that draws from it. Every test on a backend takes
+/// it, once, at its start (the lock is not reentrant: helpers must not take it).
 pub fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -3,6 +3,7 @@
 //! Packed tensors live on the device as 32-bit words ([`CubePacked`]); packing, the tiled
 //! XNOR/AND-popcount GEMM and unpacking are CubeCL kernels (see `kernels.rs`).
 
+mod backward;
 mod kernels;
 
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData, TensorPrimitive};
@@ -12,8 +13,8 @@ use burn_cubecl::{
 };
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
-use super::{PackedWords, QnnBackend};
-use crate::ops::{BatchPlan, Encoding, HostPacked};
+use super::{PackedWords, QnnBackend, binary_backward};
+use crate::ops::{BatchPlan, ConvGeometry, Encoding, HostPacked, PaddingMode};
 use kernels::{THREADS, TILE, mode};
 
 /// Below this many rows of bit planes on the left, the one-output-per-thread kernel runs: the
@@ -234,6 +235,305 @@ fn popcount_gemm<R: CubeRuntime>(
     (raw, plan)
 }
 
+/// The launch of a kernel of one thread per value of a `len`-value output.
+fn elementwise<R: CubeRuntime>(
+    client: &cubecl::client::ComputeClient<R>,
+    len: usize,
+) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new_1d(256);
+    (
+        calculate_cube_count_elemwise(client, len, cube_dim),
+        cube_dim,
+    )
+}
+
+/// An uninitialized float tensor of `shape` on the device of `like`.
+fn empty_like<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: &[usize],
+    dtype: DType,
+) -> CubeTensor<R> {
+    let len: usize = shape.iter().product();
+    let output = empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([len.max(1)]),
+        dtype,
+    );
+    burn_cubecl::ops::reshape(output, Shape::from(shape.to_vec()))
+}
+
+/// Checks that `packed` is one row of `len` signs, as [`QnnBackend::qnn_save_signs`] packs them.
+fn check_saved<R: CubeRuntime>(what: &str, packed: &CubePacked<R>, len: usize) {
+    assert!(
+        packed.shape == [1, len] && packed.encoding == Encoding::Signs,
+        "{what}: expected one row of {len} signs, got shape {:?} ({:?})",
+        packed.shape,
+        packed.encoding
+    );
+}
+
+/// [`QnnBackend::qnn_save_signs`]: both bit rows of `x` in one kernel.
+fn save_signs<R: CubeRuntime>(x: CubeTensor<R>) -> (CubePacked<R>, CubePacked<R>) {
+    let x = into_contiguous(x);
+    let len = x.meta.shape().iter().product::<usize>();
+    let word_count = words_per_row(len);
+    let words = || {
+        empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([word_count.max(1)]),
+            DType::U32,
+        )
+    };
+    let (signs, blocked) = (words(), words());
+    if word_count > 0 {
+        let (cube_count, cube_dim) = elementwise(&x.client, word_count);
+        backward::save_signs_kernel::launch::<R>(
+            &x.client,
+            cube_count,
+            cube_dim,
+            x.clone().into_tensor_arg(),
+            signs.clone().into_tensor_arg(),
+            blocked.clone().into_tensor_arg(),
+            len as u32,
+            x.dtype.into(),
+        );
+    }
+    let row = |words| CubePacked {
+        words,
+        word_count,
+        shape: vec![1, len],
+        encoding: Encoding::Signs,
+    };
+    (row(signs), row(blocked))
+}
+
+/// The kernels' `u32` arguments of a convolution's geometry on `input_shape`:
+/// `[C_in, C_out, H, W, H_out, W_out, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w]`.
+fn conv_arguments(input_shape: [usize; 4], geometry: &ConvGeometry) -> [u32; 14] {
+    let [_, c, h, w] = input_shape;
+    let [c_in, c_out] = geometry.channels;
+    assert_eq!(
+        c, c_in,
+        "binary conv2d backward: input has {c} channels, the convolution expects {c_in}"
+    );
+    let [oh, ow] = geometry.output_size([h, w]);
+    let [kh, kw] = geometry.kernel;
+    [
+        c_in,
+        c_out,
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        geometry.stride[0],
+        geometry.stride[1],
+        geometry.padding[0],
+        geometry.padding[1],
+        geometry.dilation[0],
+        geometry.dilation[1],
+    ]
+    .map(|v| u32::try_from(v).expect("binary conv2d backward: sizes fit in u32"))
+}
+
+/// `grad_out` as a contiguous tensor of the output's shape.
+fn conv_grad_out<R: CubeRuntime>(
+    grad_out: CubeTensor<R>,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> CubeTensor<R> {
+    let [n, _, h, w] = input_shape;
+    let [oh, ow] = geometry.output_size([h, w]);
+    let expected = [n, geometry.channels[1], oh, ow];
+    assert_eq!(
+        grad_out.meta.shape().to_vec(),
+        expected,
+        "binary conv2d backward: the output gradient should be [N, C_out, H_out, W_out]"
+    );
+    into_contiguous(grad_out)
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_input_grad`] by [`backward::conv_input_grad_kernel`].
+fn conv2d_input_grad<R: CubeRuntime>(
+    grad_out: CubeTensor<R>,
+    weight_signs: &CubePacked<R>,
+    input_blocked: &CubePacked<R>,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> CubeTensor<R> {
+    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let input_len = input_shape.iter().product();
+    check_saved(
+        "binary conv2d input gradient: weight bits",
+        weight_signs,
+        c_out * c_in * kh * kw,
+    );
+    check_saved(
+        "binary conv2d input gradient: input bits",
+        input_blocked,
+        input_len,
+    );
+    let [c_in, c_out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] =
+        conv_arguments(input_shape, geometry);
+    let out = empty_like(&grad_out, &input_shape, grad_out.dtype);
+    if input_len > 0 {
+        let client = &grad_out.client;
+        let (cube_count, cube_dim) = elementwise(client, input_len);
+        backward::conv_input_grad_kernel::launch::<R>(
+            client,
+            cube_count,
+            cube_dim,
+            grad_out.clone().into_tensor_arg(),
+            weight_signs.words.clone().into_tensor_arg(),
+            input_blocked.words.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            c_in,
+            c_out,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            grad_out.dtype.into(),
+        );
+    }
+    out
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_weight_grad`] by [`backward::conv_weight_grad_kernel`].
+fn conv2d_weight_grad<R: CubeRuntime>(
+    grad_out: CubeTensor<R>,
+    input_signs: &CubePacked<R>,
+    weight_blocked: &CubePacked<R>,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> CubeTensor<R> {
+    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let weight_shape = [c_out, c_in, kh, kw];
+    let weight_len = weight_shape.iter().product();
+    check_saved(
+        "binary conv2d weight gradient: input bits",
+        input_signs,
+        input_shape.iter().product(),
+    );
+    check_saved(
+        "binary conv2d weight gradient: weight bits",
+        weight_blocked,
+        weight_len,
+    );
+    let [c_in, c_out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] =
+        conv_arguments(input_shape, geometry);
+    let out = empty_like(&grad_out, &weight_shape, grad_out.dtype);
+    if weight_len > 0 {
+        let client = &grad_out.client;
+        let (cube_count, cube_dim) = elementwise(client, weight_len);
+        backward::conv_weight_grad_kernel::launch::<R>(
+            client,
+            cube_count,
+            cube_dim,
+            grad_out.clone().into_tensor_arg(),
+            input_signs.words.clone().into_tensor_arg(),
+            weight_blocked.words.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            input_shape[0] as u32,
+            c_in,
+            c_out,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            u32::from(geometry.padding_mode == PaddingMode::PlusOne),
+            grad_out.dtype.into(),
+        );
+    }
+    out
+}
+
+/// `[batch, m, k, n]` of `[.., m, k] × [.., k, n]` where both have the same batch dimensions.
+fn unbroadcast_matmul(a: &[usize], b: &[usize]) -> Option<[usize; 4]> {
+    let d = a.len();
+    (d >= 2 && b.len() == d && a[..d - 2] == b[..d - 2] && a[d - 1] == b[d - 2])
+        .then(|| [a[..d - 2].iter().product(), a[d - 2], a[d - 1], b[d - 1]])
+}
+
+/// Which operand's gradient a matmul backward kernel computes.
+#[derive(Clone, Copy)]
+enum Side {
+    Lhs,
+    Rhs,
+}
+
+/// [`QnnBackend::qnn_binary_matmul_lhs_grad`] (`Side::Lhs`, `signs` of `b`, `blocked` of `a`) or
+/// `rhs_grad` for equal batch dimensions `[batch, m, k, n]`.
+fn matmul_grad<R: CubeRuntime>(
+    side: Side,
+    grad: CubeTensor<R>,
+    signs: &CubePacked<R>,
+    blocked: &CubePacked<R>,
+    [batch, m, k, n]: [usize; 4],
+    out_shape: &[usize],
+) -> CubeTensor<R> {
+    assert_eq!(
+        grad.meta.shape().iter().product::<usize>(),
+        batch * m * n,
+        "binary matmul backward: the output gradient should hold [.., m, n] values"
+    );
+    let (what, signs_len, out_len) = match side {
+        Side::Lhs => ("binary matmul left gradient", batch * k * n, batch * m * k),
+        Side::Rhs => ("binary matmul right gradient", batch * m * k, batch * k * n),
+    };
+    check_saved(what, signs, signs_len);
+    check_saved(what, blocked, out_len);
+    let grad = into_contiguous(grad);
+    let out = empty_like(&grad, out_shape, grad.dtype);
+    if out_len > 0 {
+        let client = &grad.client;
+        let (cube_count, cube_dim) = elementwise(client, out_len);
+        let launch = match side {
+            Side::Lhs => backward::matmul_lhs_grad_kernel::launch::<R>,
+            Side::Rhs => backward::matmul_rhs_grad_kernel::launch::<R>,
+        };
+        let [m, k, n] =
+            [m, k, n].map(|v| u32::try_from(v).expect("binary matmul backward: sizes fit in u32"));
+        launch(
+            client,
+            cube_count,
+            cube_dim,
+            grad.clone().into_tensor_arg(),
+            signs.words.clone().into_tensor_arg(),
+            blocked.words.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            m,
+            k,
+            n,
+            grad.dtype.into(),
+        );
+    }
+    out
+}
+
 impl<R, F, I, BT> QnnBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -304,5 +604,97 @@ where
         let a = pack_rows(a.into_primitive().tensor(), Encoding::Signs);
         let b_t = pack_columns(b.into_primitive().tensor(), Encoding::Signs);
         Self::qnn_packed_matmul(&a, &b_t)
+    }
+
+    /// Signs and band in one kernel, a word of each per thread.
+    fn qnn_save_signs<const D: usize>(x: Tensor<Self, D>) -> (CubePacked<R>, CubePacked<R>) {
+        save_signs(x.into_primitive().tensor())
+    }
+
+    /// One thread per input value, reading the weight signs from the bits.
+    fn qnn_binary_conv2d_input_grad(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &CubePacked<R>,
+        input_blocked: &CubePacked<R>,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let grad = conv2d_input_grad(
+            grad_out.into_primitive().tensor(),
+            weight_signs,
+            input_blocked,
+            input_shape,
+            geometry,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(grad))
+    }
+
+    /// One thread per weight, looping over the batch and output positions and reading the
+    /// input signs from the bits.
+    fn qnn_binary_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &CubePacked<R>,
+        weight_blocked: &CubePacked<R>,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let grad = conv2d_weight_grad(
+            grad_out.into_primitive().tensor(),
+            input_signs,
+            weight_blocked,
+            input_shape,
+            geometry,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(grad))
+    }
+
+    /// One thread per value of `a` where `a` and `b` have the same batch dimensions; broadcast
+    /// products take the portable path.
+    fn qnn_binary_matmul_lhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &CubePacked<R>,
+        a_blocked: &CubePacked<R>,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+            return binary_backward::matmul_lhs_grad_portable(
+                grad, b_signs, a_blocked, a_shape, b_shape,
+            );
+        };
+        let grad = matmul_grad(
+            Side::Lhs,
+            grad.into_primitive().tensor(),
+            b_signs,
+            a_blocked,
+            shape,
+            &a_shape,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(grad))
+    }
+
+    /// One thread per value of `b` where `a` and `b` have the same batch dimensions; broadcast
+    /// products take the portable path.
+    fn qnn_binary_matmul_rhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &CubePacked<R>,
+        b_blocked: &CubePacked<R>,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+            return binary_backward::matmul_rhs_grad_portable(
+                grad, a_signs, b_blocked, a_shape, b_shape,
+            );
+        };
+        let grad = matmul_grad(
+            Side::Rhs,
+            grad.into_primitive().tensor(),
+            a_signs,
+            b_blocked,
+            shape,
+            &b_shape,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(grad))
     }
 }
