@@ -226,7 +226,7 @@ where
         a_shape: [usize; D],
         b_shape: [usize; D],
     ) -> Tensor<Self, D> {
-        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
             return binary_backward::matmul_lhs_grad_portable(
                 grad, b_signs, a_blocked, a_shape, b_shape,
             );
@@ -253,7 +253,7 @@ where
         a_shape: [usize; D],
         b_shape: [usize; D],
     ) -> Tensor<Self, D> {
-        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
             return binary_backward::matmul_rhs_grad_portable(
                 grad, a_signs, b_blocked, a_shape, b_shape,
             );
@@ -331,19 +331,6 @@ fn pad_mode(mode: PaddingMode) -> conv::PadMode {
         PaddingMode::Zero => conv::PadMode::Zero,
         PaddingMode::PlusOne => conv::PadMode::PlusOne,
     }
-}
-
-/// The product shape of `[.., m, k] × [.., k, n]` where both have the same batch dimensions.
-fn unbroadcast_matmul(a: &[usize], b: &[usize]) -> Option<MatmulShape> {
-    let d = a.len();
-    (d >= 2 && b.len() == d && a[..d - 2] == b[..d - 2] && a[d - 1] == b[d - 2]).then(|| {
-        MatmulShape {
-            batch: a[..d - 2].iter().product(),
-            m: a[d - 2],
-            k: a[d - 1],
-            n: b[d - 1],
-        }
-    })
 }
 
 /// Runs `f` on the tensor's values as a contiguous f32 slice, without a copy when the tensor is

@@ -392,6 +392,27 @@ pub struct MatmulShape {
 }
 
 impl MatmulShape {
+    /// The product shape of `[.., m, k] × [.., k, n]` where both operands have the same batch
+    /// dimensions; `None` for other shapes (broadcast batches, mismatched `k`, fewer than two
+    /// dimensions).
+    ///
+    /// ```
+    /// use burn_qnn::kernels::backward::MatmulShape;
+    ///
+    /// let shape = MatmulShape::same_batch(&[2, 3, 5, 7], &[2, 3, 7, 4]).unwrap();
+    /// assert_eq!((shape.batch, shape.m, shape.k, shape.n), (6, 5, 7, 4));
+    /// assert!(MatmulShape::same_batch(&[2, 5, 7], &[1, 7, 4]).is_none());
+    /// ```
+    pub fn same_batch(a: &[usize], b: &[usize]) -> Option<Self> {
+        let d = a.len();
+        (d >= 2 && b.len() == d && a[..d - 2] == b[..d - 2] && a[d - 1] == b[d - 2]).then(|| Self {
+            batch: a[..d - 2].iter().product(),
+            m: a[d - 2],
+            k: a[d - 1],
+            n: b[d - 1],
+        })
+    }
+
     fn check(
         &self,
         what: &str,

@@ -14,6 +14,7 @@ use burn_cubecl::{
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 use super::{PackedWords, QnnBackend, binary_backward};
+use crate::kernels::backward::MatmulShape;
 use crate::ops::{BatchPlan, ConvGeometry, Encoding, HostPacked, PaddingMode};
 use kernels::{THREADS, TILE, mode};
 
@@ -471,13 +472,6 @@ fn conv2d_weight_grad<R: CubeRuntime>(
     out
 }
 
-/// `[batch, m, k, n]` of `[.., m, k] × [.., k, n]` where both have the same batch dimensions.
-fn unbroadcast_matmul(a: &[usize], b: &[usize]) -> Option<[usize; 4]> {
-    let d = a.len();
-    (d >= 2 && b.len() == d && a[..d - 2] == b[..d - 2] && a[d - 1] == b[d - 2])
-        .then(|| [a[..d - 2].iter().product(), a[d - 2], a[d - 1], b[d - 1]])
-}
-
 /// Which operand's gradient a matmul backward kernel computes.
 #[derive(Clone, Copy)]
 enum Side {
@@ -486,13 +480,13 @@ enum Side {
 }
 
 /// [`QnnBackend::qnn_binary_matmul_lhs_grad`] (`Side::Lhs`, `signs` of `b`, `blocked` of `a`) or
-/// `rhs_grad` for equal batch dimensions `[batch, m, k, n]`.
+/// `rhs_grad` for equal batch dimensions.
 fn matmul_grad<R: CubeRuntime>(
     side: Side,
     grad: CubeTensor<R>,
     signs: &CubePacked<R>,
     blocked: &CubePacked<R>,
-    [batch, m, k, n]: [usize; 4],
+    MatmulShape { batch, m, k, n }: MatmulShape,
     out_shape: &[usize],
 ) -> CubeTensor<R> {
     assert_eq!(
@@ -657,7 +651,7 @@ where
         a_shape: [usize; D],
         b_shape: [usize; D],
     ) -> Tensor<Self, D> {
-        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
             return binary_backward::matmul_lhs_grad_portable(
                 grad, b_signs, a_blocked, a_shape, b_shape,
             );
@@ -682,7 +676,7 @@ where
         a_shape: [usize; D],
         b_shape: [usize; D],
     ) -> Tensor<Self, D> {
-        let Some(shape) = unbroadcast_matmul(&a_shape, &b_shape) else {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
             return binary_backward::matmul_rhs_grad_portable(
                 grad, a_signs, b_blocked, a_shape, b_shape,
             );
