@@ -16,7 +16,7 @@ use burn_autodiff::{
     ops::{Backward, Ops, OpsKind, unary},
 };
 
-use super::{BatchNormOutput, QnnBackend, batch_norm, binary_backward};
+use super::{BatchNormOutput, QnnBackend, batch_norm, binary_backward, bit_plane, pool};
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
     quant::{Bits, Quantizer, quantizer},
@@ -116,6 +116,24 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         epsilon: f64,
     ) -> BatchNormOutput<Self, D> {
         batch_norm::train_autodiff(x, gamma, beta, epsilon)
+    }
+
+    /// One node that keeps the input and the weights' pass band.
+    fn qnn_bit_plane_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        bit_plane::forward_autodiff(x, weight, geometry)
+    }
+
+    /// One node that keeps only the indices of the maxima (where `x` is tracked).
+    fn qnn_max_pool2d(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> Tensor<Self, 4> {
+        pool::forward_autodiff(x, kernel, stride)
     }
 
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {

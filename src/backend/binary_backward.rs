@@ -50,7 +50,10 @@ fn unpack_signs<B: QnnBackend, const D: usize>(signs: &B::Packed, shape: &Shape)
 
 /// `grad` with the straight-through estimator applied: zero where `blocked` (packed by
 /// [`QnnBackend::qnn_save_signs`]) marks `|v| > 1`.
-fn pass<B: QnnBackend, const D: usize>(grad: Tensor<B, D>, blocked: &B::Packed) -> Tensor<B, D> {
+pub(crate) fn pass<B: QnnBackend, const D: usize>(
+    grad: Tensor<B, D>,
+    blocked: &B::Packed,
+) -> Tensor<B, D> {
     let shape = grad.shape();
     let blocked = B::qnn_unpack::<2>(blocked).reshape(shape).lower_elem(0.0);
     grad.mask_fill(blocked, 0.0)

@@ -21,12 +21,14 @@
 mod autodiff;
 mod batch_norm;
 mod binary_backward;
+mod bit_plane;
 #[cfg(feature = "wgpu")]
 mod cube;
 #[cfg(feature = "wgpu")]
 mod fusion;
 #[cfg(feature = "ndarray")]
 mod ndarray;
+mod pool;
 
 pub use batch_norm::{BatchNormGrads, BatchNormOutput};
 #[cfg(feature = "wgpu")]
@@ -89,7 +91,7 @@ impl<T: Clone> PackedWords<T> {
 }
 
 use burn::tensor::{
-    Device, Tensor,
+    Device, Int, Tensor,
     backend::{AutodiffBackend, Backend},
 };
 
@@ -293,6 +295,72 @@ pub trait QnnBackend: Backend {
         epsilon: f64,
     ) -> BatchNormGrads<Self, D> {
         batch_norm::backward_portable(grad, x, mean, variance, gamma, epsilon)
+    }
+
+    /// The bit-plane first layer's product `x·sign(w)` for images `x` `[N, C_in, H, W]` scaled
+    /// to `[−1, 1]` and latent weights `w` `[C_out, C_in, k_h, k_w]`, zero padding: computed as
+    /// `(P − 127.5·M)/127.5` from the 8-bit codes (see [`crate::nn::BitPlaneConv2d`]).
+    /// `Autodiff` runs it as one node that keeps the input and the weights' pass band, whose
+    /// backward is [`QnnBackend::qnn_bit_plane_conv2d_weight_grad`] (the codes are rounded, so
+    /// the input's gradient is 0). The default is built from Burn tensor ops; `NdArray` runs
+    /// [`crate::kernels::bit_plane::bit_plane_conv2d_forward`].
+    fn qnn_bit_plane_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        bit_plane::forward_portable(x, weight, geometry)
+    }
+
+    /// The gradient of [`QnnBackend::qnn_bit_plane_conv2d`] with respect to the latent
+    /// weights, with the straight-through estimator applied: `grad_out` against the scaled
+    /// codes `code/127.5 − 1` of `x` (zero on padding), zero where `weight_blocked` (packed by
+    /// [`QnnBackend::qnn_save_signs`]) is set. The default runs Burn's
+    /// `conv2d_weight_backward`; `NdArray` runs
+    /// [`crate::kernels::bit_plane::bit_plane_conv2d_weight_grad`].
+    fn qnn_bit_plane_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        x: Tensor<Self, 4>,
+        weight_blocked: &Self::Packed,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        bit_plane::weight_grad_portable(grad_out, x, weight_blocked, geometry)
+    }
+
+    /// Max-pooling of `x` `[N, C, H, W]` over `kernel` windows moved by `stride`, without
+    /// padding or dilation (Burn's `max_pool2d` with padding 0 and dilation 1). `Autodiff`
+    /// runs it as one node that keeps only the index of each window's maximum (see
+    /// [`QnnBackend::qnn_max_pool2d_with_indices`]). The default is Burn's `max_pool2d`.
+    fn qnn_max_pool2d(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> Tensor<Self, 4> {
+        pool::forward_portable(x, kernel, stride)
+    }
+
+    /// [`QnnBackend::qnn_max_pool2d`] and the position `iy·W + ix` inside its plane of each
+    /// window's maximum (the first in row-major order among equal values), as Burn's
+    /// `max_pool2d_with_indices`. The default is Burn's; `NdArray` runs
+    /// [`crate::kernels::pool::max_pool2d_forward`].
+    fn qnn_max_pool2d_with_indices(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4, Int>) {
+        pool::with_indices_portable(x, kernel, stride)
+    }
+
+    /// The input gradient (of `input_shape`) of a max-pooling from its output gradient `grad`
+    /// and the indices of [`QnnBackend::qnn_max_pool2d_with_indices`]: each output's gradient
+    /// added at the position of its window's maximum. The default is a scatter-add of Burn
+    /// tensor ops; `NdArray` runs [`crate::kernels::pool::max_pool2d_backward`].
+    fn qnn_max_pool2d_backward(
+        grad: Tensor<Self, 4>,
+        indices: Tensor<Self, 4, Int>,
+        input_shape: [usize; 4],
+    ) -> Tensor<Self, 4> {
+        pool::backward_portable(grad, indices, input_shape)
     }
 
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the

@@ -3,7 +3,7 @@
 
 use std::any::TypeId;
 
-use burn::tensor::{Device, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Device, Int, Tensor, TensorData, TensorPrimitive};
 use burn_ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArray, NdArrayTensor, QuantElement, SharedArray,
 };
@@ -15,9 +15,14 @@ use crate::{
     kernels::{
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
-        conv, words_per_row,
+        bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
+        conv,
+        pool::{self, PoolShape},
+        words_per_row,
     },
+    nn::pixel_codes,
     ops::{ConvGeometry, Encoding, HostPacked, PaddingMode},
+    quant,
 };
 
 impl<E, I, Q> QnnBackend for NdArray<E, I, Q>
@@ -269,6 +274,88 @@ where
             )
         });
         float_tensor(out, &b_shape)
+    }
+
+    /// [`bit_plane_conv2d_forward`] on the codes of `x` and the weights' signs.
+    fn qnn_bit_plane_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(x.dims(), geometry);
+        let [oh, ow] = g
+            .output_size()
+            .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
+        let signs = host_values(quant::sign(weight));
+        let mut out = vec![0f32; g.batch * g.out_channels * oh * ow];
+        with_f32(pixel_codes(x), |codes, _| {
+            bit_plane_conv2d_forward(codes, &signs, &g, &mut out)
+        });
+        float_tensor(out, &[g.batch, g.out_channels, oh, ow])
+    }
+
+    /// [`bit_plane_conv2d_weight_grad`] on the codes of `x`.
+    fn qnn_bit_plane_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        x: Tensor<Self, 4>,
+        weight_blocked: &HostPacked,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(x.dims(), geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        with_f32(grad_out, |grad, _| {
+            with_f32(pixel_codes(x), |codes, _| {
+                bit_plane_conv2d_weight_grad(grad, codes, saved_bits(weight_blocked), &g, &mut out)
+            })
+        });
+        let [kh, kw] = g.kernel;
+        float_tensor(out, &[g.out_channels, g.in_channels, kh, kw])
+    }
+
+    /// [`pool::max_pool2d_forward`] on the tensor's values.
+    fn qnn_max_pool2d_with_indices(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4, Int>) {
+        let [n, c, h, w] = x.dims();
+        let shape = PoolShape {
+            planes: n * c,
+            height: h,
+            width: w,
+            kernel,
+            stride,
+        };
+        let [oh, ow] = shape.output_size();
+        let mut out = vec![0f32; n * c * oh * ow];
+        let mut indices = vec![0i64; out.len()];
+        with_f32(x, |x, _| {
+            pool::max_pool2d_forward(x, shape, &mut out, &mut indices)
+        });
+        let indices = Tensor::from_data(
+            TensorData::new(indices, [n, c, oh, ow]),
+            &Default::default(),
+        );
+        (float_tensor(out, &[n, c, oh, ow]), indices)
+    }
+
+    /// [`pool::max_pool2d_backward`] on the saved indices.
+    fn qnn_max_pool2d_backward(
+        grad: Tensor<Self, 4>,
+        indices: Tensor<Self, 4, Int>,
+        input_shape: [usize; 4],
+    ) -> Tensor<Self, 4> {
+        let [n, c, h, w] = input_shape;
+        let indices: Vec<i64> = indices
+            .into_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("i64 indices");
+        let mut out = vec![0f32; n * c * h * w];
+        with_f32(grad, |grad, _| {
+            pool::max_pool2d_backward(grad, &indices, n * c, &mut out)
+        });
+        float_tensor(out, &input_shape)
     }
 }
 

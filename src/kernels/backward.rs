@@ -17,11 +17,9 @@ use rayon::prelude::*;
 use super::{
     conv::{ConvGeometry, PadMode},
     float_gemm::{MatMut, MatRef, gemm},
+    im2col::{BLOCK_VALUES, Shapes, scatter_taps, weight_grad_sum},
     pack,
 };
-
-/// Floats of ±1 values expanded at a time (128 KiB, within L2).
-const BLOCK_VALUES: usize = 32 * 1024;
 /// The bit pattern of `1.0f32`; setting the sign bit gives `−1.0`.
 const ONE_BITS: u32 = 0x3f80_0000;
 
@@ -58,160 +56,28 @@ impl<'a> Bits<'a> {
 
     /// Bit `i` (1 stands for −1, or for "outside the pass band").
     #[inline(always)]
-    fn bit(&self, i: usize) -> u32 {
+    pub(super) fn bit(&self, i: usize) -> u32 {
         ((self.words[i / 64] >> (i % 64)) & 1) as u32
     }
 
     /// `±1.0` for bit `i`: `+1` for 0, `−1` for 1.
     #[inline(always)]
-    fn sign(&self, i: usize) -> f32 {
+    pub(super) fn sign(&self, i: usize) -> f32 {
         f32::from_bits(ONE_BITS | (self.bit(i) << 31))
     }
 
     /// Writes the ±1 values of bits `start .. start + out.len()` into `out`.
-    fn expand(&self, start: usize, out: &mut [f32]) {
+    pub(super) fn expand(&self, start: usize, out: &mut [f32]) {
         for (j, value) in out.iter_mut().enumerate() {
             *value = self.sign(start + j);
         }
     }
 
     /// Zeroes `values[j]` where bit `start + j` is set.
-    fn cut(&self, start: usize, values: &mut [f32]) {
+    pub(super) fn cut(&self, start: usize, values: &mut [f32]) {
         for (j, value) in values.iter_mut().enumerate() {
             if self.bit(start + j) == 1 {
                 *value = 0.0;
-            }
-        }
-    }
-}
-
-/// One image's share of a binary convolution's shapes, in `usize`.
-struct Shapes {
-    c_in: usize,
-    c_out: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    /// Rows of the im2col matrix: `c_in·k_h·k_w`, in the weight's `[C_in, k_h, k_w]` order.
-    taps: usize,
-    /// Columns: output positions `oh·ow`.
-    positions: usize,
-    /// im2col rows expanded at a time.
-    block: usize,
-}
-
-impl Shapes {
-    fn of(g: &ConvGeometry) -> Self {
-        let [oh, ow] = g
-            .output_size()
-            .unwrap_or_else(|e| panic!("binary conv2d backward: {e}"));
-        let taps = g.in_channels * g.kernel[0] * g.kernel[1];
-        let positions = oh * ow;
-        Self {
-            c_in: g.in_channels,
-            c_out: g.out_channels,
-            h: g.height,
-            w: g.width,
-            oh,
-            ow,
-            taps,
-            positions,
-            block: (BLOCK_VALUES / positions.max(1)).clamp(1, taps.max(1)),
-        }
-    }
-
-    fn image_len(&self) -> usize {
-        self.c_in * self.h * self.w
-    }
-}
-
-/// The output columns `ox` whose input column `ix = ox·s_w + kx·d_w − p_w` lies inside the
-/// image (the others read padding).
-#[inline(always)]
-fn inside_columns(g: &ConvGeometry, s: &Shapes, kx: usize) -> std::ops::Range<usize> {
-    let offset = kx * g.dilation[1];
-    let (stride, pad) = (g.stride[1], g.padding[1]);
-    // ix = ox·stride + offset − pad must lie in [0, w).
-    let lo = if offset >= pad {
-        0
-    } else {
-        (pad - offset).div_ceil(stride)
-    };
-    let hi = if s.w + pad > offset {
-        ((s.w + pad - offset - 1) / stride + 1).min(s.ow)
-    } else {
-        0
-    };
-    lo.min(hi)..hi
-}
-
-/// The input row read by output row `oy` through tap row `ky`, if inside the image.
-#[inline(always)]
-fn input_row(g: &ConvGeometry, s: &Shapes, oy: usize, ky: usize) -> Option<usize> {
-    (oy * g.stride[0] + ky * g.dilation[0])
-        .checked_sub(g.padding[0])
-        .filter(|&iy| iy < s.h)
-}
-
-/// Writes im2col rows `tap0 .. tap0 + rows.len() / positions` of image `n` (the ±1 input values
-/// each tap reads at each output position, `pad` where it reads padding) into `rows`.
-fn expand_taps(
-    x: Bits<'_>,
-    g: &ConvGeometry,
-    s: &Shapes,
-    n: usize,
-    tap0: usize,
-    pad: f32,
-    rows: &mut [f32],
-) {
-    let [kh, kw] = g.kernel;
-    for (r, row) in rows.chunks_exact_mut(s.positions).enumerate() {
-        let tap = tap0 + r;
-        let (ci, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-        let inside = inside_columns(g, s, kx);
-        for (oy, out) in row.chunks_exact_mut(s.ow).enumerate() {
-            let Some(iy) = input_row(g, s, oy, ky) else {
-                out.fill(pad);
-                continue;
-            };
-            out[..inside.start].fill(pad);
-            out[inside.end..].fill(pad);
-            let base = ((n * s.c_in + ci) * s.h + iy) * s.w + kx * g.dilation[1];
-            if g.stride[1] == 1 {
-                x.expand(base + inside.start - g.padding[1], &mut out[inside.clone()]);
-            } else {
-                for ox in inside.clone() {
-                    out[ox] = x.sign(base + ox * g.stride[1] - g.padding[1]);
-                }
-            }
-        }
-    }
-}
-
-/// Adds im2col rows `tap0 ..` of an input gradient (`rows`, `positions` values each) into the
-/// image's gradient `dx` `[C_in, H, W]` (col2im); taps on padding are dropped.
-fn scatter_taps(g: &ConvGeometry, s: &Shapes, tap0: usize, rows: &[f32], dx: &mut [f32]) {
-    let [kh, kw] = g.kernel;
-    for (r, row) in rows.chunks_exact(s.positions).enumerate() {
-        let tap = tap0 + r;
-        let (ci, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-        let inside = inside_columns(g, s, kx);
-        for (oy, values) in row.chunks_exact(s.ow).enumerate() {
-            let Some(iy) = input_row(g, s, oy, ky) else {
-                continue;
-            };
-            let base = (ci * s.h + iy) * s.w + kx * g.dilation[1];
-            if g.stride[1] == 1 {
-                let start = base + inside.start - g.padding[1];
-                let dst = &mut dx[start..start + inside.len()];
-                for (d, v) in dst.iter_mut().zip(&values[inside.clone()]) {
-                    *d += v;
-                }
-            } else {
-                for ox in inside.clone() {
-                    dx[base + ox * g.stride[1] - g.padding[1]] += values[ox];
-                }
             }
         }
     }
@@ -339,42 +205,7 @@ pub fn binary_conv2d_weight_grad(
         PadMode::Zero => 0.0,
         PadMode::PlusOne => 1.0,
     };
-    let groups = rayon::current_num_threads().min(g.batch).max(1);
-    let inner_parallel = groups < rayon::current_num_threads();
-    let images_per_group = g.batch.div_ceil(groups).max(1);
-    let sum_group = |first: usize| -> Vec<f32> {
-        let mut sum = vec![0f32; s.c_out * s.taps];
-        let mut rows = vec![0f32; s.block * s.positions];
-        for n in first..(first + images_per_group).min(g.batch) {
-            let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
-            for tap0 in (0..s.taps).step_by(s.block) {
-                let count = s.block.min(s.taps - tap0);
-                let rows = &mut rows[..count * s.positions];
-                expand_taps(input_signs, g, &s, n, tap0, pad, rows);
-                // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
-                gemm(
-                    MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
-                    true,
-                    MatRef::row_major(grad, s.c_out, s.positions, s.positions),
-                    MatRef::transposed(rows, s.positions, count, s.positions),
-                    inner_parallel,
-                );
-            }
-        }
-        sum
-    };
-    let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
-    let sums: Vec<Vec<f32>> = if groups > 1 {
-        firsts.into_par_iter().map(sum_group).collect()
-    } else {
-        firsts.into_iter().map(sum_group).collect()
-    };
-    out.fill(0.0);
-    for sum in &sums {
-        for (o, v) in out.iter_mut().zip(sum) {
-            *o += v;
-        }
-    }
+    weight_grad_sum(grad_out, input_signs, pad, g, out);
     weight_blocked.cut(0, out);
 }
 

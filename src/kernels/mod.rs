@@ -15,15 +15,18 @@
 
 pub mod backward;
 pub mod batch_norm;
+pub mod bit_plane;
 pub mod bitserial;
 pub mod conv;
 mod conv_tile;
 mod engine;
 mod float_gemm;
+pub mod im2col;
 pub mod isa;
 pub mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;
+pub mod pool;
 mod tile_avx2;
 mod tile_avx512;
 mod tile_portable;

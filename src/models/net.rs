@@ -7,7 +7,7 @@ use burn::{
         BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LinearConfig, PaddingConfig2d,
         conv::Conv2dConfig,
     },
-    tensor::{Tensor, module::max_pool2d},
+    tensor::Tensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -220,7 +220,7 @@ impl<B: QnnBackend> Net<B> {
         for (i, (conv, norm)) in self.convs.iter().zip(&self.conv_norms).enumerate() {
             x = conv.forward(x);
             if NetConfig::pools_after(i) {
-                x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+                x = crate::nn::max_pool2d(x, [2, 2], [2, 2]);
             }
             x = self.activation(crate::nn::batch_norm(norm, x));
         }

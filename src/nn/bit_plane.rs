@@ -127,10 +127,7 @@ impl<B: QnnBackend> BitPlaneConv2d<B> {
     /// `[N, C_in, H, W]` in `[−1, 1]` → `[N, C_out, H_out, W_out]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        let [_, _, h, w] = x.dims();
-        let signs = quant::sign(self.weight.val());
-        let product = conv2d(pixel_codes(x), signs.clone(), None, geometry.options());
-        let y = scaled_output(product, inside_sums(signs, geometry, [h, w]));
+        let y = B::qnn_bit_plane_conv2d(x, self.weight.val(), geometry);
         match &self.bias {
             Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
             None => y,

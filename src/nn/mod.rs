@@ -40,6 +40,7 @@ mod binary_conv2d;
 mod binary_linear;
 mod bit_plane;
 mod latent;
+mod max_pool;
 mod quant_conv2d;
 mod quant_linear;
 mod shift_batch_norm;
@@ -56,6 +57,7 @@ pub use latent::{
     LatentLrScale, ParseLatentLrScaleError, clip_latent_weights, glorot_lr_scale,
     latent_weight_fans,
 };
+pub use max_pool::max_pool2d;
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};

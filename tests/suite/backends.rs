@@ -125,6 +125,13 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn training_ops() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::training_ops::max_pool_matches_burn::<AD>(&device());
+                crate::training_ops::bit_plane_conv_gradients::<AD>(&device());
+            }
+
+            #[test]
             fn nn_modules() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::modules::binary_linear::<B>(&device());

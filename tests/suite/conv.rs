@@ -162,7 +162,7 @@ pub fn bad_conv_weight_bytes<B: QnnBackend>(device: &B::Device) {
 }
 
 /// The gradients of `Σ r ⊙ f(x, w)` w.r.t. `x` and `w`.
-fn gradients<B: AutodiffBackend, const D: usize, const E: usize>(
+pub fn gradients<B: AutodiffBackend, const D: usize, const E: usize>(
     f: impl Fn(Tensor<B, D>, Tensor<B, E>) -> Tensor<B, D>,
     x: Tensor<B, D>,
     w: Tensor<B, E>,
@@ -181,7 +181,7 @@ fn gradients<B: AutodiffBackend, const D: usize, const E: usize>(
 
 /// Random geometries (seeded): channel counts off the word size, odd sizes, strides 1–2,
 /// paddings 0–2, dilations 1–2, batches 1–3.
-fn random_geometries(count: usize, seed: u64) -> Vec<(ConvGeometry, [usize; 4])> {
+pub fn random_geometries(count: usize, seed: u64) -> Vec<(ConvGeometry, [usize; 4])> {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
@@ -215,7 +215,7 @@ fn magnitudes(v: &[f32]) -> Vec<f32> {
 
 /// Asserts `|actual − expected| ≤ 1e-5 · Σ|terms|` element by element: equal up to the order
 /// of the f32 sums.
-fn assert_close_to_order(what: &str, actual: &[f32], expected: &[f32], terms: &[f32]) {
+pub fn assert_close_to_order(what: &str, actual: &[f32], expected: &[f32], terms: &[f32]) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     for (i, ((&a, &e), &t)) in actual.iter().zip(expected).zip(terms).enumerate() {
         assert!(

@@ -111,6 +111,7 @@ mod packed;
 mod params;
 mod quantizers;
 mod reference;
+mod training_ops;
 /// burn-train's learner on wgpu without fusion: its checkpointer thread reads the records'
 /// tensors, which `Fusion` (`burn::backend::Wgpu`) does not support (burn 0.21 panics with
 /// "Should have handle for tensor").

@@ -1,0 +1,243 @@
+//! Max-pooling over unpadded windows, forward with the index of each window's maximum and
+//! backward from those indices, on `[N, C, H, W]` values in row-major order. Planes (one image's
+//! channel) run in parallel.
+//!
+//! The semantics are Burn's `max_pool2d_with_indices` (padding 0, dilation 1, floor mode): each
+//! output is the largest value of its window, the first one in row-major order among equals;
+//! its index is the position `iy·W + ix` inside the plane. A window of NaN only gives `−∞` and
+//! index 0, as Burn's does (NaN is never larger).
+
+use rayon::prelude::*;
+
+/// The shapes of a max-pooling: input `[batch·channels, height, width]` planes and the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    /// Planes: batch size times channels.
+    pub planes: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Window `[k_h, k_w]`, each at least 1.
+    pub kernel: [usize; 2],
+    /// Stride `[s_h, s_w]`, each at least 1.
+    pub stride: [usize; 2],
+}
+
+impl PoolShape {
+    /// Output `[height, width]`: `(size − k)/s + 1` (0 where the window does not fit).
+    ///
+    /// ```
+    /// use burn_qnn::kernels::pool::PoolShape;
+    ///
+    /// let shape = PoolShape { planes: 1, height: 5, width: 4, kernel: [2, 2], stride: [2, 2] };
+    /// assert_eq!(shape.output_size(), [2, 2]);
+    /// ```
+    ///
+    /// # Panics
+    /// If a window or stride size is 0.
+    pub fn output_size(&self) -> [usize; 2] {
+        assert!(
+            self.kernel.iter().chain(&self.stride).all(|&v| v > 0),
+            "max pool: window {:?} and stride {:?} must be positive",
+            self.kernel,
+            self.stride
+        );
+        let out = |size: usize, k: usize, s: usize| if size < k { 0 } else { (size - k) / s + 1 };
+        [
+            out(self.height, self.kernel[0], self.stride[0]),
+            out(self.width, self.kernel[1], self.stride[1]),
+        ]
+    }
+
+    fn plane_len(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+/// Writes each window's maximum to `out` and its position inside the plane to `indices`
+/// (`[planes, out_h, out_w]` each).
+///
+/// # Panics
+/// If a length does not match `shape`.
+pub fn max_pool2d_forward(x: &[f32], shape: PoolShape, out: &mut [f32], indices: &mut [i64]) {
+    let [oh, ow] = shape.output_size();
+    let (plane, out_plane) = (shape.plane_len(), oh * ow);
+    assert_eq!(x.len(), shape.planes * plane, "max pool: input length");
+    assert_eq!(
+        out.len(),
+        shape.planes * out_plane,
+        "max pool: output length"
+    );
+    assert_eq!(indices.len(), out.len(), "max pool: index length");
+    if out_plane == 0 {
+        return;
+    }
+    let ([kh, kw], [sh, sw], w) = (shape.kernel, shape.stride, shape.width);
+    x.par_chunks(plane.max(1))
+        .zip(out.par_chunks_mut(out_plane))
+        .zip(indices.par_chunks_mut(out_plane))
+        .for_each(|((x, out), indices)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut best, mut best_at) = (f32::NEG_INFINITY, 0usize);
+                    for ky in 0..kh {
+                        let row = (oy * sh + ky) * w + ox * sw;
+                        for (kx, &v) in x[row..row + kw].iter().enumerate() {
+                            if v > best {
+                                (best, best_at) = (v, row + kx);
+                            }
+                        }
+                    }
+                    out[oy * ow + ox] = best;
+                    indices[oy * ow + ox] = best_at as i64;
+                }
+            }
+        });
+}
+
+/// The input gradient of a max-pooling of `planes` planes into `dx` (`[planes, height, width]`,
+/// as the input): each output's gradient (`grad`, `[planes, out_h, out_w]`) added at the input
+/// position its index names, zero elsewhere.
+///
+/// # Panics
+/// If `grad`, `indices` and `dx` do not split into `planes` planes of the same lengths, or an
+/// index lies outside its plane.
+pub fn max_pool2d_backward(grad: &[f32], indices: &[i64], planes: usize, dx: &mut [f32]) {
+    assert_eq!(indices.len(), grad.len(), "max pool backward: index length");
+    let split = |len: usize, what: &str| {
+        assert!(
+            planes > 0 && len.is_multiple_of(planes),
+            "max pool backward: the {what} ({len} values) does not split into {planes} planes"
+        );
+        len / planes
+    };
+    if planes == 0 && grad.is_empty() && dx.is_empty() {
+        return;
+    }
+    let (plane, out_plane) = (
+        split(dx.len(), "input gradient"),
+        split(grad.len(), "gradient"),
+    );
+    if plane == 0 {
+        return;
+    }
+    dx.par_chunks_mut(plane).enumerate().for_each(|(p, dx)| {
+        dx.fill(0.0);
+        let range = p * out_plane..(p + 1) * out_plane;
+        for (&g, &at) in grad[range.clone()].iter().zip(&indices[range]) {
+            let at = usize::try_from(at)
+                .ok()
+                .filter(|&at| at < plane)
+                .unwrap_or_else(|| {
+                    panic!("max pool backward: index {at} outside a plane of {plane} values")
+                });
+            dx[at] += g;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small integers, so that windows hold ties.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) % 5) as f32 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_output_is_the_first_maximum_of_its_window() {
+        for (h, w, kernel, stride) in [
+            (5, 7, [2, 2], [2, 2]),
+            (6, 6, [3, 2], [1, 2]),
+            (4, 9, [2, 3], [3, 1]),
+        ] {
+            let shape = PoolShape {
+                planes: 3,
+                height: h,
+                width: w,
+                kernel,
+                stride,
+            };
+            let [oh, ow] = shape.output_size();
+            let x = values(3 * h * w, (h * w) as u64);
+            let mut out = vec![0.0; 3 * oh * ow];
+            let mut indices = vec![0; out.len()];
+            max_pool2d_forward(&x, shape, &mut out, &mut indices);
+            for p in 0..3 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let window: Vec<usize> = (0..kernel[0])
+                            .flat_map(|ky| {
+                                (0..kernel[1])
+                                    .map(move |kx| (oy * stride[0] + ky) * w + ox * stride[1] + kx)
+                            })
+                            .collect();
+                        let max = window
+                            .iter()
+                            .map(|&i| x[p * h * w + i])
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        let first = *window.iter().find(|&&i| x[p * h * w + i] == max).unwrap();
+                        let o = (p * oh + oy) * ow + ox;
+                        assert_eq!((out[o], indices[o]), (max, first as i64));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_backward_adds_each_gradient_at_its_index() {
+        let shape = PoolShape {
+            planes: 2,
+            height: 4,
+            width: 5,
+            kernel: [3, 3],
+            stride: [1, 2],
+        };
+        let [oh, ow] = shape.output_size();
+        let x = values(2 * 20, 7);
+        let mut out = vec![0.0; 2 * oh * ow];
+        let mut indices = vec![0; out.len()];
+        max_pool2d_forward(&x, shape, &mut out, &mut indices);
+        let grad: Vec<f32> = (0..out.len()).map(|i| i as f32 + 1.0).collect();
+        let mut dx = vec![f32::NAN; x.len()];
+        max_pool2d_backward(&grad, &indices, 2, &mut dx);
+        let mut expected = vec![0.0; x.len()];
+        for (o, (&g, &at)) in grad.iter().zip(&indices).enumerate() {
+            expected[o / (oh * ow) * 20 + at as usize] += g;
+        }
+        assert_eq!(dx, expected);
+        // Overlapping windows share maxima, so some inputs receive several gradients.
+        assert!(expected.iter().filter(|&&v| v != 0.0).count() < grad.len());
+    }
+
+    #[test]
+    fn a_window_of_nan_gives_minus_infinity_at_index_zero() {
+        let shape = PoolShape {
+            planes: 1,
+            height: 2,
+            width: 2,
+            kernel: [2, 2],
+            stride: [2, 2],
+        };
+        let (mut out, mut indices) = ([0.0], [5]);
+        max_pool2d_forward(&[f32::NAN; 4], shape, &mut out, &mut indices);
+        assert_eq!((out[0], indices[0]), (f32::NEG_INFINITY, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a plane")]
+    fn an_index_outside_the_plane_is_refused() {
+        max_pool2d_backward(&[1.0], &[4], 1, &mut [0.0; 4]);
+    }
+}
