@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::{
     conv::{ConvGeometry, PadMode},
     float_gemm::{MatMut, MatRef, gemm},
-    im2col::{BLOCK_VALUES, Shapes, scatter_taps, weight_grad_sum},
+    im2col::{self, BLOCK_VALUES, Shapes, scatter_taps, weight_grad_sum},
     pack,
 };
 /// The bit pattern of `1.0f32`; setting the sign bit gives `−1.0`.
@@ -75,11 +75,30 @@ impl<'a> Bits<'a> {
 
     /// Zeroes `values[j]` where bit `start + j` is set.
     pub(super) fn cut(&self, start: usize, values: &mut [f32]) {
-        for (j, value) in values.iter_mut().enumerate() {
+        // Up to the first word boundary bit by bit, then a word (64 values) at a time, skipping
+        // words with no bit set; blocks of 65,536 values run in parallel.
+        let head = ((64 - start % 64) % 64).min(values.len());
+        let (first, rest) = values.split_at_mut(head);
+        for (j, value) in first.iter_mut().enumerate() {
             if self.bit(start + j) == 1 {
                 *value = 0.0;
             }
         }
+        let first_word = (start + head) / 64;
+        rest.par_chunks_mut(64 * 1024)
+            .enumerate()
+            .for_each(|(block, values)| {
+                let words = &self.words[first_word + block * 1024..];
+                for (chunk, &word) in values.chunks_mut(64).zip(words) {
+                    if word != 0 {
+                        for (j, value) in chunk.iter_mut().enumerate() {
+                            if (word >> j) & 1 == 1 {
+                                *value = 0.0;
+                            }
+                        }
+                    }
+                }
+            });
     }
 }
 
@@ -93,6 +112,46 @@ fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_out: &[f32]) {
         "binary conv2d {what}: the output gradient should hold [N, C_out, H_out, W_out] = {:?} values",
         [g.batch, s.c_out, s.oh, s.ow]
     );
+}
+
+/// For stride 1 and a padding no wider than the dilated kernel's reach, the geometry of the
+/// convolution that gives the input gradient: over the output gradient `[N, C_out, H_out,
+/// W_out]`, padded by `d·(k − 1) − p`, to `[N, C_in, H, W]`; `None` for other geometries.
+fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let [oh, ow] = g.output_size().ok()?;
+    let reach = |axis: usize| g.dilation[axis] * (g.kernel[axis] - 1);
+    let padding = [
+        reach(0).checked_sub(g.padding[0])?,
+        reach(1).checked_sub(g.padding[1])?,
+    ];
+    (g.stride == [1, 1]).then_some(ConvGeometry {
+        batch: g.batch,
+        in_channels: g.out_channels,
+        height: oh,
+        width: ow,
+        out_channels: g.in_channels,
+        kernel: g.kernel,
+        stride: [1, 1],
+        padding,
+        dilation: g.dilation,
+    })
+}
+
+/// `weights` `[C_out, C_in, k_h, k_w]` as `[C_in, C_out, k_h, k_w]`, each kernel turned by 180°.
+fn flipped_transposed(weights: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (c_in, c_out, [kh, kw]) = (g.in_channels, g.out_channels, g.kernel);
+    let mut flipped = vec![0f32; weights.len()];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    flipped[((ci * c_out + co) * kh + kh - 1 - ky) * kw + kw - 1 - kx] =
+                        weights[((co * c_in + ci) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    flipped
 }
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]`, written to `out`:
@@ -137,6 +196,14 @@ pub fn binary_conv2d_input_grad(
     );
     let image_len = s.image_len();
     if image_len == 0 {
+        return;
+    }
+    if let Some(transposed) = transposed_geometry(g) {
+        // Stride 1: the input gradient is the convolution of the output gradient with the
+        // flipped, transposed weights, one product of depth C_out·k_h·k_w per image.
+        let flipped = flipped_transposed(&weights, g);
+        im2col::conv2d_forward(grad_out, &flipped, &transposed, out);
+        input_blocked.cut(0, out);
         return;
     }
     let inner_parallel = g.batch < rayon::current_num_threads();

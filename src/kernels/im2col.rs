@@ -13,8 +13,9 @@ use super::{
     float_gemm::{MatMut, MatRef, gemm},
 };
 
-/// Floats of expanded values at a time (128 KiB, within L2).
-pub(super) const BLOCK_VALUES: usize = 32 * 1024;
+/// Floats of expanded values at a time (1 MiB: fewer, larger products; measured fastest of
+/// 128 KiB to 4 MiB on the training step).
+pub(super) const BLOCK_VALUES: usize = 256 * 1024;
 
 /// Where im2col rows read their input values: packed ±1 bits, or floats.
 pub(super) trait TapSource: Copy + Sync {
