@@ -31,22 +31,35 @@
 //! ## Features
 //! - `ndarray` (default): the CPU backend, burn-ndarray.
 //! - `wgpu`: the GPU backend, burn-wgpu (CubeCL), with and without fusion.
-//! - `train` (default): [`learner`], training with burn-train's learner (without its terminal
+//! - `train` (default): `learner`, training with burn-train's learner (without its terminal
 //!   UI), and the `cifar10`, `svhn` and `mnist` examples.
+//! - `data` (default): the readers of the official CIFAR-10, SVHN and MNIST files
+//!   (`data::cifar10`, `data::svhn`, `data::mnist`).
+//! - `download` (default): downloading missing data files, MD5-checked (ureq with rustls).
+//! - `zca`: ZCA whitening, `data::Zca` (faer).
+//! - `progress` (on with `train` and `download`): progress bars on standard error
+//!   (indicatif), for [`train::fit`] too.
+//!
+//! `default-features = false, features = ["ndarray"]` keeps the layers, kernels, models,
+//! packed inference, quantizers, optimizers, `train::fit` and the bundled digits, without the
+//! downloader's TLS stack (C and assembly in `ring`) or faer.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 pub mod data;
 pub mod inference;
 pub mod kernels;
 #[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod learner;
 pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+mod progress;
 pub mod quant;
 pub mod train;
 

@@ -31,7 +31,6 @@ use burn::{
     optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Device, ElementConversion, Tensor, backend::Backend},
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -71,7 +70,8 @@ pub struct TrainOptions {
     /// weight.
     #[config(default = "LatentLrScale::None")]
     pub lr_scale: LatentLrScale,
-    /// Whether to draw a progress bar on standard error (default `true`).
+    /// Whether to draw a progress bar on standard error (default `true`; only with the crate
+    /// feature `progress`, which `train` and `download` turn on).
     #[config(default = true)]
     pub progress: bool,
     /// The first epoch to run, to resume from a checkpoint (default 0); the learning rate
@@ -141,7 +141,11 @@ pub fn fit_with<B: QnnAutodiffBackend>(
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let steps = train.len().div_ceil(options.batch_size);
     let epochs = options.start_epoch.min(options.epochs)..options.epochs;
-    let bar = progress_bar(options.progress, (epochs.len() * steps) as u64);
+    let bar = crate::progress::bar(
+        options.progress,
+        (epochs.len() * steps) as u64,
+        "{bar:30} {pos}/{len} steps, {elapsed} ({eta} left) {msg}",
+    );
     let mut history = Vec::new();
     for epoch in epochs {
         let start = Instant::now();
@@ -228,16 +232,4 @@ pub fn time_per_batch<B: Backend>(
         let _ = forward(batch.images.clone()).into_data();
     }
     start.elapsed() / min_batches.max(1) as u32
-}
-
-fn progress_bar(visible: bool, steps: u64) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed} ({eta} left) {msg}")
-            .expect("a valid template"),
-    );
-    bar
 }

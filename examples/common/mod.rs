@@ -32,7 +32,8 @@ use burn_qnn::{
     inference::PackedNet,
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer,
-        decay_over_run, last_checkpoint, restore_checkpoint,
+        best_valid_epoch, decay_over_run, keep_last_and_best, last_checkpoint,
+        load_checkpoint_model, restore_checkpoint, summary_history,
     },
     models::{NetConfig, Precision, summary},
     nn::LatentLrScale,
@@ -40,30 +41,72 @@ use burn_qnn::{
 };
 use burn_train::{
     Learner, SupervisedTraining,
-    checkpoint::KeepLastNCheckpoints,
     metric::{AccuracyMetric, LearningRateMetric, LossMetric},
 };
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde_json::json;
 
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// Command-line options. The defaults that depend on the data set (the authors' script for
+/// it) are set by [`parse`] from its [`Defaults`], so that `--help` shows them.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    version,
+    about = "Trains one of the paper's binarized networks with its recipe: Adam, squared hinge \
+             loss, exponential learning-rate decay, latent weights uniform on [-1, 1] and \
+             clipped to it, their Glorot learning-rate scale."
+)]
 pub struct Args {
+    /// Folder with the data set's official files
+    #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// Training epochs
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub epochs: usize,
+    /// Images per step
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub batch_size: usize,
+    /// Initial learning rate
+    #[arg(long, value_name = "X", value_parser = positive_number)]
     pub lr: f64,
+    /// Learning rate reached at the last step; it decays exponentially at every step
+    #[arg(long, value_name = "X", value_parser = positive_number)]
     pub final_lr: f64,
+    /// Per-layer learning-rate scale of the binary layers' latent weights: glorot (as the
+    /// authors' code: 1/sqrt(1.5/(fan_in + fan_out))) or none
+    #[arg(long, value_name = "S", default_value = "glorot")]
     pub lr_scale: LatentLrScale,
+    /// Width multiplier of the network
+    #[arg(long, value_name = "X", default_value = "1", value_parser = positive_number)]
     pub width: f64,
+    /// ndarray or wgpu (wgpu needs `--features wgpu`)
+    #[arg(long, value_name = "B", default_value = "ndarray")]
     pub backend: String,
+    /// Seed of initialization and shuffles
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Use only the first N training images
+    #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// `--valid N`, if given (else the data set's default, at most a tenth of the images).
+    /// Images held out of training for validation (default: the data set's, but at most a
+    /// tenth of the training images; [`command`] writes the number into the help); an N that
+    /// leaves no training images is an error
+    #[arg(long, value_name = "N")]
     pub valid: Option<usize>,
+    /// Where checkpoints, models and results.json go
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Train the same network in full precision
+    #[arg(long)]
     pub float: bool,
+    /// Never download missing files (`download` is false then)
+    #[arg(long = "no-download", action = ArgAction::SetFalse)]
     pub download: bool,
+    /// Continue from the last checkpoint in --out (model, optimizer state, learning-rate
+    /// schedule)
+    #[arg(long)]
     pub resume: bool,
+    /// (SVHN) also train on extra_32x32.mat
+    #[arg(long)]
     pub extra: bool,
 }
 
@@ -78,115 +121,54 @@ pub struct Defaults {
     pub valid: usize,
 }
 
-fn usage(d: &Defaults) -> String {
-    let Defaults {
-        name,
-        epochs,
-        batch_size,
-        lr,
-        final_lr,
-        valid,
-    } = d;
-    format!(
-        "usage: cargo run --release [--features wgpu] --example {name} -- [options]\n\
-         \nThe paper's recipe: Adam, squared hinge loss, exponential learning-rate decay, latent\
-         \nweights uniform on [-1, 1] and clipped to it, their Glorot learning-rate scale.\n\
-         \n  --data-dir DIR     folder with the data set's official files (default data/{name})\
-         \n  --epochs N         training epochs (default {epochs})\
-         \n  --batch-size N     images per step (default {batch_size})\
-         \n  --lr X             initial learning rate (default {lr:e})\
-         \n  --final-lr X       learning rate reached at the last step (default {final_lr:e}); it\
-         \n                     decays exponentially at every step\
-         \n  --lr-scale S       per-layer learning-rate scale of the binary layers' latent weights:\
-         \n                     glorot (default, as the authors' code: 1/sqrt(1.5/(fan_in +\
-         \n                     fan_out))) or none\
-         \n  --width X          width multiplier of the network (default 1)\
-         \n  --backend B        ndarray (default) or wgpu\
-         \n  --seed N           seed of initialization and shuffles (default 0)\
-         \n  --limit N          use only the first N training images\
-         \n  --valid N          images held out of training for validation (default {valid}, but\
-         \n                     at most a tenth of the training images); an N that leaves no\
-         \n                     training images is an error\
-         \n  --out DIR          where checkpoints, models and results.json go (default runs/{name})\
-         \n  --float            train the same network in full precision\
-         \n  --no-download      never download missing files\
-         \n  --resume           continue from the last checkpoint in --out (model, optimizer\
-         \n                     state, learning-rate schedule)\
-         \n  --extra            (SVHN) also train on extra_32x32.mat"
-    )
+/// A count of at least 1.
+fn positive_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be positive".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-/// Parses the command line, or exits with a message.
+/// A finite number above 0.
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be positive and finite".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The command line of the example `d.name`, with the data set's defaults.
+fn command(d: &Defaults) -> clap::Command {
+    let name = d.name;
+    Args::command()
+        .name(name)
+        .bin_name(name)
+        .override_usage(format!(
+            "cargo run --release [--features wgpu] --example {name} -- [OPTIONS]"
+        ))
+        .mut_arg("data_dir", |a| a.default_value(format!("data/{name}")))
+        .mut_arg("epochs", |a| a.default_value(d.epochs.to_string()))
+        .mut_arg("batch_size", |a| a.default_value(d.batch_size.to_string()))
+        .mut_arg("lr", |a| a.default_value(format!("{:e}", d.lr)))
+        .mut_arg("final_lr", |a| a.default_value(format!("{:e}", d.final_lr)))
+        .mut_arg("valid", |a| {
+            a.help(format!(
+                "Images held out of training for validation [default: {}, but at most a \
+                 tenth of the training images]; an N that leaves no training images is an \
+                 error",
+                d.valid
+            ))
+        })
+        .mut_arg("out", |a| a.default_value(format!("runs/{name}")))
+}
+
+/// Parses the command line, or exits with a message (status 2; `--help` and `--version`
+/// print and exit with 0).
 pub fn parse(defaults: &Defaults) -> Args {
-    match try_parse(std::env::args().skip(1), defaults) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("error: {message}\n\n{}", usage(defaults));
-            std::process::exit(2);
-        }
-    }
-}
-
-fn try_parse(mut it: impl Iterator<Item = String>, d: &Defaults) -> Result<Args, String> {
-    let mut args = Args {
-        data_dir: PathBuf::from("data").join(d.name),
-        epochs: d.epochs,
-        batch_size: d.batch_size,
-        lr: d.lr,
-        final_lr: d.final_lr,
-        lr_scale: LatentLrScale::Glorot,
-        width: 1.0,
-        backend: "ndarray".into(),
-        seed: 0,
-        limit: None,
-        valid: None,
-        out: PathBuf::from("runs").join(d.name),
-        float: false,
-        download: true,
-        resume: false,
-        extra: false,
-    };
-    fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-        v.parse()
-            .map_err(|_| format!("{flag}: `{v}` is not a valid value"))
-    }
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--data-dir" => args.data_dir = value(&flag, it.next())?,
-            "--epochs" => args.epochs = value(&flag, it.next())?,
-            "--batch-size" => args.batch_size = value(&flag, it.next())?,
-            "--lr" => args.lr = value(&flag, it.next())?,
-            "--final-lr" => args.final_lr = value(&flag, it.next())?,
-            "--lr-scale" => args.lr_scale = value(&flag, it.next())?,
-            "--width" => args.width = value(&flag, it.next())?,
-            "--backend" => args.backend = value(&flag, it.next())?,
-            "--seed" => args.seed = value(&flag, it.next())?,
-            "--limit" => args.limit = Some(value(&flag, it.next())?),
-            "--valid" => args.valid = Some(value(&flag, it.next())?),
-            "--out" => args.out = value(&flag, it.next())?,
-            "--float" => args.float = true,
-            "--no-download" => args.download = false,
-            "--resume" => args.resume = true,
-            "--extra" => args.extra = true,
-            "--help" | "-h" => {
-                println!("{}", usage(d));
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option `{other}`")),
-        }
-    }
-    if args.batch_size == 0 || args.epochs == 0 {
-        return Err("--epochs and --batch-size must be positive".into());
-    }
-    let positive = |v: f64| v > 0.0 && v.is_finite();
-    if ![args.width, args.lr, args.final_lr]
-        .into_iter()
-        .all(positive)
-    {
-        return Err("--width, --lr and --final-lr must be positive".into());
-    }
-    Ok(args)
+    let matches = command(defaults).get_matches();
+    Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the whole job on the backend the arguments name; on an error, prints it and exits
@@ -307,7 +289,8 @@ fn run_on<B: QnnAutodiffBackend>(
         .metrics((LossMetric::new(), AccuracyMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(recorder.clone())
-        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        // The last two epochs (to resume) and the best-validation one (to report and pack).
+        .with_checkpointing_strategy(keep_last_and_best::<B>(2))
         .renderer(renderer)
         .num_epochs(args.epochs);
     if first_epoch > 1 {
@@ -320,10 +303,40 @@ fn run_on<B: QnnAutodiffBackend>(
         let reason = interrupter.get_message().unwrap_or_default();
         return Err(format!("training stopped early: {reason}").into());
     }
-    let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+    let timed = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+    // The epoch means as burn-train's summary reads them from its logs (the renderer's
+    // where it has none).
+    let history =
+        summary_history(&args.out, &["Loss", "Accuracy", "Learning Rate"], &timed).unwrap_or(timed);
     let train_seconds = start.elapsed().as_secs_f64();
+    let last_epoch = history.last().map_or(first_epoch - 1, |e| e.epoch);
     let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);
-    println!("test accuracy: {:.2}%", 100.0 * test_accuracy);
+    println!(
+        "test accuracy: {:.2}% (last epoch, {last_epoch})",
+        100.0 * test_accuracy
+    );
+    // The paper reports the test error of the epoch with the best validation error: that
+    // epoch's checkpoint is kept, and it is the model packed below.
+    let best = match best_valid_epoch(&args.out) {
+        Ok(Some((epoch, valid_accuracy))) => {
+            let best_net = load_checkpoint_model(
+                config.init::<B::InnerBackend>(&device),
+                &args.out,
+                epoch,
+                &recorder,
+                &device,
+            )?;
+            let best_test = accuracy(|x| best_net.forward(x), &test, 500, &device);
+            println!(
+                "best validation accuracy {valid_accuracy:.2}% at epoch {epoch}: test accuracy \
+                 {:.2}%",
+                100.0 * best_test
+            );
+            Some((epoch, valid_accuracy, best_test, best_net))
+        }
+        // No validation split, or no logs: the last epoch is all there is.
+        Ok(None) | Err(_) => None,
+    };
 
     let f32_path = args.out.join("model");
     net.clone().save_file(&f32_path, &recorder)?;
@@ -342,6 +355,11 @@ fn run_on<B: QnnAutodiffBackend>(
         "train_seconds": train_seconds,
         "history": history,
         "test_accuracy": test_accuracy,
+        "last_epoch": last_epoch,
+        "best_valid_epoch": best.as_ref().map(|b| b.0),
+        "best_valid_accuracy": best.as_ref().map(|b| b.1),
+        "best_valid_test_accuracy": best.as_ref().map(|b| b.2),
+        "packed_from": null,
         "f32_model_bytes": f32_bytes,
         "model_ms_per_batch_1": time_net(1).as_secs_f64() * 1e3,
         "model_ms_per_batch_64": time_net(64).as_secs_f64() * 1e3,
@@ -350,7 +368,11 @@ fn run_on<B: QnnAutodiffBackend>(
         "packed_speedup": null,
     });
     if precision == Precision::Binary {
-        let packed = PackedNet::from_net(&net)?;
+        let (packed_from, packed_epoch, source) = match &best {
+            Some((epoch, _, _, best_net)) => ("best_valid", *epoch, best_net),
+            None => ("last", last_epoch, &net),
+        };
+        let packed = PackedNet::from_net(source)?;
         let packed_accuracy = accuracy(|x| packed.forward(x), &test, 500, &device);
         let packed_path = args.out.join("packed.mpk");
         packed.save(&packed_path)?;
@@ -359,9 +381,14 @@ fn run_on<B: QnnAutodiffBackend>(
         let (t1, t64) = (time_packed(1), time_packed(64));
         let speedup = report["model_ms_per_batch_64"].as_f64().unwrap() / (t64.as_secs_f64() * 1e3);
         println!(
-            "packed form: test accuracy {:.2}%, {} bytes ({:.1}× smaller than the f32 model's \
+            "packed form (of epoch {packed_epoch}, {}): test accuracy {:.2}%, {} bytes ({:.1}× smaller than the f32 model's \
              {} bytes), {:.3} ms at batch 1, {:.3} ms at batch 64 ({speedup:.2}× the trained \
              model)",
+            if packed_from == "best_valid" {
+                "the best validation accuracy"
+            } else {
+                "the last"
+            },
             100.0 * packed_accuracy,
             packed_bytes,
             f32_bytes as f64 / packed_bytes as f64,
@@ -369,6 +396,7 @@ fn run_on<B: QnnAutodiffBackend>(
             t1.as_secs_f64() * 1e3,
             t64.as_secs_f64() * 1e3,
         );
+        report["packed_from"] = json!(packed_from);
         report["packed_test_accuracy"] = json!(packed_accuracy);
         report["packed_model_bytes"] = json!(packed_bytes);
         report["packed_ms_per_batch_1"] = json!(t1.as_secs_f64() * 1e3);

@@ -32,11 +32,14 @@ mod pool;
 
 pub use batch_norm::{BatchNormGrads, BatchNormOutput};
 #[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
 pub use cube::CubePacked;
 #[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
 pub use fusion::FusionPacked;
 
 #[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
 /// A packed tensor held by a device backend as a tensor of 32-bit words: each row and bit plane
 /// takes `2·ceil(k/64)` words, the bytes of the CPU layout of [`crate::kernels`].
 #[derive(Clone, Debug)]

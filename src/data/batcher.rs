@@ -3,9 +3,12 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 
+#[cfg(feature = "zca")]
 use std::sync::Arc;
 
-use super::{ImageDataset, ImageItem, ImageShape, Preprocess, Zca};
+#[cfg(feature = "zca")]
+use super::Zca;
+use super::{ImageDataset, ImageItem, ImageShape, Preprocess};
 
 /// A batch of images and their class indices.
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub struct ImageBatcher {
     shape: ImageShape,
     preprocess: Preprocess,
     /// ZCA whitening after the preprocessing, if any.
+    #[cfg(feature = "zca")]
     whitening: Option<Arc<Zca>>,
 }
 
@@ -46,6 +50,7 @@ impl ImageBatcher {
         Self {
             shape,
             preprocess,
+            #[cfg(feature = "zca")]
             whitening: None,
         }
     }
@@ -69,6 +74,8 @@ impl ImageBatcher {
     ///
     /// # Panics
     /// If the whitening is not for images of this batcher's shape.
+    #[cfg(feature = "zca")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zca")))]
     pub fn with_whitening(self, zca: Arc<Zca>) -> Self {
         assert_eq!(
             zca.dim(),
@@ -114,6 +121,7 @@ impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
             self.preprocess.apply(&item.pixels, &mut values);
             targets.push(i64::from(item.label));
         }
+        #[cfg(feature = "zca")]
         if let Some(zca) = &self.whitening {
             zca.apply(&mut values);
         }

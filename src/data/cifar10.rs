@@ -16,10 +16,15 @@
 //! # Ok::<(), burn_qnn::data::DataError>(())
 //! ```
 
+#[cfg(feature = "download")]
 use std::fs::File;
+#[cfg(feature = "download")]
 use std::io::BufReader;
-use std::path::{Component, Path, PathBuf};
+#[cfg(feature = "download")]
+use std::path::Component;
+use std::path::{Path, PathBuf};
 
+#[cfg(feature = "download")]
 use flate2::read::GzDecoder;
 
 use super::download::{Checksum, DownloadPolicy, RemoteFile, ensure_files};
@@ -136,7 +141,19 @@ pub fn load(
         };
         let archive = RemoteFile::at(base, ARCHIVE_NAME, Checksum::Md5(ARCHIVE_MD5.into()));
         let paths = ensure_files(dir, &[archive], true)?;
+        // Without the feature `download`, `ensure_files` fails unless the archive is there.
+        #[cfg(feature = "download")]
         extract_archive(&paths[0], dir)?;
+        #[cfg(not(feature = "download"))]
+        return Err(DataError::MissingFiles {
+            path: dir.to_path_buf(),
+            what: "CIFAR-10".into(),
+            hint: format!(
+                "burn-qnn was built without its `download` feature, which unpacks {}; \
+                 extract its {FOLDER} folder there",
+                paths[0].display()
+            ),
+        });
     }
     load_local(dir)
 }
@@ -149,6 +166,8 @@ pub fn load(
 /// written outside `dir`. Extraction goes to a temporary folder next to the
 /// destination, and the files are moved into place only once all six batch
 /// files were extracted; on error the temporary folder is removed.
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub fn extract_archive(archive: &Path, dir: &Path) -> Result<PathBuf, DataError> {
     let staging = dir.join(format!("{FOLDER}.part"));
     let destination = dir.join(FOLDER);
@@ -163,6 +182,7 @@ pub fn extract_archive(archive: &Path, dir: &Path) -> Result<PathBuf, DataError>
 }
 
 /// Unpacks the wanted entries of `archive` into `staging`.
+#[cfg(feature = "download")]
 fn unpack_to(archive: &Path, staging: &Path) -> Result<(), DataError> {
     std::fs::create_dir_all(staging).map_err(|e| DataError::io(staging, e))?;
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
@@ -192,6 +212,7 @@ fn unpack_to(archive: &Path, staging: &Path) -> Result<(), DataError> {
 
 /// The file name of an archive entry `cifar-10-batches-bin/NAME` worth
 /// extracting, if it is one.
+#[cfg(feature = "download")]
 fn wanted_name(entry: &Path) -> Option<String> {
     let mut parts = entry.components().filter(|c| *c != Component::CurDir);
     let (Some(Component::Normal(folder)), Some(Component::Normal(name)), None) =
@@ -207,6 +228,7 @@ fn wanted_name(entry: &Path) -> Option<String> {
 /// Moves the extracted files from `staging` to `destination`: the whole
 /// folder at once if `destination` does not exist yet, file by file (each
 /// rename atomic, replacing what is there) otherwise.
+#[cfg(feature = "download")]
 fn move_into_place(staging: &Path, destination: &Path) -> Result<(), DataError> {
     if !destination.exists() {
         return std::fs::rename(staging, destination).map_err(|e| DataError::io(destination, e));

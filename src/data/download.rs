@@ -5,27 +5,37 @@
 //! and does not hash them again. Files only ever appear under their final
 //! name after their checksum matched (or because a user put them there), the
 //! readers validate every file's structure anyway, and re-hashing the 1.3 GB
-//! SVHN extra set on every start would cost seconds. Use [`verify_file`] to
+//! SVHN extra set on every start would cost seconds. Use `verify_file` to
 //! check a present file explicitly.
+//!
+//! The descriptions of files ([`RemoteFile`], [`Checksum`], [`DownloadPolicy`]) and
+//! [`ensure_files`] are always there; fetching and hashing (`download_file`, `verify_file`,
+//! `Checksum::md5_of`) need the crate feature `download` (on by default). Without it,
+//! [`ensure_files`] reports missing files as a [`DataError::MissingFiles`] that says where
+//! to get them.
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+#[cfg(feature = "download")]
+use std::{
+    fs::File,
+    io::{BufWriter, Read, Write},
+    time::Duration,
+};
+
+#[cfg(feature = "download")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use md5::Md5;
-use sha2::{Digest, Sha256};
+#[cfg(feature = "download")]
+use md5::{Digest, Md5};
 
 use super::DataError;
 
 /// A published checksum of a file, as lower- or upper-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Checksum {
-    /// MD5 (what most data set pages publish).
+    /// MD5 (what the CIFAR-10, SVHN and MNIST pages publish).
     Md5(String),
-    /// SHA-256.
-    Sha256(String),
 }
 
 impl Checksum {
@@ -33,14 +43,13 @@ impl Checksum {
     pub fn algorithm(&self) -> &'static str {
         match self {
             Self::Md5(_) => "md5",
-            Self::Sha256(_) => "sha256",
         }
     }
 
     /// The expected digest, lower-case hex.
     pub fn expected_hex(&self) -> String {
         match self {
-            Self::Md5(hex) | Self::Sha256(hex) => hex.to_ascii_lowercase(),
+            Self::Md5(hex) => hex.to_ascii_lowercase(),
         }
     }
 
@@ -52,17 +61,12 @@ impl Checksum {
     /// let abc = Checksum::Md5("900150983cd24fb0d6963f7d28e17f72".into());
     /// assert_eq!(Checksum::md5_of(b"abc"), abc);
     /// ```
+    #[cfg(feature = "download")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
     pub fn md5_of(data: &[u8]) -> Self {
         let mut hasher = Hasher::Md5(Md5::new());
         hasher.update(data);
         Self::Md5(hasher.finish())
-    }
-
-    /// The SHA-256 checksum of `data`.
-    pub fn sha256_of(data: &[u8]) -> Self {
-        let mut hasher = Hasher::Sha256(Sha256::new());
-        hasher.update(data);
-        Self::Sha256(hasher.finish())
     }
 }
 
@@ -127,10 +131,11 @@ impl From<bool> for DownloadPolicy {
 ///
 /// Files already present are used as they are (see the module
 /// documentation). Missing ones are downloaded one after the other with
-/// [`download_file`] if `allow_download` is true; otherwise the result is a
+/// `download_file` if `allow_download` is true; otherwise the result is a
 /// [`DataError::MissingFiles`] listing them. On the first failed download
 /// the error is returned; files completed before it stay (they are
-/// verified).
+/// verified). Built without the feature `download`, missing files are always that
+/// error, which then also says the feature is off.
 ///
 /// ```no_run
 /// use burn_qnn::data::download::{ensure_files, Checksum, RemoteFile};
@@ -152,13 +157,19 @@ pub fn ensure_files(
         .iter()
         .filter(|f| !dir.join(&f.file_name).is_file())
         .collect();
-    if !missing.is_empty() && !allow_download {
+    let allowed = allow_download && cfg!(feature = "download");
+    if !missing.is_empty() && !allowed {
         let names: Vec<&str> = missing.iter().map(|f| f.file_name.as_str()).collect();
+        let why = if allow_download {
+            "burn-qnn was built without its `download` feature"
+        } else {
+            "download is disabled"
+        };
         return Err(DataError::MissingFiles {
             path: dir.to_path_buf(),
             what: format!("{} of {} files", missing.len(), files.len()),
             hint: format!(
-                "download is disabled; put {} there (from {})",
+                "{why}; put {} there (from {})",
                 names.join(", "),
                 missing
                     .iter()
@@ -168,6 +179,7 @@ pub fn ensure_files(
             ),
         });
     }
+    #[cfg(feature = "download")]
     for file in missing {
         download_file(file, dir)?;
     }
@@ -181,6 +193,8 @@ pub fn ensure_files(
 /// (as many bytes as `Content-Length` announced) and the checksum matched.
 /// On any failure the `.part` file is removed and nothing is left behind.
 /// A progress bar is drawn on stderr when it is a terminal.
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub fn download_file(file: &RemoteFile, dir: &Path) -> Result<PathBuf, DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let target = dir.join(&file.file_name);
@@ -198,6 +212,8 @@ pub fn download_file(file: &RemoteFile, dir: &Path) -> Result<PathBuf, DataError
 }
 
 /// Checks the file at `path` against `checksum`.
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub fn verify_file(path: &Path, checksum: &Checksum) -> Result<(), DataError> {
     let mut reader = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut hasher = Hasher::new(checksum);
@@ -214,38 +230,50 @@ pub fn verify_file(path: &Path, checksum: &Checksum) -> Result<(), DataError> {
 
 /// Streams `file.url` into `part`, hashing as it goes, and checks length and
 /// checksum. Errors name `target`, the file the caller asked for.
+#[cfg(feature = "download")]
 fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), DataError> {
     let failed = |reason: String| DataError::Download {
         path: target.to_path_buf(),
         url: file.url.clone(),
         reason,
     };
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(30))
-        .timeout_read(Duration::from_secs(120))
-        .build();
-    let response = agent.get(&file.url).call().map_err(|e| match e {
-        ureq::Error::Status(code, response) => {
-            failed(format!("HTTP status {code} {}", response.status_text()))
-        }
-        ureq::Error::Transport(transport) => {
-            // Without the URL, which the error already names.
-            let mut reason = transport.kind().to_string();
-            if let Some(message) = transport.message() {
-                reason = format!("{reason}: {message}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        // Each read, not the whole body: the SVHN extra set is 1.3 GB.
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        // Statuses are reported below, with their reason phrase.
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent.get(&file.url).call().map_err(|e| {
+        // Without the URL, which the error already names.
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !reason.contains(&cause_text) {
+                reason = format!("{reason}: {cause_text}");
             }
-            if let Some(source) = std::error::Error::source(&transport) {
-                reason = format!("{reason}: {source}");
-            }
-            failed(reason)
+            source = cause.source();
         }
+        failed(reason)
     })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(failed(format!(
+            "HTTP status {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default()
+        )));
+    }
     let announced: Option<u64> = response
-        .header("Content-Length")
+        .headers()
+        .get("Content-Length")
+        .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
 
     let progress = progress_bar(announced, &file.file_name);
-    let mut reader = response.into_reader();
+    let mut reader = response.into_body().into_reader();
     let out = File::create(part).map_err(|e| DataError::io(part, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut hasher = Hasher::new(&file.checksum);
@@ -287,6 +315,7 @@ fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), D
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).
+#[cfg(feature = "download")]
 fn progress_bar(total: Option<u64>, name: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     let template = if total.is_some() {
@@ -301,31 +330,29 @@ fn progress_bar(total: Option<u64>, name: &str) -> ProgressBar {
     bar
 }
 
-/// A running MD5 or SHA-256 computation.
+/// A running checksum computation (MD5).
+#[cfg(feature = "download")]
 enum Hasher {
     Md5(Md5),
-    Sha256(Sha256),
 }
 
+#[cfg(feature = "download")]
 impl Hasher {
     fn new(checksum: &Checksum) -> Self {
         match checksum {
             Checksum::Md5(_) => Self::Md5(Md5::new()),
-            Checksum::Sha256(_) => Self::Sha256(Sha256::new()),
         }
     }
 
     fn update(&mut self, data: &[u8]) {
         match self {
             Self::Md5(h) => h.update(data),
-            Self::Sha256(h) => h.update(data),
         }
     }
 
     fn finish(self) -> String {
         let bytes: Vec<u8> = match self {
             Self::Md5(h) => h.finalize().to_vec(),
-            Self::Sha256(h) => h.finalize().to_vec(),
         };
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -156,6 +156,7 @@ impl DataError {
     }
 
     /// A [`DataError::BadHeader`] for `path`.
+    #[cfg_attr(not(feature = "data"), allow(dead_code))]
     pub(crate) fn bad_header(path: &Path, detail: impl Into<String>) -> Self {
         Self::BadHeader {
             path: path.to_path_buf(),
@@ -172,6 +173,7 @@ impl DataError {
     }
 
     /// A [`DataError::Truncated`] for `path`.
+    #[cfg_attr(not(feature = "data"), allow(dead_code))]
     pub(crate) fn truncated(path: &Path, expected: u64, got: u64) -> Self {
         Self::Truncated {
             path: path.to_path_buf(),
@@ -181,6 +183,7 @@ impl DataError {
     }
 
     /// A [`DataError::WrongDimensions`] for `path`.
+    #[cfg_attr(not(feature = "data"), allow(dead_code))]
     pub(crate) fn wrong_dimensions(
         path: &Path,
         expected: impl Into<String>,

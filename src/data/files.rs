@@ -37,6 +37,7 @@ pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, DataError> {
 }
 
 /// The first of `names` that exists as a file in `dir`.
+#[cfg_attr(not(feature = "data"), allow(dead_code))]
 pub(crate) fn find_first(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }

@@ -5,6 +5,14 @@
 //! Every reader validates its files completely and returns a [`DataError`]
 //! naming the file on any problem; nothing panics on bad input.
 //!
+//! The image data set, the batcher, the preprocessing and the bundled digits are always
+//! there. Crate features add the rest (`data` and `download` are on by default):
+//! - `data`: the readers of the official CIFAR-10, SVHN and MNIST files ([`cifar10`],
+//!   [`svhn`], [`mnist`]);
+//! - `download`: fetching missing files with a checksum (`download::download_file`, used by
+//!   the readers' `load` functions when allowed);
+//! - `zca`: ZCA whitening (`Zca`), fitted with `faer`.
+//!
 //! ```
 //! use burn::backend::NdArray;
 //! use burn::data::dataloader::DataLoaderBuilder;
@@ -21,17 +29,25 @@
 //! ```
 
 mod batcher;
+#[cfg(feature = "data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "data")))]
 pub mod cifar10;
 mod dataset;
 pub mod digits;
 pub mod download;
 mod error;
 mod files;
+#[cfg(feature = "data")]
 mod mat;
+#[cfg(feature = "data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "data")))]
 pub mod mnist;
 mod preprocess;
 mod rng;
+#[cfg(feature = "data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "data")))]
 pub mod svhn;
+#[cfg(feature = "zca")]
 mod zca;
 
 pub use batcher::{ImageBatch, ImageBatcher};
@@ -41,4 +57,6 @@ pub use dataset::{
 pub use download::DownloadPolicy;
 pub use error::DataError;
 pub use preprocess::{Preprocess, global_contrast_normalize, scale_to_unit_range};
+#[cfg(feature = "zca")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zca")))]
 pub use zca::{Zca, ZcaError};

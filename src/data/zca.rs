@@ -4,7 +4,6 @@
 //! normalisation).
 
 use faer::{Accum, Mat, MatRef, Par, Side, linalg::matmul::matmul};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ImageDataset, Preprocess};
 
@@ -164,16 +163,11 @@ fn fit_chunks(
     if !(epsilon.is_finite() && epsilon > 0.0) {
         return Err(ZcaError::Epsilon(epsilon));
     }
-    let bar = if progress {
-        let bar = ProgressBar::new(2 * n as u64 + 1);
-        bar.set_style(
-            ProgressStyle::with_template("ZCA fit {bar:30} {pos}/{len} [{elapsed}]")
-                .expect("a valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        progress,
+        2 * n as u64 + 1,
+        "ZCA fit {bar:30} {pos}/{len} [{elapsed}]",
+    );
     let chunks = || (0..n.div_ceil(CHUNK)).map(|c| c * CHUNK..((c + 1) * CHUNK).min(n));
     let mut sum = vec![0f64; dim];
     for range in chunks() {

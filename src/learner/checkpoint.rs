@@ -209,3 +209,36 @@ where
     learner.load_scheduler(scheduler);
     Ok(learner)
 }
+
+/// Loads the model of the checkpoint of `epoch` under `directory/checkpoint` (the
+/// `model-<epoch>` file burn-train's file checkpointer wrote with `recorder`) into `model`, on
+/// any backend (e.g. the inner backend of the training one, for evaluation). With
+/// [`best_valid_epoch`](super::best_valid_epoch) this gives the best-validation model.
+///
+/// # Errors
+/// [`CheckpointError::Record`] if the file is missing, corrupt or of another model.
+pub fn load_checkpoint_model<B, M, FR>(
+    model: M,
+    directory: &Path,
+    epoch: usize,
+    recorder: &FR,
+    device: &Device<B>,
+) -> Result<M, CheckpointError>
+where
+    B: Backend,
+    M: Module<B>,
+    FR: FileRecorder<B>,
+{
+    let path = directory
+        .join("checkpoint")
+        .join(format!("{}-{epoch}", PARTS[0]));
+    let record = recorder
+        .load(path.clone(), device)
+        .map_err(|e| CheckpointError::Record {
+            part: PARTS[0],
+            epoch,
+            path,
+            message: e.to_string(),
+        })?;
+    Ok(model.load_record(record))
+}

@@ -15,6 +15,10 @@
 //! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
 //! - [`last_checkpoint`] and [`restore_checkpoint`]: resuming from the newest complete
 //!   checkpoint (model, optimizer state and scheduler), with typed errors.
+//! - [`keep_last_and_best`] and [`best_valid_epoch`]: keeping the checkpoint of the epoch with
+//!   the best validation accuracy next to the last ones (burn-train's strategies composed),
+//!   and finding it, as the paper reports the test error of that epoch; [`summary_history`]:
+//!   the per-epoch metrics from burn-train's `LearnerSummary`.
 //! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
 //!   epoch, which also keeps the per-epoch means of every metric ([`EpochMetrics`]).
 //!
@@ -79,23 +83,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod best;
 mod checkpoint;
 mod clip;
 mod render;
 mod step;
 
-pub use checkpoint::{AtomicFileRecorder, CheckpointError, last_checkpoint, restore_checkpoint};
+pub use best::{ACCURACY, SummaryError, best_valid_epoch, keep_last_and_best, summary_history};
+pub use checkpoint::{
+    AtomicFileRecorder, CheckpointError, last_checkpoint, load_checkpoint_model, restore_checkpoint,
+};
 pub use clip::ClipLatentWeights;
 pub use render::{EpochMetrics, EpochSummaryRenderer};
 pub use step::classification_output;
 
-use crate::optim::{
-    ExponentialDecayConfigError, ExponentialDecayLrScheduler, ExponentialDecayLrSchedulerConfig,
-};
+use burn::lr_scheduler::exponential::ExponentialLrScheduler;
+
+use crate::optim::{ExponentialDecayConfigError, exponential_decay};
 
 /// The paper's exponential learning-rate decay over a run of `epochs` epochs of
 /// `steps_per_epoch` steps, decaying at every step: the first step trains at `initial_lr`, the
-/// last one at `final_lr`. Its record is the number of steps taken, so a run resumed from a
+/// last one at `final_lr`. It is Burn's [`ExponentialLrScheduler`] (parameters from
+/// [`exponential_decay`]); its record is the last rate it gave, so a run resumed from a
 /// checkpoint continues the decay where it stopped.
 ///
 /// ```
@@ -103,20 +112,21 @@ use crate::optim::{
 ///
 /// let mut schedule = burn_qnn::learner::decay_over_run(1e-3, 1e-5, 2, 3)?;
 /// let rates: Vec<f64> = (0..6).map(|_| schedule.step()).collect();
-/// assert_eq!(rates[0], 1e-3);
-/// assert!((rates[5] - 1e-5).abs() < 1e-15);
+/// assert!((rates[0] / 1e-3 - 1.0).abs() < 1e-12);
+/// assert!((rates[5] / 1e-5 - 1.0).abs() < 1e-12);
 /// assert!(rates.windows(2).all(|w| w[1] < w[0]));
 /// # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
 /// ```
 ///
 /// # Errors
-/// If a rate is not finite and positive, or `epochs` or `steps_per_epoch` is 0.
+/// If a rate is not finite and positive, `initial_lr` is above 1 or below `final_lr` (Burn's
+/// scheduler only decays), or `epochs` or `steps_per_epoch` is 0.
 pub fn decay_over_run(
     initial_lr: f64,
     final_lr: f64,
     epochs: usize,
     steps_per_epoch: usize,
-) -> Result<ExponentialDecayLrScheduler, ExponentialDecayConfigError> {
+) -> Result<ExponentialLrScheduler, ExponentialDecayConfigError> {
     if steps_per_epoch == 0 {
         return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
     }
@@ -129,5 +139,9 @@ pub fn decay_over_run(
         .saturating_mul(steps_per_epoch)
         .saturating_sub(1)
         .max(1);
-    ExponentialDecayLrSchedulerConfig::per_step(initial_lr, final_lr, periods).init()
+    let config = exponential_decay(initial_lr, final_lr, periods)?;
+    // `exponential_decay` checked both of `init`'s conditions (rate and factor in (0, 1]).
+    Ok(config
+        .init()
+        .expect("exponential_decay returns parameters Burn accepts"))
 }

@@ -4,9 +4,11 @@
 //! * [`ShiftAdaMax`]: the paper's shift-based AdaMax, a Burn
 //!   [`SimpleOptimizer`](burn::optim::SimpleOptimizer) whose update multipliers are all powers
 //!   of two (so that a multiplication can be replaced by a bit shift).
-//! * [`ExponentialDecayLrScheduler`]: the exponential
-//!   learning-rate decay of the reference Theano training scripts, a Burn
-//!   [`LrScheduler`](burn::lr_scheduler::LrScheduler).
+//! * [`exponential_decay`] and [`exponential_decay_per_epoch`]: the exponential
+//!   learning-rate decay of the reference Theano training scripts as Burn's own
+//!   [`ExponentialLrScheduler`](burn::lr_scheduler::exponential::ExponentialLrScheduler) (at
+//!   every step) or [`StepLrScheduler`](burn::lr_scheduler::step::StepLrScheduler) (once per
+//!   epoch), from `(initial_lr, final_lr, steps)`.
 
 pub mod lr_decay;
 pub mod shift_adamax;

@@ -93,6 +93,7 @@ fn works_with_burn_data_loader() {
 /// ZCA whitening fitted on the digits: the whitened batch of the training images has zero mean
 /// and a covariance near the identity along the directions of real variance, and the batcher
 /// applies exactly the fitted whitening after its preprocessing.
+#[cfg(feature = "zca")]
 #[test]
 fn zca_whitening_decorrelates_the_training_images() {
     use std::sync::Arc;

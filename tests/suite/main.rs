@@ -23,12 +23,17 @@ mod conv;
 mod cross_backend;
 #[cfg(feature = "ndarray")]
 mod data_batcher;
+#[cfg(feature = "download")]
 mod data_cifar10;
 mod data_dataset;
 mod data_digits;
+#[cfg(feature = "download")]
 mod data_download;
+#[cfg(feature = "download")]
 mod data_mnist;
+#[cfg(feature = "download")]
 mod data_support;
+#[cfg(feature = "download")]
 mod data_svhn;
 #[cfg(feature = "train")]
 mod latent_lr_scale;
