@@ -290,7 +290,7 @@ fn run_on<B: QnnAutodiffBackend>(
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(recorder.clone())
         // The last two epochs (to resume) and the best-validation one (to report and pack).
-        .with_checkpointing_strategy(keep_last_and_best::<B>(2))
+        .with_checkpointing_strategy(keep_last_and_best(2))
         .renderer(renderer)
         .num_epochs(args.epochs);
     if first_epoch > 1 {

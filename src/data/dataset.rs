@@ -14,6 +14,74 @@ pub struct ImageItem {
     pub label: u8,
 }
 
+/// A one-channel image of `f32` pixel values in `0..=255` and its label, the layout of Burn's
+/// `burn::data::dataset::vision::MnistItem` (`image: [[f32; 28]; 28]`, `label: u8`), so that a
+/// Burn data pipeline feeds the crate's batcher: `ImageItem::from((item.image, item.label))`.
+/// Each value is rounded to the nearest integer and clamped to `0..=255` (NaN gives 0).
+///
+/// The conversion takes the fields rather than `MnistItem` itself because Burn defines that
+/// type only with its `vision` feature, which pulls image codecs, an HTTP client and a TLS stack
+/// (over 130 crates, C code among them) into every build.
+///
+/// ```
+/// use burn_qnn::data::{ImageDataset, ImageItem, ImageShape};
+///
+/// // What a `MnistItem` holds: a 28×28 image of values 0.0..=255.0 and a label.
+/// let mut image = [[0.0f32; 28]; 28];
+/// image[0][1] = 255.0;
+/// image[27][27] = 127.6;
+/// let item = ImageItem::from((image, 7));
+/// assert_eq!((item.pixels.len(), item.pixels[1], item.pixels[28 * 28 - 1]), (784, 255, 128));
+/// assert_eq!(item.label, 7);
+/// // And back, for a Burn pipeline:
+/// let (back, label): ([[f32; 28]; 28], u8) = (&item).try_into()?;
+/// assert_eq!((back[0][1], back[27][27], label), (255.0, 128.0, 7));
+///
+/// let data = ImageDataset::new(vec![item], ImageShape::new(1, 28, 28), 10, 255);
+/// # Ok::<(), burn_qnn::data::ImageSizeError>(())
+/// ```
+impl<const H: usize, const W: usize> From<([[f32; W]; H], u8)> for ImageItem {
+    fn from((image, label): ([[f32; W]; H], u8)) -> Self {
+        let pixels = image
+            .iter()
+            .flatten()
+            // `as` saturates (and maps NaN to 0) after the rounding.
+            .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+            .collect();
+        Self { pixels, label }
+    }
+}
+
+/// An [`ImageItem`] whose pixel count is not that of the image type asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the item has {pixels} pixel values, the image type takes {expected}")]
+pub struct ImageSizeError {
+    /// The item's pixel values.
+    pub pixels: usize,
+    /// `height × width` of the type.
+    pub expected: usize,
+}
+
+/// A one-channel item as an image of `f32` values `0.0..=255.0` and its label (the layout of
+/// Burn's `MnistItem`; see the example of the conversion the other way).
+impl<const H: usize, const W: usize> TryFrom<&ImageItem> for ([[f32; W]; H], u8) {
+    type Error = ImageSizeError;
+
+    fn try_from(item: &ImageItem) -> Result<Self, ImageSizeError> {
+        if item.pixels.len() != H * W {
+            return Err(ImageSizeError {
+                pixels: item.pixels.len(),
+                expected: H * W,
+            });
+        }
+        let mut image = [[0.0f32; W]; H];
+        for (value, &pixel) in image.iter_mut().flatten().zip(&item.pixels) {
+            *value = f32::from(pixel);
+        }
+        Ok((image, item.label))
+    }
+}
+
 /// The shape of every image of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ImageShape {

@@ -52,7 +52,8 @@ mod zca;
 
 pub use batcher::{ImageBatch, ImageBatcher};
 pub use dataset::{
-    ImageDataset, ImageItem, ImageShape, TrainTest, ValidationSize, ValidationSizeError,
+    ImageDataset, ImageItem, ImageShape, ImageSizeError, TrainTest, ValidationSize,
+    ValidationSizeError,
 };
 pub use download::DownloadPolicy;
 pub use error::DataError;

@@ -7,16 +7,10 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn_train::{
     LearnerSummary,
-    checkpoint::{
-        ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
-    },
-    metric::{
-        AccuracyMetric,
-        store::{Aggregate, Direction, Split},
-    },
+    checkpoint::{CheckpointingAction, CheckpointingStrategy},
+    metric::store::{Aggregate, EventStoreClient, Split},
 };
 
 use super::EpochMetrics;
@@ -34,28 +28,77 @@ pub struct SummaryError {
     pub message: String,
 }
 
-/// burn-train's checkpointing strategy that keeps the checkpoints of the last `last` epochs
-/// and of the epoch with the highest mean validation accuracy (burn-train's
-/// [`AccuracyMetric`] on the validation split; the first such epoch on ties): its
-/// `KeepLastNCheckpoints` and `MetricCheckpointingStrategy` composed, a checkpoint deleted
-/// only when neither keeps it. `B` is the backend of the accuracy metric (only its name is
-/// used); validation must report [`AccuracyMetric`].
+/// A burn-train checkpointing strategy that keeps the checkpoints of the last `last` epochs
+/// (at least one) and of the epoch with the highest mean validation accuracy (burn-train's
+/// [`AccuracyMetric`](burn_train::metric::AccuracyMetric) on the validation split; the first
+/// such epoch on ties), as [`best_valid_epoch`] finds it after training.
+///
+/// burn-train's own `MetricCheckpointingStrategy`, composed with `KeepLastNCheckpoints`, does
+/// not do this reliably in burn-train 0.21: at the end of epoch `e` it looks up epoch `e`'s
+/// validation accuracy, which burn-train's asynchronous event processing may not have logged
+/// yet, and then counts epoch `e` as not the best and lets its checkpoint be deleted (the
+/// suite's test saw the best epoch lost this way). This strategy reads an epoch's validation
+/// accuracy only at the end of the next one, when its logs are complete; until then the epoch
+/// is among the last ones, which are kept anyway. Like `KeepLastNCheckpoints`, it deletes
+/// epoch `e − last` at epoch `e` (unless it is the best), and the previous best once another
+/// epoch beats it, so a resumed run also cleans up the epochs before it.
 ///
 /// ```
-/// use burn::backend::NdArray;
-/// let strategy = burn_qnn::learner::keep_last_and_best::<NdArray>(2);
+/// let strategy = burn_qnn::learner::keep_last_and_best(2);
 /// // SupervisedTraining::new(..).with_checkpointing_strategy(strategy)
 /// ```
-pub fn keep_last_and_best<B: Backend>(last: usize) -> ComposedCheckpointingStrategy {
-    ComposedCheckpointingStrategy::builder()
-        .add(KeepLastNCheckpoints::new(last))
-        .add(MetricCheckpointingStrategy::new(
-            &AccuracyMetric::<B>::new(),
-            Aggregate::Mean,
-            Direction::Highest,
-            Split::Valid,
-        ))
-        .build()
+pub fn keep_last_and_best(last: usize) -> KeepLastAndBest {
+    KeepLastAndBest {
+        last: last.max(1),
+        best: None,
+        read_until: 0,
+    }
+}
+
+/// The strategy of [`keep_last_and_best`].
+#[derive(Debug, Clone)]
+pub struct KeepLastAndBest {
+    last: usize,
+    /// The best epoch so far and its mean validation accuracy.
+    best: Option<(usize, f64)>,
+    /// The epochs whose validation accuracy has been read: `1..=read_until`.
+    read_until: usize,
+}
+
+impl CheckpointingStrategy for KeepLastAndBest {
+    fn checkpointing(
+        &mut self,
+        epoch: usize,
+        store: &EventStoreClient,
+    ) -> Vec<CheckpointingAction> {
+        let previous_best = self.best.map(|(e, _)| e);
+        // The epochs before this one are complete in the logs.
+        for done in self.read_until + 1..epoch {
+            if let Some(value) = store.find_metric(ACCURACY, done, Aggregate::Mean, &Split::Valid)
+                && self.best.is_none_or(|(_, best)| value > best)
+            {
+                self.best = Some((done, value));
+            }
+        }
+        self.read_until = self.read_until.max(epoch.saturating_sub(1));
+        let best = self.best.map(|(e, _)| e);
+        let in_window = |e: usize| e + self.last > epoch;
+        let mut actions = vec![CheckpointingAction::Save];
+        if let Some(leaving) = epoch.checked_sub(self.last)
+            && leaving > 0
+            && Some(leaving) != best
+        {
+            actions.push(CheckpointingAction::Delete(leaving));
+        }
+        if let Some(old) = previous_best
+            && Some(old) != best
+            && !in_window(old)
+            && Some(old) != epoch.checked_sub(self.last)
+        {
+            actions.push(CheckpointingAction::Delete(old));
+        }
+        actions
+    }
 }
 
 /// The epoch (from 1) with the highest mean validation accuracy that burn-train logged in

@@ -16,7 +16,7 @@
 //! - [`last_checkpoint`] and [`restore_checkpoint`]: resuming from the newest complete
 //!   checkpoint (model, optimizer state and scheduler), with typed errors.
 //! - [`keep_last_and_best`] and [`best_valid_epoch`]: keeping the checkpoint of the epoch with
-//!   the best validation accuracy next to the last ones (burn-train's strategies composed),
+//!   the best validation accuracy next to the last ones (a burn-train checkpointing strategy),
 //!   and finding it, as the paper reports the test error of that epoch; [`summary_history`]:
 //!   the per-epoch metrics from burn-train's `LearnerSummary`.
 //! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
@@ -89,7 +89,9 @@ mod clip;
 mod render;
 mod step;
 
-pub use best::{ACCURACY, SummaryError, best_valid_epoch, keep_last_and_best, summary_history};
+pub use best::{
+    ACCURACY, KeepLastAndBest, SummaryError, best_valid_epoch, keep_last_and_best, summary_history,
+};
 pub use checkpoint::{
     AtomicFileRecorder, CheckpointError, last_checkpoint, load_checkpoint_model, restore_checkpoint,
 };

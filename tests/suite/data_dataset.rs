@@ -135,3 +135,46 @@ fn validation_size_rule() {
     let (train, valid) = numbered(15).split_validation(n);
     assert_eq!((train.len(), valid.len()), (14, 1));
 }
+
+/// The conversions in the layout of Burn's `MnistItem` (`[[f32; 28]; 28]`, `u8`): values
+/// rounded and clamped to bytes row by row, back exactly, and a wrong size is a typed error.
+#[test]
+fn mnist_item_layout_round_trips() {
+    use burn_qnn::data::ImageSizeError;
+
+    let mut image = [[0.0f32; 28]; 28];
+    for (r, row) in image.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = (r * 28 + c) as f32 % 256.0;
+        }
+    }
+    image[3][4] = -7.0;
+    image[5][6] = 300.0;
+    image[7][8] = f32::NAN;
+    image[9][10] = 41.5;
+    let item = ImageItem::from((image, 3));
+    assert_eq!(item.label, 3);
+    assert_eq!(item.pixels.len(), 784);
+    assert_eq!(item.pixels[28 + 2], 30);
+    assert_eq!(item.pixels[3 * 28 + 4], 0);
+    assert_eq!(item.pixels[5 * 28 + 6], 255);
+    assert_eq!(item.pixels[7 * 28 + 8], 0);
+    assert_eq!(item.pixels[9 * 28 + 10], 42);
+    let (back, label): ([[f32; 28]; 28], u8) = (&item).try_into().unwrap();
+    assert_eq!(label, 3);
+    assert!(
+        back.iter()
+            .flatten()
+            .zip(&item.pixels)
+            .all(|(&v, &p)| v == f32::from(p))
+    );
+    assert_eq!(ImageItem::from((back, label)), item);
+    let wrong: Result<([[f32; 8]; 8], u8), _> = (&item).try_into();
+    assert_eq!(
+        wrong,
+        Err(ImageSizeError {
+            pixels: 784,
+            expected: 64
+        })
+    );
+}

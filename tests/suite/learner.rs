@@ -20,14 +20,16 @@ use burn_qnn::{
     data::{ImageBatcher, ImageDataset, ImageItem, ImageShape},
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
-        decay_over_run, last_checkpoint, restore_checkpoint,
+        best_valid_epoch, decay_over_run, keep_last_and_best, last_checkpoint,
+        load_checkpoint_model, restore_checkpoint, summary_history,
     },
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
+    train::accuracy,
 };
 use burn_train::{
     Learner, LearningComponentsMarker, SupervisedTraining,
-    checkpoint::KeepLastNCheckpoints,
+    checkpoint::{CheckpointingStrategy, KeepLastNCheckpoints},
     metric::{AccuracyMetric, LearningRateMetric, LossMetric},
 };
 
@@ -83,6 +85,20 @@ fn launch<B: QnnAutodiffBackend>(
     epochs: usize,
     resume_after: Option<usize>,
 ) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
+    let last_two = KeepLastNCheckpoints::new(2);
+    launch_with(learner, dir, train, valid, epochs, resume_after, last_two)
+}
+
+/// [`launch`] with another checkpointing strategy.
+fn launch_with<B: QnnAutodiffBackend>(
+    learner: Learner<Components<B>>,
+    dir: &Path,
+    train: &ImageDataset,
+    valid: &ImageDataset,
+    epochs: usize,
+    resume_after: Option<usize>,
+    strategy: impl CheckpointingStrategy + 'static,
+) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
     let batcher = ImageBatcher::for_dataset(train);
     let loader_train = DataLoaderBuilder::new(batcher.clone())
         .batch_size(8)
@@ -96,7 +112,7 @@ fn launch<B: QnnAutodiffBackend>(
         .metrics((LossMetric::new(), AccuracyMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(recorder())
-        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
         .renderer(renderer)
         .num_epochs(epochs);
@@ -162,6 +178,89 @@ pub fn learner_lowers_the_loss<B: QnnAutodiffBackend>(device: &B::Device) {
     net.visit(&mut latent);
     assert!(latent.max <= 1.0, "a latent weight is {}", latent.max);
     assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(epochs));
+}
+
+/// The examples' strategy keeps the best-validation epoch's checkpoint next to the last two.
+/// The validation labels are swapped, so that learning makes the validation accuracy fall and
+/// an early epoch is the best: its checkpoint survives the later epochs, it is the first epoch
+/// of highest accuracy in burn-train's summary, and it is that epoch's model (its accuracy on
+/// the validation set is the one logged for that epoch).
+pub fn best_validation_checkpoint_survives<B: QnnAutodiffBackend>(device: &B::Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let train = two_halves(48);
+    let swapped: Vec<ImageItem> = two_halves(16)
+        .items()
+        .iter()
+        .map(|item| ImageItem {
+            pixels: item.pixels.clone(),
+            label: 1 - item.label,
+        })
+        .collect();
+    let valid = ImageDataset::new(swapped, ImageShape::new(1, 8, 8), 2, 255);
+    let epochs = 5;
+    B::seed(device, 3);
+    let learner = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, 6);
+    let strategy = keep_last_and_best(2);
+    let (_, timed) = launch_with(learner, dir.path(), &train, &valid, epochs, None, strategy);
+    let history = summary_history(dir.path(), &["Loss", "Accuracy"], &timed).unwrap();
+    assert_eq!(history.len(), epochs);
+    assert!(
+        history
+            .iter()
+            .all(|e| e.seconds > 0.0 && e.train.contains_key("Loss"))
+    );
+
+    let (best, best_accuracy) = best_valid_epoch(dir.path()).unwrap().unwrap();
+    let valid_accuracy: Vec<f64> = history.iter().map(|e| e.valid["Accuracy"]).collect();
+    let highest = valid_accuracy.iter().copied().fold(f64::MIN, f64::max);
+    let first_highest = valid_accuracy.iter().position(|&a| a == highest).unwrap() + 1;
+    assert_eq!(
+        (best, best_accuracy),
+        (first_highest, highest),
+        "{valid_accuracy:?}"
+    );
+    assert!(
+        best < epochs - 1,
+        "the best epoch is one of the last two ({valid_accuracy:?}): nothing to keep"
+    );
+
+    let mut kept: Vec<usize> = std::fs::read_dir(dir.path().join("checkpoint"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [best, epochs - 1, epochs]);
+
+    let model = load_checkpoint_model(
+        tiny_net::<B::InnerBackend>(device),
+        dir.path(),
+        best,
+        &recorder(),
+        device,
+    )
+    .unwrap();
+    let reloaded = 100.0 * accuracy(|x| model.forward(x), &valid, 16, device);
+    assert!(
+        (reloaded - best_accuracy).abs() < 1e-6,
+        "the checkpoint of epoch {best} gives {reloaded}%, the log {best_accuracy}%"
+    );
+    let absent = load_checkpoint_model(
+        tiny_net::<B::InnerBackend>(device),
+        dir.path(),
+        epochs + 1,
+        &recorder(),
+        device,
+    );
+    assert!(matches!(
+        absent,
+        Err(CheckpointError::Record { part: "model", .. })
+    ));
 }
 
 /// The largest `|w|` of the weights of the binary layers.

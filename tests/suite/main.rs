@@ -110,6 +110,14 @@ mod learner_ndarray {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::resume_errors::<Autodiff<NdArray>>(&Default::default());
     }
+
+    #[test]
+    fn best_validation_checkpoint_survives() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::best_validation_checkpoint_survives::<Autodiff<NdArray>>(
+            &Default::default(),
+        );
+    }
 }
 mod modules;
 mod packed;
