@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use burn::{
     config::Config,
-    data::{dataloader::batcher::Batcher, dataset::Dataset},
     module::AutodiffModule,
     optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Device, ElementConversion, Tensor, backend::Backend},
@@ -223,7 +222,7 @@ pub fn time_per_batch<B: Backend>(
 ) -> Duration {
     let batcher = ImageBatcher::for_dataset(data);
     let items: Vec<_> = (0..batch_size)
-        .map(|i| data.get(i % data.len()).expect("index in range"))
+        .map(|i| data.items()[i % data.len()].clone())
         .collect();
     let batch: ImageBatch<B> = batcher.batch(items, device);
     let _ = forward(batch.images.clone()).into_data();

@@ -1,5 +1,6 @@
 //! Turning [`ImageItem`]s into tensors for Burn's data loader.
 
+#[cfg(feature = "data")]
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 
@@ -23,7 +24,6 @@ pub struct ImageBatch<B: Backend> {
 ///
 /// ```
 /// use burn::backend::NdArray;
-/// use burn::data::dataloader::batcher::Batcher;
 /// use burn_qnn::data::{ImageBatch, ImageBatcher, ImageItem, ImageShape, Preprocess};
 ///
 /// let batcher = ImageBatcher::new(ImageShape::new(1, 2, 2), Preprocess::scale(255));
@@ -101,12 +101,15 @@ impl ImageBatcher {
     }
 }
 
-impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+impl ImageBatcher {
+    /// The batch of `items`, preprocessed, on `device` (what Burn's `Batcher` does with the
+    /// `data` feature, without it).
+    ///
     /// # Panics
     ///
     /// If an item's number of pixel values differs from the batcher's
     /// shape (items from an [`ImageDataset`] of that shape never do).
-    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+    pub fn batch<B: Backend>(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
         let n = items.len();
         let [c, h, w] = self.shape.dims();
         let mut values = Vec::with_capacity(n * self.shape.len());
@@ -129,5 +132,14 @@ impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
             images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
         }
+    }
+}
+
+/// Burn's batcher trait, for its `DataLoaderBuilder` (feature `data`).
+#[cfg(feature = "data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "data")))]
+impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
+        ImageBatcher::batch(self, items, device)
     }
 }

@@ -1,5 +1,6 @@
 //! The common item type and the in-memory data set all readers return.
 
+#[cfg(feature = "data")]
 use burn::data::dataset::Dataset;
 
 use super::rng::SplitMix64;
@@ -130,10 +131,10 @@ pub struct TrainTest {
 
 /// Labelled images held in memory, all of one shape.
 ///
-/// Implements Burn's [`Dataset`], so it plugs into a `DataLoaderBuilder`.
+/// With the `data` feature it implements Burn's `burn::data::dataset::Dataset`, so it plugs into
+/// a `DataLoaderBuilder`.
 ///
 /// ```
-/// use burn::data::dataset::Dataset;
 /// use burn_qnn::data::{ImageDataset, ImageItem, ImageShape};
 ///
 /// let items = (0..10u8)
@@ -142,7 +143,7 @@ pub struct TrainTest {
 /// let data = ImageDataset::new(items, ImageShape::new(1, 2, 2), 2, 255);
 /// let (train, valid) = data.split_validation(3);
 /// assert_eq!((train.len(), valid.len()), (7, 3));
-/// assert_eq!(valid.get(0).unwrap().pixels, vec![7; 4]);
+/// assert_eq!(valid.items()[0].pixels, vec![7; 4]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ImageDataset {
@@ -308,6 +309,9 @@ impl ImageDataset {
     }
 }
 
+/// Burn's data-set trait, for its `DataLoaderBuilder` (feature `data`).
+#[cfg(feature = "data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "data")))]
 impl Dataset<ImageItem> for ImageDataset {
     fn get(&self, index: usize) -> Option<ImageItem> {
         self.items.get(index).cloned()

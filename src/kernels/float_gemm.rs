@@ -1,4 +1,4 @@
-//! A safe, bounds-checked front to the `gemm` crate's f32 matrix product, for the backward
+//! A safe, bounds-checked front to the f32 matrix product of the `gemm` crates (`gemm-f32`), for the backward
 //! kernels: `gemm` picks its AVX-512, AVX2/FMA or scalar micro-kernel at run time.
 
 /// A strided view of an `f32` matrix: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
@@ -129,15 +129,15 @@ pub(crate) fn gemm(
         return;
     }
     let parallelism = if parallel && rayon::current_num_threads() > 1 {
-        ::gemm::Parallelism::Rayon(rayon::current_num_threads())
+        gemm_common::Parallelism::Rayon(rayon::current_num_threads())
     } else {
-        ::gemm::Parallelism::None
+        gemm_common::Parallelism::None
     };
     // SAFETY: the views were checked to lie inside their slices (every strides non-negative,
     // the last element in bounds), `dst` is borrowed mutably and does not alias the inputs, and
     // `read_dst = false` means the destination is only written when not accumulating.
     unsafe {
-        ::gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,

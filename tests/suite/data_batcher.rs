@@ -26,6 +26,13 @@ fn batch_has_nchw_shape_scaled_values_and_targets() {
     let data = ImageDataset::new(items.clone(), ImageShape::new(3, 2, 2), 3, 255);
     let batcher = ImageBatcher::for_dataset(&data);
     let batch: ImageBatch<B> = batcher.batch(items.clone(), &Default::default());
+    // Burn's `Batcher` trait gives the same batch as the inherent method.
+    let through_trait: ImageBatch<B> =
+        Batcher::<B, _, _>::batch(&batcher, items.clone(), &Default::default());
+    assert_eq!(
+        through_trait.images.to_data().to_vec::<f32>().unwrap(),
+        batch.images.to_data().to_vec::<f32>().unwrap()
+    );
     assert_eq!(batch.images.dims(), [3, 3, 2, 2]);
     assert_eq!(batch.targets.dims(), [3]);
     assert_eq!(

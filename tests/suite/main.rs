@@ -21,11 +21,13 @@ mod cifar10_net {
 mod conv;
 #[cfg(all(feature = "ndarray", feature = "wgpu"))]
 mod cross_backend;
-#[cfg(feature = "ndarray")]
+#[cfg(all(feature = "ndarray", feature = "data"))]
 mod data_batcher;
 #[cfg(feature = "download")]
 mod data_cifar10;
+#[cfg(feature = "data")]
 mod data_dataset;
+#[cfg(feature = "data")]
 mod data_digits;
 #[cfg(feature = "download")]
 mod data_download;
