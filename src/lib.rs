@@ -34,7 +34,8 @@
 //! - `train` (default): `learner`, training with burn-train's learner (without its terminal
 //!   UI), and the `cifar10`, `svhn` and `mnist` examples.
 //! - `data` (default): the readers of the official CIFAR-10, SVHN and MNIST files
-//!   (`data::cifar10`, `data::svhn`, `data::mnist`).
+//!   (`data::cifar10`, `data::svhn`, `data::mnist`), and Burn's `Dataset` and `Batcher` traits
+//!   for `data::ImageDataset` and `data::ImageBatcher` (Burn's `dataset` feature).
 //! - `download` (default): downloading missing data files, MD5-checked (ureq with rustls).
 //! - `zca`: ZCA whitening, `data::Zca` (faer).
 //! - `progress` (on with `train` and `download`): progress bars on standard error

@@ -8,12 +8,15 @@
 //! The image data set, the batcher, the preprocessing and the bundled digits are always
 //! there. Crate features add the rest (`data` and `download` are on by default):
 //! - `data`: the readers of the official CIFAR-10, SVHN and MNIST files ([`cifar10`],
-//!   [`svhn`], [`mnist`]);
+//!   [`svhn`], [`mnist`]), and Burn's `Dataset` and `Batcher` traits for [`ImageDataset`] and
+//!   [`ImageBatcher`], so that Burn's `DataLoaderBuilder` takes them (as below); without it,
+//!   [`ImageDataset::items`] and [`ImageBatcher::batch`] do the same work;
 //! - `download`: fetching missing files with a checksum (`download::download_file`, used by
 //!   the readers' `load` functions when allowed);
 //! - `zca`: ZCA whitening (`Zca`), fitted with `faer`.
 //!
 //! ```
+//! # #[cfg(feature = "data")] {
 //! use burn::backend::NdArray;
 //! use burn::data::dataloader::DataLoaderBuilder;
 //! use burn_qnn::data::{ImageBatcher, digits};
@@ -25,6 +28,7 @@
 //!     .build(split.train);
 //! let batch = loader.iter().next().unwrap();
 //! assert_eq!(batch.images.dims(), [64, 1, 8, 8]);
+//! # }
 //! # Ok::<(), burn_qnn::data::DataError>(())
 //! ```
 
