@@ -5,8 +5,8 @@
 //!   keep only bits and compute their gradients from them);
 //! - `float_simulation`: the same network and weights with every binary layer simulated in float,
 //!   `conv2d(sign(x), sign(w))` / `sign(x)·sign(W)` through Burn's float ops;
-//! - `burn_f32`: the same network shape in Burn's own float layers (`Conv2d`, `Linear`,
-//!   `BatchNorm`, hard tanh between layers).
+//! - `burn_f32`: the same network shape in Burn's own float layers and functions (`Conv2d`,
+//!   `max_pool2d`, `BatchNorm`, `Linear`, hard tanh between layers), none of the crate's ops.
 //!
 //! Also prints the bytes each binary form saves for the backward pass of the binary layers.
 //!
@@ -51,6 +51,28 @@ fn float_simulation(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
             other => other.forward(x),
         };
         x = norm.forward(x);
+    }
+    x
+}
+
+/// The float network in Burn's own layers and functions: `Conv2d`, `max_pool2d`,
+/// `BatchNorm::forward`, `Linear`, and a hard tanh (`clamp`) between layers.
+fn burn_layers(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    let mut x = images;
+    for (i, (conv, norm)) in net.convs.iter().zip(&net.conv_norms).enumerate() {
+        x = conv.forward(x);
+        if NetConfig::pools_after(i) {
+            x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        }
+        x = norm.forward(x).clamp(-1.0, 1.0);
+    }
+    let mut x = x.flatten::<2>(1, 3);
+    let last = net.dense.len() - 1;
+    for (i, (layer, norm)) in net.dense.iter().zip(&net.dense_norms).enumerate() {
+        x = norm.forward(layer.forward(x));
+        if i < last {
+            x = x.clamp(-1.0, 1.0);
+        }
     }
     x
 }
@@ -138,7 +160,7 @@ fn training_step(c: &mut Criterion) {
             b.iter(|| simulated.run(float_simulation))
         });
         let mut burn_f32 = Step::new(float_net, &images, &targets);
-        group.bench_function("burn_f32", |b| b.iter(|| burn_f32.run(Net::forward)));
+        group.bench_function("burn_f32", |b| b.iter(|| burn_f32.run(burn_layers)));
     }
     group.finish();
 }

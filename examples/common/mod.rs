@@ -139,6 +139,12 @@ fn positive_number(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `arg` with a default value: no longer required (the derive makes every field without a
+/// default of its own required).
+fn with_default(arg: clap::Arg, value: String) -> clap::Arg {
+    arg.default_value(value).required(false)
+}
+
 /// The command line of the example `d.name`, with the data set's defaults.
 fn command(d: &Defaults) -> clap::Command {
     let name = d.name;
@@ -148,11 +154,11 @@ fn command(d: &Defaults) -> clap::Command {
         .override_usage(format!(
             "cargo run --release [--features wgpu] --example {name} -- [OPTIONS]"
         ))
-        .mut_arg("data_dir", |a| a.default_value(format!("data/{name}")))
-        .mut_arg("epochs", |a| a.default_value(d.epochs.to_string()))
-        .mut_arg("batch_size", |a| a.default_value(d.batch_size.to_string()))
-        .mut_arg("lr", |a| a.default_value(format!("{:e}", d.lr)))
-        .mut_arg("final_lr", |a| a.default_value(format!("{:e}", d.final_lr)))
+        .mut_arg("data_dir", |a| with_default(a, format!("data/{name}")))
+        .mut_arg("epochs", |a| with_default(a, d.epochs.to_string()))
+        .mut_arg("batch_size", |a| with_default(a, d.batch_size.to_string()))
+        .mut_arg("lr", |a| with_default(a, format!("{:e}", d.lr)))
+        .mut_arg("final_lr", |a| with_default(a, format!("{:e}", d.final_lr)))
         .mut_arg("valid", |a| {
             a.help(format!(
                 "Images held out of training for validation [default: {}, but at most a \
@@ -161,14 +167,23 @@ fn command(d: &Defaults) -> clap::Command {
                 d.valid
             ))
         })
-        .mut_arg("out", |a| a.default_value(format!("runs/{name}")))
+        .mut_arg("out", |a| with_default(a, format!("runs/{name}")))
 }
 
 /// Parses the command line, or exits with a message (status 2; `--help` and `--version`
 /// print and exit with 0).
 pub fn parse(defaults: &Defaults) -> Args {
-    let matches = command(defaults).get_matches();
-    Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    parse_from(defaults, std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` (the program name first), with the data set's defaults for what they omit.
+pub fn parse_from<I, T>(defaults: &Defaults, args: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command(defaults).try_get_matches_from(args)?;
+    Args::from_arg_matches(&matches)
 }
 
 /// Runs the whole job on the backend the arguments name; on an error, prints it and exits
@@ -426,4 +441,50 @@ pub fn check<T>(result: Result<T, burn_qnn::data::DataError>) -> T {
         eprintln!("error: {e}");
         std::process::exit(1);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Defaults = Defaults {
+        name: "svhn",
+        epochs: 200,
+        batch_size: 50,
+        lr: 1e-3,
+        final_lr: 1e-6,
+        valid: 6000,
+    };
+
+    /// Every option left out takes the data set's default; `=` and space forms agree.
+    #[test]
+    fn omitted_options_take_the_defaults() {
+        let args = parse_from(&DEFAULTS, ["svhn", "--epochs=5", "--width", "0.25"]).unwrap();
+        assert_eq!(args.epochs, 5);
+        assert_eq!(args.width, 0.25);
+        assert_eq!(args.batch_size, 50);
+        assert_eq!(args.lr, 1e-3);
+        assert_eq!(args.final_lr, 1e-6);
+        assert_eq!(args.data_dir, PathBuf::from("data/svhn"));
+        assert_eq!(args.out, PathBuf::from("runs/svhn"));
+        assert_eq!(args.valid, None);
+        assert!(args.download && !args.resume && !args.float);
+        let none = parse_from(&DEFAULTS, ["svhn"]).unwrap();
+        assert_eq!((none.epochs, none.batch_size), (200, 50));
+    }
+
+    /// Bad values are rejected with the option named.
+    #[test]
+    fn bad_values_are_errors() {
+        for (bad, option) in [
+            ("--epochs=0", "--epochs"),
+            ("--lr=-1", "--lr"),
+            ("--width=nan", "--width"),
+        ] {
+            let error = parse_from(&DEFAULTS, ["svhn", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(option), "{bad}: {error}");
+        }
+    }
 }
