@@ -372,7 +372,7 @@ fn run_on<B: QnnAutodiffBackend>(
         "test_accuracy": test_accuracy,
         "last_epoch": last_epoch,
         "best_valid_epoch": best.as_ref().map(|b| b.0),
-        "best_valid_accuracy": best.as_ref().map(|b| b.1),
+        "best_valid_accuracy": best.as_ref().map(|b| b.1 / 100.0),
         "best_valid_test_accuracy": best.as_ref().map(|b| b.2),
         "packed_from": null,
         "f32_model_bytes": f32_bytes,
