@@ -447,30 +447,31 @@ pub fn check<T>(result: Result<T, burn_qnn::data::DataError>) -> T {
 mod tests {
     use super::*;
 
+    /// A made-up data set's defaults, none of them clap's own.
     const DEFAULTS: Defaults = Defaults {
-        name: "svhn",
-        epochs: 200,
-        batch_size: 50,
-        lr: 1e-3,
-        final_lr: 1e-6,
-        valid: 6000,
+        name: "demo",
+        epochs: 7,
+        batch_size: 20,
+        lr: 2e-3,
+        final_lr: 2e-6,
+        valid: 100,
     };
 
     /// Every option left out takes the data set's default; `=` and space forms agree.
     #[test]
     fn omitted_options_take_the_defaults() {
-        let args = parse_from(&DEFAULTS, ["svhn", "--epochs=5", "--width", "0.25"]).unwrap();
+        let args = parse_from(&DEFAULTS, ["demo", "--epochs=5", "--width", "0.25"]).unwrap();
         assert_eq!(args.epochs, 5);
         assert_eq!(args.width, 0.25);
-        assert_eq!(args.batch_size, 50);
-        assert_eq!(args.lr, 1e-3);
-        assert_eq!(args.final_lr, 1e-6);
-        assert_eq!(args.data_dir, PathBuf::from("data/svhn"));
-        assert_eq!(args.out, PathBuf::from("runs/svhn"));
+        assert_eq!(args.batch_size, 20);
+        assert_eq!(args.lr, 2e-3);
+        assert_eq!(args.final_lr, 2e-6);
+        assert_eq!(args.data_dir, PathBuf::from("data/demo"));
+        assert_eq!(args.out, PathBuf::from("runs/demo"));
         assert_eq!(args.valid, None);
         assert!(args.download && !args.resume && !args.float);
-        let none = parse_from(&DEFAULTS, ["svhn"]).unwrap();
-        assert_eq!((none.epochs, none.batch_size), (200, 50));
+        let none = parse_from(&DEFAULTS, ["demo"]).unwrap();
+        assert_eq!((none.epochs, none.batch_size), (7, 20));
     }
 
     /// Bad values are rejected with the option named.
@@ -481,7 +482,7 @@ mod tests {
             ("--lr=-1", "--lr"),
             ("--width=nan", "--width"),
         ] {
-            let error = parse_from(&DEFAULTS, ["svhn", bad])
+            let error = parse_from(&DEFAULTS, ["demo", bad])
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(option), "{bad}: {error}");
