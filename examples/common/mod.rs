@@ -383,9 +383,15 @@ fn run_on<B: QnnAutodiffBackend>(
         "packed_speedup": null,
     });
     if precision == Precision::Binary {
-        let (packed_from, packed_epoch, source) = match &best {
-            Some((epoch, _, _, best_net)) => ("best_valid", *epoch, best_net),
-            None => ("last", last_epoch, &net),
+        // The JSON value of `packed_from`, and what the printed line says of the epoch.
+        let (packed_from, which, packed_epoch, source) = match &best {
+            Some((epoch, _, _, best_net)) => (
+                "best_valid",
+                "the best validation accuracy",
+                *epoch,
+                best_net,
+            ),
+            None => ("last", "the last", last_epoch, &net),
         };
         let packed = PackedNet::from_net(source)?;
         let packed_accuracy = accuracy(|x| packed.forward(x), &test, 500, &device);
@@ -396,14 +402,9 @@ fn run_on<B: QnnAutodiffBackend>(
         let (t1, t64) = (time_packed(1), time_packed(64));
         let speedup = report["model_ms_per_batch_64"].as_f64().unwrap() / (t64.as_secs_f64() * 1e3);
         println!(
-            "packed form (of epoch {packed_epoch}, {}): test accuracy {:.2}%, {} bytes ({:.1}× smaller than the f32 model's \
-             {} bytes), {:.3} ms at batch 1, {:.3} ms at batch 64 ({speedup:.2}× the trained \
-             model)",
-            if packed_from == "best_valid" {
-                "the best validation accuracy"
-            } else {
-                "the last"
-            },
+            "packed form (of epoch {packed_epoch}, {which}): test accuracy {:.2}%, {} bytes \
+             ({:.1}× smaller than the f32 model's {} bytes), {:.3} ms at batch 1, {:.3} ms at \
+             batch 64 ({speedup:.2}× the trained model)",
             100.0 * packed_accuracy,
             packed_bytes,
             f32_bytes as f64 / packed_bytes as f64,
