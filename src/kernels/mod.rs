@@ -22,11 +22,13 @@ mod conv_tile;
 mod engine;
 mod float_gemm;
 pub mod im2col;
+pub mod int8;
 pub mod isa;
 pub mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;
 pub mod pool;
+pub mod quantized_backward;
 mod tile_avx2;
 mod tile_avx512;
 mod tile_portable;

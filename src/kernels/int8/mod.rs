@@ -1,0 +1,429 @@
+//! Exact `i8 × i8 → i32` matrix products, for the backward pass on quantized gradients.
+//!
+//! A gradient quantized to `K ≤ 8` bits is an integer code in `[−127, 127]` times one scale, and
+//! a binary layer's saved operand is ±1, so each gradient product is a sum of small integers:
+//! these kernels compute it exactly in 32-bit integers, on the fastest unit the CPU has:
+//!
+//! | path | instructions | per instruction |
+//! |---|---|---|
+//! | [`Int8Isa::Amx`] | AMX `TDPBSSD` on 16 × 64 int8 tiles (Intel Sapphire Rapids and later) | 16,384 MAC |
+//! | [`Int8Isa::Avx512Vnni`] | AVX-512 VNNI `VPDPBUSD` | 64 MAC |
+//! | [`Int8Isa::Avx2`] | AVX2 `VPMADDWD` on sign-extended bytes | 16 MAC |
+//! | [`Int8Isa::Portable`] | plain Rust | — |
+//!
+//! The path is detected at run time; [`force_int8_isa`] or the `BURN_QNN_INT8_ISA` environment
+//! variable (`amx`, `avx512vnni`, `avx2`, `portable`) pins one, as [`super::isa`] does for the
+//! popcount kernels.
+//!
+//! Every product here has the "dot" form `out[i·n + j] = Σ_t a[i·k + t] · b[j·k + t]`: both
+//! operands row-major with the summed index contiguous. A result is exact while every partial
+//! sum fits in an `i32`, which [`MAX_EXACT_LEN`] guarantees for any `i8` operands.
+
+mod amx;
+mod avx2;
+mod portable;
+mod vnni;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rayon::prelude::*;
+
+/// The longest summed dimension with an exact `i32` result for any `i8` operands:
+/// `k · 128 · 128 ≤ 2^31 − 1`. Products of ±1 with codes in `[−127, 127]` stay exact up to
+/// [`MAX_EXACT_SIGN_LEN`] terms.
+pub const MAX_EXACT_LEN: usize = (i32::MAX as usize) / (128 * 128);
+
+/// The longest sum of `±1 × [−127, 127]` terms with an exact `i32` result: `(2^31 − 1) / 127`.
+pub const MAX_EXACT_SIGN_LEN: usize = (i32::MAX as usize) / 127;
+
+/// An implementation of the int8 products, chosen by instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Isa {
+    /// AMX-TILE and AMX-INT8 (x86-64 Linux, with the tile-data permission granted).
+    Amx,
+    /// AVX-512 F, BW and VNNI (x86-64).
+    Avx512Vnni,
+    /// AVX2 (x86-64).
+    Avx2,
+    /// Plain Rust, on any target.
+    Portable,
+}
+
+/// A forced int8 path that this CPU (or operating system) cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {0:?} int8 kernels need CPU features this machine lacks")]
+pub struct Int8IsaUnavailable(pub Int8Isa);
+
+impl Int8Isa {
+    /// Every path, fastest first.
+    pub const ALL: [Int8Isa; 4] = [
+        Int8Isa::Amx,
+        Int8Isa::Avx512Vnni,
+        Int8Isa::Avx2,
+        Int8Isa::Portable,
+    ];
+
+    /// Whether this machine runs the path. For [`Int8Isa::Amx`] the first call asks Linux for
+    /// the tile-data permission (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), once per process.
+    pub fn is_available(self) -> bool {
+        match self {
+            Int8Isa::Amx => amx::is_available(),
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Avx512Vnni => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Avx2 => std::is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Int8Isa::Avx512Vnni | Int8Isa::Avx2 => false,
+            Int8Isa::Portable => true,
+        }
+    }
+
+    /// The paths this machine runs, fastest first.
+    pub fn available() -> Vec<Int8Isa> {
+        Int8Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+
+    /// The name used by the `BURN_QNN_INT8_ISA` environment variable.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Isa::Amx => "amx",
+            Int8Isa::Avx512Vnni => "avx512vnni",
+            Int8Isa::Avx2 => "avx2",
+            Int8Isa::Portable => "portable",
+        }
+    }
+
+    /// Parses a name of [`Int8Isa::name`].
+    pub fn parse(name: &str) -> Option<Int8Isa> {
+        let name = name.trim().to_ascii_lowercase();
+        Int8Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+}
+
+const UNSET: u8 = u8::MAX;
+static FORCED: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Forces every int8 product onto `isa` (process-wide), or goes back to detection with `None`.
+pub fn force_int8_isa(isa: Option<Int8Isa>) -> Result<(), Int8IsaUnavailable> {
+    match isa {
+        Some(isa) if !isa.is_available() => Err(Int8IsaUnavailable(isa)),
+        Some(isa) => {
+            FORCED.store(isa as u8, Ordering::Relaxed);
+            Ok(())
+        }
+        None => {
+            FORCED.store(UNSET, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// The path int8 products use: the forced one, else `BURN_QNN_INT8_ISA` if set to an available
+/// path, else the fastest available.
+pub fn active_int8_isa() -> Int8Isa {
+    let forced = FORCED.load(Ordering::Relaxed);
+    if forced != UNSET {
+        return Int8Isa::ALL[forced as usize];
+    }
+    static FROM_ENV: std::sync::OnceLock<Int8Isa> = std::sync::OnceLock::new();
+    *FROM_ENV.get_or_init(|| {
+        std::env::var("BURN_QNN_INT8_ISA")
+            .ok()
+            .and_then(|name| Int8Isa::parse(&name))
+            .filter(|isa| isa.is_available())
+            .unwrap_or_else(|| Int8Isa::available()[0])
+    })
+}
+
+/// An int8 path checked against this machine: it holds a hardware path only where the machine
+/// runs it, so the kernels may rely on that when they call `#[target_feature]` functions or
+/// AMX instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CheckedInt8(Int8Isa);
+
+impl CheckedInt8 {
+    /// `isa` where this machine runs it, else [`Int8Isa::Portable`].
+    pub(crate) fn new(isa: Int8Isa) -> CheckedInt8 {
+        if isa.is_available() {
+            CheckedInt8(isa)
+        } else {
+            CheckedInt8(Int8Isa::Portable)
+        }
+    }
+
+    /// The path [`active_int8_isa`] picks.
+    pub(crate) fn active() -> CheckedInt8 {
+        CheckedInt8::new(active_int8_isa())
+    }
+
+    /// The checked path.
+    pub(crate) fn isa(self) -> Int8Isa {
+        self.0
+    }
+}
+
+/// Panics unless the operands and output have the lengths of an `[m, k] · [n, k]ᵀ` product and
+/// `k` is short enough for an exact result.
+fn check(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &[i32]) {
+    assert!(
+        k <= MAX_EXACT_LEN,
+        "int8 gemm: a summed length of {k} can overflow i32 (at most {MAX_EXACT_LEN})"
+    );
+    let len = |rows: usize| {
+        rows.checked_mul(k)
+            .expect("int8 gemm: size overflows usize")
+    };
+    assert_eq!(
+        a.len(),
+        len(m),
+        "int8 gemm: lhs should hold [m, k] = [{m}, {k}]"
+    );
+    assert_eq!(
+        b.len(),
+        len(n),
+        "int8 gemm: rhs should hold [n, k] = [{n}, {k}]"
+    );
+    assert_eq!(
+        Some(out.len()),
+        m.checked_mul(n),
+        "int8 gemm: output should hold [m, n] = [{m}, {n}]"
+    );
+}
+
+/// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` on one thread, on `isa`.
+///
+/// The building block of the gradient kernels, which run it on blocks in parallel themselves.
+///
+/// # Panics
+/// If a length does not match `[m, k] · [n, k]ᵀ → [m, n]` or `k > MAX_EXACT_LEN`.
+pub(crate) fn gemm_accumulate(
+    isa: CheckedInt8,
+    a: &[i8],
+    b: &[i8],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+) {
+    check(a, b, m, n, k, out);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    match isa.isa() {
+        Int8Isa::Amx => amx::gemm_accumulate(isa, a, b, m, n, k, out),
+        Int8Isa::Avx512Vnni => vnni::gemm_accumulate(isa, a, b, m, n, k, out),
+        Int8Isa::Avx2 => avx2::gemm_accumulate(isa, a, b, m, n, k, out),
+        Int8Isa::Portable => portable::gemm_accumulate(a, b, m, n, k, out),
+    }
+}
+
+/// `out[i·n + j] = Σ_t a[i·k + t] · b[j·k + t]`, exactly, on the path [`active_int8_isa`]
+/// picks, in parallel over blocks of rows. Returns the path that ran.
+///
+/// ```
+/// use burn_qnn::kernels::int8;
+///
+/// let a = [1i8, -2, 3, 127, -127, 5]; // [2, 3]
+/// let b = [-1i8, 1, 1, 1, -1, 1]; // [2, 3]
+/// let mut out = [0i32; 4];
+/// int8::gemm(&a, &b, 2, 2, 3, &mut out);
+/// assert_eq!(out, [0, 6, -249, 259]);
+/// ```
+///
+/// # Panics
+/// If a length does not match `[m, k] · [n, k]ᵀ → [m, n]` or `k > MAX_EXACT_LEN`.
+pub fn gemm(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) -> Int8Isa {
+    gemm_with(active_int8_isa(), a, b, m, n, k, out)
+}
+
+/// [`gemm`] on a given path (the portable one where this machine lacks it). Returns the path
+/// that ran.
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_with(
+    isa: Int8Isa,
+    a: &[i8],
+    b: &[i8],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+) -> Int8Isa {
+    let isa = CheckedInt8::new(isa);
+    check(a, b, m, n, k, out);
+    out.fill(0);
+    if m == 0 || n == 0 || k == 0 {
+        return isa.isa();
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks of whole 32-row tiles, at least one per thread where there are enough rows.
+    let rows_per_task = m.div_ceil(threads).next_multiple_of(32).max(32);
+    if m > rows_per_task {
+        out.par_chunks_mut(rows_per_task * n)
+            .zip(a.par_chunks(rows_per_task * k))
+            .for_each(|(out, a)| gemm_accumulate(isa, a, b, a.len() / k, n, k, out));
+    } else if threads > 1 && n > 32 {
+        split_columns(isa, a, b, m, n, k, out, threads);
+    } else {
+        gemm_accumulate(isa, a, b, m, n, k, out);
+    }
+    isa.isa()
+}
+
+/// [`gemm_with`] for few rows of `a`: blocks of `b`'s rows in parallel, each into its own
+/// columns of `out`.
+#[allow(clippy::too_many_arguments)]
+fn split_columns(
+    isa: CheckedInt8,
+    a: &[i8],
+    b: &[i8],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+    threads: usize,
+) {
+    let cols_per_task = n.div_ceil(threads).next_multiple_of(32).max(32);
+    let blocks: Vec<(usize, Vec<i32>)> = b
+        .par_chunks(cols_per_task * k)
+        .enumerate()
+        .map(|(block, b)| {
+            let cols = b.len() / k;
+            let mut part = vec![0i32; m * cols];
+            gemm_accumulate(isa, a, b, m, cols, k, &mut part);
+            (block * cols_per_task, part)
+        })
+        .collect();
+    for (j0, part) in blocks {
+        let cols = part.len() / m;
+        for (row, part) in out.chunks_exact_mut(n).zip(part.chunks_exact(cols)) {
+            row[j0..j0 + cols].copy_from_slice(part);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream of bytes (xorshift).
+    fn bytes(len: usize, seed: u64, signs_only: bool) -> Vec<i8> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if signs_only {
+                    if state & 1 == 0 { 1 } else { -1 }
+                } else {
+                    (state >> 24) as u8 as i8
+                }
+            })
+            .collect()
+    }
+
+    fn reference(a: &[i8], b: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
+        let mut out = vec![0i32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|t| i32::from(a[i * k + t]) * i32::from(b[j * k + t]))
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_path_is_exact_on_odd_shapes() {
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 65),
+            (33, 16, 64),
+            (31, 70, 129),
+            (64, 64, 200),
+            (5, 100, 300),
+            (100, 3, 1000),
+        ];
+        for isa in Int8Isa::available() {
+            for (seed, &(m, n, k)) in shapes.iter().enumerate() {
+                let a = bytes(m * k, seed as u64, false);
+                let b = bytes(n * k, 100 + seed as u64, seed % 2 == 0);
+                let expected = reference(&a, &b, m, n, k);
+                let mut out = vec![7i32; m * n];
+                assert_eq!(gemm_with(isa, &a, &b, m, n, k, &mut out), isa);
+                assert_eq!(out, expected, "{isa:?} on [{m}, {k}]·[{n}, {k}]ᵀ");
+                let mut acc = expected.clone();
+                gemm_accumulate(CheckedInt8::new(isa), &a, &b, m, n, k, &mut acc);
+                let doubled: Vec<i32> = expected.iter().map(|v| 2 * v).collect();
+                assert_eq!(acc, doubled, "{isa:?} accumulating");
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        // −128 · −128 at every term: the largest magnitude an i8 product has.
+        let (m, n, k) = (2, 35, 4096);
+        let a = vec![-128i8; m * k];
+        let b = vec![-128i8; n * k];
+        for isa in Int8Isa::available() {
+            let mut out = vec![0i32; m * n];
+            gemm_with(isa, &a, &b, m, n, k, &mut out);
+            assert!(out.iter().all(|&v| v == 128 * 128 * k as i32), "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn amx_is_taken_where_the_machine_has_it() {
+        let detected = amx::cpu_has_amx();
+        if !detected {
+            eprintln!("skipped: this CPU has no AMX-INT8");
+            return;
+        }
+        assert!(
+            Int8Isa::Amx.is_available(),
+            "the CPU reports AMX-INT8 but the tile-data permission was refused"
+        );
+        if std::env::var("BURN_QNN_INT8_ISA").is_err() {
+            assert_eq!(Int8Isa::available()[0], Int8Isa::Amx);
+        }
+        let (a, b) = (bytes(64 * 64, 1, false), bytes(64 * 64, 2, true));
+        let mut out = vec![0; 64 * 64];
+        assert_eq!(
+            gemm_with(Int8Isa::Amx, &a, &b, 64, 64, 64, &mut out),
+            Int8Isa::Amx
+        );
+        assert_eq!(out, reference(&a, &b, 64, 64, 64));
+    }
+
+    #[test]
+    fn names_round_trip_and_forcing_checks_the_machine() {
+        for isa in Int8Isa::ALL {
+            assert_eq!(Int8Isa::parse(isa.name()), Some(isa));
+            if !isa.is_available() {
+                assert_eq!(force_int8_isa(Some(isa)), Err(Int8IsaUnavailable(isa)));
+            }
+        }
+        assert_eq!(Int8Isa::parse(" AVX2 "), Some(Int8Isa::Avx2));
+        assert_eq!(Int8Isa::parse("sse"), None);
+        assert!(Int8Isa::Portable.is_available());
+    }
+
+    #[test]
+    #[should_panic(expected = "can overflow i32")]
+    fn too_long_sums_are_refused() {
+        let k = MAX_EXACT_LEN + 1;
+        gemm(&vec![0; k], &vec![0; k], 1, 1, k, &mut [0]);
+    }
+}
