@@ -73,6 +73,46 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// Writes the ±1 values of bits `start .. start + out.len()` into `out` as `i8`: 64 at a
+    /// time from a mask register on the AVX-512 path (`VPMOVM2B`), bit by bit elsewhere.
+    pub(super) fn expand_i8(&self, start: usize, out: &mut [i8]) {
+        assert!(
+            start + out.len() <= self.len,
+            "packed bits: expanding past the end"
+        );
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if out.len() >= 64
+            && super::CheckedIsa::new(super::isa::active_isa()).isa() == super::isa::Isa::Avx512
+        {
+            let whole = out.len() / 64 * 64;
+            for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
+                let word = self.word_at(start + chunk * 64);
+                // SAFETY: the checked path proves AVX-512 BW; `block` holds 64 bytes.
+                unsafe { expand_word_avx512(word, block) };
+            }
+            done = whole;
+        }
+        for (j, value) in out.iter_mut().enumerate().skip(done) {
+            *value = 1 - 2 * self.bit(start + j) as i8;
+        }
+    }
+
+    /// The 64 bits from bit `i` on (zeros past the last word).
+    #[inline(always)]
+    fn word_at(&self, i: usize) -> u64 {
+        let (word, shift) = (i / 64, i % 64);
+        let low = self.words[word] >> shift;
+        if shift == 0 {
+            low
+        } else {
+            low | self
+                .words
+                .get(word + 1)
+                .map_or(0, |high| high << (64 - shift))
+        }
+    }
+
     /// Zeroes `values[j]` where bit `start + j` is set.
     pub(super) fn cut(&self, start: usize, values: &mut [f32]) {
         // Up to the first word boundary bit by bit, then a word (64 values) at a time, skipping
@@ -100,6 +140,20 @@ impl<'a> Bits<'a> {
                 }
             });
     }
+}
+
+/// `±1` bytes of the 64 bits of `word` (bit 1 → −1) into `out`.
+///
+/// # Safety
+/// The CPU must have AVX-512 BW, and `out` must hold 64 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn expand_word_avx512(word: u64, out: &mut [i8]) {
+    use std::arch::x86_64::*;
+    // VPMOVM2B gives 0xff (−1) for a set bit and 0 otherwise; OR 1 turns 0 into +1.
+    let signs = _mm512_or_si512(_mm512_movm_epi8(word), _mm512_set1_epi8(1));
+    // SAFETY: `out` holds 64 bytes (the caller's contract).
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), signs) };
 }
 
 /// Panics unless the geometry is possible and `grad_out` has its output's length.

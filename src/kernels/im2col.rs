@@ -17,15 +17,16 @@ use super::{
 /// 128 KiB to 4 MiB on the training step).
 pub(super) const BLOCK_VALUES: usize = 256 * 1024;
 
-/// Where im2col rows read their input values: packed ±1 bits, or floats.
-pub(super) trait TapSource: Copy + Sync {
+/// Where im2col rows read their input values of type `T`: packed ±1 bits (as `f32` or `i8`), or
+/// floats.
+pub(super) trait TapSource<T>: Copy + Sync {
     /// Writes values `start .. start + out.len()` into `out`.
-    fn expand(&self, start: usize, out: &mut [f32]);
+    fn expand(&self, start: usize, out: &mut [T]);
     /// Value `i`.
-    fn value(&self, i: usize) -> f32;
+    fn value(&self, i: usize) -> T;
 }
 
-impl TapSource for Bits<'_> {
+impl TapSource<f32> for Bits<'_> {
     fn expand(&self, start: usize, out: &mut [f32]) {
         Bits::expand(self, start, out)
     }
@@ -36,7 +37,18 @@ impl TapSource for Bits<'_> {
     }
 }
 
-impl TapSource for &[f32] {
+impl TapSource<i8> for Bits<'_> {
+    fn expand(&self, start: usize, out: &mut [i8]) {
+        Bits::expand_i8(self, start, out)
+    }
+
+    #[inline(always)]
+    fn value(&self, i: usize) -> i8 {
+        1 - 2 * self.bit(i) as i8
+    }
+}
+
+impl TapSource<f32> for &[f32] {
     fn expand(&self, start: usize, out: &mut [f32]) {
         out.copy_from_slice(&self[start..start + out.len()]);
     }
@@ -116,14 +128,14 @@ fn input_row(g: &ConvGeometry, s: &Shapes, oy: usize, ky: usize) -> Option<usize
 
 /// Writes im2col rows `tap0 .. tap0 + rows.len() / positions` of image `n` (the input values
 /// each tap reads at each output position, `pad` where it reads padding) into `rows`.
-pub(super) fn expand_taps(
-    x: impl TapSource,
+pub(super) fn expand_taps<T: Copy>(
+    x: impl TapSource<T>,
     g: &ConvGeometry,
     s: &Shapes,
     n: usize,
     tap0: usize,
-    pad: f32,
-    rows: &mut [f32],
+    pad: T,
+    rows: &mut [T],
 ) {
     let [kh, kw] = g.kernel;
     for (r, row) in rows.chunks_exact_mut(s.positions).enumerate() {
@@ -151,12 +163,12 @@ pub(super) fn expand_taps(
 
 /// Adds im2col rows `tap0 ..` of an input gradient (`rows`, `positions` values each) into the
 /// image's gradient `dx` `[C_in, H, W]` (col2im); taps on padding are dropped.
-pub(super) fn scatter_taps(
+pub(super) fn scatter_taps<T: Copy + std::ops::AddAssign>(
     g: &ConvGeometry,
     s: &Shapes,
     tap0: usize,
-    rows: &[f32],
-    dx: &mut [f32],
+    rows: &[T],
+    dx: &mut [T],
 ) {
     let [kh, kw] = g.kernel;
     for (r, row) in rows.chunks_exact(s.positions).enumerate() {
@@ -171,7 +183,7 @@ pub(super) fn scatter_taps(
             if g.stride[1] == 1 {
                 let start = base + inside.start - g.padding[1];
                 let dst = &mut dx[start..start + inside.len()];
-                for (d, v) in dst.iter_mut().zip(&values[inside.clone()]) {
+                for (d, &v) in dst.iter_mut().zip(&values[inside.clone()]) {
                     *d += v;
                 }
             } else {
@@ -188,7 +200,7 @@ pub(super) fn scatter_taps(
 /// Groups of images run in parallel, each into its own sum.
 pub(super) fn weight_grad_sum(
     grad_out: &[f32],
-    source: impl TapSource,
+    source: impl TapSource<f32>,
     pad: f32,
     g: &ConvGeometry,
     out: &mut [f32],

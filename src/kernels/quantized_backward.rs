@@ -1,0 +1,464 @@
+//! Gradients of the binary products on a quantized output gradient, in integers.
+//!
+//! The paper quantizes each layer's output gradient to `K` bits (6 in its experiments), which
+//! turns the backward products into sums of small integers: the gradient is
+//! `g ≈ s · c / L` with one scale `s = max|g|`, `L = max(2^(K−1) − 1, 1)` and integer codes
+//! `c = floor(L·g/s + ½) ∈ [−L, L]` ([`QuantizedGrad`], the same grid as
+//! [`crate::quant::quantize_gradient`]), and the saved operand of a binary layer is ±1. The
+//! kernels here compute `Σ c · (±1)` exactly in `i32` on the int8 products of [`super::int8`]
+//! (AMX, AVX-512 VNNI, AVX2 or portable), then rescale each sum once: `s · Σ/L`. The ±1
+//! operand is expanded from its saved bits into `i8` blocks (a quarter of the bytes of the f32
+//! expansion the float kernels use); the straight-through band cuts the result as there.
+//!
+//! Each result equals the float computation on the quantized gradient (`s·c/L` through the float
+//! kernels of [`super::backward`]) up to the rounding of its f32 terms, and its integer part is
+//! exact: see each function's bound on the summed length.
+
+use rayon::prelude::*;
+
+use super::{
+    backward::{Bits, MatmulShape},
+    conv::{ConvGeometry, PadMode},
+    im2col::{Shapes, expand_taps, scatter_taps},
+    int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
+};
+
+/// Bytes of expanded `i8` im2col rows at a time (one image's rows when they fit).
+const BLOCK_BYTES: usize = 2 << 20;
+
+/// An output gradient quantized to `K` bits: `g ≈ max · code / steps` (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedGrad {
+    /// The integer codes, in `[−steps, steps]`, one per gradient value.
+    pub codes: Vec<i8>,
+    /// `L = max(2^(K−1) − 1, 1)`: the largest code.
+    pub steps: f32,
+    /// `s = max|g|` (at least `f32::MIN_POSITIVE`), or NaN where the gradient held a
+    /// non-finite value (every result is then NaN).
+    pub max: f32,
+}
+
+impl QuantizedGrad {
+    /// Quantizes `grad` to `bits` bits (1 to 8; 1 acts as 2), on the grid of
+    /// [`crate::quant::quantize_gradient`]: `c = floor(g/s · L + ½)`.
+    ///
+    /// ```
+    /// use burn_qnn::kernels::quantized_backward::QuantizedGrad;
+    ///
+    /// let q = QuantizedGrad::quantize(&[0.5, -1.0, 0.26, 0.0], 3);
+    /// assert_eq!((q.steps, q.max), (3.0, 1.0));
+    /// assert_eq!(q.codes, [2, -3, 1, 0]);
+    /// assert_eq!(q.value(2), 2.0 / 3.0);
+    /// ```
+    ///
+    /// # Panics
+    /// If `bits` is not between 1 and 8.
+    pub fn quantize(grad: &[f32], bits: u32) -> QuantizedGrad {
+        assert!(
+            (1..=8).contains(&bits),
+            "quantized gradient: {bits} bits (1 to 8 are possible)"
+        );
+        let steps = ((1u32 << (bits - 1)) - 1).max(1) as f32;
+        let finite = grad.par_iter().all(|g| g.is_finite());
+        if !finite {
+            return QuantizedGrad {
+                codes: vec![0; grad.len()],
+                steps,
+                max: f32::NAN,
+            };
+        }
+        let max = grad
+            .par_iter()
+            .map(|g| g.abs())
+            .reduce(|| 0.0, f32::max)
+            .max(f32::MIN_POSITIVE);
+        let codes = grad
+            .par_iter()
+            .map(|&g| (g / max * steps + 0.5).floor() as i8)
+            .collect();
+        QuantizedGrad { codes, steps, max }
+    }
+
+    /// The gradient value of `code`: `code / steps · max`, as the float quantizer computes it.
+    pub fn value(&self, code: i8) -> f32 {
+        f32::from(code) / self.steps * self.max
+    }
+
+    /// Every code's value ([`QuantizedGrad::value`]): the quantized gradient in f32.
+    pub fn values(&self) -> Vec<f32> {
+        self.codes.par_iter().map(|&c| self.value(c)).collect()
+    }
+
+    /// The gradient value of an integer sum of codes times ±1: `sum · max / steps`, rounded
+    /// once (in f64), so exact wherever the true value is an f32 (e.g. integer sums when
+    /// `max = steps`).
+    fn rescale(&self, sum: i32) -> f32 {
+        (f64::from(sum) * f64::from(self.max) / f64::from(self.steps)) as f32
+    }
+
+    /// Writes the rescaled `sums` into `out` and zeroes it where `blocked` is set.
+    fn finish(&self, sums: &[i32], blocked: Bits<'_>, out: &mut [f32]) {
+        out.par_iter_mut()
+            .zip(sums.par_iter())
+            .for_each(|(o, &sum)| *o = self.rescale(sum));
+        blocked.cut(0, out);
+    }
+}
+
+/// Panics unless `sum_len` terms of `±1 × [−127, 127]` stay exact in `i32`.
+fn check_exact(what: &str, sum_len: usize) {
+    assert!(
+        sum_len <= MAX_EXACT_SIGN_LEN,
+        "quantized binary {what}: {sum_len} summed terms can overflow i32 (at most \
+         {MAX_EXACT_SIGN_LEN})"
+    );
+}
+
+/// Panics unless the geometry is possible and the lengths match it.
+fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad: &QuantizedGrad, out: usize) {
+    g.validate()
+        .unwrap_or_else(|e| panic!("quantized binary conv2d {what}: {e}"));
+    assert_eq!(
+        grad.codes.len(),
+        g.batch * s.c_out * s.positions,
+        "quantized binary conv2d {what}: the output gradient should hold [N, C_out, H_out, \
+         W_out] = {:?} values",
+        [g.batch, s.c_out, s.oh, s.ow]
+    );
+    let expected = if what == "weight gradient" {
+        g.weights_len()
+    } else {
+        g.input_len()
+    };
+    assert_eq!(
+        out, expected,
+        "quantized binary conv2d {what}: output length"
+    );
+}
+
+/// `[rows, cols]` bytes transposed to `[cols, rows]`.
+fn transpose_i8(values: &[i8], rows: usize, cols: usize) -> Vec<i8> {
+    let mut out = vec![0i8; values.len()];
+    for (r, row) in values.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
+/// The gradient of `sign(x) ⊛ sign(w)` with respect to `w` `[C_out, C_in, k_h, k_w]` on a
+/// quantized output gradient `[N, C_out, H_out, W_out]`, written to `out`: the codes against the
+/// ±1 inputs (`input_signs`, `[N, C_in, H, W]`; padded taps read 0 or +1 as `pad` says), summed
+/// over images and positions in `i32`, rescaled, then zero wherever `weight_blocked` is set.
+/// Groups of images run in parallel, each into its own sum.
+///
+/// # Panics
+/// If the geometry is impossible, a length does not match it, or `N·H_out·W_out` exceeds
+/// [`MAX_EXACT_SIGN_LEN`].
+pub fn binary_conv2d_weight_grad(
+    grad: &QuantizedGrad,
+    input_signs: Bits<'_>,
+    pad: PadMode,
+    weight_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    weight_grad_with(
+        CheckedInt8::active(),
+        grad,
+        input_signs,
+        pad,
+        weight_blocked,
+        g,
+        out,
+    )
+}
+
+fn weight_grad_with(
+    isa: CheckedInt8,
+    grad: &QuantizedGrad,
+    input_signs: Bits<'_>,
+    pad: PadMode,
+    weight_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    let s = Shapes::of(g);
+    check_conv("weight gradient", g, &s, grad, out.len());
+    assert_eq!(
+        input_signs.len(),
+        g.input_len(),
+        "quantized binary conv2d: input bits"
+    );
+    assert_eq!(
+        weight_blocked.len(),
+        g.weights_len(),
+        "quantized binary conv2d: weight bits"
+    );
+    check_exact("conv2d weight gradient", g.batch * s.positions);
+    let pad: i8 = match pad {
+        PadMode::Zero => 0,
+        PadMode::PlusOne => 1,
+    };
+    let block = (BLOCK_BYTES / s.positions.max(1)).clamp(1, s.taps.max(1));
+    let groups = rayon::current_num_threads().min(g.batch).max(1);
+    let images_per_group = g.batch.div_ceil(groups).max(1);
+    let image_grad = s.c_out * s.positions;
+    // Each group sums dWᵀ [taps, C_out]: the im2col rows are the left operand, so that their
+    // expansion is the operand itself and each block's result is contiguous.
+    let sum_group = |first: usize| -> Vec<i32> {
+        let mut sum = vec![0i32; s.taps * s.c_out];
+        let mut rows = vec![0i8; block * s.positions];
+        for n in first..(first + images_per_group).min(g.batch) {
+            let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
+            for tap0 in (0..s.taps).step_by(block) {
+                let count = block.min(s.taps - tap0);
+                let rows = &mut rows[..count * s.positions];
+                expand_taps(input_signs, g, &s, n, tap0, pad, rows);
+                // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
+                let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
+                int8::gemm_accumulate(isa, rows, codes, count, s.c_out, s.positions, sum);
+            }
+        }
+        sum
+    };
+    let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
+    let sums: Vec<Vec<i32>> = firsts.into_par_iter().map(sum_group).collect();
+    let mut total = vec![0i32; s.c_out * s.taps];
+    for sum in &sums {
+        for (tap, row) in sum.chunks_exact(s.c_out).enumerate() {
+            for (co, &v) in row.iter().enumerate() {
+                total[co * s.taps + tap] += v;
+            }
+        }
+    }
+    grad.finish(&total, weight_blocked, out);
+}
+
+/// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]` on a quantized
+/// output gradient `[N, C_out, H_out, W_out]`, written to `out`: for each tap, the codes summed
+/// over output channels against the ±1 weights (`weight_signs`, `[C_out, C_in, k_h, k_w]`) in
+/// `i32`, added into the input positions each tap read (col2im; taps on padding contribute to no
+/// input, in either padding mode), rescaled, then zero wherever `input_blocked` is set. Every
+/// stride, dilation and padding the forward takes; images run in parallel.
+///
+/// # Panics
+/// If the geometry is impossible or a length does not match it.
+pub fn binary_conv2d_input_grad(
+    grad: &QuantizedGrad,
+    weight_signs: Bits<'_>,
+    input_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    input_grad_with(
+        CheckedInt8::active(),
+        grad,
+        weight_signs,
+        input_blocked,
+        g,
+        out,
+    )
+}
+
+fn input_grad_with(
+    isa: CheckedInt8,
+    grad: &QuantizedGrad,
+    weight_signs: Bits<'_>,
+    input_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    let s = Shapes::of(g);
+    check_conv("input gradient", g, &s, grad, out.len());
+    assert_eq!(
+        weight_signs.len(),
+        g.weights_len(),
+        "quantized binary conv2d: weight bits"
+    );
+    assert_eq!(
+        input_blocked.len(),
+        g.input_len(),
+        "quantized binary conv2d: input bits"
+    );
+    // Each input value sums at most C_out·k_h·k_w terms.
+    check_exact("conv2d input gradient", s.c_out * g.kernel[0] * g.kernel[1]);
+    let image_len = s.image_len();
+    if image_len == 0 {
+        return;
+    }
+    // The weights as [taps, C_out]: weight-sized.
+    let mut weights = vec![0i8; s.c_out * s.taps];
+    weight_signs.expand_i8(0, &mut weights);
+    let weights_t = transpose_i8(&weights, s.c_out, s.taps);
+    let block = (BLOCK_BYTES / (4 * s.positions.max(1))).clamp(1, s.taps.max(1));
+    let image_grad = s.c_out * s.positions;
+    let mut sums = vec![0i32; out.len()];
+    sums.par_chunks_mut(image_len)
+        .enumerate()
+        .for_each(|(n, dx)| {
+            let codes_t = transpose_i8(
+                &grad.codes[n * image_grad..(n + 1) * image_grad],
+                s.c_out,
+                s.positions,
+            );
+            let mut rows = vec![0i32; block * s.positions];
+            for tap0 in (0..s.taps).step_by(block) {
+                let count = block.min(s.taps - tap0);
+                let rows = &mut rows[..count * s.positions];
+                rows.fill(0);
+                // rows[tap, p] = Σ_co w[co, tap] · codes[co, p]
+                int8::gemm_accumulate(
+                    isa,
+                    &weights_t[tap0 * s.c_out..(tap0 + count) * s.c_out],
+                    &codes_t,
+                    count,
+                    s.positions,
+                    s.c_out,
+                    rows,
+                );
+                scatter_taps(g, &s, tap0, rows, dx);
+            }
+        });
+    grad.finish(&sums, input_blocked, out);
+}
+
+/// Panics unless the lengths match `shape`.
+fn check_matmul(what: &str, grad: &QuantizedGrad, a: Bits<'_>, b: Bits<'_>, shape: MatmulShape) {
+    let MatmulShape { batch, m, k, n } = shape;
+    assert_eq!(
+        grad.codes.len(),
+        batch * m * n,
+        "quantized binary matmul {what}: gradient length"
+    );
+    assert_eq!(
+        a.len(),
+        batch * m * k,
+        "quantized binary matmul {what}: left operand bits"
+    );
+    assert_eq!(
+        b.len(),
+        batch * k * n,
+        "quantized binary matmul {what}: right operand bits"
+    );
+}
+
+/// The gradient of `sign(a)·sign(b)` with respect to `a` `[batch, m, k]` on a quantized
+/// gradient `[batch, m, n]`: the codes times the transpose of the ±1 `b` (`b_signs`,
+/// `[batch, k, n]`) in `i32`, rescaled, zero wherever `a_blocked` is set.
+///
+/// # Panics
+/// If a length does not match `shape` or `n` exceeds [`MAX_EXACT_SIGN_LEN`].
+pub fn binary_matmul_lhs_grad(
+    grad: &QuantizedGrad,
+    b_signs: Bits<'_>,
+    a_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    lhs_grad_with(
+        int8::active_int8_isa(),
+        grad,
+        b_signs,
+        a_blocked,
+        shape,
+        out,
+    )
+}
+
+fn lhs_grad_with(
+    isa: int8::Int8Isa,
+    grad: &QuantizedGrad,
+    b_signs: Bits<'_>,
+    a_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    check_matmul("left gradient", grad, a_blocked, b_signs, shape);
+    let MatmulShape { batch, m, k, n } = shape;
+    assert_eq!(
+        out.len(),
+        batch * m * k,
+        "quantized binary matmul left gradient: output length"
+    );
+    check_exact("matmul left gradient", n);
+    let mut sums = vec![0i32; out.len()];
+    let mut b = vec![0i8; k * n];
+    for i in 0..batch {
+        b_signs.expand_i8(i * k * n, &mut b);
+        // sums[r, j] = Σ_c codes[r, c] · b[j, c]
+        int8::gemm_with(
+            isa,
+            &grad.codes[i * m * n..(i + 1) * m * n],
+            &b,
+            m,
+            k,
+            n,
+            &mut sums[i * m * k..(i + 1) * m * k],
+        );
+    }
+    grad.finish(&sums, a_blocked, out);
+}
+
+/// The gradient of `sign(a)·sign(b)` with respect to `b` `[batch, k, n]` on a quantized
+/// gradient `[batch, m, n]`: the transpose of the ±1 `a` (`a_signs`, `[batch, m, k]`) times the
+/// codes in `i32`, rescaled, zero wherever `b_blocked` is set.
+///
+/// # Panics
+/// If a length does not match `shape` or `m` exceeds [`MAX_EXACT_SIGN_LEN`].
+pub fn binary_matmul_rhs_grad(
+    grad: &QuantizedGrad,
+    a_signs: Bits<'_>,
+    b_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    rhs_grad_with(
+        int8::active_int8_isa(),
+        grad,
+        a_signs,
+        b_blocked,
+        shape,
+        out,
+    )
+}
+
+fn rhs_grad_with(
+    isa: int8::Int8Isa,
+    grad: &QuantizedGrad,
+    a_signs: Bits<'_>,
+    b_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [f32],
+) {
+    check_matmul("right gradient", grad, a_signs, b_blocked, shape);
+    let MatmulShape { batch, m, k, n } = shape;
+    assert_eq!(
+        out.len(),
+        batch * k * n,
+        "quantized binary matmul right gradient: output length"
+    );
+    check_exact("matmul right gradient", m);
+    let mut sums = vec![0i32; out.len()];
+    let mut a = vec![0i8; m * k];
+    for i in 0..batch {
+        a_signs.expand_i8(i * m * k, &mut a);
+        let a_t = transpose_i8(&a, m, k);
+        let codes_t = transpose_i8(&grad.codes[i * m * n..(i + 1) * m * n], m, n);
+        // sums[t, c] = Σ_r a[r, t] · codes[r, c]
+        int8::gemm_with(
+            isa,
+            &a_t,
+            &codes_t,
+            k,
+            n,
+            m,
+            &mut sums[i * k * n..(i + 1) * k * n],
+        );
+    }
+    grad.finish(&sums, b_blocked, out);
+}
+
+#[cfg(test)]
+mod tests;

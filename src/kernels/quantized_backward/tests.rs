@@ -1,0 +1,321 @@
+//! Each kernel against the definition of its gradient, summed in `i64` from the codes, on every
+//! int8 path.
+
+use super::*;
+use crate::kernels::int8::Int8Isa;
+
+/// A deterministic stream (xorshift).
+struct Stream(u64);
+
+impl Stream {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn words(&mut self, bits: usize) -> Vec<u64> {
+        (0..bits.div_ceil(64)).map(|_| self.next()).collect()
+    }
+
+    /// A quantized gradient of `len` codes, `bits` wide, some of them the extremes.
+    fn grad(&mut self, len: usize, bits: u32) -> QuantizedGrad {
+        let steps = ((1i64 << (bits - 1)) - 1).max(1);
+        let codes = (0..len)
+            .map(|_| ((self.next() % (2 * steps as u64 + 1)) as i64 - steps) as i8)
+            .collect();
+        QuantizedGrad {
+            codes,
+            steps: steps as f32,
+            max: 0.75,
+        }
+    }
+}
+
+fn bit(words: &[u64], i: usize) -> bool {
+    (words[i / 64] >> (i % 64)) & 1 == 1
+}
+
+fn sign(words: &[u64], i: usize) -> i64 {
+    if bit(words, i) { -1 } else { 1 }
+}
+
+/// What a kernel must write: each integer sum rescaled, zero where blocked.
+fn expected(grad: &QuantizedGrad, sums: &[i64], blocked: &[u64]) -> Vec<f32> {
+    sums.iter()
+        .enumerate()
+        .map(|(i, &sum)| {
+            if bit(blocked, i) {
+                0.0
+            } else {
+                grad.rescale(i32::try_from(sum).unwrap())
+            }
+        })
+        .collect()
+}
+
+fn geometries() -> Vec<(ConvGeometry, PadMode)> {
+    let g = |batch, c_in, h, w, c_out, kernel, stride, padding, dilation| ConvGeometry {
+        batch,
+        in_channels: c_in,
+        height: h,
+        width: w,
+        out_channels: c_out,
+        kernel,
+        stride,
+        padding,
+        dilation,
+    };
+    vec![
+        (
+            g(2, 3, 7, 9, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
+            PadMode::Zero,
+        ),
+        (
+            g(1, 33, 8, 8, 65, [3, 3], [1, 1], [1, 1], [1, 1]),
+            PadMode::PlusOne,
+        ),
+        (
+            g(3, 5, 9, 6, 7, [3, 2], [2, 2], [1, 0], [1, 1]),
+            PadMode::Zero,
+        ),
+        (
+            g(2, 4, 11, 10, 3, [3, 3], [2, 1], [2, 2], [2, 1]),
+            PadMode::PlusOne,
+        ),
+        (
+            g(1, 70, 5, 5, 17, [1, 1], [1, 1], [0, 0], [1, 1]),
+            PadMode::Zero,
+        ),
+    ]
+}
+
+/// The input value tap `(ky, kx)` of output `(oy, ox)` reads, or `None` on padding.
+fn read(g: &ConvGeometry, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+    let iy = (oy * g.stride[0] + ky * g.dilation[0]).checked_sub(g.padding[0])?;
+    let ix = (ox * g.stride[1] + kx * g.dilation[1]).checked_sub(g.padding[1])?;
+    (iy < g.height && ix < g.width).then_some((iy, ix))
+}
+
+#[test]
+fn conv_weight_gradient_is_the_exact_integer_sum() {
+    for (case, (g, pad)) in geometries().into_iter().enumerate() {
+        let [oh, ow] = g.output_size().unwrap();
+        let mut rng = Stream(0x5eed + case as u64);
+        let bits = 2 + case as u32 % 7;
+        let grad = rng.grad(g.batch * g.out_channels * oh * ow, bits);
+        let x = rng.words(g.input_len());
+        let blocked = rng
+            .words(g.weights_len())
+            .iter()
+            .map(|w| w & rng.next() & rng.next())
+            .collect::<Vec<_>>();
+        let [kh, kw] = g.kernel;
+        let mut sums = vec![0i64; g.weights_len()];
+        for n in 0..g.batch {
+            for co in 0..g.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let c =
+                            i64::from(grad.codes[((n * g.out_channels + co) * oh + oy) * ow + ox]);
+                        for ci in 0..g.in_channels {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let v = match read(&g, oy, ox, ky, kx) {
+                                        Some((iy, ix)) => sign(
+                                            &x,
+                                            ((n * g.in_channels + ci) * g.height + iy) * g.width
+                                                + ix,
+                                        ),
+                                        None if pad == PadMode::PlusOne => 1,
+                                        None => 0,
+                                    };
+                                    sums[((co * g.in_channels + ci) * kh + ky) * kw + kx] += c * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = expected(&grad, &sums, &blocked);
+        for isa in Int8Isa::available() {
+            let mut out = vec![f32::NAN; g.weights_len()];
+            weight_grad_with(
+                CheckedInt8::new(isa),
+                &grad,
+                Bits::new(&x, g.input_len()),
+                pad,
+                Bits::new(&blocked, g.weights_len()),
+                &g,
+                &mut out,
+            );
+            assert_eq!(out, want, "{isa:?}, {g:?}, {pad:?}");
+        }
+    }
+}
+
+#[test]
+fn conv_input_gradient_is_the_exact_integer_sum() {
+    for (case, (g, _)) in geometries().into_iter().enumerate() {
+        let [oh, ow] = g.output_size().unwrap();
+        let mut rng = Stream(0xbeef + case as u64);
+        let bits = 8 - case as u32 % 7;
+        let grad = rng.grad(g.batch * g.out_channels * oh * ow, bits);
+        let w = rng.words(g.weights_len());
+        let blocked = rng
+            .words(g.input_len())
+            .iter()
+            .map(|w| w & rng.next())
+            .collect::<Vec<_>>();
+        let [kh, kw] = g.kernel;
+        let mut sums = vec![0i64; g.input_len()];
+        for n in 0..g.batch {
+            for co in 0..g.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let c =
+                            i64::from(grad.codes[((n * g.out_channels + co) * oh + oy) * ow + ox]);
+                        for ci in 0..g.in_channels {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    if let Some((iy, ix)) = read(&g, oy, ox, ky, kx) {
+                                        let s = sign(
+                                            &w,
+                                            ((co * g.in_channels + ci) * kh + ky) * kw + kx,
+                                        );
+                                        sums[((n * g.in_channels + ci) * g.height + iy)
+                                            * g.width
+                                            + ix] += c * s;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = expected(&grad, &sums, &blocked);
+        for isa in Int8Isa::available() {
+            let mut out = vec![f32::NAN; g.input_len()];
+            input_grad_with(
+                CheckedInt8::new(isa),
+                &grad,
+                Bits::new(&w, g.weights_len()),
+                Bits::new(&blocked, g.input_len()),
+                &g,
+                &mut out,
+            );
+            assert_eq!(out, want, "{isa:?}, {g:?}");
+        }
+    }
+}
+
+#[test]
+fn matmul_gradients_are_the_exact_integer_sums() {
+    for (case, &(batch, m, k, n)) in [
+        (1, 1, 1, 1),
+        (2, 5, 33, 7),
+        (1, 50, 300, 65),
+        (3, 40, 17, 129),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let shape = MatmulShape { batch, m, k, n };
+        let mut rng = Stream(0xabc + case as u64);
+        let grad = rng.grad(batch * m * n, 6);
+        let (a, b) = (rng.words(batch * m * k), rng.words(batch * k * n));
+        let (a_blocked, b_blocked) = (rng.words(batch * m * k), rng.words(batch * k * n));
+        let (mut da, mut db) = (vec![0i64; batch * m * k], vec![0i64; batch * k * n]);
+        for i in 0..batch {
+            for r in 0..m {
+                for c in 0..n {
+                    let code = i64::from(grad.codes[(i * m + r) * n + c]);
+                    for t in 0..k {
+                        da[(i * m + r) * k + t] += code * sign(&b, (i * k + t) * n + c);
+                        db[(i * k + t) * n + c] += code * sign(&a, (i * m + r) * k + t);
+                    }
+                }
+            }
+        }
+        let (want_a, want_b) = (
+            expected(&grad, &da, &a_blocked),
+            expected(&grad, &db, &b_blocked),
+        );
+        for isa in Int8Isa::available() {
+            let mut out = vec![f32::NAN; da.len()];
+            let b_bits = Bits::new(&b, batch * k * n);
+            lhs_grad_with(
+                isa,
+                &grad,
+                b_bits,
+                Bits::new(&a_blocked, da.len()),
+                shape,
+                &mut out,
+            );
+            assert_eq!(out, want_a, "{isa:?} left, {shape:?}");
+            let mut out = vec![f32::NAN; db.len()];
+            let a_bits = Bits::new(&a, batch * m * k);
+            rhs_grad_with(
+                isa,
+                &grad,
+                a_bits,
+                Bits::new(&b_blocked, db.len()),
+                shape,
+                &mut out,
+            );
+            assert_eq!(out, want_b, "{isa:?} right, {shape:?}");
+        }
+    }
+}
+
+#[test]
+fn quantizing_follows_the_gradient_grid() {
+    let grad = [0.3f32, -1.2, 0.0, 0.6, -0.6, 1.2, 0.05];
+    for bits in 1..=8 {
+        let q = QuantizedGrad::quantize(&grad, bits);
+        let steps = ((1i32 << (bits - 1)) - 1).max(1);
+        assert_eq!(q.steps, steps as f32);
+        assert_eq!(q.max, 1.2);
+        for (&g, &c) in grad.iter().zip(&q.codes) {
+            // The nearest level, ties up: |g/s·L − c| ≤ ½.
+            let scaled = g / 1.2 * steps as f32;
+            assert!(
+                (scaled - f32::from(c)).abs() <= 0.5 + 1e-6,
+                "{bits} bits: {g} → {c}"
+            );
+            assert!(i32::from(c).abs() <= steps);
+        }
+        assert_eq!(q.codes[1], -steps as i8);
+        assert_eq!(q.codes[5], steps as i8);
+    }
+    let zero = QuantizedGrad::quantize(&[0.0; 3], 6);
+    assert_eq!(zero.values(), [0.0; 3]);
+    let bad = QuantizedGrad::quantize(&[1.0, f32::INFINITY], 6);
+    assert!(bad.max.is_nan());
+}
+
+/// The codes' values are exactly what Burn's `quantize_gradient` passes back.
+#[cfg(feature = "ndarray")]
+#[test]
+fn codes_match_the_float_quantizer() {
+    use burn::backend::NdArray;
+    use burn::tensor::Tensor;
+
+    let values: Vec<f32> = (0..257)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+        .collect();
+    for bits in [2u32, 4, 6, 8] {
+        let q = QuantizedGrad::quantize(&values, bits);
+        let tensor = Tensor::<NdArray, 1>::from_floats(values.as_slice(), &Default::default());
+        let float =
+            crate::quant::quantizer::gradient_value(tensor, crate::quant::Bits::new(bits).unwrap());
+        assert_eq!(
+            q.values(),
+            float.into_data().to_vec::<f32>().unwrap(),
+            "{bits} bits"
+        );
+    }
+}
