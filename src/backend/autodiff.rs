@@ -77,7 +77,21 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
     /// only packed bits and its backward is the straight-through estimator of `sign`.
     fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
         if is_tracked(&a) || is_tracked(&b) {
-            binary_backward::xnor_matmul(a, b)
+            binary_backward::xnor_matmul(a, b, None)
+        } else {
+            Tensor::from_inner(B::qnn_xnor_matmul(a.inner(), b.inner()))
+        }
+    }
+
+    /// As [`QnnBackend::qnn_xnor_matmul`], with the output gradient quantized to `grad_bits`
+    /// bits in the backward.
+    fn qnn_xnor_matmul_quantized_grad<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        grad_bits: Bits,
+    ) -> Tensor<Self, D> {
+        if is_tracked(&a) || is_tracked(&b) {
+            binary_backward::xnor_matmul(a, b, Some(grad_bits))
         } else {
             Tensor::from_inner(B::qnn_xnor_matmul(a.inner(), b.inner()))
         }
@@ -103,7 +117,22 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
         if is_tracked(&x) || is_tracked(&weight) {
-            binary_backward::binary_conv2d(x, weight, geometry)
+            binary_backward::binary_conv2d(x, weight, geometry, None)
+        } else {
+            Tensor::from_inner(B::qnn_binary_conv2d(x.inner(), weight.inner(), geometry))
+        }
+    }
+
+    /// As [`QnnBackend::qnn_binary_conv2d`], with the output gradient quantized to `grad_bits`
+    /// bits in the backward.
+    fn qnn_binary_conv2d_quantized_grad(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+        grad_bits: Bits,
+    ) -> Tensor<Self, 4> {
+        if is_tracked(&x) || is_tracked(&weight) {
+            binary_backward::binary_conv2d(x, weight, geometry, Some(grad_bits))
         } else {
             Tensor::from_inner(B::qnn_binary_conv2d(x.inner(), weight.inner(), geometry))
         }

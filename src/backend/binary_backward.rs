@@ -19,7 +19,7 @@ use burn_autodiff::{
 use super::QnnBackend;
 use crate::{
     ops::{ConvGeometry, Encoding, PaddingMode},
-    quant::Quantizer,
+    quant::{Bits, Quantizer, quantizer},
 };
 
 /// The signs and the pass band of a tensor, packed: 2 bits a value.
@@ -57,6 +57,17 @@ pub(crate) fn pass<B: QnnBackend, const D: usize>(
     let shape = grad.shape();
     let blocked = B::qnn_unpack::<2>(blocked).reshape(shape).lower_elem(0.0);
     grad.mask_fill(blocked, 0.0)
+}
+
+/// `grad` quantized to `bits` bits in floats, on the grid of [`crate::quant::quantize_gradient`]
+/// (the whole tensor shares one scale).
+pub(crate) fn quantized<B: QnnBackend, const D: usize>(
+    grad: Tensor<B, D>,
+    bits: Bits,
+) -> Tensor<B, D> {
+    let shape = grad.shape();
+    let flat = grad.reshape([shape.num_elements()]);
+    quantizer::gradient_value(flat, bits).reshape(shape)
 }
 
 /// [`QnnBackend::qnn_save_signs`] from Burn tensor ops.
@@ -167,9 +178,12 @@ pub(crate) fn matmul_rhs_grad_portable<B: QnnBackend, const D: usize>(
     pass(product, b_blocked)
 }
 
-/// `sign(a)·sign(b)` with packed operands saved.
+/// `sign(a)·sign(b)` with packed operands saved; the backward quantizes the output gradient
+/// to `grad_bits` bits where set.
 #[derive(Debug)]
-struct PackedXnorMatmul<const D: usize>;
+struct PackedXnorMatmul<const D: usize> {
+    grad_bits: Option<Bits>,
+}
 
 impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
     type State = (SavedBits<B>, SavedBits<B>);
@@ -183,35 +197,41 @@ impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
             ops.node,
             grads,
             |grad| {
-                primitive(B::qnn_binary_matmul_lhs_grad(
-                    tensor::<B, D>(grad),
-                    &b.signs,
-                    &a.blocked,
-                    a_shape,
-                    b_shape,
-                ))
+                let grad = tensor::<B, D>(grad);
+                primitive(match self.grad_bits {
+                    None => {
+                        B::qnn_binary_matmul_lhs_grad(grad, &b.signs, &a.blocked, a_shape, b_shape)
+                    }
+                    Some(bits) => B::qnn_binary_matmul_lhs_grad_quantized(
+                        grad, &b.signs, &a.blocked, a_shape, b_shape, bits,
+                    ),
+                })
             },
             |grad| {
-                primitive(B::qnn_binary_matmul_rhs_grad(
-                    tensor::<B, D>(grad),
-                    &a.signs,
-                    &b.blocked,
-                    a_shape,
-                    b_shape,
-                ))
+                let grad = tensor::<B, D>(grad);
+                primitive(match self.grad_bits {
+                    None => {
+                        B::qnn_binary_matmul_rhs_grad(grad, &a.signs, &b.blocked, a_shape, b_shape)
+                    }
+                    Some(bits) => B::qnn_binary_matmul_rhs_grad_quantized(
+                        grad, &a.signs, &b.blocked, a_shape, b_shape, bits,
+                    ),
+                })
             },
         );
     }
 }
 
-/// `sign(a)·sign(b)` on the inner backend's packed kernel, with a backward that keeps bits only.
+/// `sign(a)·sign(b)` on the inner backend's packed kernel, with a backward that keeps bits only
+/// (and quantizes the output gradient to `grad_bits` bits where set).
 pub(crate) fn xnor_matmul<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
     a: Tensor<Autodiff<B, C>, D>,
     b: Tensor<Autodiff<B, C>, D>,
+    grad_bits: Option<Bits>,
 ) -> Tensor<Autodiff<B, C>, D> {
     let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
     let (a_inner, b_inner) = (tensor::<B, D>(a.primitive), tensor::<B, D>(b.primitive));
-    let output = PackedXnorMatmul::<D>
+    let output = PackedXnorMatmul::<D> { grad_bits }
         .prepare::<C>([a.node, b.node])
         .compute_bound()
         .stateful();
@@ -229,9 +249,12 @@ pub(crate) fn xnor_matmul<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(output))
 }
 
-/// `sign(x) ⊛ sign(w)` with packed operands saved.
+/// `sign(x) ⊛ sign(w)` with packed operands saved; the backward quantizes the output gradient
+/// to `grad_bits` bits where set.
 #[derive(Debug)]
-struct PackedBinaryConv;
+struct PackedBinaryConv {
+    grad_bits: Option<Bits>,
+}
 
 impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
     type State = (SavedBits<B>, SavedBits<B>, ConvGeometry);
@@ -244,40 +267,63 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
             ops.node,
             grads,
             |grad| {
-                primitive(B::qnn_binary_conv2d_input_grad(
-                    tensor::<B, 4>(grad),
-                    &w.signs,
-                    &x.blocked,
-                    input_shape,
-                    &geometry,
-                ))
+                let grad = tensor::<B, 4>(grad);
+                primitive(match self.grad_bits {
+                    None => B::qnn_binary_conv2d_input_grad(
+                        grad,
+                        &w.signs,
+                        &x.blocked,
+                        input_shape,
+                        &geometry,
+                    ),
+                    Some(bits) => B::qnn_binary_conv2d_input_grad_quantized(
+                        grad,
+                        &w.signs,
+                        &x.blocked,
+                        input_shape,
+                        &geometry,
+                        bits,
+                    ),
+                })
             },
             |grad| {
-                primitive(B::qnn_binary_conv2d_weight_grad(
-                    tensor::<B, 4>(grad),
-                    &x.signs,
-                    &w.blocked,
-                    input_shape,
-                    &geometry,
-                ))
+                let grad = tensor::<B, 4>(grad);
+                primitive(match self.grad_bits {
+                    None => B::qnn_binary_conv2d_weight_grad(
+                        grad,
+                        &x.signs,
+                        &w.blocked,
+                        input_shape,
+                        &geometry,
+                    ),
+                    Some(bits) => B::qnn_binary_conv2d_weight_grad_quantized(
+                        grad,
+                        &x.signs,
+                        &w.blocked,
+                        input_shape,
+                        &geometry,
+                        bits,
+                    ),
+                })
             },
         );
     }
 }
 
 /// `sign(x) ⊛ sign(w)` on the inner backend's packed kernel, with a backward that keeps bits
-/// only.
+/// only (and quantizes the output gradient to `grad_bits` bits where set).
 pub(crate) fn binary_conv2d<B: QnnBackend, C: CheckpointStrategy>(
     x: Tensor<Autodiff<B, C>, 4>,
     weight: Tensor<Autodiff<B, C>, 4>,
     geometry: &ConvGeometry,
+    grad_bits: Option<Bits>,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let (x, w) = (
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
     );
     let (x_inner, w_inner) = (tensor::<B, 4>(x.primitive), tensor::<B, 4>(w.primitive));
-    let output = PackedBinaryConv
+    let output = PackedBinaryConv { grad_bits }
         .prepare::<C>([x.node, w.node])
         .compute_bound()
         .stateful();

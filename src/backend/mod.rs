@@ -271,6 +271,84 @@ pub trait QnnBackend: Backend {
         binary_backward::matmul_rhs_grad_portable(grad, a_signs, b_blocked, a_shape, b_shape)
     }
 
+    /// [`QnnBackend::qnn_binary_conv2d_input_grad`] of `grad_out` quantized to `bits` bits
+    /// (the grid of [`crate::quant::quantize_gradient`]). The default quantizes in floats and
+    /// runs the float gradient; `NdArray` computes it exactly in integers
+    /// ([`crate::kernels::quantized_backward`]).
+    fn qnn_binary_conv2d_input_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &Self::Packed,
+        input_blocked: &Self::Packed,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: Bits,
+    ) -> Tensor<Self, 4> {
+        Self::qnn_binary_conv2d_input_grad(
+            binary_backward::quantized(grad_out, bits),
+            weight_signs,
+            input_blocked,
+            input_shape,
+            geometry,
+        )
+    }
+
+    /// [`QnnBackend::qnn_binary_conv2d_weight_grad`] of `grad_out` quantized to `bits` bits,
+    /// as [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
+    fn qnn_binary_conv2d_weight_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &Self::Packed,
+        weight_blocked: &Self::Packed,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: Bits,
+    ) -> Tensor<Self, 4> {
+        Self::qnn_binary_conv2d_weight_grad(
+            binary_backward::quantized(grad_out, bits),
+            input_signs,
+            weight_blocked,
+            input_shape,
+            geometry,
+        )
+    }
+
+    /// [`QnnBackend::qnn_binary_matmul_lhs_grad`] of `grad` quantized to `bits` bits, as
+    /// [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
+    fn qnn_binary_matmul_lhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &Self::Packed,
+        a_blocked: &Self::Packed,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: Bits,
+    ) -> Tensor<Self, D> {
+        Self::qnn_binary_matmul_lhs_grad(
+            binary_backward::quantized(grad, bits),
+            b_signs,
+            a_blocked,
+            a_shape,
+            b_shape,
+        )
+    }
+
+    /// [`QnnBackend::qnn_binary_matmul_rhs_grad`] of `grad` quantized to `bits` bits, as
+    /// [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
+    fn qnn_binary_matmul_rhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &Self::Packed,
+        b_blocked: &Self::Packed,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: Bits,
+    ) -> Tensor<Self, D> {
+        Self::qnn_binary_matmul_rhs_grad(
+            binary_backward::quantized(grad, bits),
+            a_signs,
+            b_blocked,
+            a_shape,
+            b_shape,
+        )
+    }
+
     /// Batch normalization in training mode over `x` `[N, C, ..]` with the batch's statistics:
     /// `y = γ·(x − μ)/sqrt(σ² + ε) + β`, `μ` and the biased `σ²` per channel over every other
     /// dimension, as Burn's `BatchNorm`; returns `(y, μ, σ²)`. `Autodiff` runs it as one node
@@ -364,6 +442,32 @@ pub trait QnnBackend: Backend {
         input_shape: [usize; 4],
     ) -> Tensor<Self, 4> {
         pool::backward_portable(grad, indices, input_shape)
+    }
+
+    /// `sign(a) · sign(b)` whose backward quantizes the output gradient to `grad_bits` bits
+    /// (the paper's bit-wise gradient computation) and runs the
+    /// `qnn_binary_matmul_*_grad_quantized` ops. Outside `Autodiff` it is
+    /// [`QnnBackend::qnn_xnor_matmul`].
+    fn qnn_xnor_matmul_quantized_grad<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        grad_bits: Bits,
+    ) -> Tensor<Self, D> {
+        let _ = grad_bits;
+        Self::qnn_xnor_matmul(a, b)
+    }
+
+    /// `sign(x) ⊛ sign(w)` whose backward quantizes the output gradient to `grad_bits` bits and
+    /// runs the `qnn_binary_conv2d_*_grad_quantized` ops. Outside `Autodiff` it is
+    /// [`QnnBackend::qnn_binary_conv2d`].
+    fn qnn_binary_conv2d_quantized_grad(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+        grad_bits: Bits,
+    ) -> Tensor<Self, 4> {
+        let _ = grad_bits;
+        Self::qnn_binary_conv2d(x, weight, geometry)
     }
 
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the

@@ -18,6 +18,7 @@ use crate::{
         bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
         conv,
         pool::{self, PoolShape},
+        quantized_backward::{self, QuantizedGrad},
         words_per_row,
     },
     nn::pixel_codes,
@@ -267,6 +268,125 @@ where
         with_f32(grad, |grad, _| {
             backward::binary_matmul_rhs_grad(
                 grad,
+                saved_bits(a_signs),
+                saved_bits(b_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        float_tensor(out, &b_shape)
+    }
+
+    /// [`quantized_backward::binary_conv2d_input_grad`] on the saved bits: exact integer
+    /// products of the gradient's codes and the ±1 weights.
+    fn qnn_binary_conv2d_input_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &HostPacked,
+        input_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: quant::Bits,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.input_len()];
+        with_f32(grad_out, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_conv2d_input_grad(
+                &grad,
+                saved_bits(weight_signs),
+                saved_bits(input_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        float_tensor(out, &input_shape)
+    }
+
+    /// [`quantized_backward::binary_conv2d_weight_grad`] on the saved bits: exact integer
+    /// products of the gradient's codes and the ±1 inputs.
+    fn qnn_binary_conv2d_weight_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &HostPacked,
+        weight_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: quant::Bits,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        with_f32(grad_out, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_conv2d_weight_grad(
+                &grad,
+                saved_bits(input_signs),
+                pad_mode(geometry.padding_mode),
+                saved_bits(weight_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        let [c_in, c_out] = geometry.channels;
+        let [kh, kw] = geometry.kernel;
+        float_tensor(out, &[c_out, c_in, kh, kw])
+    }
+
+    /// [`quantized_backward::binary_matmul_lhs_grad`] on the saved bits where `a` and `b` have
+    /// the same batch dimensions; broadcast products quantize in floats.
+    fn qnn_binary_matmul_lhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &HostPacked,
+        a_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: quant::Bits,
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return Self::qnn_binary_matmul_lhs_grad(
+                binary_backward::quantized(grad, bits),
+                b_signs,
+                a_blocked,
+                a_shape,
+                b_shape,
+            );
+        };
+        let mut out = vec![0f32; a_shape.iter().product()];
+        with_f32(grad, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_matmul_lhs_grad(
+                &grad,
+                saved_bits(b_signs),
+                saved_bits(a_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        float_tensor(out, &a_shape)
+    }
+
+    /// [`quantized_backward::binary_matmul_rhs_grad`] on the saved bits where `a` and `b` have
+    /// the same batch dimensions; broadcast products quantize in floats.
+    fn qnn_binary_matmul_rhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &HostPacked,
+        b_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: quant::Bits,
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return Self::qnn_binary_matmul_rhs_grad(
+                binary_backward::quantized(grad, bits),
+                a_signs,
+                b_blocked,
+                a_shape,
+                b_shape,
+            );
+        };
+        let mut out = vec![0f32; b_shape.iter().product()];
+        with_f32(grad, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_matmul_rhs_grad(
+                &grad,
                 saved_bits(a_signs),
                 saved_bits(b_blocked),
                 shape,

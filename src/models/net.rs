@@ -58,6 +58,11 @@ pub struct NetConfig {
     /// Batch norm momentum (default `0.1`).
     #[config(default = 0.1)]
     pub momentum: f64,
+    /// Bits of each binary layer's output gradient in the backward pass (the paper's bit-wise
+    /// gradients, 6 in its experiments; see [`crate::nn::BinaryConv2dConfig::grad_bits`]);
+    /// `None` (the default) keeps f32 gradients. The bit-plane first layer and float networks
+    /// are unaffected.
+    pub grad_bits: Option<crate::quant::Bits>,
 }
 
 impl NetConfig {
@@ -142,6 +147,7 @@ impl NetConfig {
                     BinaryConv2dConfig::new(channels, kernel)
                         .with_padding(PaddingConfig2d::Same)
                         .with_bias(false)
+                        .with_grad_bits(self.grad_bits)
                         .init(device),
                 ),
                 (false, _) => ConvLayer::Float(
@@ -169,6 +175,7 @@ impl NetConfig {
                 (true, false) => DenseLayer::Binary(
                     BinaryLinearConfig::new(d_in, d_out)
                         .with_bias(false)
+                        .with_grad_bits(self.grad_bits)
                         .init(device),
                 ),
                 (false, _) => DenseLayer::Float(LinearConfig::new(d_in, d_out).init(device)),

@@ -10,7 +10,7 @@ use burn::{
 use crate::{
     QnnBackend,
     ops::{self, ConvGeometry, PaddingMode},
-    quant,
+    quant::{self, Bits},
 };
 
 /// Configuration of a [`BinaryConv2d`] layer.
@@ -47,6 +47,11 @@ pub struct BinaryConv2dConfig {
     /// Initializer of the latent weights (default uniform on `[−1, 1]`).
     #[config(default = "Initializer::Uniform { min: -1.0, max: 1.0 }")]
     pub initializer: Initializer,
+    /// Quantize the layer's output gradient to this many bits in the backward pass (the paper's
+    /// bit-wise gradients; it uses 6). With binary inputs the input and weight gradients are then
+    /// integer products of the codes and ±1, computed exactly (on `NdArray` in integer kernels).
+    /// `None` (the default) keeps the f32 gradient.
+    pub grad_bits: Option<Bits>,
 }
 
 /// A 2-D convolution `y = sign(x) ⊛ sign(W) (·α) + b` on packed XNOR-popcount kernels.
@@ -82,6 +87,9 @@ pub struct BinaryConv2d<B: QnnBackend> {
     pub binarize_input: bool,
     /// Whether outputs are scaled by `α = mean|W|` per output channel.
     pub scaling: bool,
+    /// Bits of the output gradient in the backward pass (`None`: f32).
+    #[module(skip)]
+    pub grad_bits: Option<Bits>,
 }
 
 /// The symmetric `[p_h, p_w]` of a padding configuration.
@@ -149,6 +157,7 @@ impl BinaryConv2dConfig {
             geometry,
             binarize_input: self.binarize_input,
             scaling: self.scaling,
+            grad_bits: self.grad_bits,
         }
     }
 }
@@ -161,11 +170,19 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
         let weight = self.weight.val();
-        let y = if self.binarize_input {
-            ops::binary_conv2d(x, weight.clone(), geometry)
-        } else {
-            let (input, options) = geometry.conv_input(x);
-            conv2d(input, quant::sign(weight.clone()), None, options)
+        let y = match (self.binarize_input, self.grad_bits) {
+            (true, None) => ops::binary_conv2d(x, weight.clone(), geometry),
+            (true, Some(bits)) => {
+                ops::binary_conv2d_quantized_grad(x, weight.clone(), geometry, bits)
+            }
+            (false, bits) => {
+                let (input, options) = geometry.conv_input(x);
+                let y = conv2d(input, quant::sign(weight.clone()), None, options);
+                match bits {
+                    Some(bits) => quant::quantize_gradient(y, bits),
+                    None => y,
+                }
+            }
         };
         let y = if self.scaling {
             let c_out = geometry.channels[1];

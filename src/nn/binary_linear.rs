@@ -6,7 +6,10 @@ use burn::{
     tensor::Tensor,
 };
 
-use crate::{QnnBackend, ops, quant};
+use crate::{
+    QnnBackend, ops,
+    quant::{self, Bits},
+};
 
 /// Configuration of a [`BinaryLinear`] layer.
 #[derive(Config, Debug)]
@@ -30,6 +33,11 @@ pub struct BinaryLinearConfig {
     /// Initializer of the latent weights (default uniform on `[−1, 1]`, as the paper's code).
     #[config(default = "Initializer::Uniform { min: -1.0, max: 1.0 }")]
     pub initializer: Initializer,
+    /// Quantize the layer's output gradient to this many bits in the backward pass (the paper's
+    /// bit-wise gradients; it uses 6). With binary inputs the input and weight gradients are then
+    /// integer products of the codes and ±1, computed exactly (on `NdArray` in integer kernels).
+    /// `None` (the default) keeps the f32 gradient.
+    pub grad_bits: Option<Bits>,
 }
 
 /// A fully connected layer `y = sign(x)·sign(W) (·α) + b` on packed XNOR-popcount kernels.
@@ -61,6 +69,9 @@ pub struct BinaryLinear<B: QnnBackend> {
     pub binarize_input: bool,
     /// Whether outputs are scaled by `α = mean|W|` per output feature.
     pub scaling: bool,
+    /// Bits of the output gradient in the backward pass (`None`: f32).
+    #[module(skip)]
+    pub grad_bits: Option<Bits>,
 }
 
 impl BinaryLinearConfig {
@@ -80,6 +91,7 @@ impl BinaryLinearConfig {
             bias,
             binarize_input: self.binarize_input,
             scaling: self.scaling,
+            grad_bits: self.grad_bits,
         }
     }
 }
@@ -102,10 +114,18 @@ impl<B: QnnBackend> BinaryLinear<B> {
             "BinaryLinear: input {:?} does not end with d_input = {d_input}",
             x.dims()
         );
-        let y = if self.binarize_input {
-            ops::xnor_matmul(x, weight.clone().unsqueeze())
-        } else {
-            x.matmul(quant::sign(weight.clone()).unsqueeze())
+        let y = match (self.binarize_input, self.grad_bits) {
+            (true, None) => ops::xnor_matmul(x, weight.clone().unsqueeze()),
+            (true, Some(bits)) => {
+                ops::xnor_matmul_quantized_grad(x, weight.clone().unsqueeze(), bits)
+            }
+            (false, bits) => {
+                let y = x.matmul(quant::sign(weight.clone()).unsqueeze());
+                match bits {
+                    Some(bits) => quant::quantize_gradient(y, bits),
+                    None => y,
+                }
+            }
         };
         let y = if self.scaling {
             y * weight.abs().mean_dim(0).reshape([d_output]).unsqueeze()

@@ -258,6 +258,52 @@ pub fn binary_conv2d<B: QnnBackend>(
     B::qnn_binary_conv2d(x, weight, geometry)
 }
 
+/// [`binary_conv2d`] whose backward quantizes the output gradient to `grad_bits` bits first (the
+/// paper's bit-wise gradients; 6 bits in its experiments): the gradients equal those of
+/// `quant::quantize_gradient(binary_conv2d_reference(x, w), grad_bits)` up to the order of f32
+/// sums. On `NdArray` they are computed exactly in integers (the codes of the quantized gradient
+/// times ±1, on AMX, AVX-512 VNNI or AVX2 where the CPU has them; see
+/// [`crate::kernels::quantized_backward`]), elsewhere through the float gradient kernels. The
+/// forward is [`binary_conv2d`]'s.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Distribution, Tensor};
+/// use burn_qnn::ops::{self, ConvGeometry};
+/// use burn_qnn::quant::{self, Bits};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let geometry = ConvGeometry::new([3, 4], [3, 3]).with_padding([1, 1]);
+/// let x = Tensor::<B, 4>::random([2, 3, 5, 5], Distribution::Uniform(-1.5, 1.5), &device);
+/// let w = Tensor::<B, 4>::random([4, 3, 3, 3], Distribution::Uniform(-1.0, 1.0), &device);
+/// let bits = Bits::new(6)?;
+///
+/// let w1 = w.clone().require_grad();
+/// let grads = ops::binary_conv2d_quantized_grad(x.clone(), w1.clone(), &geometry, bits)
+///     .powf_scalar(2.0)
+///     .sum()
+///     .backward();
+/// let w2 = w.require_grad();
+/// let reference = ops::binary_conv2d_reference(x, w2.clone(), &geometry);
+/// let grads_ref = quant::quantize_gradient(reference, bits).powf_scalar(2.0).sum().backward();
+/// let (ours, theirs) = (w1.grad(&grads).unwrap(), w2.grad(&grads_ref).unwrap());
+/// assert!((ours - theirs).abs().max().into_scalar() < 1e-3);
+/// # Ok::<(), burn_qnn::quant::QuantError>(())
+/// ```
+///
+/// # Panics
+/// If the shapes do not match the geometry.
+pub fn binary_conv2d_quantized_grad<B: QnnBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    geometry: &ConvGeometry,
+    grad_bits: quant::Bits,
+) -> Tensor<B, 4> {
+    check_shapes(&x.dims(), &weight.dims(), geometry);
+    B::qnn_binary_conv2d_quantized_grad(x, weight, geometry, grad_bits)
+}
+
 /// The float simulation of [`binary_conv2d`]: `conv2d(sign(x), sign(w))` with zero padding, or
 /// with the ±1 tensor padded by +1 for [`PaddingMode::PlusOne`].
 pub fn binary_conv2d_reference<B: QnnBackend>(

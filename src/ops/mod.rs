@@ -29,7 +29,8 @@ mod conv;
 mod host;
 
 pub use conv::{
-    ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_reference,
+    ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_quantized_grad,
+    binary_conv2d_reference,
 };
 pub(crate) use conv::{conv_im2col, pack_weights_portable};
 
@@ -173,6 +174,24 @@ pub fn xnor_matmul<B: QnnBackend, const D: usize>(
     b_transposed.swap(D.saturating_sub(2), D - 1);
     BatchPlan::new("xnor_matmul", &a.dims(), &b_transposed);
     B::qnn_xnor_matmul(a, b)
+}
+
+/// [`xnor_matmul`] whose backward quantizes the output gradient to `grad_bits` bits first: the
+/// gradients equal those of `quant::quantize_gradient(sign(a)·sign(b), grad_bits)` up to the
+/// order of f32 sums, computed exactly in integers on `NdArray` (see
+/// [`binary_conv2d_quantized_grad`]).
+///
+/// # Panics
+/// If the shapes do not fit, as Burn's `matmul` does.
+pub fn xnor_matmul_quantized_grad<B: QnnBackend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    grad_bits: Bits,
+) -> Tensor<B, D> {
+    let mut b_transposed = b.dims();
+    b_transposed.swap(D.saturating_sub(2), D - 1);
+    BatchPlan::new("xnor_matmul", &a.dims(), &b_transposed);
+    B::qnn_xnor_matmul_quantized_grad(a, b, grad_bits)
 }
 
 /// `sign(a) · bᵀ` with `a` `[.., M, K]` packed on the fly and `b_t` `[.., N, K]` packed already

@@ -125,6 +125,12 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn quantized_gradients() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::conv::quantized_gradients::<AD>(&device());
+            }
+
+            #[test]
             fn training_ops() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::training_ops::max_pool_matches_burn::<AD>(&device());

@@ -359,3 +359,142 @@ pub fn xnor_matmul_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
         assert_close_to_order(&format!("{what} grad b"), &got.2, &expected.2, &terms.2);
     }
 }
+
+/// Integers in `[−steps, steps]`, the two extremes included: an output gradient that a
+/// `bits`-bit quantizer keeps as it is (its scale `max|g| / steps` is 1).
+fn grid_integers(len: usize, steps: f32, seed: u64) -> Vec<f32> {
+    let mut values: Vec<f32> = uniform(len, -steps - 0.49, steps + 0.49, seed)
+        .into_iter()
+        .map(|v| v.round().clamp(-steps, steps))
+        .collect();
+    values[0] = steps;
+    if len > 1 {
+        values[len - 1] = -steps;
+    }
+    values
+}
+
+/// The quantized-gradient nodes (`*_quantized_grad`) give the gradients of the float simulation
+/// with `quant::quantize_gradient` on its output: exactly where the output gradient is on the
+/// quantizer's integer grid (every term an integer), and up to the order of the f32 sums for
+/// random output gradients; the forward is the plain binary product's. Both padding modes,
+/// strides 1 and 2, odd channel counts, a shared weight matrix, 2 to 8 bits.
+pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
+    use burn_qnn::quant::{Bits, quantize_gradient};
+
+    // A few cases of each kind: the kernels' own tests cover many more shapes.
+    let cases = geometries(true)
+        .into_iter()
+        .take(3)
+        .chain(random_geometries(2, 91));
+    for (case, (geometry, x_shape)) in cases.enumerate() {
+        let mode = [PaddingMode::Zero, PaddingMode::PlusOne][case % 2];
+        let geometry = geometry.with_padding_mode(mode);
+        let bits = Bits::new(2 + case as u32 % 7).unwrap();
+        let steps = (((1u32 << (bits.get() - 1)) - 1).max(1)) as f32;
+        let [c_in, c_out] = geometry.channels;
+        let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
+        let x_values = uniform(x_shape.iter().product(), -2.0, 2.0, 300 + case as u64);
+        let w_values = uniform(w_shape.iter().product(), -1.5, 1.5, 400 + case as u64);
+        let x = tensor::<B, 4>(x_values.clone(), x_shape, device);
+        let w = tensor::<B, 4>(w_values.clone(), w_shape, device);
+        let out_shape = binary_conv2d(x.clone(), w.clone(), &geometry).dims();
+        let out_len = out_shape.iter().product();
+        let what = format!(
+            "case {case}, {} bits, {geometry:?} on {x_shape:?}",
+            bits.get()
+        );
+        let ours = |x, w, r: &Tensor<B, 4>| {
+            gradients(
+                |x, w| ops::binary_conv2d_quantized_grad(x, w, &geometry, bits),
+                x,
+                w,
+                r.clone(),
+            )
+        };
+        let reference = |x, w, r: &Tensor<B, 4>| {
+            gradients(
+                |x, w| quantize_gradient(binary_conv2d_reference(x, w, &geometry), bits),
+                x,
+                w,
+                r.clone(),
+            )
+        };
+
+        let r = tensor::<B, 4>(
+            grid_integers(out_len, steps, case as u64),
+            out_shape,
+            device,
+        );
+        let (got, expected) = (
+            ours(x.clone(), w.clone(), &r),
+            reference(x.clone(), w.clone(), &r),
+        );
+        assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+        assert!(got.1.iter().any(|&g| g != 0.0), "{what}: some x gradient");
+        assert_exact(&format!("{what} grid grad x"), &got.1, &got.1, &expected.1);
+        assert_exact(&format!("{what} grid grad w"), &got.2, &got.2, &expected.2);
+
+        let r_values = uniform(out_len, -1.0, 1.0, 500 + case as u64);
+        let r = tensor::<B, 4>(r_values.clone(), out_shape, device);
+        let (got, expected) = (
+            ours(x.clone(), w.clone(), &r),
+            reference(x.clone(), w.clone(), &r),
+        );
+        // Each quantized term is at most max|r| = 1 in magnitude.
+        let ones = tensor::<B, 4>(vec![1.0; out_len], out_shape, device);
+        let terms = gradients(
+            |x, w| binary_conv2d_reference(x, w, &geometry),
+            tensor::<B, 4>(magnitudes(&x_values), x_shape, device),
+            tensor::<B, 4>(magnitudes(&w_values), w_shape, device),
+            ones,
+        );
+        assert_close_to_order(&format!("{what} grad x"), &got.1, &expected.1, &terms.1);
+        assert_close_to_order(&format!("{what} grad w"), &got.2, &expected.2, &terms.2);
+    }
+
+    let shapes = [
+        ([2, 5, 70], [2, 70, 3]),
+        ([3, 4, 65], [1, 65, 6]),
+        ([1, 50, 300], [1, 300, 17]),
+    ];
+    for (case, (a_shape, b_shape)) in shapes.into_iter().enumerate() {
+        let bits = Bits::new([6, 2, 8][case]).unwrap();
+        let steps = (((1u32 << (bits.get() - 1)) - 1).max(1)) as f32;
+        let a = tensor::<B, 3>(
+            uniform(a_shape.iter().product(), -2.0, 2.0, 600 + case as u64),
+            a_shape,
+            device,
+        );
+        let b = tensor::<B, 3>(
+            uniform(b_shape.iter().product(), -2.0, 2.0, 700 + case as u64),
+            b_shape,
+            device,
+        );
+        let out = [a_shape[0], a_shape[1], b_shape[2]];
+        let r = tensor::<B, 3>(
+            grid_integers(out.iter().product(), steps, 800 + case as u64),
+            out,
+            device,
+        );
+        let got = gradients(
+            |a, b| ops::xnor_matmul_quantized_grad(a, b, bits),
+            a.clone(),
+            b.clone(),
+            r.clone(),
+        );
+        let expected = gradients(
+            |a, b| {
+                let product = burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b));
+                quantize_gradient(product, bits)
+            },
+            a,
+            b,
+            r,
+        );
+        let what = format!("matmul case {case}, {} bits", bits.get());
+        assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+        assert_exact(&format!("{what} grid grad a"), &got.1, &got.1, &expected.1);
+        assert_exact(&format!("{what} grid grad b"), &got.2, &got.2, &expected.2);
+    }
+}
