@@ -71,16 +71,24 @@ pub const ARCHIVE_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// Reads one batch file (`data_batch_N.bin` or `test_batch.bin`).
 pub fn read_batch(path: impl AsRef<Path>) -> Result<Vec<ImageItem>, DataError> {
     let path = path.as_ref();
-    let bytes = files::read_all(path)?;
+    let bytes = files::read_all_checked(path, |len| whole_records(path, len))?;
     parse_batch(path, &bytes)
+}
+
+/// Checks that a batch file of `len` bytes holds a whole number of records,
+/// at least one.
+fn whole_records(path: &Path, len: u64) -> Result<(), DataError> {
+    let record = RECORD_BYTES as u64;
+    let whole = len.div_ceil(record).max(1).saturating_mul(record);
+    if len != whole {
+        return Err(DataError::truncated(path, whole, len));
+    }
+    Ok(())
 }
 
 /// Parses the content of a batch file; errors name `path`.
 fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Vec<ImageItem>, DataError> {
-    let whole = bytes.len().div_ceil(RECORD_BYTES).max(1) * RECORD_BYTES;
-    if bytes.len() != whole {
-        return Err(DataError::truncated(path, whole as u64, bytes.len() as u64));
-    }
+    whole_records(path, bytes.len() as u64)?;
     bytes
         .chunks_exact(RECORD_BYTES)
         .enumerate()
