@@ -420,20 +420,13 @@ fn run_on<B: QnnAutodiffBackend>(
         report["packed_speedup"] = json!(speedup);
     }
     let results = args.out.join("results.json");
-    write_atomic(&results, &serde_json::to_string_pretty(&report)?)?;
+    burn_qnn::io::write_atomic(&results, serde_json::to_string_pretty(&report)?)?;
     println!("results written to {}", results.display());
     Ok(())
 }
 
 fn config_name(dir: &Path) -> String {
     dir.display().to_string()
-}
-
-/// Writes `text` to `path` through a temporary file renamed into place.
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, text)?;
-    std::fs::rename(&partial, path)
 }
 
 /// Loads with the data set's loader; explains what to do when files are missing.
