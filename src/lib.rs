@@ -51,6 +51,7 @@
 pub mod backend;
 pub mod data;
 pub mod inference;
+pub mod io;
 pub mod kernels;
 #[cfg(feature = "train")]
 #[cfg_attr(docsrs, doc(cfg(feature = "train")))]

@@ -63,8 +63,8 @@ pub struct Args {
     /// Training epochs
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub epochs: usize,
-    /// Images per step
-    #[arg(long, value_name = "N", value_parser = positive_count)]
+    /// Images per step (at most 4096)
+    #[arg(long, value_name = "N", value_parser = batch_size)]
     pub batch_size: usize,
     /// Initial learning rate
     #[arg(long, value_name = "X", value_parser = positive_number)]
@@ -76,8 +76,8 @@ pub struct Args {
     /// authors' code: 1/sqrt(1.5/(fan_in + fan_out))) or none
     #[arg(long, value_name = "S", default_value = "glorot")]
     pub lr_scale: LatentLrScale,
-    /// Width multiplier of the network
-    #[arg(long, value_name = "X", default_value = "1", value_parser = positive_number)]
+    /// Width multiplier of the network (above 0, at most 4)
+    #[arg(long, value_name = "X", default_value = "1", value_parser = width)]
     pub width: f64,
     /// Quantize each binary layer's output gradient to K bits (2 to 8) in the backward pass,
     /// the paper's bit-wise gradients (it uses 6); the gradient products then run exactly in
@@ -133,6 +133,30 @@ fn positive_count(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be positive".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The largest `--batch-size`: far above the paper's 50 and 100, far below what aborts on an
+/// allocation (a batch of a huge size is allocated whole, as images and activations).
+pub const MAX_BATCH_SIZE: usize = 4096;
+
+/// The largest `--width`: four times the paper's networks (their weights and activations grow
+/// with its square).
+pub const MAX_WIDTH: f64 = 4.0;
+
+/// A batch size from 1 to [`MAX_BATCH_SIZE`].
+fn batch_size(text: &str) -> Result<usize, String> {
+    match positive_count(text)? {
+        n if n > MAX_BATCH_SIZE => Err(format!("must be at most {MAX_BATCH_SIZE}, not {n}")),
+        n => Ok(n),
+    }
+}
+
+/// A width multiplier above 0 and at most [`MAX_WIDTH`].
+fn width(text: &str) -> Result<f64, String> {
+    match positive_number(text)? {
+        x if x > MAX_WIDTH => Err(format!("must be at most {MAX_WIDTH}, not {x}")),
+        x => Ok(x),
     }
 }
 
@@ -445,20 +469,13 @@ fn run_on<B: QnnAutodiffBackend>(
         report["packed_speedup"] = json!(speedup);
     }
     let results = args.out.join("results.json");
-    write_atomic(&results, &serde_json::to_string_pretty(&report)?)?;
+    burn_qnn::io::write_atomic(&results, serde_json::to_string_pretty(&report)?)?;
     println!("results written to {}", results.display());
     Ok(())
 }
 
 fn config_name(dir: &Path) -> String {
     dir.display().to_string()
-}
-
-/// Writes `text` to `path` through a temporary file renamed into place.
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, text)?;
-    std::fs::rename(&partial, path)
 }
 
 /// Loads with the data set's loader; explains what to do when files are missing.
@@ -535,5 +552,45 @@ mod tests {
                 .to_string();
             assert!(error.contains(option), "{bad}: {error}");
         }
+    }
+
+    /// `--batch-size` and `--width` have upper bounds: a value above is an error naming the
+    /// option and the bound (before anything is allocated for it); the bounds themselves pass.
+    #[test]
+    fn too_large_values_are_errors() {
+        let huge_batch = format!("--batch-size={}", MAX_BATCH_SIZE + 1);
+        for (bad, option, bound) in [
+            (
+                huge_batch.as_str(),
+                "--batch-size",
+                MAX_BATCH_SIZE.to_string(),
+            ),
+            (
+                "--batch-size=18446744073709551615",
+                "--batch-size",
+                MAX_BATCH_SIZE.to_string(),
+            ),
+            ("--width=4.5", "--width", MAX_WIDTH.to_string()),
+            ("--width=1e300", "--width", MAX_WIDTH.to_string()),
+        ] {
+            let error = parse_from(&DEFAULTS, ["demo", bad]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(option) && message.contains(&format!("at most {bound}")),
+                "{bad}: {message}"
+            );
+        }
+        let largest = [
+            "demo".to_string(),
+            format!("--batch-size={MAX_BATCH_SIZE}"),
+            format!("--width={MAX_WIDTH}"),
+        ];
+        let args = parse_from(&DEFAULTS, largest).unwrap();
+        assert_eq!((args.batch_size, args.width), (MAX_BATCH_SIZE, MAX_WIDTH));
     }
 }

@@ -19,7 +19,7 @@
 #[cfg(feature = "download")]
 use std::fs::File;
 #[cfg(feature = "download")]
-use std::io::BufReader;
+use std::io::{BufReader, Read, Write};
 #[cfg(feature = "download")]
 use std::path::Component;
 use std::path::{Path, PathBuf};
@@ -71,16 +71,24 @@ pub const ARCHIVE_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// Reads one batch file (`data_batch_N.bin` or `test_batch.bin`).
 pub fn read_batch(path: impl AsRef<Path>) -> Result<Vec<ImageItem>, DataError> {
     let path = path.as_ref();
-    let bytes = files::read_all(path)?;
+    let bytes = files::read_all_checked(path, |len| whole_records(path, len))?;
     parse_batch(path, &bytes)
+}
+
+/// Checks that a batch file of `len` bytes holds a whole number of records,
+/// at least one.
+fn whole_records(path: &Path, len: u64) -> Result<(), DataError> {
+    let record = RECORD_BYTES as u64;
+    let whole = len.div_ceil(record).max(1).saturating_mul(record);
+    if len != whole {
+        return Err(DataError::truncated(path, whole, len));
+    }
+    Ok(())
 }
 
 /// Parses the content of a batch file; errors name `path`.
 fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Vec<ImageItem>, DataError> {
-    let whole = bytes.len().div_ceil(RECORD_BYTES).max(1) * RECORD_BYTES;
-    if bytes.len() != whole {
-        return Err(DataError::truncated(path, whole as u64, bytes.len() as u64));
-    }
+    whole_records(path, bytes.len() as u64)?;
     bytes
         .chunks_exact(RECORD_BYTES)
         .enumerate()
@@ -163,20 +171,21 @@ pub fn load(
 ///
 /// Only the expected files (`*.bin`, `batches.meta.txt`, `readme.html`
 /// inside `cifar-10-batches-bin/`) are taken from the archive; nothing is
-/// written outside `dir`. Extraction goes to a temporary folder next to the
-/// destination, and the files are moved into place only once all six batch
-/// files were extracted; on error the temporary folder is removed.
+/// written outside `dir`. Extraction goes to a new temporary folder of a
+/// unique name next to the destination (so that two extractions at once do
+/// not mix their files), each file written with [`crate::io::AtomicFile`]
+/// (synced to disk); the files are moved into place only once all six batch
+/// files were extracted. On error the temporary folder is removed.
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub fn extract_archive(archive: &Path, dir: &Path) -> Result<PathBuf, DataError> {
-    let staging = dir.join(format!("{FOLDER}.part"));
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let destination = dir.join(FOLDER);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    }
+    let staging = crate::io::create_temporary_dir(&destination)
+        .map_err(|e| DataError::io(&destination, e))?;
     let result =
         unpack_to(archive, &staging).and_then(|()| move_into_place(&staging, &destination));
-    // Best effort: after a successful move the staging folder is empty.
+    // Best effort: after a successful move the staging folder is empty or gone.
     let _ = std::fs::remove_dir_all(&staging);
     result.map(|()| destination)
 }
@@ -184,7 +193,6 @@ pub fn extract_archive(archive: &Path, dir: &Path) -> Result<PathBuf, DataError>
 /// Unpacks the wanted entries of `archive` into `staging`.
 #[cfg(feature = "download")]
 fn unpack_to(archive: &Path, staging: &Path) -> Result<(), DataError> {
-    std::fs::create_dir_all(staging).map_err(|e| DataError::io(staging, e))?;
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let broken = |e: std::io::Error| DataError::malformed(archive, format!("broken archive: {e}"));
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
@@ -198,8 +206,21 @@ fn unpack_to(archive: &Path, staging: &Path) -> Result<(), DataError> {
             continue;
         };
         let out_path = staging.join(&name);
-        let mut out = File::create(&out_path).map_err(|e| DataError::io(&out_path, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(broken)?;
+        let mut out =
+            crate::io::AtomicFile::create(&out_path).map_err(|e| DataError::io(&out_path, e))?;
+        // A read error is the archive's, a write error the file's.
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(broken(e)),
+            };
+            out.write_all(&buf[..n])
+                .map_err(|e| DataError::io(&out_path, e))?;
+        }
+        out.commit().map_err(|e| DataError::io(&out_path, e))?;
     }
     if let Some(absent) = all_names().find(|n| !staging.join(n).is_file()) {
         return Err(DataError::malformed(
@@ -227,11 +248,20 @@ fn wanted_name(entry: &Path) -> Option<String> {
 
 /// Moves the extracted files from `staging` to `destination`: the whole
 /// folder at once if `destination` does not exist yet, file by file (each
-/// rename atomic, replacing what is there) otherwise.
+/// rename atomic, replacing what is there) otherwise; then syncs the folders
+/// whose entries changed.
 #[cfg(feature = "download")]
 fn move_into_place(staging: &Path, destination: &Path) -> Result<(), DataError> {
+    let parent = destination.parent().unwrap_or(Path::new("."));
     if !destination.exists() {
-        return std::fs::rename(staging, destination).map_err(|e| DataError::io(destination, e));
+        match std::fs::rename(staging, destination) {
+            Ok(()) => {
+                return crate::io::sync_dir(parent).map_err(|e| DataError::io(parent, e));
+            }
+            // Another extraction was first: move the files one by one.
+            Err(_) if destination.is_dir() => {}
+            Err(e) => return Err(DataError::io(destination, e)),
+        }
     }
     let entries = std::fs::read_dir(staging).map_err(|e| DataError::io(staging, e))?;
     for entry in entries {
@@ -239,7 +269,7 @@ fn move_into_place(staging: &Path, destination: &Path) -> Result<(), DataError> 
         let target = destination.join(entry.file_name());
         std::fs::rename(entry.path(), &target).map_err(|e| DataError::io(&target, e))?;
     }
-    Ok(())
+    crate::io::sync_dir(destination).map_err(|e| DataError::io(destination, e))
 }
 
 /// All six batch file names.

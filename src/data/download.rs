@@ -1,5 +1,6 @@
 //! Downloading data files safely: checksum verified while streaming, written
-//! under a temporary name, renamed into place only once complete and correct.
+//! under a unique temporary name, synced and renamed into place only once
+//! complete and correct.
 //!
 //! Policy for files that are already present: [`ensure_files`] trusts them
 //! and does not hash them again. Files only ever appear under their final
@@ -23,6 +24,8 @@ use std::{
     time::Duration,
 };
 
+#[cfg(feature = "download")]
+use crate::io::AtomicFile;
 #[cfg(feature = "download")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[cfg(feature = "download")]
@@ -188,27 +191,23 @@ pub fn ensure_files(
 
 /// Downloads `file` into `dir` (created if needed) and returns its path.
 ///
-/// The body is written to `NAME.part` in `dir` while its checksum is
-/// computed; the file is renamed to `NAME` only after the whole body arrived
-/// (as many bytes as `Content-Length` announced) and the checksum matched.
-/// On any failure the `.part` file is removed and nothing is left behind.
-/// A progress bar is drawn on stderr when it is a terminal.
+/// The body is written to a temporary file of a unique name in `dir` (a
+/// [`crate::io::AtomicFile`]: two downloads of the same file, in two
+/// processes or threads, never write into one file) while its checksum is
+/// computed; it becomes `NAME` only after the whole body arrived (as many
+/// bytes as `Content-Length` announced), the checksum matched and the bytes
+/// were synced to disk. On any failure the temporary file is removed and
+/// nothing is left behind. A progress bar is drawn on stderr when it is a
+/// terminal.
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub fn download_file(file: &RemoteFile, dir: &Path) -> Result<PathBuf, DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let target = dir.join(&file.file_name);
-    let part = dir.join(format!("{}.part", file.file_name));
-    let result = fetch_verified(file, &target, &part)
-        .and_then(|()| std::fs::rename(&part, &target).map_err(|e| DataError::io(&target, e)));
-    match result {
-        Ok(()) => Ok(target),
-        Err(error) => {
-            // Best effort: the error that matters is the one returned.
-            let _ = std::fs::remove_file(&part);
-            Err(error)
-        }
-    }
+    let out = AtomicFile::create(&target).map_err(|e| DataError::io(&target, e))?;
+    let out = fetch_verified(file, &target, out)?;
+    out.commit().map_err(|e| DataError::io(&target, e))?;
+    Ok(target)
 }
 
 /// Checks the file at `path` against `checksum`.
@@ -228,10 +227,15 @@ pub fn verify_file(path: &Path, checksum: &Checksum) -> Result<(), DataError> {
     hasher.check(path, checksum)
 }
 
-/// Streams `file.url` into `part`, hashing as it goes, and checks length and
-/// checksum. Errors name `target`, the file the caller asked for.
+/// Streams `file.url` into `out`, hashing as it goes, and checks length and
+/// checksum; returns `out` to be committed. Errors name `target`, the file
+/// the caller asked for (dropping `out` removes its temporary file).
 #[cfg(feature = "download")]
-fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), DataError> {
+fn fetch_verified(
+    file: &RemoteFile,
+    target: &Path,
+    out: AtomicFile,
+) -> Result<AtomicFile, DataError> {
     let failed = |reason: String| DataError::Download {
         path: target.to_path_buf(),
         url: file.url.clone(),
@@ -274,7 +278,6 @@ fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), D
 
     let progress = progress_bar(announced, &file.file_name);
     let mut reader = response.into_body().into_reader();
-    let out = File::create(part).map_err(|e| DataError::io(part, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut hasher = Hasher::new(&file.checksum);
     let mut buf = vec![0u8; 1 << 16];
@@ -294,7 +297,7 @@ fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), D
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(|e| DataError::io(part, e))?;
+            .map_err(|e| DataError::io(target, e))?;
         received += n as u64;
         progress.inc(n as u64);
     }
@@ -308,10 +311,9 @@ fn fetch_verified(file: &RemoteFile, target: &Path, part: &Path) -> Result<(), D
     }
     let out = out
         .into_inner()
-        .map_err(|e| DataError::io(part, e.into_error()))?;
-    out.sync_all().map_err(|e| DataError::io(part, e))?;
-    drop(out);
-    hasher.check(target, &file.checksum)
+        .map_err(|e| DataError::io(target, e.into_error()))?;
+    hasher.check(target, &file.checksum)?;
+    Ok(out)
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).

@@ -14,6 +14,7 @@ use std::path::Path;
 use flate2::read::ZlibDecoder;
 
 use super::DataError;
+use super::files::{MAX_INFLATION, MAX_UPFRONT};
 
 const HEADER_BYTES: u64 = 128;
 
@@ -36,11 +37,6 @@ const MI_UTF8: u32 = 16;
 const MX_DOUBLE: u32 = 6;
 const MX_UINT8: u32 = 9;
 const MX_UINT64: u32 = 15;
-
-/// Initial capacity limit when reading a buffer whose size comes from the
-/// file: a size field that lies cannot make the reader reserve more than
-/// this before the data actually arrives.
-const MAX_UPFRONT: usize = 1 << 26;
 
 /// The values of a numeric array, in MATLAB's column-major order.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,9 +100,24 @@ pub(crate) fn class_name(class: u32) -> &'static str {
     }
 }
 
+/// The most values a variable may hold, given the variables read before it:
+/// `None` for no bound, or the bound and what it is, for the error message
+/// (e.g. `"y of 2×1 (one label per image of X)"`).
+pub(crate) type Bound<'a> = &'a dyn Fn(&str, &[MatVariable]) -> Option<(usize, String)>;
+
 /// Reads the variables named in `wanted` from the MAT-file at `path`, in
-/// file order. Variables not found are simply absent from the result.
-pub(crate) fn read_variables(path: &Path, wanted: &[&str]) -> Result<Vec<MatVariable>, DataError> {
+/// file order. Variables not found are simply absent from the result; one
+/// found twice is an error.
+///
+/// Every read is bounded before it happens: a variable's values by
+/// `bound` (checked on its dimensions, before its data is read or
+/// inflated), a compressed element's content by what deflate can inflate
+/// its size to, and an uncompressed element by the file's length.
+pub(crate) fn read_variables(
+    path: &Path,
+    wanted: &[&str],
+    bound: Bound<'_>,
+) -> Result<Vec<MatVariable>, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -132,8 +143,17 @@ pub(crate) fn read_variables(path: &Path, wanted: &[&str]) -> Result<Vec<MatVari
                     .map_err(Failure::Read)
                     .map_err(at)?;
                 if inner.data_type == MI_MATRIX {
+                    let most = u64::from(tag.bytes).saturating_mul(MAX_INFLATION);
+                    if u64::from(inner.bytes) > most {
+                        return Err(at(Failure::Format(format!(
+                            "a compressed element of {} bytes cannot inflate to the {} bytes \
+                             its content claims",
+                            tag.bytes, inner.bytes
+                        ))));
+                    }
                     let mut matrix = Read::take(&mut inflated, u64::from(inner.bytes));
-                    let variable = read_matrix(&mut matrix, order, wanted).map_err(at)?;
+                    let variable =
+                        read_matrix(&mut matrix, order, wanted, &variables, bound).map_err(at)?;
                     if variable.is_some() {
                         // Inflate to the end of the stream so its checksum
                         // is verified: corrupt data must not pass as pixels.
@@ -145,7 +165,7 @@ pub(crate) fn read_variables(path: &Path, wanted: &[&str]) -> Result<Vec<MatVari
                     None
                 }
             }
-            MI_MATRIX => read_matrix(&mut body, order, wanted).map_err(at)?,
+            MI_MATRIX => read_matrix(&mut body, order, wanted, &variables, bound).map_err(at)?,
             _ => None,
         };
         variables.extend(variable);
@@ -258,6 +278,8 @@ fn read_tag(reader: &mut impl Read, order: Order) -> std::io::Result<Tag> {
 enum Failure {
     Read(std::io::Error),
     Format(String),
+    /// A variable of other dimensions than allowed: what is, what was found.
+    Dimensions(String, String),
 }
 
 impl Failure {
@@ -266,6 +288,7 @@ impl Failure {
             Self::Format(detail) => {
                 DataError::malformed(path, format!("element at byte {offset}: {detail}"))
             }
+            Self::Dimensions(expected, found) => DataError::wrong_dimensions(path, expected, found),
             Self::Read(e) => match e.kind() {
                 ErrorKind::UnexpectedEof => DataError::malformed(
                     path,
@@ -309,10 +332,13 @@ fn read_sub(reader: &mut impl Read, tag: &Tag) -> Result<Vec<u8>, Failure> {
 }
 
 /// Reads a `miMATRIX` element's content; `None` if its name is not wanted.
+/// `seen` are the variables read before it.
 fn read_matrix(
     reader: &mut impl Read,
     order: Order,
     wanted: &[&str],
+    seen: &[MatVariable],
+    bound: Bound<'_>,
 ) -> Result<Option<MatVariable>, Failure> {
     let flags_tag = read_tag(reader, order)?;
     if flags_tag.data_type != MI_UINT32 || flags_tag.bytes != 8 {
@@ -343,6 +369,11 @@ fn read_matrix(
     if !wanted.contains(&name.as_str()) {
         return Ok(None);
     }
+    if seen.iter().any(|v| v.name == name) {
+        return Err(Failure::Format(format!(
+            "a second variable {name} (a file has one of each name)"
+        )));
+    }
     if !(MX_DOUBLE..=MX_UINT64).contains(&class) {
         return Err(Failure::Format(format!(
             "variable {name} is a {} array, not a numeric one",
@@ -364,6 +395,14 @@ fn read_matrix(
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| Failure::Format(format!("variable {name}: dimensions {dims:?} overflow")))?;
+    if let Some((most, allowed)) = bound(&name, seen)
+        && count > most
+    {
+        return Err(Failure::Dimensions(
+            allowed,
+            format!("{name} of {}", format_dims(&dims)),
+        ));
+    }
     if count.checked_mul(width) != Some(data_tag.bytes as usize) {
         return Err(Failure::Format(format!(
             "variable {name}: {} data bytes, but dimensions {dims:?} of {width}-byte values need {}",
@@ -389,6 +428,14 @@ fn read_matrix(
         dims,
         data,
     }))
+}
+
+/// `a×b×c` for messages.
+pub(crate) fn format_dims(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 /// Size in bytes of one value of a numeric data type.

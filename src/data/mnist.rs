@@ -88,25 +88,29 @@ pub fn read_pair(
 
 /// Reads an IDX image file: all pixels, image after image.
 fn read_images(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = files::read_maybe_gzip(path)?;
-    let header = header(path, &bytes, 16, IMAGES_MAGIC)?;
-    let (count, rows, cols) = (header[0], header[1], header[2]);
-    if (rows, cols) != (28, 28) {
-        return Err(DataError::wrong_dimensions(
-            path,
-            "images of 28×28",
-            format!("images of {rows}×{cols}"),
-        ));
-    }
-    let body = exact_body(path, &bytes, 16, u64::from(count) * 28 * 28)?;
-    Ok(body.to_vec())
+    let (_, body) = files::read_with_header(path, 16, |bytes| {
+        let header = header(path, bytes, IMAGES_MAGIC)?;
+        let (count, rows, cols) = (header[0], header[1], header[2]);
+        if (rows, cols) != (28, 28) {
+            return Err(DataError::wrong_dimensions(
+                path,
+                "images of 28×28",
+                format!("images of {rows}×{cols}"),
+            ));
+        }
+        non_empty(path, count, "images")?;
+        Ok(u64::from(count) * 28 * 28)
+    })?;
+    Ok(body)
 }
 
 /// Reads an IDX label file.
 fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = files::read_maybe_gzip(path)?;
-    let count = header(path, &bytes, 8, LABELS_MAGIC)?[0];
-    let body = exact_body(path, &bytes, 8, u64::from(count))?;
+    let (_, body) = files::read_with_header(path, 8, |bytes| {
+        let count = header(path, bytes, LABELS_MAGIC)?[0];
+        non_empty(path, count, "labels")?;
+        Ok(u64::from(count))
+    })?;
     if let Some(index) = body.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
         return Err(DataError::label(
             path,
@@ -115,16 +119,13 @@ fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
             "0..=9",
         ));
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
-/// Checks the magic number and returns the big-endian `u32`s after it (the
-/// header is `len` bytes).
-fn header(path: &Path, bytes: &[u8], len: usize, magic: u32) -> Result<Vec<u32>, DataError> {
-    if bytes.len() < len {
-        return Err(DataError::truncated(path, len as u64, bytes.len() as u64));
-    }
-    let words: Vec<u32> = bytes[..len]
+/// Checks the magic number of the header `bytes` and returns the big-endian
+/// `u32`s after it.
+fn header(path: &Path, bytes: &[u8], magic: u32) -> Result<Vec<u32>, DataError> {
+    let words: Vec<u32> = bytes
         .chunks_exact(4)
         .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
         .collect();
@@ -137,28 +138,16 @@ fn header(path: &Path, bytes: &[u8], len: usize, magic: u32) -> Result<Vec<u32>,
     Ok(words[1..].to_vec())
 }
 
-/// The `body_len` bytes after the header; errors if there are fewer or more.
-fn exact_body<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    header_len: usize,
-    body_len: u64,
-) -> Result<&'a [u8], DataError> {
-    let expected = header_len as u64 + body_len;
-    let got = bytes.len() as u64;
-    if got < expected {
-        return Err(DataError::truncated(path, expected, got));
-    }
-    if got > expected {
-        return Err(DataError::malformed(
+/// An IDX file of no items is an error, not an empty data set.
+fn non_empty(path: &Path, count: u32, what: &str) -> Result<(), DataError> {
+    if count == 0 {
+        return Err(DataError::wrong_dimensions(
             path,
-            format!(
-                "{} bytes after the last item (expected {expected} bytes in all)",
-                got - expected
-            ),
+            format!("at least one of the {what}"),
+            format!("0 {what} (the header's count)"),
         ));
     }
-    Ok(&bytes[header_len..])
+    Ok(())
 }
 
 /// The path of `name` in `dir`, or of `name.gz`; `None` if neither exists.

@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use super::download::{Checksum, DownloadPolicy, RemoteFile, ensure_files};
-use super::mat::{self, MatData};
+use super::mat::{self, MatData, format_dims};
 use super::{DataError, ImageDataset, ImageItem, ImageShape, TrainTest};
 
 /// Shape of an SVHN image.
@@ -57,7 +57,14 @@ pub enum Extra {
 /// Reads one SVHN file (`X` and `y`).
 pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<ImageItem>, DataError> {
     let path = path.as_ref();
-    let mut variables = mat::read_variables(path, &["X", "y"])?;
+    // y holds one label per image of X: once X is read, y's dimensions bound it before its
+    // data is read (or inflated and converted).
+    let bound = |name: &str, seen: &[mat::MatVariable]| {
+        let x = seen.iter().find(|v| v.name == "X")?;
+        let count = image_count(&x.dims)?;
+        (name == "y").then(|| (count, format!("y of {count}×1 (one label per image of X)")))
+    };
+    let mut variables = mat::read_variables(path, &["X", "y"], &bound)?;
     let take = |variables: &mut Vec<mat::MatVariable>, name: &str| {
         variables
             .iter()
@@ -68,18 +75,20 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<ImageItem>, DataError> {
     let x = take(&mut variables, "X")?;
     let y = take(&mut variables, "y")?;
 
-    let count = match x.dims.as_slice() {
-        [32, 32, 3, n] => *n,
-        // MATLAB drops trailing singleton dimensions.
-        [32, 32, 3] => 1,
-        other => {
-            return Err(DataError::wrong_dimensions(
-                path,
-                "X of 32×32×3×N",
-                format!("X of {}", format_dims(other)),
-            ));
-        }
+    let Some(count) = image_count(&x.dims) else {
+        return Err(DataError::wrong_dimensions(
+            path,
+            "X of 32×32×3×N",
+            format!("X of {}", format_dims(&x.dims)),
+        ));
     };
+    if count == 0 {
+        return Err(DataError::wrong_dimensions(
+            path,
+            "X of 32×32×3×N with at least one image",
+            format!("X of {}", format_dims(&x.dims)),
+        ));
+    }
     let MatData::UInt8(pixels) = x.data else {
         return Err(DataError::malformed(
             path,
@@ -183,10 +192,13 @@ fn file_names(extra: Extra) -> impl Iterator<Item = &'static str> {
         .chain((extra == Extra::Include).then_some(EXTRA_FILE))
 }
 
-/// `a×b×c` for messages.
-fn format_dims(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
+/// The number of images of an `X` of dimensions `dims` (32×32×3×N); `None` for other
+/// dimensions.
+fn image_count(dims: &[usize]) -> Option<usize> {
+    match dims {
+        [32, 32, 3, n] => Some(*n),
+        // MATLAB drops trailing singleton dimensions.
+        [32, 32, 3] => Some(1),
+        _ => None,
+    }
 }

@@ -418,8 +418,9 @@ impl<B: QnnBackend> PackedNet<B> {
         x
     }
 
-    /// Saves the network to `path` with Burn's `NamedMpkBytesRecorder` (full precision), through a
-    /// temporary file renamed into place: no half-written file is left behind.
+    /// Saves the network to `path` with Burn's `NamedMpkBytesRecorder` (full precision), with
+    /// [`crate::io::write_atomic`]: a unique temporary file, synced and renamed into place, so
+    /// that `path` holds either its previous content or the whole new record, never a part.
     ///
     /// # Errors
     /// [`PackedNetError::Recorder`] or [`PackedNetError::Io`].
@@ -433,20 +434,9 @@ impl<B: QnnBackend> PackedNet<B> {
                     source,
                 }
             })?;
-        let io = |source| PackedNetError::Io {
+        crate::io::write_atomic(path, bytes).map_err(|source| PackedNetError::Io {
             path: path.to_owned(),
             source,
-        };
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
-        std::fs::write(&partial, bytes).map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            io(e)
-        })?;
-        std::fs::rename(&partial, path).map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            io(e)
         })
     }
 

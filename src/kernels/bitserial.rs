@@ -40,13 +40,13 @@ pub fn bitserial_binary_gemm_with(
 ) {
     let words = words_per_row(k);
     let planes = a_bits as usize;
-    assert_eq!(
+    super::check_len(
+        "bitserial_binary_gemm: lhs length",
         a.len(),
-        m * planes * words,
-        "bitserial_binary_gemm: lhs length"
+        &[m, planes, words],
     );
-    assert_eq!(b.len(), n * words, "bitserial_binary_gemm: rhs length");
-    assert_eq!(out.len(), m * n, "bitserial_binary_gemm: output length");
+    super::check_len("bitserial_binary_gemm: rhs length", b.len(), &[n, words]);
+    super::check_len("bitserial_binary_gemm: output length", out.len(), &[m, n]);
     let totals = weighted_plane_counts(a, m, planes, words);
     let problem = Problem {
         op: BitOp::And,
@@ -129,9 +129,9 @@ pub fn bitserial_gemm_with(
 ) {
     let words = words_per_row(k);
     let (pa, pb) = (a_bits as usize, b_bits as usize);
-    assert_eq!(a.len(), m * pa * words, "bitserial_gemm: lhs length");
-    assert_eq!(b.len(), n * pb * words, "bitserial_gemm: rhs length");
-    assert_eq!(out.len(), m * n, "bitserial_gemm: output length");
+    super::check_len("bitserial_gemm: lhs length", a.len(), &[m, pa, words]);
+    super::check_len("bitserial_gemm: rhs length", b.len(), &[n, pb, words]);
+    super::check_len("bitserial_gemm: output length", out.len(), &[m, n]);
     let problem = Problem {
         op: BitOp::And,
         a,

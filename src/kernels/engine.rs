@@ -159,9 +159,9 @@ pub(crate) fn run(isa: Isa, problem: &Problem<'_>, out: &mut [f32], epilogue: im
 
 /// Panics unless the operand and output lengths match the shape.
 fn check_problem(p: &Problem<'_>, out: &[f32]) {
-    assert_eq!(p.a.len(), p.m * p.a_planes * p.words, "lhs length");
-    assert_eq!(p.b.len(), p.n * p.b_planes * p.words, "rhs length");
-    assert_eq!(out.len(), p.m * p.n, "output length");
+    super::check_len("lhs length", p.a.len(), &[p.m, p.a_planes, p.words]);
+    super::check_len("rhs length", p.b.len(), &[p.n, p.b_planes, p.words]);
+    super::check_len("output length", out.len(), &[p.m, p.n]);
 }
 
 /// A block of the output computed by one task: rows `rows`, columns `cols`, and the matching

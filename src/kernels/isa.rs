@@ -22,22 +22,27 @@ impl Isa {
     /// Every path, fastest first.
     pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
 
-    /// Whether this CPU can run the path.
-    pub fn is_available(self) -> bool {
+    /// The CPU features the path's functions enable (`#[target_feature(enable = ..)]`), every
+    /// one checked by [`Isa::is_available`] before any of them is called. The AVX-512 path
+    /// calls AVX2 helpers too, so it needs the AVX2 path's features as well.
+    pub fn features(self) -> &'static [&'static str] {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512vpopcntdq")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => std::is_x86_feature_detected!("avx2"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx512 | Isa::Avx2 => false,
-            Isa::Portable => true,
+            Isa::Avx512 => &[
+                "avx512f",
+                "avx512bw",
+                "avx512vl",
+                "avx512vpopcntdq",
+                "avx2",
+                "popcnt",
+            ],
+            Isa::Avx2 => &["avx2", "popcnt"],
+            Isa::Portable => &[],
         }
+    }
+
+    /// Whether this CPU can run the path: it has every one of [`Isa::features`].
+    pub fn is_available(self) -> bool {
+        self.features().iter().all(|feature| detected(feature))
     }
 
     /// The paths this CPU can run, fastest first.
@@ -62,6 +67,27 @@ impl Isa {
         Isa::ALL
             .into_iter()
             .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+    }
+}
+
+/// Whether this CPU has `feature`, one of the names of [`Isa::features`].
+fn detected(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match feature {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            "avx512vpopcntdq" => std::is_x86_feature_detected!("avx512vpopcntdq"),
+            "avx2" => std::is_x86_feature_detected!("avx2"),
+            "popcnt" => std::is_x86_feature_detected!("popcnt"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
     }
 }
 
@@ -98,4 +124,76 @@ pub fn active_isa() -> Isa {
             .filter(|isa| isa.is_available())
             .unwrap_or_else(|| Isa::available()[0])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The features each `#[target_feature]` function of the x86 kernels enables, with the
+    /// function's name and the file it is in.
+    fn enabled_features() -> Vec<(&'static str, String, Vec<String>)> {
+        let sources = [
+            ("conv_tile.rs", include_str!("conv_tile.rs")),
+            ("tile_avx2.rs", include_str!("tile_avx2.rs")),
+            ("tile_avx512.rs", include_str!("tile_avx512.rs")),
+            ("pack_x86.rs", include_str!("pack_x86.rs")),
+            (
+                "first_conv.rs",
+                include_str!("../inference/host/first_conv.rs"),
+            ),
+        ];
+        let mut found = Vec::new();
+        for (file, source) in sources {
+            let mut rest = source;
+            while let Some(at) = rest.find("#[target_feature(enable = \"") {
+                rest = &rest[at + "#[target_feature(enable = \"".len()..];
+                let end = rest.find('"').unwrap();
+                let features = rest[..end]
+                    .split(',')
+                    .map(|f| f.trim().to_string())
+                    .collect();
+                let after = &rest[rest.find("fn ").unwrap() + 3..];
+                let name = after[..after.find(['(', '<']).unwrap()].to_string();
+                found.push((file, name, features));
+            }
+        }
+        found
+    }
+
+    /// Every feature a kernel function enables is one its path checks: a function of the AVX2
+    /// path (named `*avx2*` outside the AVX-512 files) only what [`Isa::Avx2`] checks, any other
+    /// what [`Isa::Avx512`] checks. Calling one on a CPU without a feature it enables is
+    /// undefined behaviour, so `is_available` must not miss any.
+    #[test]
+    fn every_enabled_feature_is_checked() {
+        let found = enabled_features();
+        assert!(
+            found.len() > 20,
+            "the scan found only {} functions",
+            found.len()
+        );
+        for (file, name, features) in found {
+            let path = if name.contains("avx2") && !file.contains("avx512") {
+                Isa::Avx2
+            } else {
+                Isa::Avx512
+            };
+            for feature in &features {
+                assert!(
+                    path.features().contains(&feature.as_str()),
+                    "{file}: {name} enables {feature}, which {path:?}::is_available does not check"
+                );
+            }
+        }
+    }
+
+    /// The AVX-512 path runs AVX2 helpers: it needs every feature of the AVX2 path.
+    #[test]
+    fn avx512_needs_the_avx2_features() {
+        for feature in Isa::Avx2.features() {
+            assert!(Isa::Avx512.features().contains(feature), "{feature}");
+        }
+        assert!(Isa::Portable.features().is_empty() && Isa::Portable.is_available());
+    }
 }

@@ -43,6 +43,17 @@ pub const fn words_per_row(k: usize) -> usize {
     k.div_ceil(WORD_BITS)
 }
 
+/// A kernel's length check: panics unless `len` is the product of `factors`, and (in release
+/// builds too) where that product overflows `usize`, so that sizes from outside cannot wrap
+/// around to pass the check of a kernel that then reads through raw pointers.
+#[track_caller]
+pub(crate) fn check_len(what: &str, len: usize, factors: &[usize]) {
+    let Some(expected) = factors.iter().try_fold(1usize, |a, &f| a.checked_mul(f)) else {
+        panic!("{what}: the size {factors:?} overflows usize");
+    };
+    assert_eq!(len, expected, "{what}");
+}
+
 /// An instruction set checked against this CPU: it holds an x86 path only where the CPU runs it,
 /// so code may rely on that when it calls `#[target_feature]` functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,5 +72,24 @@ impl CheckedIsa {
     /// The checked instruction set.
     pub(crate) fn isa(self) -> isa::Isa {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A length check whose sizes multiply past `usize` fails as an overflow, not as a wrapped
+    /// product that an empty slice would match.
+    #[test]
+    fn length_checks_do_not_wrap() {
+        let panic =
+            std::panic::catch_unwind(|| super::xnor::xnor_gemm(&[], &[], 1 << 63, 0, 128, &mut []))
+                .unwrap_err();
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(message.contains("overflows usize"), "{message}");
+        super::check_len("fits", 6, &[1, 2, 3]);
     }
 }

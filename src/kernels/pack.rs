@@ -34,8 +34,8 @@ pub fn pack_signs(src: &[f32], rows: usize, k: usize, out: &mut [u64]) {
 /// [`pack_signs`] on a given instruction set (the portable path where the CPU lacks it).
 pub fn pack_signs_with(isa: Isa, src: &[f32], rows: usize, k: usize, out: &mut [u64]) {
     let words = words_per_row(k);
-    assert_eq!(src.len(), rows * k, "pack_signs: source length");
-    assert_eq!(out.len(), rows * words, "pack_signs: output length");
+    super::check_len("pack_signs: source length", src.len(), &[rows, k]);
+    super::check_len("pack_signs: output length", out.len(), &[rows, words]);
     let isa = CheckedIsa::new(isa);
     if k >= PAR_MIN_VALUES && rows < 2 * rayon::current_num_threads() {
         for (row, dst) in src.chunks(k).zip(out.chunks_mut(words)) {
@@ -56,8 +56,8 @@ pub fn pack_signs_columns(src: &[f32], k: usize, n: usize, out: &mut [u64]) {
 /// [`pack_signs_columns`] on a given instruction set (the portable path where the CPU lacks it).
 pub fn pack_signs_columns_with(isa: Isa, src: &[f32], k: usize, n: usize, out: &mut [u64]) {
     let words = words_per_row(k);
-    assert_eq!(src.len(), k * n, "pack_signs_columns: source length");
-    assert_eq!(out.len(), n * words, "pack_signs_columns: output length");
+    super::check_len("pack_signs_columns: source length", src.len(), &[k, n]);
+    super::check_len("pack_signs_columns: output length", out.len(), &[n, words]);
     let isa = CheckedIsa::new(isa);
     for_each_column_block(out, COLUMN_GROUP * words, k * n, |c0, block| {
         signs_column_group(isa, src, k, n, c0, block)
@@ -67,8 +67,8 @@ pub fn pack_signs_columns_with(isa: Isa, src: &[f32], k: usize, n: usize, out: &
 /// Unpacks sign bits into ±1.
 pub fn unpack_signs(packed: &[u64], rows: usize, k: usize, out: &mut [f32]) {
     let words = words_per_row(k);
-    assert_eq!(packed.len(), rows * words, "unpack_signs: packed length");
-    assert_eq!(out.len(), rows * k, "unpack_signs: output length");
+    super::check_len("unpack_signs: packed length", packed.len(), &[rows, words]);
+    super::check_len("unpack_signs: output length", out.len(), &[rows, k]);
     for_each_row(packed, words, out, k, unpack_signs_row);
 }
 
@@ -88,8 +88,8 @@ pub fn pack_planes(src: &[f32], rows: usize, k: usize, bits: u32, out: &mut [u64
 pub fn pack_planes_with(isa: Isa, src: &[f32], rows: usize, k: usize, bits: u32, out: &mut [u64]) {
     let words = words_per_row(k);
     let b = bits as usize;
-    assert_eq!(src.len(), rows * k, "pack_planes: source length");
-    assert_eq!(out.len(), rows * b * words, "pack_planes: output length");
+    super::check_len("pack_planes: source length", src.len(), &[rows, k]);
+    super::check_len("pack_planes: output length", out.len(), &[rows, b, words]);
     let isa = CheckedIsa::new(isa);
     for_each_row(src, k, out, b * words, |row, dst| {
         planes_row(isa, row, bits, dst)
@@ -113,11 +113,11 @@ pub fn pack_planes_columns_with(
 ) {
     let words = words_per_row(k);
     let b = bits as usize;
-    assert_eq!(src.len(), k * n, "pack_planes_columns: source length");
-    assert_eq!(
+    super::check_len("pack_planes_columns: source length", src.len(), &[k, n]);
+    super::check_len(
+        "pack_planes_columns: output length",
         out.len(),
-        n * b * words,
-        "pack_planes_columns: output length"
+        &[n, b, words],
     );
     let isa = CheckedIsa::new(isa);
     for_each_column_block(out, COLUMN_GROUP * b * words, k * n * b, |c0, block| {
@@ -129,12 +129,12 @@ pub fn pack_planes_columns_with(
 pub fn unpack_planes(packed: &[u64], rows: usize, k: usize, bits: u32, out: &mut [f32]) {
     let words = words_per_row(k);
     let b = bits as usize;
-    assert_eq!(
+    super::check_len(
+        "unpack_planes: packed length",
         packed.len(),
-        rows * b * words,
-        "unpack_planes: packed length"
+        &[rows, b, words],
     );
-    assert_eq!(out.len(), rows * k, "unpack_planes: output length");
+    super::check_len("unpack_planes: output length", out.len(), &[rows, k]);
     for_each_row(packed, b * words, out, k, |planes, dst| {
         unpack_planes_row(planes, b, words, dst)
     });

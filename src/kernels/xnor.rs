@@ -27,9 +27,9 @@ pub fn xnor_gemm_with(
     out: &mut [f32],
 ) {
     let words = words_per_row(k);
-    assert_eq!(a.len(), m * words, "xnor_gemm: lhs length");
-    assert_eq!(b.len(), n * words, "xnor_gemm: rhs length");
-    assert_eq!(out.len(), m * n, "xnor_gemm: output length");
+    super::check_len("xnor_gemm: lhs length", a.len(), &[m, words]);
+    super::check_len("xnor_gemm: rhs length", b.len(), &[n, words]);
+    super::check_len("xnor_gemm: output length", out.len(), &[m, n]);
     let problem = Problem {
         op: BitOp::Xor,
         a,

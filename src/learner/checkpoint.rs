@@ -1,15 +1,20 @@
 //! Checkpoints that are never half-written, and resuming from the newest complete one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::{
     lr_scheduler::LrScheduler,
     module::Module,
     optim::Optimizer,
-    record::{FileRecorder, Recorder, RecorderError},
+    record::{
+        FileRecorder, NamedMpkBytesRecorder, NamedMpkFileRecorder, NamedMpkGzFileRecorder,
+        PrecisionSettings, Recorder, RecorderError,
+    },
     tensor::{Device, backend::Backend},
 };
 use burn_train::{Learner, LearningComponentsTypes};
+use flate2::{Compression, write::GzEncoder};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The names burn-train's file checkpointer gives the three records of an epoch, under
@@ -45,9 +50,15 @@ pub enum CheckpointError {
     },
 }
 
-/// A [`FileRecorder`] that writes through `inner` into a temporary file in the same folder and
-/// renames it into place, so a crash or a full disk never leaves a half-written record under
-/// the final name. Loading is `inner`'s.
+/// A [`FileRecorder`] that never leaves a half-written or unsynced record under the final
+/// name: it serializes the record in memory (in `inner`'s format), writes all of it to a
+/// temporary file of a unique name in the same folder, syncs it to disk, renames it into place
+/// and syncs the folder ([`crate::io::AtomicFile`]). Any error (a full disk, a quota, a
+/// file-size limit) is returned and leaves the previous file under that name as it was.
+/// Loading is `inner`'s.
+///
+/// Burn 0.21's own file recorders write through a `BufWriter` that is dropped without a flush,
+/// so an error on their last write is lost; this one does not use their writing at all.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -70,38 +81,56 @@ pub struct AtomicFileRecorder<FR> {
 }
 
 impl<FR> AtomicFileRecorder<FR> {
-    /// Writes with `inner`.
+    /// Writes in `inner`'s format.
     pub fn new(inner: FR) -> Self {
         Self { inner }
     }
 }
 
-impl<B: Backend, FR: FileRecorder<B>> Recorder<B> for AtomicFileRecorder<FR> {
+/// A [`FileRecorder`] whose file content can be built in memory, which
+/// [`AtomicFileRecorder`] then writes itself: Burn's `NamedMpkFileRecorder` and
+/// `NamedMpkGzFileRecorder` (the bytes are the same as those recorders write).
+pub trait InMemoryFormat<B: Backend>: FileRecorder<B> {
+    /// The bytes of the file `self` would write for `item`.
+    ///
+    /// # Errors
+    /// If `item` cannot be serialized.
+    fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError>;
+}
+
+impl<S: PrecisionSettings, B: Backend> InMemoryFormat<B> for NamedMpkFileRecorder<S> {
+    fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError> {
+        Recorder::<B>::save_item(&NamedMpkBytesRecorder::<S>::default(), item, ())
+    }
+}
+
+impl<S: PrecisionSettings, B: Backend> InMemoryFormat<B> for NamedMpkGzFileRecorder<S> {
+    fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError> {
+        let plain = Recorder::<B>::save_item(&NamedMpkBytesRecorder::<S>::default(), item, ())?;
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder
+            .write_all(&plain)
+            .and_then(|()| encoder.finish())
+            .map_err(|e| RecorderError::Unknown(format!("cannot compress the record: {e}")))
+    }
+}
+
+impl<B: Backend, FR: InMemoryFormat<B>> Recorder<B> for AtomicFileRecorder<FR> {
     type Settings = FR::Settings;
     type RecordArgs = PathBuf;
     type RecordOutput = ();
     type LoadArgs = PathBuf;
 
     fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
-        let extension = <FR as FileRecorder<B>>::file_extension();
-        file.set_extension(extension);
-        let name = file
-            .file_stem()
-            .ok_or_else(|| RecorderError::Unknown(format!("{} has no file name", file.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let partial = file.with_file_name(format!(".{name}-partial-{}", std::process::id()));
-        let mut written = partial.clone();
-        written.set_extension(extension);
-        let result = self.inner.save_item(item, partial).and_then(|()| {
-            std::fs::rename(&written, &file).map_err(|e| {
-                RecorderError::Unknown(format!("cannot rename into {}: {e}", file.display()))
-            })
-        });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&written);
+        file.set_extension(<FR as FileRecorder<B>>::file_extension());
+        let bytes = self.inner.to_bytes(item)?;
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                RecorderError::Unknown(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
-        result
+        crate::io::write_atomic(&file, bytes)
+            .map_err(|e| RecorderError::Unknown(format!("cannot write {}: {e}", file.display())))
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
@@ -109,7 +138,7 @@ impl<B: Backend, FR: FileRecorder<B>> Recorder<B> for AtomicFileRecorder<FR> {
     }
 }
 
-impl<B: Backend, FR: FileRecorder<B>> FileRecorder<B> for AtomicFileRecorder<FR> {
+impl<B: Backend, FR: InMemoryFormat<B>> FileRecorder<B> for AtomicFileRecorder<FR> {
     fn file_extension() -> &'static str {
         FR::file_extension()
     }
@@ -137,7 +166,10 @@ pub fn last_checkpoint(
             });
         }
     };
-    let mut found: std::collections::BTreeMap<usize, usize> = Default::default();
+    // For each epoch, which of the three parts are there (a bit each): a part counts once,
+    // and only under the exact name burn-train writes and `restore_checkpoint` reads
+    // (`model-3`, not `model-03` or `model-+3`).
+    let mut found: std::collections::BTreeMap<usize, u8> = Default::default();
     for entry in entries {
         let entry = entry.map_err(|source| CheckpointError::Io {
             path: folder.clone(),
@@ -151,20 +183,21 @@ pub fn last_checkpoint(
         else {
             continue;
         };
-        for part in PARTS {
+        for (bit, part) in PARTS.iter().enumerate() {
             if let Some(epoch) = stem
                 .strip_prefix(part)
                 .and_then(|rest| rest.strip_prefix('-'))
-                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.parse::<usize>().ok().filter(|e| e.to_string() == n))
             {
-                *found.entry(epoch).or_default() += 1;
+                *found.entry(epoch).or_default() |= 1 << bit;
             }
         }
     }
+    let complete = (1u8 << PARTS.len()) - 1;
     Ok(found
         .into_iter()
         .rev()
-        .find(|&(_, parts)| parts == PARTS.len())
+        .find(|&(_, parts)| parts == complete)
         .map(|(epoch, _)| epoch))
 }
 

@@ -93,7 +93,8 @@ pub use best::{
     ACCURACY, KeepLastAndBest, SummaryError, best_valid_epoch, keep_last_and_best, summary_history,
 };
 pub use checkpoint::{
-    AtomicFileRecorder, CheckpointError, last_checkpoint, load_checkpoint_model, restore_checkpoint,
+    AtomicFileRecorder, CheckpointError, InMemoryFormat, last_checkpoint, load_checkpoint_model,
+    restore_checkpoint,
 };
 pub use clip::ClipLatentWeights;
 pub use render::{EpochMetrics, EpochSummaryRenderer};

@@ -139,9 +139,26 @@ impl HostPacked {
         if shape.len() < 2 {
             return Err(PackedError::Rank(shape.len()));
         }
-        let (rows, k) = rows_and_k(shape);
+        // The shape comes from outside (a file): every size is checked, so that a shape whose
+        // byte count wraps around (`[1 << 61, 1, 64]`: 2^64 bytes) cannot pass for 0 bytes.
+        let (k, leading) = shape.split_last().unwrap_or((&0, &[]));
+        let k = *k;
         let row_words = words_per_row(k);
-        let expected = rows * encoding.planes() * row_words * 8;
+        let rows = leading.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let sizes = rows.and_then(|rows| {
+            let bytes = rows
+                .checked_mul(encoding.planes())?
+                .checked_mul(row_words)?
+                .checked_mul(8)?;
+            // `unpack` makes `rows · k` values.
+            rows.checked_mul(k)?;
+            Some(bytes)
+        });
+        let Some(expected) = sizes else {
+            return Err(PackedError::TooLarge {
+                shape: shape.to_vec(),
+            });
+        };
         if bytes.len() != expected {
             return Err(PackedError::Length {
                 expected,

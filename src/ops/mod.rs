@@ -79,6 +79,13 @@ pub enum PackedError {
         /// The shape asked for.
         shape: Vec<usize>,
     },
+    /// The shape's size (values or bytes) overflows this machine's `usize`: no data can have
+    /// it.
+    #[error("packed data of shape {shape:?} would be larger than this machine can address")]
+    TooLarge {
+        /// The shape asked for.
+        shape: Vec<usize>,
+    },
     /// Bits past the end of a row are set: the data are corrupt or of another shape.
     #[error("packed row {row} has bits set past its length: corrupt data or wrong shape")]
     Padding {

@@ -230,6 +230,37 @@ fn extracts_only_the_batch_files() {
     );
 }
 
+/// An extraction works in a folder of its own: another extraction's folder (the
+/// `cifar-10-batches-bin.part` an older version, or another process, is filling) is left as it
+/// is.
+#[test]
+fn extraction_leaves_other_extractions_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive_path = dir.path().join(cifar10::ARCHIVE_NAME);
+    std::fs::write(&archive_path, archive(true)).unwrap();
+    let other = dir.path().join(format!("{}.part", cifar10::FOLDER));
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("data_batch_1.bin"), b"in progress").unwrap();
+    let folder = cifar10::extract_archive(&archive_path, dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read(other.join("data_batch_1.bin")).unwrap(),
+        b"in progress"
+    );
+    let mut expected = vec![
+        cifar10::ARCHIVE_NAME.to_string(),
+        cifar10::FOLDER.to_string(),
+        format!("{}.part", cifar10::FOLDER),
+    ];
+    expected.sort();
+    assert_eq!(dir_entries(dir.path()), expected);
+    assert_eq!(
+        cifar10::read_batch(folder.join("test_batch.bin"))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 #[test]
 fn incomplete_or_broken_archive_leaves_no_folder() {
     let dir = tempfile::tempdir().unwrap();

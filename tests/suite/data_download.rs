@@ -47,6 +47,33 @@ fn download_succeeds_and_places_file() {
     assert_eq!(server.requests(), vec!["/d/file.bin"]);
 }
 
+/// A download writes only into a temporary file of its own: another download's file of the
+/// same target (the `NAME.part` an older version, or another process, is writing) is left as
+/// it is, and nothing else is left behind.
+#[test]
+fn download_leaves_other_writers_files_alone() {
+    let body = pattern(200_000, 4);
+    let server = TestServer::start(vec![("/file.bin", Reply::Ok(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let others = ["file.bin.part", ".file.bin.1-0.tmp"];
+    for other in others {
+        std::fs::write(dir.path().join(other), b"another download in progress").unwrap();
+    }
+    let file = RemoteFile::at(&server.base_url(), "file.bin", md5_of(&body));
+    let path = download_file(&file, dir.path()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    for other in others {
+        assert_eq!(
+            std::fs::read(dir.path().join(other)).unwrap(),
+            b"another download in progress",
+            "{other}"
+        );
+    }
+    let mut expected = vec!["file.bin", others[0], others[1]];
+    expected.sort();
+    assert_eq!(dir_entries(dir.path()), expected);
+}
+
 #[test]
 fn download_with_upper_case_hex() {
     let body = pattern(10_000, 2);

@@ -226,3 +226,54 @@ fn remote_files_point_to_the_torchvision_mirror() {
         "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"
     );
 }
+
+/// Files of no images or no labels are errors naming the file, not an empty data set; plain
+/// or compressed.
+#[test]
+fn empty_files_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (i, l) = (images(0, 28, 28), labels(&[]));
+    for (images_file, labels_file) in [(i.clone(), l.clone()), (gz(&i), gz(&l))] {
+        let i = write(dir.path(), "i", &images_file);
+        let l = write(dir.path(), "l", &labels_file);
+        let error = mnist::read_pair(&i, &l).unwrap_err();
+        assert!(
+            matches!(&error, DataError::WrongDimensions { path, found, .. } if path == &i && found.starts_with("0 images")),
+            "{error:?}"
+        );
+        let ok = write(dir.path(), "ok", &images(1, 28, 28));
+        let error = mnist::read_pair(&ok, &l).unwrap_err();
+        assert!(
+            matches!(&error, DataError::WrongDimensions { path, found, .. } if path == &l && found.starts_with("0 labels")),
+            "{error:?}"
+        );
+    }
+}
+
+/// A compressed file whose header promises more than its size can inflate to is rejected on
+/// the header, naming the file; one whose stream goes on past the promise is rejected too.
+#[test]
+fn gzip_streams_are_bounded_by_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = write(dir.path(), "l", &labels(&[1]));
+    // 4 billion images promised by a file of a few dozen bytes.
+    let header: Vec<u8> = [2051u32, 4_000_000_000, 28, 28]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect();
+    let i = write(dir.path(), "i.gz", &gz(&header));
+    let error = mnist::read_pair(&i, &l).unwrap_err();
+    assert!(
+        matches!(&error, DataError::Malformed { path, detail } if path == &i && detail.contains("can hold")),
+        "{error:?}"
+    );
+    let mut long = labels(&[1]);
+    long.extend([0; 100_000]);
+    let l = write(dir.path(), "l.gz", &gz(&long));
+    let one = write(dir.path(), "one", &images(1, 28, 28));
+    let error = mnist::read_pair(&one, &l).unwrap_err();
+    assert!(
+        matches!(&error, DataError::Malformed { path, .. } if path == &l),
+        "{error:?}"
+    );
+}

@@ -461,3 +461,150 @@ fn remote_files_use_the_official_names_and_md5s() {
     );
     assert_eq!(svhn::remote_files("http://m", Extra::Exclude).len(), 2);
 }
+
+/// A wanted variable found twice is an error naming it, whichever copy would have been used.
+#[test]
+fn duplicate_variables_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (first, second) in [
+        (compressed(&x_uint8(1)), compressed(&x_uint8(1))),
+        (y_double(&[1.0]), compressed(&y_double(&[2.0]))),
+    ] {
+        let mut file = header();
+        file.extend(compressed(&x_uint8(1)));
+        file.extend(compressed(&y_double(&[3.0])));
+        file.extend(first);
+        file.extend(second);
+        let path = write(dir.path(), "train_32x32.mat", &file);
+        let error = svhn::read_file(&path).unwrap_err();
+        assert!(
+            matches!(&error, DataError::Malformed { path: p, detail } if p == &path && detail.contains("second variable")),
+            "{error:?}"
+        );
+    }
+}
+
+/// A file of no images is an error, not an empty data set.
+#[test]
+fn empty_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = header();
+    file.extend(compressed(&x_uint8(0)));
+    file.extend(compressed(&y_double(&[])));
+    let path = write(dir.path(), "train_32x32.mat", &file);
+    let error = svhn::read_file(&path).unwrap_err();
+    assert!(
+        matches!(&error, DataError::WrongDimensions { path: p, expected, .. } if p == &path && expected.contains("at least one")),
+        "{error:?}"
+    );
+}
+
+/// y with more values than X has images is rejected on its dimensions, before its data is read:
+/// here its data is not even there.
+#[test]
+fn labels_are_bounded_by_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = MX_DOUBLE.to_le_bytes().to_vec();
+    flags.extend(0u32.to_le_bytes());
+    let dims: Vec<u8> = [1_000_000u32, 1]
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    let mut content = element(MI_UINT32, &flags);
+    content.extend(element(MI_INT32, &dims));
+    content.extend(small_element(MI_INT8, b"y"));
+    // The data's tag only: 8 MB announced, none present.
+    content.extend(MI_DOUBLE.to_le_bytes());
+    content.extend(8_000_000u32.to_le_bytes());
+    let mut file = header();
+    file.extend(compressed(&x_uint8(2)));
+    file.extend(compressed(&element(MI_MATRIX, &content)));
+    let path = write(dir.path(), "train_32x32.mat", &file);
+    let error = svhn::read_file(&path).unwrap_err();
+    assert!(
+        matches!(&error, DataError::WrongDimensions { expected, found, .. } if expected.contains("y of 2×1") && found.contains("1000000×1")),
+        "{error:?}"
+    );
+}
+
+/// A big-endian MAT-file (endian indicator `MI`, every number of the tags, dimensions and
+/// values most significant byte first, as MATLAB writes on a big-endian machine) reads as the
+/// same file written little-endian does; compressed and plain elements, and labels as doubles
+/// and as 16-bit integers.
+#[test]
+fn reads_big_endian_files() {
+    /// A tag and data in big-endian order, padded to 8 bytes.
+    fn element_be(data_type: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = data_type.to_be_bytes().to_vec();
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out
+    }
+    /// The small format: the byte count in the high half of the first word.
+    fn small_element_be(data_type: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = ((data.len() as u32) << 16 | data_type)
+            .to_be_bytes()
+            .to_vec();
+        out.extend(data);
+        out.resize(8, 0);
+        out
+    }
+    fn matrix_be(name: &str, class: u32, dims: &[u32], data_type: u32, data: &[u8]) -> Vec<u8> {
+        let mut flags = class.to_be_bytes().to_vec();
+        flags.extend(0u32.to_be_bytes());
+        let dims: Vec<u8> = dims.iter().flat_map(|d| d.to_be_bytes()).collect();
+        let mut content = element_be(MI_UINT32, &flags);
+        content.extend(element_be(MI_INT32, &dims));
+        content.extend(small_element_be(MI_INT8, name.as_bytes()));
+        content.extend(element_be(data_type, data));
+        element_be(MI_MATRIX, &content)
+    }
+    fn compressed_be(inner: &[u8]) -> Vec<u8> {
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+        z.write_all(inner).unwrap();
+        let z = z.finish().unwrap();
+        let mut out = MI_COMPRESSED.to_be_bytes().to_vec();
+        out.extend((z.len() as u32).to_be_bytes());
+        out.extend(z);
+        out
+    }
+    const MI_INT16: u32 = 3;
+    let mut head = header();
+    head[124..126].copy_from_slice(&0x0100u16.to_be_bytes());
+    head[126..128].copy_from_slice(b"MI");
+
+    let labels = [10.0, 4.0, 7.0];
+    let x = || matrix_be("X", MX_UINT8, &[32, 32, 3, 3], MI_UINT8, &x_column_major(3));
+    let doubles: Vec<u8> = labels.iter().flat_map(|l: &f64| l.to_be_bytes()).collect();
+    let shorts: Vec<u8> = labels
+        .iter()
+        .flat_map(|&l| (l as i16).to_be_bytes())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let little = write(dir.path(), "little.mat", &svhn_file(&labels));
+    let expected = svhn::read_file(&little).unwrap();
+    assert_eq!(
+        expected.iter().map(|i| i.label).collect::<Vec<_>>(),
+        [0, 4, 7]
+    );
+    for (x, y) in [
+        (
+            compressed_be(&x()),
+            compressed_be(&matrix_be("y", MX_DOUBLE, &[3, 1], MI_DOUBLE, &doubles)),
+        ),
+        (x(), matrix_be("y", MX_DOUBLE, &[3, 1], MI_INT16, &shorts)),
+    ] {
+        let mut file = head.clone();
+        file.extend(x);
+        file.extend(y);
+        let path = write(dir.path(), "big.mat", &file);
+        assert_eq!(svhn::read_file(&path).unwrap(), expected);
+    }
+    // The same bytes announced as little-endian are not read as this file.
+    let mut file = head.clone();
+    file[126..128].copy_from_slice(b"IM");
+    file.extend(x());
+    let path = write(dir.path(), "misread.mat", &file);
+    assert!(svhn::read_file(&path).is_err());
+}

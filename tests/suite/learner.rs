@@ -578,6 +578,111 @@ fn atomic_recorder_leaves_no_partial_file() {
     assert_eq!(names, ["busy.mpk", "net.mpk"]);
 }
 
+/// A save that fails part-way (here: a file-size limit just below the record's size, as a full
+/// disk or a quota would) returns an error and leaves the previous checkpoint of that name
+/// intact and loadable, with no temporary file behind. The limit is set in a child process (this
+/// test binary run again on this test alone), so that it does not hit the other tests.
+#[cfg(unix)]
+#[test]
+fn failed_save_keeps_the_previous_checkpoint() {
+    const CHILD: &str = "BURN_QNN_TEST_FILE_SIZE_LIMIT_CHILD";
+    const NAME: &str = "learner::failed_save_keeps_the_previous_checkpoint";
+    type B = NdArray;
+    let device = Default::default();
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let dir = std::path::PathBuf::from(dir);
+        // Another network of the same shape: the record has the size of the previous one.
+        let net = tiny_net::<B>(&device);
+        let _ = params(&net);
+        // Its exact size, written once where no limit applies yet.
+        net.clone()
+            .save_file(dir.join("scratch"), &recorder())
+            .unwrap();
+        let size = std::fs::metadata(dir.join("scratch.mpk")).unwrap().len();
+        std::fs::remove_file(dir.join("scratch.mpk")).unwrap();
+        // SAFETY: plain libc calls on a value that lives across them; the child runs this one
+        // test alone.
+        let old = unsafe {
+            assert_ne!(libc::signal(libc::SIGXFSZ, libc::SIG_IGN), libc::SIG_ERR);
+            let mut old: libc::rlimit = std::mem::zeroed();
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
+            let limit = libc::rlimit {
+                rlim_cur: (size - 1) as libc::rlim_t,
+                rlim_max: old.rlim_max,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+            old
+        };
+        let result = net.save_file(dir.join("checkpoint").join("model-1"), &recorder());
+        // SAFETY: as above; the soft limit goes back to what it was (at most the hard limit).
+        unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &old), 0) };
+        let report = match result {
+            Ok(()) => "saved".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        std::fs::write(dir.join("child-report"), report).unwrap();
+        return;
+    }
+
+    let _rng = crate::reference::backend_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let net = tiny_net::<B>(&device);
+    let expected = params(&net);
+    net.save_file(checkpoint.join("model-1"), &recorder())
+        .unwrap();
+    let before = std::fs::read(checkpoint.join("model-1.mpk")).unwrap();
+
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    // The child ran the test (a wrong name would run no test and succeed too).
+    let report = std::fs::read_to_string(dir.path().join("child-report")).unwrap();
+    assert!(
+        report.starts_with("error: ") && report.contains("model-1.mpk"),
+        "a save under the file-size limit must fail, naming the file: {report}"
+    );
+    assert_eq!(
+        std::fs::read(checkpoint.join("model-1.mpk")).unwrap(),
+        before
+    );
+    let loaded = tiny_net::<B>(&device)
+        .load_file(checkpoint.join("model-1"), &recorder(), &device)
+        .unwrap();
+    assert!(close(&expected, &params(&loaded), 0.0));
+    let names: Vec<String> = std::fs::read_dir(&checkpoint)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["model-1.mpk"], "no temporary file is left");
+}
+
+/// An epoch is complete only with all three parts under burn-train's names: a part under two
+/// spellings (`model-3`, `model-03`) is not two parts, and neither spelling makes up for a
+/// missing one.
+#[test]
+fn complete_epochs_need_three_distinct_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("checkpoint");
+    std::fs::create_dir_all(&folder).unwrap();
+    let write = |names: &[&str]| {
+        for name in names {
+            std::fs::write(folder.join(name), b"record").unwrap();
+        }
+    };
+    write(&["model-2.mpk", "optim-2.mpk", "scheduler-2.mpk"]);
+    write(&["model-3.mpk", "model-03.mpk", "optim-3.mpk"]);
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(2));
+    // Other spellings of epoch 3's scheduler do not complete it either.
+    write(&["scheduler-03.mpk", "scheduler-+3.mpk", "optim-03.mpk"]);
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(2));
+    write(&["scheduler-3.mpk"]);
+    assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(3));
+}
+
 /// The step implementations: the training output's loss is the squared hinge loss of the
 /// scores, and the inference step of the valid model gives the same scores.
 #[test]

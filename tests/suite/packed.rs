@@ -224,6 +224,23 @@ pub fn bad_packed_bytes<B: QnnBackend>(device: &B::Device) {
         Packed::<B>::from_bytes(&[0; 8], &[8], enc, device).unwrap_err(),
         PackedError::Rank(1)
     );
+    // Shapes whose byte count (or value count) overflows: a typed error, in release builds
+    // too (where the unchecked products wrap around, here to 0 bytes).
+    for shape in [
+        vec![1 << 61, 1, 64],
+        vec![1 << 32, 1 << 32, 64],
+        vec![1 << 40, 1 << 30],
+        vec![usize::MAX, 2, 1],
+    ] {
+        assert_eq!(
+            Packed::<B>::from_bytes(&[], &shape, enc, device).unwrap_err(),
+            PackedError::TooLarge { shape }
+        );
+    }
+    assert!(matches!(
+        Packed::<B>::from_bytes(&[], &[1 << 58, 1, 64], Encoding::Codes(Bits::EIGHT), device),
+        Err(PackedError::TooLarge { .. })
+    ));
     let mut bytes = vec![0u8; 16];
     bytes[15] = 0x80; // bit 63 of row 1, past k = 60
     assert_eq!(
