@@ -3,6 +3,9 @@
 //!
 //! - `packed`: the crate's binary network (binary layers on packed kernels, whose autodiff nodes
 //!   keep only bits and compute their gradients from them);
+//! - `packed_grad6_<path>`: the same network and weights with the binary layers' output gradients
+//!   quantized to 6 bits (`NetConfig::with_grad_bits`), their gradient products exact in
+//!   integers on each int8 path this CPU runs (`amx`, `avx512vnni`, `avx2`, `portable`);
 //! - `float_simulation`: the same network and weights with every binary layer simulated in float,
 //!   `conv2d(sign(x), sign(w))` / `sign(x)·sign(W)` through Burn's float ops;
 //! - `burn_f32`: the same network shape in Burn's own float layers and functions (`Conv2d`,
@@ -14,12 +17,14 @@
 //! full-width network; there the float steps take minutes each, so they run only with
 //! `BURN_QNN_BENCH_FLOAT=1`.
 
+use burn::module::Module;
 use burn::{
     backend::{Autodiff, NdArray},
     optim::{AdamConfig, GradientsParams, Optimizer},
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
+    kernels::int8::{Int8Isa, force_int8_isa},
     learner::ClipLatentWeights,
     loss::SquaredHingeLoss,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
@@ -154,6 +159,19 @@ fn training_step(c: &mut Criterion) {
     group.sample_size(10);
     let mut packed = Step::new(net.clone(), &images, &targets);
     group.bench_function("packed", |b| b.iter(|| packed.run(Net::forward)));
+    let grad6 = config
+        .clone()
+        .with_grad_bits(Some(quant::Bits::new(6).expect("6 bits")))
+        .init::<B>(&device)
+        .load_record(net.clone().into_record());
+    for isa in Int8Isa::available() {
+        force_int8_isa(Some(isa)).expect("an available path");
+        let mut step = Step::new(grad6.clone(), &images, &targets);
+        group.bench_function(format!("packed_grad6_{}", isa.name()), |b| {
+            b.iter(|| step.run(Net::forward))
+        });
+    }
+    force_int8_isa(None).expect("detection");
     if with_float {
         let mut simulated = Step::new(net, &images, &targets);
         group.bench_function("float_simulation", |b| {

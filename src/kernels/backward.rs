@@ -171,7 +171,7 @@ fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_out: &[f32]) {
 /// For stride 1 and a padding no wider than the dilated kernel's reach, the geometry of the
 /// convolution that gives the input gradient: over the output gradient `[N, C_out, H_out,
 /// W_out]`, padded by `d·(k − 1) − p`, to `[N, C_in, H, W]`; `None` for other geometries.
-fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+pub(super) fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
     let [oh, ow] = g.output_size().ok()?;
     let reach = |axis: usize| g.dilation[axis] * (g.kernel[axis] - 1);
     let padding = [

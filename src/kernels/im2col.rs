@@ -48,6 +48,17 @@ impl TapSource<i8> for Bits<'_> {
     }
 }
 
+impl TapSource<i8> for &[i8] {
+    fn expand(&self, start: usize, out: &mut [i8]) {
+        out.copy_from_slice(&self[start..start + out.len()]);
+    }
+
+    #[inline(always)]
+    fn value(&self, i: usize) -> i8 {
+        self[i]
+    }
+}
+
 impl TapSource<f32> for &[f32] {
     fn expand(&self, start: usize, out: &mut [f32]) {
         out.copy_from_slice(&self[start..start + out.len()]);

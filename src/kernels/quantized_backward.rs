@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::{
-    backward::{Bits, MatmulShape},
+    backward::{Bits, MatmulShape, transposed_geometry},
     conv::{ConvGeometry, PadMode},
     im2col::{Shapes, expand_taps, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
@@ -210,12 +210,15 @@ fn weight_grad_with(
     let sum_group = |first: usize| -> Vec<i32> {
         let mut sum = vec![0i32; s.taps * s.c_out];
         let mut rows = vec![0i8; block * s.positions];
+        // The image's ±1 bytes, expanded once from its bits: the im2col rows copy runs of them.
+        let mut image = vec![0i8; s.image_len()];
         for n in first..(first + images_per_group).min(g.batch) {
             let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
+            input_signs.expand_i8(n * image.len(), &mut image);
             for tap0 in (0..s.taps).step_by(block) {
                 let count = block.min(s.taps - tap0);
                 let rows = &mut rows[..count * s.positions];
-                expand_taps(input_signs, g, &s, n, tap0, pad, rows);
+                expand_taps(&image[..], g, &s, 0, tap0, pad, rows);
                 // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
                 let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
                 int8::gemm_accumulate(isa, rows, codes, count, s.c_out, s.positions, sum);
@@ -288,13 +291,18 @@ fn input_grad_with(
     if image_len == 0 {
         return;
     }
-    // The weights as [taps, C_out]: weight-sized.
+    // The weights as [C_out, taps]: weight-sized.
     let mut weights = vec![0i8; s.c_out * s.taps];
     weight_signs.expand_i8(0, &mut weights);
+    let mut sums = vec![0i32; out.len()];
+    if let Some(transposed) = transposed_geometry(g) {
+        input_grad_stride_one(isa, grad, &weights, g, &transposed, &s, &mut sums);
+        grad.finish(&sums, input_blocked, out);
+        return;
+    }
     let weights_t = transpose_i8(&weights, s.c_out, s.taps);
     let block = (BLOCK_BYTES / (4 * s.positions.max(1))).clamp(1, s.taps.max(1));
     let image_grad = s.c_out * s.positions;
-    let mut sums = vec![0i32; out.len()];
     sums.par_chunks_mut(image_len)
         .enumerate()
         .for_each(|(n, dx)| {
@@ -322,6 +330,80 @@ fn input_grad_with(
             }
         });
     grad.finish(&sums, input_blocked, out);
+}
+
+/// The input gradient's sums `[N, C_in, H, W]` for stride 1, as the convolution of the output
+/// gradient with the flipped weights (`transposed`, see [`transposed_geometry`]): for each input
+/// position, the row of the output-gradient codes its taps read (channels last, `C_out` bytes a
+/// tap, copied from the codes transposed to `[H_out·W_out, C_out]`, zero on padding) against
+/// each input channel's flipped ±1 weights in the same order. Rows are padded to whole 64-byte
+/// steps with zeros, so AMX reads them in place.
+fn input_grad_stride_one(
+    isa: CheckedInt8,
+    grad: &QuantizedGrad,
+    weights: &[i8],
+    g: &ConvGeometry,
+    transposed: &ConvGeometry,
+    s: &Shapes,
+    sums: &mut [i32],
+) {
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let depth = (taps * s.c_out).next_multiple_of(64);
+    // flipped[ci, (ky·k_w + kx)·C_out + co] = w[co, ci, k_h − 1 − ky, k_w − 1 − kx]
+    let mut flipped = vec![0i8; s.c_in * depth];
+    for co in 0..s.c_out {
+        for ci in 0..s.c_in {
+            for tap in 0..taps {
+                let (ky, kx) = (tap / kw, tap % kw);
+                let source = ((co * s.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx;
+                flipped[ci * depth + tap * s.c_out + co] = weights[source];
+            }
+        }
+    }
+    let (in_positions, out_positions) = (s.h * s.w, s.positions);
+    let image_grad = s.c_out * out_positions;
+    let [pad_y, pad_x] = transposed.padding;
+    let [dil_y, dil_x] = g.dilation;
+    sums.par_chunks_mut(s.c_in * in_positions)
+        .enumerate()
+        .for_each(|(n, dx)| {
+            let codes = transpose_i8(
+                &grad.codes[n * image_grad..(n + 1) * image_grad],
+                s.c_out,
+                out_positions,
+            );
+            let mut patches = vec![0i8; in_positions * depth];
+            for (q, row) in patches.chunks_exact_mut(depth).enumerate() {
+                let (iy, ix) = (q / s.w, q % s.w);
+                for tap in 0..taps {
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let y = (iy + ky * dil_y).checked_sub(pad_y).filter(|&y| y < s.oh);
+                    let x = (ix + kx * dil_x).checked_sub(pad_x).filter(|&x| x < s.ow);
+                    if let (Some(y), Some(x)) = (y, x) {
+                        let source = (y * s.ow + x) * s.c_out;
+                        row[tap * s.c_out..(tap + 1) * s.c_out]
+                            .copy_from_slice(&codes[source..source + s.c_out]);
+                    }
+                }
+            }
+            // dxᵀ[q, ci] = Σ_r patches[q, r] · flipped[ci, r]
+            let mut dx_t = vec![0i32; in_positions * s.c_in];
+            int8::gemm_accumulate(
+                isa,
+                &patches,
+                &flipped,
+                in_positions,
+                s.c_in,
+                depth,
+                &mut dx_t,
+            );
+            for (q, row) in dx_t.chunks_exact(s.c_in).enumerate() {
+                for (ci, &v) in row.iter().enumerate() {
+                    dx[ci * in_positions + q] = v;
+                }
+            }
+        });
 }
 
 /// Panics unless the lengths match `shape`.
