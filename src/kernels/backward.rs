@@ -66,9 +66,21 @@ impl<'a> Bits<'a> {
         f32::from_bits(ONE_BITS | (self.bit(i) << 31))
     }
 
-    /// Writes the ±1 values of bits `start .. start + out.len()` into `out`.
+    /// Writes the ±1 values of bits `start .. start + out.len()` into `out`: 64 at a time from
+    /// mask registers on the AVX-512 path, bit by bit elsewhere.
     pub(super) fn expand(&self, start: usize, out: &mut [f32]) {
-        for (j, value) in out.iter_mut().enumerate() {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if out.len() >= 64 && avx512_expansion() {
+            let whole = out.len() / 64 * 64;
+            for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
+                let word = self.word_at(start + chunk * 64);
+                // SAFETY: `avx512_expansion` proved AVX-512 F; `block` holds 64 values.
+                unsafe { expand_word_f32_avx512(word, block) };
+            }
+            done = whole;
+        }
+        for (j, value) in out.iter_mut().enumerate().skip(done) {
             *value = self.sign(start + j);
         }
     }
@@ -139,6 +151,30 @@ impl<'a> Bits<'a> {
                     }
                 }
             });
+    }
+}
+
+/// Whether bit expansion takes the AVX-512 path: the active instruction set is AVX-512 (whose
+/// check includes F and BW).
+#[cfg(target_arch = "x86_64")]
+fn avx512_expansion() -> bool {
+    super::CheckedIsa::new(super::isa::active_isa()).isa() == super::isa::Isa::Avx512
+}
+
+/// `±1.0` of the 64 bits of `word` (bit 1 → −1) into `out`, 16 lanes a blend.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, and `out` must hold 64 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_word_f32_avx512(word: u64, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (plus, minus) = (_mm512_set1_ps(1.0), _mm512_set1_ps(-1.0));
+    for lane in 0..4 {
+        let mask = (word >> (16 * lane)) as u16;
+        let values = _mm512_mask_blend_ps(mask, plus, minus);
+        // SAFETY: `out` holds 64 values (the caller's contract).
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * lane), values) };
     }
 }
 

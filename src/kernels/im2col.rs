@@ -223,12 +223,15 @@ pub(super) fn weight_grad_sum(
     let sum_group = |first: usize| -> Vec<f32> {
         let mut sum = vec![0f32; s.c_out * s.taps];
         let mut rows = vec![0f32; s.block * s.positions];
+        // The image's values, expanded once: the im2col rows copy runs of them.
+        let mut image = vec![0f32; s.image_len()];
         for n in first..(first + images_per_group).min(g.batch) {
             let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
+            source.expand(n * image.len(), &mut image);
             for tap0 in (0..s.taps).step_by(s.block) {
                 let count = s.block.min(s.taps - tap0);
                 let rows = &mut rows[..count * s.positions];
-                expand_taps(source, g, &s, n, tap0, pad, rows);
+                expand_taps(&image[..], g, &s, 0, tap0, pad, rows);
                 // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
                 gemm(
                     MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),

@@ -59,19 +59,23 @@ impl QuantizedGrad {
             "quantized gradient: {bits} bits (1 to 8 are possible)"
         );
         let steps = ((1u32 << (bits - 1)) - 1).max(1) as f32;
-        let finite = grad.par_iter().all(|g| g.is_finite());
-        if !finite {
+        // max|g| and whether any value is non-finite, in one pass of chunks.
+        let (max, non_finite) = grad
+            .par_chunks(1 << 16)
+            .map(|chunk| {
+                chunk.iter().fold((0f32, false), |(max, bad), g| {
+                    (max.max(g.abs()), bad | !g.is_finite())
+                })
+            })
+            .reduce(|| (0.0, false), |a, b| (a.0.max(b.0), a.1 | b.1));
+        if non_finite {
             return QuantizedGrad {
                 codes: vec![0; grad.len()],
                 steps,
                 max: f32::NAN,
             };
         }
-        let max = grad
-            .par_iter()
-            .map(|g| g.abs())
-            .reduce(|| 0.0, f32::max)
-            .max(f32::MIN_POSITIVE);
+        let max = max.max(f32::MIN_POSITIVE);
         let codes = grad
             .par_iter()
             .map(|&g| (g / max * steps + 0.5).floor() as i8)
