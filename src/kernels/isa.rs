@@ -64,9 +64,7 @@ impl Isa {
 
     /// Parses a name of [`Isa::name`].
     pub fn parse(name: &str) -> Option<Isa> {
-        Isa::ALL
-            .into_iter()
-            .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+        parse_path(name)
     }
 }
 
@@ -91,39 +89,102 @@ fn detected(feature: &str) -> bool {
     }
 }
 
+/// An enum of interchangeable kernel paths that a [`Selection`] chooses among.
+pub(crate) trait KernelPath: Copy + PartialEq + 'static {
+    /// Every path, fastest first; the last one runs everywhere.
+    fn all() -> &'static [Self];
+    /// Whether this machine runs the path.
+    fn runs_here(self) -> bool;
+    /// The path's name in its environment variable.
+    fn label(self) -> &'static str;
+}
+
+impl KernelPath for Isa {
+    fn all() -> &'static [Self] {
+        &Isa::ALL
+    }
+
+    fn runs_here(self) -> bool {
+        self.is_available()
+    }
+
+    fn label(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// The path named `name` (trimmed, any case).
+pub(crate) fn parse_path<P: KernelPath>(name: &str) -> Option<P> {
+    let name = name.trim().to_ascii_lowercase();
+    P::all().iter().copied().find(|path| path.label() == name)
+}
+
 const UNSET: u8 = u8::MAX;
-static FORCED: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The process-wide choice of a kernel path: the forced one, else the one an environment
+/// variable names where this machine runs it (read once), else the fastest this machine runs.
+pub(crate) struct Selection {
+    env: &'static str,
+    forced: AtomicU8,
+    from_env: std::sync::OnceLock<u8>,
+}
+
+impl Selection {
+    /// A selection read from the environment variable `env`.
+    pub(crate) const fn new(env: &'static str) -> Selection {
+        Selection {
+            env,
+            forced: AtomicU8::new(UNSET),
+            from_env: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Forces `path`, or goes back to the environment and detection with `None`; `Err(path)`
+    /// where this machine cannot run it.
+    pub(crate) fn force<P: KernelPath>(&self, path: Option<P>) -> Result<(), P> {
+        let index = match path {
+            Some(path) if !path.runs_here() => return Err(path),
+            Some(path) => P::all().iter().position(|&p| p == path).expect("listed") as u8,
+            None => UNSET,
+        };
+        self.forced.store(index, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The chosen path.
+    pub(crate) fn active<P: KernelPath>(&self) -> P {
+        let all = P::all();
+        let forced = self.forced.load(Ordering::Relaxed);
+        if forced != UNSET {
+            return all[forced as usize];
+        }
+        let index = *self.from_env.get_or_init(|| {
+            let named = std::env::var(self.env)
+                .ok()
+                .and_then(|name| parse_path::<P>(&name))
+                .filter(|path| path.runs_here());
+            let path = named.unwrap_or_else(|| {
+                *all.iter()
+                    .find(|path| path.runs_here())
+                    .expect("the last path runs everywhere")
+            });
+            all.iter().position(|&p| p == path).expect("listed") as u8
+        });
+        all[index as usize]
+    }
+}
+
+static SELECTION: Selection = Selection::new("BURN_QNN_ISA");
 
 /// Forces every kernel onto `isa` (process-wide), or goes back to detection with `None`.
 pub fn force_isa(isa: Option<Isa>) -> Result<(), IsaUnavailable> {
-    match isa {
-        Some(isa) if !isa.is_available() => Err(IsaUnavailable(isa)),
-        Some(isa) => {
-            FORCED.store(isa as u8, Ordering::Relaxed);
-            Ok(())
-        }
-        None => {
-            FORCED.store(UNSET, Ordering::Relaxed);
-            Ok(())
-        }
-    }
+    SELECTION.force(isa).map_err(IsaUnavailable)
 }
 
 /// The path kernels use: the forced one, else `BURN_QNN_ISA` if set to an available path,
 /// else the fastest available.
 pub fn active_isa() -> Isa {
-    let forced = FORCED.load(Ordering::Relaxed);
-    if forced != UNSET {
-        return Isa::ALL[forced as usize];
-    }
-    static FROM_ENV: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *FROM_ENV.get_or_init(|| {
-        std::env::var("BURN_QNN_ISA")
-            .ok()
-            .and_then(|name| Isa::parse(&name))
-            .filter(|isa| isa.is_available())
-            .unwrap_or_else(|| Isa::available()[0])
-    })
+    SELECTION.active()
 }
 
 #[cfg(test)]
@@ -138,6 +199,7 @@ mod tests {
             ("tile_avx2.rs", include_str!("tile_avx2.rs")),
             ("tile_avx512.rs", include_str!("tile_avx512.rs")),
             ("pack_x86.rs", include_str!("pack_x86.rs")),
+            ("backward.rs", include_str!("backward.rs")),
             (
                 "first_conv.rs",
                 include_str!("../inference/host/first_conv.rs"),

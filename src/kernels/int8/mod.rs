@@ -24,9 +24,9 @@ mod avx2;
 mod portable;
 mod vnni;
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use rayon::prelude::*;
+
+use super::isa::{KernelPath, Selection, parse_path};
 
 /// The longest summed dimension with an exact `i32` result for any `i8` operands:
 /// `k · 128 · 128 ≤ 2^31 − 1`. Products of ±1 with codes in `[−127, 127]` stay exact up to
@@ -102,44 +102,35 @@ impl Int8Isa {
 
     /// Parses a name of [`Int8Isa::name`].
     pub fn parse(name: &str) -> Option<Int8Isa> {
-        let name = name.trim().to_ascii_lowercase();
-        Int8Isa::ALL.into_iter().find(|isa| isa.name() == name)
+        parse_path(name)
     }
 }
 
-const UNSET: u8 = u8::MAX;
-static FORCED: AtomicU8 = AtomicU8::new(UNSET);
+impl KernelPath for Int8Isa {
+    fn all() -> &'static [Self] {
+        &Int8Isa::ALL
+    }
+
+    fn runs_here(self) -> bool {
+        self.is_available()
+    }
+
+    fn label(self) -> &'static str {
+        self.name()
+    }
+}
+
+static SELECTION: Selection = Selection::new("BURN_QNN_INT8_ISA");
 
 /// Forces every int8 product onto `isa` (process-wide), or goes back to detection with `None`.
 pub fn force_int8_isa(isa: Option<Int8Isa>) -> Result<(), Int8IsaUnavailable> {
-    match isa {
-        Some(isa) if !isa.is_available() => Err(Int8IsaUnavailable(isa)),
-        Some(isa) => {
-            FORCED.store(isa as u8, Ordering::Relaxed);
-            Ok(())
-        }
-        None => {
-            FORCED.store(UNSET, Ordering::Relaxed);
-            Ok(())
-        }
-    }
+    SELECTION.force(isa).map_err(Int8IsaUnavailable)
 }
 
 /// The path int8 products use: the forced one, else `BURN_QNN_INT8_ISA` if set to an available
 /// path, else the fastest available.
 pub fn active_int8_isa() -> Int8Isa {
-    let forced = FORCED.load(Ordering::Relaxed);
-    if forced != UNSET {
-        return Int8Isa::ALL[forced as usize];
-    }
-    static FROM_ENV: std::sync::OnceLock<Int8Isa> = std::sync::OnceLock::new();
-    *FROM_ENV.get_or_init(|| {
-        std::env::var("BURN_QNN_INT8_ISA")
-            .ok()
-            .and_then(|name| Int8Isa::parse(&name))
-            .filter(|isa| isa.is_available())
-            .unwrap_or_else(|| Int8Isa::available()[0])
-    })
+    SELECTION.active()
 }
 
 /// An int8 path checked against this machine: it holds a hardware path only where the machine
