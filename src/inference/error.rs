@@ -52,6 +52,15 @@ pub enum PackedNetError {
         /// The problem.
         source: PackedError,
     },
+    /// A configuration or layer value the packed form cannot use: a zero size, more poolings
+    /// than the image has pixels, a NaN or negative variance, a NaN threshold.
+    #[error("layer {layer}: {what}")]
+    Invalid {
+        /// The layer, or `network`.
+        layer: String,
+        /// What is wrong.
+        what: String,
+    },
     /// The record does not match its configuration.
     #[error("layer {layer}: {what}: expected {expected}, found {found}")]
     Mismatch {

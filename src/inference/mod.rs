@@ -272,6 +272,7 @@ impl<B: QnnBackend> PackedNet<B> {
         if config.precision != Precision::Binary {
             return Err(PackedNetError::NotBinary);
         }
+        validate_config(config)?;
         let count = |what, expected: usize, found: usize| {
             (expected != found).then(|| PackedNetError::Mismatch {
                 layer: "network".into(),
@@ -502,6 +503,93 @@ fn channel_vector<B: QnnBackend>(
         .transpose()
 }
 
+/// The sizes a packed network needs: at least one input channel, class, pixel, channel and
+/// unit, and a pixel left after every pooling.
+fn validate_config(config: &NetConfig) -> Result<(), PackedNetError> {
+    let invalid = |layer: String, what: String| Err(PackedNetError::Invalid { layer, what });
+    for (what, value) in [
+        ("in_channels", config.in_channels),
+        ("image_size", config.image_size),
+        ("classes", config.classes),
+    ] {
+        if value == 0 {
+            return invalid("network".into(), format!("{what} is 0"));
+        }
+    }
+    let mut side = config.image_size;
+    for (i, &channels) in config.conv_channels.iter().enumerate() {
+        if channels == 0 {
+            return invalid(format!("conv {i}"), "0 output channels".into());
+        }
+        if NetConfig::pools_after(i) {
+            if side < 2 {
+                return invalid(
+                    format!("conv {i}"),
+                    format!(
+                        "pooling a {side}×{side} image leaves no pixel (image_size {} is too \
+                         small for {} convolutions)",
+                        config.image_size,
+                        config.conv_channels.len()
+                    ),
+                );
+            }
+            side /= 2;
+        }
+    }
+    for (i, &units) in config.hidden_units.iter().enumerate() {
+        if units == 0 {
+            return invalid(format!("dense {i}"), "0 units".into());
+        }
+    }
+    Ok(())
+}
+
+/// Errors where a layer's output values would make its outputs NaN: NaN thresholds (±∞ are
+/// fine: a channel always or never +1), non-finite batch-norm values, a negative variance or
+/// ε.
+fn validate_output(layer: &str, record: &OutputRecord) -> Result<(), PackedNetError> {
+    let invalid = |what: String| {
+        Err(PackedNetError::Invalid {
+            layer: layer.into(),
+            what,
+        })
+    };
+    match record {
+        OutputRecord::Threshold { lo, hi } => {
+            for (what, values) in [("lower threshold", lo), ("upper threshold", hi)] {
+                if let Some(c) = values.iter().position(|v| v.is_nan()) {
+                    return invalid(format!("{what} of channel {c} is NaN"));
+                }
+            }
+        }
+        OutputRecord::Norm {
+            mean,
+            var,
+            gamma,
+            beta,
+            epsilon,
+        } => {
+            if !(epsilon.is_finite() && *epsilon >= 0.0) {
+                return invalid(format!("batch norm ε is {epsilon}"));
+            }
+            for (what, values) in [
+                ("batch norm mean", mean),
+                ("batch norm variance", var),
+                ("batch norm scale", gamma),
+                ("batch norm shift", beta),
+            ] {
+                if let Some(c) = values.iter().position(|v| !v.is_finite()) {
+                    return invalid(format!("{what} of channel {c} is {}", values[c]));
+                }
+            }
+            if let Some(c) = var.iter().position(|&v| v < 0.0) {
+                return invalid(format!("batch norm variance of channel {c} is {}", var[c]));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<B: QnnBackend> Output<B> {
     fn new(
         layer: &str,
@@ -509,6 +597,7 @@ impl<B: QnnBackend> Output<B> {
         channels: usize,
         device: &Device<B>,
     ) -> Result<Self, PackedNetError> {
+        validate_output(layer, record)?;
         let vector = |what, values: &[f32]| {
             channel_vector::<B>(layer, what, Some(values), channels, device)
                 .map(|v| v.expect("present"))

@@ -108,7 +108,8 @@ impl NetConfig {
         let pools = (0..self.conv_channels.len())
             .filter(|&i| Self::pools_after(i))
             .count();
-        self.image_size >> pools
+        // More poolings than bits in the size leave nothing (a plain shift would overflow).
+        self.image_size.checked_shr(pools as u32).unwrap_or(0)
     }
 
     /// Inputs of the first fully connected layer.

@@ -363,6 +363,77 @@ pub fn bad_packed_records<B: QnnBackend>(device: &B::Device) {
         PackedNet::<B>::from_record(record, device),
         Err(PackedNetError::Mismatch { .. })
     ));
+    // Configurations the packed form cannot run, and values that would make outputs NaN: a
+    // typed error naming the layer, not a panic.
+    let invalid = |record: burn_qnn::inference::PackedNetRecord| match PackedNet::<B>::from_record(
+        record, device,
+    ) {
+        Err(PackedNetError::Invalid { layer, what }) => format!("{layer}: {what}"),
+        Err(other) => panic!("expected an invalid-value error, got {other}"),
+        Ok(_) => panic!("expected an invalid-value error, got a network"),
+    };
+    let mut record = packed.record().clone();
+    record.config.image_size = 0;
+    assert!(invalid(record).contains("image_size is 0"));
+    let mut record = packed.record().clone();
+    record.config.image_size = 1;
+    assert!(invalid(record).starts_with("conv 1: pooling a 1×1 image"));
+    let mut record = packed.record().clone();
+    record.config.conv_channels = vec![4; 200];
+    assert!(invalid(record).starts_with("conv 7: pooling a 1×1 image"));
+    let mut record = packed.record().clone();
+    record.config.conv_channels[1] = 0;
+    assert!(invalid(record).starts_with("conv 1: 0 output channels"));
+    let mut record = packed.record().clone();
+    record.config.hidden_units[0] = 0;
+    assert!(invalid(record).starts_with("dense 0: 0 units"));
+    let mut record = packed.record().clone();
+    record.config.in_channels = 0;
+    assert!(invalid(record).contains("in_channels is 0"));
+    let set_norm = |record: &mut burn_qnn::inference::PackedNetRecord,
+                    edit: &dyn Fn(&mut Vec<f32>, &mut f64)| {
+        for layer in record.convs.iter_mut().chain(record.dense.iter_mut()) {
+            if let burn_qnn::inference::OutputRecord::Norm { var, epsilon, .. } = &mut layer.output
+            {
+                edit(var, epsilon);
+                return;
+            }
+        }
+        panic!("no float batch norm in the record");
+    };
+    for (edit, expected) in [
+        (
+            &(|var: &mut Vec<f32>, _: &mut f64| var[0] = f32::NAN)
+                as &dyn Fn(&mut Vec<f32>, &mut f64),
+            "variance of channel 0 is NaN",
+        ),
+        (
+            &|var: &mut Vec<f32>, _: &mut f64| var[1] = -1.0,
+            "variance of channel 1 is -1",
+        ),
+        (
+            &|_: &mut Vec<f32>, eps: &mut f64| *eps = f64::NAN,
+            "ε is NaN",
+        ),
+    ] {
+        let mut record = packed.record().clone();
+        set_norm(&mut record, edit);
+        let message = invalid(record);
+        assert!(message.contains(expected), "{message}");
+    }
+    let mut record = packed.record().clone();
+    let threshold = record
+        .convs
+        .iter_mut()
+        .chain(record.dense.iter_mut())
+        .find_map(|layer| match &mut layer.output {
+            burn_qnn::inference::OutputRecord::Threshold { lo, .. } => Some(lo),
+            _ => None,
+        })
+        .expect("a folded threshold in the record");
+    threshold[0] = f32::NAN;
+    assert!(invalid(record).contains("lower threshold of channel 0 is NaN"));
+
     let mut record = packed.record().clone();
     record.format += 1;
     assert!(matches!(
