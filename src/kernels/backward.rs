@@ -63,31 +63,12 @@ impl<'a> Bits<'a> {
     /// `±1.0` for bit `i`: `+1` for 0, `−1` for 1.
     #[inline(always)]
     pub(super) fn sign(&self, i: usize) -> f32 {
-        f32::from_bits(ONE_BITS | (self.bit(i) << 31))
+        f32::from_bit(self.bit(i))
     }
 
-    /// Writes the ±1 values of bits `start .. start + out.len()` into `out`: 64 at a time from
-    /// mask registers on the AVX-512 path, bit by bit elsewhere.
-    pub(super) fn expand(&self, start: usize, out: &mut [f32]) {
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if out.len() >= 64 && avx512_expansion() {
-            let whole = out.len() / 64 * 64;
-            for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
-                let word = self.word_at(start + chunk * 64);
-                // SAFETY: `avx512_expansion` proved AVX-512 F; `block` holds 64 values.
-                unsafe { expand_word_f32_avx512(word, block) };
-            }
-            done = whole;
-        }
-        for (j, value) in out.iter_mut().enumerate().skip(done) {
-            *value = self.sign(start + j);
-        }
-    }
-
-    /// Writes the ±1 values of bits `start .. start + out.len()` into `out` as `i8`: 64 at a
-    /// time from a mask register on the AVX-512 path (`VPMOVM2B`), bit by bit elsewhere.
-    pub(super) fn expand_i8(&self, start: usize, out: &mut [i8]) {
+    /// Writes the ±1 values of bits `start .. start + out.len()` into `out` (as `f32` or `i8`):
+    /// 64 at a time from mask registers on the AVX-512 path, bit by bit elsewhere.
+    pub(super) fn expand<T: SignValue>(&self, start: usize, out: &mut [T]) {
         assert!(
             start + out.len() <= self.len,
             "packed bits: expanding past the end"
@@ -100,13 +81,13 @@ impl<'a> Bits<'a> {
             let whole = out.len() / 64 * 64;
             for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
                 let word = self.word_at(start + chunk * 64);
-                // SAFETY: the checked path proves AVX-512 BW; `block` holds 64 bytes.
-                unsafe { expand_word_avx512(word, block) };
+                // SAFETY: the checked path proves AVX-512 F and BW; `block` holds 64 values.
+                unsafe { T::expand_word_avx512(word, block) };
             }
             done = whole;
         }
         for (j, value) in out.iter_mut().enumerate().skip(done) {
-            *value = 1 - 2 * self.bit(start + j) as i8;
+            *value = T::from_bit(self.bit(start + j));
         }
     }
 
@@ -154,11 +135,43 @@ impl<'a> Bits<'a> {
     }
 }
 
-/// Whether bit expansion takes the AVX-512 path: the active instruction set is AVX-512 (whose
-/// check includes F and BW).
-#[cfg(target_arch = "x86_64")]
-fn avx512_expansion() -> bool {
-    super::CheckedIsa::new(super::isa::active_isa()).isa() == super::isa::Isa::Avx512
+/// A type the ±1 values of packed bits expand into ([`Bits::expand`]).
+pub(super) trait SignValue: Copy {
+    /// `+1` for bit 0, `−1` for bit 1.
+    fn from_bit(bit: u32) -> Self;
+
+    /// The ±1 values of the 64 bits of `word` into `out`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BW, and `out` must hold 64 values.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn expand_word_avx512(word: u64, out: &mut [Self]);
+}
+
+impl SignValue for f32 {
+    #[inline(always)]
+    fn from_bit(bit: u32) -> f32 {
+        f32::from_bits(ONE_BITS | (bit << 31))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn expand_word_avx512(word: u64, out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { expand_word_f32_avx512(word, out) }
+    }
+}
+
+impl SignValue for i8 {
+    #[inline(always)]
+    fn from_bit(bit: u32) -> i8 {
+        1 - 2 * bit as i8
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn expand_word_avx512(word: u64, out: &mut [i8]) {
+        // SAFETY: the caller's contract.
+        unsafe { expand_word_i8_avx512(word, out) }
+    }
 }
 
 /// `±1.0` of the 64 bits of `word` (bit 1 → −1) into `out`, 16 lanes a blend.
@@ -184,7 +197,7 @@ unsafe fn expand_word_f32_avx512(word: u64, out: &mut [f32]) {
 /// The CPU must have AVX-512 BW, and `out` must hold 64 bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn expand_word_avx512(word: u64, out: &mut [i8]) {
+unsafe fn expand_word_i8_avx512(word: u64, out: &mut [i8]) {
     use std::arch::x86_64::*;
     // VPMOVM2B gives 0xff (−1) for a set bit and 0 otherwise; OR 1 turns 0 into +1.
     let signs = _mm512_or_si512(_mm512_movm_epi8(word), _mm512_set1_epi8(1));
@@ -192,12 +205,13 @@ unsafe fn expand_word_avx512(word: u64, out: &mut [i8]) {
     unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), signs) };
 }
 
-/// Panics unless the geometry is possible and `grad_out` has its output's length.
-fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_out: &[f32]) {
+/// Panics unless the geometry is possible and an output gradient of `grad_len` values has its
+/// output's length.
+pub(super) fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_len: usize) {
     g.validate()
         .unwrap_or_else(|e| panic!("binary conv2d {what}: {e}"));
     assert_eq!(
-        grad_out.len(),
+        grad_len,
         g.batch * s.c_out * s.positions,
         "binary conv2d {what}: the output gradient should hold [N, C_out, H_out, W_out] = {:?} values",
         [g.batch, s.c_out, s.oh, s.ow]
@@ -260,7 +274,7 @@ pub fn binary_conv2d_input_grad(
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
-    check_conv("input gradient", g, &s, grad_out);
+    check_conv("input gradient", g, &s, grad_out.len());
     assert_eq!(
         weight_signs.len(),
         g.weights_len(),
@@ -342,7 +356,7 @@ pub fn binary_conv2d_weight_grad(
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
-    check_conv("weight gradient", g, &s, grad_out);
+    check_conv("weight gradient", g, &s, grad_out.len());
     assert_eq!(
         input_signs.len(),
         g.input_len(),

@@ -39,7 +39,7 @@ impl TapSource<f32> for Bits<'_> {
 
 impl TapSource<i8> for Bits<'_> {
     fn expand(&self, start: usize, out: &mut [i8]) {
-        Bits::expand_i8(self, start, out)
+        Bits::expand(self, start, out)
     }
 
     #[inline(always)]

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::{
-    backward::{Bits, MatmulShape, transposed_geometry},
+    backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvGeometry, PadMode},
     im2col::{Shapes, expand_taps, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
@@ -118,28 +118,6 @@ fn check_exact(what: &str, sum_len: usize) {
     );
 }
 
-/// Panics unless the geometry is possible and the lengths match it.
-fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad: &QuantizedGrad, out: usize) {
-    g.validate()
-        .unwrap_or_else(|e| panic!("quantized binary conv2d {what}: {e}"));
-    assert_eq!(
-        grad.codes.len(),
-        g.batch * s.c_out * s.positions,
-        "quantized binary conv2d {what}: the output gradient should hold [N, C_out, H_out, \
-         W_out] = {:?} values",
-        [g.batch, s.c_out, s.oh, s.ow]
-    );
-    let expected = if what == "weight gradient" {
-        g.weights_len()
-    } else {
-        g.input_len()
-    };
-    assert_eq!(
-        out, expected,
-        "quantized binary conv2d {what}: output length"
-    );
-}
-
 /// `[rows, cols]` bytes transposed to `[cols, rows]`.
 fn transpose_i8(values: &[i8], rows: usize, cols: usize) -> Vec<i8> {
     let mut out = vec![0i8; values.len()];
@@ -189,7 +167,12 @@ fn weight_grad_with(
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
-    check_conv("weight gradient", g, &s, grad, out.len());
+    check_conv("quantized weight gradient", g, &s, grad.codes.len());
+    assert_eq!(
+        out.len(),
+        g.weights_len(),
+        "quantized binary conv2d weight gradient: output length"
+    );
     assert_eq!(
         input_signs.len(),
         g.input_len(),
@@ -218,7 +201,7 @@ fn weight_grad_with(
         let mut image = vec![0i8; s.image_len()];
         for n in first..(first + images_per_group).min(g.batch) {
             let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
-            input_signs.expand_i8(n * image.len(), &mut image);
+            input_signs.expand(n * image.len(), &mut image);
             for tap0 in (0..s.taps).step_by(block) {
                 let count = block.min(s.taps - tap0);
                 let rows = &mut rows[..count * s.positions];
@@ -278,7 +261,12 @@ fn input_grad_with(
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
-    check_conv("input gradient", g, &s, grad, out.len());
+    check_conv("quantized input gradient", g, &s, grad.codes.len());
+    assert_eq!(
+        out.len(),
+        g.input_len(),
+        "quantized binary conv2d input gradient: output length"
+    );
     assert_eq!(
         weight_signs.len(),
         g.weights_len(),
@@ -297,7 +285,7 @@ fn input_grad_with(
     }
     // The weights as [C_out, taps]: weight-sized.
     let mut weights = vec![0i8; s.c_out * s.taps];
-    weight_signs.expand_i8(0, &mut weights);
+    weight_signs.expand(0, &mut weights);
     let mut sums = vec![0i32; out.len()];
     if let Some(transposed) = transposed_geometry(g) {
         input_grad_stride_one(isa, grad, &weights, g, &transposed, &s, &mut sums);
@@ -472,7 +460,7 @@ fn lhs_grad_with(
     let mut sums = vec![0i32; out.len()];
     let mut b = vec![0i8; k * n];
     for i in 0..batch {
-        b_signs.expand_i8(i * k * n, &mut b);
+        b_signs.expand(i * k * n, &mut b);
         // sums[r, j] = Σ_c codes[r, c] · b[j, c]
         int8::gemm_with(
             isa,
@@ -529,7 +517,7 @@ fn rhs_grad_with(
     let mut sums = vec![0i32; out.len()];
     let mut a = vec![0i8; m * k];
     for i in 0..batch {
-        a_signs.expand_i8(i * m * k, &mut a);
+        a_signs.expand(i * m * k, &mut a);
         let a_t = transpose_i8(&a, m, k);
         let codes_t = transpose_i8(&grad.codes[i * m * n..(i + 1) * m * n], m, n);
         // sums[t, c] = Σ_r a[r, t] · codes[r, c]

@@ -18,19 +18,11 @@ pub(super) fn gemm_accumulate(
         super::Int8Isa::Avx2,
         "the AVX2 int8 kernel needs AVX2"
     );
+    // SAFETY: `isa` proves the CPU has AVX2; every row holds `k` values.
     #[cfg(target_arch = "x86_64")]
-    for (a_row, out_row) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)).take(m) {
-        for (j0, outs) in (0..n).step_by(4).zip(out_row.chunks_mut(4)) {
-            // Missing rows of a last block of fewer than 4 repeat row j0; their sums are dropped.
-            let row = |j: usize| &b[j.min(n - 1).max(j0) * k..][..k];
-            let rows = [row(j0), row(j0 + 1), row(j0 + 2), row(j0 + 3)];
-            // SAFETY: `isa` proves the CPU has AVX2; every row holds `k` values.
-            let sums = unsafe { x86::dot4(a_row, rows) };
-            for (out, sum) in outs.iter_mut().zip(sums) {
-                *out += sum;
-            }
-        }
-    }
+    super::by_four_rows(a, b, m, n, k, out, |a_row, rows, _| unsafe {
+        x86::dot4(a_row, rows)
+    });
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("AVX2 is never available off x86-64 ({a:p}, {b:p}, {m}, {n}, {k}, {out:p})");
 }

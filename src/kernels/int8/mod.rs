@@ -188,6 +188,31 @@ fn check(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &[i32]) {
     );
 }
 
+/// `out[i·n + j] += dot4(a_i, [b_j0 .. b_j0+3], j0)[j − j0]` over the `m` rows `a_i` of `a` and
+/// every block of four rows of `b` from `j0`: the loop of the register kernels, which take one
+/// row of `a` against four of `b`. A last block of fewer than four repeats row `j0` in the
+/// missing places; their sums are dropped.
+#[cfg(target_arch = "x86_64")]
+fn by_four_rows(
+    a: &[i8],
+    b: &[i8],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+    mut dot4: impl FnMut(&[i8], [&[i8]; 4], usize) -> [i32; 4],
+) {
+    for (a_row, out_row) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)).take(m) {
+        for (j0, outs) in (0..n).step_by(4).zip(out_row.chunks_mut(4)) {
+            let row = |j: usize| &b[if j < n { j } else { j0 } * k..][..k];
+            let sums = dot4(a_row, [row(j0), row(j0 + 1), row(j0 + 2), row(j0 + 3)], j0);
+            for (out, sum) in outs.iter_mut().zip(sums) {
+                *out += sum;
+            }
+        }
+    }
+}
+
 /// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` on one thread, on `isa`.
 ///
 /// The building block of the gradient kernels, which run it on blocks in parallel themselves.

@@ -31,18 +31,15 @@ pub(super) fn gemm_accumulate(
                     .wrapping_mul(128)
             })
             .collect();
-        for (a_row, out_row) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)).take(m) {
-            for (j0, outs) in (0..n).step_by(4).zip(out_row.chunks_mut(4)) {
-                let row = |j: usize| &b[j.min(n - 1).max(j0) * k..][..k];
-                let rows = [row(j0), row(j0 + 1), row(j0 + 2), row(j0 + 3)];
-                // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; every row holds `k`
-                // values.
-                let sums = unsafe { x86::dot4(a_row, rows) };
-                for ((out, sum), offset) in outs.iter_mut().zip(sums).zip(&offsets[j0..]) {
-                    *out += sum.wrapping_sub(*offset);
-                }
+        super::by_four_rows(a, b, m, n, k, out, |a_row, rows, j0| {
+            // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; every row holds `k`
+            // values.
+            let mut sums = unsafe { x86::dot4(a_row, rows) };
+            for (sum, offset) in sums.iter_mut().zip(&offsets[j0..]) {
+                *sum = sum.wrapping_sub(*offset);
             }
-        }
+            sums
+        });
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("AVX-512 is never available off x86-64 ({a:p}, {b:p}, {m}, {n}, {k}, {out:p})");
