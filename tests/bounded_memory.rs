@@ -8,74 +8,16 @@
 
 #![cfg(feature = "data")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn_qnn::data::{DataError, cifar10, mnist, svhn};
+use common::counting_alloc::peak_of;
+use common::mat::{MI_DOUBLE, MI_UINT8, MX_DOUBLE, MX_UINT8, compressed, header, matrix};
 use flate2::Compression;
-use flate2::write::{GzEncoder, ZlibEncoder};
-
-/// The system allocator, counting the bytes allocated now and the most at any time.
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to `System` unchanged; only counters are updated around it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// One measurement at a time: the counters are the whole process's.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// The most bytes allocated at once while `f` ran, beyond what was allocated before.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let before = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let result = f();
-    (result, PEAK.load(Ordering::Relaxed).saturating_sub(before))
-}
+use flate2::write::GzEncoder;
 
 /// What every rejection here may take: a few buffers, nothing like the gigabytes asked for.
 const BOUND: usize = 8 << 20;
@@ -178,46 +120,25 @@ fn long_cifar10_batch_is_rejected_before_it_is_read() {
 /// million labels for two images) are rejected on their dimensions, not inflated and converted.
 #[test]
 fn svhn_labels_are_bounded_by_the_images_before_inflating() {
-    fn element(data_type: u32, data: &[u8]) -> Vec<u8> {
-        let mut out = data_type.to_le_bytes().to_vec();
-        out.extend((data.len() as u32).to_le_bytes());
-        out.extend(data);
-        out.resize(out.len().next_multiple_of(8), 0);
-        out
-    }
-    fn matrix(name: &[u8; 1], class: u32, dims: &[u32], data_type: u32, data: &[u8]) -> Vec<u8> {
-        let mut flags = class.to_le_bytes().to_vec();
-        flags.extend(0u32.to_le_bytes());
-        let dims: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
-        let mut content = element(6, &flags);
-        content.extend(element(5, &dims));
-        // The name in the small format.
-        let mut small = (1u32 << 16 | 1).to_le_bytes().to_vec();
-        small.extend(name);
-        small.resize(8, 0);
-        content.extend(small);
-        content.extend(element(data_type, data));
-        element(14, &content)
-    }
-    fn compressed(inner: &[u8]) -> Vec<u8> {
-        let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
-        z.write_all(inner).unwrap();
-        let z = z.finish().unwrap();
-        let mut out = 15u32.to_le_bytes().to_vec();
-        out.extend((z.len() as u32).to_le_bytes());
-        out.extend(z);
-        out
-    }
-    let mut file = b"MATLAB 5.0 MAT-file".to_vec();
-    file.resize(124, b' ');
-    file.extend(0x0100u16.to_le_bytes());
-    file.extend(b"IM");
-    file.extend(compressed(&matrix(b"X", 9, &[32, 32, 3, 2], 2, &[5; 6144])));
+    let mut file = header();
+    file.extend(compressed(&matrix(
+        "X",
+        MX_UINT8,
+        &[32, 32, 3, 2],
+        MI_UINT8,
+        &[5; 6144],
+    )));
     let labels = 4_000_000;
     let y: Vec<u8> = std::iter::repeat_n(1.0f64.to_le_bytes(), labels)
         .flatten()
         .collect();
-    file.extend(compressed(&matrix(b"y", 6, &[labels as u32, 1], 9, &y)));
+    file.extend(compressed(&matrix(
+        "y",
+        MX_DOUBLE,
+        &[labels as u32, 1],
+        MI_DOUBLE,
+        &y,
+    )));
     drop(y);
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "train_32x32.mat", &file);

@@ -83,6 +83,44 @@ impl<const H: usize, const W: usize> TryFrom<&ImageItem> for ([[f32; W]; H], u8)
     }
 }
 
+/// Burn's MNIST item as an [`ImageItem`]: its 28×28 values rounded to the nearest integer and
+/// clamped to `0..=255` (NaN gives 0), as the conversion from `([[f32; 28]; 28], u8)`.
+///
+/// ```
+/// use burn::data::dataset::vision::MnistItem;
+/// use burn_qnn::data::ImageItem;
+///
+/// let mut image = [[0.0f32; 28]; 28];
+/// image[0][1] = 254.6;
+/// let item = ImageItem::from(MnistItem { image, label: 7 });
+/// assert_eq!((item.pixels.len(), item.pixels[1], item.label), (784, 255, 7));
+/// let back = MnistItem::try_from(&item)?;
+/// assert_eq!((back.image[0][1], back.label), (255.0, 7));
+/// # Ok::<(), burn_qnn::data::ImageSizeError>(())
+/// ```
+#[cfg(feature = "vision")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vision")))]
+impl From<burn_dataset::vision::MnistItem> for ImageItem {
+    fn from(item: burn_dataset::vision::MnistItem) -> Self {
+        Self::from((item.image, item.label))
+    }
+}
+
+/// A one-channel 28×28 [`ImageItem`] as Burn's MNIST item (values `0.0..=255.0`).
+///
+/// # Errors
+/// [`ImageSizeError`] if the item does not have 784 pixel values.
+#[cfg(feature = "vision")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vision")))]
+impl TryFrom<&ImageItem> for burn_dataset::vision::MnistItem {
+    type Error = ImageSizeError;
+
+    fn try_from(item: &ImageItem) -> Result<Self, ImageSizeError> {
+        let (image, label) = <([[f32; 28]; 28], u8)>::try_from(item)?;
+        Ok(Self { image, label })
+    }
+}
+
 /// The shape of every image of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ImageShape {

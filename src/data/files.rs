@@ -149,12 +149,25 @@ pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
-/// Decompresses the gzip stream `raw` read from `path`.
+/// Decompresses the gzip stream `raw` read from `path`, to at most what deflate can give for
+/// its size ([`MAX_INFLATION`] bytes a byte): a stream that would give more is not gzip data
+/// and is rejected before it is inflated further.
 pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, DataError> {
+    let most = (raw.len() as u64).saturating_mul(MAX_INFLATION);
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
     MultiGzDecoder::new(raw)
+        .take(most.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| DataError::malformed(path, format!("broken gzip data: {e}")))?;
+    if out.len() as u64 > most {
+        return Err(DataError::malformed(
+            path,
+            format!(
+                "gzip data inflating past {most} bytes, more than {} bytes of gzip data can hold",
+                raw.len()
+            ),
+        ));
+    }
     Ok(out)
 }
 

@@ -8,7 +8,7 @@
 //! after their header (name) has been read.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Take};
 use std::path::Path;
 
 use flate2::read::ZlibDecoder;
@@ -312,7 +312,10 @@ impl From<std::io::Error> for Failure {
 
 /// Reads the data of a sub-element (normal or small format) and skips its
 /// padding.
-fn read_sub(reader: &mut impl Read, tag: &Tag) -> Result<Vec<u8>, Failure> {
+///
+/// `reader` is limited to the enclosing matrix's content: a sub-element claiming more than is
+/// left of it is an error before anything is reserved for it.
+fn read_sub<R: Read>(reader: &mut Take<R>, tag: &Tag) -> Result<Vec<u8>, Failure> {
     if let Some(small) = tag.small {
         let n = tag.bytes as usize;
         if n > 4 {
@@ -321,6 +324,12 @@ fn read_sub(reader: &mut impl Read, tag: &Tag) -> Result<Vec<u8>, Failure> {
         return Ok(small[..n].to_vec());
     }
     let n = tag.bytes as usize;
+    if u64::from(tag.bytes) > reader.limit() {
+        return Err(Failure::Format(format!(
+            "a sub-element claims {n} bytes, more than the {} left of its matrix",
+            reader.limit()
+        )));
+    }
     let mut data = Vec::with_capacity(n.min(MAX_UPFRONT));
     Read::take(&mut *reader, n as u64).read_to_end(&mut data)?;
     if data.len() < n {
@@ -333,8 +342,8 @@ fn read_sub(reader: &mut impl Read, tag: &Tag) -> Result<Vec<u8>, Failure> {
 
 /// Reads a `miMATRIX` element's content; `None` if its name is not wanted.
 /// `seen` are the variables read before it.
-fn read_matrix(
-    reader: &mut impl Read,
+fn read_matrix<R: Read>(
+    reader: &mut Take<R>,
     order: Order,
     wanted: &[&str],
     seen: &[MatVariable],

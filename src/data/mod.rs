@@ -40,7 +40,7 @@ mod dataset;
 pub mod digits;
 pub mod download;
 mod error;
-mod files;
+pub(crate) mod files;
 #[cfg(feature = "data")]
 mod mat;
 #[cfg(feature = "data")]

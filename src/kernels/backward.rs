@@ -67,26 +67,30 @@ impl<'a> Bits<'a> {
     }
 
     /// Writes the ±1 values of bits `start .. start + out.len()` into `out` (as `f32` or `i8`):
-    /// 64 at a time from mask registers on the AVX-512 path, bit by bit elsewhere.
+    /// 64 at a time, from mask registers on the AVX-512 path and from the 64-bit word
+    /// elsewhere, then the last few bit by bit.
     pub(super) fn expand<T: SignValue>(&self, start: usize, out: &mut [T]) {
         assert!(
             start + out.len() <= self.len,
             "packed bits: expanding past the end"
         );
-        let mut done = 0;
+        let whole = out.len() / 64 * 64;
         #[cfg(target_arch = "x86_64")]
-        if out.len() >= 64
-            && super::CheckedIsa::new(super::isa::active_isa()).isa() == super::isa::Isa::Avx512
-        {
-            let whole = out.len() / 64 * 64;
-            for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
-                let word = self.word_at(start + chunk * 64);
+        let avx512 =
+            super::CheckedIsa::new(super::isa::active_isa()).isa() == super::isa::Isa::Avx512;
+        for (chunk, block) in out[..whole].chunks_exact_mut(64).enumerate() {
+            let word = self.word_at(start + chunk * 64);
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
                 // SAFETY: the checked path proves AVX-512 F and BW; `block` holds 64 values.
                 unsafe { T::expand_word_avx512(word, block) };
+                continue;
             }
-            done = whole;
+            for (j, value) in block.iter_mut().enumerate() {
+                *value = T::from_bit(((word >> j) & 1) as u32);
+            }
         }
-        for (j, value) in out.iter_mut().enumerate().skip(done) {
+        for (j, value) in out.iter_mut().enumerate().skip(whole) {
             *value = T::from_bit(self.bit(start + j));
         }
     }

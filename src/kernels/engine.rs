@@ -162,6 +162,14 @@ fn check_problem(p: &Problem<'_>, out: &[f32]) {
     super::check_len("lhs length", p.a.len(), &[p.m, p.a_planes, p.words]);
     super::check_len("rhs length", p.b.len(), &[p.n, p.b_planes, p.words]);
     super::check_len("output length", out.len(), &[p.m, p.n]);
+    assert!(
+        p.words <= super::MAX_POPCOUNT_LEN / super::WORD_BITS,
+        "popcount rows of {} words ({} bits) are longer than the u32 counters count exactly \
+         ({} bits at most)",
+        p.words,
+        p.words as u128 * super::WORD_BITS as u128,
+        super::MAX_POPCOUNT_LEN
+    );
 }
 
 /// A block of the output computed by one task: rows `rows`, columns `cols`, and the matching
@@ -387,6 +395,7 @@ fn ceiling_with<K: TileKernel>(kernel: K, iterations: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{MAX_POPCOUNT_LEN, WORD_BITS};
     use super::*;
 
     fn problem(m: usize, n: usize, a_planes: usize, b_planes: usize) -> Problem<'static> {
@@ -400,6 +409,21 @@ mod tests {
             n,
             words: 64,
         }
+    }
+
+    #[test]
+    fn rows_up_to_the_counters_limit_pass() {
+        let mut p = problem(0, 0, 1, 1);
+        p.words = MAX_POPCOUNT_LEN / WORD_BITS;
+        check_problem(&p, &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "longer than the u32 counters count exactly")]
+    fn rows_past_the_counters_limit_panic() {
+        let mut p = problem(0, 0, 1, 1);
+        p.words = MAX_POPCOUNT_LEN / WORD_BITS + 1;
+        check_problem(&p, &[]);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub mod xnor;
 /// Bits per packed word.
 pub const WORD_BITS: usize = 64;
 
+/// The longest rows (in bits, padding included) the CPU popcount kernels take: they count in
+/// `u32`, so a row of up to `u32::MAX` bits is counted exactly; longer rows panic.
+pub const MAX_POPCOUNT_LEN: usize = u32::MAX as usize;
+
 /// The number of `u64` words that hold a row of `k` bits.
 pub const fn words_per_row(k: usize) -> usize {
     k.div_ceil(WORD_BITS)

@@ -1,6 +1,6 @@
 //! Checkpoints that are never half-written, and resuming from the newest complete one.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use burn::{
@@ -8,14 +8,16 @@ use burn::{
     module::Module,
     optim::Optimizer,
     record::{
-        FileRecorder, NamedMpkBytesRecorder, NamedMpkFileRecorder, NamedMpkGzFileRecorder,
-        PrecisionSettings, Recorder, RecorderError,
+        BurnRecord, FileRecorder, NamedMpkBytesRecorder, NamedMpkFileRecorder,
+        NamedMpkGzFileRecorder, PrecisionSettings, Record, Recorder, RecorderError,
     },
     tensor::{Device, backend::Backend},
 };
 use burn_train::{Learner, LearningComponentsTypes};
-use flate2::{Compression, write::GzEncoder};
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use serde::{Serialize, de::DeserializeOwned};
+
+use super::record_check::{self, TensorEntry};
 
 /// The names burn-train's file checkpointer gives the three records of an epoch, under
 /// `<directory>/checkpoint/`: `model-<epoch>`, `optim-<epoch>` and `scheduler-<epoch>`.
@@ -90,17 +92,30 @@ impl<FR> AtomicFileRecorder<FR> {
 /// A [`FileRecorder`] whose file content can be built in memory, which
 /// [`AtomicFileRecorder`] then writes itself: Burn's `NamedMpkFileRecorder` and
 /// `NamedMpkGzFileRecorder` (the bytes are the same as those recorders write).
+///
+/// The files are MessagePack (compressed or not), which lets [`load_checkpoint_model`] and
+/// [`restore_checkpoint`] check a file's tensors before Burn builds them.
 pub trait InMemoryFormat<B: Backend>: FileRecorder<B> {
     /// The bytes of the file `self` would write for `item`.
     ///
     /// # Errors
     /// If `item` cannot be serialized.
     fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError>;
+
+    /// The MessagePack bytes of the record in `file` (the content of a file `self` wrote).
+    ///
+    /// # Errors
+    /// If `file` cannot be decoded (e.g. broken compressed data).
+    fn msgpack(&self, file: Vec<u8>) -> Result<Vec<u8>, RecorderError>;
 }
 
 impl<S: PrecisionSettings, B: Backend> InMemoryFormat<B> for NamedMpkFileRecorder<S> {
     fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError> {
         Recorder::<B>::save_item(&NamedMpkBytesRecorder::<S>::default(), item, ())
+    }
+
+    fn msgpack(&self, file: Vec<u8>) -> Result<Vec<u8>, RecorderError> {
+        Ok(file)
     }
 }
 
@@ -112,6 +127,28 @@ impl<S: PrecisionSettings, B: Backend> InMemoryFormat<B> for NamedMpkGzFileRecor
             .write_all(&plain)
             .and_then(|()| encoder.finish())
             .map_err(|e| RecorderError::Unknown(format!("cannot compress the record: {e}")))
+    }
+
+    fn msgpack(&self, file: Vec<u8>) -> Result<Vec<u8>, RecorderError> {
+        // Bounded by what deflate can give for the file's size, so a stream built to inflate
+        // without end stops there.
+        let most = (file.len() as u64).saturating_mul(crate::data::files::MAX_INFLATION);
+        let mut plain = Vec::new();
+        GzDecoder::new(file.as_slice())
+            .take(most)
+            .read_to_end(&mut plain)
+            .map_err(|e| RecorderError::Unknown(format!("broken gzip data: {e}")))?;
+        Ok(plain)
+    }
+}
+
+impl<B: Backend, FR: InMemoryFormat<B>> InMemoryFormat<B> for AtomicFileRecorder<FR> {
+    fn to_bytes<I: Serialize>(&self, item: I) -> Result<Vec<u8>, RecorderError> {
+        self.inner.to_bytes(item)
+    }
+
+    fn msgpack(&self, file: Vec<u8>) -> Result<Vec<u8>, RecorderError> {
+        self.inner.msgpack(file)
     }
 }
 
@@ -206,6 +243,10 @@ pub fn last_checkpoint(
 /// `learner`. burn-train's own loading panics on a missing or corrupt file; call this first to
 /// get an error instead, then pass the epoch to `SupervisedTraining::checkpoint`.
 ///
+/// Each file is checked before Burn builds tensors from it, as in [`load_checkpoint_model`]:
+/// the model's against the learner's model, the optimizer's and scheduler's against their
+/// tensors' own shapes.
+///
 /// # Errors
 /// [`CheckpointError::Record`] if a file is missing, corrupt or does not match the learner's
 /// model or optimizer.
@@ -218,7 +259,7 @@ pub fn restore_checkpoint<LC, FR>(
 ) -> Result<Learner<LC>, CheckpointError>
 where
     LC: LearningComponentsTypes,
-    FR: FileRecorder<LC::Backend>,
+    FR: InMemoryFormat<LC::Backend>,
 {
     let folder = directory.join("checkpoint");
     let path = |part: &str| folder.join(format!("{part}-{epoch}"));
@@ -228,6 +269,22 @@ where
         path: path(part),
         message: e.to_string(),
     };
+    let unchecked = |part: &'static str, message: String| CheckpointError::Record {
+        part,
+        epoch,
+        path: path(part),
+        message,
+    };
+    let model_tensors = record_tensors::<LC::Backend, _, _>(&learner.model(), recorder)
+        .map_err(|message| unchecked(PARTS[0], message))?;
+    check_record_file::<LC::Backend, _>(recorder, &path(PARTS[0]), Some(&model_tensors))
+        .map_err(|message| unchecked(PARTS[0], message))?;
+    // The optimizer's and scheduler's states have no shapes to compare with before they are
+    // loaded; their tensors are checked against their own shapes.
+    for &part in &PARTS[1..] {
+        check_record_file::<LC::Backend, _>(recorder, &path(part), None)
+            .map_err(|message| unchecked(part, message))?;
+    }
     let model: <LC::TrainingModel as Module<LC::Backend>>::Record = recorder
         .load(path(PARTS[0]), device)
         .map_err(|e| error(PARTS[0], e))?;
@@ -248,8 +305,13 @@ where
 /// any backend (e.g. the inner backend of the training one, for evaluation). With
 /// [`best_valid_epoch`](super::best_valid_epoch) this gives the best-validation model.
 ///
+/// The file is checked before Burn builds tensors from it (Burn's own loading trusts a file's
+/// shapes and byte counts): every tensor's bytes must fit its shape and data type, and the
+/// tensors must be those of `model`, with the same shapes.
+///
 /// # Errors
-/// [`CheckpointError::Record`] if the file is missing, corrupt or of another model.
+/// [`CheckpointError::Record`] if the file is missing, corrupt or of another model (naming the
+/// first tensor that differs).
 pub fn load_checkpoint_model<B, M, FR>(
     model: M,
     directory: &Path,
@@ -260,11 +322,19 @@ pub fn load_checkpoint_model<B, M, FR>(
 where
     B: Backend,
     M: Module<B>,
-    FR: FileRecorder<B>,
+    FR: InMemoryFormat<B>,
 {
     let path = directory
         .join("checkpoint")
         .join(format!("{}-{epoch}", PARTS[0]));
+    record_tensors::<B, _, _>(&model, recorder)
+        .and_then(|expected| check_record_file::<B, _>(recorder, &path, Some(&expected)))
+        .map_err(|message| CheckpointError::Record {
+            part: PARTS[0],
+            epoch,
+            path: path.clone(),
+            message,
+        })?;
     let record = recorder
         .load(path.clone(), device)
         .map_err(|e| CheckpointError::Record {
@@ -274,4 +344,94 @@ where
             message: e.to_string(),
         })?;
     Ok(model.load_record(record))
+}
+
+/// The tensors of `model`'s record as `recorder` writes it.
+fn record_tensors<B, M, FR>(model: &M, recorder: &FR) -> Result<Vec<TensorEntry>, String>
+where
+    B: Backend,
+    M: Module<B>,
+    FR: InMemoryFormat<B>,
+{
+    let item = <M::Record as Record<B>>::into_item::<<FR as Recorder<B>>::Settings>(
+        model.clone().into_record(),
+    );
+    let bytes = recorder
+        .to_bytes(BurnRecord::<_, B>::new::<FR>(item))
+        .and_then(|file| recorder.msgpack(file))
+        .map_err(|e| format!("cannot serialize the model's own record: {e}"))?;
+    Ok(record_check::read(&bytes)?.tensors)
+}
+
+/// Checks the record file `path` (with `recorder`'s extension added) before Burn builds
+/// tensors from it: it must be MessagePack in which every tensor's byte count is what its shape
+/// and data type hold, and, given `expected` (the tensors of the record it is to replace), hold
+/// the same tensors with the same shapes and data types.
+fn check_record_file<B, FR>(
+    recorder: &FR,
+    path: &Path,
+    expected: Option<&[TensorEntry]>,
+) -> Result<(), String>
+where
+    B: Backend,
+    FR: InMemoryFormat<B>,
+{
+    let mut file = path.to_path_buf();
+    file.set_extension(<FR as FileRecorder<B>>::file_extension());
+    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let plain = recorder.msgpack(bytes).map_err(|e| e.to_string())?;
+    let record = record_check::read(&plain).map_err(|e| format!("not a record: {e}"))?;
+    if let Some((at, id)) = record
+        .param_ids
+        .iter()
+        .find(|(_, id)| !record_check::param_id_is_valid(id))
+    {
+        return Err(format!(
+            "parameter {at} has the id {id:?}, which is not a parameter id"
+        ));
+    }
+    let found = record.tensors;
+    let describe = |t: &TensorEntry| {
+        let shape = t.shape.as_ref().map(|s| format!("{s:?}"));
+        format!(
+            "{} of shape {}",
+            t.dtype.as_deref().unwrap_or("(no plain data type)"),
+            shape.as_deref().unwrap_or("(not a list of sizes)")
+        )
+    };
+    if let Some(bad) = found.iter().find(|t| !t.consistent()) {
+        return Err(format!(
+            "tensor {} has {} bytes, not what {} holds",
+            bad.path,
+            bad.bytes,
+            describe(bad)
+        ));
+    }
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    for want in expected {
+        match found.iter().find(|t| t.path == want.path) {
+            None => return Err(format!("the file has no tensor {}", want.path)),
+            Some(got) if (&got.shape, &got.dtype) != (&want.shape, &want.dtype) => {
+                return Err(format!(
+                    "tensor {} is {} in the file but {} in the model",
+                    want.path,
+                    describe(got),
+                    describe(want)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    match found
+        .iter()
+        .find(|t| !expected.iter().any(|e| e.path == t.path))
+    {
+        Some(extra) => Err(format!(
+            "the file has a tensor {} the model does not have",
+            extra.path
+        )),
+        None => Ok(()),
+    }
 }

@@ -86,6 +86,7 @@
 mod best;
 mod checkpoint;
 mod clip;
+mod record_check;
 mod render;
 mod step;
 

@@ -6,6 +6,16 @@
 //! Products are exact: they equal the float product of the ±1 values or integer codes as long
 //! as every partial sum stays below 2^24 (for ±1 operands: `K < 2^24`).
 //!
+//! # The longest exact sums, path by path
+//!
+//! | path | sums in | exact while | past that |
+//! |---|---|---|---|
+//! | CPU popcount (XNOR and bit-serial AND) | `u32` counts | rows of at most [`crate::kernels::MAX_POPCOUNT_LEN`] bits | panics |
+//! | GPU popcount (CubeCL) | `i32` | `K < 2^31`, every size and element count below 2^32 | panics, naming the size |
+//! | f32 output of either | `f32` | the sum below 2^24 (±1 operands: `K < 2^24`) | rounded, not exact |
+//! | int8 bit-wise gradients ([`crate::kernels::int8`]) | `i32` | at most [`crate::kernels::int8::MAX_EXACT_LEN`] terms ([`crate::kernels::int8::MAX_EXACT_SIGN_LEN`] when one side is ±1) | panics |
+//! | f32 backward products | `f32` | as any f32 matrix product: rounded | – |
+//!
 //! ```
 //! use burn::backend::NdArray;
 //! use burn::tensor::Tensor;

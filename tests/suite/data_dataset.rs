@@ -178,3 +178,49 @@ fn mnist_item_layout_round_trips() {
         })
     );
 }
+
+/// Burn's own `MnistItem` converts to an image item (the values row by row, rounded and
+/// clamped) and back, and a Burn data set of them feeds the crate's data set; an item of
+/// another size is a typed error.
+#[cfg(feature = "vision")]
+#[test]
+fn burn_mnist_items_convert_both_ways() {
+    use burn::data::dataset::InMemDataset;
+    use burn::data::dataset::vision::MnistItem;
+    use burn_qnn::data::ImageSizeError;
+
+    let burn_items: Vec<MnistItem> = (0..4u8)
+        .map(|n| {
+            let mut image = [[0.0f32; 28]; 28];
+            image[n as usize][27] = 200.4 + f32::from(n);
+            image[27][n as usize] = -3.0;
+            MnistItem { image, label: n }
+        })
+        .collect();
+    let burn_data = InMemDataset::new(burn_items.clone());
+    let items: Vec<ImageItem> = (0..burn_data.len())
+        .map(|i| ImageItem::from(burn_data.get(i).unwrap()))
+        .collect();
+    for (n, item) in items.iter().enumerate() {
+        assert_eq!(item.label as usize, n);
+        assert_eq!(item.pixels[n * 28 + 27], 200 + n as u8);
+        assert_eq!(item.pixels[27 * 28 + n], 0);
+        assert_eq!(item.pixels.iter().filter(|&&p| p != 0).count(), 1);
+        let back = MnistItem::try_from(item).unwrap();
+        assert_eq!(back.label, burn_items[n].label);
+        assert_eq!(back.image[n][27], f32::from(200 + n as u8));
+    }
+    let data = ImageDataset::new(items, ImageShape::new(1, 28, 28), 10, 255);
+    assert_eq!(data.len(), 4);
+    let small = ImageItem {
+        pixels: vec![0; 64],
+        label: 1,
+    };
+    assert_eq!(
+        MnistItem::try_from(&small).map(|i| i.label),
+        Err(ImageSizeError {
+            pixels: 64,
+            expected: 784
+        })
+    );
+}

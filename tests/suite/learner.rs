@@ -663,6 +663,98 @@ fn failed_save_keeps_the_previous_checkpoint() {
 /// An epoch is complete only with all three parts under burn-train's names: a part under two
 /// spellings (`model-3`, `model-03`) is not two parts, and neither spelling makes up for a
 /// missing one.
+/// A checkpoint of another model, or one whose tensor shapes were changed on disk, is a typed
+/// error naming the tensor, before Burn builds tensors from it (Burn's own loading panics on
+/// the second and loads the first silently).
+#[test]
+fn foreign_or_corrupt_checkpoints_are_errors() {
+    let _rng = crate::reference::backend_rng_lock();
+    type B = NdArray;
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("checkpoint");
+    let saved = tiny_net::<B>(&device);
+    saved
+        .clone()
+        .save_file(folder.join("model-1"), &recorder())
+        .unwrap();
+    let message = |result: Result<Net<B>, CheckpointError>| match result {
+        Err(CheckpointError::Record {
+            part: "model",
+            epoch: 1,
+            message,
+            ..
+        }) => message,
+        other => panic!("expected a model record error, got {:?}", other.map(|_| ())),
+    };
+
+    // The same shapes load, with the file's values.
+    let loaded =
+        load_checkpoint_model(tiny_net::<B>(&device), dir.path(), 1, &recorder(), &device).unwrap();
+    let bytes = |net: Net<B>| {
+        Recorder::<B>::record(
+            &BinBytesRecorder::<FullPrecisionSettings>::default(),
+            net.into_record(),
+            (),
+        )
+        .unwrap()
+    };
+    // The same as Burn's own loading of the file.
+    let burns = tiny_net::<B>(&device)
+        .load_file(folder.join("model-1"), &recorder(), &device)
+        .unwrap();
+    assert_eq!(bytes(loaded), bytes(burns));
+
+    // Another width: the first tensor that differs is named with both shapes.
+    let wider = NetConfig::new(1, 8, vec![], vec![24])
+        .with_classes(2)
+        .init::<B>(&device);
+    let text = message(load_checkpoint_model(
+        wider,
+        dir.path(),
+        1,
+        &recorder(),
+        &device,
+    ));
+    assert!(
+        text.contains("in the file but") && text.contains("[64, 16]") && text.contains("[64, 24]"),
+        "{text}"
+    );
+
+    // A shape changed in the file (the first layer's [64, 16] made [64, 17]) no longer fits
+    // its bytes.
+    let path = folder.join("model-1.mpk");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == [0x92, 64, 16])
+        .expect("the first layer's shape [64, 16] as MessagePack");
+    bytes[at + 2] = 17;
+    std::fs::write(&path, &bytes).unwrap();
+    let text = message(load_checkpoint_model(
+        tiny_net::<B>(&device),
+        dir.path(),
+        1,
+        &recorder(),
+        &device,
+    ));
+    assert!(
+        text.contains("bytes, not what") && text.contains("[64, 17]"),
+        "{text}"
+    );
+
+    // Cut short: not a record.
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let text = message(load_checkpoint_model(
+        tiny_net::<B>(&device),
+        dir.path(),
+        1,
+        &recorder(),
+        &device,
+    ));
+    assert!(text.contains("not a record"), "{text}");
+}
+
 #[test]
 fn complete_epochs_need_three_distinct_parts() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,10 @@ mod data_support;
 mod data_svhn;
 #[cfg(feature = "train")]
 mod latent_lr_scale;
+#[cfg(feature = "download")]
+#[path = "../common/mat.rs"]
+#[allow(dead_code)]
+mod mat_format;
 #[cfg(all(feature = "train", feature = "ndarray"))]
 mod latent_lr_scale_ndarray {
     use burn::backend::{Autodiff, NdArray};

@@ -22,6 +22,24 @@ use kernels::{THREADS, TILE, mode};
 /// tiled one would leave most of its `TILE` rows idle.
 const GEMV_MAX_ROWS: usize = 16;
 
+/// The GPU kernels index with 32-bit integers: every size, stride and element count they are
+/// given must fit in a `u32` (at most 2^32 − 1). Exactness is as on the CPU: the popcount sums
+/// are exact 32-bit integers (`K < 2^31`), and the float output holds them exactly below 2^24
+/// (for ±1 operands `K < 2^24`; longer sums round once, when written).
+///
+/// # Panics
+/// With `what` and the value, if it does not fit: like a shape mismatch, a tensor too large for
+/// these kernels is the caller's error.
+fn index_u32(what: &str, value: usize) -> u32 {
+    u32::try_from(value).unwrap_or_else(|_| {
+        panic!(
+            "{what} = {value} is too large for the GPU kernels, which index with 32-bit \
+             integers (at most {})",
+            u32::MAX
+        )
+    })
+}
+
 /// A packed tensor on a CubeCL device.
 pub type CubePacked<R> = PackedWords<CubeTensor<R>>;
 
@@ -65,6 +83,8 @@ fn pack<R: CubeRuntime>(
         DType::U32,
     );
     if word_count > 0 {
+        index_u32("pack: packed words", word_count);
+        index_u32("pack: input values", layout.mats * layout.rows * layout.k);
         let cube_dim = CubeDim::new_1d(256);
         let cube_count = calculate_cube_count_elemwise(&input.client, word_count, cube_dim);
         let dtype = input.dtype;
@@ -74,13 +94,13 @@ fn pack<R: CubeRuntime>(
             cube_dim,
             input.clone().into_tensor_arg(),
             output.clone().into_tensor_arg(),
-            layout.k as u32,
-            words as u32,
-            planes as u32,
-            layout.rows as u32,
-            layout.mat_stride as u32,
-            layout.row_stride as u32,
-            layout.col_stride as u32,
+            index_u32("pack: row length", layout.k),
+            index_u32("pack: words per row", words),
+            index_u32("pack: bit planes", planes),
+            index_u32("pack: rows", layout.rows),
+            index_u32("pack: matrix stride", layout.mat_stride),
+            index_u32("pack: row stride", layout.row_stride),
+            index_u32("pack: column stride", layout.col_stride),
             u32::from(matches!(encoding, Encoding::Codes(_))),
             max_code(encoding),
             dtype.into(),
@@ -141,6 +161,7 @@ fn unpack<R: CubeRuntime>(packed: &CubePacked<R>, dtype: DType) -> CubeTensor<R>
         dtype,
     );
     if len > 0 {
+        index_u32("unpack: values", len);
         let cube_dim = CubeDim::new_1d(256);
         let cube_count = calculate_cube_count_elemwise(&words.client, len, cube_dim);
         kernels::unpack_kernel::launch::<R>(
@@ -149,9 +170,9 @@ fn unpack<R: CubeRuntime>(packed: &CubePacked<R>, dtype: DType) -> CubeTensor<R>
             cube_dim,
             words.clone().into_tensor_arg(),
             output.clone().into_tensor_arg(),
-            k as u32,
-            words_per_row(k) as u32,
-            packed.encoding.planes() as u32,
+            index_u32("unpack: row length", k),
+            index_u32("unpack: words per row", words_per_row(k)),
+            index_u32("unpack: bit planes", packed.encoding.planes()),
             u32::from(matches!(packed.encoding, Encoding::Codes(_))),
             dtype.into(),
         );
@@ -176,7 +197,14 @@ fn popcount_gemm<R: CubeRuntime>(
     };
     let words = words_per_row(plan.k);
     let (scale, offset) = if gemm_mode == mode::XOR {
-        (-2, plan.k as i32)
+        let k = i32::try_from(plan.k).unwrap_or_else(|_| {
+            panic!(
+                "packed_matmul: K = {} is too large for the GPU kernels' 32-bit sums (at most {})",
+                plan.k,
+                i32::MAX
+            )
+        });
+        (-2, k)
     } else {
         (1, 0)
     };
@@ -188,7 +216,14 @@ fn popcount_gemm<R: CubeRuntime>(
         dtype,
     );
     if plan.batch * a_rows * b_rows > 0 {
-        let stride = |rows: usize, shared: bool| if shared { 0 } else { (rows * words) as u32 };
+        index_u32("packed_matmul: outputs", plan.batch * a_rows * b_rows);
+        let stride = |rows: usize, shared: bool| {
+            if shared {
+                0
+            } else {
+                index_u32("packed_matmul: words per matrix", rows * words)
+            }
+        };
         let (a_stride, b_stride) = (
             stride(a_rows, plan.lhs_shared()),
             stride(b_rows, plan.rhs_shared()),
@@ -209,9 +244,12 @@ fn popcount_gemm<R: CubeRuntime>(
             )
         } else {
             let cube_count = CubeCount::Static(
-                a_rows.div_ceil(TILE as usize) as u32,
-                b_rows.div_ceil(TILE as usize) as u32,
-                plan.batch as u32,
+                index_u32("packed_matmul: row tiles", a_rows.div_ceil(TILE as usize)),
+                index_u32(
+                    "packed_matmul: column tiles",
+                    b_rows.div_ceil(TILE as usize),
+                ),
+                index_u32("packed_matmul: batch", plan.batch),
             );
             (cube_count, CubeDim::new_2d(THREADS, THREADS))
         };
@@ -222,9 +260,9 @@ fn popcount_gemm<R: CubeRuntime>(
             a.words.clone().into_tensor_arg(),
             b_t.words.clone().into_tensor_arg(),
             raw.clone().into_tensor_arg(),
-            a_rows as u32,
-            b_rows as u32,
-            words as u32,
+            index_u32("packed_matmul: rows", a_rows),
+            index_u32("packed_matmul: columns", b_rows),
+            index_u32("packed_matmul: words per row", words),
             a_stride,
             b_stride,
             scale,
@@ -241,6 +279,7 @@ fn elementwise<R: CubeRuntime>(
     client: &cubecl::client::ComputeClient<R>,
     len: usize,
 ) -> (CubeCount, CubeDim) {
+    index_u32("elementwise kernel: outputs", len);
     let cube_dim = CubeDim::new_1d(256);
     (
         calculate_cube_count_elemwise(client, len, cube_dim),
@@ -297,7 +336,7 @@ fn save_signs<R: CubeRuntime>(x: CubeTensor<R>) -> (CubePacked<R>, CubePacked<R>
             x.clone().into_tensor_arg(),
             signs.clone().into_tensor_arg(),
             blocked.clone().into_tensor_arg(),
-            len as u32,
+            index_u32("save_signs: values", len),
             x.dtype.into(),
         );
     }
@@ -337,7 +376,7 @@ fn conv_arguments(input_shape: [usize; 4], geometry: &ConvGeometry) -> [u32; 14]
         geometry.dilation[0],
         geometry.dilation[1],
     ]
-    .map(|v| u32::try_from(v).expect("binary conv2d backward: sizes fit in u32"))
+    .map(|v| index_u32("binary conv2d backward: a size", v))
 }
 
 /// `grad_out` as a contiguous tensor of the output's shape.
@@ -450,7 +489,7 @@ fn conv2d_weight_grad<R: CubeRuntime>(
             input_signs.words.clone().into_tensor_arg(),
             weight_blocked.words.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
-            input_shape[0] as u32,
+            index_u32("binary conv2d backward: batch", input_shape[0]),
             c_in,
             c_out,
             h,
@@ -509,8 +548,7 @@ fn matmul_grad<R: CubeRuntime>(
             Side::Lhs => backward::matmul_lhs_grad_kernel::launch::<R>,
             Side::Rhs => backward::matmul_rhs_grad_kernel::launch::<R>,
         };
-        let [m, k, n] =
-            [m, k, n].map(|v| u32::try_from(v).expect("binary matmul backward: sizes fit in u32"));
+        let [m, k, n] = [m, k, n].map(|v| index_u32("binary matmul backward: a size", v));
         launch(
             client,
             cube_count,
@@ -690,5 +728,22 @@ where
             &b_shape,
         );
         Tensor::from_primitive(TensorPrimitive::Float(grad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_u32;
+
+    #[test]
+    fn sizes_up_to_u32_max_pass_to_the_kernels() {
+        assert_eq!(index_u32("rows", 0), 0);
+        assert_eq!(index_u32("rows", u32::MAX as usize), u32::MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "pack: rows = 4294967296 is too large for the GPU kernels")]
+    fn a_size_past_u32_max_is_refused_with_its_name() {
+        index_u32("pack: rows", u32::MAX as usize + 1);
     }
 }
