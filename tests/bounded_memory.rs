@@ -11,22 +11,16 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 
 use burn_qnn::data::{DataError, cifar10, mnist, svhn};
 use common::counting_alloc::peak_of;
+use common::files::write;
 use common::mat::{MI_DOUBLE, MI_UINT8, MX_DOUBLE, MX_UINT8, compressed, header, matrix};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
 /// What every rejection here may take: a few buffers, nothing like the gigabytes asked for.
 const BOUND: usize = 8 << 20;
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 fn idx_labels_header(count: u32) -> Vec<u8> {
     [2049u32, count]

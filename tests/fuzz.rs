@@ -17,7 +17,6 @@
 mod common;
 
 use std::cell::Cell;
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
@@ -33,9 +32,8 @@ use burn_qnn::models::{Net, NetConfig};
 use burn_qnn::ops::{Encoding, HostPacked};
 use burn_qnn::quant::Bits;
 use common::counting_alloc::Measure;
+use common::files::{gzip, write as file};
 use common::mat;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -277,19 +275,6 @@ fn run(target: Target) {
         report.failures.len(),
         report.failures.join("\n")
     );
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-/// Writes `input` to `dir/name` and returns the path.
-fn file(dir: &Path, name: &str, input: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, input).unwrap();
-    path
 }
 
 /// The most one byte of deflate data inflates to.

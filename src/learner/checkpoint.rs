@@ -1,6 +1,6 @@
 //! Checkpoints that are never half-written, and resuming from the newest complete one.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::{
@@ -14,7 +14,7 @@ use burn::{
     tensor::{Device, backend::Backend},
 };
 use burn_train::{Learner, LearningComponentsTypes};
-use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+use flate2::{Compression, write::GzEncoder};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::record_check::{self, TensorEntry};
@@ -130,15 +130,10 @@ impl<S: PrecisionSettings, B: Backend> InMemoryFormat<B> for NamedMpkGzFileRecor
     }
 
     fn msgpack(&self, file: Vec<u8>) -> Result<Vec<u8>, RecorderError> {
-        // Bounded by what deflate can give for the file's size, so a stream built to inflate
-        // without end stops there.
-        let most = (file.len() as u64).saturating_mul(crate::data::files::MAX_INFLATION);
-        let mut plain = Vec::new();
-        GzDecoder::new(file.as_slice())
-            .take(most)
-            .read_to_end(&mut plain)
-            .map_err(|e| RecorderError::Unknown(format!("broken gzip data: {e}")))?;
-        Ok(plain)
+        // Bounded by what deflate can give for the file's size: a stream built to inflate
+        // without end is an error there.
+        crate::data::files::gunzip(Path::new("the record"), &file)
+            .map_err(|e| RecorderError::Unknown(e.to_string()))
     }
 }
 
@@ -263,37 +258,29 @@ where
 {
     let folder = directory.join("checkpoint");
     let path = |part: &str| folder.join(format!("{part}-{epoch}"));
-    let error = |part: &'static str, e: RecorderError| CheckpointError::Record {
-        part,
-        epoch,
-        path: path(part),
-        message: e.to_string(),
-    };
-    let unchecked = |part: &'static str, message: String| CheckpointError::Record {
+    let error = |part: &'static str, message: String| CheckpointError::Record {
         part,
         epoch,
         path: path(part),
         message,
     };
-    let model_tensors = record_tensors::<LC::Backend, _, _>(&learner.model(), recorder)
-        .map_err(|message| unchecked(PARTS[0], message))?;
-    check_record_file::<LC::Backend, _>(recorder, &path(PARTS[0]), Some(&model_tensors))
-        .map_err(|message| unchecked(PARTS[0], message))?;
+    check_model_file(&learner.model(), recorder, &path(PARTS[0]))
+        .map_err(|message| error(PARTS[0], message))?;
     // The optimizer's and scheduler's states have no shapes to compare with before they are
     // loaded; their tensors are checked against their own shapes.
     for &part in &PARTS[1..] {
         check_record_file::<LC::Backend, _>(recorder, &path(part), None)
-            .map_err(|message| unchecked(part, message))?;
+            .map_err(|message| error(part, message))?;
     }
     let model: <LC::TrainingModel as Module<LC::Backend>>::Record = recorder
         .load(path(PARTS[0]), device)
-        .map_err(|e| error(PARTS[0], e))?;
+        .map_err(|e| error(PARTS[0], e.to_string()))?;
     let optim: <LC::Optimizer as Optimizer<LC::TrainingModel, LC::Backend>>::Record = recorder
         .load(path(PARTS[1]), device)
-        .map_err(|e| error(PARTS[1], e))?;
+        .map_err(|e| error(PARTS[1], e.to_string()))?;
     let scheduler: <LC::LrScheduler as LrScheduler>::Record<LC::Backend> = recorder
         .load(path(PARTS[2]), device)
-        .map_err(|e| error(PARTS[2], e))?;
+        .map_err(|e| error(PARTS[2], e.to_string()))?;
     learner.load_model(model);
     learner.load_optim(optim);
     learner.load_scheduler(scheduler);
@@ -327,23 +314,29 @@ where
     let path = directory
         .join("checkpoint")
         .join(format!("{}-{epoch}", PARTS[0]));
-    record_tensors::<B, _, _>(&model, recorder)
-        .and_then(|expected| check_record_file::<B, _>(recorder, &path, Some(&expected)))
-        .map_err(|message| CheckpointError::Record {
-            part: PARTS[0],
-            epoch,
-            path: path.clone(),
-            message,
-        })?;
+    let error = |message: String| CheckpointError::Record {
+        part: PARTS[0],
+        epoch,
+        path: path.clone(),
+        message,
+    };
+    check_model_file(&model, recorder, &path).map_err(error)?;
     let record = recorder
         .load(path.clone(), device)
-        .map_err(|e| CheckpointError::Record {
-            part: PARTS[0],
-            epoch,
-            path,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| error(e.to_string()))?;
     Ok(model.load_record(record))
+}
+
+/// Checks the record file `path` of a model (with `recorder`'s extension added) against
+/// `model`, as [`check_record_file`] does with `model`'s own tensors expected.
+fn check_model_file<B, M, FR>(model: &M, recorder: &FR, path: &Path) -> Result<(), String>
+where
+    B: Backend,
+    M: Module<B>,
+    FR: InMemoryFormat<B>,
+{
+    let expected = record_tensors(model, recorder)?;
+    check_record_file(recorder, path, Some(&expected))
 }
 
 /// The tensors of `model`'s record as `recorder` writes it.

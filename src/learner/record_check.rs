@@ -93,6 +93,35 @@ enum Value {
     Other,
 }
 
+/// The bytes that follow `marker`: the value of a fixed-width number, the data of a fixed-size
+/// extension, or the length field of a string, byte string, extension, list or map; 0 for the
+/// markers that hold their value or length themselves.
+fn width(marker: Marker) -> u64 {
+    match marker {
+        Marker::U8 | Marker::I8 | Marker::Str8 | Marker::Bin8 | Marker::Ext8 | Marker::FixExt1 => 1,
+        Marker::U16
+        | Marker::I16
+        | Marker::Str16
+        | Marker::Bin16
+        | Marker::Ext16
+        | Marker::Array16
+        | Marker::Map16
+        | Marker::FixExt2 => 2,
+        Marker::U32
+        | Marker::I32
+        | Marker::F32
+        | Marker::Str32
+        | Marker::Bin32
+        | Marker::Ext32
+        | Marker::Array32
+        | Marker::Map32
+        | Marker::FixExt4 => 4,
+        Marker::U64 | Marker::I64 | Marker::F64 | Marker::FixExt8 => 8,
+        Marker::FixExt16 => 16,
+        _ => 0,
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -133,86 +162,47 @@ impl Reader<'_> {
             ));
         }
         let marker = Marker::from_u8(self.take(1)?[0]);
+        let width = width(marker);
         Ok(match marker {
             Marker::FixPos(n) => Value::Int(u64::from(n)),
-            Marker::U8 => Value::Int(self.uint(1)?),
-            Marker::U16 => Value::Int(self.uint(2)?),
-            Marker::U32 => Value::Int(self.uint(4)?),
-            Marker::U64 => Value::Int(self.uint(8)?),
+            Marker::U8 | Marker::U16 | Marker::U32 | Marker::U64 => Value::Int(self.uint(width)?),
             Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => Value::Other,
             Marker::I8 | Marker::I16 | Marker::I32 | Marker::I64 | Marker::F32 | Marker::F64 => {
-                let width = match marker {
-                    Marker::I8 => 1,
-                    Marker::I16 => 2,
-                    Marker::I32 | Marker::F32 => 4,
-                    _ => 8,
-                };
                 self.take(width)?;
                 Value::Other
             }
             Marker::FixStr(n) => self.string(u64::from(n))?,
-            Marker::Str8 => {
-                let n = self.uint(1)?;
-                self.string(n)?
-            }
-            Marker::Str16 => {
-                let n = self.uint(2)?;
-                self.string(n)?
-            }
-            Marker::Str32 => {
-                let n = self.uint(4)?;
+            Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                let n = self.uint(width)?;
                 self.string(n)?
             }
             Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
-                let width = match marker {
-                    Marker::Bin8 => 1,
-                    Marker::Bin16 => 2,
-                    _ => 4,
-                };
                 let n = self.uint(width)?;
                 self.take(n)?;
                 Value::Len(n)
             }
-            Marker::FixExt1 | Marker::FixExt2 | Marker::FixExt4 | Marker::FixExt8 => {
-                let n = match marker {
-                    Marker::FixExt1 => 1,
-                    Marker::FixExt2 => 2,
-                    Marker::FixExt4 => 4,
-                    _ => 8,
-                };
-                self.take(1 + n)?;
-                Value::Other
-            }
-            Marker::FixExt16 => {
-                self.take(17)?;
+            Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16 => {
+                // The type byte, then the data.
+                self.take(1 + width)?;
                 Value::Other
             }
             Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
-                let width = match marker {
-                    Marker::Ext8 => 1,
-                    Marker::Ext16 => 2,
-                    _ => 4,
-                };
                 let n = self.uint(width)?;
                 self.take(1 + n)?;
                 Value::Other
             }
             Marker::FixArray(n) => self.list(u64::from(n), path, depth, found)?,
-            Marker::Array16 => {
-                let n = self.uint(2)?;
-                self.list(n, path, depth, found)?
-            }
-            Marker::Array32 => {
-                let n = self.uint(4)?;
+            Marker::Array16 | Marker::Array32 => {
+                let n = self.uint(width)?;
                 self.list(n, path, depth, found)?
             }
             Marker::FixMap(n) => self.map(u64::from(n), path, depth, found)?,
-            Marker::Map16 => {
-                let n = self.uint(2)?;
-                self.map(n, path, depth, found)?
-            }
-            Marker::Map32 => {
-                let n = self.uint(4)?;
+            Marker::Map16 | Marker::Map32 => {
+                let n = self.uint(width)?;
                 self.map(n, path, depth, found)?
             }
             Marker::Reserved => return Err(format!("byte 0xc1 at byte {}", self.at - 1)),

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod counting_alloc;
+pub mod files;
 pub mod mat;
