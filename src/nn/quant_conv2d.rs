@@ -77,6 +77,11 @@ impl QuantConv2dConfig {
 /// A 2-D convolution `y = q_x(x) ⊛ q_w(W) + b` with quantized weights and inputs (zero
 /// padding), each quantizer with its straight-through gradient.
 ///
+/// The convolution and its gradients are Burn's. On wgpu, Burn 0.21's direct transposed
+/// convolution (one of the two its autotuner may pick for the input gradient) is wrong where a
+/// kernel side is smaller than its stride (a 1×1 kernel with stride 2, say), so the input
+/// gradient can be wrong there. The forward pass does not use it, nor does `NdArray`.
+///
 /// ```
 /// use burn::backend::NdArray;
 /// use burn::tensor::Tensor;

@@ -60,6 +60,94 @@ fn reference_conv(
     (out, [n, o, oh, ow])
 }
 
+/// The gradients of `Σ r ⊙ (sign(x) ⊛ sign(w))` by their definition, summed in f64 on the
+/// host, with the straight-through estimator (zero where `|v| > 1` or `v` is NaN):
+/// `dx[n,c,iy,ix] = Σ r[n,o,y,x]·sign(w[o,c,i,j])` over the taps that read `(iy, ix)` and
+/// `dw[o,c,i,j] = Σ r[n,o,y,x]·x̂` with `x̂` the ±1 input or the padding value. Also `Σ|terms|` of
+/// each value, which bounds the rounding of an f32 sum.
+///
+/// Burn's own float path is not the reference on the GPU: burn-cubecl 0.21's direct
+/// `conv_transpose2d`, which its autotune picks on some machines, is wrong where a kernel side is
+/// smaller than its stride (e.g. 1×1 with stride 2), and Burn's wgpu `conv2d` input gradient
+/// with it.
+struct ConvGrads {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    x_terms: Vec<f32>,
+    w_terms: Vec<f32>,
+}
+
+fn reference_conv_grads(
+    x: &[f32],
+    x_shape: [usize; 4],
+    w: &[f32],
+    g: &ConvGeometry,
+    r: &[f32],
+) -> ConvGrads {
+    let [n, c, h, wd] = x_shape;
+    let o = g.channels[1];
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output_size([h, wd]);
+    assert_eq!(
+        r.len(),
+        n * o * oh * ow,
+        "reference gradients: output gradient length"
+    );
+    let pad_value = match g.padding_mode {
+        PaddingMode::Zero => 0.0,
+        PaddingMode::PlusOne => 1.0,
+    };
+    let (mut dx, mut dw) = (vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
+    let (mut x_terms, mut w_terms) = (vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
+    for b in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let grad = f64::from(r[((b * o + oc) * oh + y) * ow + xx]);
+                    for ic in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                let w_index = ((oc * c + ic) * kh + i) * kw + j;
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
+                                let value = if inside {
+                                    let x_index =
+                                        ((b * c + ic) * h + iy as usize) * wd + ix as usize;
+                                    dx[x_index] += grad * f64::from(sign(w[w_index]));
+                                    x_terms[x_index] += grad.abs();
+                                    sign(x[x_index])
+                                } else {
+                                    pad_value
+                                };
+                                dw[w_index] += grad * f64::from(value);
+                                w_terms[w_index] += (grad * f64::from(value)).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let band = |grads: Vec<f64>, latent: &[f32]| -> Vec<f32> {
+        grads
+            .into_iter()
+            .zip(latent)
+            .map(|(g, &v)| if v.abs() <= 1.0 { g as f32 } else { 0.0 })
+            .collect()
+    };
+    let to_f32 = |terms: Vec<f64>| terms.into_iter().map(|t| t as f32).collect();
+    ConvGrads {
+        x: band(dx, x),
+        w: band(dw, w),
+        x_terms: to_f32(x_terms),
+        w_terms: to_f32(w_terms),
+    }
+}
+
 /// Geometries with channel counts off the word size, strides, paddings, dilations.
 fn geometries(quick: bool) -> Vec<(ConvGeometry, [usize; 4])> {
     let all = vec![
@@ -234,10 +322,10 @@ fn small_integers(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The bits-only convolution node gives the forward values of the float simulation
-/// `conv2d(sign(x), sign(w))` exactly, and its gradients up to the order of the f32 sums
-/// (`|Δ| ≤ 1e-5·Σ|terms|`), exactly for integer output gradients; inputs straddle the pass band
-/// `|v| ≤ 1`.
+/// The bits-only convolution node gives the forward values of the scalar reference convolution
+/// exactly, and the gradients of their definition (`reference_conv_grads`) up to the order of
+/// the f32 sums (`|Δ| ≤ 1e-5·Σ|terms|`), exactly for integer output gradients; inputs straddle
+/// the pass band `|v| ≤ 1`.
 pub fn binary_conv_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
     let cases = geometries(true).into_iter().chain(random_geometries(4, 77));
     for (case, (geometry, x_shape)) in cases.enumerate() {
@@ -247,60 +335,31 @@ pub fn binary_conv_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
             let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
             let x_values = uniform(x_shape.iter().product(), -2.0, 2.0, case as u64);
             let w_values = uniform(w_shape.iter().product(), -1.5, 1.5, 50 + case as u64);
-            let x = tensor::<B, 4>(x_values.clone(), x_shape, device);
-            let w = tensor::<B, 4>(w_values.clone(), w_shape, device);
-            let out_shape = binary_conv2d(x.clone(), w.clone(), &geometry).dims();
+            let (forward, out_shape) = reference_conv(&x_values, x_shape, &w_values, &geometry);
             let out_len = out_shape.iter().product();
             let what = format!("case {case} {geometry:?} on {x_shape:?}");
-            let packed = |r: &Tensor<B, 4>| {
+            let packed = |r: &[f32]| {
                 gradients(
                     |x, w| binary_conv2d(x, w, &geometry),
-                    x.clone(),
-                    w.clone(),
-                    r.clone(),
+                    tensor::<B, 4>(x_values.clone(), x_shape, device),
+                    tensor::<B, 4>(w_values.clone(), w_shape, device),
+                    tensor::<B, 4>(r.to_vec(), out_shape, device),
                 )
             };
-            let float = |x: Tensor<B, 4>, w: Tensor<B, 4>, r: &Tensor<B, 4>| {
-                gradients(
-                    |x, w| binary_conv2d_reference(x, w, &geometry),
-                    x,
-                    w,
-                    r.clone(),
-                )
-            };
+            let expected =
+                |r: &[f32]| reference_conv_grads(&x_values, x_shape, &w_values, &geometry, r);
 
-            let r = tensor::<B, 4>(small_integers(out_len, 9 + case as u64), out_shape, device);
-            let (got, expected) = (packed(&r), float(x.clone(), w.clone(), &r));
-            assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+            let r = small_integers(out_len, 9 + case as u64);
+            let (got, want) = (packed(&r), expected(&r));
+            assert_exact(&format!("{what} forward"), &got.0, &got.0, &forward);
             assert!(got.1.iter().any(|&g| g != 0.0), "{what}: some x gradient");
-            assert_exact(
-                &format!("{what} integer grad x"),
-                &got.1,
-                &got.1,
-                &expected.1,
-            );
-            assert_exact(
-                &format!("{what} integer grad w"),
-                &got.2,
-                &got.2,
-                &expected.2,
-            );
+            assert_exact(&format!("{what} integer grad x"), &got.1, &got.1, &want.x);
+            assert_exact(&format!("{what} integer grad w"), &got.2, &got.2, &want.w);
 
-            let r_values = uniform(out_len, -1.0, 1.0, 9);
-            let r = tensor::<B, 4>(r_values.clone(), out_shape, device);
-            let abs_r = tensor::<B, 4>(
-                r_values.iter().map(|v| v.abs()).collect(),
-                out_shape,
-                device,
-            );
-            let (got, expected) = (packed(&r), float(x.clone(), w.clone(), &r));
-            let terms = float(
-                tensor::<B, 4>(magnitudes(&x_values), x_shape, device),
-                tensor::<B, 4>(magnitudes(&w_values), w_shape, device),
-                &abs_r,
-            );
-            assert_close_to_order(&format!("{what} grad x"), &got.1, &expected.1, &terms.1);
-            assert_close_to_order(&format!("{what} grad w"), &got.2, &expected.2, &terms.2);
+            let r = uniform(out_len, -1.0, 1.0, 9);
+            let (got, want) = (packed(&r), expected(&r));
+            assert_close_to_order(&format!("{what} grad x"), &got.1, &want.x, &want.x_terms);
+            assert_close_to_order(&format!("{what} grad w"), &got.2, &want.w, &want.w_terms);
         }
     }
 }
@@ -374,11 +433,28 @@ fn grid_integers(len: usize, steps: f32, seed: u64) -> Vec<f32> {
     values
 }
 
-/// The quantized-gradient nodes (`*_quantized_grad`) give the gradients of the float simulation
-/// with `quant::quantize_gradient` on its output: exactly where the output gradient is on the
-/// quantizer's integer grid (every term an integer), and up to the order of the f32 sums for
-/// random output gradients; the forward is the plain binary product's. Both padding modes,
-/// strides 1 and 2, odd channel counts, a shared weight matrix, 2 to 8 bits.
+/// `r` as `quant::quantize_gradient` passes it back: the gradient, on the backend, of
+/// `Σ r ⊙ quantize_gradient(z, bits)` with respect to `z`.
+fn quantized_output_grad<B: QnnAutodiffBackend>(
+    r: &[f32],
+    shape: [usize; 4],
+    bits: burn_qnn::quant::Bits,
+    device: &B::Device,
+) -> Vec<f32> {
+    let z = tensor::<B, 4>(vec![0.0; r.len()], shape, device).require_grad();
+    let y = burn_qnn::quant::quantize_gradient(z.clone(), bits);
+    let grads = (y * tensor::<B, 4>(r.to_vec(), shape, device))
+        .sum()
+        .backward();
+    values(z.grad(&grads).unwrap())
+}
+
+/// The quantized-gradient nodes (`*_quantized_grad`) give the gradients of their definition for
+/// the output gradient as `quant::quantize_gradient` passes it (the host reference for the
+/// convolution, the float simulation for the matrix product): exactly where the output gradient
+/// is on the quantizer's integer grid (every term an integer), and up to the order of the f32
+/// sums for random output gradients; the forward is the plain binary product's. Both padding
+/// modes, strides 1 and 2, odd channel counts, a shared weight matrix, 2 to 8 bits.
 pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
     use burn_qnn::quant::{Bits, quantize_gradient};
 
@@ -396,61 +472,45 @@ pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
         let w_shape = [c_out, c_in, geometry.kernel[0], geometry.kernel[1]];
         let x_values = uniform(x_shape.iter().product(), -2.0, 2.0, 300 + case as u64);
         let w_values = uniform(w_shape.iter().product(), -1.5, 1.5, 400 + case as u64);
-        let x = tensor::<B, 4>(x_values.clone(), x_shape, device);
-        let w = tensor::<B, 4>(w_values.clone(), w_shape, device);
-        let out_shape = binary_conv2d(x.clone(), w.clone(), &geometry).dims();
+        let (forward, out_shape) = reference_conv(&x_values, x_shape, &w_values, &geometry);
         let out_len = out_shape.iter().product();
         let what = format!(
             "case {case}, {} bits, {geometry:?} on {x_shape:?}",
             bits.get()
         );
-        let ours = |x, w, r: &Tensor<B, 4>| {
+        let ours = |r: &[f32]| {
             gradients(
                 |x, w| ops::binary_conv2d_quantized_grad(x, w, &geometry, bits),
-                x,
-                w,
-                r.clone(),
+                tensor::<B, 4>(x_values.clone(), x_shape, device),
+                tensor::<B, 4>(w_values.clone(), w_shape, device),
+                tensor::<B, 4>(r.to_vec(), out_shape, device),
             )
         };
-        let reference = |x, w, r: &Tensor<B, 4>| {
-            gradients(
-                |x, w| quantize_gradient(binary_conv2d_reference(x, w, &geometry), bits),
-                x,
-                w,
-                r.clone(),
-            )
+        // The definition's gradients of the output gradient as `quantize_gradient` passes it.
+        let expected = |r: &[f32]| {
+            let quantized = quantized_output_grad::<B>(r, out_shape, bits, device);
+            reference_conv_grads(&x_values, x_shape, &w_values, &geometry, &quantized)
         };
 
-        let r = tensor::<B, 4>(
-            grid_integers(out_len, steps, case as u64),
-            out_shape,
-            device,
+        let r = grid_integers(out_len, steps, case as u64);
+        assert_eq!(
+            quantized_output_grad::<B>(&r, out_shape, bits, device),
+            r,
+            "{what}: the quantizer keeps a gradient on its grid"
         );
-        let (got, expected) = (
-            ours(x.clone(), w.clone(), &r),
-            reference(x.clone(), w.clone(), &r),
-        );
-        assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
+        let (got, want) = (ours(&r), expected(&r));
+        assert_exact(&format!("{what} forward"), &got.0, &got.0, &forward);
         assert!(got.1.iter().any(|&g| g != 0.0), "{what}: some x gradient");
-        assert_exact(&format!("{what} grid grad x"), &got.1, &got.1, &expected.1);
-        assert_exact(&format!("{what} grid grad w"), &got.2, &got.2, &expected.2);
+        assert_exact(&format!("{what} grid grad x"), &got.1, &got.1, &want.x);
+        assert_exact(&format!("{what} grid grad w"), &got.2, &got.2, &want.w);
 
-        let r_values = uniform(out_len, -1.0, 1.0, 500 + case as u64);
-        let r = tensor::<B, 4>(r_values.clone(), out_shape, device);
-        let (got, expected) = (
-            ours(x.clone(), w.clone(), &r),
-            reference(x.clone(), w.clone(), &r),
-        );
         // Each quantized term is at most max|r| = 1 in magnitude.
-        let ones = tensor::<B, 4>(vec![1.0; out_len], out_shape, device);
-        let terms = gradients(
-            |x, w| binary_conv2d_reference(x, w, &geometry),
-            tensor::<B, 4>(magnitudes(&x_values), x_shape, device),
-            tensor::<B, 4>(magnitudes(&w_values), w_shape, device),
-            ones,
-        );
-        assert_close_to_order(&format!("{what} grad x"), &got.1, &expected.1, &terms.1);
-        assert_close_to_order(&format!("{what} grad w"), &got.2, &expected.2, &terms.2);
+        let r = uniform(out_len, -1.0, 1.0, 500 + case as u64);
+        let (got, want) = (ours(&r), expected(&r));
+        let ones = vec![1.0; out_len];
+        let bound = reference_conv_grads(&x_values, x_shape, &w_values, &geometry, &ones);
+        assert_close_to_order(&format!("{what} grad x"), &got.1, &want.x, &bound.x_terms);
+        assert_close_to_order(&format!("{what} grad w"), &got.2, &want.w, &bound.w_terms);
     }
 
     let shapes = [
