@@ -1,6 +1,7 @@
-//! The paper's networks (DESIGN §4), built from [`crate::nn`], with a width multiplier:
-//! the MNIST MLP ([`NetConfig::mnist_mlp`]), the CIFAR-10 network ([`NetConfig::cifar10`]) and
-//! the SVHN network ([`NetConfig::svhn`]); each also in full precision ([`Precision::Float`]),
+//! The paper's networks (the MNIST, CIFAR-10 and SVHN experiments of Courbariaux et al. 2016
+//! and Hubara et al. 2018), built from [`crate::nn`], with a width multiplier: the MNIST MLP
+//! ([`NetConfig::mnist_mlp`]), the CIFAR-10 network ([`NetConfig::cifar10`]) and the SVHN
+//! network ([`NetConfig::svhn`]); each also in full precision ([`Precision::Float`]),
 //! the same shapes with Burn's float layers, for comparison.
 //!
 //! A binary network: the first layer multiplies 8-bit inputs (scaled to `[−1, 1]`) by binary

@@ -11,6 +11,51 @@ use burn_qnn::{
 
 use crate::reference::{assert_exact, sign, tensor, uniform, values};
 
+/// Every tap of the convolution of `x` `[n, c, h, w]` by `g`'s weights, in order: calls
+/// `visit(output index, weight index, input index)` with `None` for an input index in the padding.
+fn for_each_tap(
+    x_shape: [usize; 4],
+    g: &ConvGeometry,
+    mut visit: impl FnMut(usize, usize, Option<usize>),
+) {
+    let [n, c, h, wd] = x_shape;
+    let o = g.channels[1];
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output_size([h, wd]);
+    for b in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let out_index = ((b * o + oc) * oh + y) * ow + xx;
+                    for ic in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
+                                let x_index = inside
+                                    .then(|| ((b * c + ic) * h + iy as usize) * wd + ix as usize);
+                                visit(out_index, ((oc * c + ic) * kh + i) * kw + j, x_index);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The value a padded tap reads.
+fn pad_value(g: &ConvGeometry) -> f32 {
+    match g.padding_mode {
+        PaddingMode::Zero => 0.0,
+        PaddingMode::PlusOne => 1.0,
+    }
+}
+
 /// The scalar convolution of the signs of `x` `[n, c, h, w]` and `w` `[o, c, kh, kw]`, padded
 /// taps worth 0 or +1.
 fn reference_conv(
@@ -19,45 +64,14 @@ fn reference_conv(
     w: &[f32],
     g: &ConvGeometry,
 ) -> (Vec<f32>, [usize; 4]) {
-    let [n, c, h, wd] = x_shape;
-    let o = g.channels[1];
-    let [kh, kw] = g.kernel;
+    let [n, _, h, wd] = x_shape;
     let [oh, ow] = g.output_size([h, wd]);
-    let pad_value = match g.padding_mode {
-        PaddingMode::Zero => 0.0,
-        PaddingMode::PlusOne => 1.0,
-    };
-    let mut out = vec![0.0; n * o * oh * ow];
-    for b in 0..n {
-        for oc in 0..o {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let mut acc = 0.0f32;
-                    for ic in 0..c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
-                                    - g.padding[0] as isize;
-                                let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
-                                    - g.padding[1] as isize;
-                                let weight = sign(w[((oc * c + ic) * kh + i) * kw + j]);
-                                let inside =
-                                    (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
-                                let value = if inside {
-                                    sign(x[((b * c + ic) * h + iy as usize) * wd + ix as usize])
-                                } else {
-                                    pad_value
-                                };
-                                acc += value * weight;
-                            }
-                        }
-                    }
-                    out[((b * o + oc) * oh + y) * ow + xx] = acc;
-                }
-            }
-        }
-    }
-    (out, [n, o, oh, ow])
+    let mut out = vec![0.0; n * g.channels[1] * oh * ow];
+    for_each_tap(x_shape, g, |out_index, w_index, x_index| {
+        let value = x_index.map_or(pad_value(g), |x_index| sign(x[x_index]));
+        out[out_index] += value * sign(w[w_index]);
+    });
+    (out, [n, g.channels[1], oh, ow])
 }
 
 /// The gradients of `Σ r ⊙ (sign(x) ⊛ sign(w))` by their definition, summed in f64 on the
@@ -84,54 +98,28 @@ fn reference_conv_grads(
     g: &ConvGeometry,
     r: &[f32],
 ) -> ConvGrads {
-    let [n, c, h, wd] = x_shape;
-    let o = g.channels[1];
-    let [kh, kw] = g.kernel;
+    let [n, _, h, wd] = x_shape;
     let [oh, ow] = g.output_size([h, wd]);
     assert_eq!(
         r.len(),
-        n * o * oh * ow,
+        n * g.channels[1] * oh * ow,
         "reference gradients: output gradient length"
     );
-    let pad_value = match g.padding_mode {
-        PaddingMode::Zero => 0.0,
-        PaddingMode::PlusOne => 1.0,
-    };
     let (mut dx, mut dw) = (vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
     let (mut x_terms, mut w_terms) = (vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
-    for b in 0..n {
-        for oc in 0..o {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let grad = f64::from(r[((b * o + oc) * oh + y) * ow + xx]);
-                    for ic in 0..c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
-                                    - g.padding[0] as isize;
-                                let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
-                                    - g.padding[1] as isize;
-                                let w_index = ((oc * c + ic) * kh + i) * kw + j;
-                                let inside =
-                                    (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix);
-                                let value = if inside {
-                                    let x_index =
-                                        ((b * c + ic) * h + iy as usize) * wd + ix as usize;
-                                    dx[x_index] += grad * f64::from(sign(w[w_index]));
-                                    x_terms[x_index] += grad.abs();
-                                    sign(x[x_index])
-                                } else {
-                                    pad_value
-                                };
-                                dw[w_index] += grad * f64::from(value);
-                                w_terms[w_index] += (grad * f64::from(value)).abs();
-                            }
-                        }
-                    }
-                }
+    for_each_tap(x_shape, g, |out_index, w_index, x_index| {
+        let grad = f64::from(r[out_index]);
+        let value = match x_index {
+            Some(x_index) => {
+                dx[x_index] += grad * f64::from(sign(w[w_index]));
+                x_terms[x_index] += grad.abs();
+                sign(x[x_index])
             }
-        }
-    }
+            None => pad_value(g),
+        };
+        dw[w_index] += grad * f64::from(value);
+        w_terms[w_index] += (grad * f64::from(value)).abs();
+    });
     let band = |grads: Vec<f64>, latent: &[f32]| -> Vec<f32> {
         grads
             .into_iter()
