@@ -122,20 +122,56 @@ impl<'a> Bits<'a> {
             }
         }
         let first_word = (start + head) / 64;
+        let isa = super::CheckedIsa::new(super::isa::active_isa());
         rest.par_chunks_mut(64 * 1024)
             .enumerate()
             .for_each(|(block, values)| {
                 let words = &self.words[first_word + block * 1024..];
                 for (chunk, &word) in values.chunks_mut(64).zip(words) {
                     if word != 0 {
-                        for (j, value) in chunk.iter_mut().enumerate() {
-                            if (word >> j) & 1 == 1 {
-                                *value = 0.0;
-                            }
-                        }
+                        cut_word(isa, word, chunk);
                     }
                 }
             });
+    }
+}
+
+/// Zeroes the values of `chunk` (at most 64) whose bit in `word` is set.
+#[inline]
+fn cut_word(isa: super::CheckedIsa, word: u64, chunk: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.isa() == super::isa::Isa::Avx512 && chunk.len() == 64 {
+        // SAFETY: the checked path proves AVX-512 F; `chunk` holds 64 values.
+        unsafe { cut_word_avx512(word, chunk) };
+        return;
+    }
+    let _ = isa;
+    cut_word_portable(word, chunk);
+}
+
+/// [`cut_word`] without branches: each value ANDed with a mask of all ones or all zeros.
+fn cut_word_portable(word: u64, chunk: &mut [f32]) {
+    for (j, value) in chunk.iter_mut().enumerate() {
+        let keep = (((word >> j) & 1) as u32 ^ 1).wrapping_neg();
+        *value = f32::from_bits(value.to_bits() & keep);
+    }
+}
+
+/// [`cut_word`] on 64 values, 16 lanes a masked load.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, and `chunk` must hold 64 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cut_word_avx512(word: u64, chunk: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for lane in 0..4 {
+        let keep = !((word >> (16 * lane)) as u16);
+        // SAFETY: `chunk` holds 64 values (the caller's contract).
+        unsafe {
+            let at = chunk.as_mut_ptr().add(16 * lane);
+            _mm512_storeu_ps(at, _mm512_maskz_loadu_ps(keep, at));
+        }
     }
 }
 
@@ -545,21 +581,38 @@ pub fn pack_signs_and_band(values: &[f32], signs: &mut [u64], blocked: &mut [u64
     let words = super::words_per_row(values.len());
     assert_eq!(signs.len(), words, "pack_signs_and_band: sign words");
     assert_eq!(blocked.len(), words, "pack_signs_and_band: band words");
+    let isa = super::CheckedIsa::new(super::isa::active_isa());
     values
         .par_chunks(64 * 1024)
         .zip(signs.par_chunks_mut(1024))
         .zip(blocked.par_chunks_mut(1024))
         .for_each(|((values, signs), blocked)| {
             for ((chunk, s), b) in values.chunks(64).zip(signs).zip(blocked) {
-                let (mut sw, mut bw) = (0u64, 0u64);
-                for (j, &v) in chunk.iter().enumerate() {
-                    sw |= u64::from(v < 0.0) << j;
-                    bw |= u64::from(!(-1.0..=1.0).contains(&v)) << j;
-                }
-                *s = sw;
-                *b = bw;
+                (*s, *b) = signs_and_band64(isa, chunk);
             }
         });
+}
+
+/// The sign and band words of ≤ 64 values (see [`pack_signs_and_band`]).
+#[inline]
+fn signs_and_band64(isa: super::CheckedIsa, chunk: &[f32]) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.isa() == super::isa::Isa::Avx512 {
+        // SAFETY: the checked path proves AVX-512 F.
+        return unsafe { super::pack_x86::signs_and_band64_avx512(chunk) };
+    }
+    let _ = isa;
+    signs_and_band64_portable(chunk)
+}
+
+/// [`signs_and_band64`] one value at a time.
+fn signs_and_band64_portable(chunk: &[f32]) -> (u64, u64) {
+    let (mut signs, mut band) = (0u64, 0u64);
+    for (j, &v) in chunk.iter().enumerate() {
+        signs |= u64::from(v < 0.0) << j;
+        band |= u64::from(!(-1.0..=1.0).contains(&v)) << j;
+    }
+    (signs, band)
 }
 
 #[cfg(test)]
@@ -809,5 +862,91 @@ mod tests {
         // −0.0 and NaN are +1 (bit 0); NaN is outside the band, as `Quantizer::blocked` says.
         assert_eq!(s[0], 0b1001_0100);
         assert_eq!(b[0], 0b0111_0000);
+    }
+
+    /// Values at and around the edges of the sign and the band, NaN and infinities among them.
+    fn edge_values(len: usize, seed: u64) -> Vec<f32> {
+        let edges = [
+            -0.0,
+            0.0,
+            -1.0,
+            1.0,
+            f32::from_bits(1.0f32.to_bits() + 1),
+            -f32::from_bits(1.0f32.to_bits() + 1),
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ];
+        values(len, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if i % 3 == 0 {
+                    edges[(i / 3) % edges.len()]
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// Every path of `signs_and_band64` gives the words of the definition, on every chunk length.
+    #[test]
+    fn sign_and_band_words_match_the_definition_on_every_path() {
+        let v = edge_values(64, 5);
+        for len in 0..=64 {
+            let chunk = &v[..len];
+            let (mut signs, mut band) = (0u64, 0u64);
+            for (j, &x) in chunk.iter().enumerate() {
+                signs |= u64::from(x.is_sign_negative() && x != 0.0 && !x.is_nan()) << j;
+                band |= u64::from(x.is_nan() || x.abs() > 1.0) << j;
+            }
+            for isa in crate::kernels::isa::Isa::available() {
+                let got = signs_and_band64(crate::kernels::CheckedIsa::new(isa), chunk);
+                assert_eq!(got, (signs, band), "{isa:?}, {len} values");
+            }
+        }
+    }
+
+    /// Every path of `cut_word` zeroes exactly the values whose bit is set, and `Bits::cut`
+    /// does so from any start bit.
+    #[test]
+    fn cut_zeroes_exactly_the_set_bits_on_every_path() {
+        let v = edge_values(64, 9);
+        let words = [0u64, u64::MAX, 0x8000_0000_0000_0001, 0x0123_4567_89ab_cdef];
+        for isa in crate::kernels::isa::Isa::available() {
+            for word in words {
+                for len in [1, 17, 63, 64] {
+                    let mut got = v[..len].to_vec();
+                    cut_word(crate::kernels::CheckedIsa::new(isa), word, &mut got);
+                    for (j, (&g, &x)) in got.iter().zip(&v).enumerate() {
+                        let expected = if (word >> j) & 1 == 1 { 0.0 } else { x };
+                        assert_eq!(
+                            g.to_bits(),
+                            expected.to_bits(),
+                            "{isa:?}, word {word:#x}, value {j} of {len}"
+                        );
+                    }
+                }
+            }
+        }
+        let bits = [0x0123_4567_89ab_cdefu64, 0xfedc_ba98_7654_3210, u64::MAX];
+        let all = values(192, 3);
+        for start in [0, 5, 64, 70] {
+            let mut got = all[start..].to_vec();
+            Bits::new(&bits, 192).cut(start, &mut got);
+            for (j, (&g, &x)) in got.iter().zip(&all[start..]).enumerate() {
+                let i = start + j;
+                let expected = if (bits[i / 64] >> (i % 64)) & 1 == 1 {
+                    0.0
+                } else {
+                    x
+                };
+                assert_eq!(g.to_bits(), expected.to_bits(), "start {start}, value {i}");
+            }
+        }
     }
 }

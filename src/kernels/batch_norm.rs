@@ -90,14 +90,11 @@ pub fn batch_norm_forward(
     let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = shape
-                .runs(x, c)
-                .map(|run| run.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
+            let sum: f64 = shape.runs(x, c).map(|run| lane_sum(run, |v| v)).sum();
             let mean = sum / m;
             let squares: f64 = shape
                 .runs(x, c)
-                .map(|run| run.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|run| lane_sum(run, |v| (v - mean) * (v - mean)))
                 .sum();
             (mean as f32, (squares / m) as f32)
         })
@@ -151,10 +148,8 @@ pub fn batch_norm_backward(
         .map(|c| {
             let (mut dot, mut sum) = (0f64, 0f64);
             for (g, v) in shape.runs(dy, c).zip(shape.runs(x, c)) {
-                for (&g, &v) in g.iter().zip(v) {
-                    sum += g as f64;
-                    dot += g as f64 * (v - mean[c]) as f64;
-                }
+                sum += lane_sum(g, |g| g);
+                dot += lane_dot(g, v, mean[c]);
             }
             ((dot * inv_std[c] as f64) as f32, sum as f32)
         })
@@ -172,6 +167,42 @@ pub fn batch_norm_backward(
         }
     });
     (d_gamma, d_beta)
+}
+
+/// Partial sums a reduction keeps: independent adds that the compiler can put in vector
+/// registers, where one running sum would make each add wait for the last.
+const LANES: usize = 8;
+
+/// `Σ term(v)` over `values`, each term and the sums in f64.
+#[inline]
+fn lane_sum(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
+    let mut sums = [0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|&v| term(v as f64)).sum();
+    for chunk in chunks {
+        for (sum, &v) in sums.iter_mut().zip(chunk) {
+            *sum += term(v as f64);
+        }
+    }
+    sums.iter().sum::<f64>() + tail
+}
+
+/// `Σ g·(v − mean)` over `grads` and `values` (`v − mean` in f32, the product and sums in f64).
+#[inline]
+fn lane_dot(grads: &[f32], values: &[f32], mean: f32) -> f64 {
+    let term = |g: f32, v: f32| g as f64 * (v - mean) as f64;
+    let mut sums = [0f64; LANES];
+    let (g_chunks, v_chunks) = (grads.chunks_exact(LANES), values.chunks_exact(LANES));
+    let tail: f64 = (g_chunks.remainder().iter())
+        .zip(v_chunks.remainder())
+        .map(|(&g, &v)| term(g, v))
+        .sum();
+    for (g, v) in g_chunks.zip(v_chunks) {
+        for ((sum, &g), &v) in sums.iter_mut().zip(g).zip(v) {
+            *sum += term(g, v);
+        }
+    }
+    sums.iter().sum::<f64>() + tail
 }
 
 /// Calls `f(n, c, run)` on every image `n` and channel `c`'s run of `out`, images in parallel.
@@ -242,6 +273,12 @@ mod tests {
                 batch: 1,
                 channels: 2,
                 spatial: 9,
+            },
+            // Runs of two whole lane chunks and a tail.
+            NormShape {
+                batch: 2,
+                channels: 3,
+                spatial: 19,
             },
         ] {
             let eps = 1e-4;

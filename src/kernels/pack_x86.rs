@@ -42,6 +42,31 @@ pub(crate) fn signs64_avx512(chunk: &[f32]) -> u64 {
     word
 }
 
+/// Sign and straight-through band words of ≤ 64 values: bit `t` of the first is
+/// `chunk[t] < 0`, of the second `|chunk[t]| > 1` or NaN (`!(−1 ≤ v ≤ 1)`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn signs_and_band64_avx512(chunk: &[f32]) -> (u64, u64) {
+    let (zero, low, high) = (
+        _mm512_setzero_ps(),
+        _mm512_set1_ps(-1.0),
+        _mm512_set1_ps(1.0),
+    );
+    let (mut signs, mut band) = (0u64, 0u64);
+    for (q, part) in chunk.chunks(16).enumerate() {
+        let lanes = lane_mask16(part.len());
+        // SAFETY: the masked load reads only the `part.len()` values of `part`.
+        let v = unsafe { _mm512_maskz_loadu_ps(lanes, part.as_ptr()) };
+        let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero);
+        // Ordered comparisons are false for NaN, so NaN falls outside the band.
+        let inside =
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, low) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, high);
+        signs |= u64::from(negative) << (16 * q);
+        band |= u64::from(!inside & lanes) << (16 * q);
+    }
+    (signs, band)
+}
+
 /// The mask of the first `len ≤ 16` lanes.
 #[inline]
 fn lane_mask16(len: usize) -> __mmask16 {
