@@ -401,13 +401,14 @@ fn unpack_planes_row(planes: &[u64], bits: usize, words: usize, out: &mut [f32])
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
 
     const KS: [usize; 9] = [1, 31, 63, 64, 65, 127, 128, 1000, 4097];
-    const SPECIAL: [f32; 10] = [
+    /// Zeros, NaNs, infinities and the smallest normal and subnormal values, of both signs.
+    pub(in crate::kernels) const SPECIAL: [f32; 10] = [
         0.0,
         -0.0,
         f32::NAN,
