@@ -139,14 +139,13 @@ impl<'a> Bits<'a> {
 /// Zeroes the values of `chunk` (at most 64) whose bit in `word` is set.
 #[inline]
 fn cut_word(isa: super::CheckedIsa, word: u64, chunk: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if isa.isa() == super::isa::Isa::Avx512 && chunk.len() == 64 {
-        // SAFETY: the checked path proves AVX-512 F; `chunk` holds 64 values.
-        unsafe { cut_word_avx512(word, chunk) };
-        return;
+    match isa.isa() {
+        // SAFETY: a `CheckedIsa` holds AVX-512 only where the CPU runs it; `chunk` holds 64
+        // values.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 if chunk.len() == 64 => unsafe { cut_word_avx512(word, chunk) },
+        _ => cut_word_portable(word, chunk),
     }
-    let _ = isa;
-    cut_word_portable(word, chunk);
 }
 
 /// [`cut_word`] without branches: each value ANDed with a mask of all ones or all zeros.
@@ -596,13 +595,12 @@ pub fn pack_signs_and_band(values: &[f32], signs: &mut [u64], blocked: &mut [u64
 /// The sign and band words of ≤ 64 values (see [`pack_signs_and_band`]).
 #[inline]
 fn signs_and_band64(isa: super::CheckedIsa, chunk: &[f32]) -> (u64, u64) {
-    #[cfg(target_arch = "x86_64")]
-    if isa.isa() == super::isa::Isa::Avx512 {
-        // SAFETY: the checked path proves AVX-512 F.
-        return unsafe { super::pack_x86::signs_and_band64_avx512(chunk) };
+    match isa.isa() {
+        // SAFETY: a `CheckedIsa` holds AVX-512 only where the CPU runs it.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 => unsafe { super::pack_x86::signs_and_band64_avx512(chunk) },
+        _ => signs_and_band64_portable(chunk),
     }
-    let _ = isa;
-    signs_and_band64_portable(chunk)
 }
 
 /// [`signs_and_band64`] one value at a time.
@@ -892,7 +890,7 @@ mod tests {
             let chunk = &v[..len];
             let (mut signs, mut band) = (0u64, 0u64);
             for (j, &x) in chunk.iter().enumerate() {
-                signs |= u64::from(x.is_sign_negative() && x != 0.0 && !x.is_nan()) << j;
+                signs |= u64::from(x < 0.0) << j;
                 band |= u64::from(x.is_nan() || x.abs() > 1.0) << j;
             }
             for isa in crate::kernels::isa::Isa::available() {

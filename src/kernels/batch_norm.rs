@@ -176,30 +176,27 @@ const LANES: usize = 8;
 /// `Σ term(v)` over `values`, each term and the sums in f64.
 #[inline]
 fn lane_sum(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
-    let mut sums = [0f64; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|&v| term(v as f64)).sum();
-    for chunk in chunks {
-        for (sum, &v) in sums.iter_mut().zip(chunk) {
-            *sum += term(v as f64);
-        }
-    }
-    sums.iter().sum::<f64>() + tail
+    lane_sum_pairs(values, values, |v, _| term(v as f64))
 }
 
 /// `Σ g·(v − mean)` over `grads` and `values` (`v − mean` in f32, the product and sums in f64).
 #[inline]
 fn lane_dot(grads: &[f32], values: &[f32], mean: f32) -> f64 {
-    let term = |g: f32, v: f32| g as f64 * (v - mean) as f64;
+    lane_sum_pairs(grads, values, |g, v| g as f64 * (v - mean) as f64)
+}
+
+/// `Σ term(a_i, b_i)` over the pairs of `a` and `b`, in [`LANES`] partial sums of f64.
+#[inline]
+fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
     let mut sums = [0f64; LANES];
-    let (g_chunks, v_chunks) = (grads.chunks_exact(LANES), values.chunks_exact(LANES));
-    let tail: f64 = (g_chunks.remainder().iter())
-        .zip(v_chunks.remainder())
-        .map(|(&g, &v)| term(g, v))
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = (a_chunks.remainder().iter())
+        .zip(b_chunks.remainder())
+        .map(|(&a, &b)| term(a, b))
         .sum();
-    for (g, v) in g_chunks.zip(v_chunks) {
-        for ((sum, &g), &v) in sums.iter_mut().zip(g).zip(v) {
-            *sum += term(g, v);
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((sum, &a), &b) in sums.iter_mut().zip(a).zip(b) {
+            *sum += term(a, b);
         }
     }
     sums.iter().sum::<f64>() + tail
