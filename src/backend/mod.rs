@@ -24,8 +24,12 @@ mod binary_backward;
 mod bit_plane;
 #[cfg(feature = "wgpu")]
 mod cube;
+#[cfg(feature = "flex")]
+mod flex;
 #[cfg(feature = "wgpu")]
 mod fusion;
+#[cfg(any(feature = "ndarray", feature = "flex"))]
+mod host;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pool;

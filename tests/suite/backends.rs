@@ -188,3 +188,6 @@ backend_tests!(
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
     quick = false
 );
+
+#[cfg(feature = "flex")]
+backend_tests!(flex, burn::backend::Flex, quick = false);

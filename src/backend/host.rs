@@ -1,0 +1,542 @@
+//! [`QnnBackend`] on a CPU backend whose float tensors live in host memory (burn-ndarray,
+//! burn-flex): packed products, the binary layers' backward, batch norm and pooling run the
+//! SIMD kernels of [`crate::kernels`] directly on the tensors' memory.
+//!
+//! A backend joins by implementing [`HostFloat`] (how to read a tensor's values as an `f32`
+//! slice and how to make a tensor from an `f32` buffer); every op below is written once for all
+//! of them.
+
+use burn::tensor::{Device, Int, Tensor, TensorData, backend::Backend};
+
+use super::QnnBackend;
+use super::{BatchNormGrads, BatchNormOutput, binary_backward};
+use crate::{
+    kernels::{
+        backward::{self, Bits, MatmulShape},
+        batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
+        bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
+        conv,
+        pool::{self, PoolShape},
+        quantized_backward::{self, QuantizedGrad},
+        words_per_row,
+    },
+    nn::pixel_codes,
+    ops::{ConvGeometry, Encoding, HostPacked, PaddingMode},
+    quant,
+};
+
+/// A CPU backend whose float tensors the host kernels read and write in place.
+pub(super) trait HostFloat: Backend {
+    /// Whether the backend's float element is `f32` (otherwise every op converts its operands,
+    /// and [`QnnBackend::qnn_computes_on_host`] is false).
+    fn holds_f32() -> bool;
+
+    /// Runs `f` on the tensor's values as a contiguous f32 slice (and its shape), without a copy
+    /// where the tensor is a contiguous f32 buffer.
+    fn with_f32<R, const D: usize>(x: Tensor<Self, D>, f: impl FnOnce(&[f32], &[usize]) -> R) -> R;
+
+    /// A float tensor of `shape` holding `values`, without a copy where the backend holds f32.
+    fn float_tensor<const D: usize>(values: Vec<f32>, shape: &[usize]) -> Tensor<Self, D>;
+}
+
+impl<B: HostFloat> QnnBackend for B {
+    type Packed = HostPacked;
+
+    fn qnn_computes_on_host() -> bool {
+        B::holds_f32()
+    }
+
+    fn qnn_with_host_values<const D: usize, R>(
+        x: Tensor<Self, D>,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        Self::qnn_computes_on_host().then(|| B::with_f32(x, |values, _| f(values)))
+    }
+
+    fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
+        B::with_f32(x, |values, shape| HostPacked::pack(values, shape, encoding))
+    }
+
+    fn qnn_packed_shape(packed: &HostPacked) -> Vec<usize> {
+        packed.shape().to_vec()
+    }
+
+    fn qnn_packed_encoding(packed: &HostPacked) -> Encoding {
+        packed.encoding()
+    }
+
+    fn qnn_unpack<const D: usize>(packed: &HostPacked) -> Tensor<Self, D> {
+        B::float_tensor(packed.unpack(), packed.shape())
+    }
+
+    fn qnn_packed_to_bytes(packed: &HostPacked) -> Vec<u8> {
+        packed.to_bytes()
+    }
+
+    fn qnn_packed_from_host(host: HostPacked, _device: &Device<Self>) -> HostPacked {
+        host
+    }
+
+    fn qnn_packed_matmul<const D: usize>(a: &HostPacked, b_t: &HostPacked) -> Tensor<Self, D> {
+        let (values, shape) = a.matmul_transposed(b_t);
+        B::float_tensor(values, &shape)
+    }
+
+    fn qnn_xnor_matmul<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>) -> Tensor<Self, D> {
+        let a = B::with_f32(a, |values, shape| {
+            HostPacked::pack(values, shape, Encoding::Signs)
+        });
+        let b_t = B::with_f32(b, |values, shape| {
+            HostPacked::pack_columns(values, shape, Encoding::Signs)
+        });
+        Self::qnn_packed_matmul(&a, &b_t)
+    }
+
+    /// The direct binary convolution kernel of [`crate::kernels::conv`] (implicit GEMM on
+    /// packed bits, no im2col copy).
+    fn qnn_binary_conv2d_packed(
+        x: Tensor<Self, 4>,
+        weight: &HostPacked,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let [n, _, h, w] = x.dims();
+        let kernel_geometry = kernel_geometry(x.dims(), geometry);
+        let [c_in, c_out] = geometry.channels;
+        let [oh, ow] = geometry.output_size([h, w]);
+        let weights = weight.conv_weights(c_in, geometry.kernel);
+        let pad = pad_mode(geometry.padding_mode);
+        let mut out = vec![0f32; n * c_out * oh * ow];
+        B::with_f32(x, |values, _| {
+            conv::binary_conv2d(
+                values,
+                &weights.weights,
+                &kernel_geometry,
+                pad,
+                conv::ConvEpilogue::Raw,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &[n, c_out, oh, ow])
+    }
+
+    /// [`batch_norm_forward`]: statistics and output in two passes.
+    fn qnn_batch_norm_train<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormOutput<Self, D> {
+        let dims = x.dims();
+        let shape = norm_shape(&dims);
+        let gamma = host_values(gamma);
+        let beta = host_values(beta);
+        let mut y = vec![0f32; shape.len()];
+        let stats = B::with_f32(x, |x, _| {
+            batch_norm_forward(x, shape, &gamma, &beta, epsilon, &mut y)
+        });
+        (
+            B::float_tensor(y, &dims),
+            B::float_tensor(stats.mean, &[shape.channels]),
+            B::float_tensor(stats.variance, &[shape.channels]),
+        )
+    }
+
+    /// [`batch_norm_backward`]: two passes over the gradient and the input.
+    fn qnn_batch_norm_backward<const D: usize>(
+        grad: Tensor<Self, D>,
+        x: Tensor<Self, D>,
+        mean: Tensor<Self, 1>,
+        variance: Tensor<Self, 1>,
+        gamma: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> BatchNormGrads<Self, D> {
+        let dims = x.dims();
+        let shape = norm_shape(&dims);
+        let mean = host_values(mean);
+        let inv_std: Vec<f32> = host_values(variance)
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+            .collect();
+        let gamma = host_values(gamma);
+        let mut d_x = vec![0f32; shape.len()];
+        let (d_gamma, d_beta) = B::with_f32(grad, |grad, _| {
+            B::with_f32(x, |x, _| {
+                batch_norm_backward(grad, x, shape, (&mean, &inv_std), &gamma, &mut d_x)
+            })
+        });
+        (
+            B::float_tensor(d_x, &dims),
+            B::float_tensor(d_gamma, &[shape.channels]),
+            B::float_tensor(d_beta, &[shape.channels]),
+        )
+    }
+
+    /// Signs and band in one pass over the values ([`backward::pack_signs_and_band`]).
+    fn qnn_save_signs<const D: usize>(x: Tensor<Self, D>) -> (HostPacked, HostPacked) {
+        B::with_f32(x, |values, _| {
+            let words = words_per_row(values.len());
+            let (mut signs, mut blocked) = (vec![0u64; words], vec![0u64; words]);
+            backward::pack_signs_and_band(values, &mut signs, &mut blocked);
+            let row = |words| HostPacked::from_words(words, vec![1, values.len()], Encoding::Signs);
+            (row(signs), row(blocked))
+        })
+    }
+
+    /// [`backward::binary_conv2d_input_grad`] on the saved bits.
+    fn qnn_binary_conv2d_input_grad(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &HostPacked,
+        input_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.input_len()];
+        B::with_f32(grad_out, |grad, _| {
+            backward::binary_conv2d_input_grad(
+                grad,
+                saved_bits(weight_signs),
+                saved_bits(input_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &input_shape)
+    }
+
+    /// [`backward::binary_conv2d_weight_grad`] on the saved bits.
+    fn qnn_binary_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &HostPacked,
+        weight_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        B::with_f32(grad_out, |grad, _| {
+            backward::binary_conv2d_weight_grad(
+                grad,
+                saved_bits(input_signs),
+                pad_mode(geometry.padding_mode),
+                saved_bits(weight_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        let [c_in, c_out] = geometry.channels;
+        let [kh, kw] = geometry.kernel;
+        B::float_tensor(out, &[c_out, c_in, kh, kw])
+    }
+
+    /// [`backward::binary_matmul_lhs_grad`] on the saved bits where `a` and `b` have the same
+    /// batch dimensions; broadcast products take the portable path.
+    fn qnn_binary_matmul_lhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &HostPacked,
+        a_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return binary_backward::matmul_lhs_grad_portable(
+                grad, b_signs, a_blocked, a_shape, b_shape,
+            );
+        };
+        let mut out = vec![0f32; a_shape.iter().product()];
+        B::with_f32(grad, |grad, _| {
+            backward::binary_matmul_lhs_grad(
+                grad,
+                saved_bits(b_signs),
+                saved_bits(a_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &a_shape)
+    }
+
+    /// [`backward::binary_matmul_rhs_grad`] on the saved bits where `a` and `b` have the same
+    /// batch dimensions; broadcast products take the portable path.
+    fn qnn_binary_matmul_rhs_grad<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &HostPacked,
+        b_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return binary_backward::matmul_rhs_grad_portable(
+                grad, a_signs, b_blocked, a_shape, b_shape,
+            );
+        };
+        let mut out = vec![0f32; b_shape.iter().product()];
+        B::with_f32(grad, |grad, _| {
+            backward::binary_matmul_rhs_grad(
+                grad,
+                saved_bits(a_signs),
+                saved_bits(b_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &b_shape)
+    }
+
+    /// [`quantized_backward::binary_conv2d_input_grad`] on the saved bits: exact integer
+    /// products of the gradient's codes and the ±1 weights.
+    fn qnn_binary_conv2d_input_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        weight_signs: &HostPacked,
+        input_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: quant::Bits,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.input_len()];
+        B::with_f32(grad_out, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_conv2d_input_grad(
+                &grad,
+                saved_bits(weight_signs),
+                saved_bits(input_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &input_shape)
+    }
+
+    /// [`quantized_backward::binary_conv2d_weight_grad`] on the saved bits: exact integer
+    /// products of the gradient's codes and the ±1 inputs.
+    fn qnn_binary_conv2d_weight_grad_quantized(
+        grad_out: Tensor<Self, 4>,
+        input_signs: &HostPacked,
+        weight_blocked: &HostPacked,
+        input_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        bits: quant::Bits,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(input_shape, geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        B::with_f32(grad_out, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_conv2d_weight_grad(
+                &grad,
+                saved_bits(input_signs),
+                pad_mode(geometry.padding_mode),
+                saved_bits(weight_blocked),
+                &g,
+                &mut out,
+            )
+        });
+        let [c_in, c_out] = geometry.channels;
+        let [kh, kw] = geometry.kernel;
+        B::float_tensor(out, &[c_out, c_in, kh, kw])
+    }
+
+    /// [`quantized_backward::binary_matmul_lhs_grad`] on the saved bits where `a` and `b` have
+    /// the same batch dimensions; broadcast products quantize in floats.
+    fn qnn_binary_matmul_lhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        b_signs: &HostPacked,
+        a_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: quant::Bits,
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return Self::qnn_binary_matmul_lhs_grad(
+                binary_backward::quantized(grad, bits),
+                b_signs,
+                a_blocked,
+                a_shape,
+                b_shape,
+            );
+        };
+        let mut out = vec![0f32; a_shape.iter().product()];
+        B::with_f32(grad, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_matmul_lhs_grad(
+                &grad,
+                saved_bits(b_signs),
+                saved_bits(a_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &a_shape)
+    }
+
+    /// [`quantized_backward::binary_matmul_rhs_grad`] on the saved bits where `a` and `b` have
+    /// the same batch dimensions; broadcast products quantize in floats.
+    fn qnn_binary_matmul_rhs_grad_quantized<const D: usize>(
+        grad: Tensor<Self, D>,
+        a_signs: &HostPacked,
+        b_blocked: &HostPacked,
+        a_shape: [usize; D],
+        b_shape: [usize; D],
+        bits: quant::Bits,
+    ) -> Tensor<Self, D> {
+        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
+            return Self::qnn_binary_matmul_rhs_grad(
+                binary_backward::quantized(grad, bits),
+                a_signs,
+                b_blocked,
+                a_shape,
+                b_shape,
+            );
+        };
+        let mut out = vec![0f32; b_shape.iter().product()];
+        B::with_f32(grad, |grad, _| {
+            let grad = QuantizedGrad::quantize(grad, bits.get());
+            quantized_backward::binary_matmul_rhs_grad(
+                &grad,
+                saved_bits(a_signs),
+                saved_bits(b_blocked),
+                shape,
+                &mut out,
+            )
+        });
+        B::float_tensor(out, &b_shape)
+    }
+
+    /// [`bit_plane_conv2d_forward`] on the codes of `x` and the weights' signs.
+    fn qnn_bit_plane_conv2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(x.dims(), geometry);
+        let [oh, ow] = g
+            .output_size()
+            .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
+        let signs = host_values(quant::sign(weight));
+        let mut out = vec![0f32; g.batch * g.out_channels * oh * ow];
+        B::with_f32(pixel_codes(x), |codes, _| {
+            bit_plane_conv2d_forward(codes, &signs, &g, &mut out)
+        });
+        B::float_tensor(out, &[g.batch, g.out_channels, oh, ow])
+    }
+
+    /// [`bit_plane_conv2d_weight_grad`] on the codes of `x`.
+    fn qnn_bit_plane_conv2d_weight_grad(
+        grad_out: Tensor<Self, 4>,
+        x: Tensor<Self, 4>,
+        weight_blocked: &HostPacked,
+        geometry: &ConvGeometry,
+    ) -> Tensor<Self, 4> {
+        let g = kernel_geometry(x.dims(), geometry);
+        let mut out = vec![0f32; g.weights_len()];
+        B::with_f32(grad_out, |grad, _| {
+            B::with_f32(pixel_codes(x), |codes, _| {
+                bit_plane_conv2d_weight_grad(grad, codes, saved_bits(weight_blocked), &g, &mut out)
+            })
+        });
+        let [kh, kw] = g.kernel;
+        B::float_tensor(out, &[g.out_channels, g.in_channels, kh, kw])
+    }
+
+    /// [`pool::max_pool2d_forward`] on the tensor's values.
+    fn qnn_max_pool2d_with_indices(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4, Int>) {
+        let [n, c, h, w] = x.dims();
+        let shape = PoolShape {
+            planes: n * c,
+            height: h,
+            width: w,
+            kernel,
+            stride,
+        };
+        let [oh, ow] = shape.output_size();
+        let device = x.device();
+        let mut out = vec![0f32; n * c * oh * ow];
+        let mut indices = vec![0i64; out.len()];
+        B::with_f32(x, |x, _| {
+            pool::max_pool2d_forward(x, shape, &mut out, &mut indices)
+        });
+        let indices = Tensor::from_data(TensorData::new(indices, [n, c, oh, ow]), &device);
+        (B::float_tensor(out, &[n, c, oh, ow]), indices)
+    }
+
+    /// [`pool::max_pool2d_backward`] on the saved indices.
+    fn qnn_max_pool2d_backward(
+        grad: Tensor<Self, 4>,
+        indices: Tensor<Self, 4, Int>,
+        input_shape: [usize; 4],
+    ) -> Tensor<Self, 4> {
+        let [n, c, h, w] = input_shape;
+        let indices: Vec<i64> = indices
+            .into_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("i64 indices");
+        let mut out = vec![0f32; n * c * h * w];
+        B::with_f32(grad, |grad, _| {
+            pool::max_pool2d_backward(grad, &indices, n * c, &mut out)
+        });
+        B::float_tensor(out, &input_shape)
+    }
+}
+
+/// `[N, C, ..]` as the batch norm kernels' `[N, C, S]`.
+fn norm_shape(dims: &[usize]) -> NormShape {
+    assert!(
+        dims.len() >= 2,
+        "batch norm: the input needs a batch and a channel dimension, got shape {dims:?}"
+    );
+    NormShape {
+        batch: dims[0],
+        channels: dims[1],
+        spatial: dims[2..].iter().product(),
+    }
+}
+
+/// A tensor's values as f32 on the host.
+fn host_values<B: HostFloat, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
+    B::with_f32(x, |values, _| values.to_vec())
+}
+
+/// The bit row of a tensor packed by [`QnnBackend::qnn_save_signs`].
+fn saved_bits(packed: &HostPacked) -> Bits<'_> {
+    let shape = packed.shape();
+    assert!(
+        shape.len() == 2 && shape[0] == 1 && packed.encoding() == Encoding::Signs,
+        "saved bits: expected one row of signs, got shape {shape:?} ({:?})",
+        packed.encoding()
+    );
+    Bits::new(packed.words(), shape[1])
+}
+
+/// The kernel's geometry of a convolution of an input of `input_shape` `[N, C_in, H, W]`.
+fn kernel_geometry(input_shape: [usize; 4], geometry: &ConvGeometry) -> conv::ConvGeometry {
+    let [n, c, h, w] = input_shape;
+    let [c_in, c_out] = geometry.channels;
+    assert_eq!(
+        c, c_in,
+        "binary conv2d: input has {c} channels, the convolution expects {c_in}"
+    );
+    conv::ConvGeometry {
+        batch: n,
+        in_channels: c,
+        height: h,
+        width: w,
+        out_channels: c_out,
+        kernel: geometry.kernel,
+        stride: geometry.stride,
+        padding: geometry.padding,
+        dilation: geometry.dilation,
+    }
+}
+
+/// The kernels' name for a padding mode.
+fn pad_mode(mode: PaddingMode) -> conv::PadMode {
+    match mode {
+        PaddingMode::Zero => conv::PadMode::Zero,
+        PaddingMode::PlusOne => conv::PadMode::PlusOne,
+    }
+}
