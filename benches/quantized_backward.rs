@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench --bench quantized_backward`. For three layers of the CIFAR-10 network at
 //! width 0.25, batch 50, each group times side by side:
-//! - `f32`: the float output gradient through `kernels::backward` (what training runs today);
+//! - `f32` and `amx-bf16`: the float output gradient through `kernels::backward`, on f32 GEMM
+//!   micro-kernels and on AMX bf16 tiles (three-part split) where the CPU has them;
 //! - `int8_<path>`: quantizing the same gradient to 6 bits plus the integer kernels of
 //!   `kernels::quantized_backward`, on each int8 path this CPU runs (AMX, AVX-512 VNNI, AVX2,
 //!   portable).
@@ -13,6 +14,7 @@
 use std::time::Duration;
 
 use burn_qnn::kernels::{
+    amx_bf16::{GradIsa, force_grad_isa},
     backward::{self, Bits},
     conv::{ConvGeometry, PadMode},
     int8::{Int8Isa, force_int8_isa},
@@ -71,21 +73,26 @@ fn bench_layers(c: &mut Criterion) {
         group.sample_size(10);
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(3));
-        group.bench_function(BenchmarkId::new("f32", "weight_grad"), |b| {
-            b.iter(|| {
-                backward::binary_conv2d_weight_grad(
-                    &grad,
-                    x_bits,
-                    PadMode::Zero,
-                    w_none,
-                    &g,
-                    &mut dw,
-                )
-            })
-        });
-        group.bench_function(BenchmarkId::new("f32", "input_grad"), |b| {
-            b.iter(|| backward::binary_conv2d_input_grad(&grad, w_bits, x_none, &g, &mut dx))
-        });
+        for path in GradIsa::available() {
+            force_grad_isa(Some(path)).expect("available");
+            let id = path.name();
+            group.bench_function(BenchmarkId::new(id, "weight_grad"), |b| {
+                b.iter(|| {
+                    backward::binary_conv2d_weight_grad(
+                        &grad,
+                        x_bits,
+                        PadMode::Zero,
+                        w_none,
+                        &g,
+                        &mut dw,
+                    )
+                })
+            });
+            group.bench_function(BenchmarkId::new(id, "input_grad"), |b| {
+                b.iter(|| backward::binary_conv2d_input_grad(&grad, w_bits, x_none, &g, &mut dx))
+            });
+        }
+        force_grad_isa(None).expect("detection");
         for isa in Int8Isa::available() {
             force_int8_isa(Some(isa)).expect("available");
             let id = format!("int8_{}", isa.name());

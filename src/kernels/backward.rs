@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use super::{
+    amx_bf16::{self, AmxBf16},
     conv::{ConvGeometry, PadMode},
     float_gemm::{MatMut, MatRef, gemm},
     im2col::{self, BLOCK_VALUES, Shapes, scatter_taps, weight_grad_sum},
@@ -97,7 +98,7 @@ impl<'a> Bits<'a> {
 
     /// The 64 bits from bit `i` on (zeros past the last word).
     #[inline(always)]
-    fn word_at(&self, i: usize) -> u64 {
+    pub(super) fn word_at(&self, i: usize) -> u64 {
         let (word, shift) = (i / 64, i % 64);
         let low = self.words[word] >> shift;
         if shift == 0 {
@@ -312,6 +313,20 @@ pub fn binary_conv2d_input_grad(
     g: &ConvGeometry,
     out: &mut [f32],
 ) {
+    let amx = AmxBf16::active();
+    input_grad_on(amx, grad_out, weight_signs, input_blocked, g, out);
+}
+
+/// [`binary_conv2d_input_grad`] on AMX tiles where `amx` is given and the geometry is one they
+/// take, else on f32 GEMM micro-kernels.
+fn input_grad_on(
+    amx: Option<AmxBf16>,
+    grad_out: &[f32],
+    weight_signs: Bits<'_>,
+    input_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
     let s = Shapes::of(g);
     check_conv("input gradient", g, &s, grad_out.len());
     assert_eq!(
@@ -329,6 +344,11 @@ pub fn binary_conv2d_input_grad(
         g.input_len(),
         "binary conv2d input gradient: output length"
     );
+    if let Some(proof) = amx
+        && amx_bf16::input_grad(proof, grad_out, weight_signs, input_blocked, g, out)
+    {
+        return;
+    }
     // The weights as a row-major [C_out, taps] f32 matrix: weight-sized, not activation-sized.
     let mut weights = vec![0f32; s.c_out * s.taps];
     pack::unpack_signs(
@@ -394,6 +414,21 @@ pub fn binary_conv2d_weight_grad(
     g: &ConvGeometry,
     out: &mut [f32],
 ) {
+    let amx = AmxBf16::active();
+    weight_grad_on(amx, grad_out, input_signs, pad, weight_blocked, g, out);
+}
+
+/// [`binary_conv2d_weight_grad`] on AMX tiles where `amx` is given and the geometry is one they
+/// take, else on f32 GEMM micro-kernels.
+fn weight_grad_on(
+    amx: Option<AmxBf16>,
+    grad_out: &[f32],
+    input_signs: Bits<'_>,
+    pad: PadMode,
+    weight_blocked: Bits<'_>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
     let s = Shapes::of(g);
     check_conv("weight gradient", g, &s, grad_out.len());
     assert_eq!(
@@ -411,6 +446,11 @@ pub fn binary_conv2d_weight_grad(
         g.weights_len(),
         "binary conv2d weight gradient: output length"
     );
+    if let Some(proof) = amx
+        && amx_bf16::weight_grad(proof, grad_out, input_signs, pad, weight_blocked, g, out)
+    {
+        return;
+    }
     let pad = match pad {
         PadMode::Zero => 0.0,
         PadMode::PlusOne => 1.0,
@@ -722,6 +762,12 @@ mod tests {
             (2, 31, 8, 9, 4, [5, 3], [1, 1], [2, 0], [1, 2]),
             (1, 70, 5, 5, 3, [1, 1], [1, 1], [0, 0], [1, 1]),
             (3, 10, 11, 7, 33, [3, 2], [2, 2], [2, 1], [2, 1]),
+            // Several blocks of 32 channels each way, both parities of width, a padding wider
+            // than the kernel's reach.
+            (3, 37, 12, 13, 66, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (2, 64, 8, 8, 40, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (1, 33, 4, 3, 32, [1, 1], [1, 1], [1, 1], [1, 1]),
+            (2, 5, 6, 17, 9, [2, 4], [1, 1], [1, 3], [2, 1]),
         ];
         for (case, (batch, c, h, w, o, kernel, stride, padding, dilation)) in
             geometries.into_iter().enumerate()
@@ -745,30 +791,68 @@ mod tests {
             let (w_signs, w_band) = packed(&wt);
             for (pad_mode, pad) in [(PadMode::Zero, 0.0), (PadMode::PlusOne, 1.0)] {
                 let ((dx, dx_terms), (dw, dw_terms)) = reference(&g, pad, &x, &wt, &dy);
-                let mut got = vec![f32::NAN; x.len()];
-                binary_conv2d_input_grad(
-                    &dy,
-                    Bits::new(&w_signs, wt.len()),
-                    Bits::new(&x_band, x.len()),
-                    &g,
-                    &mut got,
-                );
-                assert_close(&format!("case {case} dx"), &got, &dx, &dx_terms);
-                let mut got = vec![f32::NAN; wt.len()];
-                binary_conv2d_weight_grad(
-                    &dy,
-                    Bits::new(&x_signs, x.len()),
-                    pad_mode,
-                    Bits::new(&w_band, wt.len()),
-                    &g,
-                    &mut got,
-                );
-                assert_close(
-                    &format!("case {case} {pad_mode:?} dw"),
-                    &got,
-                    &dw,
-                    &dw_terms,
-                );
+                for amx in [None, AmxBf16::if_available()]
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                {
+                    let path = if amx.is_some() { "AMX" } else { "f32" };
+                    let mut got = vec![f32::NAN; x.len()];
+                    input_grad_on(
+                        amx,
+                        &dy,
+                        Bits::new(&w_signs, wt.len()),
+                        Bits::new(&x_band, x.len()),
+                        &g,
+                        &mut got,
+                    );
+                    assert_close(&format!("case {case} {path} dx"), &got, &dx, &dx_terms);
+                    let mut got = vec![f32::NAN; wt.len()];
+                    weight_grad_on(
+                        amx,
+                        &dy,
+                        Bits::new(&x_signs, x.len()),
+                        pad_mode,
+                        Bits::new(&w_band, wt.len()),
+                        &g,
+                        &mut got,
+                    );
+                    assert_close(
+                        &format!("case {case} {path} {pad_mode:?} dw"),
+                        &got,
+                        &dw,
+                        &dw_terms,
+                    );
+                }
+                // The AMX kernels take every stride-1 geometry (the input gradient where the
+                // padding is within the dilated kernel's reach).
+                if let Some(proof) = AmxBf16::if_available() {
+                    let mut got = vec![0.0; wt.len()];
+                    let taken = amx_bf16::weight_grad(
+                        proof,
+                        &dy,
+                        Bits::new(&x_signs, x.len()),
+                        pad_mode,
+                        Bits::new(&w_band, wt.len()),
+                        &g,
+                        &mut got,
+                    );
+                    assert_eq!(taken, stride == [1, 1], "case {case}: AMX weight gradient");
+                    let mut got = vec![0.0; x.len()];
+                    let taken = amx_bf16::input_grad(
+                        proof,
+                        &dy,
+                        Bits::new(&w_signs, wt.len()),
+                        Bits::new(&x_band, x.len()),
+                        &g,
+                        &mut got,
+                    );
+                    let within = (0..2).all(|a| padding[a] <= dilation[a] * (kernel[a] - 1));
+                    assert_eq!(
+                        taken,
+                        stride == [1, 1] && within,
+                        "case {case}: AMX input gradient"
+                    );
+                }
             }
         }
     }

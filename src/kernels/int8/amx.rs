@@ -5,69 +5,28 @@
 //! row-major with its rows padded to a multiple of 64 bytes, and `b` in AMX's "VNNI" layout,
 //! where row `r` of the tile for columns `j0 .. j0 + 16` and sums `t0 .. t0 + 64` holds
 //! `b[j0 + c, t0 + 4r + q]` at byte `4c + q`. A 2 × 2 block of `i32` tiles (32 rows of `a` by
-//! 32 of `b`) stays in tile registers over the whole sum. Linux grants the tile registers to a
-//! process only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), asked once.
-//!
-//! Rust has no stable AMX intrinsics, so the micro-kernel is inline assembly; no compiled Rust
-//! code uses the tile registers, and each kernel call configures them and releases them.
+//! 32 of `b`) stays in tile registers over the whole sum. What the AMX paths share (the
+//! permission, the tile shape) is in [`crate::kernels::amx`].
 
 use super::CheckedInt8;
+use crate::kernels::amx::{self, AmxUnit};
 
-/// Whether the CPU reports AMX-TILE and AMX-INT8 (CPUID leaf 7, EDX bits 24 and 25).
+/// Whether the CPU reports AMX-TILE and AMX-INT8.
+#[cfg(test)]
 pub(super) fn cpu_has_amx() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // Leaf 7 answers only where the CPU's highest leaf is 7 or above.
-        let (max, _) = std::arch::x86_64::__get_cpuid_max(0);
-        if max < 7 {
-            return false;
-        }
-        let leaf = std::arch::x86_64::__cpuid_count(7, 0);
-        (leaf.edx >> 24) & 1 == 1 && (leaf.edx >> 25) & 1 == 1
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    amx::cpu_has(AmxUnit::Int8)
 }
 
 /// Whether this process may use the AMX int8 tiles: the CPU has them and Linux granted the
 /// tile-data permission (asked on the first call).
 pub(super) fn is_available() -> bool {
-    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *GRANTED.get_or_init(|| cpu_has_amx() && request_tile_permission())
-}
-
-/// Asks Linux for the AMX tile-data permission; `true` when granted.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_tile_permission() -> bool {
-    const SYS_ARCH_PRCTL: i64 = 158;
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    let ret: i64;
-    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) only changes which XSAVE features this process
-    // may use; it reads and writes no memory of ours. `syscall` clobbers rcx and r11.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") SYS_ARCH_PRCTL => ret,
-            in("rdi") ARCH_REQ_XCOMP_PERM,
-            in("rsi") XFEATURE_XTILEDATA,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret == 0
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn request_tile_permission() -> bool {
-    false
+    amx::is_available(AmxUnit::Int8)
 }
 
 /// Rows (of `a` and of `b`) in one tile.
-const TILE_ROWS: usize = 16;
+const TILE_ROWS: usize = amx::TILE_ROWS;
 /// Bytes summed by one tile product.
-const TILE_DEPTH: usize = 64;
+const TILE_DEPTH: usize = amx::TILE_ROW_BYTES;
 /// Rows of `a` and of `b` in the 2 × 2 block of tiles a micro-kernel call computes.
 const BLOCK: usize = 2 * TILE_ROWS;
 
@@ -159,35 +118,6 @@ fn vnni_layout(b: &[i8], n: usize, k: usize, padded_n: usize, steps: usize) -> V
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    /// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes: `tmm0..3` the
-    /// 2 × 2 sums, `tmm4, 5` two tiles of `a`, `tmm6, 7` two tiles of `b`.
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    const CONFIG: TileConfig = {
-        let mut bytes_per_row = [0u16; 16];
-        let mut rows = [0u8; 16];
-        let mut t = 0;
-        while t < 8 {
-            bytes_per_row[t] = 64;
-            rows[t] = 16;
-            t += 1;
-        }
-        TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row,
-            rows,
-        }
-    };
-
     /// The 32 × 32 block of sums of 32 rows of `a` (from `a`, `a_stride` bytes apart, `steps`
     /// tiles deep) against two column blocks of `b` tiles (from `b`, `b_block` bytes apart, each
     /// `steps` consecutive 1,024-byte tiles), written row-major to `sums`.
@@ -237,7 +167,7 @@ mod x86 {
                 "add {a0}, 64",
                 "tilestored [{a0} + {sum_stride} * 1], tmm3",
                 "tilerelease",
-                config = in(reg) &CONFIG,
+                config = in(reg) &crate::kernels::amx::FULL_TILES,
                 a0 = inout(reg) a => _,
                 a1 = inout(reg) a.add(16 * a_stride) => _,
                 a_stride = in(reg) a_stride,
