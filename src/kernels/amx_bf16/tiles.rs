@@ -1,32 +1,35 @@
 //! The micro-kernel: a 32 × 32 block of f32 sums in four tiles, over a list of steps, each step
-//! two 16-row tiles of `a` against the two 16-column tiles of `b` in each of the three split
+//! the two 16-column tiles of `b` against two 16-row tiles of `a` in each of the three split
 //! parts.
 //!
-//! `a` tiles are 16 rows × 32 bf16 (row-major, `a_stride` values between rows). `b` tiles are in
-//! AMX's pair layout: row `r` holds, for each of 16 columns `c`, the summed values `2r` and
-//! `2r + 1` at bf16 `2c` and `2c + 1`, `b_stride` values between rows; the second column tile of a
-//! step is 32 bf16 (64 bytes) after the first, and part `s` of the split is `s·split_stride`
-//! values after part 0. `TDPBF16PS` then adds `Σ_k a[i][k]·b[k/2][2j + k%2]` to sum `[i][j]`.
+//! `a` tiles are 16 rows × 32 bf16 (row-major, `a_stride` values between rows); part `s` of the
+//! split is `s·split_stride` values after part 0. `b` tiles are in AMX's pair layout: row `r`
+//! holds, for each of 16 columns `c`, the summed values `2r` and `2r + 1` at bf16 `2c` and
+//! `2c + 1`, `b_stride` values between rows. `TDPBF16PS` then adds
+//! `Σ_k a[i][k]·b[k/2][2j + k%2]` to sum `[i][j]`. Tile rows that start on a 64-byte line load
+//! fastest: the kernels lay their operands out so that they do.
 
 use super::AmxBf16;
 
 /// One step of a block: where its tiles start, in bf16 values from the operands' starts.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Step {
-    /// The first `a` tile (rows 0 .. 16 of the block).
+    /// The first `a` tile of part 0 (rows 0 .. 16 of the block).
     pub(super) a0: usize,
-    /// The second `a` tile (rows 16 .. 32).
+    /// The second `a` tile of part 0 (rows 16 .. 32).
     pub(super) a1: usize,
-    /// The first `b` tile of part 0 (columns 0 .. 16).
-    pub(super) b: usize,
+    /// The first `b` tile (columns 0 .. 16).
+    pub(super) b0: usize,
+    /// The second `b` tile (columns 16 .. 32).
+    pub(super) b1: usize,
 }
 
 /// The steps of a block and the strides of its operands, with how far the tiles reach: every
 /// call of [`TilePlan::block`] checks its slices against these reaches.
 #[derive(Debug)]
 pub(super) struct TilePlan {
-    /// Per step, the byte offsets `[a0, a1, b]`.
-    steps: Vec<[isize; 3]>,
+    /// Per step, the byte offsets `[a0, a1, b0, b1]`.
+    steps: Vec<[isize; 4]>,
     a_stride: usize,
     b_stride: usize,
     split_stride: usize,
@@ -49,19 +52,19 @@ impl TilePlan {
         assert!(!steps.is_empty(), "a tile block needs at least one step");
         let a_reach = steps
             .iter()
-            .map(|s| s.a0.max(s.a1) + 15 * a_stride + ROW)
+            .map(|s| s.a0.max(s.a1) + 2 * split_stride + 15 * a_stride + ROW)
             .max()
             .unwrap_or(0);
         let b_reach = steps
             .iter()
-            .map(|s| s.b + 2 * split_stride + 15 * b_stride + 2 * ROW)
+            .map(|s| s.b0.max(s.b1) + 15 * b_stride + ROW)
             .max()
             .unwrap_or(0);
         let bytes = |values: usize| isize::try_from(2 * values).expect("offsets fit isize");
         Self {
             steps: steps
                 .iter()
-                .map(|s| [bytes(s.a0), bytes(s.a1), bytes(s.b)])
+                .map(|s| [bytes(s.a0), bytes(s.a1), bytes(s.b0), bytes(s.b1)])
                 .collect(),
             a_stride,
             b_stride,
@@ -113,15 +116,15 @@ impl TilePlan {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     /// Four f32 sum tiles `tmm0 ..= tmm3` (rows 0–15 and 16–31 by columns 0–15 and 16–31) loaded
-    /// from `c` (or zeroed), then per step: `tmm4`, `tmm5` the two `a` tiles, and for each part
-    /// `tmm6`, `tmm7` its two `b` tiles, four `TDPBF16PS`; the sums stored back to `c`. All
+    /// from `c` (or zeroed), then per step: `tmm6`, `tmm7` the two `b` tiles, and for each part
+    /// `tmm4`, `tmm5` its two `a` tiles, four `TDPBF16PS`; the sums stored back to `c`. All
     /// strides and offsets are in bytes.
     ///
     /// # Safety
-    /// The process must be allowed AMX-BF16; `steps ≥ 1`; every tile of every step (16 rows of
-    /// 64 bytes from `a + a0`, `a + a1`, `b + offset + s·split_stride` and 64 bytes further, rows
-    /// a stride apart) must lie in readable memory, and the 32 rows of 128 bytes from `c`,
-    /// `c_stride` apart, in writable memory.
+    /// The process must be allowed AMX-BF16; `count ≥ 1`; every tile of every step (16 rows of
+    /// 64 bytes, a stride apart, from `a + a0 + s·split_stride`, `a + a1 + s·split_stride` for
+    /// `s < 3`, `b + b0` and `b + b1`) must lie in readable memory, and the 32 rows of 128 bytes
+    /// from `c`, `c_stride` apart, in writable memory.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     pub(super) unsafe fn block_2x2_split3(
@@ -130,7 +133,7 @@ mod x86 {
         b: *const u8,
         b_stride: usize,
         split_stride: usize,
-        steps: *const [isize; 3],
+        steps: *const [isize; 4],
         count: usize,
         c: *mut u8,
         c_stride: usize,
@@ -156,35 +159,39 @@ mod x86 {
                 "tilezero tmm2",
                 "tilezero tmm3",
                 "4:",
-                "mov {t}, [{tbl}]",
-                "lea {p}, [{a} + {t}]",
-                "tileloadd tmm4, [{p} + {ast} * 1]",
-                "mov {t}, [{tbl} + 8]",
-                "lea {p}, [{a} + {t}]",
-                "tileloadd tmm5, [{p} + {ast} * 1]",
                 "mov {t}, [{tbl} + 16]",
                 "lea {p}, [{b} + {t}]",
                 "tileloadd tmm6, [{p} + {bst} * 1]",
-                "tileloadd tmm7, [{p} + {bst} * 1 + 64]",
+                "mov {t}, [{tbl} + 24]",
+                "lea {p}, [{b} + {t}]",
+                "tileloadd tmm7, [{p} + {bst} * 1]",
+                "mov {t}, [{tbl}]",
+                "lea {p}, [{a} + {t}]",
+                "mov {t}, [{tbl} + 8]",
+                "add {t}, {a}",
+                "tileloadd tmm4, [{p} + {ast} * 1]",
+                "tileloadd tmm5, [{t} + {ast} * 1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {p}, {ss}",
-                "tileloadd tmm6, [{p} + {bst} * 1]",
-                "tileloadd tmm7, [{p} + {bst} * 1 + 64]",
+                "add {t}, {ss}",
+                "tileloadd tmm4, [{p} + {ast} * 1]",
+                "tileloadd tmm5, [{t} + {ast} * 1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {p}, {ss}",
-                "tileloadd tmm6, [{p} + {bst} * 1]",
-                "tileloadd tmm7, [{p} + {bst} * 1 + 64]",
+                "add {t}, {ss}",
+                "tileloadd tmm4, [{p} + {ast} * 1]",
+                "tileloadd tmm5, [{t} + {ast} * 1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {tbl}, 24",
+                "add {tbl}, 32",
                 "dec {n}",
                 "jnz 4b",
                 "tilestored [{c} + {cs} * 1], tmm0",
@@ -231,19 +238,21 @@ mod tests {
             ((state >> 33) % m) as i32
         };
         let (a_stride, b_stride, steps_n) = (40, 48, 3);
-        let split_stride = 16 * b_stride * steps_n + 64;
-        let a: Vec<u16> = (0..32 * a_stride * steps_n + 64)
-            .map(|_| bf16((2 * next(2) - 1) as f32))
-            .collect();
-        let b: Vec<u16> = (0..3 * split_stride + 64)
+        let split_stride = 32 * a_stride * steps_n + 64;
+        let a: Vec<u16> = (0..3 * split_stride)
             .map(|_| bf16((next(9) - 4) as f32))
             .collect();
-        // Step i: a rows at i·32 values and 16 rows further; b from i·16 rows.
+        let b: Vec<u16> = (0..16 * b_stride * steps_n + 64)
+            .map(|_| bf16((2 * next(2) - 1) as f32))
+            .collect();
+        // Step i: a rows at i·32 values and 16 rows further; b from i·16 rows, the second tile
+        // 32 values further.
         let steps: Vec<Step> = (0..steps_n)
             .map(|i| Step {
                 a0: i * 32 * a_stride,
                 a1: i * 32 * a_stride + 16 * a_stride,
-                b: i * 16 * b_stride,
+                b0: i * 16 * b_stride,
+                b1: i * 16 * b_stride + 32,
             })
             .collect();
         let plan = TilePlan::new(&steps, a_stride, b_stride, split_stride);
@@ -260,13 +269,14 @@ mod tests {
                         0.0
                     };
                     for step in &steps {
-                        let row = if i < 16 {
-                            step.a0 + i * a_stride
-                        } else {
-                            step.a1 + (i - 16) * a_stride
-                        };
+                        let tile = if j < 16 { step.b0 } else { step.b1 };
                         for s in 0..3 {
-                            let tile = step.b + s * split_stride + if j < 16 { 0 } else { 32 };
+                            let row = s * split_stride
+                                + if i < 16 {
+                                    step.a0 + i * a_stride
+                                } else {
+                                    step.a1 + (i - 16) * a_stride
+                                };
                             for k in 0..32 {
                                 let bv = b[tile + (k / 2) * b_stride + 2 * (j % 16) + k % 2];
                                 sum += value(a[row + k]) * value(bv);
