@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use burn_qnn::kernels::{
-    amx_bf16::{GradIsa, force_grad_isa},
+    amx_bf16::{ConvIsa, force_conv_isa},
     backward::{self, Bits},
     conv::{ConvGeometry, PadMode},
     int8::{Int8Isa, force_int8_isa},
@@ -73,8 +73,8 @@ fn bench_layers(c: &mut Criterion) {
         group.sample_size(10);
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(3));
-        for path in GradIsa::available() {
-            force_grad_isa(Some(path)).expect("available");
+        for path in ConvIsa::available() {
+            force_conv_isa(Some(path)).expect("available");
             let id = path.name();
             group.bench_function(BenchmarkId::new(id, "weight_grad"), |b| {
                 b.iter(|| {
@@ -92,7 +92,7 @@ fn bench_layers(c: &mut Criterion) {
                 b.iter(|| backward::binary_conv2d_input_grad(&grad, w_bits, x_none, &g, &mut dx))
             });
         }
-        force_grad_isa(None).expect("detection");
+        force_conv_isa(None).expect("detection");
         for isa in Int8Isa::available() {
             force_int8_isa(Some(isa)).expect("available");
             let id = format!("int8_{}", isa.name());

@@ -12,6 +12,7 @@ use super::QnnBackend;
 use super::{BatchNormGrads, BatchNormOutput, binary_backward};
 use crate::{
     kernels::{
+        amx_bf16::{self, AmxBf16},
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
         bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
@@ -103,9 +104,40 @@ impl<B: HostFloat> QnnBackend for B {
         let kernel_geometry = kernel_geometry(x.dims(), geometry);
         let [c_in, c_out] = geometry.channels;
         let [oh, ow] = geometry.output_size([h, w]);
+        let mut out = vec![0f32; n * c_out * oh * ow];
+        if let Some(proof) = AmxBf16::active() {
+            let pad = match geometry.padding_mode {
+                PaddingMode::Zero => 0.0,
+                PaddingMode::PlusOne => 1.0,
+            };
+            // The packed rows hold `[k_h, k_w, C']` per output channel (`C'` the padded channels).
+            let (words, row_len) = (weight.words(), weight.shape()[1]);
+            let (row_words, padded) = (words_per_row(row_len), geometry.padded_channels());
+            let sign = |o: usize, i: usize, tap: usize| {
+                let bit = tap * padded + i;
+                if words[o * row_words + bit / 64] >> (bit % 64) & 1 == 1 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            };
+            let on_tiles = B::with_f32(x.clone(), |values, _| {
+                amx_bf16::conv2d(
+                    proof,
+                    values,
+                    amx_bf16::Input::Signs,
+                    pad,
+                    sign,
+                    &kernel_geometry,
+                    &mut out,
+                )
+            });
+            if on_tiles {
+                return B::float_tensor(out, &[n, c_out, oh, ow]);
+            }
+        }
         let weights = weight.conv_weights(c_in, geometry.kernel);
         let pad = pad_mode(geometry.padding_mode);
-        let mut out = vec![0f32; n * c_out * oh * ow];
         B::with_f32(x, |values, _| {
             conv::binary_conv2d(
                 values,

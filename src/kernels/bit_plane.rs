@@ -1,12 +1,18 @@
 //! The bit-plane first layer in training, on the CPU: its forward `(P − 127.5·M)/127.5` from the
-//! 8-bit codes and the weight signs, and its weight gradient, both through the im2col blocks of
-//! [`super::im2col`] (zero padding).
+//! 8-bit codes and the weight signs (`P` on AMX tiles where [`super::amx_bf16`] runs, else
+//! through the im2col blocks of [`super::im2col`]), and its weight gradient through the im2col
+//! blocks (zero padding).
 //!
 //! `P = codes ⊛ sign(w)` sums products of integers below 2^24, so it is exact in any order, and
 //! `M`, the sum of the weight signs over the taps inside the image, is an exact integer too:
 //! the output equals the layer's float formula bit for bit, and so its packed inference form.
 
-use super::{backward::Bits, conv::ConvGeometry, im2col};
+use super::{
+    amx_bf16::{self, AmxBf16},
+    backward::Bits,
+    conv::ConvGeometry,
+    im2col,
+};
 use crate::nn::HALF_RANGE;
 
 /// `M` `[C_out, H_out, W_out]`: for each output position, the sum of the weight signs
@@ -67,7 +73,15 @@ pub fn bit_plane_conv2d_forward(
     g: &ConvGeometry,
     out: &mut [f32],
 ) {
-    im2col::conv2d_forward(codes, weight_signs, g, out);
+    let on_tiles = AmxBf16::active().is_some_and(|proof| {
+        let taps = g.kernel[0] * g.kernel[1];
+        let weight =
+            |o: usize, i: usize, tap: usize| weight_signs[(o * g.in_channels + i) * taps + tap];
+        amx_bf16::conv2d(proof, codes, amx_bf16::Input::Exact, 0.0, weight, g, out)
+    });
+    if !on_tiles {
+        im2col::conv2d_forward(codes, weight_signs, g, out);
+    }
     let [oh, ow] = g.output_size().expect("checked by the convolution");
     let sums = inside_sums(weight_signs, g, [oh, ow]);
     if sums.is_empty() {

@@ -1,88 +1,101 @@
-//! The binary convolutions' f32 gradients on AMX bf16 tiles, exact to f32 summation order.
+//! The training convolutions of the binary layers on AMX bf16 tiles: the forward of the binary
+//! and bit-plane convolutions, exactly, and the binary convolution's f32 gradients, exact to f32
+//! summation order.
 //!
-//! The backward pass of `sign(x) ⊛ sign(w)` multiplies a float output gradient by ±1 operands.
-//! A ±1 is exact in bf16, and every f32 `g` is exactly the sum of three bf16 parts, cut from its
-//! bits: `hi` (its top 16 bits), `mid` (the top 16 bits of `g − hi`) and `lo = g − hi − mid`
-//! (at most 8 significant bits, so exact). AMX's `TDPBF16PS` multiplies bf16 pairs exactly and
-//! sums in f32, so running each product over the three parts gives `Σ g·(±1)` as f32 sums of the
-//! exact terms, the float simulation's result up to the order of its f32 additions (the parts of
-//! a value below 2⁻¹¹⁰ in magnitude, which AMX reads as zero, aside). One `TDPBF16PS` does 8,192
-//! multiply-adds, so even at three per product this runs several times faster than f32 FMA.
+//! A ±1 is exact in bf16, and so is an 8-bit code: the forward products `sign(x)·sign(w)` and
+//! `code·sign(w)` are exact, and their sums, small integers, are exact in f32 in any order, so
+//! the forward on tiles equals the popcount kernels bit for bit. The backward multiplies a float
+//! output gradient by ±1 operands: every f32 `g` is exactly the sum of three bf16 parts cut from
+//! its bits: `hi` (its top 16 bits), `mid` (the top 16 bits of `g − hi`) and
+//! `lo = g − hi − mid` (at most 8 significant bits, so exact). AMX's `TDPBF16PS` multiplies bf16
+//! pairs exactly and sums in f32, so running each product over the three parts gives
+//! `Σ g·(±1)` as f32 sums of the exact terms: the float simulation's result up to the order of
+//! its f32 additions (the parts of a value below 2⁻¹¹⁰ in magnitude, which AMX reads as zero,
+//! aside). One `TDPBF16PS` does 8,192 multiply-adds, so even three per product run several times
+//! faster than f32 FMA.
 //!
-//! The convolutions are implicit GEMMs over a zero-padded, flattened grid: with the image's rows
-//! padded to width `Wp`, the input a tap `(ky, kx)` reads for the output at flat position `q` is
-//! at `q + ky·d_h·Wp + kx·d_w`, one offset per tap, so a tile of 16 positions of one tap is a
-//! strided tile load and no im2col matrix is built (the few padding columns of each row are
-//! computed and dropped). Stride-1 convolutions only (others run on the f32 path).
+//! The convolutions are implicit GEMMs over a zero-padded, flattened grid (see `grid`): with the
+//! image's rows padded to width `Wp`, the input a tap `(ky, kx)` reads for the output at flat
+//! position `q` is at `q + ky·d_h·Wp + kx·d_w`, one offset per tap, so a tile of 16 positions of
+//! one tap is a strided tile load and no im2col matrix is built (the few padding columns of each
+//! row are computed and dropped). Stride-1 convolutions only; others run on the vector kernels.
 //!
-//! The path is picked at run time: [`GradIsa::AmxBf16`] where the CPU has AMX-BF16 and AVX-512
+//! The path is picked at run time: [`ConvIsa::AmxBf16`] where the CPU has AMX-BF16 and AVX-512
 //! (Intel Sapphire Rapids and later) and Linux grants the tile registers, else
-//! [`GradIsa::F32`] (f32 GEMM micro-kernels). [`force_grad_isa`] or the `BURN_QNN_GRAD_ISA`
-//! environment variable (`amx-bf16`, `f32`) pins one.
+//! [`ConvIsa::Vector`] (the popcount kernels forward, f32 GEMM micro-kernels backward).
+//! [`force_conv_isa`] or the `BURN_QNN_CONV_ISA` environment variable (`amx-bf16`, `vector`)
+//! pins one.
 
 mod conv;
+mod forward;
+mod grid;
+mod lines;
 mod split;
 mod tiles;
 
 pub(crate) use conv::{input_grad, weight_grad};
+pub(crate) use forward::{Input, conv2d};
 pub use split::split3;
 
 use super::amx::{self, AmxUnit};
 use super::isa::{KernelPath, Selection, parse_path};
 
-/// How the binary layers' f32 gradient products run.
+/// How the binary layers' convolutions run in training (the forward of the binary and bit-plane
+/// convolutions, and the binary convolution's gradients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GradIsa {
-    /// AMX bf16 tiles on the three-part split (needs AMX-TILE, AMX-BF16, AVX-512 F, BW and VL, and
-    /// Linux's tile-data permission).
+pub enum ConvIsa {
+    /// AMX bf16 tiles, the gradients on the three-part split (needs AMX-TILE, AMX-BF16, AVX-512
+    /// F, BW and VL, and Linux's tile-data permission).
     AmxBf16,
-    /// f32 GEMM micro-kernels (the `gemm` crate's, AVX-512, AVX2 or scalar), on any CPU.
-    F32,
+    /// The vector kernels: XNOR-popcount forward ([`crate::kernels::isa`] picks their
+    /// instruction set), f32 GEMM micro-kernels (the `gemm` crate's) for the gradients and the
+    /// bit-plane layer; on any CPU.
+    Vector,
 }
 
-/// A forced gradient path that this machine cannot run.
+/// A forced convolution path that this machine cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the {0:?} gradient kernels need CPU features this machine lacks")]
-pub struct GradIsaUnavailable(pub GradIsa);
+#[error("the {0:?} convolution kernels need CPU features this machine lacks")]
+pub struct ConvIsaUnavailable(pub ConvIsa);
 
-impl GradIsa {
+impl ConvIsa {
     /// Every path, fastest first.
-    pub const ALL: [GradIsa; 2] = [GradIsa::AmxBf16, GradIsa::F32];
+    pub const ALL: [ConvIsa; 2] = [ConvIsa::AmxBf16, ConvIsa::Vector];
 
-    /// Whether this machine runs the path. For [`GradIsa::AmxBf16`] the first call asks Linux
+    /// Whether this machine runs the path. For [`ConvIsa::AmxBf16`] the first call asks Linux
     /// for the tile-data permission, once per process.
     pub fn is_available(self) -> bool {
         match self {
-            GradIsa::AmxBf16 => split::has_avx512() && amx::is_available(AmxUnit::Bf16),
-            GradIsa::F32 => true,
+            ConvIsa::AmxBf16 => split::has_avx512() && amx::is_available(AmxUnit::Bf16),
+            ConvIsa::Vector => true,
         }
     }
 
     /// The paths this machine runs, fastest first.
-    pub fn available() -> Vec<GradIsa> {
-        GradIsa::ALL
+    pub fn available() -> Vec<ConvIsa> {
+        ConvIsa::ALL
             .into_iter()
             .filter(|isa| isa.is_available())
             .collect()
     }
 
-    /// The name used by the `BURN_QNN_GRAD_ISA` environment variable.
+    /// The name used by the `BURN_QNN_CONV_ISA` environment variable.
     pub fn name(self) -> &'static str {
         match self {
-            GradIsa::AmxBf16 => "amx-bf16",
-            GradIsa::F32 => "f32",
+            ConvIsa::AmxBf16 => "amx-bf16",
+            ConvIsa::Vector => "vector",
         }
     }
 
-    /// Parses a name of [`GradIsa::name`].
-    pub fn parse(name: &str) -> Option<GradIsa> {
+    /// Parses a name of [`ConvIsa::name`].
+    pub fn parse(name: &str) -> Option<ConvIsa> {
         parse_path(name)
     }
 }
 
-impl KernelPath for GradIsa {
+impl KernelPath for ConvIsa {
     fn all() -> &'static [Self] {
-        &GradIsa::ALL
+        &ConvIsa::ALL
     }
 
     fn runs_here(self) -> bool {
@@ -94,17 +107,17 @@ impl KernelPath for GradIsa {
     }
 }
 
-static SELECTION: Selection = Selection::new("BURN_QNN_GRAD_ISA");
+static SELECTION: Selection = Selection::new("BURN_QNN_CONV_ISA");
 
-/// Forces the binary layers' f32 gradient products onto `isa` (process-wide), or goes back to
+/// Forces the binary layers' training convolutions onto `isa` (process-wide), or goes back to
 /// detection with `None`.
-pub fn force_grad_isa(isa: Option<GradIsa>) -> Result<(), GradIsaUnavailable> {
-    SELECTION.force(isa).map_err(GradIsaUnavailable)
+pub fn force_conv_isa(isa: Option<ConvIsa>) -> Result<(), ConvIsaUnavailable> {
+    SELECTION.force(isa).map_err(ConvIsaUnavailable)
 }
 
-/// The path the f32 gradient products use: the forced one, else `BURN_QNN_GRAD_ISA` if set to
+/// The path the training convolutions use: the forced one, else `BURN_QNN_CONV_ISA` if set to
 /// an available path, else the fastest available.
-pub fn active_grad_isa() -> GradIsa {
+pub fn active_conv_isa() -> ConvIsa {
     SELECTION.active()
 }
 
@@ -114,15 +127,15 @@ pub fn active_grad_isa() -> GradIsa {
 pub(crate) struct AmxBf16(());
 
 impl AmxBf16 {
-    /// The proof, where [`active_grad_isa`] picks the AMX path and this machine runs it.
+    /// The proof, where [`active_conv_isa`] picks the AMX path and this machine runs it.
     pub(crate) fn active() -> Option<AmxBf16> {
-        (active_grad_isa() == GradIsa::AmxBf16)
+        (active_conv_isa() == ConvIsa::AmxBf16)
             .then(AmxBf16::if_available)
             .flatten()
     }
 
     /// The proof, where this machine runs the AMX path (whatever the selection says).
     pub(crate) fn if_available() -> Option<AmxBf16> {
-        GradIsa::AmxBf16.is_available().then_some(AmxBf16(()))
+        ConvIsa::AmxBf16.is_available().then_some(AmxBf16(()))
     }
 }

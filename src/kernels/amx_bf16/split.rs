@@ -144,6 +144,68 @@ unsafe fn split_pairs_avx512(even: &[f32], odd: Option<&[f32]>, out: [&mut [u32]
     }
 }
 
+/// For each `i`: `out[i]` holds `even[i]` in the low half and `odd[i]` (0 where `odd` is `None`)
+/// in the high half, as bf16: their signs (`±1`, `−1` where `v < 0`) where `signs`, else their
+/// values cut to bf16 (exact for values that are bf16, such as integers up to 256).
+///
+/// # Panics
+/// If a length differs from `even`'s.
+pub(super) fn value_pairs(
+    _proof: super::AmxBf16,
+    signs: bool,
+    even: &[f32],
+    odd: Option<&[f32]>,
+    out: &mut [u32],
+) {
+    let n = even.len();
+    assert!(odd.is_none_or(|odd| odd.len() == n) && out.len() == n);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the proof says the CPU has AVX-512 F and BW; the lengths are checked above.
+    unsafe {
+        value_pairs_avx512(signs, even, odd, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (signs, even, odd, out);
+        unreachable!("AMX runs only on x86-64")
+    }
+}
+
+/// [`value_pairs`] 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW, and every slice `even.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn value_pairs_avx512(signs: bool, even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
+    let top = _mm512_set1_epi32(TOP as i32);
+    let (plus, minus) = (
+        _mm512_set1_epi32(0x3f80_0000),
+        _mm512_set1_epi32(0xbf80_0000u32 as i32),
+    );
+    let bf16 = |v: __m512| {
+        if signs {
+            let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            _mm512_mask_blend_epi32(negative, plus, minus)
+        } else {
+            _mm512_and_si512(_mm512_castps_si512(v), top)
+        }
+    };
+    for start in (0..even.len()).step_by(16) {
+        let mask = lanes(even.len() - start);
+        // SAFETY: as in `split_pairs_avx512`.
+        unsafe {
+            let low = bf16(_mm512_maskz_loadu_ps(mask, even.as_ptr().add(start)));
+            let high = match odd {
+                Some(odd) => bf16(_mm512_maskz_loadu_ps(mask, odd.as_ptr().add(start))),
+                None => _mm512_setzero_si512(),
+            };
+            let pair = _mm512_or_si512(_mm512_srli_epi32::<16>(low), high);
+            _mm512_mask_storeu_epi32(out.as_mut_ptr().add(start).cast(), mask, pair);
+        }
+    }
+}
+
 /// `out[s][i]` = part `s` of `values[i]` (as bf16 bits).
 ///
 /// # Panics
@@ -388,6 +450,24 @@ mod tests {
                         let expected = u32::from(low[s]) | u32::from(high[s]) << 16;
                         assert_eq!(pairs[s][i], expected, "value {i} part {s}");
                     }
+                }
+            }
+        }
+        for len in [0, 1, 15, 16, 17, 40] {
+            let (even, odd) = (&v[v.len() - len..], &v[..len]);
+            for signs in [true, false] {
+                let mut pairs = vec![0u32; len];
+                value_pairs(proof, signs, even, Some(odd), &mut pairs);
+                let half = |x: f32| {
+                    if signs {
+                        if x < 0.0 { 0xbf80 } else { 0x3f80 }
+                    } else {
+                        x.to_bits() >> 16
+                    }
+                };
+                for i in 0..len {
+                    let expected = half(even[i]) | half(odd[i]) << 16;
+                    assert_eq!(pairs[i], expected, "value {i}, signs {signs}");
                 }
             }
         }

@@ -1,9 +1,9 @@
 //! The micro-kernel: a 32 × 32 block of f32 sums in four tiles, over a list of steps, each step
-//! the two 16-column tiles of `b` against two 16-row tiles of `a` in each of the three split
-//! parts.
+//! the two 16-column tiles of `b` against two 16-row tiles of `a` in each of `a`'s parts (one, or
+//! the three of the split).
 //!
-//! `a` tiles are 16 rows × 32 bf16 (row-major, `a_stride` values between rows); part `s` of the
-//! split is `s·split_stride` values after part 0. `b` tiles are in AMX's pair layout: row `r`
+//! `a` tiles are 16 rows × 32 bf16 (row-major, `a_stride` values between rows); part `s` is
+//! `s·split_stride` values after part 0. `b` tiles are in AMX's pair layout: row `r`
 //! holds, for each of 16 columns `c`, the summed values `2r` and `2r + 1` at bf16 `2c` and
 //! `2c + 1`, `b_stride` values between rows. `TDPBF16PS` then adds
 //! `Σ_k a[i][k]·b[k/2][2j + k%2]` to sum `[i][j]`. Tile rows that start on a 64-byte line load
@@ -28,8 +28,9 @@ pub(super) struct Step {
 /// call of [`TilePlan::block`] checks its slices against these reaches.
 #[derive(Debug)]
 pub(super) struct TilePlan {
-    /// Per step, the byte offsets `[a0, a1, b0, b1]`.
-    steps: Vec<[isize; 4]>,
+    /// Per step, the byte offsets `[a0, a1, b0, b1]` and the number of parts of `a` (the
+    /// micro-kernel reads it there, short of a register).
+    steps: Vec<[isize; 5]>,
     a_stride: usize,
     b_stride: usize,
     split_stride: usize,
@@ -42,17 +43,22 @@ pub(super) struct TilePlan {
 const ROW: usize = 32;
 
 impl TilePlan {
-    /// A plan of `steps` (at least one) over operands with these strides (in bf16 values).
+    /// A plan of `steps` (at least one) over operands with these strides (in bf16 values) and
+    /// `parts` (at least one) parts of `a`.
     pub(super) fn new(
         steps: &[Step],
         a_stride: usize,
         b_stride: usize,
         split_stride: usize,
+        parts: usize,
     ) -> Self {
-        assert!(!steps.is_empty(), "a tile block needs at least one step");
+        assert!(
+            !steps.is_empty() && parts > 0,
+            "a tile block needs at least one step and one part"
+        );
         let a_reach = steps
             .iter()
-            .map(|s| s.a0.max(s.a1) + 2 * split_stride + 15 * a_stride + ROW)
+            .map(|s| s.a0.max(s.a1) + (parts - 1) * split_stride + 15 * a_stride + ROW)
             .max()
             .unwrap_or(0);
         let b_reach = steps
@@ -64,7 +70,10 @@ impl TilePlan {
         Self {
             steps: steps
                 .iter()
-                .map(|s| [bytes(s.a0), bytes(s.a1), bytes(s.b0), bytes(s.b1)])
+                .map(|s| {
+                    let parts = isize::try_from(parts).expect("parts fit isize");
+                    [bytes(s.a0), bytes(s.a1), bytes(s.b0), bytes(s.b1), parts]
+                })
                 .collect(),
             a_stride,
             b_stride,
@@ -116,14 +125,15 @@ impl TilePlan {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     /// Four f32 sum tiles `tmm0 ..= tmm3` (rows 0–15 and 16–31 by columns 0–15 and 16–31) loaded
-    /// from `c` (or zeroed), then per step: `tmm6`, `tmm7` the two `b` tiles, and for each part
-    /// `tmm4`, `tmm5` its two `a` tiles, four `TDPBF16PS`; the sums stored back to `c`. All
-    /// strides and offsets are in bytes.
+    /// from `c` (or zeroed), then per step: `tmm6`, `tmm7` the two `b` tiles, and for each of the
+    /// step's parts `tmm4`, `tmm5` its two `a` tiles, four `TDPBF16PS`; the sums stored back to
+    /// `c`. All strides and offsets are in bytes.
     ///
     /// # Safety
-    /// The process must be allowed AMX-BF16; `count ≥ 1`; every tile of every step (16 rows of
-    /// 64 bytes, a stride apart, from `a + a0 + s·split_stride`, `a + a1 + s·split_stride` for
-    /// `s < 3`, `b + b0` and `b + b1`) must lie in readable memory, and the 32 rows of 128 bytes
+    /// The process must be allowed AMX-BF16; `count ≥ 1` and each step's `parts ≥ 1`; every
+    /// tile of every step `[a0, a1, b0, b1, parts]` (16 rows of 64 bytes, a stride apart, from
+    /// `a + a0 + s·split_stride`, `a + a1 + s·split_stride` for `s < parts`, `b + b0` and
+    /// `b + b1`) must lie in readable memory, and the 32 rows of 128 bytes
     /// from `c`, `c_stride` apart, in writable memory.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
@@ -133,7 +143,7 @@ mod x86 {
         b: *const u8,
         b_stride: usize,
         split_stride: usize,
-        steps: *const [isize; 4],
+        steps: *const [isize; 5],
         count: usize,
         c: *mut u8,
         c_stride: usize,
@@ -169,6 +179,8 @@ mod x86 {
                 "lea {p}, [{a} + {t}]",
                 "mov {t}, [{tbl} + 8]",
                 "add {t}, {a}",
+                "mov {k}, [{tbl} + 32]",
+                "5:",
                 "tileloadd tmm4, [{p} + {ast} * 1]",
                 "tileloadd tmm5, [{t} + {ast} * 1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
@@ -177,21 +189,9 @@ mod x86 {
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {p}, {ss}",
                 "add {t}, {ss}",
-                "tileloadd tmm4, [{p} + {ast} * 1]",
-                "tileloadd tmm5, [{t} + {ast} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {p}, {ss}",
-                "add {t}, {ss}",
-                "tileloadd tmm4, [{p} + {ast} * 1]",
-                "tileloadd tmm5, [{t} + {ast} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {tbl}, 32",
+                "dec {k}",
+                "jnz 5b",
+                "add {tbl}, 40",
                 "dec {n}",
                 "jnz 4b",
                 "tilestored [{c} + {cs} * 1], tmm0",
@@ -209,6 +209,7 @@ mod x86 {
                 b = in(reg) b,
                 bst = in(reg) b_stride,
                 ss = in(reg) split_stride,
+                k = out(reg) _,
                 tbl = inout(reg) steps => _,
                 n = inout(reg) count => _,
                 c = in(reg) c,
@@ -255,7 +256,7 @@ mod tests {
                 b1: i * 16 * b_stride + 32,
             })
             .collect();
-        let plan = TilePlan::new(&steps, a_stride, b_stride, split_stride);
+        let plan = TilePlan::new(&steps, a_stride, b_stride, split_stride, 3);
         let c_stride = 37;
         let start: Vec<f32> = (0..32 * c_stride).map(|i| (i % 5) as f32).collect();
         for accumulate in [false, true] {
