@@ -768,6 +768,10 @@ mod tests {
             (2, 64, 8, 8, 40, [3, 3], [1, 1], [1, 1], [1, 1]),
             (1, 33, 4, 3, 32, [1, 1], [1, 1], [1, 1], [1, 1]),
             (2, 5, 6, 17, 9, [2, 4], [1, 1], [1, 3], [2, 1]),
+            // Small images stacked on the AMX weight gradient's grid, a shorter stack after a
+            // full one in the same group.
+            (8, 3, 15, 15, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (5, 6, 5, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1]),
         ];
         for (case, (batch, c, h, w, o, kernel, stride, padding, dilation)) in
             geometries.into_iter().enumerate()

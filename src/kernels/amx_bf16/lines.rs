@@ -1,4 +1,8 @@
-//! Zeroed buffers that start on a cache line, for tile operands.
+//! Zeroed buffers that start on a cache line, for tile operands, kept per thread between
+//! calls: a training step asks for the same few buffers in every layer, and fresh memory from
+//! the operating system costs a page fault per 4 KiB on first touch.
+
+use std::cell::RefCell;
 
 /// One 64-byte cache line.
 #[derive(Clone, Copy)]
@@ -6,13 +10,36 @@
 struct Line([u8; 64]);
 
 /// A zeroed buffer that starts on a cache line, seen as `u16` (bf16), `u32` (bf16 pairs) or
-/// `f32` values: tile rows laid out on 64-byte boundaries load fastest.
+/// `f32` values: tile rows laid out on 64-byte boundaries load fastest. Dropped, it goes back
+/// to its thread's spare buffers.
 pub(super) struct Lines(Vec<Line>);
 
+/// Spare buffers a thread keeps.
+const SPARES: usize = 8;
+
+thread_local! {
+    /// This thread's spare buffers.
+    static SPARE: RefCell<Vec<Vec<Line>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Lines {
-    /// At least `bytes` zero bytes.
+    /// At least `bytes` zero bytes: the smallest spare buffer of this thread that holds them,
+    /// zeroed, or a new one.
     pub(super) fn zeros(bytes: usize) -> Self {
-        Self(vec![Line([0; 64]); bytes.div_ceil(64)])
+        let lines = bytes.div_ceil(64);
+        let spare = SPARE.with_borrow_mut(|spare| {
+            let fits = spare
+                .iter()
+                .enumerate()
+                .filter(|(_, buffer)| buffer.capacity() >= lines)
+                .min_by_key(|(_, buffer)| buffer.capacity())
+                .map(|(at, _)| at)?;
+            Some(spare.swap_remove(fits))
+        });
+        let mut buffer = spare.unwrap_or_else(|| Vec::with_capacity(lines));
+        buffer.clear();
+        buffer.resize(lines, Line([0; 64]));
+        Self(buffer)
     }
 
     /// The lines as values of `T`.
@@ -33,6 +60,23 @@ impl Lines {
                 self.0.len() * 64 / size_of::<T>(),
             )
         }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        // A thread being torn down has no spares to keep.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            spare.push(buffer);
+            if spare.len() > SPARES {
+                let smallest = (0..spare.len())
+                    .min_by_key(|&at| spare[at].capacity())
+                    .expect("not empty");
+                spare.swap_remove(smallest);
+            }
+        });
     }
 }
 
