@@ -1,8 +1,10 @@
 //! One full training step (forward, squared hinge loss, backward, Adam update with latent-weight
 //! clipping) of the paper's CIFAR-10 network on `Autodiff<NdArray>`, side by side in one run:
 //!
-//! - `packed`: the crate's binary network (binary layers on packed kernels, whose autodiff nodes
-//!   keep only bits and compute their gradients from them);
+//! - `packed_<path>`: the crate's binary network (binary layers on packed kernels, whose autodiff
+//!   nodes keep only bits and compute their gradients from them), with its convolutions on each
+//!   path this CPU runs (`amx-bf16`: AMX bf16 tiles; `vector`: XNOR-popcount forward, f32 GEMM
+//!   gradients; see `burn_qnn::kernels::amx_bf16`);
 //! - `packed_grad6_<path>`: the same network and weights with the binary layers' output gradients
 //!   quantized to 6 bits (`NetConfig::with_grad_bits`), their gradient products exact in
 //!   integers on each int8 path this CPU runs (`amx`, `avx512vnni`, `avx2`, `portable`);
@@ -24,7 +26,10 @@ use burn::{
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
-    kernels::int8::{Int8Isa, force_int8_isa},
+    kernels::{
+        amx_bf16::{ConvIsa, force_conv_isa},
+        int8::{Int8Isa, force_int8_isa},
+    },
     learner::ClipLatentWeights,
     loss::SquaredHingeLoss,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
@@ -157,8 +162,14 @@ fn training_step(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group(format!("cifar10_training_step_width_{width}"));
     group.sample_size(10);
-    let mut packed = Step::new(net.clone(), &images, &targets);
-    group.bench_function("packed", |b| b.iter(|| packed.run(Net::forward)));
+    for path in ConvIsa::available() {
+        force_conv_isa(Some(path)).expect("an available path");
+        let mut packed = Step::new(net.clone(), &images, &targets);
+        group.bench_function(format!("packed_{}", path.name()), |b| {
+            b.iter(|| packed.run(Net::forward))
+        });
+    }
+    force_conv_isa(None).expect("detection");
     let grad6 = config
         .clone()
         .with_grad_bits(Some(quant::Bits::new(6).expect("6 bits")))

@@ -36,17 +36,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "ndarray".into());
     match backend.as_str() {
         "ndarray" => run::<Autodiff<NdArray>>(),
+        #[cfg(feature = "flex")]
+        "flex" => run::<Autodiff<burn::backend::Flex>>(),
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(),
-        other => Err(format!(
-            "unknown backend `{other}`: use ndarray{}",
-            if cfg!(feature = "wgpu") {
-                " or wgpu"
-            } else {
-                " (or build with --features wgpu for wgpu)"
-            }
-        )
-        .into()),
+        other => {
+            let mut known = vec!["ndarray"];
+            known.extend(cfg!(feature = "flex").then_some("flex"));
+            known.extend(cfg!(feature = "wgpu").then_some("wgpu"));
+            Err(format!(
+                "unknown backend `{other}`: use {} (flex and wgpu need their cargo features)",
+                known.join(", ")
+            )
+            .into())
+        }
     }
 }
 

@@ -84,7 +84,8 @@ pub struct Args {
     /// integers. Off by default (f32 gradients); `--grad-bits` alone means 6
     #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "6", value_parser = grad_bits)]
     pub grad_bits: Option<Bits>,
-    /// ndarray or wgpu (wgpu needs `--features wgpu`)
+    /// ndarray, flex (Burn's Flex CPU backend, needs `--features flex`) or wgpu (needs
+    /// `--features wgpu`)
     #[arg(long, value_name = "B", default_value = "ndarray")]
     pub backend: String,
     /// Seed of initialization and shuffles
@@ -242,6 +243,8 @@ fn run_backend(
 ) -> Result<(), Box<dyn std::error::Error>> {
     match args.backend.as_str() {
         "ndarray" => run_on::<Autodiff<NdArray>>(args, defaults, config, data),
+        #[cfg(feature = "flex")]
+        "flex" => run_on::<Autodiff<burn::backend::Flex>>(args, defaults, config, data),
         #[cfg(feature = "wgpu")]
         // Without fusion: burn-train's checkpointer reads records on its own thread, which
         // burn 0.21's `Fusion` does not support.
@@ -250,15 +253,16 @@ fn run_backend(
                 burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
             >,
         >(args, defaults, config, data),
-        other => Err(format!(
-            "unknown backend `{other}`: use ndarray{}",
-            if cfg!(feature = "wgpu") {
-                " or wgpu"
-            } else {
-                " (or build with --features wgpu)"
-            }
-        )
-        .into()),
+        other => {
+            let mut known = vec!["ndarray"];
+            known.extend(cfg!(feature = "flex").then_some("flex"));
+            known.extend(cfg!(feature = "wgpu").then_some("wgpu"));
+            Err(format!(
+                "unknown backend `{other}`: use {} (flex and wgpu need their cargo features)",
+                known.join(", ")
+            )
+            .into())
+        }
     }
 }
 

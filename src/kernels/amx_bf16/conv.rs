@@ -126,8 +126,14 @@ struct WeightGradPlan {
     /// Values in one input channel's row of the padded grid, a multiple of 32.
     lx: usize,
     offsets: Vec<usize>,
+    /// The blocks of a chunk of [`CHUNK`] positions, and of the last, shorter chunk.
     tiles: TilePlan,
+    last: Option<TilePlan>,
 }
+
+/// Positions a weight-gradient block sums: the gradient's three parts for 32 output channels
+/// (24 KiB) stay in L1 while every tap and input block runs over them.
+const CHUNK: usize = 128;
 
 impl WeightGradPlan {
     fn new(g: &ConvGeometry) -> Option<Self> {
@@ -145,18 +151,22 @@ impl WeightGradPlan {
         );
         // Step: 32 positions; the gradient's 2 × 16 channel rows, against 16 position pairs of
         // two tiles of 16 input channels.
-        let steps: Vec<Step> = (0..q32 / BLOCK)
-            .map(|step| {
-                let b0 = step * 16 * 2 * ci32;
-                Step {
-                    a0: step * BLOCK,
-                    a1: step * BLOCK + 16 * q32,
-                    b0,
-                    b1: b0 + BLOCK,
-                }
-            })
-            .collect();
-        let tiles = TilePlan::new(&steps, q32, 2 * ci32, co32 * q32, 3);
+        let plan = |positions: usize| {
+            let steps: Vec<Step> = (0..positions / BLOCK)
+                .map(|step| {
+                    let b0 = step * 16 * 2 * ci32;
+                    Step {
+                        a0: step * BLOCK,
+                        a1: step * BLOCK + 16 * q32,
+                        b0,
+                        b1: b0 + BLOCK,
+                    }
+                })
+                .collect();
+            TilePlan::new(&steps, q32, 2 * ci32, co32 * q32, 3)
+        };
+        let tiles = plan(CHUNK.min(q32));
+        let last = (q32 > CHUNK && !q32.is_multiple_of(CHUNK)).then(|| plan(q32 % CHUNK));
         Some(Self {
             c_in: g.in_channels,
             c_out: g.out_channels,
@@ -173,6 +183,7 @@ impl WeightGradPlan {
             lx,
             offsets,
             tiles,
+            last,
         })
     }
 
@@ -284,19 +295,25 @@ pub(crate) fn weight_grad(
                     }
                 }
                 let (a, c) = (flat.view::<u16>(), sum.view_mut::<f32>());
-                for (tap, &offset) in plan.offsets.iter().enumerate() {
-                    let b = pairs[offset % 2].view::<u16>();
-                    let row = offset / 2 * 2 * plan.ci32;
-                    for cib in (0..plan.ci32).step_by(BLOCK) {
-                        for ob in (0..plan.co32).step_by(BLOCK) {
-                            plan.tiles.block(
-                                proof,
-                                &a[ob * plan.q32..],
-                                &b[row + 2 * cib..],
-                                &mut c[ob * sum_stride + tap * plan.ci32 + cib..],
-                                sum_stride,
-                                true,
-                            );
+                for q0 in (0..plan.q32).step_by(CHUNK) {
+                    let tiles = match &plan.last {
+                        Some(last) if q0 + CHUNK > plan.q32 => last,
+                        _ => &plan.tiles,
+                    };
+                    for ob in (0..plan.co32).step_by(BLOCK) {
+                        for (tap, &offset) in plan.offsets.iter().enumerate() {
+                            let b = pairs[offset % 2].view::<u16>();
+                            let row = (q0 + offset) / 2 * 2 * plan.ci32;
+                            for cib in (0..plan.ci32).step_by(BLOCK) {
+                                tiles.block(
+                                    proof,
+                                    &a[ob * plan.q32 + q0..],
+                                    &b[row + 2 * cib..],
+                                    &mut c[ob * sum_stride + tap * plan.ci32 + cib..],
+                                    sum_stride,
+                                    true,
+                                );
+                            }
                         }
                     }
                 }
