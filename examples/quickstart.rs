@@ -9,8 +9,12 @@
 //!
 //! ```text
 //! cargo run --release --example quickstart                      # NdArray (CPU)
+//! cargo run --release --features flex --example quickstart -- --backend flex
 //! cargo run --release --features wgpu --example quickstart -- --backend wgpu
 //! ```
+
+#[path = "common/unknown_backend.rs"]
+mod unknown_backend;
 
 use std::time::Instant;
 
@@ -26,6 +30,7 @@ use burn_qnn::{
     models::{NetConfig, Precision},
     train::{TrainOptions, accuracy, fit, time_per_batch},
 };
+use unknown_backend::unknown_backend;
 
 const EPOCHS: usize = 40;
 
@@ -40,16 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "flex" => run::<Autodiff<burn::backend::Flex>>(),
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(),
-        other => {
-            let mut known = vec!["ndarray"];
-            known.extend(cfg!(feature = "flex").then_some("flex"));
-            known.extend(cfg!(feature = "wgpu").then_some("wgpu"));
-            Err(format!(
-                "unknown backend `{other}`: use {} (flex and wgpu need their cargo features)",
-                known.join(", ")
-            )
-            .into())
-        }
+        other => Err(unknown_backend(other).into()),
     }
 }
 

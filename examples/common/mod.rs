@@ -12,6 +12,8 @@
 //! learning-rate scale (`W_LR_scale = "Glorot"`; `--lr-scale none` turns it off), batch norm
 //! after every layer (`α = 0.1`, `ε = 1e-4`) and inputs scaled to `[−1, 1]`.
 
+mod unknown_backend;
+
 use std::{
     path::{Path, PathBuf},
     sync::PoisonError,
@@ -46,6 +48,7 @@ use burn_train::{
 };
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde_json::json;
+use unknown_backend::unknown_backend;
 
 /// Command-line options. The defaults that depend on the data set (the authors' script for
 /// it) are set by [`parse`] from its [`Defaults`], so that `--help` shows them.
@@ -253,16 +256,7 @@ fn run_backend(
                 burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
             >,
         >(args, defaults, config, data),
-        other => {
-            let mut known = vec!["ndarray"];
-            known.extend(cfg!(feature = "flex").then_some("flex"));
-            known.extend(cfg!(feature = "wgpu").then_some("wgpu"));
-            Err(format!(
-                "unknown backend `{other}`: use {} (flex and wgpu need their cargo features)",
-                known.join(", ")
-            )
-            .into())
-        }
+        other => Err(unknown_backend(other).into()),
     }
 }
 

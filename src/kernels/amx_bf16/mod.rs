@@ -139,3 +139,45 @@ impl AmxBf16 {
         ConvIsa::AmxBf16.is_available().then_some(AmxBf16(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every CPU feature a `#[target_feature]` function of the AMX path enables is one that
+    /// [`ConvIsa::is_available`] checks (calling it on a CPU without one would be undefined
+    /// behaviour).
+    #[test]
+    fn every_enabled_feature_is_checked() {
+        let checked = ["avx512f", "avx512bw", "avx512vl"];
+        let mut found = 0;
+        for source in [include_str!("split.rs"), include_str!("forward.rs")] {
+            let mut rest = source;
+            while let Some(at) = rest.find("#[target_feature(enable = \"") {
+                rest = &rest[at + "#[target_feature(enable = \"".len()..];
+                let features = &rest[..rest.find('"').expect("closing quote")];
+                for feature in features.split(',').map(str::trim) {
+                    assert!(checked.contains(&feature), "{feature} is not checked");
+                    found += 1;
+                }
+            }
+        }
+        assert!(found >= 4, "the scan found only {found} features");
+    }
+
+    #[test]
+    fn names_round_trip_and_forcing_checks_the_machine() {
+        for isa in ConvIsa::ALL {
+            assert_eq!(ConvIsa::parse(isa.name()), Some(isa));
+        }
+        assert_eq!(ConvIsa::parse(" AMX-BF16 "), Some(ConvIsa::AmxBf16));
+        assert_eq!(ConvIsa::parse("avx512"), None);
+        assert!(ConvIsa::Vector.is_available());
+        if !ConvIsa::AmxBf16.is_available() {
+            assert_eq!(
+                force_conv_isa(Some(ConvIsa::AmxBf16)),
+                Err(ConvIsaUnavailable(ConvIsa::AmxBf16))
+            );
+        }
+    }
+}
