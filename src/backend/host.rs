@@ -110,17 +110,15 @@ impl<B: HostFloat> QnnBackend for B {
                 PaddingMode::Zero => 0.0,
                 PaddingMode::PlusOne => 1.0,
             };
-            // The packed rows hold `[k_h, k_w, C']` per output channel (`C'` the padded channels).
-            let (words, row_len) = (weight.words(), weight.shape()[1]);
-            let (row_words, padded) = (words_per_row(row_len), geometry.padded_channels());
-            let sign = |o: usize, i: usize, tap: usize| {
-                let bit = tap * padded + i;
-                if words[o * row_words + bit / 64] >> (bit % 64) & 1 == 1 {
-                    -1.0
-                } else {
-                    1.0
-                }
-            };
+            // The packed rows hold `[k_h, k_w, C']` per output channel (`C'` the padded
+            // channels), each row a whole number of words.
+            let words = weight.words();
+            let row_bits = words_per_row(weight.shape()[1]) * 64;
+            let (bits, padded) = (
+                Bits::new(words, 64 * words.len()),
+                geometry.padded_channels(),
+            );
+            let sign = |o: usize, i: usize, tap: usize| bits.sign(o * row_bits + tap * padded + i);
             let on_tiles = B::with_f32(x.clone(), |values, _| {
                 amx_bf16::conv2d(
                     proof,

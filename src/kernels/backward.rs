@@ -63,7 +63,7 @@ impl<'a> Bits<'a> {
 
     /// `±1.0` for bit `i`: `+1` for 0, `−1` for 1.
     #[inline(always)]
-    pub(super) fn sign(&self, i: usize) -> f32 {
+    pub(crate) fn sign(&self, i: usize) -> f32 {
         f32::from_bit(self.bit(i))
     }
 
@@ -768,8 +768,8 @@ mod tests {
             (2, 64, 8, 8, 40, [3, 3], [1, 1], [1, 1], [1, 1]),
             (1, 33, 4, 3, 32, [1, 1], [1, 1], [1, 1], [1, 1]),
             (2, 5, 6, 17, 9, [2, 4], [1, 1], [1, 3], [2, 1]),
-            // Small images stacked on the AMX weight gradient's grid, a shorter stack after a
-            // full one in the same group.
+            // Batches that split into image groups of different sizes across the threads,
+            // small images.
             (8, 3, 15, 15, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
             (5, 6, 5, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1]),
         ];
@@ -795,10 +795,7 @@ mod tests {
             let (w_signs, w_band) = packed(&wt);
             for (pad_mode, pad) in [(PadMode::Zero, 0.0), (PadMode::PlusOne, 1.0)] {
                 let ((dx, dx_terms), (dw, dw_terms)) = reference(&g, pad, &x, &wt, &dy);
-                for amx in [None, AmxBf16::if_available()]
-                    .into_iter()
-                    .collect::<Vec<_>>()
-                {
+                for amx in std::iter::once(None).chain(AmxBf16::if_available().map(Some)) {
                     let path = if amx.is_some() { "AMX" } else { "f32" };
                     let mut got = vec![f32::NAN; x.len()];
                     input_grad_on(

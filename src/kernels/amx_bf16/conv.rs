@@ -2,13 +2,13 @@
 //!
 //! Channel counts are padded to multiples of 32 in the tile operands (the padded rows and
 //! columns of the sums are dropped). Images run in parallel, a group per thread, each with its
-//! own operand buffers, allocated once per call.
+//! own operand buffers (taken from the thread's spares, see `lines`).
 
 use rayon::prelude::*;
 
 use super::{
     AmxBf16,
-    grid::{BLOCK, GridConv, images_per_group, non_empty, tap_offsets},
+    grid::{BLOCK, GridConv, fill_border, images_per_group, stride_one_output, tap_offsets},
     lines::Lines,
     split::{self, BF16_ONE},
     tiles::{Step, TilePlan},
@@ -33,7 +33,7 @@ pub(crate) fn input_grad(
     g: &ConvGeometry,
     out: &mut [f32],
 ) -> bool {
-    let Some([oh, ow]) = non_empty(g) else {
+    let Some([oh, ow]) = stride_one_output(g) else {
         return false;
     };
     let reach = |axis: usize| g.dilation[axis] * (g.kernel[axis] - 1);
@@ -119,7 +119,6 @@ struct WeightGradPlan {
     oh: usize,
     ow: usize,
     pad: [usize; 2],
-    hp: usize,
     wp: usize,
     /// Flat output positions `(oh − 1)·wp + ow`, rounded up to 32.
     q32: usize,
@@ -137,7 +136,7 @@ const CHUNK: usize = 128;
 
 impl WeightGradPlan {
     fn new(g: &ConvGeometry) -> Option<Self> {
-        let [oh, ow] = non_empty(g)?;
+        let [oh, ow] = stride_one_output(g)?;
         let (hp, wp) = (g.height + 2 * g.padding[0], g.width + 2 * g.padding[1]);
         let q32 = ((oh - 1) * wp + ow).next_multiple_of(BLOCK);
         let offsets = tap_offsets(g, wp);
@@ -177,7 +176,6 @@ impl WeightGradPlan {
             oh,
             ow,
             pad: g.padding,
-            hp,
             wp,
             q32,
             lx,
@@ -191,17 +189,8 @@ impl WeightGradPlan {
     /// of each channel.
     fn input_buffer(&self, pad: u16) -> Lines {
         let mut buffer = Lines::zeros(2 * self.ci32 * self.lx);
-        let x = buffer.view_mut::<u16>();
-        for plane in x.chunks_mut(self.lx).take(self.c_in) {
-            for (y, row) in plane[..self.hp * self.wp].chunks_mut(self.wp).enumerate() {
-                let inside = (self.pad[0]..self.pad[0] + self.h).contains(&y);
-                for (x, value) in row.iter_mut().enumerate() {
-                    if !(inside && (self.pad[1]..self.pad[1] + self.w).contains(&x)) {
-                        *value = pad;
-                    }
-                }
-            }
-        }
+        let channels = &mut buffer.view_mut::<u16>()[..self.c_in * self.lx];
+        fill_border(channels, self.lx, [self.h, self.w], self.pad, pad);
         buffer
     }
 }
@@ -322,6 +311,7 @@ pub(crate) fn weight_grad(
         })
         .collect();
     // out[co, ci, tap] = Σ_groups sum[co, tap, ci]
+    let sums: Vec<&[f32]> = sums.iter().map(Lines::view).collect();
     for (index, value) in out.iter_mut().enumerate() {
         let (tap, ci, co) = (
             index % taps,
@@ -329,7 +319,7 @@ pub(crate) fn weight_grad(
             index / (taps * plan.c_in),
         );
         let at = co * sum_stride + tap * plan.ci32 + ci;
-        *value = sums.iter().map(|sum| sum.view::<f32>()[at]).sum();
+        *value = sums.iter().map(|sum| sum[at]).sum();
     }
     weight_blocked.cut(0, out);
     true

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::{
     AmxBf16,
-    grid::{GridConv, images_per_group, non_empty, tap_offsets},
+    grid::{GridConv, fill_border, images_per_group, stride_one_output, tap_offsets},
     split,
 };
 use crate::kernels::conv::ConvGeometry;
@@ -38,7 +38,7 @@ pub(crate) fn conv2d(
     g: &ConvGeometry,
     out: &mut [f32],
 ) -> bool {
-    let Some([oh, ow]) = non_empty(g) else {
+    let Some([oh, ow]) = stride_one_output(g) else {
         return false;
     };
     let (c_in, c_out, h, w) = (g.in_channels, g.out_channels, g.height, g.width);
@@ -70,16 +70,13 @@ pub(crate) fn conv2d(
             let mut buffers = conv.buffers();
             // The grid's border reads `pad`, in every channel (the weights of padding channels
             // are 0).
-            for row in buffers.planar_mut().chunks_mut(conv.grid_len) {
-                for (y, line) in row[..hp * wp].chunks_mut(wp).enumerate() {
-                    let inside = (ph..ph + h).contains(&y);
-                    for (x, value) in line.iter_mut().enumerate() {
-                        if !(inside && (pw..pw + w).contains(&x)) {
-                            *value = pad_pair;
-                        }
-                    }
-                }
-            }
+            fill_border(
+                buffers.planar_mut(),
+                conv.grid_len,
+                [h, w],
+                [ph, pw],
+                pad_pair,
+            );
             for (i, y) in images.chunks_mut(c_out * plane).enumerate() {
                 let n = first * group + i;
                 let x = &input[n * image_len..(n + 1) * image_len];

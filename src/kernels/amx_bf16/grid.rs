@@ -28,9 +28,9 @@ pub(super) fn tap_offsets(g: &ConvGeometry, width: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The output size of `g` where it is stride 1 and no size is zero (other convolutions run on
-/// the other paths).
-pub(super) fn non_empty(g: &ConvGeometry) -> Option<[usize; 2]> {
+/// The output size of `g` where the tiles take it: stride 1 and no size zero (other
+/// convolutions run on the other paths).
+pub(super) fn stride_one_output(g: &ConvGeometry) -> Option<[usize; 2]> {
     let [oh, ow] = g.output_size().ok()?;
     (g.batch > 0
         && g.in_channels > 0
@@ -41,6 +41,29 @@ pub(super) fn non_empty(g: &ConvGeometry) -> Option<[usize; 2]> {
         && ow > 0
         && g.stride == [1, 1])
     .then_some([oh, ow])
+}
+
+/// Writes `pad` on the border of each padded image in `planes` (planes of `plane_len` values,
+/// each starting with a grid of `[hp, wp]` = `[h + 2·p_h, w + 2·p_w]` values row-major, the image
+/// at `[p_h, p_w]`); the images and anything past the grid stay as they are.
+pub(super) fn fill_border<T: Copy>(
+    planes: &mut [T],
+    plane_len: usize,
+    [h, w]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    pad: T,
+) {
+    let wp = w + 2 * pw;
+    for plane in planes.chunks_mut(plane_len) {
+        for (y, line) in plane[..(h + 2 * ph) * wp].chunks_mut(wp).enumerate() {
+            if (ph..ph + h).contains(&y) {
+                line[..pw].fill(pad);
+                line[pw + w..].fill(pad);
+            } else {
+                line.fill(pad);
+            }
+        }
+    }
 }
 
 /// Images per group: one group per thread, of consecutive images.

@@ -120,7 +120,9 @@ fn vnni_layout(b: &[i8], n: usize, k: usize, padded_n: usize, steps: usize) -> V
 mod x86 {
     /// The 32 × 32 block of sums of 32 rows of `a` (from `a`, `a_stride` bytes apart, `steps`
     /// tiles deep) against two column blocks of `b` tiles (from `b`, `b_block` bytes apart, each
-    /// `steps` consecutive 1,024-byte tiles), written row-major to `sums`.
+    /// `steps` consecutive 1,024-byte tiles), written row-major to `sums`. Tiles (of
+    /// [`crate::kernels::amx::FULL_TILES`]): `tmm0..3` the 2 × 2 sums, `tmm4, 5` two tiles of
+    /// `a`, `tmm6, 7` two tiles of `b`.
     ///
     /// # Safety
     /// The process must be allowed AMX int8 (CPU support and Linux's permission), `steps ≥ 1`,
