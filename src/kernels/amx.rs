@@ -15,26 +15,33 @@ pub(crate) enum AmxUnit {
     Int8,
 }
 
-/// Whether the CPU reports AMX-TILE (bit 24) and `unit`.
+/// Whether the CPU reports AMX-TILE (bit 24) and `unit`. CPUID is asked once per process: in a
+/// virtual machine each CPUID traps to the hypervisor (tens of microseconds), and the kernels
+/// ask on every call.
 pub(crate) fn cpu_has(unit: AmxUnit) -> bool {
+    static LEAF_7_EDX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let edx = *LEAF_7_EDX.get_or_init(leaf_7_edx);
+    let bit = match unit {
+        AmxUnit::Bf16 => 22,
+        AmxUnit::Int8 => 25,
+    };
+    (edx >> 24) & 1 == 1 && (edx >> bit) & 1 == 1
+}
+
+/// Register EDX of CPUID leaf 7, sub-leaf 0 (0 where the CPU has no leaf 7).
+fn leaf_7_edx() -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         // Leaf 7 answers only where the CPU's highest leaf is 7 or above.
         let (max, _) = std::arch::x86_64::__get_cpuid_max(0);
         if max < 7 {
-            return false;
+            return 0;
         }
-        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-        let bit = match unit {
-            AmxUnit::Bf16 => 22,
-            AmxUnit::Int8 => 25,
-        };
-        (edx >> 24) & 1 == 1 && (edx >> bit) & 1 == 1
+        std::arch::x86_64::__cpuid_count(7, 0).edx
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = unit;
-        false
+        0
     }
 }
 

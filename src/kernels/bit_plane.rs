@@ -7,6 +7,8 @@
 //! `M`, the sum of the weight signs over the taps inside the image, is an exact integer too:
 //! the output equals the layer's float formula bit for bit, and so its packed inference form.
 
+use rayon::prelude::*;
+
 use super::{
     amx_bf16::{self, AmxBf16},
     backward::Bits,
@@ -87,11 +89,11 @@ pub fn bit_plane_conv2d_forward(
     if sums.is_empty() {
         return;
     }
-    for image in out.chunks_exact_mut(sums.len()) {
+    out.par_chunks_exact_mut(sums.len()).for_each(|image| {
         for (y, m) in image.iter_mut().zip(&sums) {
             *y = (*y - m * HALF_RANGE) / HALF_RANGE;
         }
-    }
+    });
 }
 
 /// The layer's weight gradient `[C_out, C_in, k_h, k_w]`: `grad_out` against the scaled inputs

@@ -312,15 +312,16 @@ pub(crate) fn weight_grad(
         .collect();
     // out[co, ci, tap] = Σ_groups sum[co, tap, ci]
     let sums: Vec<&[f32]> = sums.iter().map(Lines::view).collect();
-    for (index, value) in out.iter_mut().enumerate() {
-        let (tap, ci, co) = (
-            index % taps,
-            index / taps % plan.c_in,
-            index / (taps * plan.c_in),
-        );
-        let at = co * sum_stride + tap * plan.ci32 + ci;
-        *value = sums.iter().map(|sum| sum[at]).sum();
-    }
+    out.par_chunks_mut(taps * plan.c_in)
+        .enumerate()
+        .for_each(|(co, row)| {
+            for (ci, taps_of_ci) in row.chunks_mut(taps).enumerate() {
+                for (tap, value) in taps_of_ci.iter_mut().enumerate() {
+                    let at = co * sum_stride + tap * plan.ci32 + ci;
+                    *value = sums.iter().map(|sum| sum[at]).sum();
+                }
+            }
+        });
     weight_blocked.cut(0, out);
     true
 }

@@ -34,7 +34,7 @@ pub(crate) fn conv2d(
     input: &[f32],
     read: Input,
     pad: f32,
-    weight: impl Fn(usize, usize, usize) -> f32,
+    weight: impl Fn(usize, usize, usize) -> f32 + Sync,
     g: &ConvGeometry,
     out: &mut [f32],
 ) -> bool {

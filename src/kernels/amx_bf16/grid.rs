@@ -7,6 +7,8 @@
 //! so no im2col matrix is built. The few padding columns of each output row are computed and
 //! dropped.
 
+use rayon::prelude::*;
+
 use super::{
     AmxBf16,
     lines::Lines,
@@ -140,19 +142,26 @@ impl GridConv {
     /// The weights as pair-layout tiles, `weight(tap, i, o)` (bf16 bits) for each tap, input
     /// and output channel: per step (tap, block of 32 input channels), per 16 output channels,
     /// 16 rows (input channel pairs) of 16 × 2 bf16.
-    pub(super) fn weights(&self, weight: impl Fn(usize, usize, usize) -> u16) -> Lines {
+    /// Tiles are filled in parallel (this runs once per call, on every layer).
+    pub(super) fn weights(&self, weight: impl Fn(usize, usize, usize) -> u16 + Sync) -> Lines {
         let (in_blocks, out16) = (self.in32 / BLOCK, self.out32 / 16);
         let mut tiles = Lines::zeros(2 * self.taps * in_blocks * out16 * TILE);
-        for (index, value) in tiles.view_mut::<u16>().iter_mut().enumerate() {
-            let (j, o, pair) = (index % 2, index / 2 % 16, index / BLOCK % 16);
-            let tile = index / TILE;
+        let fill = |(tile, values): (usize, &mut [u16])| {
             let (ob, step) = (tile % out16, tile / out16);
             let (tap, ib) = (step / in_blocks, step % in_blocks);
-            let (i, o) = (ib * BLOCK + 2 * pair + j, ob * 16 + o);
-            if i < self.inputs && o < self.outputs {
-                *value = weight(tap, i, o);
+            for (index, value) in values.iter_mut().enumerate() {
+                let (j, o, pair) = (index % 2, index / 2 % 16, index / BLOCK);
+                let (i, o) = (ib * BLOCK + 2 * pair + j, ob * 16 + o);
+                if i < self.inputs && o < self.outputs {
+                    *value = weight(tap, i, o);
+                }
             }
-        }
+        };
+        tiles
+            .view_mut::<u16>()
+            .par_chunks_mut(TILE)
+            .enumerate()
+            .for_each(fill);
         tiles
     }
 
