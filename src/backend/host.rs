@@ -7,11 +7,13 @@
 //! of them.
 
 use burn::tensor::{Device, Int, Tensor, TensorData, backend::Backend};
+use rayon::iter::ParallelExtend;
 
 use super::QnnBackend;
 use super::{BatchNormGrads, BatchNormOutput, binary_backward};
 use crate::{
     kernels::{
+        adam::{self, AdamStep},
         amx_bf16::{self, AmxBf16},
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
@@ -104,7 +106,7 @@ impl<B: HostFloat> QnnBackend for B {
         let kernel_geometry = kernel_geometry(x.dims(), geometry);
         let [c_in, c_out] = geometry.channels;
         let [oh, ow] = geometry.output_size([h, w]);
-        let mut out = vec![0f32; n * c_out * oh * ow];
+        let mut out = zeros(n * c_out * oh * ow);
         if let Some(proof) = AmxBf16::active() {
             let pad = match geometry.padding_mode {
                 PaddingMode::Zero => 0.0,
@@ -160,7 +162,7 @@ impl<B: HostFloat> QnnBackend for B {
         let shape = norm_shape(&dims);
         let gamma = host_values(gamma);
         let beta = host_values(beta);
-        let mut y = vec![0f32; shape.len()];
+        let mut y = zeros(shape.len());
         let stats = B::with_f32(x, |x, _| {
             batch_norm_forward(x, shape, &gamma, &beta, epsilon, &mut y)
         });
@@ -188,7 +190,7 @@ impl<B: HostFloat> QnnBackend for B {
             .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
             .collect();
         let gamma = host_values(gamma);
-        let mut d_x = vec![0f32; shape.len()];
+        let mut d_x = zeros(shape.len());
         let (d_gamma, d_beta) = B::with_f32(grad, |grad, _| {
             B::with_f32(x, |x, _| {
                 batch_norm_backward(grad, x, shape, (&mean, &inv_std), &gamma, &mut d_x)
@@ -221,7 +223,7 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(input_shape, geometry);
-        let mut out = vec![0f32; g.input_len()];
+        let mut out = zeros(g.input_len());
         B::with_f32(grad_out, |grad, _| {
             backward::binary_conv2d_input_grad(
                 grad,
@@ -243,7 +245,7 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(input_shape, geometry);
-        let mut out = vec![0f32; g.weights_len()];
+        let mut out = zeros(g.weights_len());
         B::with_f32(grad_out, |grad, _| {
             backward::binary_conv2d_weight_grad(
                 grad,
@@ -273,7 +275,7 @@ impl<B: HostFloat> QnnBackend for B {
                 grad, b_signs, a_blocked, a_shape, b_shape,
             );
         };
-        let mut out = vec![0f32; a_shape.iter().product()];
+        let mut out = zeros(a_shape.iter().product());
         B::with_f32(grad, |grad, _| {
             backward::binary_matmul_lhs_grad(
                 grad,
@@ -300,7 +302,7 @@ impl<B: HostFloat> QnnBackend for B {
                 grad, a_signs, b_blocked, a_shape, b_shape,
             );
         };
-        let mut out = vec![0f32; b_shape.iter().product()];
+        let mut out = zeros(b_shape.iter().product());
         B::with_f32(grad, |grad, _| {
             backward::binary_matmul_rhs_grad(
                 grad,
@@ -324,7 +326,7 @@ impl<B: HostFloat> QnnBackend for B {
         bits: quant::Bits,
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(input_shape, geometry);
-        let mut out = vec![0f32; g.input_len()];
+        let mut out = zeros(g.input_len());
         B::with_f32(grad_out, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
             quantized_backward::binary_conv2d_input_grad(
@@ -349,7 +351,7 @@ impl<B: HostFloat> QnnBackend for B {
         bits: quant::Bits,
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(input_shape, geometry);
-        let mut out = vec![0f32; g.weights_len()];
+        let mut out = zeros(g.weights_len());
         B::with_f32(grad_out, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
             quantized_backward::binary_conv2d_weight_grad(
@@ -385,7 +387,7 @@ impl<B: HostFloat> QnnBackend for B {
                 b_shape,
             );
         };
-        let mut out = vec![0f32; a_shape.iter().product()];
+        let mut out = zeros(a_shape.iter().product());
         B::with_f32(grad, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
             quantized_backward::binary_matmul_lhs_grad(
@@ -418,7 +420,7 @@ impl<B: HostFloat> QnnBackend for B {
                 b_shape,
             );
         };
-        let mut out = vec![0f32; b_shape.iter().product()];
+        let mut out = zeros(b_shape.iter().product());
         B::with_f32(grad, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
             quantized_backward::binary_matmul_rhs_grad(
@@ -443,7 +445,7 @@ impl<B: HostFloat> QnnBackend for B {
             .output_size()
             .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
         let signs = host_values(quant::sign(weight));
-        let mut out = vec![0f32; g.batch * g.out_channels * oh * ow];
+        let mut out = zeros(g.batch * g.out_channels * oh * ow);
         B::with_f32(pixel_codes(x), |codes, _| {
             bit_plane_conv2d_forward(codes, &signs, &g, &mut out)
         });
@@ -458,7 +460,7 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(x.dims(), geometry);
-        let mut out = vec![0f32; g.weights_len()];
+        let mut out = zeros(g.weights_len());
         B::with_f32(grad_out, |grad, _| {
             B::with_f32(pixel_codes(x), |codes, _| {
                 bit_plane_conv2d_weight_grad(grad, codes, saved_bits(weight_blocked), &g, &mut out)
@@ -466,6 +468,34 @@ impl<B: HostFloat> QnnBackend for B {
         });
         let [kh, kw] = g.kernel;
         B::float_tensor(out, &[g.out_channels, g.in_channels, kh, kw])
+    }
+
+    /// [`adam::adam_step`]: one parallel pass, the same bits as the tensor ops.
+    fn qnn_adam_step<const D: usize>(
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        moments: Option<(Tensor<Self, D>, Tensor<Self, D>)>,
+        step: &AdamStep,
+    ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
+        let shape = param.dims();
+        let len = shape.iter().product();
+        let (mut theta, mut m, mut v) = (zeros(len), zeros(len), zeros(len));
+        let out = (&mut theta[..], &mut m[..], &mut v[..]);
+        B::with_f32(param, |param, _| {
+            B::with_f32(grad, |grad, _| match moments {
+                Some((m, v)) => B::with_f32(m, |m, _| {
+                    B::with_f32(v, |v, _| {
+                        adam::adam_step(step, param, grad, Some((m, v)), out)
+                    })
+                }),
+                None => adam::adam_step(step, param, grad, None, out),
+            })
+        });
+        (
+            B::float_tensor(theta, &shape),
+            B::float_tensor(m, &shape),
+            B::float_tensor(v, &shape),
+        )
     }
 
     /// [`pool::max_pool2d_forward`] on the tensor's values.
@@ -484,8 +514,8 @@ impl<B: HostFloat> QnnBackend for B {
         };
         let [oh, ow] = shape.output_size();
         let device = x.device();
-        let mut out = vec![0f32; n * c * oh * ow];
-        let mut indices = vec![0i64; out.len()];
+        let mut out = zeros(n * c * oh * ow);
+        let mut indices = zeros::<i64>(out.len());
         B::with_f32(x, |x, _| {
             pool::max_pool2d_forward(x, shape, &mut out, &mut indices)
         });
@@ -505,12 +535,25 @@ impl<B: HostFloat> QnnBackend for B {
             .convert::<i64>()
             .into_vec()
             .expect("i64 indices");
-        let mut out = vec![0f32; n * c * h * w];
+        let mut out = zeros(n * c * h * w);
         B::with_f32(grad, |grad, _| {
             pool::max_pool2d_backward(grad, &indices, n * c, &mut out)
         });
         B::float_tensor(out, &input_shape)
     }
+}
+
+/// An output buffer of `len` zeros, written by the threads for large buffers: the kernels write
+/// it in parallel anyway, and zeroing (or first touching) megabytes on the calling thread alone
+/// would leave the other cores idle.
+fn zeros<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> {
+    const PARALLEL_FROM: usize = 1 << 16;
+    if len < PARALLEL_FROM {
+        return vec![T::default(); len];
+    }
+    let mut values = Vec::with_capacity(len);
+    values.par_extend(rayon::iter::repeat_n(T::default(), len));
+    values
 }
 
 /// `[N, C, ..]` as the batch norm kernels' `[N, C, S]`.

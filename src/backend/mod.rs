@@ -103,6 +103,7 @@ use burn::tensor::{
 };
 
 use crate::{
+    kernels::adam::AdamStep,
     ops::{self, ConvGeometry, Encoding, HostPacked},
     quant::{self, Bits, Quantizer, quantizer},
 };
@@ -472,6 +473,40 @@ pub trait QnnBackend: Backend {
     ) -> Tensor<Self, 4> {
         let _ = grad_bits;
         Self::qnn_binary_conv2d(x, weight, geometry)
+    }
+
+    /// One Adam update of a parameter: `(θ, m, v)` after `step` from the parameter, its
+    /// gradient and the moments (`None` at the first step), with the arithmetic of Burn's `Adam`
+    /// (see [`crate::kernels::adam`]). The default is Burn's own sequence of tensor ops; the
+    /// host backends run [`crate::kernels::adam::adam_step`], one parallel pass that gives the
+    /// same bits. [`crate::optim::FusedAdam`] calls it.
+    fn qnn_adam_step<const D: usize>(
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        moments: Option<(Tensor<Self, D>, Tensor<Self, D>)>,
+        step: &AdamStep,
+    ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
+        let grad = match step.weight_decay {
+            Some(penalty) => param.clone().mul_scalar(penalty).add(grad),
+            None => grad,
+        };
+        let (g1, g2) = (
+            grad.clone().mul_scalar(1.0 - step.beta_1),
+            grad.square().mul_scalar(1.0 - step.beta_2),
+        );
+        let (m, v) = match moments {
+            Some((m, v)) => (
+                m.mul_scalar(step.beta_1).add(g1),
+                v.mul_scalar(step.beta_2).add(g2),
+            ),
+            None => (g1, g2),
+        };
+        let (factor, offset) = step.factors();
+        let delta = m
+            .clone()
+            .mul_scalar(factor)
+            .div(v.clone().sqrt().add_scalar(offset));
+        (param - delta.mul_scalar(step.lr), m, v)
     }
 
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the

@@ -13,6 +13,7 @@
 //! Bit planes of unsigned `b`-bit codes: row `r`, plane `p` (bit `p` of each code) is stored at
 //! words `(r·b + p)·words_per_row(k) ..`, in the same bit order.
 
+pub mod adam;
 mod amx;
 pub mod amx_bf16;
 pub mod backward;
