@@ -1,5 +1,6 @@
 //! One full training step (forward, squared hinge loss, backward, Adam update with latent-weight
-//! clipping) of the paper's CIFAR-10 network on `Autodiff<NdArray>`, side by side in one run:
+//! clipping; Adam is `burn_qnn::optim::FusedAdam`, Burn's Adam arithmetic in one pass per
+//! parameter) of the paper's CIFAR-10 network on `Autodiff<NdArray>`, side by side in one run:
 //!
 //! - `packed_<path>`: the crate's binary network (binary layers on packed kernels, whose autodiff
 //!   nodes keep only bits and compute their gradients from them), with its convolutions on each
@@ -22,7 +23,7 @@
 use burn::module::Module;
 use burn::{
     backend::{Autodiff, NdArray},
-    optim::{AdamConfig, GradientsParams, Optimizer},
+    optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
@@ -34,6 +35,7 @@ use burn_qnn::{
     loss::SquaredHingeLoss,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
     ops::binary_conv2d_reference,
+    optim::{FusedAdam, FusedAdamConfig},
     quant,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -108,7 +110,7 @@ fn saved_bytes(config: &NetConfig) -> (u64, u64) {
 /// One step: `forward`, the squared hinge loss, the backward pass and Adam with clipping.
 struct Step {
     net: Option<Net<B>>,
-    optim: ClipLatentWeights<burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, Net<B>, B>>,
+    optim: ClipLatentWeights<burn::optim::adaptor::OptimizerAdaptor<FusedAdam, Net<B>, B>>,
     images: Tensor<B, 4>,
     targets: Tensor<B, 1, Int>,
 }
@@ -117,7 +119,7 @@ impl Step {
     fn new(net: Net<B>, images: &Tensor<B, 4>, targets: &Tensor<B, 1, Int>) -> Self {
         Self {
             net: Some(net),
-            optim: ClipLatentWeights::new(AdamConfig::new().init()),
+            optim: ClipLatentWeights::new(FusedAdamConfig::new().init()),
             images: images.clone(),
             targets: targets.clone(),
         }

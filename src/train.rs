@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use burn::{
     config::Config,
     module::AutodiffModule,
-    optim::{AdamConfig, GradientsParams, Optimizer},
+    optim::{GradientsParams, Optimizer},
     tensor::{Device, ElementConversion, Tensor, backend::Backend},
 };
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,7 @@ use crate::{
     loss::SquaredHingeLoss,
     models::Net,
     nn::{LatentLrScale, LatentWeightsBefore},
+    optim::FusedAdamConfig,
 };
 
 /// Options of [`fit`].
@@ -137,7 +138,7 @@ pub fn fit_with<B: QnnAutodiffBackend>(
         "fit: the batch size must be positive"
     );
     let batcher = ImageBatcher::for_dataset(train);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = FusedAdamConfig::new().with_epsilon(1e-8).init();
     let steps = train.len().div_ceil(options.batch_size);
     let epochs = options.start_epoch.min(options.epochs)..options.epochs;
     let bar = crate::progress::bar(

@@ -24,7 +24,6 @@ use burn::{
     backend::{Autodiff, NdArray},
     data::dataloader::DataLoaderBuilder,
     module::Module,
-    optim::AdamConfig,
     record::{FullPrecisionSettings, NamedMpkFileRecorder},
     tensor::Device,
 };
@@ -39,6 +38,7 @@ use burn_qnn::{
     },
     models::{NetConfig, Precision, summary},
     nn::LatentLrScale,
+    optim::FusedAdamConfig,
     quant::Bits,
     train::{accuracy, time_per_batch},
 };
@@ -312,7 +312,7 @@ fn run_on<B: QnnAutodiffBackend>(
     // the latent weights clipped after each step, the learning rate decaying exponentially at
     // every step from --lr to --final-lr.
     let steps_per_epoch = train.len().div_ceil(args.batch_size);
-    let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init())
+    let optim = ClipLatentWeights::new(FusedAdamConfig::new().with_epsilon(1e-8).init())
         .with_lr_scale(args.lr_scale);
     println!(
         "Adam, lr {:e} → {:e}, latent-weight lr scale {}",

@@ -28,7 +28,9 @@
 //! authors' Theano code (BinaryNet, `Train-time/`), and how to get each part here:
 //!
 //! - **Adam** (β1 0.9, β2 0.999, ε 1e-8, the Lasagne defaults of the scripts):
-//!   `AdamConfig::new().with_epsilon(1e-8)` (Burn's default ε is 1e-5).
+//!   [`FusedAdamConfig::new().with_epsilon(1e-8)`](crate::optim::FusedAdamConfig) (Burn's
+//!   `Adam` in one parallel pass per parameter on the CPU backends; Burn's `AdamConfig` works
+//!   too; Burn's default ε is 1e-5).
 //! - **Squared hinge loss** `mean(max(0, 1 − t·y)²)` on `±1` one-hot targets: the
 //!   [`TrainStep`](burn_train::TrainStep) of [`Net`](crate::models::Net)
 //!   ([`classification_output`]).
@@ -52,7 +54,6 @@
 //!
 //! use burn::backend::{Autodiff, NdArray};
 //! use burn::data::dataloader::DataLoaderBuilder;
-//! use burn::optim::AdamConfig;
 //! use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 //! use burn_train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 //! use burn_train::{Learner, SupervisedTraining};
@@ -60,6 +61,7 @@
 //! use burn_qnn::learner::{AtomicFileRecorder, ClipLatentWeights, EpochSummaryRenderer, decay_over_run};
 //! use burn_qnn::models::NetConfig;
 //! use burn_qnn::nn::LatentLrScale;
+//! use burn_qnn::optim::FusedAdamConfig;
 //!
 //! type B = Autodiff<NdArray>;
 //! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
@@ -69,7 +71,7 @@
 //! let (epochs, steps) = (5, data.train.len().div_ceil(50));
 //!
 //! let net = NetConfig::new(1, 8, vec![], vec![64]).init::<B>(&Default::default());
-//! let optim = ClipLatentWeights::new(AdamConfig::new().with_epsilon(1e-8).init())
+//! let optim = ClipLatentWeights::new(FusedAdamConfig::new().with_epsilon(1e-8).init())
 //!     .with_lr_scale(LatentLrScale::Glorot);
 //! let schedule = decay_over_run(1e-3, 3e-7, epochs, steps)?;
 //! let renderer = EpochSummaryRenderer::new(epochs);

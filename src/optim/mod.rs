@@ -1,6 +1,9 @@
 //! Optimizers and learning-rate schedules from the binarized-neural-network recipe
 //! (Hubara, Courbariaux et al.).
 //!
+//! * [`FusedAdam`]: Adam with Burn's arithmetic in one parallel pass per parameter on the host
+//!   backends (the optimizer update of a training step otherwise runs a dozen single-threaded
+//!   tensor ops per parameter).
 //! * [`ShiftAdaMax`]: the paper's shift-based AdaMax, a Burn
 //!   [`SimpleOptimizer`](burn::optim::SimpleOptimizer) whose update multipliers are all powers
 //!   of two (so that a multiplication can be replaced by a bit shift).
@@ -10,8 +13,10 @@
 //!   every step) or [`StepLrScheduler`](burn::lr_scheduler::step::StepLrScheduler) (once per
 //!   epoch), from `(initial_lr, final_lr, steps)`.
 
+pub mod fused_adam;
 pub mod lr_decay;
 pub mod shift_adamax;
 
+pub use fused_adam::*;
 pub use lr_decay::*;
 pub use shift_adamax::*;

@@ -135,6 +135,7 @@ macro_rules! backend_tests {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::training_ops::max_pool_matches_burn::<AD>(&device());
                 crate::training_ops::bit_plane_conv_gradients::<AD>(&device());
+                crate::training_ops::fused_adam_matches_burn_adam::<AD>(&device());
             }
 
             #[test]

@@ -155,3 +155,49 @@ pub fn bit_plane_conv_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
         );
     }
 }
+
+/// [`FusedAdam`](burn_qnn::optim::FusedAdam) gives Burn's `Adam`'s parameters bit for bit over
+/// several steps (moments carried between them), with and without weight decay, on a layer
+/// whose parameter counts span more than one of the host kernel's parallel chunks.
+pub fn fused_adam_matches_burn_adam<B: QnnAutodiffBackend>(device: &B::Device) {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer, decay::WeightDecayConfig};
+    use burn_qnn::optim::FusedAdamConfig;
+
+    let (d_in, d_out, batch) = (181, 97, 5);
+    for decay in [None, Some(WeightDecayConfig::new(0.05))] {
+        let model: Linear<B> = LinearConfig::new(d_in, d_out).init(device);
+        // Parameters initialise lazily, each clone on its own: draw them once before cloning.
+        let _ = (model.weight.val(), model.bias.as_ref().map(|b| b.val()));
+        let (mut ours, mut burns) = (model.clone(), model);
+        let mut fused = FusedAdamConfig::new()
+            .with_weight_decay(decay.clone())
+            .init::<B, Linear<B>>();
+        let mut adam = AdamConfig::new()
+            .with_weight_decay(decay.clone())
+            .init::<B, Linear<B>>();
+        for step in 0..4u64 {
+            let x = tensor::<B, 2>(
+                uniform(batch * d_in, -1.0, 1.0, 10 + step),
+                [batch, d_in],
+                device,
+            );
+            let r = tensor::<B, 2>(
+                uniform(batch * d_out, -1.0, 1.0, 20 + step),
+                [batch, d_out],
+                device,
+            );
+            let loss = |m: &Linear<B>| (m.forward(x.clone()) * r.clone()).sum();
+            let grads = GradientsParams::from_grads(loss(&ours).backward(), &ours);
+            ours = fused.step(1e-2, ours, grads);
+            let grads = GradientsParams::from_grads(loss(&burns).backward(), &burns);
+            burns = adam.step(1e-2, burns, grads);
+            let weights = |m: &Linear<B>| values(m.weight.val().inner());
+            let bias = |m: &Linear<B>| values(m.bias.as_ref().unwrap().val().inner());
+            let what = format!("step {step}, weight decay {}", decay.is_some());
+            let before = weights(&ours);
+            assert_exact(&what, &before, &before, &weights(&burns));
+            assert_exact(&what, &bias(&ours), &bias(&ours), &bias(&burns));
+        }
+    }
+}
