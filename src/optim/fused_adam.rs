@@ -32,7 +32,7 @@ use crate::kernels::adam::AdamStep;
 /// let device = Default::default();
 /// let model: Linear<B> = LinearConfig::new(4, 2).init(&device);
 /// let mut optimizer = FusedAdamConfig::new().init();
-/// let loss = model.forward(Tensor::ones([3, 4], &device)).sum();
+/// let loss = model.forward(Tensor::<B, 2>::ones([3, 4], &device)).sum();
 /// let grads = GradientsParams::from_grads(loss.backward(), &model);
 /// let model = optimizer.step(1e-3, model, grads);
 /// # let _ = model;
