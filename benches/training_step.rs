@@ -136,6 +136,14 @@ impl Step {
 
 fn training_step(c: &mut Criterion) {
     let env = |name: &str| std::env::var(name).ok();
+    // As the examples do (`burn_qnn::memory`); `BURN_QNN_BENCH_MALLOC=default` leaves glibc's
+    // defaults, to see the difference.
+    if env("BURN_QNN_BENCH_MALLOC").as_deref() != Some("default") {
+        println!(
+            "freed memory kept for reuse: {}",
+            burn_qnn::memory::keep_freed_memory()
+        );
+    }
     let width: f64 = env("BURN_QNN_BENCH_WIDTH")
         .and_then(|w| w.parse().ok())
         .unwrap_or(0.25);

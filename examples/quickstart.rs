@@ -35,6 +35,9 @@ use unknown_backend::unknown_backend;
 const EPOCHS: usize = 40;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Training frees and allocates the same large tensors every step: keep freed memory for
+    // reuse (glibc; a no-op elsewhere).
+    burn_qnn::memory::keep_freed_memory();
     let backend = std::env::args()
         .skip_while(|a| a != "--backend")
         .nth(1)

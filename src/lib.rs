@@ -57,6 +57,7 @@ pub mod kernels;
 #[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod learner;
 pub mod loss;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -232,6 +232,9 @@ where
 /// Runs the whole job on the backend the arguments name; on an error, prints it and exits
 /// with status 1.
 pub fn run(args: &Args, defaults: &Defaults, config: NetConfig, data: TrainTest) {
+    // Each step frees and allocates the same large tensors: keep freed memory for reuse
+    // instead of faulting its pages in again (glibc; a no-op elsewhere).
+    burn_qnn::memory::keep_freed_memory();
     if let Err(e) = run_backend(args, defaults, config, data) {
         eprintln!("error: {e}");
         std::process::exit(1);
