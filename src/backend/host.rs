@@ -16,11 +16,12 @@ use crate::{
         adam::{self, AdamStep},
         amx_bf16::{self, AmxBf16},
         backward::{self, Bits, MatmulShape},
-        batch_norm::{NormShape, batch_norm_backward, batch_norm_forward},
+        batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
         conv,
         pool::{self, PoolShape},
         quantized_backward::{self, QuantizedGrad},
+        uninit::written,
         words_per_row,
     },
     nn::pixel_codes,
@@ -106,7 +107,7 @@ impl<B: HostFloat> QnnBackend for B {
         let kernel_geometry = kernel_geometry(x.dims(), geometry);
         let [c_in, c_out] = geometry.channels;
         let [oh, ow] = geometry.output_size([h, w]);
-        let mut out = zeros(n * c_out * oh * ow);
+        let len = n * c_out * oh * ow;
         if let Some(proof) = AmxBf16::active() {
             let pad = match geometry.padding_mode {
                 PaddingMode::Zero => 0.0,
@@ -121,21 +122,25 @@ impl<B: HostFloat> QnnBackend for B {
                 geometry.padded_channels(),
             );
             let sign = |o: usize, i: usize, tap: usize| bits.sign(o * row_bits + tap * padded + i);
+            let mut out = Vec::with_capacity(len);
             let on_tiles = B::with_f32(x.clone(), |values, _| {
-                amx_bf16::conv2d(
+                amx_bf16::conv2d_into(
                     proof,
                     values,
                     amx_bf16::Input::Signs,
                     pad,
                     sign,
                     &kernel_geometry,
-                    &mut out,
+                    &mut out.spare_capacity_mut()[..len],
                 )
             });
             if on_tiles {
+                // SAFETY: `conv2d_into` wrote every slot, as it does where it returns `true`.
+                unsafe { out.set_len(len) };
                 return B::float_tensor(out, &[n, c_out, oh, ow]);
             }
         }
+        let mut out = zeros(len);
         let weights = weight.conv_weights(c_in, geometry.kernel);
         let pad = pad_mode(geometry.padding_mode);
         B::with_f32(x, |values, _| {
@@ -151,7 +156,7 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(out, &[n, c_out, oh, ow])
     }
 
-    /// [`batch_norm_forward`]: statistics and output in two passes.
+    /// [`crate::kernels::batch_norm::batch_norm_forward`]: statistics and output in two passes.
     fn qnn_batch_norm_train<const D: usize>(
         x: Tensor<Self, D>,
         gamma: Tensor<Self, 1>,
@@ -162,10 +167,16 @@ impl<B: HostFloat> QnnBackend for B {
         let shape = norm_shape(&dims);
         let gamma = host_values(gamma);
         let beta = host_values(beta);
-        let mut y = zeros(shape.len());
-        let stats = B::with_f32(x, |x, _| {
-            batch_norm_forward(x, shape, &gamma, &beta, epsilon, &mut y)
-        });
+        let mut stats = None;
+        // SAFETY: `batch_norm_forward_into` writes every slot.
+        let y = unsafe {
+            written(shape.len(), |y| {
+                stats = Some(B::with_f32(x, |x, _| {
+                    batch_norm_forward_into(x, shape, &gamma, &beta, epsilon, y)
+                }))
+            })
+        };
+        let stats = stats.expect("the forward ran");
         (
             B::float_tensor(y, &dims),
             B::float_tensor(stats.mean, &[shape.channels]),
@@ -173,7 +184,7 @@ impl<B: HostFloat> QnnBackend for B {
         )
     }
 
-    /// [`batch_norm_backward`]: two passes over the gradient and the input.
+    /// [`crate::kernels::batch_norm::batch_norm_backward`]: two passes over the gradient and the input.
     fn qnn_batch_norm_backward<const D: usize>(
         grad: Tensor<Self, D>,
         x: Tensor<Self, D>,
@@ -190,12 +201,18 @@ impl<B: HostFloat> QnnBackend for B {
             .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
             .collect();
         let gamma = host_values(gamma);
-        let mut d_x = zeros(shape.len());
-        let (d_gamma, d_beta) = B::with_f32(grad, |grad, _| {
-            B::with_f32(x, |x, _| {
-                batch_norm_backward(grad, x, shape, (&mean, &inv_std), &gamma, &mut d_x)
+        let mut grads = None;
+        // SAFETY: `batch_norm_backward_into` writes every slot.
+        let d_x = unsafe {
+            written(shape.len(), |d_x| {
+                grads = Some(B::with_f32(grad, |grad, _| {
+                    B::with_f32(x, |x, _| {
+                        batch_norm_backward_into(grad, x, shape, (&mean, &inv_std), &gamma, d_x)
+                    })
+                }))
             })
-        });
+        };
+        let (d_gamma, d_beta) = grads.expect("the backward ran");
         (
             B::float_tensor(d_x, &dims),
             B::float_tensor(d_gamma, &[shape.channels]),
@@ -479,18 +496,32 @@ impl<B: HostFloat> QnnBackend for B {
     ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
         let shape = param.dims();
         let len = shape.iter().product();
-        let (mut theta, mut m, mut v) = (zeros(len), zeros(len), zeros(len));
-        let out = (&mut theta[..], &mut m[..], &mut v[..]);
+        let (mut theta, mut m, mut v) = (
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+        );
+        let out = (
+            &mut theta.spare_capacity_mut()[..len],
+            &mut m.spare_capacity_mut()[..len],
+            &mut v.spare_capacity_mut()[..len],
+        );
         B::with_f32(param, |param, _| {
             B::with_f32(grad, |grad, _| match moments {
                 Some((m, v)) => B::with_f32(m, |m, _| {
                     B::with_f32(v, |v, _| {
-                        adam::adam_step(step, param, grad, Some((m, v)), out)
+                        adam::adam_step_into(step, param, grad, Some((m, v)), out)
                     })
                 }),
-                None => adam::adam_step(step, param, grad, None, out),
+                None => adam::adam_step_into(step, param, grad, None, out),
             })
         });
+        // SAFETY: `adam_step_into` wrote every slot of the three.
+        unsafe {
+            theta.set_len(len);
+            m.set_len(len);
+            v.set_len(len);
+        }
         (
             B::float_tensor(theta, &shape),
             B::float_tensor(m, &shape),
@@ -514,11 +545,21 @@ impl<B: HostFloat> QnnBackend for B {
         };
         let [oh, ow] = shape.output_size();
         let device = x.device();
-        let mut out = zeros(n * c * oh * ow);
-        let mut indices = zeros::<i64>(out.len());
+        let len = n * c * oh * ow;
+        let (mut out, mut indices) = (Vec::with_capacity(len), Vec::with_capacity(len));
         B::with_f32(x, |x, _| {
-            pool::max_pool2d_forward(x, shape, &mut out, &mut indices)
+            pool::max_pool2d_forward_into(
+                x,
+                shape,
+                &mut out.spare_capacity_mut()[..len],
+                &mut indices.spare_capacity_mut()[..len],
+            )
         });
+        // SAFETY: `max_pool2d_forward_into` wrote every slot of both.
+        unsafe {
+            out.set_len(len);
+            indices.set_len(len);
+        }
         let indices = Tensor::from_data(TensorData::new(indices, [n, c, oh, ow]), &device);
         (B::float_tensor(out, &[n, c, oh, ow]), indices)
     }

@@ -12,7 +12,11 @@
 //! θ = θ − lr · (c·m) / (sqrt(v) + ε·b₂)
 //! ```
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit::as_slots;
 
 /// The scalars of one Adam step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,6 +102,22 @@ pub fn adam_step(
     moments: Option<(&[f32], &[f32])>,
     (param_out, m_out, v_out): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
+    // SAFETY: `adam_step_into` writes only initialized values.
+    let out = unsafe { (as_slots(param_out), as_slots(m_out), as_slots(v_out)) };
+    adam_step_into(step, param, grad, moments, out)
+}
+
+/// Slots of one output of [`adam_step_into`].
+type Slots<'a> = &'a mut [MaybeUninit<f32>];
+
+/// [`adam_step`] into slots it writes every one of (so the outputs need not be initialized).
+pub(crate) fn adam_step_into(
+    step: &AdamStep,
+    param: &[f32],
+    grad: &[f32],
+    moments: Option<(&[f32], &[f32])>,
+    (param_out, m_out, v_out): (Slots<'_>, Slots<'_>, Slots<'_>),
+) {
     let len = param.len();
     let lengths = [grad.len(), param_out.len(), m_out.len(), v_out.len()];
     let moment_lengths = moments.map_or([len; 2], |(m, v)| [m.len(), v.len()]);
@@ -108,7 +128,7 @@ pub fn adam_step(
     );
     let (factor, offset) = step.factors();
     // Plain zipped loops, one per case, so that the compiler vectorizes them.
-    let chunk = |i: usize, (theta, (m, v)): (&mut [f32], (&mut [f32], &mut [f32]))| {
+    let chunk = |i: usize, (theta, (m, v)): (Slots<'_>, (Slots<'_>, Slots<'_>))| {
         let range = i * CHUNK..i * CHUNK + theta.len();
         let inputs = param[range.clone()].iter().zip(&grad[range.clone()]);
         let outputs = theta.iter_mut().zip(m).zip(v);
@@ -116,12 +136,18 @@ pub fn adam_step(
             Some((m_before, v_before)) => {
                 let before = m_before[range.clone()].iter().zip(&v_before[range]);
                 for (((theta, m), v), ((&p, &g), (&mb, &vb))) in outputs.zip(inputs.zip(before)) {
-                    (*theta, *m, *v) = step.update_with(factor, offset, p, g, Some((mb, vb)));
+                    let (t, mm, vv) = step.update_with(factor, offset, p, g, Some((mb, vb)));
+                    theta.write(t);
+                    m.write(mm);
+                    v.write(vv);
                 }
             }
             None => {
                 for (((theta, m), v), (&p, &g)) in outputs.zip(inputs) {
-                    (*theta, *m, *v) = step.update_with(factor, offset, p, g, None);
+                    let (t, mm, vv) = step.update_with(factor, offset, p, g, None);
+                    theta.write(t);
+                    m.write(mm);
+                    v.write(vv);
                 }
             }
         }

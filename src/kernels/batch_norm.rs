@@ -8,7 +8,11 @@
 //!
 //! Statistics run in parallel over channels, the element-wise passes over images.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit::as_slots;
 
 /// The shape `[N, C, S]` of batch-normalized data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +81,19 @@ pub fn batch_norm_forward(
     epsilon: f64,
     y: &mut [f32],
 ) -> NormStats {
+    // SAFETY: `batch_norm_forward_into` writes only initialized values.
+    batch_norm_forward_into(x, shape, gamma, beta, epsilon, unsafe { as_slots(y) })
+}
+
+/// [`batch_norm_forward`] into slots it writes every one of (so `y` need not be initialized).
+pub(crate) fn batch_norm_forward_into(
+    x: &[f32],
+    shape: NormShape,
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    y: &mut [MaybeUninit<f32>],
+) -> NormStats {
     shape.check("the input", x.len());
     shape.check("the output", y.len());
     assert!(
@@ -113,7 +130,7 @@ pub fn batch_norm_forward(
         let src = &x[(n * shape.channels + c) * shape.spatial..][..shape.spatial];
         let (mean, scale, beta) = (mean[c], scale[c], beta[c]);
         for (o, &v) in out.iter_mut().zip(src) {
-            *o = (v - mean) * scale + beta;
+            o.write((v - mean) * scale + beta);
         }
     });
     NormStats {
@@ -135,6 +152,20 @@ pub fn batch_norm_backward(
     stats: (&[f32], &[f32]),
     gamma: &[f32],
     dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    // SAFETY: `batch_norm_backward_into` writes only initialized values.
+    batch_norm_backward_into(dy, x, shape, stats, gamma, unsafe { as_slots(dx) })
+}
+
+/// [`batch_norm_backward`] into slots it writes every one of (so `dx` need not be
+/// initialized).
+pub(crate) fn batch_norm_backward_into(
+    dy: &[f32],
+    x: &[f32],
+    shape: NormShape,
+    stats: (&[f32], &[f32]),
+    gamma: &[f32],
+    dx: &mut [MaybeUninit<f32>],
 ) -> (Vec<f32>, Vec<f32>) {
     let (mean, inv_std) = stats;
     shape.check("the output gradient", dy.len());
@@ -165,7 +196,7 @@ pub fn batch_norm_backward(
         let offset = k * d_beta[c] / m;
         let slope = k * inv_std[c] * d_gamma[c] / m;
         for ((o, &g), &v) in out.iter_mut().zip(g).zip(v) {
-            *o = k * g - offset - slope * (v - mean[c]);
+            o.write(k * g - offset - slope * (v - mean[c]));
         }
     });
     (d_gamma, d_beta)
@@ -228,12 +259,16 @@ fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
 }
 
 /// Calls `f(n, c, run)` on every image `n` and channel `c`'s run of `out`, images in parallel.
-fn for_each_image(shape: NormShape, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+fn for_each_image(
+    shape: NormShape,
+    out: &mut [MaybeUninit<f32>],
+    f: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
+) {
     let image = shape.channels * shape.spatial;
     if image == 0 {
         return;
     }
-    let per_image = |(n, out): (usize, &mut [f32])| {
+    let per_image = |(n, out): (usize, &mut [MaybeUninit<f32>])| {
         for (c, run) in out.chunks_mut(shape.spatial.max(1)).enumerate() {
             f(n, c, run)
         }

@@ -36,6 +36,7 @@ mod tile_avx2;
 mod tile_avx512;
 mod tile_portable;
 mod transpose;
+pub(crate) mod uninit;
 pub mod xnor;
 
 /// Bits per packed word.

@@ -7,7 +7,11 @@
 //! its index is the position `iy·W + ix` inside the plane. A window of NaN only gives `−∞` and
 //! index 0, as Burn's does (NaN is never larger).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit::as_slots;
 
 /// The shapes of a max-pooling: input `[batch·channels, height, width]` planes and the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +65,19 @@ impl PoolShape {
 /// # Panics
 /// If a length does not match `shape`.
 pub fn max_pool2d_forward(x: &[f32], shape: PoolShape, out: &mut [f32], indices: &mut [i64]) {
+    // SAFETY: `max_pool2d_forward_into` writes only initialized values.
+    let (out, indices) = unsafe { (as_slots(out), as_slots(indices)) };
+    max_pool2d_forward_into(x, shape, out, indices)
+}
+
+/// [`max_pool2d_forward`] into slots it writes every one of (so `out` and `indices` need not be
+/// initialized).
+pub(crate) fn max_pool2d_forward_into(
+    x: &[f32],
+    shape: PoolShape,
+    out: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<i64>],
+) {
     let [oh, ow] = shape.output_size();
     let (plane, out_plane) = (shape.plane_len(), oh * ow);
     assert_eq!(x.len(), shape.planes * plane, "max pool: input length");
@@ -93,8 +110,8 @@ pub fn max_pool2d_forward(x: &[f32], shape: PoolShape, out: &mut [f32], indices:
                             }
                         }
                     }
-                    out[oy * ow + ox] = best;
-                    indices[oy * ow + ox] = best_at as i64;
+                    out[oy * ow + ox].write(best);
+                    indices[oy * ow + ox].write(best_at as i64);
                 }
             }
         });
@@ -103,7 +120,13 @@ pub fn max_pool2d_forward(x: &[f32], shape: PoolShape, out: &mut [f32], indices:
 /// One plane of a 2×2, stride-2 pooling (the paper's): the generic loop's result, written so
 /// that the compiler vectorizes it (each window's four values compared in row-major order with
 /// selects, no branches).
-fn pool_2x2_plane(x: &[f32], w: usize, [oh, ow]: [usize; 2], out: &mut [f32], indices: &mut [i64]) {
+fn pool_2x2_plane(
+    x: &[f32],
+    w: usize,
+    [oh, ow]: [usize; 2],
+    out: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<i64>],
+) {
     let rows = out.chunks_exact_mut(ow).zip(indices.chunks_exact_mut(ow));
     for (oy, (out, indices)) in rows.enumerate().take(oh) {
         let top_at = 2 * oy * w;
@@ -128,8 +151,8 @@ fn pool_2x2_plane(x: &[f32], w: usize, [oh, ow]: [usize; 2], out: &mut [f32], in
                 best = if larger { v } else { best };
                 best_at = if larger { at } else { best_at };
             }
-            *out = best;
-            *index = best_at;
+            out.write(best);
+            index.write(best_at);
         }
     }
 }

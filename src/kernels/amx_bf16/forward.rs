@@ -3,6 +3,8 @@
 //! (the bit-plane layer's 8-bit codes against ±1 weights). Their sums are of small integers
 //! below 2^24, exact in f32 in any order, so the result equals the packed kernels' bit for bit.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::{
@@ -10,7 +12,7 @@ use super::{
     grid::{GridConv, fill_border, images_per_group, stride_one_output, tap_offsets},
     split,
 };
-use crate::kernels::conv::ConvGeometry;
+use crate::kernels::{conv::ConvGeometry, uninit::as_slots};
 
 /// What the convolution reads of its input values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,21 @@ pub(crate) fn conv2d(
     weight: impl Fn(usize, usize, usize) -> f32 + Sync,
     g: &ConvGeometry,
     out: &mut [f32],
+) -> bool {
+    // SAFETY: `conv2d_into` writes only initialized values.
+    conv2d_into(proof, input, read, pad, weight, g, unsafe { as_slots(out) })
+}
+
+/// [`conv2d`] into slots: where it returns `true` it has written every one of them (so `out`
+/// need not be initialized); where `false`, none.
+pub(crate) fn conv2d_into(
+    proof: AmxBf16,
+    input: &[f32],
+    read: Input,
+    pad: f32,
+    weight: impl Fn(usize, usize, usize) -> f32 + Sync,
+    g: &ConvGeometry,
+    out: &mut [MaybeUninit<f32>],
 ) -> bool {
     let Some([oh, ow]) = stride_one_output(g) else {
         return false;
@@ -100,7 +117,9 @@ pub(crate) fn conv2d(
                 for (o, plane) in y.chunks_mut(plane).enumerate() {
                     let sums = buffers.channel(o, conv.rows);
                     for (oy, row) in plane.chunks_mut(ow).enumerate() {
-                        row.copy_from_slice(&sums[oy * wp..][..ow]);
+                        for (slot, &sum) in row.iter_mut().zip(&sums[oy * wp..][..ow]) {
+                            slot.write(sum);
+                        }
                     }
                 }
             }

@@ -34,7 +34,7 @@ mod split;
 mod tiles;
 
 pub(crate) use conv::{input_grad, weight_grad};
-pub(crate) use forward::{Input, conv2d};
+pub(crate) use forward::{Input, conv2d, conv2d_into};
 pub use split::split3;
 
 use super::amx::{self, AmxUnit};
