@@ -167,16 +167,14 @@ impl<B: HostFloat> QnnBackend for B {
         let shape = norm_shape(&dims);
         let gamma = host_values(gamma);
         let beta = host_values(beta);
-        let mut stats = None;
         // SAFETY: `batch_norm_forward_into` writes every slot.
-        let y = unsafe {
+        let (y, stats) = unsafe {
             written(shape.len(), |y| {
-                stats = Some(B::with_f32(x, |x, _| {
+                B::with_f32(x, |x, _| {
                     batch_norm_forward_into(x, shape, &gamma, &beta, epsilon, y)
-                }))
+                })
             })
         };
-        let stats = stats.expect("the forward ran");
         (
             B::float_tensor(y, &dims),
             B::float_tensor(stats.mean, &[shape.channels]),
@@ -184,7 +182,8 @@ impl<B: HostFloat> QnnBackend for B {
         )
     }
 
-    /// [`crate::kernels::batch_norm::batch_norm_backward`]: two passes over the gradient and the input.
+    /// [`crate::kernels::batch_norm::batch_norm_backward`]: two passes over the gradient and
+    /// the input.
     fn qnn_batch_norm_backward<const D: usize>(
         grad: Tensor<Self, D>,
         x: Tensor<Self, D>,
@@ -201,18 +200,16 @@ impl<B: HostFloat> QnnBackend for B {
             .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
             .collect();
         let gamma = host_values(gamma);
-        let mut grads = None;
         // SAFETY: `batch_norm_backward_into` writes every slot.
-        let d_x = unsafe {
+        let (d_x, (d_gamma, d_beta)) = unsafe {
             written(shape.len(), |d_x| {
-                grads = Some(B::with_f32(grad, |grad, _| {
+                B::with_f32(grad, |grad, _| {
                     B::with_f32(x, |x, _| {
                         batch_norm_backward_into(grad, x, shape, (&mean, &inv_std), &gamma, d_x)
                     })
-                }))
+                })
             })
         };
-        let (d_gamma, d_beta) = grads.expect("the backward ran");
         (
             B::float_tensor(d_x, &dims),
             B::float_tensor(d_gamma, &[shape.channels]),
@@ -496,32 +493,24 @@ impl<B: HostFloat> QnnBackend for B {
     ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
         let shape = param.dims();
         let len = shape.iter().product();
-        let (mut theta, mut m, mut v) = (
-            Vec::with_capacity(len),
-            Vec::with_capacity(len),
-            Vec::with_capacity(len),
-        );
-        let out = (
-            &mut theta.spare_capacity_mut()[..len],
-            &mut m.spare_capacity_mut()[..len],
-            &mut v.spare_capacity_mut()[..len],
-        );
-        B::with_f32(param, |param, _| {
-            B::with_f32(grad, |grad, _| match moments {
-                Some((m, v)) => B::with_f32(m, |m, _| {
-                    B::with_f32(v, |v, _| {
-                        adam::adam_step_into(step, param, grad, Some((m, v)), out)
-                    })
-                }),
-                None => adam::adam_step_into(step, param, grad, None, out),
+        let update = |out: (adam::Slots<'_>, adam::Slots<'_>, adam::Slots<'_>)| {
+            B::with_f32(param, |param, _| {
+                B::with_f32(grad, |grad, _| match moments {
+                    Some((m, v)) => B::with_f32(m, |m, _| {
+                        B::with_f32(v, |v, _| {
+                            adam::adam_step_into(step, param, grad, Some((m, v)), out)
+                        })
+                    }),
+                    None => adam::adam_step_into(step, param, grad, None, out),
+                })
             })
-        });
-        // SAFETY: `adam_step_into` wrote every slot of the three.
-        unsafe {
-            theta.set_len(len);
-            m.set_len(len);
-            v.set_len(len);
-        }
+        };
+        // SAFETY: `adam_step_into` writes every slot of the three.
+        let (theta, (m, (v, ()))) = unsafe {
+            written(len, |theta| {
+                written(len, |m| written(len, |v| update((theta, m, v))))
+            })
+        };
         (
             B::float_tensor(theta, &shape),
             B::float_tensor(m, &shape),
@@ -546,20 +535,16 @@ impl<B: HostFloat> QnnBackend for B {
         let [oh, ow] = shape.output_size();
         let device = x.device();
         let len = n * c * oh * ow;
-        let (mut out, mut indices) = (Vec::with_capacity(len), Vec::with_capacity(len));
-        B::with_f32(x, |x, _| {
-            pool::max_pool2d_forward_into(
-                x,
-                shape,
-                &mut out.spare_capacity_mut()[..len],
-                &mut indices.spare_capacity_mut()[..len],
-            )
-        });
-        // SAFETY: `max_pool2d_forward_into` wrote every slot of both.
-        unsafe {
-            out.set_len(len);
-            indices.set_len(len);
-        }
+        // SAFETY: `max_pool2d_forward_into` writes every slot of both.
+        let (out, (indices, ())) = unsafe {
+            written(len, |out| {
+                written(len, |indices| {
+                    B::with_f32(x, |x, _| {
+                        pool::max_pool2d_forward_into(x, shape, out, indices)
+                    })
+                })
+            })
+        };
         let indices = Tensor::from_data(TensorData::new(indices, [n, c, oh, ow]), &device);
         (B::float_tensor(out, &[n, c, oh, ow]), indices)
     }

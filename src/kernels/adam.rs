@@ -108,7 +108,7 @@ pub fn adam_step(
 }
 
 /// Slots of one output of [`adam_step_into`].
-type Slots<'a> = &'a mut [MaybeUninit<f32>];
+pub(crate) type Slots<'a> = &'a mut [MaybeUninit<f32>];
 
 /// [`adam_step`] into slots it writes every one of (so the outputs need not be initialized).
 pub(crate) fn adam_step_into(

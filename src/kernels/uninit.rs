@@ -4,17 +4,21 @@
 
 use std::mem::MaybeUninit;
 
-/// A vector of `len` values, every one written by `write`.
+/// A vector of `len` values, every one written by `write`, with what `write` returns. Nest
+/// calls for several outputs of one kernel.
 ///
 /// # Safety
 /// `write` must initialize every element of the slice it is given (or panic: then nothing is
 /// returned and nothing is read).
-pub(crate) unsafe fn written<T>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+pub(crate) unsafe fn written<T, R>(
+    len: usize,
+    write: impl FnOnce(&mut [MaybeUninit<T>]) -> R,
+) -> (Vec<T>, R) {
     let mut values = Vec::with_capacity(len);
-    write(&mut values.spare_capacity_mut()[..len]);
+    let result = write(&mut values.spare_capacity_mut()[..len]);
     // SAFETY: the first `len` elements were initialized by `write` (the caller's promise).
     unsafe { values.set_len(len) };
-    values
+    (values, result)
 }
 
 /// `values` as slots to write.
@@ -34,13 +38,14 @@ mod tests {
     #[test]
     fn written_values_come_back_in_order() {
         // SAFETY: the closure writes every slot.
-        let values = unsafe {
+        let (values, count) = unsafe {
             written(5, |slots| {
                 for (i, slot) in slots.iter_mut().enumerate() {
                     slot.write(i as f32 * 1.5);
                 }
+                slots.len()
             })
         };
-        assert_eq!(values, [0.0, 1.5, 3.0, 4.5, 6.0]);
+        assert_eq!((values, count), (vec![0.0, 1.5, 3.0, 4.5, 6.0], 5));
     }
 }
