@@ -19,6 +19,10 @@
 //! `cargo bench --bench training_step` (width 0.25, batch 50). `BURN_QNN_BENCH_WIDTH=1` runs the
 //! full-width network; there the float steps take minutes each, so they run only with
 //! `BURN_QNN_BENCH_FLOAT=1`.
+//!
+//! As the examples do, the bench keeps freed memory for reuse (`burn_qnn::memory`) and runs the
+//! steps on one of rayon's workers (`burn_qnn::threads`); `BURN_QNN_BENCH_MALLOC=default` and
+//! `BURN_QNN_BENCH_LOOP_THREAD=outside` turn these off, to measure what each is worth.
 
 use burn::module::Module;
 use burn::{
@@ -143,6 +147,12 @@ fn training_step(c: &mut Criterion) {
             "freed memory kept for reuse: {}",
             burn_qnn::memory::keep_freed_memory()
         );
+    }
+    // As the examples do (`burn_qnn::threads`); `BURN_QNN_BENCH_LOOP_THREAD=outside` keeps this
+    // thread out of rayon's pool, to see the difference.
+    if env("BURN_QNN_BENCH_LOOP_THREAD").as_deref() != Some("outside") {
+        let threads = burn_qnn::threads::use_this_thread().expect("rayon's pool not started yet");
+        println!("the loop's thread is one of rayon's {threads} workers");
     }
     let width: f64 = env("BURN_QNN_BENCH_WIDTH")
         .and_then(|w| w.parse().ok())

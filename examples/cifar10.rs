@@ -14,6 +14,7 @@ mod common;
 use burn_qnn::{data::cifar10, models::NetConfig};
 
 fn main() {
+    common::prepare_process();
     let defaults = common::Defaults {
         name: "cifar10",
         epochs: 500,

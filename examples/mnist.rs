@@ -13,6 +13,7 @@ mod common;
 use burn_qnn::{data::mnist, models::NetConfig};
 
 fn main() {
+    common::prepare_process();
     let defaults = common::Defaults {
         name: "mnist",
         epochs: 1000,

@@ -36,8 +36,12 @@ const EPOCHS: usize = 40;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Training frees and allocates the same large tensors every step: keep freed memory for
-    // reuse (glibc; a no-op elsewhere).
+    // reuse (glibc; a no-op elsewhere). And this thread, which runs the training loop, becomes
+    // one of rayon's workers, so that the kernels' parallel work starts on it at once.
     burn_qnn::memory::keep_freed_memory();
+    if let Err(e) = burn_qnn::threads::use_this_thread() {
+        eprintln!("warning: {e}");
+    }
     let backend = std::env::args()
         .skip_while(|a| a != "--backend")
         .nth(1)

@@ -16,6 +16,7 @@ use burn_qnn::{
 };
 
 fn main() {
+    common::prepare_process();
     let defaults = common::Defaults {
         name: "svhn",
         epochs: 200,

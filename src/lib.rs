@@ -64,6 +64,7 @@ pub mod ops;
 pub mod optim;
 mod progress;
 pub mod quant;
+pub mod threads;
 pub mod train;
 
 pub use backend::{QnnAutodiffBackend, QnnBackend};

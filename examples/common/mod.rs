@@ -229,12 +229,23 @@ where
     Args::from_arg_matches(&matches)
 }
 
+/// Sets the process up for training on the CPU; call it first thing in `main`, before
+/// anything runs in parallel.
+///
+/// - Each step frees and allocates the same large tensors: freed memory is kept for reuse
+///   instead of faulting its pages in again (glibc; a no-op elsewhere).
+/// - The training loop's thread (this one) becomes one of rayon's workers, so that the
+///   kernels' parallel work starts on it at once (`burn_qnn::threads`).
+pub fn prepare_process() {
+    burn_qnn::memory::keep_freed_memory();
+    if let Err(e) = burn_qnn::threads::use_this_thread() {
+        eprintln!("warning: {e}");
+    }
+}
+
 /// Runs the whole job on the backend the arguments name; on an error, prints it and exits
 /// with status 1.
 pub fn run(args: &Args, defaults: &Defaults, config: NetConfig, data: TrainTest) {
-    // Each step frees and allocates the same large tensors: keep freed memory for reuse
-    // instead of faulting its pages in again (glibc; a no-op elsewhere).
-    burn_qnn::memory::keep_freed_memory();
     if let Err(e) = run_backend(args, defaults, config, data) {
         eprintln!("error: {e}");
         std::process::exit(1);
