@@ -13,19 +13,20 @@ use super::QnnBackend;
 use super::{BatchNormGrads, BatchNormOutput, binary_backward};
 use crate::{
     kernels::{
+        WORD_BITS,
         adam::{self, AdamStep},
         amx_bf16::{self, AmxBf16},
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
-        conv,
+        conv, pack,
         pool::{self, PoolShape},
         quantized_backward::{self, QuantizedGrad},
         uninit::written,
         words_per_row,
     },
     nn::pixel_codes,
-    ops::{ConvGeometry, Encoding, HostPacked, PaddingMode},
+    ops::{ConvGeometry, Encoding, HostPacked, PaddingMode, check_weight_shape},
     quant,
 };
 
@@ -59,6 +60,19 @@ impl<B: HostFloat> QnnBackend for B {
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
         B::with_f32(x, |values, shape| HostPacked::pack(values, shape, encoding))
+    }
+
+    /// [`pack::pack_conv_weight_signs`]: straight from the weights' values, output channels in
+    /// parallel, without the permuted and padded copy of the portable path.
+    fn qnn_pack_conv_weights(weight: Tensor<Self, 4>, geometry: &ConvGeometry) -> HostPacked {
+        let dims = check_weight_shape(weight.dims(), geometry);
+        let [c_out, _, kh, kw] = dims;
+        let padded = geometry.padded_channels();
+        let mut words = vec![0u64; c_out * kh * kw * padded / WORD_BITS];
+        B::with_f32(weight, |values, _| {
+            pack::pack_conv_weight_signs(values, dims, padded, &mut words)
+        });
+        HostPacked::from_words(words, vec![c_out, kh * kw * padded], Encoding::Signs)
     }
 
     fn qnn_packed_shape(packed: &HostPacked) -> Vec<usize> {

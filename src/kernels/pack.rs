@@ -48,6 +48,46 @@ pub fn pack_signs_with(isa: Isa, src: &[f32], rows: usize, k: usize, out: &mut [
     }
 }
 
+/// Packs the signs of convolution weights `[C_out, C_in, k_h, k_w]` (row-major `src`) into
+/// rows `[C_out, k_h·k_w·padded]`: in output channel `o`'s row, tap `t = y·k_w + x` and input
+/// channel `i` at bit `t·padded + i` (bit 1 where the value is `< 0`), the `padded − C_in`
+/// bits after each tap's channels 0 (+1). The same bits as [`pack_signs`] of the weights
+/// permuted to `[C_out, k_h, k_w, C_in]` and zero-padded to `padded` channels; `padded` must be
+/// a multiple of 64, so that each tap starts a word. Output channels run in parallel.
+///
+/// # Panics
+/// If `padded` is below `C_in` or not a multiple of 64, or a length does not match.
+pub fn pack_conv_weight_signs(src: &[f32], dims: [usize; 4], padded: usize, out: &mut [u64]) {
+    let [c_out, c_in, kh, kw] = dims;
+    assert!(
+        padded >= c_in && padded.is_multiple_of(64),
+        "pack_conv_weight_signs: {padded} padded channels for {c_in} input channels"
+    );
+    super::check_len("pack_conv_weight_signs: source length", src.len(), &dims);
+    let (taps, tap_words) = (kh * kw, padded / 64);
+    super::check_len(
+        "pack_conv_weight_signs: output length",
+        out.len(),
+        &[c_out, taps, tap_words],
+    );
+    if out.is_empty() {
+        return;
+    }
+    let per_output = c_in * taps;
+    out.par_chunks_mut(taps * tap_words)
+        .enumerate()
+        .for_each(|(o, row)| {
+            row.fill(0);
+            let weights = &src[o * per_output..(o + 1) * per_output];
+            for (i, taps_of_i) in weights.chunks(taps.max(1)).enumerate() {
+                for (tap, &w) in taps_of_i.iter().enumerate() {
+                    let bit = tap * padded + i;
+                    row[bit / 64] |= u64::from(w < 0.0) << (bit % 64);
+                }
+            }
+        });
+}
+
 /// Packs the signs of the columns of a row-major `[k, n]` matrix: output row `c` holds column `c`.
 pub fn pack_signs_columns(src: &[f32], k: usize, n: usize, out: &mut [u64]) {
     pack_signs_columns_with(active_isa(), src, k, n, out)
@@ -467,6 +507,42 @@ pub(super) mod tests {
     /// The transpose of a row-major `[k, n]` matrix.
     fn transposed(src: &[f32], k: usize, n: usize) -> Vec<f32> {
         (0..n * k).map(|i| src[(i % k) * n + i / k]).collect()
+    }
+
+    /// Convolution weights packed per tap equal the signs of the weights permuted to
+    /// `[C_out, k_h, k_w, C_in]` and zero-padded, channel counts off the word size included.
+    #[test]
+    fn conv_weight_signs_match_the_permuted_padded_rows() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for dims in [
+            [3usize, 5, 3, 3],
+            [32, 64, 3, 3],
+            [7, 65, 2, 3],
+            [2, 130, 1, 1],
+            [1, 1, 1, 1],
+        ] {
+            let [c_out, c_in, kh, kw] = dims;
+            let padded = c_in.next_multiple_of(64);
+            let src = values(&mut rng, c_out * c_in * kh * kw);
+            let k = kh * kw * padded;
+            let mut rows = vec![0.0f32; c_out * k];
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for tap in 0..kh * kw {
+                        rows[o * k + tap * padded + i] = src[(o * c_in + i) * kh * kw + tap];
+                    }
+                }
+            }
+            let mut out = vec![u64::MAX; c_out * words_per_row(k)];
+            pack_conv_weight_signs(&src, dims, padded, &mut out);
+            assert_eq!(out, ref_signs(&rows, c_out, k), "{dims:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "padded channels")]
+    fn conv_weight_signs_need_word_aligned_taps() {
+        pack_conv_weight_signs(&[1.0; 70 * 9], [1, 70, 3, 3], 70, &mut [0; 10]);
     }
 
     #[test]

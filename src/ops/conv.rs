@@ -357,13 +357,13 @@ pub(crate) fn check_shapes(x: &[usize; 4], w: &[usize; 4], geometry: &ConvGeomet
     geometry.output_size([x[2], x[3]]);
 }
 
-/// Packs the signs of `weight` `[C_out, C_in, k_h, k_w]` into rows `[C_out, k_h·k_w·C']` (the
-/// portable body of [`QnnBackend::qnn_pack_conv_weights`]).
-pub(crate) fn pack_weights_portable<B: QnnBackend>(
-    weight: Tensor<B, 4>,
-    geometry: &ConvGeometry,
-) -> B::Packed {
-    let [c_out, c_in, kh, kw] = weight.dims();
+/// The dimensions `[C_out, C_in, k_h, k_w]` of convolution weights of shape `dims`, checked
+/// against `geometry`.
+///
+/// # Panics
+/// If they do not match the geometry's channels and kernel.
+pub(crate) fn check_weight_shape(dims: [usize; 4], geometry: &ConvGeometry) -> [usize; 4] {
+    let [c_out, c_in, kh, kw] = dims;
     assert_eq!(
         [c_in, c_out, kh, kw],
         [
@@ -372,9 +372,18 @@ pub(crate) fn pack_weights_portable<B: QnnBackend>(
             geometry.kernel[0],
             geometry.kernel[1]
         ],
-        "binary conv2d: weight shape {:?} does not match the geometry",
-        weight.dims()
+        "binary conv2d: weight shape {dims:?} does not match the geometry",
     );
+    dims
+}
+
+/// Packs the signs of `weight` `[C_out, C_in, k_h, k_w]` into rows `[C_out, k_h·k_w·C']` (the
+/// portable body of [`QnnBackend::qnn_pack_conv_weights`]).
+pub(crate) fn pack_weights_portable<B: QnnBackend>(
+    weight: Tensor<B, 4>,
+    geometry: &ConvGeometry,
+) -> B::Packed {
+    let [c_out, c_in, kh, kw] = check_weight_shape(weight.dims(), geometry);
     let extra = geometry.padded_channels() - c_in;
     let rows = weight
         .permute([0, 2, 3, 1])
