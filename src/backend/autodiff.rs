@@ -138,6 +138,17 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         }
     }
 
+    /// An update after the optimizer's step, not a differentiable op: the inner backend's
+    /// kernel on the values, untracked.
+    fn qnn_latent_update<const D: usize>(
+        w: Tensor<Self, D>,
+        before: Option<(Tensor<Self, D>, f64)>,
+        clip: bool,
+    ) -> Tensor<Self, D> {
+        let before = before.map(|(old, scale)| (old.inner(), scale));
+        Tensor::from_inner(B::qnn_latent_update(w.inner(), before, clip))
+    }
+
     fn qnn_batch_norm_train<const D: usize>(
         x: Tensor<Self, D>,
         gamma: Tensor<Self, 1>,

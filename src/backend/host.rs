@@ -19,7 +19,9 @@ use crate::{
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
-        conv, pack,
+        conv,
+        latent::latent_update_into,
+        pack,
         pool::{self, PoolShape},
         quantized_backward::{self, QuantizedGrad},
         uninit::written,
@@ -530,6 +532,26 @@ impl<B: HostFloat> QnnBackend for B {
             B::float_tensor(m, &shape),
             B::float_tensor(v, &shape),
         )
+    }
+
+    fn qnn_latent_update<const D: usize>(
+        w: Tensor<Self, D>,
+        before: Option<(Tensor<Self, D>, f64)>,
+        clip: bool,
+    ) -> Tensor<Self, D> {
+        let shape = w.dims();
+        // SAFETY: `latent_update_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(shape.iter().product(), |out| {
+                B::with_f32(w, |w, _| match before {
+                    Some((old, scale)) => B::with_f32(old, |old, _| {
+                        latent_update_into(w, Some((old, scale as f32)), clip, out)
+                    }),
+                    None => latent_update_into(w, None, clip, out),
+                })
+            })
+        };
+        B::float_tensor(out, &shape)
     }
 
     /// [`pool::max_pool2d_forward`] on the tensor's values.

@@ -509,6 +509,26 @@ pub trait QnnBackend: Backend {
         (param - delta.mul_scalar(step.lr), m, v)
     }
 
+    /// A latent weight after an optimizer step, under the paper's rules: with `before`
+    /// `Some((W₀, s))` (the weight before the step and the layer's learning-rate scale),
+    /// `W₀ + (W − W₀)·s`; then, with `clip`, clipped to `[−1, 1]` (see
+    /// [`crate::kernels::latent`]). The default is Burn's tensor ops; the host backends run
+    /// [`crate::kernels::latent::latent_update`], one parallel pass that gives the same bits, and
+    /// `Autodiff` runs its inner backend's (the result is not tracked).
+    /// [`crate::learner::ClipLatentWeights`], [`crate::nn::clip_latent_weights`] and
+    /// [`crate::train::fit`] call it.
+    fn qnn_latent_update<const D: usize>(
+        w: Tensor<Self, D>,
+        before: Option<(Tensor<Self, D>, f64)>,
+        clip: bool,
+    ) -> Tensor<Self, D> {
+        let w = match before {
+            Some((old, scale)) => old.clone() + (w - old) * scale,
+            None => w,
+        };
+        if clip { w.clamp(-1.0, 1.0) } else { w }
+    }
+
     /// `sign(x) ⊛ sign(w)`, weights unpacked. `Autodiff` overrides it to attach the
     /// straight-through gradients while keeping only packed bits for the backward pass.
     fn qnn_binary_conv2d(

@@ -27,6 +27,7 @@ mod float_gemm;
 pub mod im2col;
 pub mod int8;
 pub mod isa;
+pub mod latent;
 pub mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;

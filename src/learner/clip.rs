@@ -7,7 +7,10 @@ use burn::{
     tensor::backend::AutodiffBackend,
 };
 
-use crate::nn::{LatentLrScale, LatentWeightsBefore};
+use crate::{
+    QnnBackend,
+    nn::{LatentLrScale, LatentWeightsBefore},
+};
 
 /// Wraps a Burn [`Optimizer`] and, after each of its steps, applies the paper's rules to the
 /// module's latent weights (the `weight`s of the binary and quantized layers, the same
@@ -108,7 +111,7 @@ impl<O, M, B> Optimizer<M, B> for ClipLatentWeights<O>
 where
     O: Optimizer<M, B>,
     M: AutodiffModule<B>,
-    B: AutodiffBackend,
+    B: AutodiffBackend + QnnBackend,
 {
     type Record = O::Record;
 

@@ -5,9 +5,11 @@ use std::{collections::HashMap, fmt, str::FromStr};
 
 use burn::{
     module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId},
-    tensor::{Tensor, backend::Backend},
+    tensor::Tensor,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::QnnBackend;
 
 /// The module types whose `weight` is a latent weight (binarized or quantized in the forward).
 const LATENT_OWNERS: [&str; 6] = [
@@ -69,7 +71,7 @@ impl LatentPath {
 /// let layer = clip_latent_weights(layer);
 /// assert!(layer.weight.val().abs().max().into_scalar() <= 1.0);
 /// ```
-pub fn clip_latent_weights<B: Backend, M: Module<B>>(module: M) -> M {
+pub fn clip_latent_weights<B: QnnBackend, M: Module<B>>(module: M) -> M {
     LatentWeightsBefore::none().finish(module, true)
 }
 
@@ -182,12 +184,12 @@ pub fn latent_weight_fans(dims: &[usize]) -> (usize, usize) {
 /// weight `W` into `W_old + scale·(W_step − W_old)` (the authors' code's rule), then clip.
 /// The one implementation of the latent-weight update, shared by
 /// `burn_qnn::learner::ClipLatentWeights` and [`crate::train::fit`].
-pub(crate) struct LatentWeightsBefore<B: Backend> {
+pub(crate) struct LatentWeightsBefore<B: QnnBackend> {
     /// Per latent weight with a scale other than 1: its value flattened, and the scale.
     weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
 }
 
-impl<B: Backend> LatentWeightsBefore<B> {
+impl<B: QnnBackend> LatentWeightsBefore<B> {
     /// Nothing kept: [`LatentWeightsBefore::finish`] only clips.
     pub(crate) fn none() -> Self {
         Self {
@@ -229,13 +231,13 @@ impl<B: Backend> LatentWeightsBefore<B> {
 }
 
 /// Collects the latent weights whose scale is not 1.
-struct LatentKeeper<B: Backend> {
+struct LatentKeeper<B: QnnBackend> {
     path: LatentPath,
     scale: LatentLrScale,
     weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for LatentKeeper<B> {
+impl<B: QnnBackend> ModuleVisitor<B> for LatentKeeper<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -259,13 +261,13 @@ impl<B: Backend> ModuleVisitor<B> for LatentKeeper<B> {
 }
 
 /// Scales the kept latent weights' updates and clips the latent weights.
-struct LatentUpdater<'a, B: Backend> {
+struct LatentUpdater<'a, B: QnnBackend> {
     path: LatentPath,
     before: &'a mut HashMap<ParamId, (Tensor<B, 1>, f64)>,
     clip: bool,
 }
 
-impl<B: Backend> ModuleMapper<B> for LatentUpdater<'_, B> {
+impl<B: QnnBackend> ModuleMapper<B> for LatentUpdater<'_, B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -282,16 +284,10 @@ impl<B: Backend> ModuleMapper<B> for LatentUpdater<'_, B> {
         let clip = self.clip;
         param.map(|w| {
             let require_grad = w.is_require_grad();
-            let mut w = w.detach();
-            if let Some((old, scale)) = before {
-                let old = old.reshape(w.dims());
-                w = old.clone() + (w - old) * scale;
-            }
-            if clip {
-                w = w.clamp(-1.0, 1.0);
-            }
-            // Detached last: only a leaf can be tracked again.
             let w = w.detach();
+            let before = before.map(|(old, scale)| (old.reshape(w.dims()), scale));
+            // Detached last: only a leaf can be tracked again.
+            let w = B::qnn_latent_update(w, before, clip).detach();
             if require_grad { w.require_grad() } else { w }
         })
     }

@@ -136,6 +136,8 @@ macro_rules! backend_tests {
                 crate::training_ops::max_pool_matches_burn::<AD>(&device());
                 crate::training_ops::bit_plane_conv_gradients::<AD>(&device());
                 crate::training_ops::fused_adam_matches_burn_adam::<AD>(&device());
+                crate::training_ops::latent_update_matches_burn_ops::<B>(&device());
+                crate::training_ops::latent_update_matches_burn_ops::<AD>(&device());
             }
 
             #[test]

@@ -201,3 +201,30 @@ pub fn fused_adam_matches_burn_adam<B: QnnAutodiffBackend>(device: &B::Device) {
         }
     }
 }
+
+/// `QnnBackend::qnn_latent_update` gives the bits of Burn's tensor ops for the paper's rules
+/// (`W₀ + (W − W₀)·s`, then clipping to `[−1, 1]`), each rule on and off, on a weight longer
+/// than one of the host kernel's parallel chunks; under `Autodiff` the result is untracked.
+pub fn latent_update_matches_burn_ops<B: QnnBackend>(device: &B::Device) {
+    let (rows, cols) = (151, 223);
+    let step = tensor::<B, 2>(uniform(rows * cols, -3.0, 3.0, 31), [rows, cols], device);
+    let old = tensor::<B, 2>(uniform(rows * cols, -1.0, 1.0, 32), [rows, cols], device);
+    let scale = 23.4567;
+    for clip in [false, true] {
+        for with_old in [false, true] {
+            let before = with_old.then(|| (old.clone(), scale));
+            let got = B::qnn_latent_update(step.clone().require_grad(), before, clip);
+            assert!(!got.is_require_grad());
+            let mut expected = step.clone();
+            if with_old {
+                expected = old.clone() + (expected - old.clone()) * scale;
+            }
+            if clip {
+                expected = expected.clamp(-1.0, 1.0);
+            }
+            let what = format!("clip {clip}, W₀ {with_old}");
+            let inputs = values(step.clone());
+            assert_exact(&what, &inputs, &values(got), &values(expected));
+        }
+    }
+}
