@@ -6,13 +6,21 @@
 //! - backward, with `x̂ = (x − μ)·r`, `r = 1/sqrt(σ² + ε)` and `M = N·S`: `∂β_c = Σ dy`,
 //!   `∂γ_c = Σ dy·x̂`, `∂x = γ_c·r_c·(dy − ∂β_c/M − x̂·∂γ_c/M)`.
 //!
-//! Statistics run in parallel over channels, the element-wise passes over images.
+//! Both run image by image, images in parallel, as the layers around them do (so that each
+//! thread reads mostly what it wrote): per-image partial sums, added up per channel in image
+//! order (the same result on any number of threads), then the element-wise pass. The f64
+//! reductions run on AVX-512 where the CPU has it, lane for lane as the portable code (the same
+//! bits).
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::uninit::as_slots;
+use super::{
+    CheckedIsa,
+    isa::{Isa, active_isa},
+    uninit::as_slots,
+};
 
 /// The shape `[N, C, S]` of batch-normalized data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +49,9 @@ impl NormShape {
         self.batch * self.spatial
     }
 
-    /// The runs of channel `c`: `S` values in each image.
-    fn runs<'a>(&self, data: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
-        let (image, s) = (self.channels * self.spatial, self.spatial);
-        (0..self.batch).map(move |n| &data[n * image + c * s..n * image + (c + 1) * s])
+    /// Channel `c`'s run in image `n`.
+    fn run<'a>(&self, data: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        &data[(n * self.channels + c) * self.spatial..][..self.spatial]
     }
 
     fn check(&self, what: &str, len: usize) {
@@ -104,21 +111,22 @@ pub(crate) fn batch_norm_forward_into(
         beta.len()
     );
     let m = shape.per_channel().max(1) as f64;
-    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape.channels)
-        .into_par_iter()
-        .map(|c| {
-            // One pass: the sums of `d = x − K` and `d²` for a `K` from the channel (its first
-            // value), so that the difference below does not cancel digits of a large mean.
-            let shift = shape.runs(x, c).next().map_or(0.0, |run| run[0] as f64);
-            let (sum, squares) = shape
-                .runs(x, c)
-                .map(|run| lane_moments(run, shift))
-                .fold((0.0, 0.0), |(s, q), (rs, rq)| (s + rs, q + rq));
-            let mean_shifted = sum / m;
-            let variance = (squares / m - mean_shifted * mean_shifted).max(0.0);
-            ((shift + mean_shifted) as f32, variance as f32)
-        })
-        .unzip();
+    let isa = CheckedIsa::new(active_isa());
+    // One pass: the sums of `d = x − K` and `d²` for a `K` from the channel (its first
+    // value), so that the difference below does not cancel digits of a large mean.
+    let shift: Vec<f64> = (0..shape.channels)
+        .map(|c| shape.run(x, 0, c).first().map_or(0.0, |&v| v as f64))
+        .collect();
+    let (mean, variance): (Vec<f32>, Vec<f32>) =
+        per_channel_sums(shape, |n, c| isa.moments(shape.run(x, n, c), shift[c]))
+            .into_iter()
+            .zip(&shift)
+            .map(|((sum, squares), &shift)| {
+                let mean_shifted = sum / m;
+                let variance = (squares / m - mean_shifted * mean_shifted).max(0.0);
+                ((shift + mean_shifted) as f32, variance as f32)
+            })
+            .unzip();
     let inv_std: Vec<f32> = variance
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
@@ -127,9 +135,8 @@ pub(crate) fn batch_norm_forward_into(
     // digits.
     let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, r)| g * r).collect();
     for_each_image(shape, y, |n, c, out| {
-        let src = &x[(n * shape.channels + c) * shape.spatial..][..shape.spatial];
         let (mean, scale, beta) = (mean[c], scale[c], beta[c]);
-        for (o, &v) in out.iter_mut().zip(src) {
+        for (o, &v) in out.iter_mut().zip(shape.run(x, n, c)) {
             o.write((v - mean) * scale + beta);
         }
     });
@@ -176,27 +183,23 @@ pub(crate) fn batch_norm_backward_into(
         "batch norm backward: μ, 1/σ and γ need {} values each",
         shape.channels
     );
-    let (d_gamma, d_beta): (Vec<f32>, Vec<f32>) = (0..shape.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (mut dot, mut sum) = (0f64, 0f64);
-            for (g, v) in shape.runs(dy, c).zip(shape.runs(x, c)) {
-                sum += lane_sum(g, |g| g);
-                dot += lane_dot(g, v, mean[c]);
-            }
-            ((dot * inv_std[c] as f64) as f32, sum as f32)
-        })
-        .unzip();
+    let isa = CheckedIsa::new(active_isa());
+    let (d_gamma, d_beta): (Vec<f32>, Vec<f32>) = per_channel_sums(shape, |n, c| {
+        isa.sum_and_dot(shape.run(dy, n, c), shape.run(x, n, c), mean[c])
+    })
+    .into_iter()
+    .zip(inv_std)
+    .map(|((sum, dot), &inv_std)| ((dot * inv_std as f64) as f32, sum as f32))
+    .unzip();
     let m = shape.per_channel().max(1) as f32;
     // dx = k·dy − k·∂β/M − k·r·(x − μ)·∂γ/M with k = γ·r.
     for_each_image(shape, dx, |n, c, out| {
-        let at = (n * shape.channels + c) * shape.spatial;
-        let (g, v) = (&dy[at..][..shape.spatial], &x[at..][..shape.spatial]);
         let k = gamma[c] * inv_std[c];
         let offset = k * d_beta[c] / m;
-        let slope = k * inv_std[c] * d_gamma[c] / m;
-        for ((o, &g), &v) in out.iter_mut().zip(g).zip(v) {
-            o.write(k * g - offset - slope * (v - mean[c]));
+        let (slope, mean) = (k * inv_std[c] * d_gamma[c] / m, mean[c]);
+        let values = shape.run(dy, n, c).iter().zip(shape.run(x, n, c));
+        for (o, (&g, &v)) in out.iter_mut().zip(values) {
+            o.write(k * g - offset - slope * (v - mean));
         }
     });
     (d_gamma, d_beta)
@@ -206,14 +209,14 @@ pub(crate) fn batch_norm_backward_into(
 /// registers, where one running sum would make each add wait for the last.
 const LANES: usize = 8;
 
-/// `Σ term(v)` over `values`, each term and the sums in f64.
-#[inline]
-fn lane_sum(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
-    lane_sum_pairs(values, values, |v, _| term(v as f64))
+/// The lanes' sum, from 0 in lane order (as the vector paths add them).
+#[inline(always)]
+fn lane_order_sum(lanes: &[f64]) -> f64 {
+    lanes.iter().fold(0.0, |total, &lane| total + lane)
 }
 
 /// `(Σ d, Σ d²)` with `d = v − shift` over `values`, in f64.
-#[inline]
+#[inline(always)]
 fn lane_moments(values: &[f32], shift: f64) -> (f64, f64) {
     let (mut sums, mut squares) = ([0f64; 4 * LANES], [0f64; 4 * LANES]);
     let chunks = values.chunks_exact(4 * LANES);
@@ -230,33 +233,204 @@ fn lane_moments(values: &[f32], shift: f64) -> (f64, f64) {
         }
     }
     (
-        sums.iter().sum::<f64>() + sum,
-        squares.iter().sum::<f64>() + square,
+        lane_order_sum(&sums) + sum,
+        lane_order_sum(&squares) + square,
     )
 }
 
-/// `Σ g·(v − mean)` over `grads` and `values` (`v − mean` in f32, the product and sums in f64).
-#[inline]
-fn lane_dot(grads: &[f32], values: &[f32], mean: f32) -> f64 {
-    lane_sum_pairs(grads, values, |g, v| g as f64 * (v - mean) as f64)
-}
-
-/// `Σ term(a_i, b_i)` over the pairs of `a` and `b`, in [`LANES`] partial sums of f64.
-#[inline]
-fn lane_sum_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
-    let mut sums = [0f64; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = (a_chunks.remainder().iter())
-        .zip(b_chunks.remainder())
-        .map(|(&a, &b)| term(a, b))
-        .sum();
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for ((sum, &a), &b) in sums.iter_mut().zip(a).zip(b) {
-            *sum += term(a, b);
+/// `(Σ g, Σ g·(v − mean))` over `grads` and `values` (`v − mean` in f32, the products and sums
+/// in f64), in one pass.
+#[inline(always)]
+fn lane_sum_and_dot(grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
+    let (mut sums, mut dots) = ([0f64; 2 * LANES], [0f64; 2 * LANES]);
+    let (g_chunks, v_chunks) = (
+        grads.chunks_exact(2 * LANES),
+        values.chunks_exact(2 * LANES),
+    );
+    let (mut sum, mut dot) = (0.0, 0.0);
+    for (&g, &v) in g_chunks.remainder().iter().zip(v_chunks.remainder()) {
+        (sum, dot) = (sum + g as f64, dot + g as f64 * (v - mean) as f64);
+    }
+    for (g, v) in g_chunks.zip(v_chunks) {
+        for lane in 0..2 * LANES {
+            sums[lane] += g[lane] as f64;
+        }
+        for lane in 0..2 * LANES {
+            dots[lane] += g[lane] as f64 * (v[lane] - mean) as f64;
         }
     }
-    sums.iter().sum::<f64>() + tail
+    (lane_order_sum(&sums) + sum, lane_order_sum(&dots) + dot)
 }
+
+/// The reductions on this CPU's widest vectors where there is a path for them (the same lanes
+/// and order on each, so the same results).
+impl CheckedIsa {
+    /// [`lane_moments`].
+    #[inline]
+    fn moments(self, values: &[f32], shift: f64) -> (f64, f64) {
+        if values.len() < 4 * LANES {
+            // No whole chunk: the tail's sums alone, inline (a fully connected layer's runs
+            // are single values, one call per image and channel).
+            let (sum, square) = values.iter().fold((0.0, 0.0), |(s, q), &v| {
+                let d = v as f64 - shift;
+                (s + d, q + d * d)
+            });
+            return (0.0 + sum, 0.0 + square);
+        }
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::moments_avx512(values, shift) },
+            _ => lane_moments(values, shift),
+        }
+    }
+
+    /// [`lane_sum_and_dot`].
+    #[inline]
+    fn sum_and_dot(self, grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
+        if grads.len() < 2 * LANES {
+            // No whole chunk: the tail's sums alone, inline (as in `moments`).
+            let (sum, dot) = grads
+                .iter()
+                .zip(values)
+                .fold((0.0, 0.0), |(s, d), (&g, &v)| {
+                    (s + g as f64, d + g as f64 * (v - mean) as f64)
+                });
+            return (0.0 + sum, 0.0 + dot);
+        }
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::sum_and_dot_avx512(grads, values, mean) },
+            _ => lane_sum_and_dot(grads, values, mean),
+        }
+    }
+}
+
+/// The reductions on AVX-512: the lanes of [`lane_moments`] and [`lane_sum_and_dot`] in zmm
+/// registers (8 f64 each), the same operations in the same order, so the same results.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// `Σ` of the lanes in lane order, as the portable reductions add them.
+    #[target_feature(enable = "avx512f")]
+    fn lane_order_sum<const N: usize>(registers: [__m512d; N]) -> f64 {
+        let mut total = 0.0;
+        for register in registers {
+            let mut lanes = [0f64; 8];
+            // SAFETY: `lanes` holds 8 f64.
+            unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), register) };
+            for lane in lanes {
+                total += lane;
+            }
+        }
+        total
+    }
+
+    /// [`super::lane_moments`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn moments_avx512(values: &[f32], shift: f64) -> (f64, f64) {
+        let chunks = values.chunks_exact(4 * LANES);
+        let (mut sum, mut square) = (0.0, 0.0);
+        for &v in chunks.remainder() {
+            let d = v as f64 - shift;
+            (sum, square) = (sum + d, square + d * d);
+        }
+        let k = _mm512_set1_pd(shift);
+        let (mut sums, mut squares) = ([_mm512_setzero_pd(); 4], [_mm512_setzero_pd(); 4]);
+        for chunk in chunks {
+            for r in 0..4 {
+                // SAFETY: the chunk holds 32 values; `r·8 + 8 ≤ 32`.
+                let v = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * r)) };
+                let d = _mm512_sub_pd(_mm512_cvtps_pd(v), k);
+                sums[r] = _mm512_add_pd(sums[r], d);
+                squares[r] = _mm512_add_pd(squares[r], _mm512_mul_pd(d, d));
+            }
+        }
+        (lane_order_sum(sums) + sum, lane_order_sum(squares) + square)
+    }
+
+    /// [`super::lane_sum_and_dot`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_and_dot_avx512(
+        grads: &[f32],
+        values: &[f32],
+        mean: f32,
+    ) -> (f64, f64) {
+        let (g_chunks, v_chunks) = (
+            grads.chunks_exact(2 * LANES),
+            values.chunks_exact(2 * LANES),
+        );
+        let (mut sum, mut dot) = (0.0, 0.0);
+        for (&g, &v) in g_chunks.remainder().iter().zip(v_chunks.remainder()) {
+            (sum, dot) = (sum + g as f64, dot + g as f64 * (v - mean) as f64);
+        }
+        let m = _mm256_set1_ps(mean);
+        let (mut sums, mut dots) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
+        for (g, v) in g_chunks.zip(v_chunks) {
+            for r in 0..2 {
+                // SAFETY: both chunks hold 16 values; `r·8 + 8 ≤ 16`.
+                let (g, v) = unsafe {
+                    (
+                        _mm256_loadu_ps(g.as_ptr().add(8 * r)),
+                        _mm256_loadu_ps(v.as_ptr().add(8 * r)),
+                    )
+                };
+                let g = _mm512_cvtps_pd(g);
+                sums[r] = _mm512_add_pd(sums[r], g);
+                let centered = _mm512_cvtps_pd(_mm256_sub_ps(v, m));
+                dots[r] = _mm512_add_pd(dots[r], _mm512_mul_pd(g, centered));
+            }
+        }
+        (lane_order_sum(sums) + sum, lane_order_sum(dots) + dot)
+    }
+}
+
+/// Per channel, the sums over images of the pairs `f(n, c)`: each image's pairs in parallel,
+/// then each channel's added in image order, so the result does not depend on the threads.
+fn per_channel_sums(
+    shape: NormShape,
+    f: impl Fn(usize, usize) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    let mut partial = vec![(0.0, 0.0); shape.batch * shape.channels];
+    if !partial.is_empty() {
+        let per_image = |(n, sums): (usize, &mut [(f64, f64)])| {
+            for (c, sum) in sums.iter_mut().enumerate() {
+                *sum = f(n, c);
+            }
+        };
+        if shape.len() >= PARALLEL_MIN {
+            partial
+                .par_chunks_mut(shape.channels)
+                .enumerate()
+                .for_each(per_image);
+        } else {
+            partial
+                .chunks_mut(shape.channels)
+                .enumerate()
+                .for_each(per_image);
+        }
+    }
+    (0..shape.channels)
+        .map(|c| {
+            (0..shape.batch)
+                .map(|n| partial[n * shape.channels + c])
+                .fold((0.0, 0.0), |(s, q), (a, b)| (s + a, q + b))
+        })
+        .collect()
+}
+
+/// Values from which the passes run in parallel.
+const PARALLEL_MIN: usize = 1 << 15;
 
 /// Calls `f(n, c, run)` on every image `n` and channel `c`'s run of `out`, images in parallel.
 fn for_each_image(
@@ -273,7 +447,7 @@ fn for_each_image(
             f(n, c, run)
         }
     };
-    if shape.len() >= 1 << 15 {
+    if shape.len() >= PARALLEL_MIN {
         out.par_chunks_mut(image).enumerate().for_each(per_image);
     } else {
         out.chunks_mut(image).enumerate().for_each(per_image);
@@ -311,6 +485,30 @@ mod tests {
             }
         }
         total
+    }
+
+    /// Every instruction set's reductions give the portable ones' bits, on lengths around the
+    /// lane chunks.
+    #[test]
+    fn reductions_are_the_same_on_every_isa() {
+        let portable = CheckedIsa::new(Isa::Portable);
+        for isa in Isa::available() {
+            let isa = CheckedIsa::new(isa);
+            for len in [0, 1, 15, 16, 17, 31, 32, 33, 47, 100, 1031] {
+                let (g, v) = (values(len, 7), values(len, 8));
+                let shifted: Vec<f32> = v.iter().map(|v| v * 1e3 + 1e4).collect();
+                assert_eq!(
+                    isa.moments(&shifted, 1e4),
+                    portable.moments(&shifted, 1e4),
+                    "{isa:?} moments, {len} values"
+                );
+                assert_eq!(
+                    isa.sum_and_dot(&g, &v, 0.25),
+                    portable.sum_and_dot(&g, &v, 0.25),
+                    "{isa:?} sum and dot, {len} values"
+                );
+            }
+        }
     }
 
     #[test]

@@ -200,6 +200,7 @@ mod tests {
             ("tile_avx512.rs", include_str!("tile_avx512.rs")),
             ("pack_x86.rs", include_str!("pack_x86.rs")),
             ("backward.rs", include_str!("backward.rs")),
+            ("batch_norm.rs", include_str!("batch_norm.rs")),
             (
                 "first_conv.rs",
                 include_str!("../inference/host/first_conv.rs"),
