@@ -18,7 +18,7 @@ use crate::{
         amx_bf16::{self, AmxBf16},
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
-        bit_plane::{bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
+        bit_plane::{self, bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
         conv,
         latent::latent_update_into,
         pack,
@@ -27,7 +27,6 @@ use crate::{
         uninit::written,
         words_per_row,
     },
-    nn::pixel_codes,
     ops::{ConvGeometry, Encoding, HostPacked, PaddingMode, check_weight_shape},
     quant,
 };
@@ -476,9 +475,8 @@ impl<B: HostFloat> QnnBackend for B {
             .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
         let signs = host_values(quant::sign(weight));
         let mut out = zeros(g.batch * g.out_channels * oh * ow);
-        B::with_f32(pixel_codes(x), |codes, _| {
-            bit_plane_conv2d_forward(codes, &signs, &g, &mut out)
-        });
+        let codes = B::with_f32(x, |x, _| bit_plane::pixel_codes(x));
+        bit_plane_conv2d_forward(&codes, &signs, &g, &mut out);
         B::float_tensor(out, &[g.batch, g.out_channels, oh, ow])
     }
 
@@ -491,10 +489,9 @@ impl<B: HostFloat> QnnBackend for B {
     ) -> Tensor<Self, 4> {
         let g = kernel_geometry(x.dims(), geometry);
         let mut out = zeros(g.weights_len());
+        let codes = B::with_f32(x, |x, _| bit_plane::pixel_codes(x));
         B::with_f32(grad_out, |grad, _| {
-            B::with_f32(pixel_codes(x), |codes, _| {
-                bit_plane_conv2d_weight_grad(grad, codes, saved_bits(weight_blocked), &g, &mut out)
-            })
+            bit_plane_conv2d_weight_grad(grad, &codes, saved_bits(weight_blocked), &g, &mut out)
         });
         let [kh, kw] = g.kernel;
         B::float_tensor(out, &[g.out_channels, g.in_channels, kh, kw])

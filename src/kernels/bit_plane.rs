@@ -28,26 +28,48 @@ fn inside_sums(weight_signs: &[f32], g: &ConvGeometry, [oh, ow]: [usize; 2]) -> 
             .checked_sub(g.padding[axis])
             .is_some_and(|i| i < size)
     };
-    for co in 0..g.out_channels {
-        // The signs summed over input channels, per tap.
-        let mut tap_sums = vec![0f32; taps];
-        for ci in 0..g.in_channels {
-            let w = &weight_signs[(co * g.in_channels + ci) * taps..][..taps];
-            tap_sums.iter_mut().zip(w).for_each(|(t, v)| *t += v);
-        }
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut m = 0f32;
-                for ky in (0..kh).filter(|&ky| inside(oy, ky, 0, g.height)) {
-                    for kx in (0..kw).filter(|&kx| inside(ox, kx, 1, g.width)) {
-                        m += tap_sums[ky * kw + kx];
-                    }
-                }
-                sums[(co * oh + oy) * ow + ox] = m;
-            }
-        }
+    if sums.is_empty() {
+        return sums;
     }
+    sums.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(co, sums)| {
+            // The signs summed over input channels, per tap.
+            let mut tap_sums = vec![0f32; taps];
+            for ci in 0..g.in_channels {
+                let w = &weight_signs[(co * g.in_channels + ci) * taps..][..taps];
+                tap_sums.iter_mut().zip(w).for_each(|(t, v)| *t += v);
+            }
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = 0f32;
+                    for ky in (0..kh).filter(|&ky| inside(oy, ky, 0, g.height)) {
+                        for kx in (0..kw).filter(|&kx| inside(ox, kx, 1, g.width)) {
+                            m += tap_sums[ky * kw + kx];
+                        }
+                    }
+                    sums[oy * ow + ox] = m;
+                }
+            }
+        });
     sums
+}
+
+/// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel:
+/// `round((x + 1)·127.5)`, ties to even as Burn's `round`, clamped to `[0, 255]` (the upper
+/// bound first, so NaN becomes 255 as in burn-ndarray's `clamp`): the same bits as that
+/// function's tensor ops on `NdArray`.
+pub fn pixel_codes(values: &[f32]) -> Vec<f32> {
+    let code = |x: f32| {
+        let scaled = ((x + 1.0) * HALF_RANGE).round_ties_even();
+        let below_top = if scaled < 255.0 { scaled } else { 255.0 };
+        if below_top > 0.0 { below_top } else { 0.0 }
+    };
+    values
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|&x| code(x))
+        .collect()
 }
 
 /// The layer's output `[N, C_out, H_out, W_out]` from the 8-bit `codes` `[N, C_in, H, W]` (as
@@ -114,7 +136,50 @@ pub fn bit_plane_conv2d_weight_grad(
         g.weights_len(),
         "bit-plane conv2d weight gradient: weight bits"
     );
-    let scaled: Vec<f32> = codes.iter().map(|&c| c / HALF_RANGE - 1.0).collect();
+    let scaled: Vec<f32> = codes
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|&c| c / HALF_RANGE - 1.0)
+        .collect();
     im2col::conv2d_weight_grad(grad_out, &scaled, g, out);
     weight_blocked.cut(0, out);
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::*;
+
+    /// The parallel codes are the bits of the layer's tensor ops: halfway values (ties to even),
+    /// values beyond `[−1, 1]` (clamped), NaN, over more than one parallel chunk.
+    #[test]
+    fn pixel_codes_are_the_tensor_ops_bits() {
+        let mut values: Vec<f32> = (0..40_000)
+            .map(|i| (i as f32 * 0.618_034).fract() * 2.6 - 1.3)
+            .collect();
+        // Inputs whose scaled value is a tie `c + ½`.
+        values.extend((0..255).filter_map(|c| {
+            let x = (c as f32 + 0.5) / HALF_RANGE - 1.0;
+            ((x + 1.0) * HALF_RANGE == c as f32 + 0.5).then_some(x)
+        }));
+        let ties = values.len() - 40_000;
+        assert!(ties > 10, "only {ties} ties");
+        values.extend([f32::NAN, -0.0, 1.0, -1.0, f32::INFINITY]);
+        let n = values.len();
+        let tensor = Tensor::<NdArray, 1>::from_data(
+            TensorData::new(values.clone(), [n]),
+            &Default::default(),
+        );
+        let expected: Vec<f32> = crate::nn::pixel_codes(tensor).into_data().to_vec().unwrap();
+        let got = pixel_codes(&values);
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                g == e || (g.is_nan() && e.is_nan()),
+                "value {i} ({}): {g} vs {e}",
+                values[i]
+            );
+        }
+    }
 }
