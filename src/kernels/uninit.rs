@@ -31,6 +31,20 @@ pub(crate) unsafe fn as_slots<T>(values: &mut [T]) -> &mut [MaybeUninit<T>] {
     unsafe { &mut *(values as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
+/// Writes `src` into the slots `dst` (one copy, as `copy_from_slice` does for initialized
+/// values).
+///
+/// # Panics
+/// If the lengths differ.
+pub(crate) fn write_all<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "write_all: lengths");
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, both slices hold `src.len()` values, and a
+    // shared and a mutable borrow cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<T>(), src.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +61,12 @@ mod tests {
             })
         };
         assert_eq!((values, count), (vec![0.0, 1.5, 3.0, 4.5, 6.0], 5));
+    }
+
+    #[test]
+    fn write_all_copies_every_value() {
+        // SAFETY: `write_all` writes every slot.
+        let (values, ()) = unsafe { written(4, |slots| write_all(slots, &[1.0, -2.0, 3.5, 0.0])) };
+        assert_eq!(values, [1.0, -2.0, 3.5, 0.0]);
     }
 }

@@ -12,7 +12,10 @@ use super::{
     grid::{GridConv, fill_border, images_per_group, stride_one_output, tap_offsets},
     split,
 };
-use crate::kernels::{conv::ConvGeometry, uninit::as_slots};
+use crate::kernels::{
+    conv::ConvGeometry,
+    uninit::{as_slots, write_all},
+};
 
 /// What the convolution reads of its input values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,9 +120,7 @@ pub(crate) fn conv2d_into(
                 for (o, plane) in y.chunks_mut(plane).enumerate() {
                     let sums = buffers.channel(o, conv.rows);
                     for (oy, row) in plane.chunks_mut(ow).enumerate() {
-                        for (slot, &sum) in row.iter_mut().zip(&sums[oy * wp..][..ow]) {
-                            slot.write(sum);
-                        }
+                        write_all(row, &sums[oy * wp..][..ow]);
                     }
                 }
             }

@@ -149,11 +149,18 @@ impl GridConv {
         let fill = |(tile, values): (usize, &mut [u16])| {
             let (ob, step) = (tile % out16, tile / out16);
             let (tap, ib) = (step / in_blocks, step % in_blocks);
-            for (index, value) in values.iter_mut().enumerate() {
-                let (j, o, pair) = (index % 2, index / 2 % 16, index / BLOCK);
-                let (i, o) = (ib * BLOCK + 2 * pair + j, ob * 16 + o);
-                if i < self.inputs && o < self.outputs {
-                    *value = weight(tap, i, o);
+            // Row `pair` holds, for each of 16 outputs, inputs `2·pair` and `2·pair + 1`; the
+            // padding inputs and outputs stay 0.
+            let outputs = (ob * 16..(ob * 16 + 16).min(self.outputs)).enumerate();
+            for (pair, row) in values.chunks_exact_mut(BLOCK).enumerate() {
+                for j in 0..2 {
+                    let i = ib * BLOCK + 2 * pair + j;
+                    if i >= self.inputs {
+                        break;
+                    }
+                    for (at, o) in outputs.clone() {
+                        row[2 * at + j] = weight(tap, i, o);
+                    }
                 }
             }
         };
