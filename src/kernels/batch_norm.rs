@@ -209,6 +209,27 @@ pub(crate) fn batch_norm_backward_into(
 /// registers, where one running sum would make each add wait for the last.
 const LANES: usize = 8;
 
+/// `(Σ d, Σ d²)` with `d = v − shift`, one running sum each: the values past the last whole
+/// lane chunk.
+#[inline(always)]
+fn tail_moments(values: &[f32], shift: f64) -> (f64, f64) {
+    values.iter().fold((0.0, 0.0), |(s, q), &v| {
+        let d = v as f64 - shift;
+        (s + d, q + d * d)
+    })
+}
+
+/// `(Σ g, Σ g·(v − mean))`, one running sum each: the values past the last whole lane chunk.
+#[inline(always)]
+fn tail_sum_and_dot(grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
+    grads
+        .iter()
+        .zip(values)
+        .fold((0.0, 0.0), |(s, d), (&g, &v)| {
+            (s + g as f64, d + g as f64 * (v - mean) as f64)
+        })
+}
+
 /// The lanes' sum, from 0 in lane order (as the vector paths add them).
 #[inline(always)]
 fn lane_order_sum(lanes: &[f64]) -> f64 {
@@ -220,11 +241,7 @@ fn lane_order_sum(lanes: &[f64]) -> f64 {
 fn lane_moments(values: &[f32], shift: f64) -> (f64, f64) {
     let (mut sums, mut squares) = ([0f64; 4 * LANES], [0f64; 4 * LANES]);
     let chunks = values.chunks_exact(4 * LANES);
-    let (mut sum, mut square) = (0.0, 0.0);
-    for &v in chunks.remainder() {
-        let d = v as f64 - shift;
-        (sum, square) = (sum + d, square + d * d);
-    }
+    let (sum, square) = tail_moments(chunks.remainder(), shift);
     for chunk in chunks {
         for lane in 0..4 * LANES {
             let d = chunk[lane] as f64 - shift;
@@ -247,10 +264,7 @@ fn lane_sum_and_dot(grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
         grads.chunks_exact(2 * LANES),
         values.chunks_exact(2 * LANES),
     );
-    let (mut sum, mut dot) = (0.0, 0.0);
-    for (&g, &v) in g_chunks.remainder().iter().zip(v_chunks.remainder()) {
-        (sum, dot) = (sum + g as f64, dot + g as f64 * (v - mean) as f64);
-    }
+    let (sum, dot) = tail_sum_and_dot(g_chunks.remainder(), v_chunks.remainder(), mean);
     for (g, v) in g_chunks.zip(v_chunks) {
         for lane in 0..2 * LANES {
             sums[lane] += g[lane] as f64;
@@ -271,10 +285,7 @@ impl CheckedIsa {
         if values.len() < 4 * LANES {
             // No whole chunk: the tail's sums alone, inline (a fully connected layer's runs
             // are single values, one call per image and channel).
-            let (sum, square) = values.iter().fold((0.0, 0.0), |(s, q), &v| {
-                let d = v as f64 - shift;
-                (s + d, q + d * d)
-            });
+            let (sum, square) = tail_moments(values, shift);
             return (0.0 + sum, 0.0 + square);
         }
         match self.isa() {
@@ -290,12 +301,7 @@ impl CheckedIsa {
     fn sum_and_dot(self, grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
         if grads.len() < 2 * LANES {
             // No whole chunk: the tail's sums alone, inline (as in `moments`).
-            let (sum, dot) = grads
-                .iter()
-                .zip(values)
-                .fold((0.0, 0.0), |(s, d), (&g, &v)| {
-                    (s + g as f64, d + g as f64 * (v - mean) as f64)
-                });
+            let (sum, dot) = tail_sum_and_dot(grads, values, mean);
             return (0.0 + sum, 0.0 + dot);
         }
         match self.isa() {
@@ -313,7 +319,7 @@ impl CheckedIsa {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::LANES;
+    use super::{LANES, tail_moments, tail_sum_and_dot};
 
     /// `Σ` of the lanes in lane order, as the portable reductions add them.
     #[target_feature(enable = "avx512f")]
@@ -337,11 +343,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn moments_avx512(values: &[f32], shift: f64) -> (f64, f64) {
         let chunks = values.chunks_exact(4 * LANES);
-        let (mut sum, mut square) = (0.0, 0.0);
-        for &v in chunks.remainder() {
-            let d = v as f64 - shift;
-            (sum, square) = (sum + d, square + d * d);
-        }
+        let (sum, square) = tail_moments(chunks.remainder(), shift);
         let k = _mm512_set1_pd(shift);
         let (mut sums, mut squares) = ([_mm512_setzero_pd(); 4], [_mm512_setzero_pd(); 4]);
         for chunk in chunks {
@@ -370,10 +372,7 @@ mod x86 {
             grads.chunks_exact(2 * LANES),
             values.chunks_exact(2 * LANES),
         );
-        let (mut sum, mut dot) = (0.0, 0.0);
-        for (&g, &v) in g_chunks.remainder().iter().zip(v_chunks.remainder()) {
-            (sum, dot) = (sum + g as f64, dot + g as f64 * (v - mean) as f64);
-        }
+        let (sum, dot) = tail_sum_and_dot(g_chunks.remainder(), v_chunks.remainder(), mean);
         let m = _mm256_set1_ps(mean);
         let (mut sums, mut dots) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
         for (g, v) in g_chunks.zip(v_chunks) {
