@@ -107,6 +107,10 @@ pub struct EpochStats {
 /// learning-rate decay per epoch, latent-weight clipping, the latent weights' learning-rate
 /// scale of [`TrainOptions::lr_scale`]) and returns it with the per-epoch statistics.
 ///
+/// On the CPU backends, call [`crate::memory::keep_freed_memory`] and
+/// [`crate::threads::use_this_thread`] first thing in `main` (as the quick start does): the
+/// loop then reuses freed memory and runs the kernels' parallel work on its own thread too.
+///
 /// # Panics
 /// If `train` is empty or `batch_size` is 0.
 pub fn fit<B: QnnAutodiffBackend>(

@@ -1,6 +1,6 @@
 //! Convolutions as blocks of im2col rows times a float GEMM: the rows of one image's im2col
 //! matrix (each tap's input values at every output position) are expanded a cache-sized block
-//! at a time, from packed sign bits or from floats ([`TapSource`]), and multiplied on the `gemm`
+//! at a time, from packed sign bits or from floats (`TapSource`), and multiplied on the `gemm`
 //! crate's f32 micro-kernels; no activation-sized copy is made. The binary layers' gradients
 //! ([`super::backward`]) and the float convolutions of the bit-plane first layer
 //! ([`conv2d_forward`], [`conv2d_weight_grad`]) share this machinery.

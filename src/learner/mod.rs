@@ -22,6 +22,10 @@
 //! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
 //!   epoch, which also keeps the per-epoch means of every metric ([`EpochMetrics`]).
 //!
+//! On the CPU backends, call [`crate::memory::keep_freed_memory`] and
+//! [`crate::threads::use_this_thread`] first thing in `main`, on the thread that calls
+//! `launch` (burn-train's single-device training runs its loop there), as the examples do.
+//!
 //! # The paper's recipe
 //!
 //! From the paper (Hubara, Courbariaux et al., *Binarized Neural Networks*, NIPS 2016) and the
