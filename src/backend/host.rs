@@ -594,10 +594,14 @@ impl<B: HostFloat> QnnBackend for B {
             .convert::<i64>()
             .into_vec()
             .expect("i64 indices");
-        let mut out = zeros(n * c * h * w);
-        B::with_f32(grad, |grad, _| {
-            pool::max_pool2d_backward(grad, &indices, n * c, &mut out)
-        });
+        // SAFETY: `max_pool2d_backward_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(n * c * h * w, |out| {
+                B::with_f32(grad, |grad, _| {
+                    pool::max_pool2d_backward_into(grad, &indices, n * c, out)
+                })
+            })
+        };
         B::float_tensor(out, &input_shape)
     }
 }

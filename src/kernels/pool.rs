@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::uninit::as_slots;
+use super::uninit::{as_slots, write_zeros};
 
 /// The shapes of a max-pooling: input `[batch·channels, height, width]` planes and the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +165,17 @@ fn pool_2x2_plane(
 /// If `grad`, `indices` and `dx` do not split into `planes` planes of the same lengths, or an
 /// index lies outside its plane.
 pub fn max_pool2d_backward(grad: &[f32], indices: &[i64], planes: usize, dx: &mut [f32]) {
+    // SAFETY: `max_pool2d_backward_into` writes only initialized values.
+    max_pool2d_backward_into(grad, indices, planes, unsafe { as_slots(dx) })
+}
+
+/// [`max_pool2d_backward`] into slots it writes every one of (so `dx` need not be initialized).
+pub(crate) fn max_pool2d_backward_into(
+    grad: &[f32],
+    indices: &[i64],
+    planes: usize,
+    dx: &mut [MaybeUninit<f32>],
+) {
     assert_eq!(indices.len(), grad.len(), "max pool backward: index length");
     let split = |len: usize, what: &str| {
         assert!(
@@ -184,7 +195,7 @@ pub fn max_pool2d_backward(grad: &[f32], indices: &[i64], planes: usize, dx: &mu
         return;
     }
     dx.par_chunks_mut(plane).enumerate().for_each(|(p, dx)| {
-        dx.fill(0.0);
+        let dx = write_zeros(dx);
         let range = p * out_plane..(p + 1) * out_plane;
         for (&g, &at) in grad[range.clone()].iter().zip(&indices[range]) {
             let at = usize::try_from(at)

@@ -45,6 +45,13 @@ pub(crate) fn write_all<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     }
 }
 
+/// Writes 0 to every slot of `dst` and hands the values back, initialized.
+pub(crate) fn write_zeros<T: Copy + Default>(dst: &mut [MaybeUninit<T>]) -> &mut [T] {
+    dst.fill(MaybeUninit::new(T::default()));
+    // SAFETY: every slot was just written, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +68,19 @@ mod tests {
             })
         };
         assert_eq!((values, count), (vec![0.0, 1.5, 3.0, 4.5, 6.0], 5));
+    }
+
+    #[test]
+    fn write_zeros_initializes_every_slot() {
+        // SAFETY: `write_zeros` writes every slot.
+        let (values, sum) = unsafe {
+            written(3, |slots| {
+                let values = write_zeros(slots);
+                values[1] = 2.0f32;
+                values.iter().sum::<f32>()
+            })
+        };
+        assert_eq!((values, sum), (vec![0.0, 2.0, 0.0], 2.0));
     }
 
     #[test]
