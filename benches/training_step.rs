@@ -14,6 +14,10 @@
 //! - `burn_f32`: the same network shape in Burn's own float layers and functions (`Conv2d`,
 //!   `max_pool2d`, `BatchNorm`, `Linear`, hard tanh between layers), none of the crate's ops.
 //!
+//! - with `--features flex`, `flex_packed_<path>` and `flex_burn_f32`: the packed step and
+//!   Burn's float layers on `Autodiff<burn::backend::Flex>` (Burn's im2col + `gemm` CPU backend),
+//!   beside the `NdArray` steps above.
+//!
 //! Also prints the bytes each binary form saves for the backward pass of the binary layers.
 //!
 //! `cargo bench --bench training_step` (width 0.25, batch 50). `BURN_QNN_BENCH_WIDTH=1` runs the
@@ -31,6 +35,7 @@ use burn::{
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
+    QnnAutodiffBackend,
     kernels::{
         amx_bf16::{ConvIsa, force_conv_isa},
         int8::{Int8Isa, force_int8_isa},
@@ -73,7 +78,7 @@ fn float_simulation(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
 
 /// The float network in Burn's own layers and functions: `Conv2d`, `max_pool2d`,
 /// `BatchNorm::forward`, `Linear`, and a hard tanh (`clamp`) between layers.
-fn burn_layers(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
+fn burn_layers<B: QnnAutodiffBackend>(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
     let mut x = images;
     for (i, (conv, norm)) in net.convs.iter().zip(&net.conv_norms).enumerate() {
         x = conv.forward(x);
@@ -112,14 +117,14 @@ fn saved_bytes(config: &NetConfig) -> (u64, u64) {
 }
 
 /// One step: `forward`, the squared hinge loss, the backward pass and Adam with clipping.
-struct Step {
+struct Step<B: QnnAutodiffBackend> {
     net: Option<Net<B>>,
     optim: ClipLatentWeights<burn::optim::adaptor::OptimizerAdaptor<FusedAdam, Net<B>, B>>,
     images: Tensor<B, 4>,
     targets: Tensor<B, 1, Int>,
 }
 
-impl Step {
+impl<B: QnnAutodiffBackend> Step<B> {
     fn new(net: Net<B>, images: &Tensor<B, 4>, targets: &Tensor<B, 1, Int>) -> Self {
         Self {
             net: Some(net),
@@ -203,6 +208,31 @@ fn training_step(c: &mut Criterion) {
         });
     }
     force_int8_isa(None).expect("detection");
+    #[cfg(feature = "flex")]
+    {
+        // The same steps on Burn's Flex CPU backend (fresh weights of the same network: the
+        // weights' values do not change the work).
+        type F = Autodiff<burn::backend::Flex>;
+        let flex = Default::default();
+        let images = Tensor::<F, 4>::from_data(images.to_data(), &flex);
+        let targets = Tensor::<F, 1, Int>::from_data(targets.to_data(), &flex);
+        for path in ConvIsa::available() {
+            force_conv_isa(Some(path)).expect("an available path");
+            let mut packed = Step::new(config.init::<F>(&flex), &images, &targets);
+            group.bench_function(format!("flex_packed_{}", path.name()), |b| {
+                b.iter(|| packed.run(Net::forward))
+            });
+        }
+        force_conv_isa(None).expect("detection");
+        if with_float {
+            let float_net = config
+                .clone()
+                .with_precision(Precision::Float)
+                .init::<F>(&flex);
+            let mut burn_f32 = Step::new(float_net, &images, &targets);
+            group.bench_function("flex_burn_f32", |b| b.iter(|| burn_f32.run(burn_layers)));
+        }
+    }
     if with_float {
         let mut simulated = Step::new(net, &images, &targets);
         group.bench_function("float_simulation", |b| {
