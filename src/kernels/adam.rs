@@ -127,28 +127,27 @@ pub(crate) fn adam_step_into(
          and {moment_lengths:?}"
     );
     let (factor, offset) = step.factors();
-    // Plain zipped loops, one per case, so that the compiler vectorizes them.
+    // One plain loop per case (moments or not, weight decay or not), each with no branch
+    // inside, so that the compiler vectorizes it whatever else it inlines around it.
     let chunk = |i: usize, (theta, (m, v)): (Slots<'_>, (Slots<'_>, Slots<'_>))| {
         let range = i * CHUNK..i * CHUNK + theta.len();
-        let inputs = param[range.clone()].iter().zip(&grad[range.clone()]);
-        let outputs = theta.iter_mut().zip(m).zip(v);
-        match moments {
-            Some((m_before, v_before)) => {
-                let before = m_before[range.clone()].iter().zip(&v_before[range]);
-                for (((theta, m), v), ((&p, &g), (&mb, &vb))) in outputs.zip(inputs.zip(before)) {
-                    let (t, mm, vv) = step.update_with(factor, offset, p, g, Some((mb, vb)));
-                    theta.write(t);
-                    m.write(mm);
-                    v.write(vv);
-                }
+        let (param, grad) = (&param[range.clone()], &grad[range.clone()]);
+        let before = moments.map(|(m, v)| (&m[range.clone()], &v[range]));
+        let out = (theta, m, v);
+        match step.weight_decay {
+            Some(penalty) => {
+                let step = AdamStep {
+                    weight_decay: Some(penalty),
+                    ..*step
+                };
+                chunk_loop(&step, factor, offset, param, grad, before, out)
             }
             None => {
-                for (((theta, m), v), (&p, &g)) in outputs.zip(inputs) {
-                    let (t, mm, vv) = step.update_with(factor, offset, p, g, None);
-                    theta.write(t);
-                    m.write(mm);
-                    v.write(vv);
-                }
+                let step = AdamStep {
+                    weight_decay: None,
+                    ..*step
+                };
+                chunk_loop(&step, factor, offset, param, grad, before, out)
             }
         }
     };
@@ -157,6 +156,40 @@ pub(crate) fn adam_step_into(
         .zip(m_out.par_chunks_mut(CHUNK).zip(v_out.par_chunks_mut(CHUNK)))
         .enumerate()
         .for_each(|(i, slices)| chunk(i, slices));
+}
+
+/// The update of one chunk, with or without the moments before.
+#[inline(always)]
+fn chunk_loop(
+    step: &AdamStep,
+    factor: f32,
+    offset: f32,
+    param: &[f32],
+    grad: &[f32],
+    before: Option<(&[f32], &[f32])>,
+    (theta, m, v): (Slots<'_>, Slots<'_>, Slots<'_>),
+) {
+    let inputs = param.iter().zip(grad);
+    let outputs = theta.iter_mut().zip(m).zip(v);
+    match before {
+        Some((m_before, v_before)) => {
+            let before = m_before.iter().zip(v_before);
+            for (((theta, m), v), ((&p, &g), (&mb, &vb))) in outputs.zip(inputs.zip(before)) {
+                let (t, mm, vv) = step.update_with(factor, offset, p, g, Some((mb, vb)));
+                theta.write(t);
+                m.write(mm);
+                v.write(vv);
+            }
+        }
+        None => {
+            for (((theta, m), v), (&p, &g)) in outputs.zip(inputs) {
+                let (t, mm, vv) = step.update_with(factor, offset, p, g, None);
+                theta.write(t);
+                m.write(mm);
+                v.write(vv);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
