@@ -43,6 +43,26 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         straight_through::<B, C, D>(x, value, || Quantizer::Sign.blocked(inner))
     }
 
+    fn qnn_straight_through<const D: usize>(
+        x: Tensor<Self, D>,
+        value: Tensor<Self, D>,
+        derivative: impl FnOnce() -> Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let x = x.into_primitive().tensor();
+        let value = value.inner().into_primitive().tensor();
+        let output = match ScaledGradient
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(derivative().inner().into_primitive().tensor(), value)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(value),
+        };
+        outer_tensor(output)
+    }
+
     type Packed = B::Packed;
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> B::Packed {
@@ -235,6 +255,22 @@ fn straight_through<B: Backend, C: CheckpointStrategy, const D: usize>(
         OpsKind::UnTracked(prep) => prep.finish(value),
     };
     outer_tensor(output)
+}
+
+/// The gradient of [`QnnBackend::qnn_straight_through`]: the incoming gradient times the
+/// derivative the node keeps.
+#[derive(Debug)]
+struct ScaledGradient;
+
+impl<B: Backend> Backward<B, 1> for ScaledGradient {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let derivative = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::float_mul(grad, derivative)
+        });
+    }
 }
 
 /// Whether the tensor takes part in a gradient computation.

@@ -128,6 +128,18 @@ pub trait QnnBackend: Backend {
         quantizer::stochastic_sign_value(x, noise)
     }
 
+    /// `value`, with the gradient `derivative() ⊙ ∂L/∂y` with respect to `x` (the node of
+    /// [`crate::quant::straight_through`]). `derivative` is called only where a gradient is
+    /// tracked: the default, for backends without autodiff, returns `value` and never calls it.
+    fn qnn_straight_through<const D: usize>(
+        x: Tensor<Self, D>,
+        value: Tensor<Self, D>,
+        derivative: impl FnOnce() -> Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let _ = (x, derivative);
+        value
+    }
+
     /// The identity, whose gradient is quantized to `bits` bits in the backward pass.
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, _bits: Bits) -> Tensor<Self, D> {
         x

@@ -10,7 +10,7 @@ use burn::{
 use super::binary_conv2d::symmetric_padding;
 use crate::{
     QnnBackend,
-    quant::{self, Bits, Quantizer},
+    quant::{Bits, Operand, Quantize, Quantizer},
 };
 
 /// Configuration of a [`QuantConv2d`] layer.
@@ -55,6 +55,21 @@ impl QuantConv2dConfig {
     /// # Panics
     /// For asymmetric padding.
     pub fn init<B: QnnBackend>(&self, device: &B::Device) -> QuantConv2d<B> {
+        self.init_with_quantizers(device, self.weight_quantizer, self.input_quantizer)
+    }
+
+    /// Initializes the layer on `device` with quantizers of any [`Quantize`] type in place of
+    /// the config's (see [`super::QuantLinearConfig::init_with_quantizers`]); the weights get
+    /// `Operand::Weight { output_axis: 0 }`.
+    ///
+    /// # Panics
+    /// For asymmetric padding.
+    pub fn init_with_quantizers<B: QnnBackend, W: Quantize, X: Quantize>(
+        &self,
+        device: &B::Device,
+        weight_quantizer: W,
+        input_quantizer: Option<X>,
+    ) -> QuantConv2d<B, W, X> {
         let [c_in, c_out] = self.channels;
         let [kh, kw] = self.kernel_size;
         let padding =
@@ -68,14 +83,17 @@ impl QuantConv2dConfig {
             ),
             bias: self.bias.then(|| Initializer::Zeros.init([c_out], device)),
             options: ConvOptions::new(self.stride, padding, self.dilation, 1),
-            weight_quantizer: self.weight_quantizer,
-            input_quantizer: self.input_quantizer,
+            weight_quantizer,
+            input_quantizer,
         }
     }
 }
 
 /// A 2-D convolution `y = q_x(x) ⊛ q_w(W) + b` with quantized weights and inputs (zero
 /// padding), each quantizer with its straight-through gradient.
+///
+/// The quantizers are [`Quantizer`]s by default; any [`Quantize`] type fits
+/// ([`QuantConv2dConfig::init_with_quantizers`]).
 ///
 /// The convolution and its gradients are Burn's. On wgpu, Burn 0.21's direct transposed
 /// convolution (one of the two its autotuner may pick for the input gradient) is wrong where a
@@ -92,7 +110,7 @@ impl QuantConv2dConfig {
 /// assert_eq!(conv.forward(Tensor::<NdArray, 4>::ones([1, 2, 5, 5], &device)).dims(), [1, 4, 3, 3]);
 /// ```
 #[derive(Module, Debug)]
-pub struct QuantConv2d<B: QnnBackend> {
+pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,
     /// Bias `[C_out]`.
@@ -101,19 +119,23 @@ pub struct QuantConv2d<B: QnnBackend> {
     #[module(skip)]
     pub options: ConvOptions<2>,
     /// The weights' quantizer.
-    pub weight_quantizer: Quantizer,
+    #[module(skip)]
+    pub weight_quantizer: W,
     /// The inputs' quantizer.
-    pub input_quantizer: Option<Quantizer>,
+    #[module(skip)]
+    pub input_quantizer: Option<X>,
 }
 
-impl<B: QnnBackend> QuantConv2d<B> {
+impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
     /// `[N, C_in, H, W] → [N, C_out, H_out, W_out]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = match self.input_quantizer {
-            Some(q) => quant::quantize(x, q),
+        let x = match &self.input_quantizer {
+            Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
-        let weight = quant::quantize(self.weight.val(), self.weight_quantizer);
+        let weight = self
+            .weight_quantizer
+            .quantize(self.weight.val(), Operand::Weight { output_axis: 0 });
         let bias = self.bias.as_ref().map(|b| b.val());
         conv2d(x, weight, bias, self.options.clone())
     }

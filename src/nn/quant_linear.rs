@@ -8,7 +8,7 @@ use burn::{
 
 use crate::{
     QnnBackend,
-    quant::{self, Bits, Quantizer},
+    quant::{Bits, Operand, Quantize, Quantizer},
 };
 
 /// Configuration of a [`QuantLinear`] layer.
@@ -44,6 +44,32 @@ impl QuantLinearConfig {
 
     /// Initializes the layer on `device`.
     pub fn init<B: QnnBackend>(&self, device: &B::Device) -> QuantLinear<B> {
+        self.init_with_quantizers(device, self.weight_quantizer, self.input_quantizer)
+    }
+
+    /// Initializes the layer on `device` with quantizers of any [`Quantize`] type (your own,
+    /// [`crate::quant::ApproxSign`], [`crate::quant::MagnitudeAwareSign`]) in place of the
+    /// config's `weight_quantizer` and `input_quantizer`; the weights get
+    /// `Operand::Weight { output_axis: 1 }`.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn_qnn::nn::QuantLinearConfig;
+    /// use burn_qnn::quant::{ApproxSign, MagnitudeAwareSign};
+    ///
+    /// // Bi-Real Net's quantizers.
+    /// let layer = QuantLinearConfig::new(8, 4).init_with_quantizers::<NdArray, _, _>(
+    ///     &Default::default(),
+    ///     MagnitudeAwareSign,
+    ///     Some(ApproxSign),
+    /// );
+    /// ```
+    pub fn init_with_quantizers<B: QnnBackend, W: Quantize, X: Quantize>(
+        &self,
+        device: &B::Device,
+        weight_quantizer: W,
+        input_quantizer: Option<X>,
+    ) -> QuantLinear<B, W, X> {
         QuantLinear {
             weight: self.initializer.init_with(
                 [self.d_input, self.d_output],
@@ -54,14 +80,17 @@ impl QuantLinearConfig {
             bias: self
                 .bias
                 .then(|| Initializer::Zeros.init([self.d_output], device)),
-            weight_quantizer: self.weight_quantizer,
-            input_quantizer: self.input_quantizer,
+            weight_quantizer,
+            input_quantizer,
         }
     }
 }
 
 /// A fully connected layer `y = q_x(x)·q_w(W) + b` with quantized weights and inputs, each
 /// quantizer with its straight-through gradient (see [`crate::quant`]).
+///
+/// The quantizers are [`Quantizer`]s by default; any [`Quantize`] type fits
+/// ([`QuantLinearConfig::init_with_quantizers`]). Only the default form packs for inference.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -78,28 +107,32 @@ impl QuantLinearConfig {
 /// # Ok::<(), burn_qnn::quant::QuantError>(())
 /// ```
 #[derive(Module, Debug)]
-pub struct QuantLinear<B: QnnBackend> {
+pub struct QuantLinear<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[d_output]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// The weights' quantizer.
-    pub weight_quantizer: Quantizer,
+    #[module(skip)]
+    pub weight_quantizer: W,
     /// The inputs' quantizer.
-    pub input_quantizer: Option<Quantizer>,
+    #[module(skip)]
+    pub input_quantizer: Option<X>,
 }
 
-impl<B: QnnBackend> QuantLinear<B> {
+impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
     /// `[.., d_input] → [.., d_output]` (rank at least 2).
     ///
     /// # Panics
     /// If the last dimension is not `d_input`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = match self.input_quantizer {
-            Some(q) => quant::quantize(x, q),
+        let x = match &self.input_quantizer {
+            Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
-        let weight = quant::quantize(self.weight.val(), self.weight_quantizer);
+        let weight = self
+            .weight_quantizer
+            .quantize(self.weight.val(), Operand::Weight { output_axis: 1 });
         let y = x.matmul(weight.unsqueeze());
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),

@@ -22,10 +22,14 @@
 //! assert_eq!(dx.to_data().to_vec::<f32>().unwrap(), [0.0, 1.0, 1.0, 1.0]);
 //! ```
 
+mod bi_real;
 mod bits;
+mod custom;
 pub mod quantizer;
 
+pub use bi_real::{ApproxSign, MagnitudeAwareSign};
 pub use bits::{Bits, Pow2Range, QuantError};
+pub use custom::{Operand, Quantize, straight_through};
 pub use quantizer::Quantizer;
 
 use burn::tensor::{Distribution, Tensor};

@@ -79,6 +79,19 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn custom_quantizers() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::custom_quantizers::approx_sign::<AD>(&device());
+                crate::custom_quantizers::magnitude_aware_sign::<AD>(&device());
+                crate::custom_quantizers::magnitude_aware_sign_bad_axis::<B>(&device());
+                crate::custom_quantizers::derivative_only_when_tracked::<B>(&device());
+                crate::custom_quantizers::derivative_only_when_tracked::<AD>(&device());
+                crate::custom_quantizers::user_straight_through::<AD>(&device());
+                crate::custom_quantizers::quant_linear_with_bi_real_quantizers::<AD>(&device());
+                crate::custom_quantizers::quant_conv2d_with_bi_real_quantizers::<AD>(&device());
+            }
+
+            #[test]
             fn gradient_quantizer() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::gradient_quantizer::<AD>(&device());

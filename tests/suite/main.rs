@@ -21,6 +21,7 @@ mod cifar10_net {
 mod conv;
 #[cfg(all(feature = "ndarray", feature = "wgpu"))]
 mod cross_backend;
+mod custom_quantizers;
 #[cfg(all(feature = "ndarray", feature = "data"))]
 mod data_batcher;
 #[cfg(feature = "download")]

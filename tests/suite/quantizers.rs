@@ -9,7 +9,7 @@ use burn_qnn::{
 use crate::reference::{self as r, assert_exact, tensor, uniform, values};
 
 /// Inputs on either side of every boundary the quantizers have.
-fn edge_inputs() -> Vec<f32> {
+pub fn edge_inputs() -> Vec<f32> {
     let below_one = 1.0 - f32::EPSILON / 2.0;
     let above_one = 1.0 + f32::EPSILON;
     vec![
