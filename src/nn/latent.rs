@@ -21,29 +21,47 @@ const LATENT_OWNERS: [&str; 6] = [
     "Struct:BitPlaneConv2d",
 ];
 
+/// The module types whose `weight` is binarized (`sign`) in the forward: the subset of
+/// [`LATENT_OWNERS`] that binary optimizers such as [`crate::optim::Bop`] update.
+const BINARY_OWNERS: [&str; 4] = [
+    "Struct:BinaryLinear",
+    "Struct:BinaryConv2d",
+    "Struct:BitPlaneLinear",
+    "Struct:BitPlaneConv2d",
+];
+
 /// The one definition of "is this parameter a latent weight": follows a module walk
 /// (`enter_module`/`exit_module`) and says whether the parameter being visited is the `weight`
 /// of one of the [`LATENT_OWNERS`].
 #[derive(Debug, Default)]
-struct LatentPath {
+pub(crate) struct LatentPath {
     /// `(field, container type)` of the fields entered so far.
     path: Vec<(String, String)>,
 }
 
 impl LatentPath {
-    fn enter(&mut self, name: &str, container_type: &str) {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
         self.path.push((name.to_owned(), container_type.to_owned()));
     }
 
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.path.pop();
     }
 
     /// Whether the parameter at the current position is a latent weight.
     fn at_latent_weight(&self) -> bool {
-        self.path.last().is_some_and(|(name, owner)| {
-            name == "weight" && LATENT_OWNERS.contains(&owner.as_str())
-        })
+        self.at_weight_of(&LATENT_OWNERS)
+    }
+
+    /// Whether the parameter at the current position is a binary layer's latent weight.
+    pub(crate) fn at_binary_weight(&self) -> bool {
+        self.at_weight_of(&BINARY_OWNERS)
+    }
+
+    fn at_weight_of(&self, owners: &[&str]) -> bool {
+        self.path
+            .last()
+            .is_some_and(|(name, owner)| name == "weight" && owners.contains(&owner.as_str()))
     }
 }
 

@@ -52,11 +52,11 @@ pub use bit_plane::{
     BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
 };
 pub(crate) use bit_plane::{HALF_RANGE, inside_sums, scaled_output};
-pub(crate) use latent::LatentWeightsBefore;
 pub use latent::{
     LatentLrScale, ParseLatentLrScaleError, clip_latent_weights, glorot_lr_scale,
     latent_weight_fans,
 };
+pub(crate) use latent::{LatentPath, LatentWeightsBefore};
 pub use max_pool::max_pool2d;
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};

@@ -1,6 +1,8 @@
 //! Optimizers and learning-rate schedules from the binarized-neural-network recipe
 //! (Hubara, Courbariaux et al.).
 //!
+//! * [`Bop`]: the binary optimizer of Helwegen et al. (2019) on the binary layers' weights,
+//!   beside any optimizer for the other parameters.
 //! * [`FusedAdam`]: Adam with Burn's arithmetic in one parallel pass per parameter on the host
 //!   backends (the optimizer update of a training step otherwise runs a dozen single-threaded
 //!   tensor ops per parameter).
@@ -13,10 +15,12 @@
 //!   every step) or [`StepLrScheduler`](burn::lr_scheduler::step::StepLrScheduler) (once per
 //!   epoch), from `(initial_lr, final_lr, steps)`.
 
+pub mod bop;
 pub mod fused_adam;
 pub mod lr_decay;
 pub mod shift_adamax;
 
+pub use bop::*;
 pub use fused_adam::*;
 pub use lr_decay::*;
 pub use shift_adamax::*;

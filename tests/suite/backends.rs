@@ -92,6 +92,15 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn bop() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::optim_bop::bop_rule_matches_definition::<B>(&device());
+                crate::optim_bop::bop_beside_adam::<AD>(&device());
+                crate::optim_bop::bop_step_multi_sums_devices::<AD>(&device());
+                crate::optim_bop::bop_rule_in_adaptor::<AD>(&device());
+            }
+
+            #[test]
             fn gradient_quantizer() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::gradient_quantizer::<AD>(&device());

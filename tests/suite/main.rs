@@ -127,6 +127,7 @@ mod learner_ndarray {
     }
 }
 mod modules;
+mod optim_bop;
 mod packed;
 mod params;
 mod quantizers;
