@@ -10,6 +10,9 @@
 //!   after each step, as the paper does; with
 //!   [`LatentLrScale::Glorot`](crate::nn::LatentLrScale::Glorot) it first scales each latent
 //!   weight's update by its layer's Glorot factor, as the authors' code does.
+//! - [`TrackFlips`] and [`FlipRatioMetric`]: the flip ratio of the binary weights (the fraction
+//!   whose sign an optimizer step changed, per layer or overall; Larq's `FlipRatio`) as a
+//!   burn-train metric.
 //! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
 //!   step's rate to the last step's.
 //! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
@@ -92,6 +95,7 @@
 mod best;
 mod checkpoint;
 mod clip;
+mod flip_ratio;
 mod record_check;
 mod render;
 mod step;
@@ -104,6 +108,7 @@ pub use checkpoint::{
     restore_checkpoint,
 };
 pub use clip::ClipLatentWeights;
+pub use flip_ratio::{FlipCounter, FlipCounts, FlipRatioMetric, LayerFlips, TrackFlips};
 pub use render::{EpochMetrics, EpochSummaryRenderer};
 pub use step::classification_output;
 

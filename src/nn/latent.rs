@@ -58,6 +58,14 @@ impl LatentPath {
         self.at_weight_of(&BINARY_OWNERS)
     }
 
+    /// The path of the module that owns the current parameter, `field.index.field…`, e.g.
+    /// `convs.2` (the parameter's own field left out).
+    pub(crate) fn owner_name(&self) -> String {
+        let owner = &self.path[..self.path.len().saturating_sub(1)];
+        let names: Vec<&str> = owner.iter().map(|(name, _)| name.as_str()).collect();
+        names.join(".")
+    }
+
     fn at_weight_of(&self, owners: &[&str]) -> bool {
         self.path
             .last()
@@ -303,7 +311,9 @@ impl<B: QnnBackend> ModuleMapper<B> for LatentUpdater<'_, B> {
         param.map(|w| {
             let require_grad = w.is_require_grad();
             let w = w.detach();
-            let before = before.map(|(old, scale)| (old.reshape(w.dims()), scale));
+            // A multi-device step may have moved the weight to another device.
+            let before =
+                before.map(|(old, scale)| (old.reshape(w.dims()).to_device(&w.device()), scale));
             // Detached last: only a leaf can be tracked again.
             let w = B::qnn_latent_update(w, before, clip).detach();
             if require_grad { w.require_grad() } else { w }

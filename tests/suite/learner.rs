@@ -68,7 +68,8 @@ fn tiny_net<B: QnnBackend>(device: &B::Device) -> Net<B> {
 }
 
 type Optim<B> = ClipLatentWeights<OptimizerAdaptor<Adam, Net<B>, B>>;
-type Components<B> = LearningComponentsMarker<B, ExponentialLrScheduler, Net<B>, Optim<B>>;
+type ComponentsWith<B, O> = LearningComponentsMarker<B, ExponentialLrScheduler, Net<B>, O>;
+type Components<B> = ComponentsWith<B, Optim<B>>;
 
 fn recorder() -> AtomicFileRecorder<NamedMpkFileRecorder<FullPrecisionSettings>> {
     AtomicFileRecorder::new(NamedMpkFileRecorder::new())
@@ -86,18 +87,32 @@ fn launch<B: QnnAutodiffBackend>(
     resume_after: Option<usize>,
 ) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
     let last_two = KeepLastNCheckpoints::new(2);
-    launch_with(learner, dir, train, valid, epochs, resume_after, last_two)
+    launch_with(
+        learner,
+        dir,
+        train,
+        valid,
+        epochs,
+        resume_after,
+        last_two,
+        |t| t,
+    )
 }
 
-/// [`launch`] with another checkpointing strategy.
-fn launch_with<B: QnnAutodiffBackend>(
-    learner: Learner<Components<B>>,
+/// [`launch`] with another checkpointing strategy and optimizer, and further settings
+/// (`configure`: metrics, a training strategy).
+#[allow(clippy::too_many_arguments)]
+fn launch_with<B: QnnAutodiffBackend, O: Optimizer<Net<B>, B> + 'static>(
+    learner: Learner<ComponentsWith<B, O>>,
     dir: &Path,
     train: &ImageDataset,
     valid: &ImageDataset,
     epochs: usize,
     resume_after: Option<usize>,
     strategy: impl CheckpointingStrategy + 'static,
+    configure: impl FnOnce(
+        SupervisedTraining<ComponentsWith<B, O>>,
+    ) -> SupervisedTraining<ComponentsWith<B, O>>,
 ) -> (Net<B::InnerBackend>, Vec<EpochMetrics>) {
     let batcher = ImageBatcher::for_dataset(train);
     let loader_train = DataLoaderBuilder::new(batcher.clone())
@@ -119,7 +134,7 @@ fn launch_with<B: QnnAutodiffBackend>(
     if let Some(epoch) = resume_after {
         training = training.checkpoint(epoch);
     }
-    let model = training.launch(learner).model;
+    let model = configure(training).launch(learner).model;
     let history = history.lock().unwrap().clone();
     (model, history)
 }
@@ -201,7 +216,16 @@ pub fn best_validation_checkpoint_survives<B: QnnAutodiffBackend>(device: &B::De
     B::seed(device, 3);
     let learner = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, 6);
     let strategy = keep_last_and_best(2);
-    let (_, timed) = launch_with(learner, dir.path(), &train, &valid, epochs, None, strategy);
+    let (_, timed) = launch_with(
+        learner,
+        dir.path(),
+        &train,
+        &valid,
+        epochs,
+        None,
+        strategy,
+        |t| t,
+    );
     let history = summary_history(dir.path(), &["Loss", "Accuracy"], &timed).unwrap();
     assert_eq!(history.len(), epochs);
     assert!(
@@ -801,4 +825,131 @@ fn steps_report_loss_scores_and_targets() {
     let inference = InferenceStep::step(&net.valid(), valid_batch);
     assert_eq!(inference.output.dims(), [6, 2]);
     let _: Tensor<NdArray, 1, Int> = inference.targets;
+}
+
+/// `TrackFlips` counts, per binary layer, the weights whose sign a step changed (checked
+/// against the weights before and after each step), and `FlipRatioMetric` reports it through
+/// burn-train: per epoch, the flips of the epoch's steps over its weights and steps.
+pub fn flip_ratio<B: QnnAutodiffBackend>(device: &B::Device) {
+    use burn_qnn::learner::{FlipCounter, FlipRatioMetric, TrackFlips};
+
+    // Counted against the definition, step by step.
+    B::seed(device, 5);
+    let mut net = tiny_net::<B>(device);
+    let flips = FlipCounter::new();
+    let mut optim = TrackFlips::new(AdamConfig::new().init(), flips.clone());
+    let batch =
+        ImageBatcher::for_dataset(&two_halves(8)).batch(two_halves(8).items().to_vec(), device);
+    let mut expected = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for step in 1..=3u64 {
+        let signs = |net: &Net<B>| -> Vec<(String, Vec<bool>)> {
+            let mut layers = BinaryWeights::default();
+            net.visit(&mut layers);
+            layers.found
+        };
+        let before = signs(&net);
+        let loss = net.forward(batch.images.clone()).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(0.05, net, grads);
+        for ((name, was), (_, now)) in before.iter().zip(signs(&net)) {
+            let changed = was.iter().zip(&now).filter(|(a, b)| a != b).count() as u64;
+            let entry = expected.entry(name.clone()).or_default();
+            *entry = (was.len() as u64, entry.1 + changed);
+        }
+        let counts = flips.counts();
+        assert_eq!(counts.steps, step);
+        let got: std::collections::BTreeMap<String, (u64, u64)> = counts
+            .layers
+            .iter()
+            .map(|(name, l)| (name.clone(), (l.weights, l.flips)))
+            .collect();
+        assert_eq!(got, expected, "step {step}");
+    }
+    let total: u64 = expected.values().map(|(_, f)| f).sum();
+    assert!(total > 0, "the steps should flip some weights");
+    assert_eq!(flips.counts().of(None).flips, total);
+
+    // Through the learner: the metrics are logged per epoch, as ratios.
+    let dir = tempfile::tempdir().unwrap();
+    let (train, valid) = (two_halves(48), two_halves(16));
+    let epochs = 2;
+    B::seed(device, 3);
+    let net = tiny_net::<B>(device);
+    let flips = FlipCounter::new();
+    let per_layer = FlipRatioMetric::per_layer(&flips, &net);
+    assert_eq!(
+        per_layer.len(),
+        expected.len(),
+        "one metric per binary layer"
+    );
+    let optim = TrackFlips::new(
+        ClipLatentWeights::new(AdamConfig::new().init()),
+        flips.clone(),
+    );
+    let schedule = decay_over_run(1e-2, 1e-3, epochs, 6).unwrap();
+    let learner = Learner::new(net, optim, schedule);
+    let metric = FlipRatioMetric::new(flips.clone());
+    let (_, history) = launch_with(
+        learner,
+        dir.path(),
+        &train,
+        &valid,
+        epochs,
+        None,
+        KeepLastNCheckpoints::new(1),
+        move |mut training| {
+            training = training.metric_train_numeric(metric);
+            for m in per_layer {
+                training = training.metric_train_numeric(m);
+            }
+            training
+        },
+    );
+    assert_eq!(flips.counts().steps, 12);
+    for e in &history {
+        let ratio = e.train["Flip Ratio"];
+        assert!((0.0..=1.0).contains(&ratio), "{e:?}");
+        for name in expected.keys() {
+            let layer = e.train[&format!("Flip Ratio {name}")];
+            assert!((0.0..=1.0).contains(&layer), "{e:?}");
+        }
+    }
+    assert!(history[0].train["Flip Ratio"] > 0.0, "{history:?}");
+}
+
+/// The sign bits (`w < 0`) of each binary layer's weight, by layer path, in visiting order.
+#[derive(Default)]
+struct BinaryWeights {
+    path: Vec<(String, String)>,
+    found: Vec<(String, Vec<bool>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for BinaryWeights {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_owned(), container_type.to_owned()));
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some((field, owner)) = self.path.last() else {
+            return;
+        };
+        let binary = [
+            "Struct:BinaryLinear",
+            "Struct:BinaryConv2d",
+            "Struct:BitPlaneConv2d",
+            "Struct:BitPlaneLinear",
+        ];
+        if field == "weight" && binary.contains(&owner.as_str()) {
+            let owner_path: Vec<&str> = self.path[..self.path.len() - 1]
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let negative = values(param.val()).iter().map(|&w| w < 0.0).collect();
+            self.found.push((owner_path.join("."), negative));
+        }
+    }
 }

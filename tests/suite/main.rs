@@ -119,6 +119,12 @@ mod learner_ndarray {
     }
 
     #[test]
+    fn flip_ratio() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::flip_ratio::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
     fn best_validation_checkpoint_survives() {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::best_validation_checkpoint_survives::<Autodiff<NdArray>>(
