@@ -32,9 +32,10 @@ use burn_qnn::{
     data::{ImageBatcher, TrainTest, ValidationSize},
     inference::PackedNet,
     learner::{
-        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer,
-        best_valid_epoch, decay_over_run, keep_last_and_best, last_checkpoint,
-        load_checkpoint_model, restore_checkpoint, summary_history,
+        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer, FlipCounter,
+        FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel, decay_over_run,
+        keep_last_and_best, last_checkpoint, load_checkpoint_model, optimizer_steps_per_epoch,
+        restore_checkpoint, summary_history,
     },
     models::{NetConfig, Precision, summary},
     nn::LatentLrScale,
@@ -44,7 +45,7 @@ use burn_qnn::{
 };
 use burn_train::{
     Learner, SupervisedTraining,
-    metric::{AccuracyMetric, LearningRateMetric, LossMetric},
+    metric::{AccuracyMetric, LearningRateMetric, LossMetric, Metric},
 };
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde_json::json;
@@ -118,6 +119,15 @@ pub struct Args {
     /// (SVHN) also train on extra_32x32.mat
     #[arg(long)]
     pub extra: bool,
+    /// Data-parallel workers (burn-train's multi-device strategy): each round trains N batches
+    /// side by side and sums their gradients for one optimizer step. On ndarray and flex they
+    /// share the one CPU device (no faster than one worker); wgpu supports 1
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub devices: usize,
+    /// Also log the flip ratio of each binary layer (the share of its weights whose sign a
+    /// step changed), beside that of all binary layers
+    #[arg(long)]
+    pub layer_flips: bool,
 }
 
 /// The defaults of one data set: those of the authors' training script for it.
@@ -263,6 +273,13 @@ fn run_backend(
         #[cfg(feature = "flex")]
         "flex" => run_on::<Autodiff<burn::backend::Flex>>(args, defaults, config, data),
         #[cfg(feature = "wgpu")]
+        "wgpu" if args.devices > 1 => Err(format!(
+            "--devices {}: Burn 0.21 cannot copy tensors between wgpu devices; train with \
+             --devices 1 on wgpu",
+            args.devices
+        )
+        .into()),
+        #[cfg(feature = "wgpu")]
         // Without fusion: burn-train's checkpointer reads records on its own thread, which
         // burn 0.21's `Fusion` does not support.
         "wgpu" => run_on::<
@@ -325,9 +342,19 @@ fn run_on<B: QnnAutodiffBackend>(
     // The paper's recipe: Adam, the latent weights' updates scaled per layer (--lr-scale) and
     // the latent weights clipped after each step, the learning rate decaying exponentially at
     // every step from --lr to --final-lr.
-    let steps_per_epoch = train.len().div_ceil(args.batch_size);
+    // With several workers, one optimizer step per round of their batches.
+    let steps_per_epoch = optimizer_steps_per_epoch(train.len(), args.batch_size, args.devices);
+    let flips = FlipCounter::new();
+    let flip_metrics = match args.layer_flips {
+        true => FlipRatioMetric::per_layer(&flips, &net),
+        false => Vec::new(),
+    };
+    let mut logged = vec!["Loss", "Accuracy", "Learning Rate", "Flip Ratio"];
+    let layer_names: Vec<String> = flip_metrics.iter().map(|m| m.name().to_string()).collect();
+    logged.extend(layer_names.iter().map(String::as_str));
     let optim = ClipLatentWeights::new(FusedAdamConfig::new().with_epsilon(1e-8).init())
         .with_lr_scale(args.lr_scale);
+    let optim = TrackFlips::new(optim, flips.clone());
     println!(
         "Adam, lr {:e} → {:e}, latent-weight lr scale {}",
         args.lr, args.final_lr, args.lr_scale
@@ -363,11 +390,23 @@ fn run_on<B: QnnAutodiffBackend>(
     let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
         .metrics((LossMetric::new(), AccuracyMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(FlipRatioMetric::new(flips))
         .with_file_checkpointer(recorder.clone())
         // The last two epochs (to resume) and the best-validation one (to report and pack).
         .with_checkpointing_strategy(keep_last_and_best(2))
         .renderer(renderer)
         .num_epochs(args.epochs);
+    for metric in flip_metrics {
+        training = training.metric_train_numeric(metric);
+    }
+    if args.devices > 1 {
+        println!(
+            "{} data-parallel workers, one optimizer step per {} batches",
+            args.devices, args.devices
+        );
+        training =
+            training.with_training_strategy(data_parallel(vec![device.clone(); args.devices]));
+    }
     if first_epoch > 1 {
         training = training.checkpoint(first_epoch - 1);
     }
@@ -381,8 +420,7 @@ fn run_on<B: QnnAutodiffBackend>(
     let timed = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
     // The epoch means as burn-train's summary reads them from its logs (the renderer's
     // where it has none).
-    let history =
-        summary_history(&args.out, &["Loss", "Accuracy", "Learning Rate"], &timed).unwrap_or(timed);
+    let history = summary_history(&args.out, &logged, &timed).unwrap_or(timed);
     let train_seconds = start.elapsed().as_secs_f64();
     let last_epoch = history.last().map_or(first_epoch - 1, |e| e.epoch);
     let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);
@@ -427,6 +465,7 @@ fn run_on<B: QnnAutodiffBackend>(
         "final_lr": args.final_lr,
         "lr_scale": args.lr_scale.to_string(),
         "grad_bits": args.grad_bits.map(|bits| bits.get()),
+        "devices": args.devices,
         "train_images": train.len(),
         "train_seconds": train_seconds,
         "history": history,
@@ -526,6 +565,8 @@ mod tests {
         assert_eq!(args.valid, None);
         assert!(args.download && !args.resume && !args.float);
         assert_eq!(args.grad_bits, None);
+        assert_eq!(args.devices, 1);
+        assert!(!args.layer_flips);
         let none = parse_from(&DEFAULTS, ["demo"]).unwrap();
         assert_eq!((none.epochs, none.batch_size), (7, 20));
     }
@@ -558,6 +599,7 @@ mod tests {
             ("--width=nan", "--width"),
             ("--grad-bits=1", "--grad-bits"),
             ("--grad-bits=9", "--grad-bits"),
+            ("--devices=0", "--devices"),
         ] {
             let error = parse_from(&DEFAULTS, ["demo", bad])
                 .unwrap_err()

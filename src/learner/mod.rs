@@ -13,6 +13,9 @@
 //! - [`TrackFlips`] and [`FlipRatioMetric`]: the flip ratio of the binary weights (the fraction
 //!   whose sign an optimizer step changed, per layer or overall; Larq's `FlipRatio`) as a
 //!   burn-train metric.
+//! - [`data_parallel`] and [`optimizer_steps_per_epoch`]: training on several devices through
+//!   burn-train's multi-device strategy (see [`data_parallel`] for what equals what, and
+//!   which devices work).
 //! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
 //!   step's rate to the last step's.
 //! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
@@ -95,6 +98,7 @@
 mod best;
 mod checkpoint;
 mod clip;
+mod devices;
 mod flip_ratio;
 mod record_check;
 mod render;
@@ -108,6 +112,7 @@ pub use checkpoint::{
     restore_checkpoint,
 };
 pub use clip::ClipLatentWeights;
+pub use devices::{data_parallel, optimizer_steps_per_epoch};
 pub use flip_ratio::{FlipCounter, FlipCounts, FlipRatioMetric, LayerFlips, TrackFlips};
 pub use render::{EpochMetrics, EpochSummaryRenderer};
 pub use step::classification_output;

@@ -953,3 +953,100 @@ impl<B: Backend> ModuleVisitor<B> for BinaryWeights {
         }
     }
 }
+
+/// Two workers through burn-train's multi-device strategy train exactly as one device with
+/// gradient accumulation over the same pairs of batches: each round sums the gradients of one
+/// batch of each device's slice (burn-train's split: the first half of the items to the first
+/// device, the second half to the second) and steps once.
+pub fn multi_device_equals_accumulation<B: QnnAutodiffBackend>(device: &B::Device) {
+    use burn_qnn::learner::{data_parallel, optimizer_steps_per_epoch};
+
+    let (train, valid) = (two_halves(64), two_halves(16));
+    let (epochs, batch, devices) = (2, 8, 2);
+    let rounds = optimizer_steps_per_epoch(train.len(), batch, devices);
+    assert_eq!(rounds, 4);
+    // The single device's order: batch k of the first half, batch k of the second, …
+    let items = train.items();
+    let half = items.len() / 2;
+    let interleaved: Vec<ImageItem> = (0..rounds)
+        .flat_map(|k| {
+            let first = &items[k * batch..(k + 1) * batch];
+            let second = &items[half + k * batch..half + (k + 1) * batch];
+            first.iter().chain(second).cloned()
+        })
+        .collect();
+    let interleaved = ImageDataset::new(interleaved, train.shape(), 2, 255);
+
+    let run = |data: &ImageDataset, parallel: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        B::seed(device, 3);
+        // A constant rate: the schedule steps once per round on several devices, per batch on one.
+        let learner = new_learner(tiny_net::<B>(device), (1e-2, 1e-2), epochs, rounds);
+        let devices = vec![device.clone(); devices];
+        let (net, _) = launch_with(
+            learner,
+            dir.path(),
+            data,
+            &valid,
+            epochs,
+            None,
+            KeepLastNCheckpoints::new(1),
+            move |training| {
+                if parallel {
+                    training.with_training_strategy(data_parallel(devices))
+                } else {
+                    training.grads_accumulation(2)
+                }
+            },
+        );
+        net
+    };
+    let parallel = run(&train, true);
+    let accumulated = run(&interleaved, false);
+    let (a, b) = (ParamValues::of(&parallel), ParamValues::of(&accumulated));
+    assert_eq!(a.0.len(), b.0.len());
+    let start = ParamValues::of(&{
+        B::seed(device, 3);
+        tiny_net::<B>(device).valid()
+    });
+    assert_ne!(a.0, start.0, "training must have moved the parameters");
+    for (i, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+            "parameter value {i}: {x} on two devices, {y} with accumulation"
+        );
+    }
+}
+
+/// Every parameter's values in visiting order (running statistics of batch norm left out:
+/// several devices average their updates of it, one device applies them in turn).
+#[derive(Default)]
+struct ParamValues(Vec<f32>, Vec<String>);
+
+impl ParamValues {
+    fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
+        let mut values = Self::default();
+        module.visit(&mut values);
+        values
+    }
+}
+
+impl<B: Backend> ModuleVisitor<B> for ParamValues {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.1.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.1.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self
+            .1
+            .last()
+            .is_some_and(|field| field.starts_with("running_"))
+        {
+            self.0.extend(values(param.val()));
+        }
+    }
+}

@@ -125,6 +125,12 @@ mod learner_ndarray {
     }
 
     #[test]
+    fn multi_device_equals_accumulation() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::multi_device_equals_accumulation::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
     fn best_validation_checkpoint_survives() {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::best_validation_checkpoint_survives::<Autodiff<NdArray>>(
