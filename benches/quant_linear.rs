@@ -1,20 +1,34 @@
-//! A 2-bit × 2-bit `QuantLinear` (4096 → 4096) on NdArray: the layer's float simulation (Burn's
-//! f32 matmul of the quantized values) against its packed form (`PackedQuantLinear`, codes on
-//! the bit-serial AND-popcount kernel), side by side on the same data, at batch 1 and 64.
+//! A 2-bit × 2-bit `QuantLinear` (4096 → 4096) on NdArray, side by side on the same data:
+//!
+//! - inference at batch 1 and 64: the layer's float simulation (Burn's f32 matmul of the
+//!   quantized values) against its packed form (`PackedQuantLinear`, codes on the bit-serial
+//!   AND-popcount kernel);
+//! - a training pass at batch 64 (forward and backward, under `Autodiff`): the layer (its
+//!   quantizers one parallel pass on the CPU backends), the same layer with its quantizers
+//!   written as Burn tensor ops (`Quantizer::forward`, the straight-through mask, through
+//!   `quant::straight_through`), and Burn's f32 `Linear`.
 //!
 //! `cargo bench --bench quant_linear`
 
 use burn::{
-    backend::NdArray,
+    backend::{Autodiff, NdArray},
+    nn::LinearConfig,
     tensor::{Distribution, Tensor},
 };
-use burn_qnn::{inference::PackedQuantLinear, nn::QuantLinearConfig, quant::Bits};
+use burn_qnn::{
+    QnnBackend,
+    inference::PackedQuantLinear,
+    nn::QuantLinearConfig,
+    quant::{self, Bits, Operand, Quantize, Quantizer},
+};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-fn quant_linear(c: &mut Criterion) {
+const D_IN: usize = 4096;
+const D_OUT: usize = 4096;
+
+fn inference(c: &mut Criterion) {
     let device = Default::default();
-    let (d_in, d_out) = (4096, 4096);
-    let layer = QuantLinearConfig::new(d_in, d_out)
+    let layer = QuantLinearConfig::new(D_IN, D_OUT)
         .with_bits(Bits::TWO, Bits::TWO)
         .init::<NdArray>(&device);
     let packed = PackedQuantLinear::from_layer(&layer).expect("linear quantizers pack");
@@ -22,7 +36,7 @@ fn quant_linear(c: &mut Criterion) {
     group.sample_size(10);
     for batch in [1, 64] {
         let x =
-            Tensor::<NdArray, 2>::random([batch, d_in], Distribution::Uniform(0.0, 1.0), &device);
+            Tensor::<NdArray, 2>::random([batch, D_IN], Distribution::Uniform(0.0, 1.0), &device);
         group.bench_with_input(BenchmarkId::new("float_simulation", batch), &x, |b, x| {
             b.iter(|| layer.forward(x.clone()).into_data())
         });
@@ -33,5 +47,44 @@ fn quant_linear(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, quant_linear);
+/// A [`Quantizer`] computed with Burn's tensor ops only (the formulas of `Quantizer::forward`
+/// and `Quantizer::blocked`): the reference the host quantizer kernel is measured against.
+#[derive(Debug, Clone, Copy)]
+struct TensorOps(Quantizer);
+
+impl Quantize for TensorOps {
+    fn quantize<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>, _: Operand) -> Tensor<B, D> {
+        let q = self.0;
+        quant::straight_through(x, |x| q.forward(x), |x| q.blocked(x).bool_not().float())
+    }
+}
+
+fn training(c: &mut Criterion) {
+    type B = Autodiff<NdArray>;
+    let device = Default::default();
+    let batch = 64;
+    let config = QuantLinearConfig::new(D_IN, D_OUT).with_bits(Bits::TWO, Bits::TWO);
+    let layer = config.init::<B>(&device);
+    let tensor_ops = config.init_with_quantizers::<B, _, _>(
+        &device,
+        TensorOps(config.weight_quantizer),
+        config.input_quantizer.map(TensorOps),
+    );
+    let float = LinearConfig::new(D_IN, D_OUT).init::<B>(&device);
+    let x = Tensor::<B, 2>::random([batch, D_IN], Distribution::Uniform(0.0, 1.0), &device);
+    let mut group = c.benchmark_group("quant_linear_2x2_bits_4096_training_batch_64");
+    group.sample_size(10);
+    group.bench_function("layer", |b| {
+        b.iter(|| layer.forward(x.clone()).sum().backward())
+    });
+    group.bench_function("tensor_op_quantizers", |b| {
+        b.iter(|| tensor_ops.forward(x.clone()).sum().backward())
+    });
+    group.bench_function("burn_linear_f32", |b| {
+        b.iter(|| float.forward(x.clone()).sum().backward())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, inference, training);
 criterion_main!(benches);

@@ -29,7 +29,7 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         let x = x.into_primitive().tensor();
         let inner = inner_tensor::<B, D>(x.primitive.clone());
         let value = B::qnn_quantize(inner.clone(), quantizer);
-        straight_through::<B, C, D>(x, value, || quantizer.blocked(inner))
+        straight_through::<B, C, D>(x, value, || B::qnn_quantize_blocked(inner, quantizer))
     }
 
     fn qnn_stochastic_sign<const D: usize>(
@@ -40,7 +40,7 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         let noise = inner_tensor::<B, D>(noise.into_primitive().tensor().primitive);
         let inner = inner_tensor::<B, D>(x.primitive.clone());
         let value = B::qnn_stochastic_sign(inner.clone(), noise);
-        straight_through::<B, C, D>(x, value, || Quantizer::Sign.blocked(inner))
+        straight_through::<B, C, D>(x, value, || B::qnn_quantize_blocked(inner, Quantizer::Sign))
     }
 
     fn qnn_straight_through<const D: usize>(

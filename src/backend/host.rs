@@ -23,6 +23,7 @@ use crate::{
         latent::latent_update_into,
         pack,
         pool::{self, PoolShape},
+        quantize,
         quantized_backward::{self, QuantizedGrad},
         uninit::written,
         words_per_row,
@@ -57,6 +58,38 @@ impl<B: HostFloat> QnnBackend for B {
         f: impl FnOnce(&[f32]) -> R,
     ) -> Option<R> {
         Self::qnn_computes_on_host().then(|| B::with_f32(x, |values, _| f(values)))
+    }
+
+    /// [`quantize::quantize_into`]: one parallel pass for the linear quantizers (the same
+    /// bits as the tensor ops); the power-of-two quantizer keeps Burn's tensor ops.
+    fn qnn_quantize<const D: usize>(
+        x: Tensor<Self, D>,
+        quantizer: quant::Quantizer,
+    ) -> Tensor<Self, D> {
+        if !quantize::supports(quantizer) || !B::holds_f32() {
+            return quantizer.forward(x);
+        }
+        let shape = x.dims();
+        // SAFETY: `quantize_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(shape.iter().product(), |out| {
+                B::with_f32(x, |x, _| quantize::quantize_into(quantizer, x, out))
+            })
+        };
+        B::float_tensor(out, &shape)
+    }
+
+    /// [`quantize::blocked`], in parallel.
+    fn qnn_quantize_blocked<const D: usize>(
+        x: Tensor<Self, D>,
+        quantizer: quant::Quantizer,
+    ) -> Tensor<Self, D, burn::tensor::Bool> {
+        if !B::holds_f32() {
+            return quantizer.blocked(x);
+        }
+        let (device, shape) = (x.device(), x.dims());
+        let mask = B::with_f32(x, |x, _| quantize::blocked(quantizer, x));
+        Tensor::from_data(TensorData::new(mask, shape), &device)
     }
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {

@@ -119,6 +119,16 @@ pub trait QnnBackend: Backend {
         quantizer.forward(x)
     }
 
+    /// `true` where the straight-through gradient of `quantizer` is cut: `x` outside
+    /// [`Quantizer::pass_band`], or NaN ([`Quantizer::blocked`]). `Autodiff`'s quantizer node
+    /// keeps it for its backward; the host backends compute it in one parallel pass.
+    fn qnn_quantize_blocked<const D: usize>(
+        x: Tensor<Self, D>,
+        quantizer: Quantizer,
+    ) -> Tensor<Self, D, burn::tensor::Bool> {
+        quantizer.blocked(x)
+    }
+
     /// The stochastic sign of `x` drawn with `noise` (uniform on `[0, 1)`), with the gradient of
     /// [`Quantizer::Sign`].
     fn qnn_stochastic_sign<const D: usize>(

@@ -32,6 +32,7 @@ pub mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;
 pub mod pool;
+pub mod quantize;
 pub mod quantized_backward;
 mod tile_avx2;
 mod tile_avx512;

@@ -115,12 +115,12 @@ impl<B: QnnBackend> BinaryLinear<B> {
             x.dims()
         );
         let y = match (self.binarize_input, self.grad_bits) {
-            (true, None) => ops::xnor_matmul(x, weight.clone().unsqueeze()),
+            (true, None) => ops::xnor_matmul(x, super::lift_rank(weight.clone())),
             (true, Some(bits)) => {
-                ops::xnor_matmul_quantized_grad(x, weight.clone().unsqueeze(), bits)
+                ops::xnor_matmul_quantized_grad(x, super::lift_rank(weight.clone()), bits)
             }
             (false, bits) => {
-                let y = x.matmul(quant::sign(weight.clone()).unsqueeze());
+                let y = x.matmul(super::lift_rank(quant::sign(weight.clone())));
                 match bits {
                     Some(bits) => quant::quantize_gradient(y, bits),
                     None => y,

@@ -61,3 +61,16 @@ pub use max_pool::max_pool2d;
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};
+
+/// `t` as a tensor of rank `D ≥ 2` (leading axes of size 1, as `unsqueeze`), without a reshape
+/// where the rank stays 2 (burn-ndarray's reshape copies the whole tensor, a weight matrix of a
+/// large layer on every call).
+pub(crate) fn lift_rank<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, 2>,
+) -> burn::tensor::Tensor<B, D> {
+    if D == 2 {
+        burn::tensor::Tensor::from_primitive(t.into_primitive())
+    } else {
+        t.unsqueeze()
+    }
+}

@@ -133,7 +133,7 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
         let weight = self
             .weight_quantizer
             .quantize(self.weight.val(), Operand::Weight { output_axis: 1 });
-        let y = x.matmul(weight.unsqueeze());
+        let y = x.matmul(super::lift_rank(weight));
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),
             None => y,

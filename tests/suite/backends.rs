@@ -41,6 +41,7 @@ macro_rules! backend_tests {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::edge_values::<B>(&device());
                 crate::quantizers::edge_values::<AD>(&device());
+                crate::quantizers::backend_quantizer_matches_tensor_ops::<B>(&device());
             }
 
             #[test]

@@ -406,3 +406,30 @@ pub fn gradient_quantizer<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
         .backward();
     assert!(values(x.grad(&grads).unwrap()).iter().all(|&g| g == 0.0));
 }
+
+/// The backend's quantizer (one parallel pass on the CPU backends) gives the bits of the
+/// tensor-op formulas (`Quantizer::forward`, `Quantizer::blocked`), over more values than one
+/// parallel chunk holds, edge values among them.
+pub fn backend_quantizer_matches_tensor_ops<B: QnnBackend>(device: &B::Device) {
+    let mut inputs = uniform(3 * (1 << 14) + 123, -1.6, 1.6, 21);
+    for (i, x) in edge_inputs().into_iter().enumerate() {
+        inputs[i * 2777] = x;
+    }
+    let n = inputs.len();
+    for Case { quantizer, .. } in cases() {
+        let x = tensor::<B, 2>(inputs.clone(), [3, n / 3], device);
+        let what = format!("{quantizer:?}");
+        let got = values(quant::quantize(x.clone(), quantizer));
+        let expected = values(quantizer.forward(x.clone()));
+        assert_exact(&what, &inputs, &got, &expected);
+        let mask = |m: Tensor<B, 2, burn::tensor::Bool>| {
+            m.int()
+                .into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap()
+        };
+        let got = mask(B::qnn_quantize_blocked(x.clone(), quantizer));
+        assert_eq!(got, mask(quantizer.blocked(x)), "{what}: mask");
+    }
+}
