@@ -1,12 +1,14 @@
 //! A 2-bit × 2-bit `QuantLinear` (4096 → 4096) on NdArray, side by side on the same data:
 //!
-//! - inference at batch 1 and 64: the layer's float simulation (Burn's f32 matmul of the
-//!   quantized values) against its packed form (`PackedQuantLinear`, codes on the bit-serial
-//!   AND-popcount kernel);
+//! - inference at batch 1 and 64: the layer's forward (it quantizes its latent weights on every
+//!   call, as in training) against its packed form (`PackedQuantLinear`, weight codes packed
+//!   once, products on the bit-serial AND-popcount kernel);
 //! - a training pass at batch 64 (forward and backward, under `Autodiff`): the layer (its
-//!   quantizers one parallel pass on the CPU backends), the same layer with its quantizers
-//!   written as Burn tensor ops (`Quantizer::forward`, the straight-through mask, through
-//!   `quant::straight_through`), and Burn's f32 `Linear`.
+//!   quantizers one parallel pass on the CPU backends, its forward product on the codes of both
+//!   operands, the bit-serial kernel), the same layer with Burn's f32 `matmul` as its product
+//!   (`float_product`), the same with its quantizers written as Burn tensor ops
+//!   (`Quantizer::forward`, the straight-through mask, through `quant::straight_through`; float
+//!   product too), and Burn's f32 `Linear`.
 //!
 //! `cargo bench --bench quant_linear`
 
@@ -37,7 +39,7 @@ fn inference(c: &mut Criterion) {
     for batch in [1, 64] {
         let x =
             Tensor::<NdArray, 2>::random([batch, D_IN], Distribution::Uniform(0.0, 1.0), &device);
-        group.bench_with_input(BenchmarkId::new("float_simulation", batch), &x, |b, x| {
+        group.bench_with_input(BenchmarkId::new("layer_forward", batch), &x, |b, x| {
             b.iter(|| layer.forward(x.clone()).into_data())
         });
         group.bench_with_input(BenchmarkId::new("packed", batch), &x, |b, x| {
@@ -59,6 +61,17 @@ impl Quantize for TensorOps {
     }
 }
 
+/// A [`Quantizer`] without its code grid: the layer multiplies its values with Burn's f32
+/// `matmul` (the float simulation's product) instead of their codes.
+#[derive(Debug, Clone, Copy)]
+struct FloatProduct(Quantizer);
+
+impl Quantize for FloatProduct {
+    fn quantize<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>, _: Operand) -> Tensor<B, D> {
+        quant::quantize(x, self.0)
+    }
+}
+
 fn training(c: &mut Criterion) {
     type B = Autodiff<NdArray>;
     let device = Default::default();
@@ -70,12 +83,20 @@ fn training(c: &mut Criterion) {
         TensorOps(config.weight_quantizer),
         config.input_quantizer.map(TensorOps),
     );
+    let float_product = config.init_with_quantizers::<B, _, _>(
+        &device,
+        FloatProduct(config.weight_quantizer),
+        config.input_quantizer.map(FloatProduct),
+    );
     let float = LinearConfig::new(D_IN, D_OUT).init::<B>(&device);
     let x = Tensor::<B, 2>::random([batch, D_IN], Distribution::Uniform(0.0, 1.0), &device);
     let mut group = c.benchmark_group("quant_linear_2x2_bits_4096_training_batch_64");
     group.sample_size(10);
     group.bench_function("layer", |b| {
         b.iter(|| layer.forward(x.clone()).sum().backward())
+    });
+    group.bench_function("float_product", |b| {
+        b.iter(|| float_product.forward(x.clone()).sum().backward())
     });
     group.bench_function("tensor_op_quantizers", |b| {
         b.iter(|| tensor_ops.forward(x.clone()).sum().backward())

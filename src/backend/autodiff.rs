@@ -16,10 +16,12 @@ use burn_autodiff::{
     ops::{Backward, Ops, OpsKind, unary},
 };
 
-use super::{BatchNormOutput, QnnBackend, batch_norm, binary_backward, bit_plane, pool};
+use super::{
+    BatchNormOutput, QnnBackend, batch_norm, binary_backward, bit_plane, code_matmul, pool,
+};
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
-    quant::{Bits, Quantizer, quantizer},
+    quant::{Bits, CodeGrid, Quantizer, quantizer},
 };
 
 type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
@@ -61,6 +63,15 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(value),
         };
         outer_tensor(output)
+    }
+
+    fn qnn_code_matmul(
+        a: Tensor<Self, 2>,
+        a_grid: CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: CodeGrid,
+    ) -> Tensor<Self, 2> {
+        code_matmul::code_matmul(a, a_grid, b, b_grid)
     }
 
     type Packed = B::Packed;

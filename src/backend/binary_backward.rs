@@ -343,10 +343,10 @@ pub(crate) fn binary_conv2d<B: QnnBackend, C: CheckpointStrategy>(
     Tensor::from_primitive(TensorPrimitive::Float(output))
 }
 
-fn tensor<B: QnnBackend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+pub(super) fn tensor<B: QnnBackend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
-fn primitive<B: QnnBackend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+pub(super) fn primitive<B: QnnBackend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
     tensor.into_primitive().tensor()
 }

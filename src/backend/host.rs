@@ -19,7 +19,7 @@ use crate::{
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{self, bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
-        conv,
+        code_matmul, conv,
         latent::latent_update_into,
         pack,
         pool::{self, PoolShape},
@@ -90,6 +90,29 @@ impl<B: HostFloat> QnnBackend for B {
         let (device, shape) = (x.device(), x.dims());
         let mask = B::with_f32(x, |x, _| quantize::blocked(quantizer, x));
         Tensor::from_data(TensorData::new(mask, shape), &device)
+    }
+
+    /// [`code_matmul::code_matmul`]: the codes' product on the bit-serial kernel.
+    fn qnn_code_matmul(
+        a: Tensor<Self, 2>,
+        a_grid: quant::CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: quant::CodeGrid,
+    ) -> Tensor<Self, 2> {
+        let ([m, k], [k_b, n]) = (a.dims(), b.dims());
+        assert_eq!(
+            k, k_b,
+            "qnn_code_matmul: lhs [{m}, {k}] and rhs [{k_b}, {n}] differ in the inner dimension"
+        );
+        if !B::holds_f32() {
+            return a.matmul(b);
+        }
+        let out = B::with_f32(a, |a, _| {
+            B::with_f32(b, |b, _| {
+                code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
+            })
+        });
+        B::float_tensor(out, &[m, n])
     }
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {

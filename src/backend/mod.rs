@@ -22,6 +22,7 @@ mod autodiff;
 mod batch_norm;
 mod binary_backward;
 mod bit_plane;
+mod code_matmul;
 #[cfg(feature = "wgpu")]
 mod cube;
 #[cfg(feature = "flex")]
@@ -105,7 +106,7 @@ use burn::tensor::{
 use crate::{
     kernels::adam::AdamStep,
     ops::{self, ConvGeometry, Encoding, HostPacked},
-    quant::{self, Bits, Quantizer, quantizer},
+    quant::{self, Bits, CodeGrid, Quantizer, quantizer},
 };
 
 /// A Burn backend that runs the crate's quantizers and packed kernels.
@@ -153,6 +154,24 @@ pub trait QnnBackend: Backend {
     /// The identity, whose gradient is quantized to `bits` bits in the backward pass.
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, _bits: Bits) -> Tensor<Self, D> {
         x
+    }
+
+    /// `a·b` of a `[m, k]` and a `[k, n]` matrix whose values lie on `a_grid` and `b_grid`
+    /// (quantized values, as the quant layers multiply them). The default is Burn's `matmul`;
+    /// the host backends multiply the integer codes on the bit-serial AND-popcount kernel
+    /// (exact) and apply the grids' scales and offsets once, which equals `matmul` up to f32
+    /// rounding. `Autodiff` tracks it with `matmul`'s gradients.
+    ///
+    /// # Panics
+    /// If the inner dimensions differ, as `matmul` does.
+    fn qnn_code_matmul(
+        a: Tensor<Self, 2>,
+        a_grid: CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: CodeGrid,
+    ) -> Tensor<Self, 2> {
+        let _ = (a_grid, b_grid);
+        a.matmul(b)
     }
 
     /// The backend's storage of a tensor packed along its last dimension.

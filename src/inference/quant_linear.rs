@@ -8,10 +8,10 @@ use crate::{
     QnnBackend,
     nn::QuantLinear,
     ops::{self, Encoding, Packed},
-    quant::{Bits, Quantizer, quantizer},
+    quant::{Bits, CodeGrid, Quantizer, quantizer},
 };
 
-/// How a linear quantizer's values follow from its integer codes: `q = scale·code + offset`.
+/// A linear quantizer with its [`CodeGrid`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Levels {
     quantizer: Quantizer,
@@ -23,23 +23,13 @@ struct Levels {
 impl Levels {
     /// The codes of a linear quantizer (`Sign` is the 1-bit `Signed`); `None` for `Pow2`.
     fn of(quantizer: Quantizer) -> Option<Levels> {
-        let signed = |bits: Bits| Levels {
+        let grid = CodeGrid::of(quantizer)?;
+        Some(Levels {
             quantizer,
-            bits,
-            scale: 2.0 / bits.max_code() as f32,
-            offset: -1.0,
-        };
-        match quantizer {
-            Quantizer::Sign => Some(signed(Bits::ONE)),
-            Quantizer::Signed(bits) => Some(signed(bits)),
-            Quantizer::Unsigned(bits) => Some(Levels {
-                quantizer,
-                bits,
-                scale: 1.0 / bits.max_code() as f32,
-                offset: 0.0,
-            }),
-            Quantizer::Pow2(_) => None,
-        }
+            bits: grid.bits,
+            scale: grid.scale,
+            offset: grid.offset,
+        })
     }
 
     /// The codes `(q − offset)/scale` of values, as the quantizer computes them (for `sign`:

@@ -95,8 +95,14 @@ pub(crate) fn quantize_into(quantizer: Quantizer, x: &[f32], out: &mut [MaybeUni
 /// gradient, or is NaN ([`Quantizer::blocked`]), in parallel.
 pub fn blocked(quantizer: Quantizer, x: &[f32]) -> Vec<bool> {
     let (lo, hi) = quantizer.pass_band();
-    let mut out = Vec::with_capacity(x.len());
-    out.par_extend(x.par_iter().map(|&x| !(x >= lo && x <= hi)));
+    let mut out = vec![false; x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(out, x)| {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = !(x >= lo && x <= hi);
+            }
+        });
     out
 }
 

@@ -74,3 +74,27 @@ pub(crate) fn lift_rank<B: burn::tensor::backend::Backend, const D: usize>(
         t.unsqueeze()
     }
 }
+
+/// `x` of rank `D` as a `[rows, cols]` matrix, without a reshape where `D` is 2.
+pub(crate) fn flatten_rows<B: burn::tensor::backend::Backend, const D: usize>(
+    x: burn::tensor::Tensor<B, D>,
+    [rows, cols]: [usize; 2],
+) -> burn::tensor::Tensor<B, 2> {
+    if D == 2 {
+        burn::tensor::Tensor::from_primitive(x.into_primitive())
+    } else {
+        x.reshape([rows, cols])
+    }
+}
+
+/// The inverse of [`flatten_rows`]: a `[rows, cols]` matrix as a tensor of `dims`.
+pub(crate) fn unflatten_rows<B: burn::tensor::backend::Backend, const D: usize>(
+    y: burn::tensor::Tensor<B, 2>,
+    dims: [usize; D],
+) -> burn::tensor::Tensor<B, D> {
+    if D == 2 {
+        burn::tensor::Tensor::from_primitive(y.into_primitive())
+    } else {
+        y.reshape(dims)
+    }
+}

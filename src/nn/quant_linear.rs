@@ -125,7 +125,13 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
     ///
     /// # Panics
     /// If the last dimension is not `d_input`.
+    ///
+    /// Where both quantizers have a [`CodeGrid`](crate::quant::CodeGrid) (the default
+    /// `Signed`/`Unsigned`/`Sign`), the product runs on their integer codes
+    /// ([`QnnBackend::qnn_code_matmul`]: the bit-serial kernel on the CPU backends), with the
+    /// gradients of `matmul`; it equals the float product up to f32 rounding.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let input_grid = self.input_quantizer.as_ref().and_then(|q| q.code_grid());
         let x = match &self.input_quantizer {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
@@ -133,7 +139,19 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
         let weight = self
             .weight_quantizer
             .quantize(self.weight.val(), Operand::Weight { output_axis: 1 });
-        let y = x.matmul(super::lift_rank(weight));
+        let y = match (input_grid, self.weight_quantizer.code_grid()) {
+            (Some(x_grid), Some(w_grid)) => {
+                let dims = x.dims();
+                let d_input = dims[D - 1];
+                let rows = dims[..D - 1].iter().product();
+                let x = super::flatten_rows(x, [rows, d_input]);
+                let y = B::qnn_code_matmul(x, x_grid, weight, w_grid);
+                let mut out_dims = dims;
+                out_dims[D - 1] = y.dims()[1];
+                super::unflatten_rows(y, out_dims)
+            }
+            _ => x.matmul(super::lift_rank(weight)),
+        };
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),
             None => y,

@@ -5,7 +5,7 @@ use core::fmt::Debug;
 
 use burn::tensor::Tensor;
 
-use super::Quantizer;
+use super::{CodeGrid, Quantizer};
 use crate::QnnBackend;
 
 /// The operand of a layer that a quantizer is applied to, for quantizers whose result depends
@@ -67,12 +67,24 @@ pub trait Quantize: Debug + Clone + Send + Sync + 'static {
         x: Tensor<B, D>,
         operand: Operand,
     ) -> Tensor<B, D>;
+
+    /// The integer codes behind the quantized values, where they are evenly spaced: with both
+    /// operands' grids known, the quant layers compute their product from the codes (the
+    /// bit-serial kernel on the CPU backends). `None` (the default) keeps Burn's float product.
+    fn code_grid(&self) -> Option<CodeGrid> {
+        None
+    }
 }
 
 impl Quantize for Quantizer {
     /// [`super::quantize`]: element-wise, whatever the operand.
     fn quantize<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>, _: Operand) -> Tensor<B, D> {
         super::quantize(x, *self)
+    }
+
+    /// [`CodeGrid::of`]: every quantizer but `Pow2`.
+    fn code_grid(&self) -> Option<CodeGrid> {
+        CodeGrid::of(*self)
     }
 }
 

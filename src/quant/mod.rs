@@ -25,11 +25,13 @@
 mod bi_real;
 mod bits;
 mod custom;
+mod grid;
 pub mod quantizer;
 
 pub use bi_real::{ApproxSign, MagnitudeAwareSign};
 pub use bits::{Bits, Pow2Range, QuantError};
 pub use custom::{Operand, Quantize, straight_through};
+pub use grid::CodeGrid;
 pub use quantizer::Quantizer;
 
 use burn::tensor::{Distribution, Tensor};

@@ -90,6 +90,7 @@ macro_rules! backend_tests {
                 crate::custom_quantizers::user_straight_through::<AD>(&device());
                 crate::custom_quantizers::quant_linear_with_bi_real_quantizers::<AD>(&device());
                 crate::custom_quantizers::quant_conv2d_with_bi_real_quantizers::<AD>(&device());
+                crate::custom_quantizers::quant_linear_on_codes::<AD>(&device());
             }
 
             #[test]

@@ -282,3 +282,80 @@ pub fn quant_conv2d_with_bi_real_quantizers<B: AutodiffBackend + QnnBackend>(dev
         .collect();
     assert_close("conv weight gradient", &dw, &expected, 1e-5);
 }
+
+/// A [`Quantizer`] without its code grid: the quant layers then multiply its values in floats.
+#[derive(Debug, Clone, Copy)]
+struct FloatProduct(burn_qnn::quant::Quantizer);
+
+impl Quantize for FloatProduct {
+    fn quantize<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>, _: Operand) -> Tensor<B, D> {
+        quant::quantize(x, self.0)
+    }
+}
+
+/// `QuantLinear`'s product on the operands' codes (the bit-serial kernel on the CPU backends)
+/// equals Burn's float product of the same quantized values, forward and both gradients, for
+/// every kind of grid, sizes off the word size and a rank-3 input.
+pub fn quant_linear_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
+    use burn_qnn::quant::{Bits, Quantizer};
+
+    let bits = |k| Bits::new(k).unwrap();
+    for (seed, (w_q, x_q, d_in)) in [
+        (
+            Quantizer::Signed(Bits::TWO),
+            Quantizer::Unsigned(Bits::TWO),
+            70,
+        ),
+        (Quantizer::Sign, Quantizer::Sign, 130),
+        (Quantizer::Signed(bits(3)), Quantizer::Signed(bits(4)), 65),
+        (
+            Quantizer::Signed(bits(8)),
+            Quantizer::Unsigned(bits(8)),
+            200,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d_out = 9;
+        let config = QuantLinearConfig::new(d_in, d_out)
+            .with_weight_quantizer(w_q)
+            .with_input_quantizer(Some(x_q));
+        let on_codes = config.init::<B>(device);
+        let mut in_floats = config.init_with_quantizers::<B, _, _>(
+            device,
+            FloatProduct(w_q),
+            Some(FloatProduct(x_q)),
+        );
+        in_floats.weight = Param::from_tensor(on_codes.weight.val().detach().require_grad());
+        in_floats.bias = on_codes
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(b.val().detach().require_grad()));
+        let shape = [2, 3, d_in];
+        let inputs = uniform(2 * 3 * d_in, -1.3, 1.3, 200 + seed as u64);
+        let upstream = tensor::<B, 3>(
+            uniform(2 * 3 * d_out, -1.0, 1.0, 300),
+            [2, 3, d_out],
+            device,
+        );
+        let run = |forward: &dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>| {
+            let x = tensor::<B, 3>(inputs.clone(), shape, device).require_grad();
+            let y = forward(x.clone());
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (values(y), values(x.grad(&grads).unwrap()), grads)
+        };
+        let (y, dx, grads) = run(&|x| on_codes.forward(x));
+        let dw = values(on_codes.weight.grad(&grads).unwrap());
+        let (y_f, dx_f, grads_f) = run(&|x| in_floats.forward(x));
+        let dw_f = values(in_floats.weight.grad(&grads_f).unwrap());
+        let what = format!("{w_q:?} weights, {x_q:?} inputs");
+        let close = |name: &str, a: &[f32], b: &[f32]| {
+            let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+            assert_close(&format!("{what}: {name}"), a, &b, 1e-5);
+        };
+        close("forward", &y, &y_f);
+        close("input gradient", &dx, &dx_f);
+        close("weight gradient", &dw, &dw_f);
+    }
+}
