@@ -92,7 +92,8 @@ impl<B: HostFloat> QnnBackend for B {
         Tensor::from_data(TensorData::new(mask, shape), &device)
     }
 
-    /// [`code_matmul::code_matmul`]: the codes' product on the bit-serial kernel.
+    /// [`code_matmul::code_matmul`]: the codes' product on the bit-serial kernel, where its
+    /// integer sums are exact in f32 ([`code_matmul::exact_in_f32`]; Burn's `matmul` beyond).
     fn qnn_code_matmul(
         a: Tensor<Self, 2>,
         a_grid: quant::CodeGrid,
@@ -104,7 +105,7 @@ impl<B: HostFloat> QnnBackend for B {
             k, k_b,
             "qnn_code_matmul: lhs [{m}, {k}] and rhs [{k_b}, {n}] differ in the inner dimension"
         );
-        if !B::holds_f32() {
+        if !B::holds_f32() || !code_matmul::exact_in_f32(a_grid, b_grid, k) {
             return a.matmul(b);
         }
         let out = B::with_f32(a, |a, _| {

@@ -159,8 +159,9 @@ pub trait QnnBackend: Backend {
     /// `a·b` of a `[m, k]` and a `[k, n]` matrix whose values lie on `a_grid` and `b_grid`
     /// (quantized values, as the quant layers multiply them). The default is Burn's `matmul`;
     /// the host backends multiply the integer codes on the bit-serial AND-popcount kernel
-    /// (exact) and apply the grids' scales and offsets once, which equals `matmul` up to f32
-    /// rounding. `Autodiff` tracks it with `matmul`'s gradients.
+    /// (exact, where every sum stays below 2^24: `k·(2^bits_a − 1)·(2^bits_b − 1) < 2^24`,
+    /// Burn's `matmul` beyond) and apply the grids' scales and offsets once in f64, which
+    /// equals `matmul` up to f32 rounding. `Autodiff` tracks it with `matmul`'s gradients.
     ///
     /// # Panics
     /// If the inner dimensions differ, as `matmul` does.

@@ -19,7 +19,16 @@ use crate::quant::CodeGrid;
 /// Rows one parallel task converts to codes.
 const ROWS_PER_TASK: usize = 64;
 
-/// `a·b` of row-major `a` `[m, k]` and `b` `[k, n]` whose values lie on `a_grid` and `b_grid`.
+/// Whether every sum of code products (and of codes) of an inner dimension `k` is an integer
+/// below 2^24, so that the kernel's f32 results are exact.
+pub fn exact_in_f32(a_grid: CodeGrid, b_grid: CodeGrid, k: usize) -> bool {
+    let largest =
+        k as u128 * u128::from(a_grid.bits.max_code()) * u128::from(b_grid.bits.max_code());
+    largest < 1 << 24
+}
+
+/// `a·b` of row-major `a` `[m, k]` and `b` `[k, n]` whose values lie on `a_grid` and `b_grid`,
+/// with the code sums exact where [`exact_in_f32`] holds (the caller's to check).
 ///
 /// # Panics
 /// If a length does not fit `m`, `k`, `n`.
@@ -47,14 +56,17 @@ pub fn code_matmul(
     let lhs = HostPacked::pack(&a_codes, &[m, k], Encoding::Codes(a_grid.bits));
     let rhs = HostPacked::pack_columns(&b_codes, &[k, n], Encoding::Codes(b_grid.bits));
     let (mut out, _) = lhs.matmul_transposed(&rhs);
-    let (sa, oa, sb, ob) = (a_grid.scale, a_grid.offset, b_grid.scale, b_grid.offset);
-    let constant = k as f32 * oa * ob;
+    // In f64: the terms can be much larger than their sum (offsets cancel), and each is exact
+    // there, so only the final rounding to f32 remains.
+    let [sa, oa, sb, ob] =
+        [a_grid.scale, a_grid.offset, b_grid.scale, b_grid.offset].map(f64::from);
+    let constant = k as f64 * oa * ob;
     out.par_chunks_mut(n.max(1))
         .zip(&a_sums)
         .for_each(|(row, &a_sum)| {
-            let row_term = sa * ob * a_sum + constant;
+            let row_term = sa * ob * f64::from(a_sum) + constant;
             for (o, &b_sum) in row.iter_mut().zip(&b_sums) {
-                *o = sa * sb * *o + row_term + oa * sb * b_sum;
+                *o = (sa * sb * f64::from(*o) + row_term + oa * sb * f64::from(b_sum)) as f32;
             }
         });
     out
@@ -91,6 +103,16 @@ fn codes_and_row_sums(values: &[f32], grid: CodeGrid, width: usize) -> (Vec<f32>
 mod tests {
     use super::*;
     use crate::quant::{Bits, Quantizer};
+
+    /// The sums of 8-bit × 8-bit codes stay exact in f32 up to an inner dimension of 258.
+    #[test]
+    fn exactness_bound() {
+        let byte = CodeGrid::of(Quantizer::Unsigned(Bits::new(8).unwrap())).unwrap();
+        assert!(exact_in_f32(byte, byte, 258));
+        assert!(!exact_in_f32(byte, byte, 259));
+        let sign = CodeGrid::of(Quantizer::Sign).unwrap();
+        assert!(exact_in_f32(sign, sign, (1 << 24) - 1));
+    }
 
     /// Values on both grids multiply to the f64 product of the values, for odd sizes and each
     /// kind of grid.
