@@ -10,17 +10,21 @@
 //!   (`Quantizer::forward`, the straight-through mask, through `quant::straight_through`; float
 //!   product too), and Burn's f32 `Linear`.
 //!
+//! - the same training pass of a 2-bit × 2-bit `QuantConv2d` (64 → 64 channels, 3 × 3, padding
+//!   1, batch 50 of 16 × 16): on codes, with Burn's `conv2d` as the product, and Burn's f32
+//!   `Conv2d`.
+//!
 //! `cargo bench --bench quant_linear`
 
 use burn::{
     backend::{Autodiff, NdArray},
-    nn::LinearConfig,
+    nn::{LinearConfig, PaddingConfig2d, conv::Conv2dConfig},
     tensor::{Distribution, Tensor},
 };
 use burn_qnn::{
     QnnBackend,
     inference::PackedQuantLinear,
-    nn::QuantLinearConfig,
+    nn::{QuantConv2dConfig, QuantLinearConfig},
     quant::{self, Bits, Operand, Quantize, Quantizer},
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -107,5 +111,35 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inference, training);
+fn conv_training(c: &mut Criterion) {
+    type B = Autodiff<NdArray>;
+    let device = Default::default();
+    let config = QuantConv2dConfig::new([64, 64], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bits(Bits::TWO, Bits::TWO);
+    let layer = config.init::<B>(&device);
+    let float_product = config.init_with_quantizers::<B, _, _>(
+        &device,
+        FloatProduct(config.weight_quantizer),
+        config.input_quantizer.map(FloatProduct),
+    );
+    let float = Conv2dConfig::new([64, 64], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init::<B>(&device);
+    let x = Tensor::<B, 4>::random([50, 64, 16, 16], Distribution::Uniform(0.0, 1.0), &device);
+    let mut group = c.benchmark_group("quant_conv2d_2x2_bits_64_3x3_16x16_training_batch_50");
+    group.sample_size(10);
+    group.bench_function("layer", |b| {
+        b.iter(|| layer.forward(x.clone()).sum().backward())
+    });
+    group.bench_function("float_product", |b| {
+        b.iter(|| float_product.forward(x.clone()).sum().backward())
+    });
+    group.bench_function("burn_conv2d_f32", |b| {
+        b.iter(|| float.forward(x.clone()).sum().backward())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, inference, training, conv_training);
 criterion_main!(benches);

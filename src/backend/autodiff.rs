@@ -74,6 +74,16 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         code_matmul::code_matmul(a, a_grid, b, b_grid)
     }
 
+    fn qnn_code_conv2d(
+        x: Tensor<Self, 4>,
+        x_grid: CodeGrid,
+        weight: Tensor<Self, 4>,
+        weight_grid: CodeGrid,
+        options: burn::tensor::ops::ConvOptions<2>,
+    ) -> Tensor<Self, 4> {
+        code_matmul::code_conv2d(x, x_grid, weight, weight_grid, options)
+    }
+
     type Packed = B::Packed;
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> B::Packed {

@@ -1,7 +1,12 @@
-//! [`QnnBackend::qnn_code_matmul`] under `Autodiff`: the inner backend's product of codes, with
-//! `matmul`'s gradients (`∂L/∂a = g·bᵀ`, `∂L/∂b = aᵀ·g`) from the operands' values.
+//! [`QnnBackend::qnn_code_matmul`] and [`QnnBackend::qnn_code_conv2d`] under `Autodiff`: the
+//! inner backend's product of codes, with the gradients of `matmul` (`∂L/∂a = g·bᵀ`,
+//! `∂L/∂b = aᵀ·g`) and of `conv2d` (Burn's own backward of the inner backend) from the
+//! operands' values.
 
-use burn::tensor::{Tensor, ops::FloatTensor};
+use burn::tensor::{
+    Tensor,
+    ops::{ConvOptions, FloatTensor},
+};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -54,6 +59,55 @@ pub(super) fn code_matmul<B: QnnBackend, C: CheckpointStrategy>(
             prep.finish(state, forward(a_inner, b_inner))
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(a_inner, b_inner)),
+    };
+    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(output))
+}
+
+#[derive(Debug)]
+struct CodeConv2d;
+
+impl<B: QnnBackend> Backward<B, 2> for CodeConv2d {
+    /// The input's and the weights' values, and the options.
+    type State = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, options) = ops.state;
+        let (x_for_w, w_for_x, options_for_w) = (x.clone(), w.clone(), options.clone());
+        binary::<B, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| B::conv2d_x_backward(x, w_for_x, grad, options),
+            |grad| B::conv2d_weight_backward(x_for_w, w, grad, options_for_w),
+        );
+    }
+}
+
+/// The tracked convolution of codes.
+pub(super) fn code_conv2d<B: QnnBackend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 4>,
+    x_grid: CodeGrid,
+    w: Tensor<Autodiff<B, C>, 4>,
+    w_grid: CodeGrid,
+    options: ConvOptions<2>,
+) -> Tensor<Autodiff<B, C>, 4> {
+    let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+    let (x_inner, w_inner) = (tensor::<B, 4>(x.primitive), tensor::<B, 4>(w.primitive));
+    let forward = |x, w, options| primitive(B::qnn_code_conv2d(x, x_grid, w, w_grid, options));
+    let output = match CodeConv2d
+        .prepare::<C>([x.node, w.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = (
+                primitive(x_inner.clone()),
+                primitive(w_inner.clone()),
+                options.clone(),
+            );
+            prep.finish(state, forward(x_inner, w_inner, options))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x_inner, w_inner, options)),
     };
     Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(output))
 }

@@ -116,6 +116,38 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(out, &[m, n])
     }
 
+    /// [`code_matmul::code_conv2d`] where its product is exact; Burn's `conv2d` elsewhere.
+    fn qnn_code_conv2d(
+        x: Tensor<Self, 4>,
+        x_grid: quant::CodeGrid,
+        weight: Tensor<Self, 4>,
+        weight_grid: quant::CodeGrid,
+        options: burn::tensor::ops::ConvOptions<2>,
+    ) -> Tensor<Self, 4> {
+        let shape = code_matmul::CodeConvShape {
+            input: x.dims(),
+            weight: weight.dims(),
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        };
+        let [_, c_in, kh, kw] = shape.weight;
+        let padded = options.padding != [0, 0];
+        let exact = code_matmul::exact_in_f32(x_grid, weight_grid, c_in * kh * kw)
+            && (!padded || x_grid.offset == 0.0);
+        if !B::holds_f32() || !exact || options.groups != 1 || shape.input[1] != c_in {
+            return burn::tensor::module::conv2d(x, weight, None, options);
+        }
+        let [n, _, _, _] = shape.input;
+        let [h_out, w_out] = shape.output_size();
+        let out = B::with_f32(x, |x, _| {
+            B::with_f32(weight, |w, _| {
+                code_matmul::code_conv2d(x, x_grid, w, weight_grid, &shape)
+            })
+        });
+        B::float_tensor(out, &[n, shape.weight[0], h_out, w_out])
+    }
+
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
         B::with_f32(x, |values, shape| HostPacked::pack(values, shape, encoding))
     }

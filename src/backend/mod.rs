@@ -175,6 +175,24 @@ pub trait QnnBackend: Backend {
         a.matmul(b)
     }
 
+    /// The convolution `x ⊛ weight` (zero padding, one group) of values on `x_grid` and
+    /// `weight_grid`, as [`QnnBackend::qnn_code_matmul`] for convolutions. The default is Burn's
+    /// `conv2d`; the host backends multiply the codes of the input's im2col matrix and of the
+    /// weights on the bit-serial kernel where that is exact (`C_in·k_h·k_w` within
+    /// [`QnnBackend::qnn_code_matmul`]'s bound, and, with padding, `x_grid.offset == 0`, so that
+    /// the padded 0 is a code), and fall back to `conv2d` elsewhere. `Autodiff` tracks it with
+    /// `conv2d`'s gradients.
+    fn qnn_code_conv2d(
+        x: Tensor<Self, 4>,
+        x_grid: CodeGrid,
+        weight: Tensor<Self, 4>,
+        weight_grid: CodeGrid,
+        options: burn::tensor::ops::ConvOptions<2>,
+    ) -> Tensor<Self, 4> {
+        let _ = (x_grid, weight_grid);
+        burn::tensor::module::conv2d(x, weight, None, options)
+    }
+
     /// The backend's storage of a tensor packed along its last dimension.
     type Packed: Clone + Send + Sync + core::fmt::Debug + 'static;
 

@@ -72,6 +72,95 @@ pub fn code_matmul(
     out
 }
 
+/// The shape and options of a 2-D convolution (one group) for [`code_conv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeConvShape {
+    /// `[N, C_in, H, W]`.
+    pub input: [usize; 4],
+    /// `[C_out, C_in, k_h, k_w]`.
+    pub weight: [usize; 4],
+    /// Stride per axis.
+    pub stride: [usize; 2],
+    /// Zero padding per axis (both sides).
+    pub padding: [usize; 2],
+    /// Dilation per axis.
+    pub dilation: [usize; 2],
+}
+
+impl CodeConvShape {
+    /// `[H_out, W_out]`.
+    pub fn output_size(&self) -> [usize; 2] {
+        let [_, _, h, w] = self.input;
+        let [_, _, kh, kw] = self.weight;
+        let out = |size: usize, k: usize, axis: usize| {
+            (size + 2 * self.padding[axis] - self.dilation[axis] * (k - 1) - 1) / self.stride[axis]
+                + 1
+        };
+        [out(h, kh, 0), out(w, kw, 1)]
+    }
+}
+
+/// The convolution `x ⊛ w` (zero padding) of values on `x_grid` and `w_grid` as a product of
+/// codes: the im2col matrix of `x` times `wᵀ` through [`code_matmul`], NCHW output. Exact code
+/// sums need [`exact_in_f32`] for `k = C_in·k_h·k_w`, and zero padding needs `x_grid.offset`
+/// to be 0 (so that the padded value 0 is code 0); the caller's to check.
+pub fn code_conv2d(
+    x: &[f32],
+    x_grid: CodeGrid,
+    w: &[f32],
+    w_grid: CodeGrid,
+    shape: &CodeConvShape,
+) -> Vec<f32> {
+    let [n, c_in, h, wid] = shape.input;
+    let [c_out, _, kh, kw] = shape.weight;
+    let [h_out, w_out] = shape.output_size();
+    let (taps, positions) = (c_in * kh * kw, h_out * w_out);
+    assert_eq!(x.len(), n * c_in * h * wid, "code_conv2d: input length");
+    assert_eq!(w.len(), c_out * taps, "code_conv2d: weight length");
+    // im2col: one row per output position, one column per tap; padded taps are 0.
+    let mut cols = vec![0f32; n * positions * taps];
+    cols.par_chunks_mut(taps.max(1))
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (image, position) = (row / positions, row % positions);
+            let (oy, ox) = (position / w_out, position % w_out);
+            for c in 0..c_in {
+                let plane = &x[(image * c_in + c) * h * wid..][..h * wid];
+                for ky in 0..kh {
+                    let iy = (oy * shape.stride[0] + ky * shape.dilation[0])
+                        .checked_sub(shape.padding[0]);
+                    for kx in 0..kw {
+                        let ix = (ox * shape.stride[1] + kx * shape.dilation[1])
+                            .checked_sub(shape.padding[1]);
+                        if let (Some(iy), Some(ix)) = (iy, ix)
+                            && iy < h
+                            && ix < wid
+                        {
+                            out[(c * kh + ky) * kw + kx] = plane[iy * wid + ix];
+                        }
+                    }
+                }
+            }
+        });
+    let mut w_t = vec![0f32; taps * c_out];
+    for (o, row) in w.chunks_exact(taps.max(1)).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            w_t[t * c_out + o] = v;
+        }
+    }
+    let rows = code_matmul(&cols, x_grid, &w_t, w_grid, [n * positions, taps, c_out]);
+    let mut out = vec![0f32; n * c_out * positions];
+    out.par_chunks_mut(positions.max(1))
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let (image, o) = (plane / c_out, plane % c_out);
+            for (p, value) in out.iter_mut().enumerate() {
+                *value = rows[(image * positions + p) * c_out + o];
+            }
+        });
+    out
+}
+
 /// The codes of `values` (rows of `width`) and the sum of each row's codes.
 fn codes_and_row_sums(values: &[f32], grid: CodeGrid, width: usize) -> (Vec<f32>, Vec<f32>) {
     let mut codes = vec![0f32; values.len()];
@@ -103,6 +192,57 @@ fn codes_and_row_sums(values: &[f32], grid: CodeGrid, width: usize) -> (Vec<f32>
 mod tests {
     use super::*;
     use crate::quant::{Bits, Quantizer};
+
+    /// The convolution of codes equals a direct f64 convolution of the values, with padding,
+    /// stride and dilation.
+    #[test]
+    fn convolution_equals_the_direct_sum() {
+        let x_grid = CodeGrid::of(Quantizer::Unsigned(Bits::TWO)).unwrap();
+        let w_grid = CodeGrid::of(Quantizer::Signed(Bits::new(3).unwrap())).unwrap();
+        let shape = CodeConvShape {
+            input: [2, 3, 7, 6],
+            weight: [4, 3, 3, 2],
+            stride: [2, 1],
+            padding: [1, 2],
+            dilation: [1, 2],
+        };
+        let level = |g: CodeGrid, i: usize| {
+            g.scale * ((i * 7 + i / 5) % (g.bits.max_code() as usize + 1)) as f32 + g.offset
+        };
+        let x: Vec<f32> = (0..2 * 3 * 7 * 6).map(|i| level(x_grid, i)).collect();
+        let w: Vec<f32> = (0..4 * 3 * 3 * 2).map(|i| level(w_grid, i + 3)).collect();
+        let out = code_conv2d(&x, x_grid, &w, w_grid, &shape);
+        let [h_out, w_out] = shape.output_size();
+        assert_eq!([h_out, w_out], [4, 8]);
+        for n in 0..2 {
+            for o in 0..4 {
+                for oy in 0..h_out {
+                    for ox in 0..w_out {
+                        let mut exact = 0f64;
+                        for c in 0..3 {
+                            for ky in 0..3 {
+                                for kx in 0..2 {
+                                    let iy = (oy * 2 + ky) as isize - 1;
+                                    let ix = (ox + kx * 2) as isize - 2;
+                                    if iy < 0 || ix < 0 || iy >= 7 || ix >= 6 {
+                                        continue;
+                                    }
+                                    let xv = x[((n * 3 + c) * 7 + iy as usize) * 6 + ix as usize];
+                                    let wv = w[((o * 3 + c) * 3 + ky) * 2 + kx];
+                                    exact += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        let got = out[((n * 4 + o) * h_out + oy) * w_out + ox];
+                        assert!(
+                            (f64::from(got) - exact).abs() < 1e-5,
+                            "[{n}, {o}, {oy}, {ox}]: {got} against {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// The sums of 8-bit × 8-bit codes stay exact in f32 up to an inner dimension of 258.
     #[test]

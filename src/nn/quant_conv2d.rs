@@ -128,7 +128,14 @@ pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Qua
 
 impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
     /// `[N, C_in, H, W] → [N, C_out, H_out, W_out]`.
+    ///
+    /// Where both quantizers have a [`CodeGrid`](crate::quant::CodeGrid) (the default
+    /// `Signed`/`Unsigned`/`Sign`), the convolution runs on their integer codes
+    /// ([`QnnBackend::qnn_code_conv2d`]: the bit-serial kernel on the CPU backends where it is
+    /// exact, `conv2d` elsewhere), with the gradients of `conv2d`; it equals the float
+    /// convolution up to f32 rounding.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let input_grid = self.input_quantizer.as_ref().and_then(|q| q.code_grid());
         let x = match &self.input_quantizer {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
@@ -137,6 +144,15 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
             .weight_quantizer
             .quantize(self.weight.val(), Operand::Weight { output_axis: 0 });
         let bias = self.bias.as_ref().map(|b| b.val());
-        conv2d(x, weight, bias, self.options.clone())
+        match (input_grid, self.weight_quantizer.code_grid()) {
+            (Some(x_grid), Some(w_grid)) if self.options.groups == 1 => {
+                let y = B::qnn_code_conv2d(x, x_grid, weight, w_grid, self.options.clone());
+                match bias {
+                    Some(bias) => y + bias.reshape([1, -1, 1, 1]),
+                    None => y,
+                }
+            }
+            _ => conv2d(x, weight, bias, self.options.clone()),
+        }
     }
 }

@@ -91,6 +91,7 @@ macro_rules! backend_tests {
                 crate::custom_quantizers::quant_linear_with_bi_real_quantizers::<AD>(&device());
                 crate::custom_quantizers::quant_conv2d_with_bi_real_quantizers::<AD>(&device());
                 crate::custom_quantizers::quant_linear_on_codes::<AD>(&device());
+                crate::custom_quantizers::quant_conv2d_on_codes::<AD>(&device());
             }
 
             #[test]

@@ -359,3 +359,99 @@ pub fn quant_linear_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device
         close("weight gradient", &dw, &dw_f);
     }
 }
+
+/// `QuantConv2d`'s convolution on the operands' codes equals Burn's `conv2d` of the same
+/// quantized values, forward and both gradients: padded with unsigned inputs, unpadded with
+/// signs (stride and dilation), padded with signed inputs (no code for the padded 0: Burn's
+/// `conv2d` then), and 8-bit operands.
+pub fn quant_conv2d_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
+    use burn::nn::PaddingConfig2d;
+    use burn_qnn::quant::{Bits, Quantizer};
+
+    let bits = |k| Bits::new(k).unwrap();
+    let cases = [
+        (
+            Quantizer::Signed(Bits::TWO),
+            Quantizer::Unsigned(Bits::TWO),
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            [1, 1],
+            [1, 1],
+            3,
+        ),
+        (
+            Quantizer::Sign,
+            Quantizer::Sign,
+            PaddingConfig2d::Valid,
+            [2, 2],
+            [2, 2],
+            2,
+        ),
+        (
+            Quantizer::Signed(bits(3)),
+            Quantizer::Signed(bits(3)),
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            [1, 2],
+            [1, 1],
+            3,
+        ),
+        (
+            Quantizer::Signed(bits(8)),
+            Quantizer::Unsigned(bits(8)),
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            [1, 1],
+            [1, 1],
+            3,
+        ),
+    ];
+    for (seed, (w_q, x_q, padding, stride, dilation, k)) in cases.into_iter().enumerate() {
+        let config = QuantConv2dConfig::new([3, 5], [k, k])
+            .with_padding(padding)
+            .with_stride(stride)
+            .with_dilation(dilation)
+            .with_weight_quantizer(w_q)
+            .with_input_quantizer(Some(x_q));
+        let on_codes = config.init::<B>(device);
+        let mut in_floats = config.init_with_quantizers::<B, _, _>(
+            device,
+            FloatProduct(w_q),
+            Some(FloatProduct(x_q)),
+        );
+        in_floats.weight = Param::from_tensor(on_codes.weight.val().detach().require_grad());
+        let bias = uniform(5, -0.5, 0.5, 7);
+        let mut on_codes = on_codes;
+        on_codes.bias = Some(Param::from_tensor(
+            tensor::<B, 1>(bias.clone(), [5], device).require_grad(),
+        ));
+        in_floats.bias = Some(Param::from_tensor(
+            tensor::<B, 1>(bias, [5], device).require_grad(),
+        ));
+        let shape = [2, 3, 9, 8];
+        let inputs = uniform(2 * 3 * 9 * 8, -1.3, 1.3, 400 + seed as u64);
+        let run = |forward: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>| {
+            let x = tensor::<B, 4>(inputs.clone(), shape, device).require_grad();
+            let y = forward(x.clone());
+            let upstream = tensor::<B, 4>(
+                uniform(y.shape().num_elements(), -1.0, 1.0, 500),
+                y.dims(),
+                device,
+            );
+            let grads = (y.clone() * upstream).sum().backward();
+            (values(y), values(x.grad(&grads).unwrap()), grads)
+        };
+        let (y, dx, grads) = run(&|x| on_codes.forward(x));
+        let dw = values(on_codes.weight.grad(&grads).unwrap());
+        let db = values(on_codes.bias.as_ref().unwrap().grad(&grads).unwrap());
+        let (y_f, dx_f, grads_f) = run(&|x| in_floats.forward(x));
+        let dw_f = values(in_floats.weight.grad(&grads_f).unwrap());
+        let db_f = values(in_floats.bias.as_ref().unwrap().grad(&grads_f).unwrap());
+        let what = format!("{w_q:?} weights, {x_q:?} inputs, stride {stride:?}");
+        let close = |name: &str, a: &[f32], b: &[f32]| {
+            let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+            assert_close(&format!("{what}: {name}"), a, &b, 1e-5);
+        };
+        close("forward", &y, &y_f);
+        close("input gradient", &dx, &dx_f);
+        close("weight gradient", &dw, &dw_f);
+        close("bias gradient", &db, &db_f);
+    }
+}
