@@ -332,31 +332,47 @@ pub fn quant_linear_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device
             .bias
             .as_ref()
             .map(|b| Param::from_tensor(b.val().detach().require_grad()));
-        let shape = [2, 3, d_in];
         let inputs = uniform(2 * 3 * d_in, -1.3, 1.3, 200 + seed as u64);
-        let upstream = tensor::<B, 3>(
-            uniform(2 * 3 * d_out, -1.0, 1.0, 300),
-            [2, 3, d_out],
-            device,
-        );
-        let run = |forward: &dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>| {
-            let x = tensor::<B, 3>(inputs.clone(), shape, device).require_grad();
-            let y = forward(x.clone());
-            let grads = (y.clone() * upstream.clone()).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), grads)
-        };
-        let (y, dx, grads) = run(&|x| on_codes.forward(x));
+        let shape = [2, 3, d_in];
+        let (y, dx, grads) = pass(|x| on_codes.forward(x), &inputs, shape, device);
+        let (y_f, dx_f, grads_f) = pass(|x| in_floats.forward(x), &inputs, shape, device);
         let dw = values(on_codes.weight.grad(&grads).unwrap());
-        let (y_f, dx_f, grads_f) = run(&|x| in_floats.forward(x));
         let dw_f = values(in_floats.weight.grad(&grads_f).unwrap());
-        let what = format!("{w_q:?} weights, {x_q:?} inputs");
-        let close = |name: &str, a: &[f32], b: &[f32]| {
-            let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
-            assert_close(&format!("{what}: {name}"), a, &b, 1e-5);
-        };
-        close("forward", &y, &y_f);
-        close("input gradient", &dx, &dx_f);
-        close("weight gradient", &dw, &dw_f);
+        assert_agree(
+            &format!("{w_q:?} weights, {x_q:?} inputs"),
+            [
+                ("forward", y, y_f),
+                ("input gradient", dx, dx_f),
+                ("weight gradient", dw, dw_f),
+            ],
+        );
+    }
+}
+
+/// One training pass: `forward` on `inputs` of `shape`, then the backward of `Σ u ⊙ y` for a
+/// fixed random `u`; the output, the input's gradient and all the gradients.
+fn pass<B: AutodiffBackend, const D: usize>(
+    forward: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+    inputs: &[f32],
+    shape: [usize; D],
+    device: &B::Device,
+) -> (Vec<f32>, Vec<f32>, B::Gradients) {
+    let x = tensor::<B, D>(inputs.to_vec(), shape, device).require_grad();
+    let y = forward(x.clone());
+    let upstream = tensor::<B, D>(
+        uniform(y.shape().num_elements(), -1.0, 1.0, 500),
+        y.dims(),
+        device,
+    );
+    let grads = (y.clone() * upstream).sum().backward();
+    (values(y), values(x.grad(&grads).unwrap()), grads)
+}
+
+/// Asserts each named pair (ours, the float path's) agrees within 1e-5.
+fn assert_agree<const N: usize>(what: &str, pairs: [(&str, Vec<f32>, Vec<f32>); N]) {
+    for (name, ours, floats) in pairs {
+        let floats: Vec<f64> = floats.iter().map(|&v| f64::from(v)).collect();
+        assert_close(&format!("{what}: {name}"), &ours, &floats, 1e-5);
     }
 }
 
@@ -427,31 +443,20 @@ pub fn quant_conv2d_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device
         ));
         let shape = [2, 3, 9, 8];
         let inputs = uniform(2 * 3 * 9 * 8, -1.3, 1.3, 400 + seed as u64);
-        let run = |forward: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>| {
-            let x = tensor::<B, 4>(inputs.clone(), shape, device).require_grad();
-            let y = forward(x.clone());
-            let upstream = tensor::<B, 4>(
-                uniform(y.shape().num_elements(), -1.0, 1.0, 500),
-                y.dims(),
-                device,
-            );
-            let grads = (y.clone() * upstream).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), grads)
-        };
-        let (y, dx, grads) = run(&|x| on_codes.forward(x));
+        let (y, dx, grads) = pass(|x| on_codes.forward(x), &inputs, shape, device);
+        let (y_f, dx_f, grads_f) = pass(|x| in_floats.forward(x), &inputs, shape, device);
         let dw = values(on_codes.weight.grad(&grads).unwrap());
         let db = values(on_codes.bias.as_ref().unwrap().grad(&grads).unwrap());
-        let (y_f, dx_f, grads_f) = run(&|x| in_floats.forward(x));
         let dw_f = values(in_floats.weight.grad(&grads_f).unwrap());
         let db_f = values(in_floats.bias.as_ref().unwrap().grad(&grads_f).unwrap());
-        let what = format!("{w_q:?} weights, {x_q:?} inputs, stride {stride:?}");
-        let close = |name: &str, a: &[f32], b: &[f32]| {
-            let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
-            assert_close(&format!("{what}: {name}"), a, &b, 1e-5);
-        };
-        close("forward", &y, &y_f);
-        close("input gradient", &dx, &dx_f);
-        close("weight gradient", &dw, &dw_f);
-        close("bias gradient", &db, &db_f);
+        assert_agree(
+            &format!("{w_q:?} weights, {x_q:?} inputs, stride {stride:?}"),
+            [
+                ("forward", y, y_f),
+                ("input gradient", dx, dx_f),
+                ("weight gradient", dw, dw_f),
+                ("bias gradient", db, db_f),
+            ],
+        );
     }
 }
