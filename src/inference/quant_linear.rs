@@ -8,27 +8,22 @@ use crate::{
     QnnBackend,
     nn::QuantLinear,
     ops::{self, Encoding, Packed},
-    quant::{Bits, CodeGrid, Quantizer, quantizer},
+    quant::{CodeGrid, Quantizer, quantizer},
 };
 
 /// A linear quantizer with its [`CodeGrid`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Levels {
     quantizer: Quantizer,
-    bits: Bits,
-    scale: f32,
-    offset: f32,
+    grid: CodeGrid,
 }
 
 impl Levels {
     /// The codes of a linear quantizer (`Sign` is the 1-bit `Signed`); `None` for `Pow2`.
     fn of(quantizer: Quantizer) -> Option<Levels> {
-        let grid = CodeGrid::of(quantizer)?;
         Some(Levels {
             quantizer,
-            bits: grid.bits,
-            scale: grid.scale,
-            offset: grid.offset,
+            grid: CodeGrid::of(quantizer)?,
         })
     }
 
@@ -100,7 +95,7 @@ impl<B: QnnBackend> PackedQuantLinear<B> {
         let codes = weight_levels.codes(layer.weight.val().transpose());
         let weight_code_sums = codes.clone().sum_dim(1).transpose();
         Ok(Self {
-            weights: Packed::new(codes, Encoding::Codes(weight_levels.bits)),
+            weights: Packed::new(codes, Encoding::Codes(weight_levels.grid.bits)),
             weight_levels,
             input_levels,
             weight_code_sums,
@@ -114,16 +109,18 @@ impl<B: QnnBackend> PackedQuantLinear<B> {
         let (i, w) = (self.input_levels, self.weight_levels);
         let codes = i.codes(x);
         let input_code_sums = codes.clone().sum_dim(1);
-        let products: Tensor<B, 2> =
-            ops::packed_matmul(&Packed::new(codes, Encoding::Codes(i.bits)), &self.weights);
-        let mut y = products * (i.scale * w.scale);
-        if w.offset != 0.0 {
-            y = y + input_code_sums * (i.scale * w.offset);
+        let products: Tensor<B, 2> = ops::packed_matmul(
+            &Packed::new(codes, Encoding::Codes(i.grid.bits)),
+            &self.weights,
+        );
+        let mut y = products * (i.grid.scale * w.grid.scale);
+        if w.grid.offset != 0.0 {
+            y = y + input_code_sums * (i.grid.scale * w.grid.offset);
         }
-        if i.offset != 0.0 {
+        if i.grid.offset != 0.0 {
             y = y
-                + self.weight_code_sums.clone() * (i.offset * w.scale)
-                + d_in as f32 * i.offset * w.offset;
+                + self.weight_code_sums.clone() * (i.grid.offset * w.grid.scale)
+                + d_in as f32 * i.grid.offset * w.grid.offset;
         }
         match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze(),

@@ -19,6 +19,12 @@ use crate::quant::CodeGrid;
 /// Rows one parallel task converts to codes.
 const ROWS_PER_TASK: usize = 64;
 
+/// Values one parallel task converts to codes.
+const CODES_PER_TASK: usize = 1 << 14;
+
+/// Columns one parallel task sums.
+const COLUMNS_PER_TASK: usize = 256;
+
 /// Whether every sum of code products (and of codes) of an inner dimension `k` is an integer
 /// below 2^24, so that the kernel's f32 results are exact.
 pub fn exact_in_f32(a_grid: CodeGrid, b_grid: CodeGrid, k: usize) -> bool {
@@ -42,30 +48,37 @@ pub fn code_matmul(
     assert_eq!(a.len(), m * k, "code_matmul: lhs length");
     assert_eq!(b.len(), k * n, "code_matmul: rhs length");
     let (a_codes, a_sums) = codes_and_row_sums(a, a_grid, k);
-    // The columns of b: the codes of bᵀ, row by row.
-    let (b_codes, b_sums) = {
-        let (codes, _) = codes_and_row_sums(b, b_grid, n);
-        let mut sums = vec![0f32; n];
-        for row in codes.chunks_exact(n.max(1)) {
-            for (s, &c) in sums.iter_mut().zip(row) {
-                *s += c;
-            }
-        }
-        (codes, sums)
-    };
+    let b_codes = codes(b, b_grid);
+    let b_sums = column_sums(&b_codes, n);
     let lhs = HostPacked::pack(&a_codes, &[m, k], Encoding::Codes(a_grid.bits));
     let rhs = HostPacked::pack_columns(&b_codes, &[k, n], Encoding::Codes(b_grid.bits));
-    let (mut out, _) = lhs.matmul_transposed(&rhs);
+    product_of_codes(&lhs, &a_sums, a_grid, &rhs, &b_sums, b_grid, k)
+}
+
+/// `Σ_t a_it·b_tj` from the packed codes of `a`'s rows (`lhs`) and of `b`'s columns
+/// (`rhs_t`), with their code sums: the bit-serial product, then the grids' scales and offsets
+/// (the module's formula). Row-major `[rows of a, columns of b]`.
+fn product_of_codes(
+    lhs: &HostPacked,
+    a_sums: &[f32],
+    a_grid: CodeGrid,
+    rhs_t: &HostPacked,
+    b_sums: &[f32],
+    b_grid: CodeGrid,
+    k: usize,
+) -> Vec<f32> {
+    let n = b_sums.len();
+    let (mut out, _) = lhs.matmul_transposed(rhs_t);
     // In f64: the terms can be much larger than their sum (offsets cancel), and each is exact
     // there, so only the final rounding to f32 remains.
     let [sa, oa, sb, ob] =
         [a_grid.scale, a_grid.offset, b_grid.scale, b_grid.offset].map(f64::from);
     let constant = k as f64 * oa * ob;
     out.par_chunks_mut(n.max(1))
-        .zip(&a_sums)
+        .zip(a_sums)
         .for_each(|(row, &a_sum)| {
             let row_term = sa * ob * f64::from(a_sum) + constant;
-            for (o, &b_sum) in row.iter_mut().zip(&b_sums) {
+            for (o, &b_sum) in row.iter_mut().zip(b_sums) {
                 *o = (sa * sb * f64::from(*o) + row_term + oa * sb * f64::from(b_sum)) as f32;
             }
         });
@@ -101,7 +114,7 @@ impl CodeConvShape {
 }
 
 /// The convolution `x ⊛ w` (zero padding) of values on `x_grid` and `w_grid` as a product of
-/// codes: the im2col matrix of `x` times `wᵀ` through [`code_matmul`], NCHW output. Exact code
+/// codes: the im2col matrix of `x`'s codes times the weights' codes, NCHW output. Exact code
 /// sums need [`exact_in_f32`] for `k = C_in·k_h·k_w`, and zero padding needs `x_grid.offset`
 /// to be 0 (so that the padded value 0 is code 0); the caller's to check.
 pub fn code_conv2d(
@@ -117,11 +130,14 @@ pub fn code_conv2d(
     let (taps, positions) = (c_in * kh * kw, h_out * w_out);
     assert_eq!(x.len(), n * c_in * h * wid, "code_conv2d: input length");
     assert_eq!(w.len(), c_out * taps, "code_conv2d: weight length");
-    // im2col: one row per output position, one column per tap; padded taps are 0.
+    // im2col of the codes: one row per output position, one column per tap; padded taps are
+    // code 0 (the value 0 when the grid's offset is 0), with each row's code sum.
     let mut cols = vec![0f32; n * positions * taps];
+    let mut col_sums = vec![0f32; n * positions];
     cols.par_chunks_mut(taps.max(1))
+        .zip(col_sums.par_iter_mut())
         .enumerate()
-        .for_each(|(row, out)| {
+        .for_each(|(row, (out, sum))| {
             let (image, position) = (row / positions, row % positions);
             let (oy, ox) = (position / w_out, position % w_out);
             for c in 0..c_in {
@@ -136,19 +152,18 @@ pub fn code_conv2d(
                             && iy < h
                             && ix < wid
                         {
-                            out[(c * kh + ky) * kw + kx] = plane[iy * wid + ix];
+                            out[(c * kh + ky) * kw + kx] = x_grid.code_of(plane[iy * wid + ix]);
                         }
                     }
                 }
             }
+            *sum = out.iter().sum();
         });
-    let mut w_t = vec![0f32; taps * c_out];
-    for (o, row) in w.chunks_exact(taps.max(1)).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            w_t[t * c_out + o] = v;
-        }
-    }
-    let rows = code_matmul(&cols, x_grid, &w_t, w_grid, [n * positions, taps, c_out]);
+    // The weights `[C_out, taps]` are already the rows of the product's right operand.
+    let (w_codes, w_sums) = codes_and_row_sums(w, w_grid, taps);
+    let lhs = HostPacked::pack(&cols, &[n * positions, taps], Encoding::Codes(x_grid.bits));
+    let rhs_t = HostPacked::pack(&w_codes, &[c_out, taps], Encoding::Codes(w_grid.bits));
+    let rows = product_of_codes(&lhs, &col_sums, x_grid, &rhs_t, &w_sums, w_grid, taps);
     let mut out = vec![0f32; n * c_out * positions];
     out.par_chunks_mut(positions.max(1))
         .enumerate()
@@ -159,6 +174,37 @@ pub fn code_conv2d(
             }
         });
     out
+}
+
+/// The codes of `values`, in parallel.
+fn codes(values: &[f32], grid: CodeGrid) -> Vec<f32> {
+    let mut codes = vec![0f32; values.len()];
+    codes
+        .par_chunks_mut(CODES_PER_TASK)
+        .zip(values.par_chunks(CODES_PER_TASK))
+        .for_each(|(codes, values)| {
+            for (c, &v) in codes.iter_mut().zip(values) {
+                *c = grid.code_of(v);
+            }
+        });
+    codes
+}
+
+/// The sum of each column of the row-major `codes` with rows of `width`, a block of columns per
+/// parallel task.
+fn column_sums(codes: &[f32], width: usize) -> Vec<f32> {
+    let mut sums = vec![0f32; width];
+    sums.par_chunks_mut(COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each(|(block, sums)| {
+            let start = block * COLUMNS_PER_TASK;
+            for row in codes.chunks_exact(width.max(1)) {
+                for (s, &c) in sums.iter_mut().zip(&row[start..]) {
+                    *s += c;
+                }
+            }
+        });
+    sums
 }
 
 /// The codes of `values` (rows of `width`) and the sum of each row's codes.
