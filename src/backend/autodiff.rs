@@ -84,6 +84,27 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         code_matmul::code_conv2d(x, x_grid, weight, weight_grid, options)
     }
 
+    /// The inner backend's product and codes, untracked: the tracked product keeps these codes
+    /// in its own node ([`QnnBackend::qnn_code_matmul`]).
+    fn qnn_code_matmul_saving(
+        a: Tensor<Self, 2>,
+        a_grid: CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: CodeGrid,
+    ) -> (Tensor<Self, 2>, B::Packed, B::Packed) {
+        let (out, a_codes, b_codes) =
+            B::qnn_code_matmul_saving(a.inner(), a_grid, b.inner(), b_grid);
+        (Tensor::from_inner(out), a_codes, b_codes)
+    }
+
+    fn qnn_pack_codes(x: Tensor<Self, 2>, grid: CodeGrid) -> B::Packed {
+        B::qnn_pack_codes(x.inner(), grid)
+    }
+
+    fn qnn_unpack_codes(packed: &B::Packed, grid: CodeGrid) -> Tensor<Self, 2> {
+        Tensor::from_inner(B::qnn_unpack_codes(packed, grid))
+    }
+
     type Packed = B::Packed;
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> B::Packed {

@@ -1,12 +1,12 @@
 //! [`QnnBackend::qnn_code_matmul`] and [`QnnBackend::qnn_code_conv2d`] under `Autodiff`: the
 //! inner backend's product of codes, with the gradients of `matmul` (`∂L/∂a = g·bᵀ`,
-//! `∂L/∂b = aᵀ·g`) and of `conv2d` (Burn's own backward of the inner backend) from the
-//! operands' values.
+//! `∂L/∂b = aᵀ·g`) and of `conv2d` (Burn's own backward of the inner backend).
+//!
+//! As the binary layers' nodes keep sign bits, these nodes keep the operands' packed codes
+//! ([`QnnBackend::qnn_pack_codes`]: `bits` bits a value, where a float operand takes 32) and
+//! turn them back into values in the backward pass ([`QnnBackend::qnn_unpack_codes`]).
 
-use burn::tensor::{
-    Tensor,
-    ops::{ConvOptions, FloatTensor},
-};
+use burn::tensor::{Tensor, ops::ConvOptions};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -20,21 +20,49 @@ use super::{
 };
 use crate::quant::CodeGrid;
 
+/// An operand kept as packed codes: the codes of a `[rows, k]` matrix (a tensor's values
+/// flattened to that shape), with their grid and the tensor's shape.
+#[derive(Debug, Clone)]
+struct SavedCodes<B: QnnBackend, const D: usize> {
+    codes: B::Packed,
+    grid: CodeGrid,
+    shape: [usize; D],
+}
+
+impl<B: QnnBackend, const D: usize> SavedCodes<B, D> {
+    /// Packs the codes of `x`, as rows of its last `trailing` dimensions.
+    fn save(x: Tensor<B, D>, grid: CodeGrid, trailing: usize) -> Self {
+        let shape = x.dims();
+        let k: usize = shape[D - trailing..].iter().product();
+        let rows: usize = shape[..D - trailing].iter().product();
+        Self {
+            codes: B::qnn_pack_codes(x.reshape([rows, k]), grid),
+            grid,
+            shape,
+        }
+    }
+
+    /// The saved values.
+    fn values(&self) -> Tensor<B, D> {
+        B::qnn_unpack_codes(&self.codes, self.grid).reshape(self.shape)
+    }
+}
+
 #[derive(Debug)]
 struct CodeMatmul;
 
 impl<B: QnnBackend> Backward<B, 2> for CodeMatmul {
-    /// The operands' values.
-    type State = (FloatTensor<B>, FloatTensor<B>);
+    /// The codes of `a` `[m, k]` and of `bᵀ` `[n, k]`.
+    type State = (SavedCodes<B, 2>, SavedCodes<B, 2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (a, b) = ops.state;
+        let (a, b_t) = ops.state;
         binary::<B, _, _>(
             ops.parents,
             ops.node,
             grads,
-            |grad| primitive(tensor::<B, 2>(grad).matmul(tensor::<B, 2>(b).transpose())),
-            |grad| primitive(tensor::<B, 2>(a).transpose().matmul(tensor::<B, 2>(grad))),
+            |grad| primitive(tensor::<B, 2>(grad).matmul(b_t.values())),
+            |grad| primitive(a.values().transpose().matmul(tensor::<B, 2>(grad))),
         );
     }
 }
@@ -48,17 +76,25 @@ pub(super) fn code_matmul<B: QnnBackend, C: CheckpointStrategy>(
 ) -> Tensor<Autodiff<B, C>, 2> {
     let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
     let (a_inner, b_inner) = (tensor::<B, 2>(a.primitive), tensor::<B, 2>(b.primitive));
-    let forward = |a, b| primitive(B::qnn_code_matmul(a, a_grid, b, b_grid));
     let output = match CodeMatmul
         .prepare::<C>([a.node, b.node])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let state = (primitive(a_inner.clone()), primitive(b_inner.clone()));
-            prep.finish(state, forward(a_inner, b_inner))
+            let ([m, k], [_, n]) = (a_inner.dims(), b_inner.dims());
+            let (out, a_codes, b_codes) =
+                B::qnn_code_matmul_saving(a_inner, a_grid, b_inner, b_grid);
+            let saved = |codes, grid, shape| SavedCodes { codes, grid, shape };
+            let state = (
+                saved(a_codes, a_grid, [m, k]),
+                saved(b_codes, b_grid, [n, k]),
+            );
+            prep.finish(state, primitive(out))
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(a_inner, b_inner)),
+        OpsKind::UnTracked(prep) => prep.finish(primitive(B::qnn_code_matmul(
+            a_inner, a_grid, b_inner, b_grid,
+        ))),
     };
     Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(output))
 }
@@ -67,11 +103,13 @@ pub(super) fn code_matmul<B: QnnBackend, C: CheckpointStrategy>(
 struct CodeConv2d;
 
 impl<B: QnnBackend> Backward<B, 2> for CodeConv2d {
-    /// The input's and the weights' values, and the options.
-    type State = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+    /// The codes of the input (rows of `H·W`) and of the weights (rows of `C_in·k_h·k_w`), and
+    /// the options.
+    type State = (SavedCodes<B, 4>, SavedCodes<B, 4>, ConvOptions<2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, w, options) = ops.state;
+        let (x, w) = (primitive(x.values()), primitive(w.values()));
         let (x_for_w, w_for_x, options_for_w) = (x.clone(), w.clone(), options.clone());
         binary::<B, _, _>(
             ops.parents,
@@ -101,8 +139,8 @@ pub(super) fn code_conv2d<B: QnnBackend, C: CheckpointStrategy>(
     {
         OpsKind::Tracked(prep) => {
             let state = (
-                primitive(x_inner.clone()),
-                primitive(w_inner.clone()),
+                SavedCodes::save(x_inner.clone(), x_grid, 2),
+                SavedCodes::save(w_inner.clone(), w_grid, 3),
                 options.clone(),
             );
             prep.finish(state, forward(x_inner, w_inner, options))

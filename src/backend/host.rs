@@ -100,20 +100,56 @@ impl<B: HostFloat> QnnBackend for B {
         b: Tensor<Self, 2>,
         b_grid: quant::CodeGrid,
     ) -> Tensor<Self, 2> {
-        let ([m, k], [k_b, n]) = (a.dims(), b.dims());
-        assert_eq!(
-            k, k_b,
-            "qnn_code_matmul: lhs [{m}, {k}] and rhs [{k_b}, {n}] differ in the inner dimension"
-        );
+        let [m, k, n] = code_matmul_dims(&a, &b);
         if !B::holds_f32() || !code_matmul::exact_in_f32(a_grid, b_grid, k) {
             return a.matmul(b);
         }
-        let out = B::with_f32(a, |a, _| {
+        let product = B::with_f32(a, |a, _| {
             B::with_f32(b, |b, _| {
                 code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
             })
         });
-        B::float_tensor(out, &[m, n])
+        B::float_tensor(product.out, &[m, n])
+    }
+
+    /// As [`QnnBackend::qnn_code_matmul`], returning the codes the kernel packed.
+    fn qnn_code_matmul_saving(
+        a: Tensor<Self, 2>,
+        a_grid: quant::CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: quant::CodeGrid,
+    ) -> (Tensor<Self, 2>, HostPacked, HostPacked) {
+        let [m, k, n] = code_matmul_dims(&a, &b);
+        if B::holds_f32() && code_matmul::exact_in_f32(a_grid, b_grid, k) {
+            let product = B::with_f32(a, |a, _| {
+                B::with_f32(b, |b, _| {
+                    code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
+                })
+            });
+            return (
+                B::float_tensor(product.out, &[m, n]),
+                product.lhs,
+                product.rhs_t,
+            );
+        }
+        let a_codes = Self::qnn_pack_codes(a.clone(), a_grid);
+        let b_codes = B::with_f32(b.clone(), |b, _| {
+            code_matmul::pack_column_codes(b, b_grid, [k, n])
+        });
+        (a.matmul(b), a_codes, b_codes)
+    }
+
+    /// [`code_matmul::pack_codes`]: codes and packing from the values, in parallel.
+    fn qnn_pack_codes(x: Tensor<Self, 2>, grid: quant::CodeGrid) -> HostPacked {
+        let [rows, k] = x.dims();
+        B::with_f32(x, |values, _| {
+            code_matmul::pack_codes(values, grid, [rows, k])
+        })
+    }
+
+    /// [`code_matmul::unpack_codes`]: the values straight from the bit planes, in one pass.
+    fn qnn_unpack_codes(packed: &HostPacked, grid: quant::CodeGrid) -> Tensor<Self, 2> {
+        B::float_tensor(code_matmul::unpack_codes(packed, grid), packed.shape())
     }
 
     /// [`code_matmul::code_conv2d`] where its product is exact; Burn's `conv2d` elsewhere.
@@ -764,4 +800,17 @@ fn pad_mode(mode: PaddingMode) -> conv::PadMode {
         PaddingMode::Zero => conv::PadMode::Zero,
         PaddingMode::PlusOne => conv::PadMode::PlusOne,
     }
+}
+
+/// `[m, k, n]` of the operands of a product of codes.
+///
+/// # Panics
+/// If the inner dimensions differ, as `matmul` does.
+fn code_matmul_dims<B: Backend>(a: &Tensor<B, 2>, b: &Tensor<B, 2>) -> [usize; 3] {
+    let ([m, k], [k_b, n]) = (a.dims(), b.dims());
+    assert_eq!(
+        k, k_b,
+        "qnn_code_matmul: lhs [{m}, {k}] and rhs [{k_b}, {n}] differ in the inner dimension"
+    );
+    [m, k, n]
 }

@@ -193,6 +193,47 @@ pub trait QnnBackend: Backend {
         burn::tensor::module::conv2d(x, weight, None, options)
     }
 
+    /// [`QnnBackend::qnn_code_matmul`], with the packed codes of its operands for the
+    /// backward pass: `(a·b, codes of a's rows [m, k], codes of b's columns [n, k])`, each
+    /// `bits` bits a value ([`QnnBackend::qnn_pack_codes`]). The host backends return the codes
+    /// their kernel packed anyway; the default packs them after Burn's `matmul`.
+    ///
+    /// # Panics
+    /// If the inner dimensions differ, as `matmul` does.
+    fn qnn_code_matmul_saving(
+        a: Tensor<Self, 2>,
+        a_grid: CodeGrid,
+        b: Tensor<Self, 2>,
+        b_grid: CodeGrid,
+    ) -> (Tensor<Self, 2>, Self::Packed, Self::Packed) {
+        let a_codes = Self::qnn_pack_codes(a.clone(), a_grid);
+        let b_codes = Self::qnn_pack_codes(b.clone().transpose(), b_grid);
+        (
+            Self::qnn_code_matmul(a, a_grid, b, b_grid),
+            a_codes,
+            b_codes,
+        )
+    }
+
+    /// The codes on `grid` of the values `x` `[rows, k]` (the nearest code, as
+    /// [`CodeGrid::code_of`]), packed along `k` as [`Encoding::Codes`]: `bits` bits a value.
+    fn qnn_pack_codes(x: Tensor<Self, 2>, grid: CodeGrid) -> Self::Packed {
+        let codes = x
+            .sub_scalar(grid.offset)
+            .div_scalar(grid.scale)
+            .add_scalar(0.5)
+            .clamp_min(0.0);
+        Self::qnn_pack(codes, Encoding::Codes(grid.bits))
+    }
+
+    /// The values `scale·c + offset` of codes packed by [`QnnBackend::qnn_pack_codes`],
+    /// `[rows, k]`.
+    fn qnn_unpack_codes(packed: &Self::Packed, grid: CodeGrid) -> Tensor<Self, 2> {
+        Self::qnn_unpack::<2>(packed)
+            .mul_scalar(grid.scale)
+            .add_scalar(grid.offset)
+    }
+
     /// The backend's storage of a tensor packed along its last dimension.
     type Packed: Clone + Send + Sync + core::fmt::Debug + 'static;
 

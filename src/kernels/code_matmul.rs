@@ -33,6 +33,18 @@ pub fn exact_in_f32(a_grid: CodeGrid, b_grid: CodeGrid, k: usize) -> bool {
     largest < 1 << 24
 }
 
+/// A product of codes with its operands' packed codes, which the backward pass keeps in place
+/// of their values.
+#[derive(Debug)]
+pub struct CodeProduct {
+    /// `a·b`, row-major `[m, n]`.
+    pub out: Vec<f32>,
+    /// The codes of `a`'s rows, `[m, k]`.
+    pub lhs: HostPacked,
+    /// The codes of `b`'s columns (the rows of `bᵀ`), `[n, k]`.
+    pub rhs_t: HostPacked,
+}
+
 /// `a·b` of row-major `a` `[m, k]` and `b` `[k, n]` whose values lie on `a_grid` and `b_grid`,
 /// with the code sums exact where [`exact_in_f32`] holds (the caller's to check).
 ///
@@ -44,15 +56,58 @@ pub fn code_matmul(
     b: &[f32],
     b_grid: CodeGrid,
     [m, k, n]: [usize; 3],
-) -> Vec<f32> {
+) -> CodeProduct {
     assert_eq!(a.len(), m * k, "code_matmul: lhs length");
     assert_eq!(b.len(), k * n, "code_matmul: rhs length");
     let (a_codes, a_sums) = codes_and_row_sums(a, a_grid, k);
     let b_codes = codes(b, b_grid);
     let b_sums = column_sums(&b_codes, n);
     let lhs = HostPacked::pack(&a_codes, &[m, k], Encoding::Codes(a_grid.bits));
-    let rhs = HostPacked::pack_columns(&b_codes, &[k, n], Encoding::Codes(b_grid.bits));
-    product_of_codes(&lhs, &a_sums, a_grid, &rhs, &b_sums, b_grid, k)
+    let rhs_t = HostPacked::pack_columns(&b_codes, &[k, n], Encoding::Codes(b_grid.bits));
+    let out = product_of_codes(&lhs, &a_sums, a_grid, &rhs_t, &b_sums, b_grid, k);
+    CodeProduct { out, lhs, rhs_t }
+}
+
+/// The codes of row-major `values` `[rows, k]` on `grid`, packed along `k`.
+pub fn pack_codes(values: &[f32], grid: CodeGrid, [rows, k]: [usize; 2]) -> HostPacked {
+    assert_eq!(values.len(), rows * k, "pack_codes: values length");
+    HostPacked::pack(&codes(values, grid), &[rows, k], Encoding::Codes(grid.bits))
+}
+
+/// The codes of the columns of row-major `values` `[k, n]` on `grid`: the rows of the
+/// transpose, packed along `k` (`[n, k]`).
+pub fn pack_column_codes(values: &[f32], grid: CodeGrid, [k, n]: [usize; 2]) -> HostPacked {
+    assert_eq!(values.len(), k * n, "pack_column_codes: values length");
+    HostPacked::pack_columns(&codes(values, grid), &[k, n], Encoding::Codes(grid.bits))
+}
+
+/// The values of packed codes (rows `[rows, k]`, row-major) on `grid`: `scale·c + offset`.
+///
+/// # Panics
+/// If `packed` does not hold codes of `grid`'s width.
+pub fn unpack_codes(packed: &HostPacked, grid: CodeGrid) -> Vec<f32> {
+    assert_eq!(
+        packed.encoding(),
+        Encoding::Codes(grid.bits),
+        "unpack_codes: the packed codes are not {}-bit codes",
+        grid.bits.get()
+    );
+    let shape = packed.shape();
+    let k = shape.last().copied().unwrap_or(0);
+    let rows = shape[..shape.len().saturating_sub(1)].iter().product();
+    let levels: Vec<f32> = (0..=grid.bits.max_code())
+        .map(|c| grid.scale * c as f32 + grid.offset)
+        .collect();
+    let mut out = vec![0f32; rows * k];
+    crate::kernels::pack::decode_planes(
+        packed.words(),
+        rows,
+        k,
+        grid.bits.get(),
+        &levels,
+        &mut out,
+    );
+    out
 }
 
 /// `Σ_t a_it·b_tj` from the packed codes of `a`'s rows (`lhs`) and of `b`'s columns
@@ -290,6 +345,45 @@ mod tests {
         }
     }
 
+    /// The product's packed operands are the codes of `a`'s rows and `b`'s columns, and
+    /// unpack to the values, on each kind of grid.
+    #[test]
+    fn packed_operands_are_the_codes_of_the_values() {
+        let (m, k, n) = (3, 70, 5);
+        for q in [
+            Quantizer::Sign,
+            Quantizer::Signed(Bits::new(3).unwrap()),
+            Quantizer::Unsigned(Bits::new(8).unwrap()),
+        ] {
+            let grid = CodeGrid::of(q).unwrap();
+            let level = |i: usize| {
+                grid.scale * (i % (grid.bits.max_code() as usize + 1)) as f32 + grid.offset
+            };
+            let a: Vec<f32> = (0..m * k).map(|i| level(i * 7 + i / 3)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| level(i * 5 + i / 11)).collect();
+            let product = code_matmul(&a, grid, &b, grid, [m, k, n]);
+            assert_eq!(product.lhs.shape(), [m, k]);
+            assert_eq!(product.rhs_t.shape(), [n, k]);
+            assert_eq!(
+                product.lhs.to_bytes(),
+                pack_codes(&a, grid, [m, k]).to_bytes()
+            );
+            assert_eq!(
+                product.rhs_t.to_bytes(),
+                pack_column_codes(&b, grid, [k, n]).to_bytes()
+            );
+            assert_eq!(unpack_codes(&product.lhs, grid), a, "{q:?}");
+            let b_t: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            assert_eq!(unpack_codes(&product.rhs_t, grid), b_t, "{q:?}");
+            // `bits` bits a value, each row in whole 64-bit words.
+            let words = k.div_ceil(64);
+            assert_eq!(
+                product.lhs.to_bytes().len(),
+                m * grid.bits.get() as usize * words * 8
+            );
+        }
+    }
+
     /// The sums of 8-bit × 8-bit codes stay exact in f32 up to an inner dimension of 258.
     #[test]
     fn exactness_bound() {
@@ -319,7 +413,7 @@ mod tests {
             };
             let a: Vec<f32> = (0..m * k).map(|i| level(ga, i * 7 + i / 3)).collect();
             let b: Vec<f32> = (0..k * n).map(|i| level(gb, i * 5 + i / 11)).collect();
-            let out = code_matmul(&a, ga, &b, gb, [m, k, n]);
+            let out = code_matmul(&a, ga, &b, gb, [m, k, n]).out;
             for i in 0..m {
                 for j in 0..n {
                     let exact: f64 = (0..k)

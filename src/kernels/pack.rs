@@ -167,16 +167,34 @@ pub fn pack_planes_columns_with(
 
 /// Unpacks bit planes into codes (as f32).
 pub fn unpack_planes(packed: &[u64], rows: usize, k: usize, bits: u32, out: &mut [f32]) {
+    let codes: Vec<f32> = (0..1u32 << bits).map(|c| c as f32).collect();
+    decode_planes(packed, rows, k, bits, &codes, out);
+}
+
+/// Unpacks bit planes into `levels[code]`: the values of the codes (`levels` holds one value
+/// for each of the `2^bits` codes).
+///
+/// # Panics
+/// If a length does not fit `rows`, `k` and `bits`.
+pub fn decode_planes(
+    packed: &[u64],
+    rows: usize,
+    k: usize,
+    bits: u32,
+    levels: &[f32],
+    out: &mut [f32],
+) {
     let words = words_per_row(k);
     let b = bits as usize;
     super::check_len(
-        "unpack_planes: packed length",
+        "decode_planes: packed length",
         packed.len(),
         &[rows, b, words],
     );
-    super::check_len("unpack_planes: output length", out.len(), &[rows, k]);
+    super::check_len("decode_planes: output length", out.len(), &[rows, k]);
+    assert_eq!(levels.len(), 1 << bits, "decode_planes: one level per code");
     for_each_row(packed, b * words, out, k, |planes, dst| {
-        unpack_planes_row(planes, b, words, dst)
+        decode_planes_row(planes, b, words, levels, dst)
     });
 }
 
@@ -424,18 +442,35 @@ fn planes_column_group(
     }
 }
 
-/// Unpacks one row of `bits` planes (`words` each) into codes.
-fn unpack_planes_row(planes: &[u64], bits: usize, words: usize, out: &mut [f32]) {
-    let mut column = vec![0u64; bits];
-    for (w, chunk) in out.chunks_mut(64).enumerate() {
-        for (p, c) in column.iter_mut().enumerate() {
-            *c = planes[p * words + w];
+/// Bit `j` of a byte moved to bit 0 of byte `j` of a word, for every byte.
+static SPREAD: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut j = 0;
+        while j < 8 {
+            table[byte] |= ((byte as u64 >> j) & 1) << (8 * j);
+            j += 1;
         }
-        for (t, o) in chunk.iter_mut().enumerate() {
-            let code = column.iter().enumerate().fold(0u32, |acc, (p, &plane)| {
-                acc | ((((plane >> t) & 1) as u32) << p)
-            });
-            *o = code as f32;
+        byte += 1;
+    }
+    table
+};
+
+/// One row of [`decode_planes`]: the codes of 64 values are assembled as 64 bytes (eight bits
+/// of a plane spread into eight bytes at a time), then looked up in `levels`.
+fn decode_planes_row(planes: &[u64], bits: usize, words: usize, levels: &[f32], out: &mut [f32]) {
+    for (w, chunk) in out.chunks_mut(64).enumerate() {
+        let mut codes = [0u64; 8];
+        for p in 0..bits {
+            let word = planes[p * words + w];
+            for (byte, code) in codes.iter_mut().enumerate() {
+                *code |= SPREAD[((word >> (8 * byte)) & 0xff) as usize] << p;
+            }
+        }
+        let codes = codes.iter().flat_map(|c| c.to_le_bytes());
+        for (o, c) in chunk.iter_mut().zip(codes) {
+            *o = levels[usize::from(c)];
         }
     }
 }
@@ -686,16 +721,24 @@ pub(super) mod tests {
     #[test]
     fn planes_round_trip() {
         let mut rng = StdRng::seed_from_u64(7);
-        for bits in [1, 4, 8] {
-            for &k in &KS {
-                let codes: Vec<f32> = (0..2 * k)
-                    .map(|_| rng.random_range(0..1u32 << bits) as f32)
-                    .collect();
-                let mut packed = vec![0; 2 * bits as usize * words_per_row(k)];
-                pack_planes(&codes, 2, k, bits, &mut packed);
-                let mut back = vec![0.0; 2 * k];
-                unpack_planes(&packed, 2, k, bits, &mut back);
-                assert_eq!(back, codes, "bits={bits} k={k}");
+        // 40 rows of 4097 values are split between threads.
+        for rows in [2, 40] {
+            for bits in 1..=8 {
+                for &k in &KS {
+                    let codes: Vec<f32> = (0..rows * k)
+                        .map(|_| rng.random_range(0..1u32 << bits) as f32)
+                        .collect();
+                    let mut packed = vec![0; rows * bits as usize * words_per_row(k)];
+                    pack_planes(&codes, rows, k, bits, &mut packed);
+                    let mut back = vec![0.0; rows * k];
+                    unpack_planes(&packed, rows, k, bits, &mut back);
+                    assert_eq!(back, codes, "rows={rows} bits={bits} k={k}");
+                    // Any levels: each code's own value.
+                    let levels: Vec<f32> = (0..1u32 << bits).map(|c| 0.5 - c as f32).collect();
+                    decode_planes(&packed, rows, k, bits, &levels, &mut back);
+                    let expected: Vec<f32> = codes.iter().map(|&c| 0.5 - c).collect();
+                    assert_eq!(back, expected, "levels: rows={rows} bits={bits} k={k}");
+                }
             }
         }
     }

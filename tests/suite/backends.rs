@@ -92,6 +92,8 @@ macro_rules! backend_tests {
                 crate::custom_quantizers::quant_conv2d_with_bi_real_quantizers::<AD>(&device());
                 crate::custom_quantizers::quant_linear_on_codes::<AD>(&device());
                 crate::custom_quantizers::quant_conv2d_on_codes::<AD>(&device());
+                crate::custom_quantizers::saved_codes::<B>(&device());
+                crate::custom_quantizers::saved_codes::<AD>(&device());
             }
 
             #[test]

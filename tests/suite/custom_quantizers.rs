@@ -349,6 +349,82 @@ pub fn quant_linear_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device
     }
 }
 
+/// The codes a product of codes keeps for its backward: the nearest code of each value,
+/// `bits` bits a value in the bytes of the host packing on every backend, unpacking to the
+/// grid's values; `qnn_code_matmul_saving` keeps exactly the codes of `a` and of `bᵀ` beside
+/// the product.
+pub fn saved_codes<B: QnnBackend>(device: &B::Device) {
+    use burn_qnn::{
+        ops::{Encoding, HostPacked},
+        quant::{Bits, CodeGrid, Quantizer},
+    };
+
+    let (m, k, n) = (3, 70, 5);
+    for (seed, q) in [
+        Quantizer::Sign,
+        Quantizer::Signed(Bits::new(3).unwrap()),
+        Quantizer::Unsigned(Bits::TWO),
+        Quantizer::Unsigned(Bits::new(8).unwrap()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let grid = CodeGrid::of(q).unwrap();
+        // Random codes, and values near their levels (within a fifth of a step).
+        let random_values = |len, seed| -> (Vec<f32>, Vec<f32>) {
+            let codes: Vec<f32> = uniform(len, 0.0, grid.bits.max_code() as f32 + 1.0, seed)
+                .into_iter()
+                .map(f32::floor)
+                .collect();
+            let noise = uniform(len, -0.2, 0.2, seed + 1);
+            let values = codes
+                .iter()
+                .zip(noise)
+                .map(|(&c, e)| grid.scale * (c + e) + grid.offset)
+                .collect();
+            (codes, values)
+        };
+        let (a_codes, a) = random_values(m * k, 600 + 2 * seed as u64);
+        let (b_codes, b) = random_values(k * n, 700 + 2 * seed as u64);
+        let bits = Encoding::Codes(grid.bits);
+        let host_a = HostPacked::pack(&a_codes, &[m, k], bits).to_bytes();
+        let host_b_t = HostPacked::pack_columns(&b_codes, &[k, n], bits).to_bytes();
+        assert_eq!(
+            host_a.len(),
+            m * grid.bits.get() as usize * k.div_ceil(64) * 8
+        );
+
+        let packed = B::qnn_pack_codes(tensor::<B, 2>(a.clone(), [m, k], device), grid);
+        assert_eq!(
+            B::qnn_packed_to_bytes(&packed),
+            host_a,
+            "{q:?}: packed codes"
+        );
+        let levels: Vec<f64> = a_codes
+            .iter()
+            .map(|&c| f64::from(grid.scale * c + grid.offset))
+            .collect();
+        let unpacked = values(B::qnn_unpack_codes(&packed, grid));
+        assert_close(&format!("{q:?}: unpacked values"), &unpacked, &levels, 1e-6);
+
+        let a_tensor = tensor::<B, 2>(a, [m, k], device);
+        let b_tensor = tensor::<B, 2>(b, [k, n], device);
+        let (out, saved_a, saved_b_t) =
+            B::qnn_code_matmul_saving(a_tensor.clone(), grid, b_tensor.clone(), grid);
+        assert_eq!(B::qnn_packed_to_bytes(&saved_a), host_a, "{q:?}: saved a");
+        assert_eq!(
+            B::qnn_packed_to_bytes(&saved_b_t),
+            host_b_t,
+            "{q:?}: saved bᵀ"
+        );
+        let product: Vec<f64> = values(B::qnn_code_matmul(a_tensor, grid, b_tensor, grid))
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(&format!("{q:?}: product"), &values(out), &product, 1e-6);
+    }
+}
+
 /// One training pass: `forward` on `inputs` of `shape`, then the backward of `Σ u ⊙ y` for a
 /// fixed random `u`; the output, the input's gradient and all the gradients.
 fn pass<B: AutodiffBackend, const D: usize>(
