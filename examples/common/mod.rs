@@ -24,22 +24,23 @@ use burn::{
     backend::{Autodiff, NdArray},
     data::dataloader::DataLoaderBuilder,
     module::Module,
+    optim::Optimizer,
     record::{FullPrecisionSettings, NamedMpkFileRecorder},
     tensor::Device,
 };
 use burn_qnn::{
-    QnnAutodiffBackend,
-    data::{ImageBatcher, TrainTest, ValidationSize},
+    QnnAutodiffBackend, QnnBackend,
+    data::{ImageBatcher, ImageDataset, TrainTest, ValidationSize},
     inference::PackedNet,
     learner::{
-        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochSummaryRenderer, FlipCounter,
-        FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel, decay_over_run,
+        AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
+        FlipCounter, FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel, decay_over_run,
         keep_last_and_best, last_checkpoint, load_checkpoint_model, optimizer_steps_per_epoch,
         restore_checkpoint, summary_history,
     },
-    models::{NetConfig, Precision, summary},
+    models::{Net, NetConfig, Precision, summary},
     nn::LatentLrScale,
-    optim::FusedAdamConfig,
+    optim::{BopConfig, FusedAdamConfig},
     quant::Bits,
     train::{accuracy, time_per_batch},
 };
@@ -47,7 +48,7 @@ use burn_train::{
     Learner, SupervisedTraining,
     metric::{AccuracyMetric, LearningRateMetric, LossMetric, Metric},
 };
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde_json::json;
 use unknown_backend::unknown_backend;
 
@@ -128,6 +129,26 @@ pub struct Args {
     /// step changed), beside that of all binary layers
     #[arg(long)]
     pub layer_flips: bool,
+    /// How the binary layers' weights learn: adam (latent weights, the paper's recipe) or bop
+    /// (Bop flips their signs, Helwegen et al. 2019; the other parameters keep Adam and
+    /// --lr)
+    #[arg(long, value_name = "O", default_value = "adam")]
+    pub optimizer: BinaryOptimizer,
+    /// (bop) The adaptivity rate γ of Bop's gradient average, in (0, 1]
+    #[arg(long, value_name = "X", default_value_t = 1e-4, value_parser = bop_gamma)]
+    pub bop_gamma: f64,
+    /// (bop) The threshold τ Bop's gradient average must pass for a weight to flip
+    #[arg(long, value_name = "X", default_value_t = 1e-8, value_parser = non_negative_number)]
+    pub bop_threshold: f64,
+}
+
+/// How the binary layers' weights learn (`--optimizer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BinaryOptimizer {
+    /// Latent weights with Adam, their lr scaled per layer and clipped to [−1, 1].
+    Adam,
+    /// Bop for the binary weights, Adam for the others.
+    Bop,
 }
 
 /// The defaults of one data set: those of the authors' training script for it.
@@ -174,7 +195,6 @@ fn width(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A finite number above 0.
 /// A gradient bit width of `--grad-bits`: 2 to 8 (1 bit would be the ternary grid of 2).
 fn grad_bits(text: &str) -> Result<Bits, String> {
     match text.parse::<u32>() {
@@ -184,6 +204,24 @@ fn grad_bits(text: &str) -> Result<Bits, String> {
     }
 }
 
+/// Bop's γ: in (0, 1].
+fn bop_gamma(text: &str) -> Result<f64, String> {
+    match positive_number(text)? {
+        x if x > 1.0 => Err(format!("must be at most 1, not {x}")),
+        x => Ok(x),
+    }
+}
+
+/// A finite number of at least 0.
+fn non_negative_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be non-negative and finite".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite number above 0.
 fn positive_number(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
@@ -352,76 +390,44 @@ fn run_on<B: QnnAutodiffBackend>(
     let mut logged = vec!["Loss", "Accuracy", "Learning Rate", "Flip Ratio"];
     let layer_names: Vec<String> = flip_metrics.iter().map(|m| m.name().to_string()).collect();
     logged.extend(layer_names.iter().map(String::as_str));
-    let optim = ClipLatentWeights::new(FusedAdamConfig::new().with_epsilon(1e-8).init())
-        .with_lr_scale(args.lr_scale);
-    let optim = TrackFlips::new(optim, flips.clone());
-    println!(
-        "Adam, lr {:e} → {:e}, latent-weight lr scale {}",
-        args.lr, args.final_lr, args.lr_scale
-    );
-    let schedule = decay_over_run(args.lr, args.final_lr, args.epochs, steps_per_epoch)?;
-    let mut learner = Learner::new(net, optim, schedule);
-
     let recorder = AtomicFileRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
-    let mut first_epoch = 1;
-    if args.resume {
-        let epoch = last_checkpoint(&args.out, "mpk")?
-            .ok_or_else(|| CheckpointError::NotFound(args.out.join("checkpoint")))?;
-        learner = restore_checkpoint(learner, &args.out, epoch, &recorder, &device)?;
-        println!("resuming after epoch {epoch} (model, optimizer and learning-rate schedule)");
-        first_epoch = epoch + 1;
-        if epoch >= args.epochs {
-            println!("nothing left to train: raise --epochs to train further");
+    // Adam's ε as Lasagne's default, the paper's framework.
+    let adam = || FusedAdamConfig::new().with_epsilon(1e-8).init();
+    let fitting = Fitting {
+        args,
+        device: &device,
+        train: &train,
+        valid: &valid,
+        steps_per_epoch,
+        recorder: &recorder,
+        flips: flips.clone(),
+        flip_metrics,
+    };
+    let fitted = match args.optimizer {
+        BinaryOptimizer::Adam => {
+            println!(
+                "Adam, lr {:e} → {:e}, latent-weight lr scale {}",
+                args.lr, args.final_lr, args.lr_scale
+            );
+            let optim = ClipLatentWeights::new(adam()).with_lr_scale(args.lr_scale);
+            fitting.fit(net, TrackFlips::new(optim, flips))?
         }
-    }
-
-    // The shuffles of a resumed run start from another seed, so it does not repeat the first
-    // epochs' orders.
-    let batcher = ImageBatcher::for_dataset(&train);
-    let loader_train = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(args.batch_size)
-        .shuffle(args.seed.wrapping_add(first_epoch as u64 - 1))
-        .build(train.clone());
-    let loader_valid = DataLoaderBuilder::new(batcher)
-        .batch_size(500)
-        .build(valid.clone());
-    let renderer = EpochSummaryRenderer::new(args.epochs);
-    let history = renderer.history();
-    let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
-        .metrics((LossMetric::new(), AccuracyMetric::new()))
-        .metric_train_numeric(LearningRateMetric::new())
-        .metric_train_numeric(FlipRatioMetric::new(flips))
-        .with_file_checkpointer(recorder.clone())
-        // The last two epochs (to resume) and the best-validation one (to report and pack).
-        .with_checkpointing_strategy(keep_last_and_best(2))
-        .renderer(renderer)
-        .num_epochs(args.epochs);
-    for metric in flip_metrics {
-        training = training.metric_train_numeric(metric);
-    }
-    if args.devices > 1 {
-        println!(
-            "{} data-parallel workers, one optimizer step per {} batches",
-            args.devices, args.devices
-        );
-        training =
-            training.with_training_strategy(data_parallel(vec![device.clone(); args.devices]));
-    }
-    if first_epoch > 1 {
-        training = training.checkpoint(first_epoch - 1);
-    }
-    let interrupter = training.interrupter();
-    let start = Instant::now();
-    let net = training.launch(learner).model;
-    if interrupter.should_stop() {
-        let reason = interrupter.get_message().unwrap_or_default();
-        return Err(format!("training stopped early: {reason}").into());
-    }
-    let timed = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+        BinaryOptimizer::Bop => {
+            println!(
+                "Bop (γ {:e}, τ {:e}) for the binary weights, Adam (lr {:e} → {:e}) for the \
+                 other parameters",
+                args.bop_gamma, args.bop_threshold, args.lr, args.final_lr
+            );
+            let bop = BopConfig::new()
+                .with_gamma(args.bop_gamma)
+                .with_threshold(args.bop_threshold);
+            fitting.fit(net, TrackFlips::new(bop.init(adam()), flips))?
+        }
+    };
+    let (net, first_epoch, train_seconds) = (fitted.net, fitted.first_epoch, fitted.seconds);
     // The epoch means as burn-train's summary reads them from its logs (the renderer's
     // where it has none).
-    let history = summary_history(&args.out, &logged, &timed).unwrap_or(timed);
-    let train_seconds = start.elapsed().as_secs_f64();
+    let history = summary_history(&args.out, &logged, &fitted.history).unwrap_or(fitted.history);
     let last_epoch = history.last().map_or(first_epoch - 1, |e| e.epoch);
     let test_accuracy = accuracy(|x| net.forward(x), &test, 500, &device);
     println!(
@@ -464,6 +470,9 @@ fn run_on<B: QnnAutodiffBackend>(
         "lr": args.lr,
         "final_lr": args.final_lr,
         "lr_scale": args.lr_scale.to_string(),
+        "optimizer": format!("{:?}", args.optimizer).to_lowercase(),
+        "bop_gamma": (args.optimizer == BinaryOptimizer::Bop).then_some(args.bop_gamma),
+        "bop_threshold": (args.optimizer == BinaryOptimizer::Bop).then_some(args.bop_threshold),
         "grad_bits": args.grad_bits.map(|bits| bits.get()),
         "devices": args.devices,
         "train_images": train.len(),
@@ -525,6 +534,122 @@ fn run_on<B: QnnAutodiffBackend>(
     Ok(())
 }
 
+/// The checkpoints' recorder: named MessagePack files, written atomically.
+type Recorder = AtomicFileRecorder<NamedMpkFileRecorder<FullPrecisionSettings>>;
+
+/// Everything a training run needs besides the model and its optimizer.
+struct Fitting<'a, B: QnnAutodiffBackend> {
+    args: &'a Args,
+    device: &'a Device<B>,
+    train: &'a ImageDataset,
+    valid: &'a ImageDataset,
+    steps_per_epoch: usize,
+    recorder: &'a Recorder,
+    flips: FlipCounter,
+    flip_metrics: Vec<FlipRatioMetric>,
+}
+
+/// What [`Fitting::fit`] returns.
+struct Fitted<B: QnnBackend> {
+    /// The trained model (its last epoch).
+    net: Net<B>,
+    /// The renderer's metrics of each epoch.
+    history: Vec<EpochMetrics>,
+    /// The first epoch this run trained (after a resumed checkpoint's).
+    first_epoch: usize,
+    /// Seconds of training.
+    seconds: f64,
+}
+
+impl<B: QnnAutodiffBackend> Fitting<'_, B> {
+    /// Trains `net` with `optim` under burn-train's learner, the learning rate decaying
+    /// exponentially at every step from `--lr` to `--final-lr`, continuing from the last
+    /// checkpoint with `--resume`.
+    fn fit<O>(
+        self,
+        net: Net<B>,
+        optim: O,
+    ) -> Result<Fitted<B::InnerBackend>, Box<dyn std::error::Error>>
+    where
+        O: Optimizer<Net<B>, B> + 'static,
+    {
+        let Fitting {
+            args,
+            device,
+            train,
+            valid,
+            steps_per_epoch,
+            recorder,
+            flips,
+            flip_metrics,
+        } = self;
+        let schedule = decay_over_run(args.lr, args.final_lr, args.epochs, steps_per_epoch)?;
+        let mut learner = Learner::new(net, optim, schedule);
+        let mut first_epoch = 1;
+        if args.resume {
+            let epoch = last_checkpoint(&args.out, "mpk")?
+                .ok_or_else(|| CheckpointError::NotFound(args.out.join("checkpoint")))?;
+            learner = restore_checkpoint(learner, &args.out, epoch, recorder, device)?;
+            println!("resuming after epoch {epoch} (model, optimizer and learning-rate schedule)");
+            first_epoch = epoch + 1;
+            if epoch >= args.epochs {
+                println!("nothing left to train: raise --epochs to train further");
+            }
+        }
+
+        // The shuffles of a resumed run start from another seed, so it does not repeat the
+        // first epochs' orders.
+        let batcher = ImageBatcher::for_dataset(train);
+        let loader_train = DataLoaderBuilder::new(batcher.clone())
+            .batch_size(args.batch_size)
+            .shuffle(args.seed.wrapping_add(first_epoch as u64 - 1))
+            .build(train.clone());
+        let loader_valid = DataLoaderBuilder::new(batcher)
+            .batch_size(500)
+            .build(valid.clone());
+        let renderer = EpochSummaryRenderer::new(args.epochs);
+        let history = renderer.history();
+        let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
+            .metrics((LossMetric::new(), AccuracyMetric::new()))
+            .metric_train_numeric(LearningRateMetric::new())
+            .metric_train_numeric(FlipRatioMetric::new(flips))
+            .with_file_checkpointer(recorder.clone())
+            // The last two epochs (to resume) and the best-validation one (to report and pack).
+            .with_checkpointing_strategy(keep_last_and_best(2))
+            .renderer(renderer)
+            .num_epochs(args.epochs);
+        for metric in flip_metrics {
+            training = training.metric_train_numeric(metric);
+        }
+        if args.devices > 1 {
+            println!(
+                "{} data-parallel workers, one optimizer step per {} batches",
+                args.devices, args.devices
+            );
+            training =
+                training.with_training_strategy(data_parallel(vec![device.clone(); args.devices]));
+        }
+        if first_epoch > 1 {
+            training = training.checkpoint(first_epoch - 1);
+        }
+        let interrupter = training.interrupter();
+        let start = Instant::now();
+        let net = training.launch(learner).model;
+        if interrupter.should_stop() {
+            let reason = interrupter.get_message().unwrap_or_default();
+            return Err(format!("training stopped early: {reason}").into());
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(Fitted {
+            net,
+            history,
+            first_epoch,
+            seconds,
+        })
+    }
+}
+
 fn config_name(dir: &Path) -> String {
     dir.display().to_string()
 }
@@ -567,6 +692,8 @@ mod tests {
         assert_eq!(args.grad_bits, None);
         assert_eq!(args.devices, 1);
         assert!(!args.layer_flips);
+        assert_eq!(args.optimizer, BinaryOptimizer::Adam);
+        assert_eq!((args.bop_gamma, args.bop_threshold), (1e-4, 1e-8));
         let none = parse_from(&DEFAULTS, ["demo"]).unwrap();
         assert_eq!((none.epochs, none.batch_size), (7, 20));
     }
@@ -590,6 +717,25 @@ mod tests {
         );
     }
 
+    /// `--optimizer bop` takes Bop's settings.
+    #[test]
+    fn bop_is_an_optimizer() {
+        let args = parse_from(
+            &DEFAULTS,
+            [
+                "demo",
+                "--optimizer",
+                "bop",
+                "--bop-gamma=1e-3",
+                "--bop-threshold",
+                "0",
+            ],
+        )
+        .unwrap();
+        assert_eq!(args.optimizer, BinaryOptimizer::Bop);
+        assert_eq!((args.bop_gamma, args.bop_threshold), (1e-3, 0.0));
+    }
+
     /// Bad values are rejected with the option named.
     #[test]
     fn bad_values_are_errors() {
@@ -600,6 +746,10 @@ mod tests {
             ("--grad-bits=1", "--grad-bits"),
             ("--grad-bits=9", "--grad-bits"),
             ("--devices=0", "--devices"),
+            ("--optimizer=sgd", "--optimizer"),
+            ("--bop-gamma=0", "--bop-gamma"),
+            ("--bop-gamma=1.5", "--bop-gamma"),
+            ("--bop-threshold=-1", "--bop-threshold"),
         ] {
             let error = parse_from(&DEFAULTS, ["demo", bad])
                 .unwrap_err()

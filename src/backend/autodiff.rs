@@ -1,14 +1,10 @@
 //! [`QnnBackend`] on `Autodiff<B, C>`: each quantizer is one autodiff node with its own backward.
 //!
-//! The forward runs on the inner backend `B`; the node keeps only what its backward needs: the
-//! boolean mask of inputs outside the straight-through pass band, or nothing at all for the
-//! gradient quantizer.
+//! The forward runs on the inner backend `B`; the node keeps only what its backward needs: where
+//! the inputs lie outside the straight-through pass band as packed bits (1 bit a value), or
+//! nothing at all for the gradient quantizer.
 
-use burn::tensor::{
-    Bool, Device, Tensor, TensorPrimitive,
-    backend::Backend,
-    ops::{BoolTensor, FloatTensor},
-};
+use burn::tensor::{Device, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -32,6 +28,17 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         let inner = inner_tensor::<B, D>(x.primitive.clone());
         let value = B::qnn_quantize(inner.clone(), quantizer);
         straight_through::<B, C, D>(x, value, || B::qnn_quantize_blocked(inner, quantizer))
+    }
+
+    fn qnn_quantize_blocked<const D: usize>(x: Tensor<Self, D>, quantizer: Quantizer) -> B::Packed {
+        B::qnn_quantize_blocked(x.inner(), quantizer)
+    }
+
+    fn qnn_cut_gradient<const D: usize>(
+        grad: Tensor<Self, D>,
+        blocked: &B::Packed,
+    ) -> Tensor<Self, D> {
+        Tensor::from_inner(B::qnn_cut_gradient(grad.inner(), blocked))
     }
 
     fn qnn_stochastic_sign<const D: usize>(
@@ -265,35 +272,38 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
     }
 }
 
-/// The gradient of a straight-through quantizer: the incoming gradient, zeroed where `blocked`.
+/// The gradient of a straight-through quantizer: the incoming gradient, zeroed where the
+/// packed bits of [`QnnBackend::qnn_quantize_blocked`] are set.
 #[derive(Debug)]
-struct StraightThrough;
+struct StraightThrough<const D: usize>;
 
-impl<B: Backend> Backward<B, 1> for StraightThrough {
-    type State = BoolTensor<B>;
+impl<B: QnnBackend, const D: usize> Backward<B, 1> for StraightThrough<D> {
+    type State = B::Packed;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let blocked = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::float_mask_fill(grad, blocked, 0.0f32.into())
+            B::qnn_cut_gradient(inner_tensor::<B, D>(grad), &blocked)
+                .into_primitive()
+                .tensor()
         });
     }
 }
 
 /// Registers `value` as the output of a straight-through node over `x`; `blocked` is computed
 /// only when a gradient is needed.
-fn straight_through<B: Backend, C: CheckpointStrategy, const D: usize>(
+fn straight_through<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
     x: AutodiffPrimitive<B>,
     value: Tensor<B, D>,
-    blocked: impl FnOnce() -> Tensor<B, D, Bool>,
+    blocked: impl FnOnce() -> B::Packed,
 ) -> Tensor<Autodiff<B, C>, D> {
     let value = value.into_primitive().tensor();
-    let output = match StraightThrough
+    let output = match StraightThrough::<D>
         .prepare::<C>([x.node.clone()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(blocked().into_primitive(), value),
+        OpsKind::Tracked(prep) => prep.finish(blocked(), value),
         OpsKind::UnTracked(prep) => prep.finish(value),
     };
     outer_tensor(output)

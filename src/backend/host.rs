@@ -79,17 +79,25 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(out, &shape)
     }
 
-    /// [`quantize::blocked`], in parallel.
+    /// [`quantize::blocked_bits`], in parallel.
     fn qnn_quantize_blocked<const D: usize>(
         x: Tensor<Self, D>,
         quantizer: quant::Quantizer,
-    ) -> Tensor<Self, D, burn::tensor::Bool> {
-        if !B::holds_f32() {
-            return quantizer.blocked(x);
-        }
-        let (device, shape) = (x.device(), x.dims());
-        let mask = B::with_f32(x, |x, _| quantize::blocked(quantizer, x));
-        Tensor::from_data(TensorData::new(mask, shape), &device)
+    ) -> HostPacked {
+        let n = x.shape().num_elements();
+        let words = B::with_f32(x, |x, _| quantize::blocked_bits(quantizer, x));
+        HostPacked::from_words(words, vec![1, n], Encoding::Signs)
+    }
+
+    /// [`Bits::cut`] on a copy of `grad`'s values.
+    fn qnn_cut_gradient<const D: usize>(
+        grad: Tensor<Self, D>,
+        blocked: &HostPacked,
+    ) -> Tensor<Self, D> {
+        let shape = grad.dims();
+        let mut values = B::with_f32(grad, |values, _| values.to_vec());
+        Bits::new(blocked.words(), values.len()).cut(0, &mut values);
+        B::float_tensor(values, &shape)
     }
 
     /// [`code_matmul::code_matmul`]: the codes' product on the bit-serial kernel, where its

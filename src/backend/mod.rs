@@ -120,14 +120,28 @@ pub trait QnnBackend: Backend {
         quantizer.forward(x)
     }
 
-    /// `true` where the straight-through gradient of `quantizer` is cut: `x` outside
-    /// [`Quantizer::pass_band`], or NaN ([`Quantizer::blocked`]). `Autodiff`'s quantizer node
-    /// keeps it for its backward; the host backends compute it in one parallel pass.
+    /// Where the straight-through gradient of `quantizer` is cut: `x` outside
+    /// [`Quantizer::pass_band`], or NaN ([`Quantizer::blocked`]), packed as one row of bits
+    /// over `x`'s values in row-major order (shape `[1, n]`, [`Encoding::Signs`]: bit 1, read
+    /// back as −1, where the gradient is cut). `Autodiff`'s quantizer node keeps it for its
+    /// backward, 1 bit a value; the host backends compute it in one parallel pass.
     fn qnn_quantize_blocked<const D: usize>(
         x: Tensor<Self, D>,
         quantizer: Quantizer,
-    ) -> Tensor<Self, D, burn::tensor::Bool> {
-        quantizer.blocked(x)
+    ) -> Self::Packed {
+        let n = x.shape().num_elements();
+        // −1 (bit 1) where cut, −0.0 (bit 0) elsewhere.
+        let blocked = quantizer.blocked(x).float().neg().reshape([1, n]);
+        Self::qnn_pack(blocked, Encoding::Signs)
+    }
+
+    /// `grad` with 0 wherever `blocked` (from [`QnnBackend::qnn_quantize_blocked`] on a tensor
+    /// of `grad`'s shape) has bit 1: the straight-through estimator's backward.
+    fn qnn_cut_gradient<const D: usize>(
+        grad: Tensor<Self, D>,
+        blocked: &Self::Packed,
+    ) -> Tensor<Self, D> {
+        binary_backward::pass(grad, blocked)
     }
 
     /// The stochastic sign of `x` drawn with `noise` (uniform on `[0, 1)`), with the gradient of

@@ -112,7 +112,7 @@ impl<'a> Bits<'a> {
     }
 
     /// Zeroes `values[j]` where bit `start + j` is set.
-    pub(super) fn cut(&self, start: usize, values: &mut [f32]) {
+    pub(crate) fn cut(&self, start: usize, values: &mut [f32]) {
         // Up to the first word boundary bit by bit, then a word (64 values) at a time, skipping
         // words with no bit set; blocks of 65,536 values run in parallel.
         let head = ((64 - start % 64) % 64).min(values.len());

@@ -91,16 +91,19 @@ pub(crate) fn quantize_into(quantizer: Quantizer, x: &[f32], out: &mut [MaybeUni
         });
 }
 
-/// `true` where `x` lies outside the closed pass band `[lo, hi]` of the straight-through
-/// gradient, or is NaN ([`Quantizer::blocked`]), in parallel.
-pub fn blocked(quantizer: Quantizer, x: &[f32]) -> Vec<bool> {
+/// Where the straight-through gradient of `quantizer` is cut (`x` outside
+/// [`Quantizer::pass_band`], or NaN), as one row of bits over `x`: bit `i % 64` of word
+/// `i / 64` is 1 where value `i` is cut ([`crate::kernels`]'s layout for sign bits).
+pub fn blocked_bits(quantizer: Quantizer, x: &[f32]) -> Vec<u64> {
     let (lo, hi) = quantizer.pass_band();
-    let mut out = vec![false; x.len()];
-    out.par_chunks_mut(CHUNK)
+    let mut out = vec![0u64; super::words_per_row(x.len())];
+    out.par_chunks_mut(CHUNK / 64)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(out, x)| {
-            for (o, &x) in out.iter_mut().zip(x) {
-                *o = !(x >= lo && x <= hi);
+        .for_each(|(words, x)| {
+            for (word, x) in words.iter_mut().zip(x.chunks(64)) {
+                *word = x.iter().enumerate().fold(0, |word, (j, &x)| {
+                    word | (u64::from(!(x >= lo && x <= hi)) << j)
+                });
             }
         });
     out

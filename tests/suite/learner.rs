@@ -24,7 +24,8 @@ use burn_qnn::{
         load_checkpoint_model, restore_checkpoint, summary_history,
     },
     loss::SquaredHingeLoss,
-    models::{Net, NetConfig},
+    models::{DenseLayer, Net, NetConfig},
+    optim::BopConfig,
     train::accuracy,
 };
 use burn_train::{
@@ -193,6 +194,87 @@ pub fn learner_lowers_the_loss<B: QnnAutodiffBackend>(device: &B::Device) {
     net.visit(&mut latent);
     assert!(latent.max <= 1.0, "a latent weight is {}", latent.max);
     assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(epochs));
+}
+
+/// The binary layers' weights of a network, flattened.
+fn binary_weights<B: QnnBackend>(net: &Net<B>) -> Vec<f32> {
+    net.dense
+        .iter()
+        .flat_map(|layer| match layer {
+            DenseLayer::BitPlane(l) => values(l.weight.val()),
+            DenseLayer::Binary(l) => values(l.weight.val()),
+            DenseLayer::Float(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Bop (with Adam for the other parameters) under burn-train's learner: the training loss
+/// falls, binary weights flip their signs and are ±1 (Bop keeps signs only), and the
+/// checkpoint, Bop's state with it, resumes.
+pub fn bop_through_the_learner<B: QnnAutodiffBackend>(device: &B::Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, valid) = (two_halves(48), two_halves(16));
+    let (epochs, steps) = (6, 6);
+    let bop_learner = |net: Net<B>| {
+        let optim = BopConfig::new()
+            .with_gamma(1e-2)
+            .init::<B, Net<B>, _>(AdamConfig::new().init());
+        Learner::new(
+            net,
+            optim,
+            decay_over_run(1e-2, 1e-3, epochs, steps).unwrap(),
+        )
+    };
+    B::seed(device, 5);
+    let net = tiny_net::<B>(device);
+    let before = binary_weights(&net);
+    let strategy = || KeepLastNCheckpoints::new(2);
+    let (trained, history) = launch_with(
+        bop_learner(net),
+        dir.path(),
+        &train,
+        &valid,
+        epochs,
+        None,
+        strategy(),
+        |t| t,
+    );
+    let loss = |e: &EpochMetrics| e.train["Loss"];
+    let (first, last) = (loss(&history[0]), loss(&history[epochs - 1]));
+    assert!(
+        last < 0.8 * first,
+        "the training loss went from {first} to {last}"
+    );
+    let after = binary_weights(&trained);
+    let flipped = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.is_sign_negative() != a.is_sign_negative())
+        .count();
+    assert!(flipped > 0, "no binary weight flipped");
+    for (i, a) in after.iter().enumerate() {
+        assert_eq!(a.abs(), 1.0, "binary weight {i} is {a}, not ±1");
+    }
+
+    let fresh = bop_learner(tiny_net::<B>(device));
+    let learner = restore_checkpoint(fresh, dir.path(), epochs, &recorder(), device).unwrap();
+    let (_, resumed) = launch_with(
+        learner,
+        dir.path(),
+        &train,
+        &valid,
+        epochs + 1,
+        Some(epochs),
+        strategy(),
+        |t| t,
+    );
+    let epochs_seen: Vec<usize> = resumed.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs_seen, [epochs + 1]);
+    assert!(
+        loss(&resumed[0]) < 0.8 * first,
+        "the resumed epoch's loss is {}",
+        loss(&resumed[0])
+    );
 }
 
 /// The examples' strategy keeps the best-validation epoch's checkpoint next to the last two.

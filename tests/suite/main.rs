@@ -125,6 +125,12 @@ mod learner_ndarray {
     }
 
     #[test]
+    fn bop_through_the_learner() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::bop_through_the_learner::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
     fn multi_device_equals_accumulation() {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::multi_device_equals_accumulation::<Autodiff<NdArray>>(&Default::default());

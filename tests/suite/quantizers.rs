@@ -409,27 +409,42 @@ pub fn gradient_quantizer<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
 
 /// The backend's quantizer (one parallel pass on the CPU backends) gives the bits of the
 /// tensor-op formulas (`Quantizer::forward`, `Quantizer::blocked`), over more values than one
-/// parallel chunk holds, edge values among them.
+/// parallel chunk holds, edge values among them; its packed pass band cuts exactly the
+/// gradients `Quantizer::blocked` marks.
 pub fn backend_quantizer_matches_tensor_ops<B: QnnBackend>(device: &B::Device) {
     let mut inputs = uniform(3 * (1 << 14) + 123, -1.6, 1.6, 21);
     for (i, x) in edge_inputs().into_iter().enumerate() {
         inputs[i * 2777] = x;
     }
     let n = inputs.len();
+    let upstream = uniform(n, -1.0, 1.0, 22);
     for Case { quantizer, .. } in cases() {
         let x = tensor::<B, 2>(inputs.clone(), [3, n / 3], device);
         let what = format!("{quantizer:?}");
         let got = values(quant::quantize(x.clone(), quantizer));
         let expected = values(quantizer.forward(x.clone()));
         assert_exact(&what, &inputs, &got, &expected);
-        let mask = |m: Tensor<B, 2, burn::tensor::Bool>| {
-            m.int()
-                .into_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .unwrap()
-        };
-        let got = mask(B::qnn_quantize_blocked(x.clone(), quantizer));
-        assert_eq!(got, mask(quantizer.blocked(x)), "{what}: mask");
+        let blocked = B::qnn_quantize_blocked(x.clone(), quantizer);
+        assert_eq!(B::qnn_packed_shape(&blocked), [1, n], "{what}: band shape");
+        // Bit 1 (−1) where cut.
+        let got: Vec<bool> = values(B::qnn_unpack::<2>(&blocked))
+            .iter()
+            .map(|&v| v < 0.0)
+            .collect();
+        let mask = quantizer.blocked(x.clone());
+        let expected: Vec<bool> = mask
+            .clone()
+            .int()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&m| m == 1)
+            .collect();
+        assert_eq!(got, expected, "{what}: mask");
+        let grad = tensor::<B, 2>(upstream.clone(), [3, n / 3], device);
+        let cut = values(B::qnn_cut_gradient(grad.clone(), &blocked));
+        assert_exact(&what, &inputs, &cut, &values(grad.mask_fill(mask, 0.0)));
     }
 }
