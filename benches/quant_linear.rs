@@ -12,7 +12,9 @@
 //!
 //! - the same training pass of a 2-bit × 2-bit `QuantConv2d` (64 → 64 channels, 3 × 3, padding
 //!   1, batch 50 of 16 × 16): on codes, with Burn's `conv2d` as the product, and Burn's f32
-//!   `Conv2d`.
+//!   `Conv2d`;
+//! - inference of that `QuantConv2d` at batch 1 and 50: the layer's forward, its packed form
+//!   (`PackedQuantConv2d`, weight codes packed once) and Burn's f32 `Conv2d`.
 //!
 //! `cargo bench --bench quant_linear`
 
@@ -23,7 +25,7 @@ use burn::{
 };
 use burn_qnn::{
     QnnBackend,
-    inference::PackedQuantLinear,
+    inference::{PackedQuantConv2d, PackedQuantLinear},
     nn::{QuantConv2dConfig, QuantLinearConfig},
     quant::{self, Bits, Operand, Quantize, Quantizer},
 };
@@ -141,5 +143,37 @@ fn conv_training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, inference, training, conv_training);
+fn conv_inference(c: &mut Criterion) {
+    let device = Default::default();
+    let padding = PaddingConfig2d::Explicit(1, 1, 1, 1);
+    let layer = QuantConv2dConfig::new([64, 64], [3, 3])
+        .with_padding(padding.clone())
+        .with_bits(Bits::TWO, Bits::TWO)
+        .init::<NdArray>(&device);
+    let packed = PackedQuantConv2d::from_layer(&layer).expect("linear quantizers pack");
+    let float = Conv2dConfig::new([64, 64], [3, 3])
+        .with_padding(padding)
+        .init::<NdArray>(&device);
+    let mut group = c.benchmark_group("quant_conv2d_2x2_bits_64_3x3_16x16_inference");
+    group.sample_size(10);
+    for batch in [1, 50] {
+        let x = Tensor::<NdArray, 4>::random(
+            [batch, 64, 16, 16],
+            Distribution::Uniform(0.0, 1.0),
+            &device,
+        );
+        group.bench_with_input(BenchmarkId::new("layer_forward", batch), &x, |b, x| {
+            b.iter(|| layer.forward(x.clone()))
+        });
+        group.bench_with_input(BenchmarkId::new("packed", batch), &x, |b, x| {
+            b.iter(|| packed.forward(x.clone()))
+        });
+        group.bench_with_input(BenchmarkId::new("burn_conv2d_f32", batch), &x, |b, x| {
+            b.iter(|| float.forward(x.clone()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, inference, training, conv_training, conv_inference);
 criterion_main!(benches);

@@ -29,6 +29,7 @@
 
 mod error;
 mod host;
+mod quant_conv2d;
 mod quant_linear;
 mod record;
 mod thresholds;
@@ -36,6 +37,7 @@ mod thresholds;
 use std::{path::Path, sync::Arc};
 
 pub use error::PackedNetError;
+pub use quant_conv2d::PackedQuantConv2d;
 pub use quant_linear::PackedQuantLinear;
 pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecord};
 

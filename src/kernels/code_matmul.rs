@@ -185,8 +185,10 @@ pub fn code_conv2d(
     let (taps, positions) = (c_in * kh * kw, h_out * w_out);
     assert_eq!(x.len(), n * c_in * h * wid, "code_conv2d: input length");
     assert_eq!(w.len(), c_out * taps, "code_conv2d: weight length");
-    // im2col of the codes: one row per output position, one column per tap; padded taps are
-    // code 0 (the value 0 when the grid's offset is 0), with each row's code sum.
+    // The input's codes, once; then their im2col: one row per output position, one column per
+    // tap; padded taps are code 0 (the value 0 when the grid's offset is 0), with each row's
+    // code sum.
+    let x_codes = codes(x, x_grid);
     let mut cols = vec![0f32; n * positions * taps];
     let mut col_sums = vec![0f32; n * positions];
     cols.par_chunks_mut(taps.max(1))
@@ -195,24 +197,31 @@ pub fn code_conv2d(
         .for_each(|(row, (out, sum))| {
             let (image, position) = (row / positions, row % positions);
             let (oy, ox) = (position / w_out, position % w_out);
-            for c in 0..c_in {
-                let plane = &x[(image * c_in + c) * h * wid..][..h * wid];
-                for ky in 0..kh {
-                    let iy = (oy * shape.stride[0] + ky * shape.dilation[0])
-                        .checked_sub(shape.padding[0]);
-                    for kx in 0..kw {
-                        let ix = (ox * shape.stride[1] + kx * shape.dilation[1])
-                            .checked_sub(shape.padding[1]);
-                        if let (Some(iy), Some(ix)) = (iy, ix)
-                            && iy < h
-                            && ix < wid
-                        {
-                            out[(c * kh + ky) * kw + kx] = x_grid.code_of(plane[iy * wid + ix]);
+            let columns: Vec<Option<usize>> = (0..kw)
+                .map(|kx| {
+                    (ox * shape.stride[1] + kx * shape.dilation[1])
+                        .checked_sub(shape.padding[1])
+                        .filter(|&ix| ix < wid)
+                })
+                .collect();
+            for ky in 0..kh {
+                let Some(iy) = (oy * shape.stride[0] + ky * shape.dilation[0])
+                    .checked_sub(shape.padding[0])
+                    .filter(|&iy| iy < h)
+                else {
+                    continue;
+                };
+                for c in 0..c_in {
+                    let line = &x_codes[((image * c_in + c) * h + iy) * wid..][..wid];
+                    let taps_of_line = &mut out[(c * kh + ky) * kw..][..kw];
+                    for (tap, column) in taps_of_line.iter_mut().zip(&columns) {
+                        if let Some(ix) = *column {
+                            *tap = line[ix];
                         }
                     }
                 }
             }
-            *sum = out.iter().sum();
+            *sum = sum_of_codes(out);
         });
     // The weights `[C_out, taps]` are already the rows of the product's right operand.
     let (w_codes, w_sums) = codes_and_row_sums(w, w_grid, taps);
@@ -229,6 +238,19 @@ pub fn code_conv2d(
             }
         });
     out
+}
+
+/// The sum of integer codes, in 16 independent lanes (so that it vectorizes): exact, and so
+/// equal to the sum in order, while it stays below 2^24, which [`exact_in_f32`] ensures.
+fn sum_of_codes(codes: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = codes.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &c) in lanes.iter_mut().zip(chunk) {
+            *lane += c;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// The codes of `values`, in parallel.
@@ -278,12 +300,10 @@ fn codes_and_row_sums(values: &[f32], grid: CodeGrid, width: usize) -> (Vec<f32>
                 .zip(values.chunks(width.max(1)))
                 .zip(sums)
             {
-                let mut total = 0f32;
                 for (c, &v) in codes.iter_mut().zip(values) {
                     *c = grid.code_of(v);
-                    total += *c;
                 }
-                *sum = total;
+                *sum = sum_of_codes(codes);
             }
         });
     (codes, sums)

@@ -75,6 +75,7 @@ pub struct BinaryConv2dConfig {
 /// assert_eq!(conv.forward(x).dims(), [2, 16, 8, 8]);
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BinaryConv2d<B: QnnBackend> {
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,

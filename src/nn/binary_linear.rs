@@ -60,6 +60,7 @@ pub struct BinaryLinearConfig {
 /// assert!(y.into_data().iter::<f32>().all(|v| [-3.0, -1.0, 1.0, 3.0].contains(&v)));
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BinaryLinear<B: QnnBackend> {
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,

@@ -90,6 +90,7 @@ pub struct BitPlaneConv2dConfig {
 /// assert_eq!(y.dims(), [1, 8, 4, 4]);
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BitPlaneConv2d<B: QnnBackend> {
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,
@@ -166,6 +167,7 @@ pub struct BitPlaneLinearConfig {
 /// assert_eq!(layer.forward(pixels / 127.5 - 1.0).dims(), [2, 10]);
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BitPlaneLinear<B: QnnBackend> {
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,

@@ -39,6 +39,7 @@ mod batch_norm;
 mod binary_conv2d;
 mod binary_linear;
 mod bit_plane;
+mod display;
 mod latent;
 mod max_pool;
 mod quant_conv2d;

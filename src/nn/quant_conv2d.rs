@@ -95,10 +95,11 @@ impl QuantConv2dConfig {
 /// The quantizers are [`Quantizer`]s by default; any [`Quantize`] type fits
 /// ([`QuantConv2dConfig::init_with_quantizers`]).
 ///
-/// The convolution and its gradients are Burn's. On wgpu, Burn 0.21's direct transposed
+/// The gradients are those of Burn's `conv2d`. On wgpu, Burn 0.21's direct transposed
 /// convolution (one of the two its autotuner may pick for the input gradient) is wrong where a
 /// kernel side is smaller than its stride (a 1×1 kernel with stride 2, say), so the input
 /// gradient can be wrong there. The forward pass does not use it, nor does `NdArray`.
+/// [`crate::inference::PackedQuantConv2d`] is its inference form.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -110,6 +111,7 @@ impl QuantConv2dConfig {
 /// assert_eq!(conv.forward(Tensor::<NdArray, 4>::ones([1, 2, 5, 5], &device)).dims(), [1, 4, 3, 3]);
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,

@@ -107,6 +107,7 @@ impl QuantLinearConfig {
 /// # Ok::<(), burn_qnn::quant::QuantError>(())
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct QuantLinear<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,

@@ -42,6 +42,7 @@ pub struct ShiftBatchNormConfig {
 /// assert_eq!(bn.forward(x).dims(), [4, 8, 5, 5]);
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct ShiftBatchNorm<B: QnnBackend> {
     /// Scale `γ` `[C]` (applied as `AP2(γ)`).
     pub gamma: Param<Tensor<B, 1>>,

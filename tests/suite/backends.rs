@@ -178,9 +178,10 @@ macro_rules! backend_tests {
             }
 
             #[test]
-            fn packed_quant_linear() {
+            fn packed_quant_layers() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::modules::packed_quant_linear::<B>(&device());
+                crate::modules::packed_quant_conv2d::<B>(&device());
             }
 
             #[test]

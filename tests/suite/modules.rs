@@ -8,14 +8,15 @@ use burn::{
 };
 use burn_qnn::{
     QnnAutodiffBackend, QnnBackend,
-    inference::{PackedNet, PackedNetError, PackedQuantLinear},
+    inference::{PackedNet, PackedNetError, PackedQuantConv2d, PackedQuantLinear},
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
     nn::{
         BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig,
-        QuantLinearConfig, ShiftBatchNormConfig, clip_latent_weights, glorot_lr_scale,
+        QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig, clip_latent_weights,
+        glorot_lr_scale,
     },
-    quant::{Bits, Pow2Range, Quantizer},
+    quant::{Bits, CodeGrid, Pow2Range, Quantizer},
 };
 
 use crate::reference::{assert_exact, pow2, sign, tensor, uniform, values};
@@ -635,5 +636,101 @@ pub fn packed_quant_linear<B: QnnBackend>(device: &B::Device) {
     layer.input_quantizer = Some(Quantizer::Unsigned(Bits::TWO));
     layer.weight_quantizer = Quantizer::Pow2(Pow2Range::new(-4, 0).unwrap());
     let err = PackedQuantLinear::from_layer(&layer).unwrap_err();
+    assert!(err.to_string().contains("power-of-two"), "{err}");
+}
+
+/// The packed form of a `QuantConv2d` (weight codes, the convolution of codes) gives the
+/// layer's outputs: padded and not, stride and dilation, channel counts past a word, every kind
+/// of grid, 8-bit operands; its weights take `k` bits each (rows of whole words); power-of-two
+/// and float inputs are refused with an error.
+pub fn packed_quant_conv2d<B: QnnBackend>(device: &B::Device) {
+    let bits = |k| Bits::new(k).unwrap();
+    let padded = PaddingConfig2d::Explicit(1, 1, 1, 1);
+    let cases = [
+        (
+            Quantizer::Signed(bits(2)),
+            Quantizer::Unsigned(bits(2)),
+            [3, 5],
+            [3, 3],
+            padded.clone(),
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            Quantizer::Sign,
+            Quantizer::Sign,
+            [70, 4],
+            [3, 3],
+            PaddingConfig2d::Valid,
+            [2, 1],
+            [1, 2],
+        ),
+        (
+            Quantizer::Signed(bits(3)),
+            Quantizer::Signed(bits(2)),
+            [5, 6],
+            [3, 2],
+            padded,
+            [1, 2],
+            [1, 1],
+        ),
+        (
+            Quantizer::Signed(bits(8)),
+            Quantizer::Unsigned(bits(8)),
+            [300, 3],
+            [1, 1],
+            PaddingConfig2d::Valid,
+            [1, 1],
+            [1, 1],
+        ),
+    ];
+    for (i, (weights, inputs, channels, kernel, padding, stride, dilation)) in
+        cases.into_iter().enumerate()
+    {
+        let mut layer = QuantConv2dConfig::new(channels, kernel)
+            .with_weight_quantizer(weights)
+            .with_input_quantizer(Some(inputs))
+            .with_padding(padding)
+            .with_stride(stride)
+            .with_dilation(dilation)
+            .init::<B>(device);
+        let [c_in, c_out] = channels;
+        layer.bias = Some(Param::from_tensor(tensor::<B, 1>(
+            uniform(c_out, -1.0, 1.0, 60 + i as u64),
+            [c_out],
+            device,
+        )));
+        let packed = PackedQuantConv2d::from_layer(&layer).unwrap();
+        let taps = c_in * kernel[0] * kernel[1];
+        let words = taps.div_ceil(64);
+        assert_eq!(
+            packed.weight_bytes().len(),
+            c_out * CodeGrid::of(weights).unwrap().bits.get() as usize * words * 8,
+            "case {i}: weight bytes"
+        );
+        let mut x = uniform(2 * c_in * 7 * 6, -1.3, 1.3, 70 + i as u64);
+        x[0] = 0.0;
+        x[1] = -0.0;
+        let x = tensor::<B, 4>(x, [2, c_in, 7, 6], device);
+        let expected = values(layer.forward(x.clone()));
+        let got = values(packed.forward(x));
+        assert_eq!(expected.len(), got.len(), "case {i}: output size");
+        for (e, g) in expected.iter().zip(&got) {
+            // The layer sums `taps` quantized products in f32.
+            assert!(
+                (e - g).abs() <= 1e-5 * taps as f32 * e.abs().max(1.0),
+                "case {i}: layer {e}, packed {g}"
+            );
+        }
+    }
+    let mut layer = QuantConv2dConfig::new([2, 3], [3, 3]).init::<B>(device);
+    layer.input_quantizer = None;
+    assert!(matches!(
+        PackedQuantConv2d::from_layer(&layer),
+        Err(PackedNetError::Unsupported { .. })
+    ));
+    layer.input_quantizer = Some(Quantizer::Unsigned(Bits::TWO));
+    layer.weight_quantizer = Quantizer::Pow2(Pow2Range::new(-4, 0).unwrap());
+    let err = PackedQuantConv2d::from_layer(&layer).unwrap_err();
     assert!(err.to_string().contains("power-of-two"), "{err}");
 }
