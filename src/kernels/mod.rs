@@ -24,7 +24,7 @@ pub mod code_matmul;
 pub mod conv;
 mod conv_tile;
 mod engine;
-mod float_gemm;
+pub(crate) mod float_gemm;
 pub mod im2col;
 pub mod int8;
 pub mod isa;

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     kernels::{
         conv::{self as kernel, ConvInput, PackedActivations, PadMode, SignThresholds},
+        float_gemm::{self, MatMut, MatRef},
         words_per_row, xnor,
     },
     models::NetConfig,
@@ -52,11 +53,20 @@ enum FirstLayer {
     Dense(FirstDense),
 }
 
+/// Inputs up to which the first fully connected layer multiplies its 8-bit codes by its signs
+/// as floats (exact: every sum is an integer below `128 · 255 < 2^24`): with one or two words
+/// per bit plane, the bit-serial kernel's per-output reduction over 8 planes costs more than
+/// the float product.
+const FLOAT_FIRST_DENSE_INPUTS: usize = 128;
+
 /// The bit-plane first fully connected layer of a network without convolutions.
 #[derive(Debug)]
 struct FirstDense {
     /// Signs `[d_out, d_in]`.
     weights: HostPacked,
+    /// The same signs as ±1 floats `[d_out, d_in]` where the layer has at most
+    /// [`FLOAT_FIRST_DENSE_INPUTS`] inputs.
+    float_signs: Option<Vec<f32>>,
     /// Per output, the sum of its weight signs (the correction of the 8-bit codes' offset).
     sums: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -125,6 +135,13 @@ impl Norm {
                 epsilon: *epsilon,
             }),
             OutputRecord::Threshold { .. } => None,
+        }
+    }
+
+    /// [`Norm::apply`] to each value of a row of channels.
+    fn apply_to_row(&self, row: &mut [f32]) {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = self.apply(c, *v);
         }
     }
 
@@ -197,8 +214,10 @@ impl HostNet {
             if i == 0 && record.convs.is_empty() {
                 let weights = sign_rows_of(&layer.weights, d_out, d_in)?;
                 let sums = column_sums(&weights, d_out, d_in);
+                let float_signs = (d_in <= FLOAT_FIRST_DENSE_INPUTS).then(|| weights.unpack());
                 first = Some(FirstLayer::Dense(FirstDense {
                     weights,
+                    float_signs,
                     sums,
                     bias,
                     norm: Norm::from_record(&layer.output)?,
@@ -382,33 +401,79 @@ impl FirstDense {
         let d_in = self.weights.shape()[1];
         let d_out = self.sums.len();
         let values: Vec<f32> = codes.iter().map(|&c| f32::from(c)).collect();
-        let codes = HostPacked::pack(&values, &[n, d_in], Encoding::Codes(Bits::EIGHT));
-        let (products, _) = codes.matmul_transposed(&self.weights);
-        let value = |i: usize| {
-            let o = i % d_out;
-            let mut v = (products[i] - self.sums[o] * HALF_RANGE) / HALF_RANGE;
-            if let Some(b) = &self.bias {
-                v += b[o];
+        let products = match &self.float_signs {
+            Some(signs) => {
+                let mut products = vec![0f32; n * d_out];
+                float_gemm::gemm(
+                    MatMut::row_major(&mut products, n, d_out, d_out),
+                    false,
+                    MatRef::row_major(&values, n, d_in, d_in),
+                    MatRef::transposed(signs, d_in, d_out, d_in),
+                    true,
+                );
+                products
             }
-            self.norm.apply(o, v)
+            None => {
+                let codes = HostPacked::pack(&values, &[n, d_in], Encoding::Codes(Bits::EIGHT));
+                codes.matmul_transposed(&self.weights).0
+            }
         };
-        if self.last {
-            return Ok((0..n * d_out).map(value).collect());
+        // Each output in place: the codes' offset, the bias, batch norm.
+        let mut values = products;
+        for row in values.chunks_exact_mut(d_out.max(1)) {
+            for (o, v) in row.iter_mut().enumerate() {
+                *v = (*v - self.sums[o] * HALF_RANGE) / HALF_RANGE;
+                if let Some(b) = &self.bias {
+                    *v += b[o];
+                }
+            }
+            self.norm.apply_to_row(row);
         }
-        Err(sign_rows(n, d_out, |i| binarizes_positive(value(i))))
+        if self.last {
+            return Ok(values);
+        }
+        Err(sign_rows(&values, d_out, |chunk, _| {
+            negative_bits(chunk, |v| !binarizes_positive(v))
+        }))
     }
 }
 
-/// Rows of packed signs `[n, words_per_row(d)]` where `positive(row·d + j)` gives `+1`.
-fn sign_rows(n: usize, d: usize, positive: impl Fn(usize) -> bool) -> Vec<u64> {
+/// The signs of the rows of `values` (row-major, `d` columns) packed `[n, words_per_row(d)]`:
+/// `word(chunk, first)` gives the word of up to 64 values of a row from column `first` (bit
+/// `j` set where value `j` is −1).
+fn sign_rows(values: &[f32], d: usize, word: impl Fn(&[f32], usize) -> u64) -> Vec<u64> {
     let row_words = words_per_row(d);
-    let mut bits = vec![0u64; n * row_words];
-    for r in 0..n {
-        for j in 0..d {
-            bits[r * row_words + j / 64] |= u64::from(!positive(r * d + j)) << (j % 64);
+    let mut bits = vec![0u64; values.len() / d.max(1) * row_words];
+    for (row, words) in values
+        .chunks_exact(d.max(1))
+        .zip(bits.chunks_exact_mut(row_words.max(1)))
+    {
+        for ((w, chunk), out) in row.chunks(64).enumerate().zip(words) {
+            *out = word(chunk, w * 64);
         }
     }
     bits
+}
+
+/// Bit `j` set where `negative(value j)`, for up to 64 values.
+fn negative_bits(chunk: &[f32], negative: impl Fn(f32) -> bool) -> u64 {
+    let mut flags = [0u8; 64];
+    for (flag, &v) in flags.iter_mut().zip(chunk) {
+        *flag = u8::from(negative(v));
+    }
+    pack_flags(&flags)
+}
+
+/// The 64 flags (each 0 or 1) as the bits of a word, flag `j` in bit `j`: eight at a time, the
+/// multiplication gathering bit 0 of each byte into the top byte.
+fn pack_flags(flags: &[u8; 64]) -> u64 {
+    flags
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |word, (i, group)| {
+            let group = u64::from_le_bytes(group.try_into().expect("8 flags"));
+            word | ((group.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i))
+        })
 }
 
 impl Dense {
@@ -417,22 +482,51 @@ impl Dense {
         let mut y = vec![0f32; n * self.d_out];
         xnor::xnor_gemm(input, &self.weights, n, self.d_out, self.k_bits, &mut y);
         let padding = (self.k_bits - self.d_in) as f32;
-        for (i, v) in y.iter_mut().enumerate() {
-            *v -= padding;
-            if let Some(b) = &self.bias {
-                *v += b[i % self.d_out];
+        let d_out = self.d_out;
+        for row in y.chunks_exact_mut(d_out.max(1)) {
+            for (o, v) in row.iter_mut().enumerate() {
+                *v -= padding;
+                if let Some(b) = &self.bias {
+                    *v += b[o];
+                }
             }
         }
         match &self.output {
-            DenseOutput::Scores(norm) => Ok(y
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| norm.apply(i % self.d_out, v))
-                .collect()),
-            DenseOutput::Signs { lo, hi } => Err(sign_rows(n, self.d_out, |i| {
-                let o = i % self.d_out;
-                y[i] >= lo[o] && y[i] <= hi[o]
+            DenseOutput::Scores(norm) => {
+                for row in y.chunks_exact_mut(d_out.max(1)) {
+                    norm.apply_to_row(row);
+                }
+                Ok(y)
+            }
+            DenseOutput::Signs { lo, hi } => Err(sign_rows(&y, d_out, |chunk, first| {
+                // Bit `j`: value `j` outside its output's range `[lo, hi]`.
+                let columns = first..first + chunk.len();
+                let bounds = lo[columns.clone()].iter().zip(&hi[columns]);
+                let mut flags = [0u8; 64];
+                for (flag, (&v, (&lo, &hi))) in flags.iter_mut().zip(chunk.iter().zip(bounds)) {
+                    *flag = u8::from(!(v >= lo && v <= hi));
+                }
+                pack_flags(&flags)
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flag `j` lands in bit `j`, for every single flag and for mixed patterns.
+    #[test]
+    fn flags_pack_into_their_bits() {
+        for j in 0..64 {
+            let mut flags = [0u8; 64];
+            flags[j] = 1;
+            assert_eq!(pack_flags(&flags), 1 << j, "flag {j}");
+        }
+        let flags: [u8; 64] = std::array::from_fn(|j| u8::from(j % 3 == 0 || j > 60));
+        let expected = (0..64).fold(0u64, |w, j| w | (u64::from(flags[j]) << j));
+        assert_eq!(pack_flags(&flags), expected);
+        assert_eq!(pack_flags(&[1; 64]), u64::MAX);
     }
 }
