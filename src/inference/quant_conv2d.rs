@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, ops::ConvOptions};
 
-use super::PackedNetError;
+use super::{PackedNetError, quant_linear::code_grids};
 use crate::{
     QnnBackend,
     nn::QuantConv2d,
@@ -60,19 +60,13 @@ impl<B: QnnBackend> PackedQuantConv2d<B> {
     /// [`PackedNetError::Unsupported`] for float inputs (no input quantizer), a power-of-two
     /// quantizer (its values are not evenly spaced codes) or grouped convolutions.
     pub fn from_layer(layer: &QuantConv2d<B>) -> Result<Self, PackedNetError> {
-        let unsupported = |what| PackedNetError::Unsupported {
-            layer: "QuantConv2d".into(),
-            what,
-        };
-        let input_quantizer = layer
-            .input_quantizer
-            .ok_or_else(|| unsupported("float inputs"))?;
-        let input_grid =
-            CodeGrid::of(input_quantizer).ok_or_else(|| unsupported("power-of-two inputs"))?;
-        let weight_grid = CodeGrid::of(layer.weight_quantizer)
-            .ok_or_else(|| unsupported("power-of-two weights"))?;
+        let (input_quantizer, input_grid, weight_grid) =
+            code_grids("QuantConv2d", layer.input_quantizer, layer.weight_quantizer)?;
         if layer.options.groups != 1 {
-            return Err(unsupported("grouped convolution"));
+            return Err(PackedNetError::Unsupported {
+                layer: "QuantConv2d".into(),
+                what: "grouped convolution",
+            });
         }
         let weight_shape = layer.weight.dims();
         let [c_out, c_in, kh, kw] = weight_shape;

@@ -19,14 +19,6 @@ struct Levels {
 }
 
 impl Levels {
-    /// The codes of a linear quantizer (`Sign` is the 1-bit `Signed`); `None` for `Pow2`.
-    fn of(quantizer: Quantizer) -> Option<Levels> {
-        Some(Levels {
-            quantizer,
-            grid: CodeGrid::of(quantizer)?,
-        })
-    }
-
     /// The codes `(q − offset)/scale` of values, as the quantizer computes them (for `sign`:
     /// `1` for `x ≥ 0` or NaN, `0` for `x < 0`).
     fn codes<B: QnnBackend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
@@ -37,6 +29,27 @@ impl Levels {
             Quantizer::Pow2(_) => unreachable!("Levels::of refuses power-of-two quantizers"),
         }
     }
+}
+
+/// The input quantizer and the code grids of the inputs and weights of a k-bit layer (`layer`
+/// names it in errors).
+///
+/// # Errors
+/// [`PackedNetError::Unsupported`] for float inputs (no input quantizer) or a power-of-two
+/// quantizer, whose values are not evenly spaced codes.
+pub(super) fn code_grids(
+    layer: &str,
+    input: Option<Quantizer>,
+    weights: Quantizer,
+) -> Result<(Quantizer, CodeGrid, CodeGrid), PackedNetError> {
+    let unsupported = |what| PackedNetError::Unsupported {
+        layer: layer.into(),
+        what,
+    };
+    let input = input.ok_or_else(|| unsupported("float inputs"))?;
+    let input_grid = CodeGrid::of(input).ok_or_else(|| unsupported("power-of-two inputs"))?;
+    let weight_grid = CodeGrid::of(weights).ok_or_else(|| unsupported("power-of-two weights"))?;
+    Ok((input, input_grid, weight_grid))
 }
 
 /// A [`QuantLinear`] for inference: `q_w(W)` stored as packed `k`-bit codes (1 bit for `sign`),
@@ -82,16 +95,16 @@ impl<B: QnnBackend> PackedQuantLinear<B> {
     /// [`PackedNetError::Unsupported`] for float inputs (no input quantizer) or a power-of-two
     /// quantizer, whose values are not evenly spaced codes.
     pub fn from_layer(layer: &QuantLinear<B>) -> Result<Self, PackedNetError> {
-        let unsupported = |what| PackedNetError::Unsupported {
-            layer: "QuantLinear".into(),
-            what,
+        let (input, input_grid, weight_grid) =
+            code_grids("QuantLinear", layer.input_quantizer, layer.weight_quantizer)?;
+        let input_levels = Levels {
+            quantizer: input,
+            grid: input_grid,
         };
-        let input = layer
-            .input_quantizer
-            .ok_or_else(|| unsupported("float inputs"))?;
-        let input_levels = Levels::of(input).ok_or_else(|| unsupported("power-of-two inputs"))?;
-        let weight_levels = Levels::of(layer.weight_quantizer)
-            .ok_or_else(|| unsupported("power-of-two weights"))?;
+        let weight_levels = Levels {
+            quantizer: layer.weight_quantizer,
+            grid: weight_grid,
+        };
         let codes = weight_levels.codes(layer.weight.val().transpose());
         let weight_code_sums = codes.clone().sum_dim(1).transpose();
         Ok(Self {

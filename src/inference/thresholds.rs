@@ -3,7 +3,17 @@
 /// Burn's `BatchNorm` in evaluation mode on one value, op for op in f32:
 /// `((v − mean)/sqrt(var + ε))·γ + β`.
 pub(super) fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
-    let std = (var + epsilon as f32).sqrt();
+    normalize(v, mean, norm_std(var, epsilon), gamma, beta)
+}
+
+/// The `sqrt(var + ε)` of [`batch_norm`], in its f32 operations.
+pub(super) fn norm_std(var: f32, epsilon: f64) -> f32 {
+    (var + epsilon as f32).sqrt()
+}
+
+/// [`batch_norm`] with its `std` ([`norm_std`]) computed once per channel: the same bits.
+#[inline(always)]
+pub(super) fn normalize(v: f32, mean: f32, std: f32, gamma: f32, beta: f32) -> f32 {
     (v - mean) / std * gamma + beta
 }
 

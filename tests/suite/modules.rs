@@ -629,14 +629,25 @@ pub fn packed_quant_linear<B: QnnBackend>(device: &B::Device) {
     }
     let mut layer = QuantLinearConfig::new(4, 2).init::<B>(device);
     layer.input_quantizer = None;
-    assert!(matches!(
-        PackedQuantLinear::from_layer(&layer),
-        Err(PackedNetError::Unsupported { .. })
-    ));
+    let float_inputs = PackedQuantLinear::from_layer(&layer).err();
     layer.input_quantizer = Some(Quantizer::Unsigned(Bits::TWO));
     layer.weight_quantizer = Quantizer::Pow2(Pow2Range::new(-4, 0).unwrap());
-    let err = PackedQuantLinear::from_layer(&layer).unwrap_err();
-    assert!(err.to_string().contains("power-of-two"), "{err}");
+    assert_refused(float_inputs, PackedQuantLinear::from_layer(&layer).err());
+}
+
+/// A packed k-bit layer refuses float inputs and power-of-two weights, and says which.
+fn assert_refused(float_inputs: Option<PackedNetError>, pow2_weights: Option<PackedNetError>) {
+    for (error, what) in [
+        (float_inputs, "float inputs"),
+        (pow2_weights, "power-of-two"),
+    ] {
+        match error {
+            Some(error @ PackedNetError::Unsupported { .. }) => {
+                assert!(error.to_string().contains(what), "{error}")
+            }
+            other => panic!("{what}: expected an Unsupported error, got {other:?}"),
+        }
+    }
 }
 
 /// The packed form of a `QuantConv2d` (weight codes, the convolution of codes) gives the
@@ -725,12 +736,8 @@ pub fn packed_quant_conv2d<B: QnnBackend>(device: &B::Device) {
     }
     let mut layer = QuantConv2dConfig::new([2, 3], [3, 3]).init::<B>(device);
     layer.input_quantizer = None;
-    assert!(matches!(
-        PackedQuantConv2d::from_layer(&layer),
-        Err(PackedNetError::Unsupported { .. })
-    ));
+    let float_inputs = PackedQuantConv2d::from_layer(&layer).err();
     layer.input_quantizer = Some(Quantizer::Unsigned(Bits::TWO));
     layer.weight_quantizer = Quantizer::Pow2(Pow2Range::new(-4, 0).unwrap());
-    let err = PackedQuantConv2d::from_layer(&layer).unwrap_err();
-    assert!(err.to_string().contains("power-of-two"), "{err}");
+    assert_refused(float_inputs, PackedQuantConv2d::from_layer(&layer).err());
 }

@@ -22,7 +22,7 @@ use first_conv::FirstConv;
 
 use super::{
     record::{OutputRecord, PackedNetRecord},
-    thresholds::{batch_norm, binarizes_positive},
+    thresholds::{binarizes_positive, norm_std, normalize},
 };
 use crate::{
     kernels::{
@@ -112,10 +112,10 @@ enum DenseOutput {
 #[derive(Debug)]
 struct Norm {
     mean: Vec<f32>,
-    var: Vec<f32>,
+    /// `sqrt(var + ε)` per channel ([`norm_std`]).
+    std: Vec<f32>,
     gamma: Vec<f32>,
     beta: Vec<f32>,
-    epsilon: f64,
 }
 
 impl Norm {
@@ -129,10 +129,9 @@ impl Norm {
                 epsilon,
             } => Some(Norm {
                 mean: mean.clone(),
-                var: var.clone(),
+                std: var.iter().map(|&var| norm_std(var, *epsilon)).collect(),
                 gamma: gamma.clone(),
                 beta: beta.clone(),
-                epsilon: *epsilon,
             }),
             OutputRecord::Threshold { .. } => None,
         }
@@ -140,21 +139,21 @@ impl Norm {
 
     /// [`Norm::apply`] to each value of a row of channels.
     fn apply_to_row(&self, row: &mut [f32]) {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = self.apply(c, *v);
+        let channels = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .zip(&self.gamma)
+            .zip(&self.beta);
+        for (v, (((&mean, &std), &gamma), &beta)) in row.iter_mut().zip(channels) {
+            *v = normalize(*v, mean, std, gamma, beta);
         }
     }
 
+    /// Burn's batch norm in evaluation mode on a value of `channel`, op for op.
     fn apply(&self, channel: usize, v: f32) -> f32 {
         let c = channel;
-        batch_norm(
-            v,
-            self.mean[c],
-            self.var[c],
-            self.gamma[c],
-            self.beta[c],
-            self.epsilon,
-        )
+        normalize(v, self.mean[c], self.std[c], self.gamma[c], self.beta[c])
     }
 }
 
@@ -421,10 +420,12 @@ impl FirstDense {
         // Each output in place: the codes' offset, the bias, batch norm.
         let mut values = products;
         for row in values.chunks_exact_mut(d_out.max(1)) {
-            for (o, v) in row.iter_mut().enumerate() {
-                *v = (*v - self.sums[o] * HALF_RANGE) / HALF_RANGE;
-                if let Some(b) = &self.bias {
-                    *v += b[o];
+            for (v, &sum) in row.iter_mut().zip(&self.sums) {
+                *v = (*v - sum * HALF_RANGE) / HALF_RANGE;
+            }
+            if let Some(bias) = &self.bias {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
                 }
             }
             self.norm.apply_to_row(row);
@@ -484,10 +485,12 @@ impl Dense {
         let padding = (self.k_bits - self.d_in) as f32;
         let d_out = self.d_out;
         for row in y.chunks_exact_mut(d_out.max(1)) {
-            for (o, v) in row.iter_mut().enumerate() {
+            for v in row.iter_mut() {
                 *v -= padding;
-                if let Some(b) = &self.bias {
-                    *v += b[o];
+            }
+            if let Some(bias) = &self.bias {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
                 }
             }
         }
