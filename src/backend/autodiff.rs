@@ -104,6 +104,26 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         (Tensor::from_inner(out), a_codes, b_codes)
     }
 
+    fn qnn_code_grad_times_rows(
+        grad: Tensor<Self, 2>,
+        b_rows: &B::Packed,
+        grid: CodeGrid,
+    ) -> Tensor<Self, 2> {
+        Tensor::from_inner(B::qnn_code_grad_times_rows(grad.inner(), b_rows, grid))
+    }
+
+    fn qnn_code_rows_transposed_times_grad(
+        a_rows: &B::Packed,
+        grid: CodeGrid,
+        grad: Tensor<Self, 2>,
+    ) -> Tensor<Self, 2> {
+        Tensor::from_inner(B::qnn_code_rows_transposed_times_grad(
+            a_rows,
+            grid,
+            grad.inner(),
+        ))
+    }
+
     fn qnn_pack_codes(x: Tensor<Self, 2>, grid: CodeGrid) -> B::Packed {
         B::qnn_pack_codes(x.inner(), grid)
     }

@@ -4,7 +4,10 @@
 //!
 //! As the binary layers' nodes keep sign bits, these nodes keep the operands' packed codes
 //! ([`QnnBackend::qnn_pack_codes`]: `bits` bits a value, where a float operand takes 32) and
-//! turn them back into values in the backward pass ([`QnnBackend::qnn_unpack_codes`]).
+//! turn them back into values in the backward pass: the product's gradients decode them a
+//! block of rows at a time inside the f32 product on the host backends
+//! ([`QnnBackend::qnn_code_grad_times_rows`]), the convolution's decode the operands
+//! ([`QnnBackend::qnn_unpack_codes`]) for Burn's `conv2d` backward.
 
 use burn::tensor::{Tensor, ops::ConvOptions};
 use burn_autodiff::{
@@ -61,8 +64,16 @@ impl<B: QnnBackend> Backward<B, 2> for CodeMatmul {
             ops.parents,
             ops.node,
             grads,
-            |grad| primitive(tensor::<B, 2>(grad).matmul(b_t.values())),
-            |grad| primitive(a.values().transpose().matmul(tensor::<B, 2>(grad))),
+            |grad| {
+                let grad = tensor::<B, 2>(grad);
+                primitive(B::qnn_code_grad_times_rows(grad, &b_t.codes, b_t.grid))
+            },
+            |grad| {
+                let grad = tensor::<B, 2>(grad);
+                primitive(B::qnn_code_rows_transposed_times_grad(
+                    &a.codes, a.grid, grad,
+                ))
+            },
         );
     }
 }

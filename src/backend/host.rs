@@ -89,17 +89,19 @@ impl<B: HostFloat> QnnBackend for B {
         HostPacked::from_words(words, vec![1, n], Encoding::Signs)
     }
 
-    /// [`Bits::cut`] on a copy of `grad`'s values.
+    /// [`backward::copy_cut`]: the values copied and cut in one parallel pass.
     fn qnn_cut_gradient<const D: usize>(
         grad: Tensor<Self, D>,
         blocked: &HostPacked,
     ) -> Tensor<Self, D> {
         let shape = grad.dims();
-        let mut values = B::with_f32(grad, |values, _| values.to_vec());
-        Bits::new(blocked.words(), values.len()).cut(0, &mut values);
-        B::float_tensor(values, &shape)
+        let out = B::with_f32(grad, |values, _| {
+            let mut out = vec![0f32; values.len()];
+            backward::copy_cut(values, Bits::new(blocked.words(), values.len()), &mut out);
+            out
+        });
+        B::float_tensor(out, &shape)
     }
-
     /// [`code_matmul::code_matmul`]: the codes' product on the bit-serial kernel, where its
     /// integer sums are exact in f32 ([`code_matmul::exact_in_f32`]; Burn's `matmul` beyond).
     fn qnn_code_matmul(
@@ -145,6 +147,33 @@ impl<B: HostFloat> QnnBackend for B {
             code_matmul::pack_column_codes(b, b_grid, [k, n])
         });
         (a.matmul(b), a_codes, b_codes)
+    }
+
+    /// [`code_matmul::grad_times_codes`]: blocks of decoded rows into the f32 product.
+    fn qnn_code_grad_times_rows(
+        grad: Tensor<Self, 2>,
+        b_rows: &HostPacked,
+        grid: quant::CodeGrid,
+    ) -> Tensor<Self, 2> {
+        let ([m, _], k) = (grad.dims(), b_rows.shape()[1]);
+        let out = B::with_f32(grad, |grad, _| {
+            code_matmul::grad_times_codes(grad, m, b_rows, grid)
+        });
+        B::float_tensor(out, &[m, k])
+    }
+
+    /// [`code_matmul::codes_transposed_times_grad`]: blocks of decoded rows into the f32
+    /// product.
+    fn qnn_code_rows_transposed_times_grad(
+        a_rows: &HostPacked,
+        grid: quant::CodeGrid,
+        grad: Tensor<Self, 2>,
+    ) -> Tensor<Self, 2> {
+        let ([_, n], k) = (grad.dims(), a_rows.shape()[1]);
+        let out = B::with_f32(grad, |grad, _| {
+            code_matmul::codes_transposed_times_grad(a_rows, grid, grad, n)
+        });
+        B::float_tensor(out, &[k, n])
     }
 
     /// [`code_matmul::pack_codes`]: codes and packing from the values, in parallel.

@@ -229,6 +229,32 @@ pub trait QnnBackend: Backend {
         )
     }
 
+    /// `grad · b` for `grad` `[m, n]` and `b` `[n, k]` given as its rows' packed codes on `grid`
+    /// ([`QnnBackend::qnn_pack_codes`]): the left gradient `g·bᵀ` of a product of codes, from
+    /// the codes of `bᵀ`. The default decodes the codes and calls `matmul`; the host backends
+    /// decode a cache-sized block of rows at a time into the f32 product, as the binary layers'
+    /// backward expands its sign bits.
+    fn qnn_code_grad_times_rows(
+        grad: Tensor<Self, 2>,
+        b_rows: &Self::Packed,
+        grid: CodeGrid,
+    ) -> Tensor<Self, 2> {
+        grad.matmul(Self::qnn_unpack_codes(b_rows, grid))
+    }
+
+    /// `aᵀ · grad` for `a` `[m, k]` given as its rows' packed codes on `grid` and `grad`
+    /// `[m, n]`: the right gradient of a product of codes. As
+    /// [`QnnBackend::qnn_code_grad_times_rows`].
+    fn qnn_code_rows_transposed_times_grad(
+        a_rows: &Self::Packed,
+        grid: CodeGrid,
+        grad: Tensor<Self, 2>,
+    ) -> Tensor<Self, 2> {
+        Self::qnn_unpack_codes(a_rows, grid)
+            .transpose()
+            .matmul(grad)
+    }
+
     /// The codes on `grid` of the values `x` `[rows, k]` (the nearest code, as
     /// [`CodeGrid::code_of`]), packed along `k` as [`Encoding::Codes`]: `bits` bits a value.
     fn qnn_pack_codes(x: Tensor<Self, 2>, grid: CodeGrid) -> Self::Packed {

@@ -112,7 +112,7 @@ impl<'a> Bits<'a> {
     }
 
     /// Zeroes `values[j]` where bit `start + j` is set.
-    pub(crate) fn cut(&self, start: usize, values: &mut [f32]) {
+    pub(super) fn cut(&self, start: usize, values: &mut [f32]) {
         // Up to the first word boundary bit by bit, then a word (64 values) at a time, skipping
         // words with no bit set; blocks of 65,536 values run in parallel.
         let head = ((64 - start % 64) % 64).min(values.len());
@@ -135,6 +135,29 @@ impl<'a> Bits<'a> {
                 }
             });
     }
+}
+
+/// `values` with 0 wherever `blocked` has its bit set (bit `j` for value `j`), written to
+/// `out` in one pass: a block of 65,536 values a task, each 64 copied then cut while in cache.
+///
+/// # Panics
+/// If `out` and `values` differ in length or `blocked` holds fewer bits.
+pub fn copy_cut(values: &[f32], blocked: Bits<'_>, out: &mut [f32]) {
+    assert_eq!(values.len(), out.len(), "copy_cut: output length");
+    assert!(blocked.len() >= values.len(), "copy_cut: too few bits");
+    let isa = super::CheckedIsa::new(super::isa::active_isa());
+    out.par_chunks_mut(64 * 1024)
+        .zip(values.par_chunks(64 * 1024))
+        .enumerate()
+        .for_each(|(block, (out, values))| {
+            let words = &blocked.words[block * 1024..];
+            for ((out, values), &word) in out.chunks_mut(64).zip(values.chunks(64)).zip(words) {
+                out.copy_from_slice(values);
+                if word != 0 {
+                    cut_word(isa, word, out);
+                }
+            }
+        });
 }
 
 /// Zeroes the values of `chunk` (at most 64) whose bit in `word` is set.

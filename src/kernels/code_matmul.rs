@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::float_gemm::{MatMut, MatRef, gemm};
 use crate::ops::{Encoding, HostPacked};
 use crate::quant::CodeGrid;
 
@@ -86,27 +87,131 @@ pub fn pack_column_codes(values: &[f32], grid: CodeGrid, [k, n]: [usize; 2]) -> 
 /// # Panics
 /// If `packed` does not hold codes of `grid`'s width.
 pub fn unpack_codes(packed: &HostPacked, grid: CodeGrid) -> Vec<f32> {
+    let rows = CodeRows::new(packed, grid, "unpack_codes");
+    let mut out = vec![0f32; rows.rows * rows.k];
+    rows.decode(0..rows.rows, &mut out);
+    out
+}
+
+/// Packed codes `[rows, k]` with their grid, decoded a block of rows at a time.
+struct CodeRows<'a> {
+    packed: &'a HostPacked,
+    rows: usize,
+    k: usize,
+    bits: u32,
+    /// The value of each code.
+    levels: Vec<f32>,
+}
+
+impl<'a> CodeRows<'a> {
+    /// # Panics
+    /// If `packed` is not a matrix of codes of `grid`'s width (`what` names the caller).
+    fn new(packed: &'a HostPacked, grid: CodeGrid, what: &str) -> Self {
+        assert_eq!(
+            packed.encoding(),
+            Encoding::Codes(grid.bits),
+            "{what}: the packed codes are not {}-bit codes",
+            grid.bits.get()
+        );
+        let &[rows, k] = packed.shape() else {
+            panic!(
+                "{what}: packed codes of shape {:?}, not [rows, k]",
+                packed.shape()
+            );
+        };
+        Self {
+            packed,
+            rows,
+            k,
+            bits: grid.bits.get(),
+            levels: (0..=grid.bits.max_code())
+                .map(|c| grid.scale * c as f32 + grid.offset)
+                .collect(),
+        }
+    }
+
+    /// The values of rows `range` into `out` (`range.len() · k` values).
+    fn decode(&self, range: std::ops::Range<usize>, out: &mut [f32]) {
+        let row_words = self.bits as usize * super::words_per_row(self.k);
+        let words = &self.packed.words()[range.start * row_words..range.end * row_words];
+        super::pack::decode_planes(words, range.len(), self.k, self.bits, &self.levels, out);
+    }
+
+    /// Rows per block: a block of decoded values stays within cache.
+    fn block(&self) -> usize {
+        (super::im2col::BLOCK_VALUES / self.k.max(1)).clamp(1, self.rows.max(1))
+    }
+}
+
+/// `grad · b` for `grad` `[m, n]` (row-major) and `b` `[n, k]` given as the packed codes of its
+/// rows on `grid` (the rows of `bᵀ` of a product `a·bᵀ`, or of `b` in `a·b`'s left gradient
+/// `g·bᵀ` with `b_t` the codes of `bᵀ`): `[m, k]`. The codes are decoded a cache-sized block of
+/// rows at a time and multiplied by the `gemm` crate's f32 kernels; no operand-sized float
+/// copy is made.
+///
+/// # Panics
+/// If `grad` does not hold `m · n` values for the `n` rows of `b_rows`.
+pub fn grad_times_codes(grad: &[f32], m: usize, b_rows: &HostPacked, grid: CodeGrid) -> Vec<f32> {
+    let b = CodeRows::new(b_rows, grid, "grad_times_codes");
+    let (n, k) = (b.rows, b.k);
+    assert_eq!(grad.len(), m * n, "grad_times_codes: gradient length");
+    let mut out = vec![0f32; m * k];
+    if m == 0 {
+        return out;
+    }
+    let block = b.block();
+    let mut rows = vec![0f32; block * k];
+    for c0 in (0..n).step_by(block) {
+        let count = block.min(n - c0);
+        let rows = &mut rows[..count * k];
+        b.decode(c0..c0 + count, rows);
+        // out[r, j] += Σ_c grad[r, c0 + c] · b[c0 + c, j]
+        gemm(
+            MatMut::row_major(&mut out, m, k, k),
+            c0 > 0,
+            MatRef::row_major(&grad[c0..], m, count, n),
+            MatRef::row_major(rows, count, k, k),
+            true,
+        );
+    }
+    out
+}
+
+/// `aᵀ · grad` for `a` `[m, k]` given as the packed codes of its rows on `grid` and `grad`
+/// `[m, n]` (row-major): `[k, n]`, the right gradient of a product `a·b`. Decoded a block of
+/// rows at a time, as [`grad_times_codes`].
+///
+/// # Panics
+/// If `grad` does not hold `m · n` values for the `m` rows of `a_rows`.
+pub fn codes_transposed_times_grad(
+    a_rows: &HostPacked,
+    grid: CodeGrid,
+    grad: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let a = CodeRows::new(a_rows, grid, "codes_transposed_times_grad");
+    let (m, k) = (a.rows, a.k);
     assert_eq!(
-        packed.encoding(),
-        Encoding::Codes(grid.bits),
-        "unpack_codes: the packed codes are not {}-bit codes",
-        grid.bits.get()
+        grad.len(),
+        m * n,
+        "codes_transposed_times_grad: gradient length"
     );
-    let shape = packed.shape();
-    let k = shape.last().copied().unwrap_or(0);
-    let rows = shape[..shape.len().saturating_sub(1)].iter().product();
-    let levels: Vec<f32> = (0..=grid.bits.max_code())
-        .map(|c| grid.scale * c as f32 + grid.offset)
-        .collect();
-    let mut out = vec![0f32; rows * k];
-    crate::kernels::pack::decode_planes(
-        packed.words(),
-        rows,
-        k,
-        grid.bits.get(),
-        &levels,
-        &mut out,
-    );
+    let mut out = vec![0f32; k * n];
+    let block = a.block();
+    let mut rows = vec![0f32; block * k];
+    for r0 in (0..m).step_by(block) {
+        let count = block.min(m - r0);
+        let rows = &mut rows[..count * k];
+        a.decode(r0..r0 + count, rows);
+        // out[j, c] += Σ_r a[r0 + r, j] · grad[r0 + r, c]
+        gemm(
+            MatMut::row_major(&mut out, k, n, n),
+            r0 > 0,
+            MatRef::transposed(rows, k, count, k),
+            MatRef::row_major(&grad[r0 * n..], count, n, n),
+            true,
+        );
+    }
     out
 }
 
@@ -401,6 +506,50 @@ mod tests {
                 product.lhs.to_bytes().len(),
                 m * grid.bits.get() as usize * words * 8
             );
+        }
+    }
+
+    /// Both gradients of a product of codes equal their f64 definitions from the values, over
+    /// several blocks of decoded rows (`n · k` and `m · k` past a block) and for an empty
+    /// gradient.
+    #[test]
+    fn gradients_from_codes_equal_their_definitions() {
+        let grid = CodeGrid::of(Quantizer::Signed(Bits::new(3).unwrap())).unwrap();
+        let level = |i: usize| grid.scale * ((i * 7 + i / 13) % 8) as f32 + grid.offset;
+        for (m, n, k) in [(3, 600, 1000), (700, 5, 1000), (0, 4, 70), (2, 3, 1)] {
+            let grad: Vec<f32> = (0..m * n)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+                .collect();
+            // `b` [n, k] as rows, and `a` [m, k] as rows.
+            let b: Vec<f32> = (0..n * k).map(level).collect();
+            let a: Vec<f32> = (0..m * k).map(|i| level(i + 5)).collect();
+            let lhs = grad_times_codes(&grad, m, &pack_codes(&b, grid, [n, k]), grid);
+            let rhs = codes_transposed_times_grad(&pack_codes(&a, grid, [m, k]), grid, &grad, n);
+            assert_eq!((lhs.len(), rhs.len()), (m * k, k * n));
+            for r in 0..m {
+                for j in 0..k {
+                    let exact: f64 = (0..n)
+                        .map(|c| f64::from(grad[r * n + c]) * f64::from(b[c * k + j]))
+                        .sum();
+                    let got = f64::from(lhs[r * k + j]);
+                    assert!(
+                        (got - exact).abs() < 1e-4,
+                        "lhs [{r}, {j}] of {m}×{n}×{k}: {got} against {exact}"
+                    );
+                }
+            }
+            for j in 0..k {
+                for c in 0..n {
+                    let exact: f64 = (0..m)
+                        .map(|r| f64::from(a[r * k + j]) * f64::from(grad[r * n + c]))
+                        .sum();
+                    let got = f64::from(rhs[j * n + c]);
+                    assert!(
+                        (got - exact).abs() < 1e-4,
+                        "rhs [{j}, {c}] of {m}×{n}×{k}: {got} against {exact}"
+                    );
+                }
+            }
         }
     }
 

@@ -198,6 +198,18 @@ pub fn decode_planes(
     });
 }
 
+/// 64 flags (each 0 or 1) as the bits of a word, flag `j` in bit `j`: eight at a time, a
+/// multiplication gathering bit 0 of each byte into the top byte.
+pub(crate) fn flags_to_bits(flags: &[u8; 64]) -> u64 {
+    flags
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |word, (i, group)| {
+            let group = u64::from_le_bytes(group.try_into().expect("8 flags"));
+            word | ((group.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i))
+        })
+}
+
 /// Calls `f(src row i, dst row i)` for every row (`src_len` and `dst_len` long), over threads
 /// once the data is large.
 fn for_each_row<S: Sync, D: Send>(
@@ -716,6 +728,20 @@ pub(super) mod tests {
             unpack_signs(&packed, 3, k, &mut back);
             assert_eq!(back, signs, "k={k}");
         }
+    }
+
+    /// Flag `j` lands in bit `j`, for every single flag and for mixed patterns.
+    #[test]
+    fn flags_become_their_bits() {
+        for j in 0..64 {
+            let mut flags = [0u8; 64];
+            flags[j] = 1;
+            assert_eq!(flags_to_bits(&flags), 1 << j, "flag {j}");
+        }
+        let flags: [u8; 64] = std::array::from_fn(|j| u8::from(j % 3 == 0 || j > 60));
+        let expected = (0..64).fold(0u64, |w, j| w | (u64::from(flags[j]) << j));
+        assert_eq!(flags_to_bits(&flags), expected);
+        assert_eq!(flags_to_bits(&[1; 64]), u64::MAX);
     }
 
     #[test]

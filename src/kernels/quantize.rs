@@ -101,9 +101,12 @@ pub fn blocked_bits(quantizer: Quantizer, x: &[f32]) -> Vec<u64> {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(words, x)| {
             for (word, x) in words.iter_mut().zip(x.chunks(64)) {
-                *word = x.iter().enumerate().fold(0, |word, (j, &x)| {
-                    word | (u64::from(!(x >= lo && x <= hi)) << j)
-                });
+                // One flag a byte (a loop the compiler vectorizes), then the flags as bits.
+                let mut flags = [0u8; 64];
+                for (flag, &x) in flags.iter_mut().zip(x) {
+                    *flag = u8::from(!(x >= lo && x <= hi));
+                }
+                *word = super::pack::flags_to_bits(&flags);
             }
         });
     out

@@ -352,7 +352,7 @@ pub fn quant_linear_on_codes<B: AutodiffBackend + QnnBackend>(device: &B::Device
 /// The codes a product of codes keeps for its backward: the nearest code of each value,
 /// `bits` bits a value in the bytes of the host packing on every backend, unpacking to the
 /// grid's values; `qnn_code_matmul_saving` keeps exactly the codes of `a` and of `bᵀ` beside
-/// the product.
+/// the product, and both gradients computed from them equal their definitions.
 pub fn saved_codes<B: QnnBackend>(device: &B::Device) {
     use burn_qnn::{
         ops::{Encoding, HostPacked},
@@ -422,6 +422,38 @@ pub fn saved_codes<B: QnnBackend>(device: &B::Device) {
             .map(f64::from)
             .collect();
         assert_close(&format!("{q:?}: product"), &values(out), &product, 1e-6);
+
+        // The product's gradients from the kept codes: `g·bᵀ` and `aᵀ·g`, against their f64
+        // definitions from the levels.
+        let level = |c: f32| f64::from(grid.scale * c + grid.offset);
+        let g = uniform(m * n, -1.0, 1.0, 800 + seed as u64);
+        let g_tensor = tensor::<B, 2>(g.clone(), [m, n], device);
+        let lhs = values(B::qnn_code_grad_times_rows(
+            g_tensor.clone(),
+            &saved_b_t,
+            grid,
+        ));
+        let expected: Vec<f64> = (0..m * k)
+            .map(|i| {
+                let (r, j) = (i / k, i % k);
+                (0..n)
+                    .map(|c| f64::from(g[r * n + c]) * level(b_codes[j * n + c]))
+                    .sum()
+            })
+            .collect();
+        assert_close(&format!("{q:?}: left gradient"), &lhs, &expected, 1e-5);
+        let rhs = values(B::qnn_code_rows_transposed_times_grad(
+            &saved_a, grid, g_tensor,
+        ));
+        let expected: Vec<f64> = (0..k * n)
+            .map(|i| {
+                let (j, c) = (i / n, i % n);
+                (0..m)
+                    .map(|r| level(a_codes[r * k + j]) * f64::from(g[r * n + c]))
+                    .sum()
+            })
+            .collect();
+        assert_close(&format!("{q:?}: right gradient"), &rhs, &expected, 1e-5);
     }
 }
 

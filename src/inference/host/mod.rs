@@ -28,7 +28,7 @@ use crate::{
     kernels::{
         conv::{self as kernel, ConvInput, PackedActivations, PadMode, SignThresholds},
         float_gemm::{self, MatMut, MatRef},
-        words_per_row, xnor,
+        pack, words_per_row, xnor,
     },
     models::NetConfig,
     nn::HALF_RANGE,
@@ -462,19 +462,7 @@ fn negative_bits(chunk: &[f32], negative: impl Fn(f32) -> bool) -> u64 {
     for (flag, &v) in flags.iter_mut().zip(chunk) {
         *flag = u8::from(negative(v));
     }
-    pack_flags(&flags)
-}
-
-/// The 64 flags (each 0 or 1) as the bits of a word, flag `j` in bit `j`: eight at a time, the
-/// multiplication gathering bit 0 of each byte into the top byte.
-fn pack_flags(flags: &[u8; 64]) -> u64 {
-    flags
-        .chunks_exact(8)
-        .enumerate()
-        .fold(0, |word, (i, group)| {
-            let group = u64::from_le_bytes(group.try_into().expect("8 flags"));
-            word | ((group.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i))
-        })
+    pack::flags_to_bits(&flags)
 }
 
 impl Dense {
@@ -509,27 +497,8 @@ impl Dense {
                 for (flag, (&v, (&lo, &hi))) in flags.iter_mut().zip(chunk.iter().zip(bounds)) {
                     *flag = u8::from(!(v >= lo && v <= hi));
                 }
-                pack_flags(&flags)
+                pack::flags_to_bits(&flags)
             })),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Flag `j` lands in bit `j`, for every single flag and for mixed patterns.
-    #[test]
-    fn flags_pack_into_their_bits() {
-        for j in 0..64 {
-            let mut flags = [0u8; 64];
-            flags[j] = 1;
-            assert_eq!(pack_flags(&flags), 1 << j, "flag {j}");
-        }
-        let flags: [u8; 64] = std::array::from_fn(|j| u8::from(j % 3 == 0 || j > 60));
-        let expected = (0..64).fold(0u64, |w, j| w | (u64::from(flags[j]) << j));
-        assert_eq!(pack_flags(&flags), expected);
-        assert_eq!(pack_flags(&[1; 64]), u64::MAX);
     }
 }
