@@ -110,16 +110,10 @@ impl<B: HostFloat> QnnBackend for B {
         b: Tensor<Self, 2>,
         b_grid: quant::CodeGrid,
     ) -> Tensor<Self, 2> {
-        let [m, k, n] = code_matmul_dims(&a, &b);
-        if !B::holds_f32() || !code_matmul::exact_in_f32(a_grid, b_grid, k) {
-            return a.matmul(b);
+        match exact_code_product(a, a_grid, b, b_grid) {
+            Ok((product, shape)) => B::float_tensor(product.out, &shape),
+            Err((a, b)) => a.matmul(b),
         }
-        let product = B::with_f32(a, |a, _| {
-            B::with_f32(b, |b, _| {
-                code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
-            })
-        });
-        B::float_tensor(product.out, &[m, n])
     }
 
     /// As [`QnnBackend::qnn_code_matmul`], returning the codes the kernel packed.
@@ -129,24 +123,21 @@ impl<B: HostFloat> QnnBackend for B {
         b: Tensor<Self, 2>,
         b_grid: quant::CodeGrid,
     ) -> (Tensor<Self, 2>, HostPacked, HostPacked) {
-        let [m, k, n] = code_matmul_dims(&a, &b);
-        if B::holds_f32() && code_matmul::exact_in_f32(a_grid, b_grid, k) {
-            let product = B::with_f32(a, |a, _| {
-                B::with_f32(b, |b, _| {
-                    code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
-                })
-            });
-            return (
-                B::float_tensor(product.out, &[m, n]),
+        match exact_code_product(a, a_grid, b, b_grid) {
+            Ok((product, shape)) => (
+                B::float_tensor(product.out, &shape),
                 product.lhs,
                 product.rhs_t,
-            );
+            ),
+            Err((a, b)) => {
+                let [k, n] = b.dims();
+                let a_codes = Self::qnn_pack_codes(a.clone(), a_grid);
+                let b_codes = B::with_f32(b.clone(), |b, _| {
+                    code_matmul::pack_column_codes(b, b_grid, [k, n])
+                });
+                (a.matmul(b), a_codes, b_codes)
+            }
         }
-        let a_codes = Self::qnn_pack_codes(a.clone(), a_grid);
-        let b_codes = B::with_f32(b.clone(), |b, _| {
-            code_matmul::pack_column_codes(b, b_grid, [k, n])
-        });
-        (a.matmul(b), a_codes, b_codes)
     }
 
     /// [`code_matmul::grad_times_codes`]: blocks of decoded rows into the f32 product.
@@ -189,7 +180,8 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(code_matmul::unpack_codes(packed, grid), packed.shape())
     }
 
-    /// [`code_matmul::code_conv2d`] where its product is exact; Burn's `conv2d` elsewhere.
+    /// [`code_matmul::code_conv2d`] where its product is exact; Burn's `conv2d` elsewhere
+    /// (which also reports an impossible geometry).
     fn qnn_code_conv2d(
         x: Tensor<Self, 4>,
         x_grid: quant::CodeGrid,
@@ -197,28 +189,33 @@ impl<B: HostFloat> QnnBackend for B {
         weight_grid: quant::CodeGrid,
         options: burn::tensor::ops::ConvOptions<2>,
     ) -> Tensor<Self, 4> {
-        let shape = code_matmul::CodeConvShape {
-            input: x.dims(),
-            weight: weight.dims(),
+        let ([n, c, h, w], [c_out, c_in, kh, kw]) = (x.dims(), weight.dims());
+        let shape = conv::ConvGeometry {
+            batch: n,
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels: c_out,
+            kernel: [kh, kw],
             stride: options.stride,
             padding: options.padding,
             dilation: options.dilation,
         };
-        let [_, c_in, kh, kw] = shape.weight;
         let padded = options.padding != [0, 0];
         let exact = code_matmul::exact_in_f32(x_grid, weight_grid, c_in * kh * kw)
             && (!padded || x_grid.offset == 0.0);
-        if !B::holds_f32() || !exact || options.groups != 1 || shape.input[1] != c_in {
-            return burn::tensor::module::conv2d(x, weight, None, options);
+        let on_codes = B::holds_f32() && exact && options.groups == 1 && c == c_in;
+        match shape.output_size() {
+            Ok([h_out, w_out]) if on_codes => {
+                let out = B::with_f32(x, |x, _| {
+                    B::with_f32(weight, |w, _| {
+                        code_matmul::code_conv2d(x, x_grid, w, weight_grid, &shape)
+                    })
+                });
+                B::float_tensor(out, &[n, c_out, h_out, w_out])
+            }
+            _ => burn::tensor::module::conv2d(x, weight, None, options),
         }
-        let [n, _, _, _] = shape.input;
-        let [h_out, w_out] = shape.output_size();
-        let out = B::with_f32(x, |x, _| {
-            B::with_f32(weight, |w, _| {
-                code_matmul::code_conv2d(x, x_grid, w, weight_grid, &shape)
-            })
-        });
-        B::float_tensor(out, &[n, shape.weight[0], h_out, w_out])
     }
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
@@ -839,15 +836,31 @@ fn pad_mode(mode: PaddingMode) -> conv::PadMode {
     }
 }
 
-/// `[m, k, n]` of the operands of a product of codes.
+/// [`code_matmul::code_matmul`] of `a` and `b` with the output's shape `[m, n]`, where the
+/// backend holds f32 and the code sums are exact ([`code_matmul::exact_in_f32`]); the operands
+/// back otherwise.
 ///
 /// # Panics
 /// If the inner dimensions differ, as `matmul` does.
-fn code_matmul_dims<B: Backend>(a: &Tensor<B, 2>, b: &Tensor<B, 2>) -> [usize; 3] {
+#[allow(clippy::type_complexity)]
+fn exact_code_product<B: HostFloat>(
+    a: Tensor<B, 2>,
+    a_grid: quant::CodeGrid,
+    b: Tensor<B, 2>,
+    b_grid: quant::CodeGrid,
+) -> Result<(code_matmul::CodeProduct, [usize; 2]), (Tensor<B, 2>, Tensor<B, 2>)> {
     let ([m, k], [k_b, n]) = (a.dims(), b.dims());
     assert_eq!(
         k, k_b,
         "qnn_code_matmul: lhs [{m}, {k}] and rhs [{k_b}, {n}] differ in the inner dimension"
     );
-    [m, k, n]
+    if !B::holds_f32() || !code_matmul::exact_in_f32(a_grid, b_grid, k) {
+        return Err((a, b));
+    }
+    let product = B::with_f32(a, |a, _| {
+        B::with_f32(b, |b, _| {
+            code_matmul::code_matmul(a, a_grid, b, b_grid, [m, k, n])
+        })
+    });
+    Ok((product, [m, n]))
 }

@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::ConvGeometry;
 use super::float_gemm::{MatMut, MatRef, gemm};
 use crate::ops::{Encoding, HostPacked};
 use crate::quant::CodeGrid;
@@ -245,51 +246,29 @@ fn product_of_codes(
     out
 }
 
-/// The shape and options of a 2-D convolution (one group) for [`code_conv2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CodeConvShape {
-    /// `[N, C_in, H, W]`.
-    pub input: [usize; 4],
-    /// `[C_out, C_in, k_h, k_w]`.
-    pub weight: [usize; 4],
-    /// Stride per axis.
-    pub stride: [usize; 2],
-    /// Zero padding per axis (both sides).
-    pub padding: [usize; 2],
-    /// Dilation per axis.
-    pub dilation: [usize; 2],
-}
-
-impl CodeConvShape {
-    /// `[H_out, W_out]`.
-    pub fn output_size(&self) -> [usize; 2] {
-        let [_, _, h, w] = self.input;
-        let [_, _, kh, kw] = self.weight;
-        let out = |size: usize, k: usize, axis: usize| {
-            (size + 2 * self.padding[axis] - self.dilation[axis] * (k - 1) - 1) / self.stride[axis]
-                + 1
-        };
-        [out(h, kh, 0), out(w, kw, 1)]
-    }
-}
-
-/// The convolution `x ⊛ w` (zero padding) of values on `x_grid` and `w_grid` as a product of
-/// codes: the im2col matrix of `x`'s codes times the weights' codes, NCHW output. Exact code
-/// sums need [`exact_in_f32`] for `k = C_in·k_h·k_w`, and zero padding needs `x_grid.offset`
-/// to be 0 (so that the padded value 0 is code 0); the caller's to check.
+/// The convolution `x ⊛ w` (zero padding, NCHW input, OIHW weights, NCHW output) of values on
+/// `x_grid` and `w_grid` as a product of codes: the im2col matrix of `x`'s codes times the
+/// weights' codes. Exact code sums need [`exact_in_f32`] for `k = C_in·k_h·k_w`, and zero
+/// padding needs `x_grid.offset` to be 0 (so that the padded value 0 is code 0); the caller's
+/// to check.
+///
+/// # Panics
+/// If the geometry is impossible ([`ConvGeometry::output_size`]) or a length does not fit it.
 pub fn code_conv2d(
     x: &[f32],
     x_grid: CodeGrid,
     w: &[f32],
     w_grid: CodeGrid,
-    shape: &CodeConvShape,
+    shape: &ConvGeometry,
 ) -> Vec<f32> {
-    let [n, c_in, h, wid] = shape.input;
-    let [c_out, _, kh, kw] = shape.weight;
-    let [h_out, w_out] = shape.output_size();
+    let [h_out, w_out] = shape
+        .output_size()
+        .unwrap_or_else(|error| panic!("code_conv2d: {error}"));
+    let (n, c_in, h, wid) = (shape.batch, shape.in_channels, shape.height, shape.width);
+    let (c_out, [kh, kw]) = (shape.out_channels, shape.kernel);
     let (taps, positions) = (c_in * kh * kw, h_out * w_out);
-    assert_eq!(x.len(), n * c_in * h * wid, "code_conv2d: input length");
-    assert_eq!(w.len(), c_out * taps, "code_conv2d: weight length");
+    assert_eq!(x.len(), shape.input_len(), "code_conv2d: input length");
+    assert_eq!(w.len(), shape.weights_len(), "code_conv2d: weight length");
     // The input's codes, once; then their im2col: one row per output position, one column per
     // tap; padded taps are code 0 (the value 0 when the grid's offset is 0), with each row's
     // code sum.
@@ -425,9 +404,13 @@ mod tests {
     fn convolution_equals_the_direct_sum() {
         let x_grid = CodeGrid::of(Quantizer::Unsigned(Bits::TWO)).unwrap();
         let w_grid = CodeGrid::of(Quantizer::Signed(Bits::new(3).unwrap())).unwrap();
-        let shape = CodeConvShape {
-            input: [2, 3, 7, 6],
-            weight: [4, 3, 3, 2],
+        let shape = ConvGeometry {
+            batch: 2,
+            in_channels: 3,
+            height: 7,
+            width: 6,
+            out_channels: 4,
+            kernel: [3, 2],
             stride: [2, 1],
             padding: [1, 2],
             dilation: [1, 2],
@@ -438,7 +421,7 @@ mod tests {
         let x: Vec<f32> = (0..2 * 3 * 7 * 6).map(|i| level(x_grid, i)).collect();
         let w: Vec<f32> = (0..4 * 3 * 3 * 2).map(|i| level(w_grid, i + 3)).collect();
         let out = code_conv2d(&x, x_grid, &w, w_grid, &shape);
-        let [h_out, w_out] = shape.output_size();
+        let [h_out, w_out] = shape.output_size().unwrap();
         assert_eq!([h_out, w_out], [4, 8]);
         for n in 0..2 {
             for o in 0..4 {

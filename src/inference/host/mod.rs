@@ -59,14 +59,21 @@ enum FirstLayer {
 /// the float product.
 const FLOAT_FIRST_DENSE_INPUTS: usize = 128;
 
+/// The signs of the first fully connected layer, `[d_out, d_in]`, in the form its product takes.
+#[derive(Debug)]
+enum FirstDenseWeights {
+    /// As ±1 floats, for layers of at most [`FLOAT_FIRST_DENSE_INPUTS`] inputs.
+    Floats(Vec<f32>),
+    /// Packed, for the bit-serial kernel.
+    Bits(HostPacked),
+}
+
 /// The bit-plane first fully connected layer of a network without convolutions.
 #[derive(Debug)]
 struct FirstDense {
-    /// Signs `[d_out, d_in]`.
-    weights: HostPacked,
-    /// The same signs as ±1 floats `[d_out, d_in]` where the layer has at most
-    /// [`FLOAT_FIRST_DENSE_INPUTS`] inputs.
-    float_signs: Option<Vec<f32>>,
+    /// The weight signs `[d_out, d_in]`.
+    weights: FirstDenseWeights,
+    d_in: usize,
     /// Per output, the sum of its weight signs (the correction of the 8-bit codes' offset).
     sums: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -213,10 +220,14 @@ impl HostNet {
             if i == 0 && record.convs.is_empty() {
                 let weights = sign_rows_of(&layer.weights, d_out, d_in)?;
                 let sums = column_sums(&weights, d_out, d_in);
-                let float_signs = (d_in <= FLOAT_FIRST_DENSE_INPUTS).then(|| weights.unpack());
+                let weights = if d_in <= FLOAT_FIRST_DENSE_INPUTS {
+                    FirstDenseWeights::Floats(weights.unpack())
+                } else {
+                    FirstDenseWeights::Bits(weights)
+                };
                 first = Some(FirstLayer::Dense(FirstDense {
                     weights,
-                    float_signs,
+                    d_in,
                     sums,
                     bias,
                     norm: Norm::from_record(&layer.output)?,
@@ -397,11 +408,10 @@ impl BinaryConv {
 impl FirstDense {
     /// The scores (`Ok`) if this is the last layer, else the sign bits (`Err`).
     fn forward(&self, codes: &[i16], n: usize) -> Result<Vec<f32>, Vec<u64>> {
-        let d_in = self.weights.shape()[1];
-        let d_out = self.sums.len();
+        let (d_in, d_out) = (self.d_in, self.sums.len());
         let values: Vec<f32> = codes.iter().map(|&c| f32::from(c)).collect();
-        let products = match &self.float_signs {
-            Some(signs) => {
+        let products = match &self.weights {
+            FirstDenseWeights::Floats(signs) => {
                 let mut products = vec![0f32; n * d_out];
                 float_gemm::gemm(
                     MatMut::row_major(&mut products, n, d_out, d_out),
@@ -412,9 +422,9 @@ impl FirstDense {
                 );
                 products
             }
-            None => {
+            FirstDenseWeights::Bits(signs) => {
                 let codes = HostPacked::pack(&values, &[n, d_in], Encoding::Codes(Bits::EIGHT));
-                codes.matmul_transposed(&self.weights).0
+                codes.matmul_transposed(signs).0
             }
         };
         // Each output in place: the codes' offset, the bias, batch norm.
