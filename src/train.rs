@@ -1,4 +1,5 @@
-//! The paper's training recipe for the networks of [`crate::models`]: Adam, the squared hinge
+//! The paper's training recipe for the networks of [`crate::models`] and any model of the
+//! crate's layers ([`ImageClassifier`]): Adam, the squared hinge
 //! loss, exponential learning-rate decay per epoch (as in the authors' code), latent-weight
 //! clipping and, as an option, the per-layer learning-rate scale of the latent weights
 //! ([`TrainOptions::lr_scale`]), with a progress bar; and accuracy and timing of trained
@@ -103,6 +104,38 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+/// A model that scores images, `[N, C, H, W] → [N, classes]`: what [`fit`] trains and
+/// [`accuracy`] measures. [`Net`] is one; implement it for a model of your own to train it with
+/// [`fit`].
+///
+/// ```
+/// use burn::prelude::*;
+/// use burn_qnn::QnnBackend;
+/// use burn_qnn::nn::{BinaryLinear, BinaryLinearConfig};
+/// use burn_qnn::train::ImageClassifier;
+///
+/// #[derive(Module, Debug)]
+/// struct Tiny<B: QnnBackend> {
+///     fc: BinaryLinear<B>,
+/// }
+///
+/// impl<B: QnnBackend> ImageClassifier<B> for Tiny<B> {
+///     fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+///         self.fc.forward(images.flatten(1, 3))
+///     }
+/// }
+/// ```
+pub trait ImageClassifier<B: Backend> {
+    /// Class scores `[N, classes]` of images `[N, C, H, W]`.
+    fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
+}
+
+impl<B: crate::QnnBackend> ImageClassifier<B> for Net<B> {
+    fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
 /// Trains `net` on `train` with the paper's recipe (Adam, squared hinge loss, exponential
 /// learning-rate decay per epoch, latent-weight clipping, the latent weights' learning-rate
 /// scale of [`TrainOptions::lr_scale`]) and returns it with the per-epoch statistics.
@@ -113,13 +146,18 @@ pub struct EpochStats {
 ///
 /// # Panics
 /// If `train` is empty or `batch_size` is 0.
-pub fn fit<B: QnnAutodiffBackend>(
-    net: Net<B>,
+pub fn fit<B, M>(
+    net: M,
     train: &ImageDataset,
     valid: Option<&ImageDataset>,
     options: &TrainOptions,
     device: &Device<B>,
-) -> (Net<B>, Vec<EpochStats>) {
+) -> (M, Vec<EpochStats>)
+where
+    B: QnnAutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
     fit_with(net, train, valid, options, device, |_, _| {})
 }
 
@@ -128,14 +166,19 @@ pub fn fit<B: QnnAutodiffBackend>(
 ///
 /// # Panics
 /// If `train` is empty or `batch_size` is 0.
-pub fn fit_with<B: QnnAutodiffBackend>(
-    mut net: Net<B>,
+pub fn fit_with<B, M>(
+    mut net: M,
     train: &ImageDataset,
     valid: Option<&ImageDataset>,
     options: &TrainOptions,
     device: &Device<B>,
-    mut after_epoch: impl FnMut(&EpochStats, &Net<B>),
-) -> (Net<B>, Vec<EpochStats>) {
+    mut after_epoch: impl FnMut(&EpochStats, &M),
+) -> (M, Vec<EpochStats>)
+where
+    B: QnnAutodiffBackend,
+    M: AutodiffModule<B> + ImageClassifier<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
     assert!(!train.is_empty(), "fit: the training set is empty");
     assert!(
         options.batch_size > 0,
@@ -160,7 +203,7 @@ pub fn fit_with<B: QnnAutodiffBackend>(
         let mut total = 0.0;
         for chunk in order.items().chunks(options.batch_size) {
             let batch: ImageBatch<B> = batcher.batch(chunk.to_vec(), device);
-            let loss = SquaredHingeLoss.forward(net.forward(batch.images), batch.targets);
+            let loss = SquaredHingeLoss.forward(net.classify(batch.images), batch.targets);
             total += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             let before = LatentWeightsBefore::of(&net, options.lr_scale);
@@ -169,7 +212,7 @@ pub fn fit_with<B: QnnAutodiffBackend>(
         }
         let valid_accuracy = valid.map(|data| {
             let eval = net.valid();
-            accuracy(|x| eval.forward(x), data, 500, device)
+            accuracy(|x| eval.classify(x), data, 500, device)
         });
         let stats = EpochStats {
             epoch,

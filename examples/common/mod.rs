@@ -38,7 +38,7 @@ use burn_qnn::{
         keep_last_and_best, last_checkpoint, load_checkpoint_model, optimizer_steps_per_epoch,
         restore_checkpoint, summary_history,
     },
-    models::{Net, NetConfig, Precision, summary},
+    models::{Net, NetConfig, Precision},
     nn::LatentLrScale,
     optim::{BopConfig, FusedAdamConfig},
     quant::Bits,
@@ -375,7 +375,7 @@ fn run_on<B: QnnAutodiffBackend>(
     }
     B::seed(&device, args.seed);
     let net = config.init::<B>(&device);
-    println!("{}", summary(&net));
+    println!("{}", net.summary());
 
     // The paper's recipe: Adam, the latent weights' updates scaled per layer (--lr-scale) and
     // the latent weights clipped after each step, the learning rate decaying exponentially at

@@ -20,6 +20,14 @@ pub enum PackedNetError {
         /// The option.
         what: &'static str,
     },
+    /// A layer of a model given to [`super::pack`] has no packed form.
+    #[error("layer {layer}: {reason}")]
+    NoPackedForm {
+        /// The layer's path in the model, e.g. `blocks.1.conv`.
+        layer: String,
+        /// Why.
+        reason: String,
+    },
     /// The file could not be read or written by the recorder (missing, not a record, corrupt).
     #[error("packed network file {path}: {source}")]
     Recorder {

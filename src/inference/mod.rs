@@ -29,6 +29,7 @@
 
 mod error;
 mod host;
+mod pack;
 mod quant_conv2d;
 mod quant_linear;
 mod record;
@@ -37,6 +38,7 @@ mod thresholds;
 use std::{path::Path, sync::Arc};
 
 pub use error::PackedNetError;
+pub use pack::{load_packed, pack, save_packed};
 pub use quant_conv2d::PackedQuantConv2d;
 pub use quant_linear::PackedQuantLinear;
 pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecord};

@@ -7,6 +7,7 @@ use burn::{
     tensor::{Tensor, module::conv2d},
 };
 
+use super::{PackedWeight, WeightForm, packed_weight::output_scale};
 use crate::{
     QnnBackend,
     ops::{self, ConvGeometry, PaddingMode},
@@ -91,6 +92,9 @@ pub struct BinaryConv2d<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B>,
 }
 
 /// The symmetric `[p_h, p_w]` of a padding configuration.
@@ -159,6 +163,13 @@ impl BinaryConv2dConfig {
             binarize_input: self.binarize_input,
             scaling: self.scaling,
             grad_bits: self.grad_bits,
+            packed: PackedWeight::new(
+                WeightForm::Signs {
+                    scaled: self.scaling,
+                },
+                vec![c_out, c_in, kh, kw],
+                device,
+            ),
         }
     }
 }
@@ -170,24 +181,20 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// If the input does not have `C_in` channels or is smaller than the kernel.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        let weight = self.weight.val();
-        let y = match (self.binarize_input, self.grad_bits) {
-            (true, None) => ops::binary_conv2d(x, weight.clone(), geometry),
-            (true, Some(bits)) => {
-                ops::binary_conv2d_quantized_grad(x, weight.clone(), geometry, bits)
-            }
-            (false, bits) => {
-                let (input, options) = geometry.conv_input(x);
-                let y = conv2d(input, quant::sign(weight.clone()), None, options);
-                match bits {
-                    Some(bits) => quant::quantize_gradient(y, bits),
-                    None => y,
-                }
+        let (y, alpha) = match self.packed.forward_weight::<4>() {
+            Some(signs) => (self.packed_product(x, signs), self.packed.scale()),
+            None => {
+                let weight = self.weight.val();
+                let alpha = self.scaling.then(|| output_scale(weight.clone()));
+                (self.product(x, weight), alpha)
             }
         };
+        let c_out = geometry.channels[1];
         let y = if self.scaling {
-            let c_out = geometry.channels[1];
-            let alpha = weight.abs().reshape([c_out as i32, -1]).mean_dim(1);
+            let alpha = alpha.expect(
+                "BinaryConv2d: `scaling` is on but the layer was packed without its scale \
+                 (turn `scaling` on before packing)",
+            );
             y * alpha.reshape([1, c_out, 1, 1])
         } else {
             y
@@ -195,6 +202,38 @@ impl<B: QnnBackend> BinaryConv2d<B> {
         match &self.bias {
             Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
             None => y,
+        }
+    }
+
+    /// The training form's convolution with the latent weight.
+    fn product(&self, x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
+        let geometry = &self.geometry;
+        match (self.binarize_input, self.grad_bits) {
+            (true, None) => ops::binary_conv2d(x, weight, geometry),
+            (true, Some(bits)) => ops::binary_conv2d_quantized_grad(x, weight, geometry, bits),
+            (false, bits) => {
+                let (input, options) = geometry.conv_input(x);
+                let y = conv2d(input, quant::sign(weight), None, options);
+                match bits {
+                    Some(bits) => quant::quantize_gradient(y, bits),
+                    None => y,
+                }
+            }
+        }
+    }
+
+    /// The packed form's convolution with the weights' signs (packed once in the kernels'
+    /// layout where the input is binarized).
+    fn packed_product(&self, x: Tensor<B, 4>, signs: Tensor<B, 4>) -> Tensor<B, 4> {
+        match (
+            self.binarize_input,
+            self.packed.conv_weights(&self.geometry),
+        ) {
+            (true, Some(weights)) => weights.forward(x),
+            _ => {
+                let (input, options) = self.geometry.conv_input(x);
+                conv2d(input, signs, None, options)
+            }
         }
     }
 }

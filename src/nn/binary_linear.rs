@@ -6,6 +6,7 @@ use burn::{
     tensor::Tensor,
 };
 
+use super::{PackedWeight, WeightForm, packed_weight::output_scale};
 use crate::{
     QnnBackend, ops,
     quant::{self, Bits},
@@ -73,6 +74,9 @@ pub struct BinaryLinear<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B>,
 }
 
 impl BinaryLinearConfig {
@@ -93,6 +97,13 @@ impl BinaryLinearConfig {
             binarize_input: self.binarize_input,
             scaling: self.scaling,
             grad_bits: self.grad_bits,
+            packed: PackedWeight::new(
+                WeightForm::Signs {
+                    scaled: self.scaling,
+                },
+                vec![self.d_input, self.d_output],
+                device,
+            ),
         }
     }
 }
@@ -107,35 +118,73 @@ impl<B: QnnBackend> BinaryLinear<B> {
             D >= 2,
             "BinaryLinear: the input needs rank ≥ 2 ([batch, features]), got {D}"
         );
-        let weight = self.weight.val();
-        let [d_input, d_output] = weight.dims();
+        let [d_input, d_output] = self.weight_dims();
         assert_eq!(
             x.dims()[D - 1],
             d_input,
             "BinaryLinear: input {:?} does not end with d_input = {d_input}",
             x.dims()
         );
-        let y = match (self.binarize_input, self.grad_bits) {
-            (true, None) => ops::xnor_matmul(x, super::lift_rank(weight.clone())),
-            (true, Some(bits)) => {
-                ops::xnor_matmul_quantized_grad(x, super::lift_rank(weight.clone()), bits)
-            }
-            (false, bits) => {
-                let y = x.matmul(super::lift_rank(quant::sign(weight.clone())));
-                match bits {
-                    Some(bits) => quant::quantize_gradient(y, bits),
-                    None => y,
-                }
+        let (y, alpha) = match self.packed.forward_weight::<2>() {
+            Some(signs) => (self.packed_product(x, signs), self.packed.scale()),
+            None => {
+                let weight = self.weight.val();
+                let alpha = self.scaling.then(|| output_scale(weight.clone()));
+                (self.product(x, weight), alpha)
             }
         };
         let y = if self.scaling {
-            y * weight.abs().mean_dim(0).reshape([d_output]).unsqueeze()
+            let alpha = alpha.expect(
+                "BinaryLinear: `scaling` is on but the layer was packed without its scale \
+                 (turn `scaling` on before packing)",
+            );
+            y * alpha.reshape([d_output]).unsqueeze()
         } else {
             y
         };
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),
             None => y,
+        }
+    }
+
+    /// `[d_input, d_output]`, also once the latent weight is packed away.
+    pub fn weight_dims(&self) -> [usize; 2] {
+        let shape = self.packed.weight_shape();
+        [shape[0], shape[1]]
+    }
+
+    /// The training form's product with the latent weight.
+    fn product<const D: usize>(&self, x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
+        match (self.binarize_input, self.grad_bits) {
+            (true, None) => ops::xnor_matmul(x, super::lift_rank(weight)),
+            (true, Some(bits)) => {
+                ops::xnor_matmul_quantized_grad(x, super::lift_rank(weight), bits)
+            }
+            (false, bits) => {
+                let y = x.matmul(super::lift_rank(quant::sign(weight)));
+                match bits {
+                    Some(bits) => quant::quantize_gradient(y, bits),
+                    None => y,
+                }
+            }
+        }
+    }
+
+    /// The packed form's product with the weights' signs (the packed rows directly where the
+    /// input is binarized).
+    fn packed_product<const D: usize>(&self, x: Tensor<B, D>, signs: Tensor<B, 2>) -> Tensor<B, D> {
+        match (self.binarize_input, self.packed.rows()) {
+            (true, Some(rows)) => {
+                let dims = x.dims();
+                let rows_in = dims[..D - 1].iter().product();
+                let x = super::flatten_rows(x, [rows_in, dims[D - 1]]);
+                let y = ops::xnor_matmul_prepacked(x, rows);
+                let mut out_dims = dims;
+                out_dims[D - 1] = y.dims()[1];
+                super::unflatten_rows(y, out_dims)
+            }
+            _ => x.matmul(super::lift_rank(signs)),
         }
     }
 }

@@ -15,7 +15,7 @@ use burn::{
     tensor::{Tensor, module::conv2d},
 };
 
-use super::binary_conv2d::symmetric_padding;
+use super::{PackedWeight, WeightForm, binary_conv2d::symmetric_padding};
 use crate::{QnnBackend, ops::ConvGeometry, quant};
 
 /// Half the code range: `x = p/127.5 − 1`.
@@ -99,6 +99,9 @@ pub struct BitPlaneConv2d<B: QnnBackend> {
     /// Channels, kernel, stride, padding and dilation (zero padding).
     #[module(skip)]
     pub geometry: ConvGeometry,
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B>,
 }
 
 impl BitPlaneConv2dConfig {
@@ -116,6 +119,11 @@ impl BitPlaneConv2dConfig {
                 device,
             ),
             bias: self.bias.then(|| Initializer::Zeros.init([c_out], device)),
+            packed: PackedWeight::new(
+                WeightForm::Signs { scaled: false },
+                vec![c_out, c_in, kh, kw],
+                device,
+            ),
             geometry: ConvGeometry::new(self.channels, self.kernel_size)
                 .with_stride(self.stride)
                 .with_dilation(self.dilation)
@@ -128,7 +136,11 @@ impl<B: QnnBackend> BitPlaneConv2d<B> {
     /// `[N, C_in, H, W]` in `[−1, 1]` → `[N, C_out, H_out, W_out]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        let y = B::qnn_bit_plane_conv2d(x, self.weight.val(), geometry);
+        let weight = self
+            .packed
+            .forward_weight()
+            .unwrap_or_else(|| self.weight.val());
+        let y = B::qnn_bit_plane_conv2d(x, weight, geometry);
         match &self.bias {
             Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
             None => y,
@@ -173,6 +185,9 @@ pub struct BitPlaneLinear<B: QnnBackend> {
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[d_output]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B>,
 }
 
 impl BitPlaneLinearConfig {
@@ -188,6 +203,11 @@ impl BitPlaneLinearConfig {
             bias: self
                 .bias
                 .then(|| Initializer::Zeros.init([self.d_output], device)),
+            packed: PackedWeight::new(
+                WeightForm::Signs { scaled: false },
+                vec![self.d_input, self.d_output],
+                device,
+            ),
         }
     }
 }
@@ -195,7 +215,11 @@ impl BitPlaneLinearConfig {
 impl<B: QnnBackend> BitPlaneLinear<B> {
     /// `[N, d_input]` in `[−1, 1]` → `[N, d_output]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let signs = quant::sign(self.weight.val());
+        let weight = self
+            .packed
+            .forward_weight()
+            .unwrap_or_else(|| self.weight.val());
+        let signs = quant::sign(weight);
         let product = pixel_codes(x).matmul(signs.clone());
         let y = scaled_output(product, signs.sum_dim(0));
         match &self.bias {

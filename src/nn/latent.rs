@@ -49,7 +49,7 @@ impl LatentPath {
     }
 
     /// Whether the parameter at the current position is a latent weight.
-    fn at_latent_weight(&self) -> bool {
+    pub(crate) fn at_latent_weight(&self) -> bool {
         self.at_weight_of(&LATENT_OWNERS)
     }
 
@@ -64,6 +64,16 @@ impl LatentPath {
         let owner = &self.path[..self.path.len().saturating_sub(1)];
         let names: Vec<&str> = owner.iter().map(|(name, _)| name.as_str()).collect();
         names.join(".")
+    }
+
+    /// The path of the module that owns the current position (as [`Self::owner_name`]) and
+    /// its type as Burn names it (`Struct:BinaryLinear`; empty at the top).
+    pub(crate) fn owner(&self) -> (String, String) {
+        let type_name = self
+            .path
+            .last()
+            .map_or_else(String::new, |(_, owner)| owner.clone());
+        (self.owner_name(), type_name)
     }
 
     fn at_weight_of(&self, owners: &[&str]) -> bool {

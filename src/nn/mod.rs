@@ -42,6 +42,7 @@ mod bit_plane;
 mod display;
 mod latent;
 mod max_pool;
+mod packed_weight;
 mod quant_conv2d;
 mod quant_linear;
 mod shift_batch_norm;
@@ -59,6 +60,8 @@ pub use latent::{
 };
 pub(crate) use latent::{LatentPath, LatentWeightsBefore};
 pub use max_pool::max_pool2d;
+pub use packed_weight::{PackedWeight, PackedWeightRecord, WeightForm};
+pub(crate) use packed_weight::{StoredForm, check_packed, finish_packing, stash_latent};
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};

@@ -8,6 +8,7 @@ use burn::{
 };
 
 use super::binary_conv2d::symmetric_padding;
+use super::{PackedWeight, WeightForm};
 use crate::{
     QnnBackend,
     quant::{Bits, Operand, Quantize, Quantizer},
@@ -83,6 +84,11 @@ impl QuantConv2dConfig {
             ),
             bias: self.bias.then(|| Initializer::Zeros.init([c_out], device)),
             options: ConvOptions::new(self.stride, padding, self.dilation, 1),
+            packed: PackedWeight::new(
+                WeightForm::Quantized(weight_quantizer.clone()),
+                vec![c_out, c_in, kh, kw],
+                device,
+            ),
             weight_quantizer,
             input_quantizer,
         }
@@ -126,6 +132,9 @@ pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Qua
     /// The inputs' quantizer.
     #[module(skip)]
     pub input_quantizer: Option<X>,
+    /// The integer codes of the quantized weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B, W>,
 }
 
 impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
@@ -142,9 +151,10 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
-        let weight = self
-            .weight_quantizer
-            .quantize(self.weight.val(), Operand::Weight { output_axis: 0 });
+        let weight = self.packed.forward_weight().unwrap_or_else(|| {
+            self.weight_quantizer
+                .quantize(self.weight.val(), Operand::Weight { output_axis: 0 })
+        });
         let bias = self.bias.as_ref().map(|b| b.val());
         match (input_grid, self.weight_quantizer.code_grid()) {
             (Some(x_grid), Some(w_grid)) if self.options.groups == 1 => {

@@ -6,6 +6,7 @@ use burn::{
     tensor::Tensor,
 };
 
+use super::{PackedWeight, WeightForm};
 use crate::{
     QnnBackend,
     quant::{Bits, Operand, Quantize, Quantizer},
@@ -80,6 +81,11 @@ impl QuantLinearConfig {
             bias: self
                 .bias
                 .then(|| Initializer::Zeros.init([self.d_output], device)),
+            packed: PackedWeight::new(
+                WeightForm::Quantized(weight_quantizer.clone()),
+                vec![self.d_input, self.d_output],
+                device,
+            ),
             weight_quantizer,
             input_quantizer,
         }
@@ -119,6 +125,9 @@ pub struct QuantLinear<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Qua
     /// The inputs' quantizer.
     #[module(skip)]
     pub input_quantizer: Option<X>,
+    /// The integer codes of the quantized weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them.
+    pub packed: PackedWeight<B, W>,
 }
 
 impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
@@ -137,9 +146,10 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
-        let weight = self
-            .weight_quantizer
-            .quantize(self.weight.val(), Operand::Weight { output_axis: 1 });
+        let weight = self.packed.forward_weight().unwrap_or_else(|| {
+            self.weight_quantizer
+                .quantize(self.weight.val(), Operand::Weight { output_axis: 1 })
+        });
         let y = match (input_grid, self.weight_quantizer.code_grid()) {
             (Some(x_grid), Some(w_grid)) => {
                 let dims = x.dims();

@@ -192,6 +192,15 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn packed_user_models() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::packing::packed_user_models::<B>(&device());
+                crate::packing::bad_packed_files::<B>(&device());
+                crate::packing::packs_under_autodiff::<AD>(&device());
+                crate::packing::summary_of_a_user_model::<B>(&device());
+            }
+
+            #[test]
             fn drop_in_training() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::modules::drop_in_training::<AD>(&device());

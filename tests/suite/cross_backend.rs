@@ -109,3 +109,59 @@ fn a_packed_network_saved_on_the_cpu_loads_on_the_gpu() {
     };
     assert_eq!(argmax(&on_cpu), argmax(&on_gpu));
 }
+
+/// A model of the user's own packed and saved on NdArray loads on Wgpu: the same packed
+/// words, and exactly the outputs of the same model (its f32 record) on Wgpu.
+#[test]
+fn a_packed_user_model_saved_on_the_cpu_loads_on_the_gpu() {
+    let _rng = crate::reference::backend_rng_lock();
+    use crate::modules::images;
+    use crate::packing::Widths;
+    use burn::{
+        module::Module,
+        record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
+    };
+    use burn_qnn::inference::{load_packed, pack, save_packed};
+
+    let (device, gpu) = (Default::default(), Default::default());
+    let widths = Widths {
+        in_channels: 3,
+        channels: 37,
+        hidden: 70,
+        scaled: true,
+    };
+    let model = widths.init::<NdArray>(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mpk");
+    save_packed(&model, &path).unwrap();
+    let packed_on_gpu = load_packed(widths.init::<Wgpu>(&gpu), &path, &gpu).unwrap();
+    let gpu_words = packed_on_gpu
+        .clone()
+        .into_record()
+        .body
+        .packed
+        .unwrap()
+        .words;
+    let cpu_words = pack(&model)
+        .unwrap()
+        .into_record()
+        .body
+        .packed
+        .unwrap()
+        .words;
+    assert_eq!(
+        gpu_words.val().into_data().convert::<i32>(),
+        cpu_words.val().into_data().convert::<i32>(),
+        "the same packed words"
+    );
+
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let f32_record = Recorder::<NdArray>::record(&recorder, model.into_record(), ()).unwrap();
+    let record = Recorder::<Wgpu>::load(&recorder, f32_record, &gpu).unwrap();
+    let model_on_gpu = widths.init::<Wgpu>(&gpu).load_record(record);
+
+    let x = images::<Wgpu>(3, 3, 8, &gpu);
+    let expected = values(model_on_gpu.forward(x.clone()));
+    let found = values(packed_on_gpu.forward(x));
+    crate::reference::assert_exact("packed on the gpu", &expected, &found, &expected);
+}

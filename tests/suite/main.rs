@@ -13,6 +13,18 @@ mod cifar10_net {
     }
 
     #[test]
+    fn records_from_before_packing_load() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::packing::records_from_before_packing_load::<NdArray>(&Default::default());
+    }
+
+    #[test]
+    fn packed_user_record_is_25_times_smaller() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::packing::packed_record_is_25_times_smaller::<NdArray>(&Default::default());
+    }
+
+    #[test]
     fn packed_file_is_25_times_smaller() {
         let _rng = crate::reference::backend_rng_lock();
         crate::modules::cifar10_file_sizes::<NdArray>(&Default::default());
@@ -147,6 +159,7 @@ mod learner_ndarray {
 mod modules;
 mod optim_bop;
 mod packed;
+mod packing;
 mod params;
 mod quantizers;
 mod reference;

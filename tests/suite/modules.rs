@@ -502,7 +502,7 @@ pub fn drop_in_training<B: QnnAutodiffBackend>(device: &B::Device) {
 /// The summary counts the paper's CIFAR-10 network as written out by hand from its shapes.
 pub fn cifar10_summary<B: QnnBackend>(device: &B::Device) {
     let net = NetConfig::cifar10().init::<B>(device);
-    let s = burn_qnn::models::summary(&net);
+    let s = net.summary();
     // 3×3 convolutions: (C_in, C_out, side of the output before pooling).
     let convs: [(u64, u64, u64); 6] = [
         (3, 128, 32),
@@ -534,7 +534,7 @@ pub fn cifar10_summary<B: QnnBackend>(device: &B::Device) {
     let float = NetConfig::cifar10()
         .with_precision(burn_qnn::models::Precision::Float)
         .init::<B>(device);
-    let f = burn_qnn::models::summary(&float);
+    let f = float.summary();
     assert_eq!(f.params_1bit(), 0);
     assert_eq!(f.macs_float(), s.macs_binary() + s.macs_8bit());
 }

@@ -1,0 +1,214 @@
+//! A model of your own, from training to deployment: a small residual binary network (not one
+//! of `burn_qnn::models`) trained on the bundled 8×8 digits, packed, saved, reloaded into a
+//! fresh model and evaluated.
+//!
+//! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, batch
+//! norms, a binary convolution whose signs are added back to its input (a residual
+//! connection), max pooling, binary fully connected layers. `burn_qnn::inference::save_packed`
+//! writes it with the weights as bits; `load_packed` reads them into a freshly initialized
+//! model of the same type, which then gives exactly the trained model's outputs.
+//!
+//! ```text
+//! cargo run --release --example custom_model -- --out runs/custom
+//! ```
+//!
+//! It prints the accuracies, file sizes and inference speed, and writes them to
+//! `--out DIR/results.json` (`test_accuracy`, `packed_test_accuracy`, `f32_model_bytes`,
+//! `packed_model_bytes`, `packed_speedup`, ...), with the packed model in `DIR/model.mpk`.
+
+use std::{path::PathBuf, time::Instant};
+
+use burn::{
+    backend::{Autodiff, NdArray},
+    module::{AutodiffModule, Module},
+    nn::{BatchNorm, BatchNormConfig, PaddingConfig2d},
+    prelude::*,
+    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
+};
+use burn_qnn::{
+    QnnBackend,
+    data::digits,
+    inference::{load_packed, save_packed},
+    nn::{
+        BinaryConv2d, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig, BitPlaneConv2d,
+        BitPlaneConv2dConfig, max_pool2d,
+    },
+    quant,
+    train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
+};
+use clap::Parser;
+
+/// Train, pack, save, reload and evaluate a residual binary network on the bundled digits.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Folder for `results.json` and the packed model `model.mpk`.
+    #[arg(long, default_value = "runs/custom_model")]
+    out: PathBuf,
+    /// Passes over the training images.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Channels of the convolutions.
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Seed of the initialization and of the data order.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Units of the hidden fully connected layer.
+const HIDDEN: usize = 256;
+
+/// The model: what a user would write for their own network.
+#[derive(Module, Debug)]
+struct ResidualNet<B: QnnBackend> {
+    stem: BitPlaneConv2d<B>,
+    stem_norm: BatchNorm<B>,
+    block: BinaryConv2d<B>,
+    block_norm: BatchNorm<B>,
+    hidden: BinaryLinear<B>,
+    hidden_norm: BatchNorm<B>,
+    output: BinaryLinear<B>,
+    output_norm: BatchNorm<B>,
+}
+
+impl<B: QnnBackend> ResidualNet<B> {
+    fn new(channels: usize, device: &B::Device) -> Self {
+        let same = PaddingConfig2d::Explicit(1, 1, 1, 1);
+        Self {
+            // Batch norm follows every layer: it has the layers' biases already.
+            stem: BitPlaneConv2dConfig::new([1, channels], [3, 3])
+                .with_padding(same.clone())
+                .with_bias(false)
+                .init(device),
+            stem_norm: BatchNormConfig::new(channels).init(device),
+            block: BinaryConv2dConfig::new([channels, channels], [3, 3])
+                .with_padding(same)
+                .with_bias(false)
+                .init(device),
+            block_norm: BatchNormConfig::new(channels).init(device),
+            hidden: BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
+                .with_bias(false)
+                .init(device),
+            hidden_norm: BatchNormConfig::new(HIDDEN).init(device),
+            output: BinaryLinearConfig::new(HIDDEN, 10)
+                .with_bias(false)
+                .init(device),
+            output_norm: BatchNormConfig::new(10).init(device),
+        }
+    }
+}
+
+impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
+    /// `[N, 1, 8, 8]` images in `[−1, 1]` → `[N, 10]` scores.
+    fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = quant::sign(self.stem_norm.forward(self.stem.forward(images)));
+        let residual = quant::sign(self.block_norm.forward(self.block.forward(x.clone())));
+        let x = max_pool2d(x + residual, [2, 2], [2, 2]).flatten::<2>(1, 3);
+        let x = self.hidden_norm.forward(self.hidden.forward(x));
+        self.output_norm.forward(self.output.forward(x))
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    burn_qnn::memory::keep_freed_memory();
+    if let Err(e) = burn_qnn::threads::use_this_thread() {
+        eprintln!("warning: {e}");
+    }
+    let args = Args::parse();
+    type B = Autodiff<NdArray>;
+    let device = Default::default();
+    let data = digits::train_test_split(digits::load_bundled()?, 0.25, 7);
+    println!(
+        "scikit-learn digits: {} training and {} test images of 8×8 pixels",
+        data.train.len(),
+        data.test.len()
+    );
+
+    B::seed(&device, args.seed);
+    let model = ResidualNet::<B>::new(args.channels, &device);
+    println!("training for {} epochs:\n{model}", args.epochs);
+    let options = TrainOptions::new()
+        .with_epochs(args.epochs)
+        .with_batch_size(32)
+        .with_initial_lr(1e-2)
+        .with_final_lr(1e-4)
+        .with_seed(args.seed);
+    let start = Instant::now();
+    let (model, _) = fit(model, &data.train, None, &options, &device);
+    let training_seconds = start.elapsed().as_secs_f64();
+    let model = model.valid();
+    let test_accuracy = accuracy(|x| model.classify(x), &data.test, 512, &device);
+    println!(
+        "trained in {training_seconds:.1} s: test accuracy {:.2}%",
+        100.0 * test_accuracy
+    );
+
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join("model.mpk");
+    save_packed(&model, &path)?;
+    let packed_model_bytes = std::fs::metadata(&path)?.len();
+    let f32_model_bytes = f32_record_bytes(model.clone());
+    let packed = load_packed(
+        ResidualNet::<NdArray>::new(args.channels, &device),
+        &path,
+        &device,
+    )?;
+    let packed_test_accuracy = accuracy(|x| packed.classify(x), &data.test, 512, &device);
+
+    let float_time = time_per_batch(|x| model.classify(x), &data.test, 256, 20, &device);
+    let packed_time = time_per_batch(|x| packed.classify(x), &data.test, 256, 20, &device);
+    let packed_speedup = float_time.as_secs_f64() / packed_time.as_secs_f64();
+
+    println!(
+        "packed model {} reloaded: test accuracy {:.2}%",
+        path.display(),
+        100.0 * packed_test_accuracy
+    );
+    println!(
+        "model file: {:.1} KiB in f32, {:.1} KiB packed ({:.1}× smaller)",
+        f32_model_bytes as f64 / 1024.0,
+        packed_model_bytes as f64 / 1024.0,
+        f32_model_bytes as f64 / packed_model_bytes as f64
+    );
+    println!(
+        "inference of 256 images: {:.2} ms trained model, {:.2} ms packed ({packed_speedup:.2}×)",
+        float_time.as_secs_f64() * 1e3,
+        packed_time.as_secs_f64() * 1e3,
+    );
+
+    let results = serde_json::json!({
+        "epochs": args.epochs,
+        "channels": args.channels,
+        "seed": args.seed,
+        "training_seconds": training_seconds,
+        "test_accuracy": test_accuracy,
+        "packed_test_accuracy": packed_test_accuracy,
+        "f32_model_bytes": f32_model_bytes,
+        "packed_model_bytes": packed_model_bytes,
+        "packed_speedup": packed_speedup,
+        "inference_ms_256": float_time.as_secs_f64() * 1e3,
+        "packed_inference_ms_256": packed_time.as_secs_f64() * 1e3,
+    });
+    let results_path = args.out.join("results.json");
+    burn_qnn::io::write_atomic(
+        &results_path,
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    println!("results written to {}", results_path.display());
+    if (test_accuracy - packed_test_accuracy).abs() * data.test.len() as f64 > 0.5 {
+        return Err(format!(
+            "the reloaded packed model's accuracy {packed_test_accuracy} differs from the \
+             trained model's {test_accuracy}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Bytes of the model's record in f32 with Burn's named MessagePack recorder.
+fn f32_record_bytes<B: Backend, M: Module<B>>(model: M) -> usize {
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    Recorder::<B>::record(&recorder, model.into_record(), ())
+        .expect("the model serializes")
+        .len()
+}
