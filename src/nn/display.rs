@@ -4,8 +4,8 @@
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 
 use super::{
-    BinaryConv2d, BinaryLinear, BitPlaneConv2d, BitPlaneLinear, QuantConv2d, QuantLinear,
-    ShiftBatchNorm,
+    BinaryConv2d, BinaryLinear, BitPlaneConv2d, BitPlaneLinear, PackedWeight, QuantConv2d,
+    QuantLinear, ShiftBatchNorm,
 };
 use crate::{QnnBackend, ops::ConvGeometry, quant::Quantize};
 
@@ -14,6 +14,27 @@ fn one_line() -> Option<DisplaySettings> {
     DisplaySettings::new()
         .with_new_line_after_attribute(false)
         .optional()
+}
+
+/// The latent weight's dimensions, also once it is packed away.
+fn weight_dims<const D: usize, B: QnnBackend, W: Quantize>(
+    slot: &PackedWeight<B, W>,
+) -> [usize; D] {
+    slot.weight_shape()
+        .try_into()
+        .expect("the layer's weight rank")
+}
+
+/// Whether the layer holds packed weights, where it does.
+fn packed_content<B: QnnBackend, W: Quantize>(
+    content: Content,
+    slot: &PackedWeight<B, W>,
+) -> Content {
+    if slot.is_packed() {
+        content.add("packed", &true)
+    } else {
+        content
+    }
 }
 
 /// A fully connected layer's `d_input`, `d_output` and `bias`.
@@ -57,8 +78,9 @@ impl<B: QnnBackend> ModuleDisplay for BinaryLinear<B> {
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        let content = linear_content(content, self.weight.dims(), self.bias.is_some());
-        binary_content(content, self.binarize_input, self.scaling, self.grad_bits).optional()
+        let content = linear_content(content, weight_dims(&self.packed), self.bias.is_some());
+        let content = binary_content(content, self.binarize_input, self.scaling, self.grad_bits);
+        packed_content(content, &self.packed).optional()
     }
 }
 
@@ -70,7 +92,8 @@ impl<B: QnnBackend> ModuleDisplay for BinaryConv2d<B> {
     fn custom_content(&self, content: Content) -> Option<Content> {
         let content = conv_content(content, &self.geometry, self.bias.is_some())
             .add_debug_attribute("padding_mode", &self.geometry.padding_mode);
-        binary_content(content, self.binarize_input, self.scaling, self.grad_bits).optional()
+        let content = binary_content(content, self.binarize_input, self.scaling, self.grad_bits);
+        packed_content(content, &self.packed).optional()
     }
 }
 
@@ -80,7 +103,8 @@ impl<B: QnnBackend> ModuleDisplay for BitPlaneLinear<B> {
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        linear_content(content, self.weight.dims(), self.bias.is_some()).optional()
+        let content = linear_content(content, weight_dims(&self.packed), self.bias.is_some());
+        packed_content(content, &self.packed).optional()
     }
 }
 
@@ -90,7 +114,8 @@ impl<B: QnnBackend> ModuleDisplay for BitPlaneConv2d<B> {
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        conv_content(content, &self.geometry, self.bias.is_some()).optional()
+        let content = conv_content(content, &self.geometry, self.bias.is_some());
+        packed_content(content, &self.packed).optional()
     }
 }
 
@@ -100,10 +125,10 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> ModuleDisplay for QuantLinear<B, W
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        linear_content(content, self.weight.dims(), self.bias.is_some())
+        let content = linear_content(content, weight_dims(&self.packed), self.bias.is_some())
             .add_debug_attribute("weight_quantizer", &self.weight_quantizer)
-            .add_debug_attribute("input_quantizer", &self.input_quantizer)
-            .optional()
+            .add_debug_attribute("input_quantizer", &self.input_quantizer);
+        packed_content(content, &self.packed).optional()
     }
 }
 
@@ -113,15 +138,15 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> ModuleDisplay for QuantConv2d<B, W
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        let [ch_out, ch_in, kh, kw] = self.weight.dims();
+        let [ch_out, ch_in, kh, kw] = weight_dims(&self.packed);
         let mut geometry = ConvGeometry::new([ch_in, ch_out], [kh, kw]);
         geometry.stride = self.options.stride;
         geometry.padding = self.options.padding;
         geometry.dilation = self.options.dilation;
-        conv_content(content, &geometry, self.bias.is_some())
+        let content = conv_content(content, &geometry, self.bias.is_some())
             .add_debug_attribute("weight_quantizer", &self.weight_quantizer)
-            .add_debug_attribute("input_quantizer", &self.input_quantizer)
-            .optional()
+            .add_debug_attribute("input_quantizer", &self.input_quantizer);
+        packed_content(content, &self.packed).optional()
     }
 }
 
