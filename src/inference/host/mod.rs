@@ -475,6 +475,29 @@ fn negative_bits(chunk: &[f32], negative: impl Fn(f32) -> bool) -> u64 {
     pack::flags_to_bits(&flags)
 }
 
+/// Bit `j` set where value `j` lies outside its range `[lo[j], hi[j]]` (or is NaN), for up to
+/// 64 values: both comparisons made for every value, without branches, so that the loop over a
+/// full word vectorizes.
+fn outside_bits(values: &[f32], lo: &[f32], hi: &[f32]) -> u64 {
+    let outside = |v: f32, lo: f32, hi: f32| u8::from(!(v >= lo)) | u8::from(!(v <= hi));
+    let mut flags = [0u8; 64];
+    let mark = |flags: &mut [u8], values: &[f32], lo: &[f32], hi: &[f32]| {
+        for (flag, ((&v, &lo), &hi)) in flags.iter_mut().zip(values.iter().zip(lo).zip(hi)) {
+            *flag = outside(v, lo, hi);
+        }
+    };
+    match (
+        <&[f32; 64]>::try_from(values),
+        <&[f32; 64]>::try_from(lo),
+        <&[f32; 64]>::try_from(hi),
+    ) {
+        // Lengths known at compile time: the loop vectorizes.
+        (Ok(values), Ok(lo), Ok(hi)) => mark(&mut flags, values, lo, hi),
+        _ => mark(&mut flags, values, lo, hi),
+    }
+    pack::flags_to_bits(&flags)
+}
+
 impl Dense {
     /// The scores (`Ok`) if this is the last layer, else the sign bits (`Err`).
     fn forward(&self, input: &[u64], n: usize) -> Result<Vec<f32>, Vec<u64>> {
@@ -500,14 +523,8 @@ impl Dense {
                 Ok(y)
             }
             DenseOutput::Signs { lo, hi } => Err(sign_rows(&y, d_out, |chunk, first| {
-                // Bit `j`: value `j` outside its output's range `[lo, hi]`.
                 let columns = first..first + chunk.len();
-                let bounds = lo[columns.clone()].iter().zip(&hi[columns]);
-                let mut flags = [0u8; 64];
-                for (flag, (&v, (&lo, &hi))) in flags.iter_mut().zip(chunk.iter().zip(bounds)) {
-                    *flag = u8::from(!(v >= lo && v <= hi));
-                }
-                pack::flags_to_bits(&flags)
+                outside_bits(chunk, &lo[columns.clone()], &hi[columns])
             })),
         }
     }
