@@ -479,7 +479,7 @@ fn negative_bits(chunk: &[f32], negative: impl Fn(f32) -> bool) -> u64 {
 /// 64 values: both comparisons made for every value, without branches, so that the loop over a
 /// full word vectorizes.
 fn outside_bits(values: &[f32], lo: &[f32], hi: &[f32]) -> u64 {
-    let outside = |v: f32, lo: f32, hi: f32| u8::from(!(v >= lo)) | u8::from(!(v <= hi));
+    let outside = |v: f32, lo: f32, hi: f32| u8::from(!((v >= lo) & (v <= hi)));
     let mut flags = [0u8; 64];
     let mark = |flags: &mut [u8], values: &[f32], lo: &[f32], hi: &[f32]| {
         for (flag, ((&v, &lo), &hi)) in flags.iter_mut().zip(values.iter().zip(lo).zip(hi)) {
