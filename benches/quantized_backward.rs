@@ -16,7 +16,7 @@ use std::time::Duration;
 use burn_qnn::kernels::{
     amx_bf16::{ConvIsa, force_conv_isa},
     backward::{self, Bits},
-    conv::{ConvGeometry, PadMode},
+    conv::{ConvCall, PaddingMode},
     int8::{Int8Isa, force_int8_isa},
     quantized_backward::{self, QuantizedGrad},
 };
@@ -44,7 +44,7 @@ fn words(len: usize, mut state: u64) -> Vec<u64> {
 
 fn bench_layers(c: &mut Criterion) {
     for (name, channels, size) in LAYERS {
-        let g = ConvGeometry {
+        let g = ConvCall {
             batch: BATCH,
             in_channels: channels,
             height: size,
@@ -81,7 +81,7 @@ fn bench_layers(c: &mut Criterion) {
                     backward::binary_conv2d_weight_grad(
                         &grad,
                         x_bits,
-                        PadMode::Zero,
+                        PaddingMode::Zero,
                         w_none,
                         &g,
                         &mut dw,
@@ -102,7 +102,7 @@ fn bench_layers(c: &mut Criterion) {
                     quantized_backward::binary_conv2d_weight_grad(
                         &q,
                         x_bits,
-                        PadMode::Zero,
+                        PaddingMode::Zero,
                         w_none,
                         &g,
                         &mut dw,

@@ -190,7 +190,7 @@ impl<B: HostFloat> QnnBackend for B {
         options: burn::tensor::ops::ConvOptions<2>,
     ) -> Tensor<Self, 4> {
         let ([n, c, h, w], [c_out, c_in, kh, kw]) = (x.dims(), weight.dims());
-        let shape = conv::ConvGeometry {
+        let shape = conv::ConvCall {
             batch: n,
             in_channels: c,
             height: h,
@@ -278,7 +278,7 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
         let [n, _, h, w] = x.dims();
-        let kernel_geometry = kernel_geometry(x.dims(), geometry);
+        let call = geometry.call(x.dims());
         let [c_in, c_out] = geometry.channels;
         let [oh, ow] = geometry.output_size([h, w]);
         let len = n * c_out * oh * ow;
@@ -304,7 +304,7 @@ impl<B: HostFloat> QnnBackend for B {
                     amx_bf16::Input::Signs,
                     pad,
                     sign,
-                    &kernel_geometry,
+                    &call,
                     &mut out.spare_capacity_mut()[..len],
                 )
             });
@@ -316,12 +316,12 @@ impl<B: HostFloat> QnnBackend for B {
         }
         let mut out = zeros(len);
         let weights = weight.conv_weights(c_in, geometry.kernel);
-        let pad = pad_mode(geometry.padding_mode);
+        let pad = geometry.padding_mode;
         B::with_f32(x, |values, _| {
             conv::binary_conv2d(
                 values,
                 &weights.weights,
-                &kernel_geometry,
+                &call,
                 pad,
                 conv::ConvEpilogue::Raw,
                 &mut out,
@@ -410,7 +410,7 @@ impl<B: HostFloat> QnnBackend for B {
         input_shape: [usize; 4],
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(input_shape, geometry);
+        let g = geometry.call(input_shape);
         let mut out = zeros(g.input_len());
         B::with_f32(grad_out, |grad, _| {
             backward::binary_conv2d_input_grad(
@@ -432,13 +432,13 @@ impl<B: HostFloat> QnnBackend for B {
         input_shape: [usize; 4],
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(input_shape, geometry);
+        let g = geometry.call(input_shape);
         let mut out = zeros(g.weights_len());
         B::with_f32(grad_out, |grad, _| {
             backward::binary_conv2d_weight_grad(
                 grad,
                 saved_bits(input_signs),
-                pad_mode(geometry.padding_mode),
+                geometry.padding_mode,
                 saved_bits(weight_blocked),
                 &g,
                 &mut out,
@@ -513,7 +513,7 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
         bits: quant::Bits,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(input_shape, geometry);
+        let g = geometry.call(input_shape);
         let mut out = zeros(g.input_len());
         B::with_f32(grad_out, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
@@ -538,14 +538,14 @@ impl<B: HostFloat> QnnBackend for B {
         geometry: &ConvGeometry,
         bits: quant::Bits,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(input_shape, geometry);
+        let g = geometry.call(input_shape);
         let mut out = zeros(g.weights_len());
         B::with_f32(grad_out, |grad, _| {
             let grad = QuantizedGrad::quantize(grad, bits.get());
             quantized_backward::binary_conv2d_weight_grad(
                 &grad,
                 saved_bits(input_signs),
-                pad_mode(geometry.padding_mode),
+                geometry.padding_mode,
                 saved_bits(weight_blocked),
                 &g,
                 &mut out,
@@ -628,7 +628,7 @@ impl<B: HostFloat> QnnBackend for B {
         weight: Tensor<Self, 4>,
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(x.dims(), geometry);
+        let g = geometry.call(x.dims());
         let [oh, ow] = g
             .output_size()
             .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
@@ -646,7 +646,7 @@ impl<B: HostFloat> QnnBackend for B {
         weight_blocked: &HostPacked,
         geometry: &ConvGeometry,
     ) -> Tensor<Self, 4> {
-        let g = kernel_geometry(x.dims(), geometry);
+        let g = geometry.call(x.dims());
         let mut out = zeros(g.weights_len());
         let codes = B::with_f32(x, |x, _| bit_plane::pixel_codes(x));
         B::with_f32(grad_out, |grad, _| {
@@ -805,35 +805,6 @@ fn saved_bits(packed: &HostPacked) -> Bits<'_> {
         packed.encoding()
     );
     Bits::new(packed.words(), shape[1])
-}
-
-/// The kernel's geometry of a convolution of an input of `input_shape` `[N, C_in, H, W]`.
-fn kernel_geometry(input_shape: [usize; 4], geometry: &ConvGeometry) -> conv::ConvGeometry {
-    let [n, c, h, w] = input_shape;
-    let [c_in, c_out] = geometry.channels;
-    assert_eq!(
-        c, c_in,
-        "binary conv2d: input has {c} channels, the convolution expects {c_in}"
-    );
-    conv::ConvGeometry {
-        batch: n,
-        in_channels: c,
-        height: h,
-        width: w,
-        out_channels: c_out,
-        kernel: geometry.kernel,
-        stride: geometry.stride,
-        padding: geometry.padding,
-        dilation: geometry.dilation,
-    }
-}
-
-/// The kernels' name for a padding mode.
-fn pad_mode(mode: PaddingMode) -> conv::PadMode {
-    match mode {
-        PaddingMode::Zero => conv::PadMode::Zero,
-        PaddingMode::PlusOne => conv::PadMode::PlusOne,
-    }
 }
 
 /// [`code_matmul::code_matmul`] of `a` and `b` with the output's shape `[m, n]`, where the

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::{
     amx_bf16::{self, AmxBf16},
-    conv::{ConvGeometry, PadMode},
+    conv::{ConvCall, PaddingMode},
     float_gemm::{MatMut, MatRef, gemm},
     im2col::{self, BLOCK_VALUES, Shapes, scatter_taps, weight_grad_sum},
     pack,
@@ -270,7 +270,7 @@ unsafe fn expand_word_i8_avx512(word: u64, out: &mut [i8]) {
 
 /// Panics unless the geometry is possible and an output gradient of `grad_len` values has its
 /// output's length.
-pub(super) fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_len: usize) {
+pub(super) fn check_conv(what: &str, g: &ConvCall, s: &Shapes, grad_len: usize) {
     g.validate()
         .unwrap_or_else(|e| panic!("binary conv2d {what}: {e}"));
     assert_eq!(
@@ -284,14 +284,14 @@ pub(super) fn check_conv(what: &str, g: &ConvGeometry, s: &Shapes, grad_len: usi
 /// For stride 1 and a padding no wider than the dilated kernel's reach, the geometry of the
 /// convolution that gives the input gradient: over the output gradient `[N, C_out, H_out,
 /// W_out]`, padded by `d·(k − 1) − p`, to `[N, C_in, H, W]`; `None` for other geometries.
-pub(super) fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+pub(super) fn transposed_geometry(g: &ConvCall) -> Option<ConvCall> {
     let [oh, ow] = g.output_size().ok()?;
     let reach = |axis: usize| g.dilation[axis] * (g.kernel[axis] - 1);
     let padding = [
         reach(0).checked_sub(g.padding[0])?,
         reach(1).checked_sub(g.padding[1])?,
     ];
-    (g.stride == [1, 1]).then_some(ConvGeometry {
+    (g.stride == [1, 1]).then_some(ConvCall {
         batch: g.batch,
         in_channels: g.out_channels,
         height: oh,
@@ -305,7 +305,7 @@ pub(super) fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
 }
 
 /// `weights` `[C_out, C_in, k_h, k_w]` as `[C_in, C_out, k_h, k_w]`, each kernel turned by 180°.
-fn flipped_transposed(weights: &[f32], g: &ConvGeometry) -> Vec<f32> {
+fn flipped_transposed(weights: &[f32], g: &ConvCall) -> Vec<f32> {
     let (c_in, c_out, [kh, kw]) = (g.in_channels, g.out_channels, g.kernel);
     let mut flipped = vec![0f32; weights.len()];
     for co in 0..c_out {
@@ -333,7 +333,7 @@ pub fn binary_conv2d_input_grad(
     grad_out: &[f32],
     weight_signs: Bits<'_>,
     input_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let amx = AmxBf16::active();
@@ -347,7 +347,7 @@ fn input_grad_on(
     grad_out: &[f32],
     weight_signs: Bits<'_>,
     input_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
@@ -432,9 +432,9 @@ fn input_grad_on(
 pub fn binary_conv2d_weight_grad(
     grad_out: &[f32],
     input_signs: Bits<'_>,
-    pad: PadMode,
+    pad: PaddingMode,
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let amx = AmxBf16::active();
@@ -447,9 +447,9 @@ fn weight_grad_on(
     amx: Option<AmxBf16>,
     grad_out: &[f32],
     input_signs: Bits<'_>,
-    pad: PadMode,
+    pad: PaddingMode,
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
@@ -475,8 +475,8 @@ fn weight_grad_on(
         return;
     }
     let pad = match pad {
-        PadMode::Zero => 0.0,
-        PadMode::PlusOne => 1.0,
+        PaddingMode::Zero => 0.0,
+        PaddingMode::PlusOne => 1.0,
     };
     weight_grad_sum(grad_out, input_signs, pad, g, out);
     weight_blocked.cut(0, out);
@@ -710,7 +710,7 @@ mod tests {
     /// The gradients from their definition, in f64, with `Σ|terms|` of each element.
     #[allow(clippy::type_complexity)]
     fn reference(
-        g: &ConvGeometry,
+        g: &ConvCall,
         pad: f32,
         x: &[f32],
         w: &[f32],
@@ -799,7 +799,7 @@ mod tests {
         for (case, (batch, c, h, w, o, kernel, stride, padding, dilation)) in
             geometries.into_iter().enumerate()
         {
-            let g = ConvGeometry {
+            let g = ConvCall {
                 batch,
                 in_channels: c,
                 height: h,
@@ -816,7 +816,7 @@ mod tests {
             let dy = values(batch * o * oh * ow, 200 + case as u64);
             let (x_signs, x_band) = packed(&x);
             let (w_signs, w_band) = packed(&wt);
-            for (pad_mode, pad) in [(PadMode::Zero, 0.0), (PadMode::PlusOne, 1.0)] {
+            for (pad_mode, pad) in [(PaddingMode::Zero, 0.0), (PaddingMode::PlusOne, 1.0)] {
                 let ((dx, dx_terms), (dw, dw_terms)) = reference(&g, pad, &x, &wt, &dy);
                 for amx in std::iter::once(None).chain(AmxBf16::if_available().map(Some)) {
                     let path = if amx.is_some() { "AMX" } else { "f32" };

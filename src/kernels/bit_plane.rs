@@ -12,14 +12,14 @@ use rayon::prelude::*;
 use super::{
     amx_bf16::{self, AmxBf16},
     backward::Bits,
-    conv::ConvGeometry,
+    conv::ConvCall,
     im2col,
 };
 use crate::nn::HALF_RANGE;
 
 /// `M` `[C_out, H_out, W_out]`: for each output position, the sum of the weight signs
 /// (`weight_signs`, `[C_out, C_in, k_h, k_w]` as ±1) over the taps that read inside the image.
-fn inside_sums(weight_signs: &[f32], g: &ConvGeometry, [oh, ow]: [usize; 2]) -> Vec<f32> {
+fn inside_sums(weight_signs: &[f32], g: &ConvCall, [oh, ow]: [usize; 2]) -> Vec<f32> {
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
     let mut sums = vec![0f32; g.out_channels * oh * ow];
@@ -77,9 +77,9 @@ pub fn pixel_codes(values: &[f32]) -> Vec<f32> {
 /// with zero padding, written to `out`.
 ///
 /// ```
-/// use burn_qnn::kernels::{bit_plane::bit_plane_conv2d_forward, conv::ConvGeometry};
+/// use burn_qnn::kernels::{bit_plane::bit_plane_conv2d_forward, conv::ConvCall};
 ///
-/// let g = ConvGeometry {
+/// let g = ConvCall {
 ///     batch: 1, in_channels: 1, height: 1, width: 2, out_channels: 1,
 ///     kernel: [1, 3], stride: [1, 1], padding: [0, 1], dilation: [1, 1],
 /// };
@@ -94,7 +94,7 @@ pub fn pixel_codes(values: &[f32]) -> Vec<f32> {
 pub fn bit_plane_conv2d_forward(
     codes: &[f32],
     weight_signs: &[f32],
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let on_tiles = AmxBf16::active().is_some_and(|proof| {
@@ -128,7 +128,7 @@ pub fn bit_plane_conv2d_weight_grad(
     grad_out: &[f32],
     codes: &[f32],
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     assert_eq!(

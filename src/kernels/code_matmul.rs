@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeometry;
+use super::conv::ConvCall;
 use super::float_gemm::{MatMut, MatRef, gemm};
 use crate::ops::{Encoding, HostPacked};
 use crate::quant::CodeGrid;
@@ -253,13 +253,13 @@ fn product_of_codes(
 /// to check.
 ///
 /// # Panics
-/// If the geometry is impossible ([`ConvGeometry::output_size`]) or a length does not fit it.
+/// If the geometry is impossible ([`ConvCall::output_size`]) or a length does not fit it.
 pub fn code_conv2d(
     x: &[f32],
     x_grid: CodeGrid,
     w: &[f32],
     w_grid: CodeGrid,
-    shape: &ConvGeometry,
+    shape: &ConvCall,
 ) -> Vec<f32> {
     let [h_out, w_out] = shape
         .output_size()
@@ -404,7 +404,7 @@ mod tests {
     fn convolution_equals_the_direct_sum() {
         let x_grid = CodeGrid::of(Quantizer::Unsigned(Bits::TWO)).unwrap();
         let w_grid = CodeGrid::of(Quantizer::Signed(Bits::new(3).unwrap())).unwrap();
-        let shape = ConvGeometry {
+        let shape = ConvCall {
             batch: 2,
             in_channels: 3,
             height: 7,

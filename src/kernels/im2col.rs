@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::{
     backward::Bits,
-    conv::ConvGeometry,
+    conv::ConvCall,
     float_gemm::{MatMut, MatRef, gemm},
 };
 
@@ -87,7 +87,7 @@ pub(super) struct Shapes {
 }
 
 impl Shapes {
-    pub(super) fn of(g: &ConvGeometry) -> Self {
+    pub(super) fn of(g: &ConvCall) -> Self {
         let [oh, ow] = g.output_size().unwrap_or_else(|e| panic!("conv2d: {e}"));
         let taps = g.in_channels * g.kernel[0] * g.kernel[1];
         let positions = oh * ow;
@@ -112,7 +112,7 @@ impl Shapes {
 /// The output columns `ox` whose input column `ix = ox·s_w + kx·d_w − p_w` lies inside the
 /// image (the others read padding).
 #[inline(always)]
-fn inside_columns(g: &ConvGeometry, s: &Shapes, kx: usize) -> std::ops::Range<usize> {
+fn inside_columns(g: &ConvCall, s: &Shapes, kx: usize) -> std::ops::Range<usize> {
     let offset = kx * g.dilation[1];
     let (stride, pad) = (g.stride[1], g.padding[1]);
     // ix = ox·stride + offset − pad must lie in [0, w).
@@ -131,7 +131,7 @@ fn inside_columns(g: &ConvGeometry, s: &Shapes, kx: usize) -> std::ops::Range<us
 
 /// The input row read by output row `oy` through tap row `ky`, if inside the image.
 #[inline(always)]
-fn input_row(g: &ConvGeometry, s: &Shapes, oy: usize, ky: usize) -> Option<usize> {
+fn input_row(g: &ConvCall, s: &Shapes, oy: usize, ky: usize) -> Option<usize> {
     (oy * g.stride[0] + ky * g.dilation[0])
         .checked_sub(g.padding[0])
         .filter(|&iy| iy < s.h)
@@ -141,7 +141,7 @@ fn input_row(g: &ConvGeometry, s: &Shapes, oy: usize, ky: usize) -> Option<usize
 /// each tap reads at each output position, `pad` where it reads padding) into `rows`.
 pub(super) fn expand_taps<T: Copy>(
     x: impl TapSource<T>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     s: &Shapes,
     n: usize,
     tap0: usize,
@@ -175,7 +175,7 @@ pub(super) fn expand_taps<T: Copy>(
 /// Adds im2col rows `tap0 ..` of an input gradient (`rows`, `positions` values each) into the
 /// image's gradient `dx` `[C_in, H, W]` (col2im); taps on padding are dropped.
 pub(super) fn scatter_taps<T: Copy + std::ops::AddAssign>(
-    g: &ConvGeometry,
+    g: &ConvCall,
     s: &Shapes,
     tap0: usize,
     rows: &[T],
@@ -213,7 +213,7 @@ pub(super) fn weight_grad_sum(
     grad_out: &[f32],
     source: impl TapSource<f32>,
     pad: f32,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
@@ -259,7 +259,7 @@ pub(super) fn weight_grad_sum(
 }
 
 /// Panics unless the geometry is possible and the lengths match it.
-fn check_float_conv(what: &str, g: &ConvGeometry, input: usize, weights: usize, output: usize) {
+fn check_float_conv(what: &str, g: &ConvCall, input: usize, weights: usize, output: usize) {
     g.validate().unwrap_or_else(|e| panic!("{what}: {e}"));
     let [oh, ow] = g.output_size().expect("validated");
     assert_eq!(
@@ -284,9 +284,9 @@ fn check_float_conv(what: &str, g: &ConvGeometry, input: usize, weights: usize, 
 /// zero padding, written to `out` `[N, C_out, H_out, W_out]`. Images run in parallel.
 ///
 /// ```
-/// use burn_qnn::kernels::{conv::ConvGeometry, im2col::conv2d_forward};
+/// use burn_qnn::kernels::{conv::ConvCall, im2col::conv2d_forward};
 ///
-/// let g = ConvGeometry {
+/// let g = ConvCall {
 ///     batch: 1, in_channels: 1, height: 2, width: 2, out_channels: 1,
 ///     kernel: [2, 2], stride: [1, 1], padding: [0, 0], dilation: [1, 1],
 /// };
@@ -297,7 +297,7 @@ fn check_float_conv(what: &str, g: &ConvGeometry, input: usize, weights: usize, 
 ///
 /// # Panics
 /// If the geometry is impossible or a length does not match it.
-pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvCall, out: &mut [f32]) {
     check_float_conv("conv2d", g, input.len(), weights.len(), out.len());
     let s = Shapes::of(g);
     let image_out = s.c_out * s.positions;
@@ -339,7 +339,7 @@ pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvGeometry, out: &mu
 ///
 /// # Panics
 /// If the geometry is impossible or a length does not match it.
-pub fn conv2d_weight_grad(grad_out: &[f32], input: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+pub fn conv2d_weight_grad(grad_out: &[f32], input: &[f32], g: &ConvCall, out: &mut [f32]) {
     check_float_conv(
         "conv2d weight gradient",
         g,
@@ -377,7 +377,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let g = ConvGeometry {
+            let g = ConvCall {
                 batch,
                 in_channels: c,
                 height: h,

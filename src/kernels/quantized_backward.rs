@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::{
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
-    conv::{ConvGeometry, PadMode},
+    conv::{ConvCall, PaddingMode},
     im2col::{Shapes, expand_taps, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
 };
@@ -141,9 +141,9 @@ fn transpose_i8(values: &[i8], rows: usize, cols: usize) -> Vec<i8> {
 pub fn binary_conv2d_weight_grad(
     grad: &QuantizedGrad,
     input_signs: Bits<'_>,
-    pad: PadMode,
+    pad: PaddingMode,
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     weight_grad_with(
@@ -161,9 +161,9 @@ fn weight_grad_with(
     isa: CheckedInt8,
     grad: &QuantizedGrad,
     input_signs: Bits<'_>,
-    pad: PadMode,
+    pad: PaddingMode,
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
@@ -185,8 +185,8 @@ fn weight_grad_with(
     );
     check_exact("conv2d weight gradient", g.batch * s.positions);
     let pad: i8 = match pad {
-        PadMode::Zero => 0,
-        PadMode::PlusOne => 1,
+        PaddingMode::Zero => 0,
+        PaddingMode::PlusOne => 1,
     };
     let block = (BLOCK_BYTES / s.positions.max(1)).clamp(1, s.taps.max(1));
     let groups = rayon::current_num_threads().min(g.batch).max(1);
@@ -239,7 +239,7 @@ pub fn binary_conv2d_input_grad(
     grad: &QuantizedGrad,
     weight_signs: Bits<'_>,
     input_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     input_grad_with(
@@ -257,7 +257,7 @@ fn input_grad_with(
     grad: &QuantizedGrad,
     weight_signs: Bits<'_>,
     input_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) {
     let s = Shapes::of(g);
@@ -334,8 +334,8 @@ fn input_grad_stride_one(
     isa: CheckedInt8,
     grad: &QuantizedGrad,
     weights: &[i8],
-    g: &ConvGeometry,
-    transposed: &ConvGeometry,
+    g: &ConvCall,
+    transposed: &ConvCall,
     s: &Shapes,
     sums: &mut [i32],
 ) {

@@ -47,16 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::{Encoding, HostPacked, Packed, PackedError};
 use crate::{QnnBackend, kernels::WORD_BITS, quant};
 
-/// What out-of-image taps of a binary convolution hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum PaddingMode {
-    /// Zero, as the paper's float convolution: padded taps contribute nothing (exact in the
-    /// packed kernel through a correction term).
-    #[default]
-    Zero,
-    /// +1: padded taps count as +1 values (no correction; Larq Compute Engine's "one padding").
-    PlusOne,
-}
+pub use crate::kernels::conv::PaddingMode;
 
 /// The shape of a 2-D convolution: channels, kernel, stride, symmetric padding, dilation and
 /// the padding mode.
@@ -132,6 +123,31 @@ impl ConvGeometry {
     pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
         self.padding_mode = padding_mode;
         self
+    }
+
+    /// The kernels' description of one call of this convolution on an input of shape
+    /// `[N, C_in, H, W]`.
+    ///
+    /// # Panics
+    /// If the input does not have `C_in` channels.
+    pub fn call(&self, input_shape: [usize; 4]) -> crate::kernels::conv::ConvCall {
+        let [n, c, h, w] = input_shape;
+        let [c_in, c_out] = self.channels;
+        assert_eq!(
+            c, c_in,
+            "binary conv2d: input has {c} channels, the convolution expects {c_in}"
+        );
+        crate::kernels::conv::ConvCall {
+            batch: n,
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels: c_out,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        }
     }
 
     /// Burn's convolution options of this geometry (groups 1).

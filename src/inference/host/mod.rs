@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     kernels::{
-        conv::{self as kernel, ConvInput, PackedActivations, PadMode, SignThresholds},
+        conv::{self as kernel, ConvInput, PackedActivations, PaddingMode, SignThresholds},
         float_gemm::{self, MatMut, MatRef},
         pack, words_per_row, xnor,
     },
@@ -380,7 +380,7 @@ fn planar_columns(rows: &[u64], d_out: usize, c: usize, h: usize, w: usize) -> (
 impl BinaryConv {
     fn forward(&self, input: &PackedActivations) -> PackedActivations {
         let [n, c, h, w] = input.shape();
-        let geometry = kernel::ConvGeometry {
+        let geometry = kernel::ConvCall {
             batch: n,
             in_channels: c,
             height: h,
@@ -395,7 +395,7 @@ impl BinaryConv {
             ConvInput::Packed(input),
             &self.weights.weights,
             &geometry,
-            PadMode::Zero,
+            PaddingMode::Zero,
             &self.thresholds,
         );
         match &self.pool {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::kernels::{
     backward::Bits,
-    conv::{ConvGeometry, PadMode},
+    conv::{ConvCall, PaddingMode},
 };
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` on AMX tiles (see
@@ -30,7 +30,7 @@ pub(crate) fn input_grad(
     grad_out: &[f32],
     weight_signs: Bits<'_>,
     input_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) -> bool {
     let Some([oh, ow]) = stride_one_output(g) else {
@@ -135,7 +135,7 @@ struct WeightGradPlan {
 const CHUNK: usize = 128;
 
 impl WeightGradPlan {
-    fn new(g: &ConvGeometry) -> Option<Self> {
+    fn new(g: &ConvCall) -> Option<Self> {
         let [oh, ow] = stride_one_output(g)?;
         let (hp, wp) = (g.height + 2 * g.padding[0], g.width + 2 * g.padding[1]);
         let q32 = ((oh - 1) * wp + ow).next_multiple_of(BLOCK);
@@ -203,17 +203,17 @@ pub(crate) fn weight_grad(
     proof: AmxBf16,
     grad_out: &[f32],
     input_signs: Bits<'_>,
-    pad: PadMode,
+    pad: PaddingMode,
     weight_blocked: Bits<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) -> bool {
     let Some(plan) = WeightGradPlan::new(g) else {
         return false;
     };
     let pad = match pad {
-        PadMode::Zero => 0,
-        PadMode::PlusOne => BF16_ONE,
+        PaddingMode::Zero => 0,
+        PaddingMode::PlusOne => BF16_ONE,
     };
     let taps = plan.offsets.len();
     let plane = plan.oh * plan.ow;

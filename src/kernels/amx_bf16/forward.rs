@@ -13,7 +13,7 @@ use super::{
     split,
 };
 use crate::kernels::{
-    conv::ConvGeometry,
+    conv::ConvCall,
     uninit::{as_slots, write_all},
 };
 
@@ -40,7 +40,7 @@ pub(crate) fn conv2d(
     read: Input,
     pad: f32,
     weight: impl Fn(usize, usize, usize) -> f32 + Sync,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [f32],
 ) -> bool {
     // SAFETY: `conv2d_into` writes only initialized values.
@@ -55,7 +55,7 @@ pub(crate) fn conv2d_into(
     read: Input,
     pad: f32,
     weight: impl Fn(usize, usize, usize) -> f32 + Sync,
-    g: &ConvGeometry,
+    g: &ConvCall,
     out: &mut [MaybeUninit<f32>],
 ) -> bool {
     let Some([oh, ow]) = stride_one_output(g) else {
@@ -152,7 +152,7 @@ mod tests {
 
     /// The convolution from its definition: `read(x)` at taps inside, `pad` outside.
     fn reference(
-        g: &ConvGeometry,
+        g: &ConvCall,
         x: &[f32],
         read: impl Fn(f32) -> f32,
         pad: f32,
@@ -205,7 +205,7 @@ mod tests {
         ];
         for (case, (batch, c, h, w, o, kernel, padding, dilation)) in shapes.into_iter().enumerate()
         {
-            let g = ConvGeometry {
+            let g = ConvCall {
                 batch,
                 in_channels: c,
                 height: h,
@@ -245,7 +245,7 @@ mod tests {
             ));
             assert_eq!(got, expected, "case {case}, codes");
         }
-        let strided = ConvGeometry {
+        let strided = ConvCall {
             batch: 1,
             in_channels: 2,
             height: 5,

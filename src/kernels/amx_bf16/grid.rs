@@ -15,7 +15,7 @@ use super::{
     split,
     tiles::{Step, TilePlan},
 };
-use crate::kernels::conv::ConvGeometry;
+use crate::kernels::conv::ConvCall;
 
 /// Rows and columns of a tile block, and channels a tile step sums.
 pub(super) const BLOCK: usize = 32;
@@ -23,7 +23,7 @@ pub(super) const BLOCK: usize = 32;
 const TILE: usize = 16 * BLOCK;
 
 /// The flattened-grid offset of each tap `(ky, kx)`, row-major: `ky·d_h·width + kx·d_w`.
-pub(super) fn tap_offsets(g: &ConvGeometry, width: usize) -> Vec<usize> {
+pub(super) fn tap_offsets(g: &ConvCall, width: usize) -> Vec<usize> {
     let [kh, kw] = g.kernel;
     (0..kh * kw)
         .map(|tap| (tap / kw) * g.dilation[0] * width + (tap % kw) * g.dilation[1])
@@ -32,7 +32,7 @@ pub(super) fn tap_offsets(g: &ConvGeometry, width: usize) -> Vec<usize> {
 
 /// The output size of `g` where the tiles take it: stride 1 and no size zero (other
 /// convolutions run on the other paths).
-pub(super) fn stride_one_output(g: &ConvGeometry) -> Option<[usize; 2]> {
+pub(super) fn stride_one_output(g: &ConvCall) -> Option<[usize; 2]> {
     let [oh, ow] = g.output_size().ok()?;
     (g.batch > 0
         && g.in_channels > 0

@@ -1,12 +1,15 @@
-//! The shape of a binary convolution: [`ConvGeometry`], its errors, and [`PadMode`].
+//! The shape of one binary convolution call: [`ConvCall`], its errors, and [`PaddingMode`].
 
 /// The largest `kh·kw·c` supported: every dot product and correction is an integer of at most
 /// this magnitude, exact in `f32`.
 pub const MAX_TAPS_BITS: usize = 1 << 24;
 
-/// The shape of a 2-D convolution; every pair is `[vertical, horizontal]`.
+/// One call of a 2-D convolution as the kernels take it: the input's batch and size with the
+/// layer's shape (a layer's shape alone is [`crate::ops::ConvGeometry`], whose
+/// [`call`](crate::ops::ConvGeometry::call) gives this); every pair is
+/// `[vertical, horizontal]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConvGeometry {
+pub struct ConvCall {
     /// Images `n`.
     pub batch: usize,
     /// Input channels `c`.
@@ -27,9 +30,9 @@ pub struct ConvGeometry {
     pub dilation: [usize; 2],
 }
 
-/// Why a [`ConvGeometry`] is impossible.
+/// Why a [`ConvCall`] is impossible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConvGeometryError {
+pub enum ConvCallError {
     /// A kernel size, stride or dilation is 0.
     #[error("conv2d: {name} must be at least 1 on both axes, got {value:?}")]
     Zero {
@@ -60,21 +63,21 @@ pub enum ConvGeometryError {
     TooLarge(&'static str),
 }
 
-impl ConvGeometry {
+impl ConvCall {
     /// The output size `[oh, ow]`: `oh = (h + 2·ph − dh·(kh − 1) − 1) / sh + 1`, likewise `ow`;
     /// an error if a kernel size, stride or dilation is 0, the dilated kernel exceeds the padded
     /// input, or the sizes overflow.
-    pub fn output_size(&self) -> Result<[usize; 2], ConvGeometryError> {
+    pub fn output_size(&self) -> Result<[usize; 2], ConvCallError> {
         for (name, value) in [
             ("kernel", self.kernel),
             ("stride", self.stride),
             ("dilation", self.dilation),
         ] {
             if value.contains(&0) {
-                return Err(ConvGeometryError::Zero { name, value });
+                return Err(ConvCallError::Zero { name, value });
             }
         }
-        let overflow = ConvGeometryError::TooLarge("size overflow");
+        let overflow = ConvCallError::TooLarge("size overflow");
         let mut out = [0; 2];
         for (axis, name) in ["rows", "columns"].into_iter().enumerate() {
             let size = [self.height, self.width][axis];
@@ -87,7 +90,7 @@ impl ConvGeometry {
                 .ok_or(overflow.clone())?
                 + 1;
             if extent > padded {
-                return Err(ConvGeometryError::KernelTooLarge {
+                return Err(ConvCallError::KernelTooLarge {
                     axis: name,
                     extent,
                     padded,
@@ -102,7 +105,7 @@ impl ConvGeometry {
             .and_then(|t| t.checked_mul(self.in_channels))
             .ok_or(overflow.clone())?;
         if taps > MAX_TAPS_BITS {
-            return Err(ConvGeometryError::TooLarge("kh·kw·c exceeds 2^24"));
+            return Err(ConvCallError::TooLarge("kh·kw·c exceeds 2^24"));
         }
         let lens = [
             [self.batch, self.in_channels, self.height, self.width],
@@ -116,8 +119,8 @@ impl ConvGeometry {
         Ok(out)
     }
 
-    /// Checks the geometry (see [`ConvGeometry::output_size`]).
-    pub fn validate(&self) -> Result<(), ConvGeometryError> {
+    /// Checks the geometry (see [`ConvCall::output_size`]).
+    pub fn validate(&self) -> Result<(), ConvCallError> {
         self.output_size().map(|_| ())
     }
 
@@ -132,24 +135,28 @@ impl ConvGeometry {
     }
 
     /// Values of the NCHW output, `n·o·oh·ow`.
-    pub fn output_len(&self) -> Result<usize, ConvGeometryError> {
+    pub fn output_len(&self) -> Result<usize, ConvCallError> {
         let [oh, ow] = self.output_size()?;
         Ok(self.batch * self.out_channels * oh * ow)
     }
 
     /// Binary multiply-accumulates of the convolution (`n·o·oh·ow·c·kh·kw`), for throughput
     /// figures.
-    pub fn macs(&self) -> Result<u64, ConvGeometryError> {
+    pub fn macs(&self) -> Result<u64, ConvCallError> {
         let taps = (self.in_channels * self.kernel[0] * self.kernel[1]) as u64;
         Ok(self.output_len()? as u64 * taps)
     }
 }
 
-/// The value of taps outside the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PadMode {
-    /// 0, as a float convolution of padded ±1 data: padded taps add nothing.
+/// What out-of-image taps of a binary convolution hold.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum PaddingMode {
+    /// Zero, as the paper's float convolution: padded taps contribute nothing (exact in the
+    /// packed kernel through a correction term).
+    #[default]
     Zero,
-    /// `+1` (as in Larq Compute Engine): padded taps add the weight's sign; cheapest.
+    /// `+1` (Larq Compute Engine's "one padding"): padded taps add the weight's sign; cheapest.
     PlusOne,
 }

@@ -19,7 +19,7 @@ pub(super) struct InputLayout {
 }
 
 impl InputLayout {
-    pub(super) fn new(g: &ConvGeometry, ow: usize) -> InputLayout {
+    pub(super) fn new(g: &ConvCall, ow: usize) -> InputLayout {
         let words = words_per_row(g.in_channels);
         let [sw, dw, kw] = [g.stride[1], g.dilation[1], g.kernel[1]];
         let padded_width = g.width + 2 * g.padding[1];
@@ -40,7 +40,7 @@ impl InputLayout {
     }
 
     /// The offset of each tap `(i, j)` (`i·kw + j`) from an output pixel's first word.
-    pub(super) fn tap_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
+    pub(super) fn tap_offsets(&self, g: &ConvCall) -> Vec<usize> {
         let [kh, kw] = g.kernel;
         let [dh, dw] = g.dilation;
         let sw = g.stride[1];
@@ -287,7 +287,7 @@ pub(super) const PACK_PAR_MIN_VALUES: usize = 1 << 16;
 pub(super) fn pack_band(
     isa: Isa,
     input: ConvInput<'_>,
-    g: &ConvGeometry,
+    g: &ConvCall,
     layout: &InputLayout,
     (image, band, bands): (usize, usize, usize),
     dst: &mut [u64],

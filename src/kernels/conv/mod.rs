@@ -6,8 +6,8 @@
 //! # Semantics
 //! With `sign(v) = +1` for `v ≥ 0` (including `−0.0` and NaN) and `−1` for `v < 0`,
 //! `out[b, o, y, x] = Σ_{c,i,j} s(b, c, y·sh + i·dh − ph, x·sw + j·dw − pw) · sign(w[o, c, i, j])`
-//! where `s` is `sign(input)` inside the image and, outside it, 0 for [`PadMode::Zero`] and `+1`
-//! for [`PadMode::PlusOne`]. Sizes follow [`ConvGeometry::output_size`].
+//! where `s` is `sign(input)` inside the image and, outside it, 0 for [`PaddingMode::Zero`] and `+1`
+//! for [`PaddingMode::PlusOne`]. Sizes follow [`ConvCall::output_size`].
 //!
 //! # Entry points
 //! - [`binary_conv2d`]: NCHW floats in, NCHW floats out ([`ConvEpilogue::Raw`] dot products or
@@ -85,8 +85,8 @@ pub use weights::*;
 pub fn binary_conv2d(
     input_nchw: &[f32],
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
@@ -106,8 +106,8 @@ pub fn binary_conv2d_with(
     isa: Isa,
     input_nchw: &[f32],
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
@@ -127,8 +127,8 @@ pub fn binary_conv2d_with(
 pub fn binary_conv2d_packed(
     input: &PackedActivations,
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
@@ -149,8 +149,8 @@ pub fn binary_conv2d_packed_with(
     isa: Isa,
     input: &PackedActivations,
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
@@ -172,8 +172,8 @@ pub fn binary_conv2d_packed_with(
 pub fn binary_conv2d_signs(
     input: ConvInput<'_>,
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     thresholds: &SignThresholds,
 ) -> PackedActivations {
     binary_conv2d_signs_with(active_isa(), input, weights, geometry, pad, thresholds)
@@ -185,8 +185,8 @@ pub fn binary_conv2d_signs_with(
     isa: Isa,
     input: ConvInput<'_>,
     weights: &PackedConvWeights,
-    geometry: &ConvGeometry,
-    pad: PadMode,
+    geometry: &ConvCall,
+    pad: PaddingMode,
     thresholds: &SignThresholds,
 ) -> PackedActivations {
     let [oh, ow] = geometry

@@ -26,13 +26,13 @@ fn values(rng: &mut StdRng, len: usize) -> Vec<f32> {
 }
 
 /// The convolution of the ±1 values, from the definition, in floats.
-fn reference(input: &[f32], weights: &[f32], g: &ConvGeometry, pad: PadMode) -> Vec<f32> {
+fn reference(input: &[f32], weights: &[f32], g: &ConvCall, pad: PaddingMode) -> Vec<f32> {
     let [oh, ow] = g.output_size().unwrap();
     let (c, h, w, o) = (g.in_channels, g.height, g.width, g.out_channels);
     let [kh, kw] = g.kernel;
     let pad_value = match pad {
-        PadMode::Zero => 0.0,
-        PadMode::PlusOne => 1.0,
+        PaddingMode::Zero => 0.0,
+        PaddingMode::PlusOne => 1.0,
     };
     let mut out = vec![0.0; g.batch * o * oh * ow];
     for b in 0..g.batch {
@@ -73,8 +73,8 @@ fn geometry(
     stride: [usize; 2],
     padding: [usize; 2],
     dilation: [usize; 2],
-) -> ConvGeometry {
-    ConvGeometry {
+) -> ConvCall {
+    ConvCall {
         batch,
         in_channels,
         height,
@@ -88,11 +88,11 @@ fn geometry(
 }
 
 /// Runs every available path and pad mode on random data and compares with the reference.
-fn check(rng: &mut StdRng, g: &ConvGeometry) {
+fn check(rng: &mut StdRng, g: &ConvCall) {
     let input = values(rng, g.input_len());
     let raw = values(rng, g.weights_len());
     let weights = PackedConvWeights::new(&raw, g.out_channels, g.in_channels, g.kernel);
-    for pad in [PadMode::Zero, PadMode::PlusOne] {
+    for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
         let expected = reference(&input, &raw, g, pad);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; g.output_len().unwrap()];
@@ -275,7 +275,7 @@ fn sign_epilogue_matches_reference() {
         let b: Vec<f32> = (0..o).map(|_| rng.random_range(-20.0..20.0)).collect();
         let th = SignThresholds::from_affine(&a, &b, weights.max_dot());
         let plane = g.output_len().unwrap() / (g.batch * o);
-        for pad in [PadMode::Zero, PadMode::PlusOne] {
+        for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
             let dots = reference(&input, &raw, &g, pad);
             let expected: Vec<f32> = dots
                 .iter()
@@ -314,7 +314,7 @@ fn weights_reused_across_geometries() {
         for &(dims, stride, padding, dilation) in &shapes {
             let g = geometry(dims, kernel, stride, padding, dilation);
             let input = values(&mut rng, g.input_len());
-            for pad in [PadMode::Zero, PadMode::PlusOne] {
+            for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
                 let mut out = vec![f32::NAN; g.output_len().unwrap()];
                 binary_conv2d(&input, &weights, &g, pad, ConvEpilogue::Raw, &mut out);
                 assert_eq!(out, reference(&input, &raw, &g, pad), "{pad:?} {g:?}");
@@ -329,11 +329,11 @@ fn weights_reused_across_geometries() {
         &input,
         &clone,
         &g,
-        PadMode::Zero,
+        PaddingMode::Zero,
         ConvEpilogue::Raw,
         &mut out,
     );
-    assert_eq!(out, reference(&input, &raw, &g, PadMode::Zero));
+    assert_eq!(out, reference(&input, &raw, &g, PaddingMode::Zero));
 }
 
 #[test]
@@ -350,27 +350,27 @@ fn output_size_follows_the_formula() {
 #[test]
 fn impossible_geometries_are_reported() {
     let base = geometry([1, 3, 5, 5, 4], [3, 3], [1, 1], [0, 0], [1, 1]);
-    let zero_stride = ConvGeometry {
+    let zero_stride = ConvCall {
         stride: [1, 0],
         ..base
     };
     assert!(matches!(
         zero_stride.output_size(),
-        Err(ConvGeometryError::Zero { name: "stride", .. })
+        Err(ConvCallError::Zero { name: "stride", .. })
     ));
-    let zero_kernel = ConvGeometry {
+    let zero_kernel = ConvCall {
         kernel: [0, 3],
         ..base
     };
     assert!(zero_kernel.validate().is_err());
-    let too_big = ConvGeometry {
+    let too_big = ConvCall {
         dilation: [3, 1],
         ..base
     };
     let err = too_big.output_size().unwrap_err();
     assert!(matches!(
         err,
-        ConvGeometryError::KernelTooLarge {
+        ConvCallError::KernelTooLarge {
             axis: "rows",
             extent: 7,
             padded: 5,
@@ -378,14 +378,11 @@ fn impossible_geometries_are_reported() {
         }
     ));
     assert!(err.to_string().contains("spans 7 rows"), "{err}");
-    let huge = ConvGeometry {
+    let huge = ConvCall {
         in_channels: 1 << 22,
         ..base
     };
-    assert!(matches!(
-        huge.validate(),
-        Err(ConvGeometryError::TooLarge(_))
-    ));
+    assert!(matches!(huge.validate(), Err(ConvCallError::TooLarge(_))));
 }
 
 #[test]
@@ -397,7 +394,7 @@ fn conv_panics_on_impossible_geometry() {
         &[0.0; 12],
         &weights,
         &g,
-        PadMode::Zero,
+        PaddingMode::Zero,
         ConvEpilogue::Raw,
         &mut [],
     );
@@ -413,7 +410,7 @@ fn conv_panics_on_mismatched_weights() {
         &[0.0; 48],
         &weights,
         &g,
-        PadMode::Zero,
+        PaddingMode::Zero,
         ConvEpilogue::Raw,
         &mut out,
     );
@@ -425,7 +422,15 @@ fn empty_shapes() {
     for isa in Isa::available() {
         let g = geometry([0, 3, 4, 4, 5], [3, 3], [1, 1], [1, 1], [1, 1]);
         let w = PackedConvWeights::new(&values(&mut rng, 5 * 3 * 9), 5, 3, [3, 3]);
-        binary_conv2d_with(isa, &[], &w, &g, PadMode::Zero, ConvEpilogue::Raw, &mut []);
+        binary_conv2d_with(
+            isa,
+            &[],
+            &w,
+            &g,
+            PaddingMode::Zero,
+            ConvEpilogue::Raw,
+            &mut [],
+        );
         let g = geometry([2, 3, 4, 4, 0], [3, 3], [1, 1], [1, 1], [1, 1]);
         let w = PackedConvWeights::new(&[], 0, 3, [3, 3]);
         let input = values(&mut rng, g.input_len());
@@ -434,7 +439,7 @@ fn empty_shapes() {
             &input,
             &w,
             &g,
-            PadMode::Zero,
+            PaddingMode::Zero,
             ConvEpilogue::Raw,
             &mut [],
         );
@@ -612,7 +617,7 @@ fn packed_input_and_sign_output_match_the_float_path() {
         let packed =
             PackedActivations::from_nchw(&input, g.batch, g.in_channels, g.height, g.width);
         let [oh, ow] = g.output_size().unwrap();
-        for pad in [PadMode::Zero, PadMode::PlusOne] {
+        for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
             let expected = reference(&input, &raw, &g, pad);
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
@@ -652,7 +657,7 @@ fn chained_binary_layers() {
     let w2 = PackedConvWeights::new(&raw2, 9, 70, [3, 3]);
     let th = SignThresholds::from_affine(&[1.0; 70], &[0.0; 70], w1.max_dot());
     // Floats: conv, sign, 2×2 max, conv.
-    let dots = reference(&input, &raw1, &g1, PadMode::Zero);
+    let dots = reference(&input, &raw1, &g1, PaddingMode::Zero);
     let mut pooled = vec![0.0; 2 * 70 * 25];
     for (i, p) in pooled.iter_mut().enumerate() {
         let (bc, y, x) = (i / 25, i / 5 % 5, i % 5);
@@ -662,12 +667,12 @@ fn chained_binary_layers() {
             .max(at(2 * y + 1, 2 * x))
             .max(at(2 * y + 1, 2 * x + 1));
     }
-    let expected = reference(&pooled, &raw2, &g2, PadMode::Zero);
+    let expected = reference(&pooled, &raw2, &g2, PaddingMode::Zero);
     // Bits.
-    let a = binary_conv2d_signs(ConvInput::Nchw(&input), &w1, &g1, PadMode::Zero, &th);
+    let a = binary_conv2d_signs(ConvInput::Nchw(&input), &w1, &g1, PaddingMode::Zero, &th);
     let a = a.max_pool2x2();
     let mut out = vec![0.0; expected.len()];
-    binary_conv2d_packed(&a, &w2, &g2, PadMode::Zero, ConvEpilogue::Raw, &mut out);
+    binary_conv2d_packed(&a, &w2, &g2, PaddingMode::Zero, ConvEpilogue::Raw, &mut out);
     assert_eq!(out, expected);
 }
 
@@ -682,7 +687,7 @@ fn packed_input_must_match_the_geometry() {
         &packed,
         &weights,
         &g,
-        PadMode::Zero,
+        PaddingMode::Zero,
         ConvEpilogue::Raw,
         &mut out,
     );
@@ -698,7 +703,7 @@ fn concurrent_and_nested_calls() {
     let input = values(&mut rng, g.input_len());
     let raw = values(&mut rng, g.weights_len());
     let weights = PackedConvWeights::new(&raw, 24, 64, [3, 3]);
-    let expected = reference(&input, &raw, &g, PadMode::Zero);
+    let expected = reference(&input, &raw, &g, PaddingMode::Zero);
     let results: Vec<Vec<f32>> = (0..8)
         .into_par_iter()
         .map(|_| {
@@ -707,7 +712,7 @@ fn concurrent_and_nested_calls() {
                 &input,
                 &weights,
                 &g,
-                PadMode::Zero,
+                PaddingMode::Zero,
                 ConvEpilogue::Raw,
                 &mut out,
             );

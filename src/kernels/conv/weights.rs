@@ -9,7 +9,7 @@ pub(super) struct BaseKey {
     stride: [usize; 2],
     padding: [usize; 2],
     dilation: [usize; 2],
-    pad: PadMode,
+    pad: PaddingMode,
 }
 
 /// `K_eff − correction` for every output channel, output column and class of output rows.
@@ -169,7 +169,7 @@ impl PackedConvWeights {
     }
 
     /// Panics unless the geometry has these weights' channels and kernel.
-    pub(super) fn check_geometry(&self, g: &ConvGeometry) {
+    pub(super) fn check_geometry(&self, g: &ConvCall) {
         assert!(
             g.in_channels == self.in_channels
                 && g.out_channels == self.out_channels
@@ -187,9 +187,9 @@ impl PackedConvWeights {
     /// The base table of a (validated) geometry, from the cache or computed and cached.
     pub(super) fn base_table(
         &self,
-        g: &ConvGeometry,
+        g: &ConvCall,
         out_size: [usize; 2],
-        pad: PadMode,
+        pad: PaddingMode,
     ) -> Arc<BaseTable> {
         let key = BaseKey {
             size: [g.height, g.width],
@@ -218,13 +218,13 @@ impl PackedConvWeights {
     /// `Σ_{(i, j) padded} tap_sums[o, i, j]`.
     fn compute_base_table(
         &self,
-        g: &ConvGeometry,
+        g: &ConvCall,
         [oh, ow]: [usize; 2],
-        pad: PadMode,
+        pad: PaddingMode,
     ) -> BaseTable {
         let o = self.out_channels;
         let k_eff = self.max_dot() as f32;
-        if pad == PadMode::PlusOne {
+        if pad == PaddingMode::PlusOne {
             return BaseTable {
                 row_class: vec![0; oh],
                 values: vec![k_eff; o * ow],

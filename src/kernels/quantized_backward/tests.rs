@@ -55,8 +55,8 @@ fn expected(grad: &QuantizedGrad, sums: &[i64], blocked: &[u64]) -> Vec<f32> {
         .collect()
 }
 
-fn geometries() -> Vec<(ConvGeometry, PadMode)> {
-    let g = |batch, c_in, h, w, c_out, kernel, stride, padding, dilation| ConvGeometry {
+fn geometries() -> Vec<(ConvCall, PaddingMode)> {
+    let g = |batch, c_in, h, w, c_out, kernel, stride, padding, dilation| ConvCall {
         batch,
         in_channels: c_in,
         height: h,
@@ -70,29 +70,29 @@ fn geometries() -> Vec<(ConvGeometry, PadMode)> {
     vec![
         (
             g(2, 3, 7, 9, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
-            PadMode::Zero,
+            PaddingMode::Zero,
         ),
         (
             g(1, 33, 8, 8, 65, [3, 3], [1, 1], [1, 1], [1, 1]),
-            PadMode::PlusOne,
+            PaddingMode::PlusOne,
         ),
         (
             g(3, 5, 9, 6, 7, [3, 2], [2, 2], [1, 0], [1, 1]),
-            PadMode::Zero,
+            PaddingMode::Zero,
         ),
         (
             g(2, 4, 11, 10, 3, [3, 3], [2, 1], [2, 2], [2, 1]),
-            PadMode::PlusOne,
+            PaddingMode::PlusOne,
         ),
         (
             g(1, 70, 5, 5, 17, [1, 1], [1, 1], [0, 0], [1, 1]),
-            PadMode::Zero,
+            PaddingMode::Zero,
         ),
     ]
 }
 
 /// The input value tap `(ky, kx)` of output `(oy, ox)` reads, or `None` on padding.
-fn read(g: &ConvGeometry, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+fn read(g: &ConvCall, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
     let iy = (oy * g.stride[0] + ky * g.dilation[0]).checked_sub(g.padding[0])?;
     let ix = (ox * g.stride[1] + kx * g.dilation[1]).checked_sub(g.padding[1])?;
     (iy < g.height && ix < g.width).then_some((iy, ix))
@@ -128,7 +128,7 @@ fn conv_weight_gradient_is_the_exact_integer_sum() {
                                             ((n * g.in_channels + ci) * g.height + iy) * g.width
                                                 + ix,
                                         ),
-                                        None if pad == PadMode::PlusOne => 1,
+                                        None if pad == PaddingMode::PlusOne => 1,
                                         None => 0,
                                     };
                                     sums[((co * g.in_channels + ci) * kh + ky) * kw + kx] += c * v;
