@@ -67,8 +67,8 @@ pub struct PackedNet<B: QnnBackend> {
     convs: Vec<ConvStage<B>>,
     dense: Vec<DenseStage<B>>,
     /// The network on the CPU kernels with bit activations, where the backend computes on the
-    /// host in f32.
-    host: Option<Arc<host::HostNet>>,
+    /// host in f32, or why not.
+    host: Result<Arc<host::HostNet>, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,10 +343,11 @@ impl<B: QnnBackend> PackedNet<B> {
                 bit_plane_sums,
             });
         }
-        let host = B::qnn_computes_on_host()
-            .then(|| host::HostNet::new(&record))
-            .flatten()
-            .map(Arc::new);
+        let host = if B::qnn_computes_on_host() {
+            host::HostNet::new(&record).map(Arc::new)
+        } else {
+            Err("the backend does not compute on the host in f32".to_owned())
+        };
         Ok(Self {
             record,
             convs,
@@ -360,7 +361,25 @@ impl<B: QnnBackend> PackedNet<B> {
     /// elements, for the layouts of [`crate::models`]); otherwise it runs on the backend's
     /// tensor operations. Both give the same values.
     pub fn runs_on_cpu_kernels(&self) -> bool {
-        self.host.is_some()
+        self.host.is_ok()
+    }
+
+    /// Why [`PackedNet::forward`] does not run on the CPU kernels, where it does not (the
+    /// backend, or a layer the kernels do not take); `None` where it does.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn_qnn::inference::PackedNet;
+    /// use burn_qnn::models::NetConfig;
+    ///
+    /// let net = NetConfig::mnist_mlp().with_width(1.0 / 64.0).init::<NdArray>(&Default::default());
+    /// let packed = PackedNet::from_net(&net)?;
+    /// assert_eq!(packed.cpu_kernels_unavailable(), None);
+    /// assert!(packed.runs_on_cpu_kernels());
+    /// # Ok::<(), burn_qnn::inference::PackedNetError>(())
+    /// ```
+    pub fn cpu_kernels_unavailable(&self) -> Option<&str> {
+        self.host.as_ref().err().map(String::as_str)
     }
 
     /// The record (for any Burn recorder).
@@ -375,7 +394,7 @@ impl<B: QnnBackend> PackedNet<B> {
 
     /// Class scores `[N, classes]` of images `[N, C, H, W]` in `[−1, 1]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        if let Some(host) = &self.host {
+        if let Ok(host) = &self.host {
             let [n, ..] = images.dims();
             let scores = B::qnn_with_host_values(images.clone(), |values| host.forward(values, n));
             if let Some(scores) = scores.flatten() {

@@ -24,6 +24,7 @@ pub mod code_matmul;
 pub mod conv;
 mod conv_tile;
 mod engine;
+pub(crate) mod first_conv;
 pub(crate) mod float_gemm;
 pub mod im2col;
 pub mod int8;

@@ -269,6 +269,12 @@ pub fn packed_inference<B: QnnAutodiffBackend>(device: &B::Device) {
             <B::InnerBackend as QnnBackend>::qnn_computes_on_host(),
             "the CPU-kernel path takes the paper's layouts"
         );
+        assert_eq!(
+            packed.cpu_kernels_unavailable().is_none(),
+            packed.runs_on_cpu_kernels(),
+            "{:?}",
+            packed.cpu_kernels_unavailable()
+        );
     }
 }
 
@@ -324,6 +330,27 @@ fn ndarray_packed_nets_run_on_cpu_kernels() {
         let expected = values(net.forward(x.clone()));
         assert_exact("packed", &expected, &values(packed.forward(x)), &expected);
     }
+}
+
+/// Where the CPU kernels do not take a network, the packed form says why, and still gives the
+/// network's outputs on tensor operations.
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_packed_nets_say_why_they_leave_the_cpu_kernels() {
+    let _rng = crate::reference::backend_rng_lock();
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    // 16 input channels × 9 taps of 8-bit codes: the first convolution's products could leave
+    // the 16-bit lanes of its kernel.
+    let config = NetConfig::new(16, 4, vec![8], vec![12]);
+    let net = scramble_norms(config.init::<B>(&device), 5);
+    let packed = PackedNet::from_net(&net).unwrap();
+    assert!(!packed.runs_on_cpu_kernels());
+    let why = packed.cpu_kernels_unavailable().unwrap();
+    assert!(why.contains("conv 0") && why.contains("16-bit"), "{why}");
+    let x = images::<B>(2, 16, 4, &device);
+    let expected = values(net.forward(x.clone()));
+    assert_exact("packed", &expected, &values(packed.forward(x)), &expected);
 }
 
 /// Corrupt, truncated and mismatched records give errors, not panics.

@@ -14,16 +14,19 @@ use crate::{
         record::PackedLayerRecord,
         thresholds::{binarizes_positive, positive_range},
     },
-    kernels::{conv::PackedActivations, words_per_row},
+    kernels::{
+        CheckedIsa,
+        conv::{PackedActivations, classes},
+        first_conv::{LANES, pixel},
+        isa::active_isa,
+        words_per_row,
+    },
     nn::HALF_RANGE,
     ops::ConvGeometry,
 };
 
 /// The largest 8-bit code.
 const MAX_CODE: i64 = 255;
-
-/// Channels per pass of the pixel kernel: two vectors of 16 `i16` lanes, one 32-bit mask.
-const LANES: usize = 32;
 
 /// A first convolution (stride 1, no dilation), its batch norm and sign.
 #[derive(Debug)]
@@ -48,31 +51,28 @@ pub(super) struct FirstConv {
     hi: Vec<i16>,
 }
 
-/// For each output position along an axis, the index of its range of kernel taps inside the
-/// input, and how many distinct ranges there are.
+/// For each output position along an axis (stride 1, no dilation), the index of its range of
+/// kernel taps inside the input, and the ranges `first..end` (the kernels' border classes,
+/// whose tap sets are contiguous here).
 fn tap_classes(
     input: usize,
     output: usize,
     kernel: usize,
     padding: usize,
 ) -> (Vec<usize>, Vec<(usize, usize)>) {
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    let classes = (0..output)
-        .map(|y| {
-            // Taps `i` with `0 ≤ y + i − padding < input`.
-            let first = padding.saturating_sub(y);
-            let end = (input + padding).saturating_sub(y).min(kernel);
-            let range = (first, end.max(first));
-            match ranges.iter().position(|&r| r == range) {
-                Some(class) => class,
-                None => {
-                    ranges.push(range);
-                    ranges.len() - 1
-                }
-            }
+    let (class, sets) = classes(output, kernel, 1, 1, padding, input);
+    let ranges = sets
+        .iter()
+        .map(|inside| {
+            let first = inside.iter().position(|&t| t).unwrap_or(0);
+            let end = inside
+                .iter()
+                .rposition(|&t| t)
+                .map_or(first, |last| last + 1);
+            (first, end)
         })
         .collect();
-    (classes, ranges)
+    (class, ranges)
 }
 
 /// An `f32` range end as `i16`: ±∞ (and anything past the products' reach) saturate.
@@ -179,6 +179,7 @@ impl FirstConv {
             }
         }
         let cw = words_per_row(self.out_channels);
+        let isa = CheckedIsa::new(active_isa());
         let mut words = vec![0u64; n * oh * cw * ow];
         words.par_chunks_mut(cw * ow).enumerate().for_each_init(
             || {
@@ -201,6 +202,7 @@ impl FirstConv {
                     let class = self.row_class[y] * self.col_classes + self.col_class[x];
                     let ranges = class * self.padded_out..(class + 1) * self.padded_out;
                     pixel(
+                        isa,
                         taps,
                         &self.signs,
                         &self.lo[ranges.clone()],
@@ -217,134 +219,9 @@ impl FirstConv {
     }
 }
 
-/// One output pixel: `P[o] = Σ_t codes[t]·signs[t][o]`, and bit `o` of `bits` set (`−1`) where
-/// `P[o]` is outside `lo[o] ..= hi[o]`. `signs` has `codes.len()` rows of `lo.len()` (a
-/// multiple of [`LANES`]) channels.
-fn pixel(codes: &[i16], signs: &[i16], lo: &[i16], hi: &[i16], bits: &mut [u64]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        unsafe { x86::pixel_avx2(codes, signs, lo, hi, bits) };
-        return;
-    }
-    pixel_portable(codes, signs, lo, hi, bits)
-}
-
-fn pixel_portable(codes: &[i16], signs: &[i16], lo: &[i16], hi: &[i16], bits: &mut [u64]) {
-    let o = lo.len();
-    bits.fill(0);
-    let mut dots = [0i16; LANES];
-    for chunk in 0..o / LANES {
-        dots.fill(0);
-        for (&code, row) in codes.iter().zip(signs.chunks_exact(o)) {
-            for (d, &s) in dots.iter_mut().zip(&row[chunk * LANES..][..LANES]) {
-                *d += code * s;
-            }
-        }
-        for (t, &p) in dots.iter().enumerate() {
-            let ch = chunk * LANES + t;
-            let negative = p < lo[ch] || p > hi[ch];
-            bits[ch / 64] |= u64::from(negative) << (ch % 64);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::LANES;
-
-    /// [`super::pixel_portable`] in AVX2: `vpsignw` applies each weight sign to the broadcast
-    /// code, two compares find the products outside their range, and a pack and `vpmovmskb`
-    /// turn 32 lanes into 32 bits.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn pixel_avx2(
-        codes: &[i16],
-        signs: &[i16],
-        lo: &[i16],
-        hi: &[i16],
-        bits: &mut [u64],
-    ) {
-        let o = lo.len();
-        assert!(o.is_multiple_of(LANES) && signs.len() == codes.len() * o && hi.len() == o);
-        assert!(bits.len() * 64 >= o);
-        bits.fill(0);
-        for chunk in 0..o / LANES {
-            let base = chunk * LANES;
-            // SAFETY: every load and store is within the slices, by the asserts above
-            // (`base + 32 ≤ o`, rows of `o` signs).
-            unsafe {
-                let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for (t, &code) in codes.iter().enumerate() {
-                    let code = _mm256_set1_epi16(code);
-                    let row = signs.as_ptr().add(t * o + base);
-                    a = _mm256_add_epi16(
-                        a,
-                        _mm256_sign_epi16(code, _mm256_loadu_si256(row.cast())),
-                    );
-                    b = _mm256_add_epi16(
-                        b,
-                        _mm256_sign_epi16(code, _mm256_loadu_si256(row.add(16).cast())),
-                    );
-                }
-                let outside = |p: __m256i, at: usize| {
-                    let lo = _mm256_loadu_si256(lo.as_ptr().add(at).cast());
-                    let hi = _mm256_loadu_si256(hi.as_ptr().add(at).cast());
-                    _mm256_or_si256(_mm256_cmpgt_epi16(lo, p), _mm256_cmpgt_epi16(p, hi))
-                };
-                let (ma, mb) = (outside(a, base), outside(b, base + 16));
-                // Bytes in lane order 0–7 of a, 0–7 of b, 8–15 of a, 8–15 of b: reorder the
-                // 64-bit quarters to a's 16 bytes then b's.
-                let packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(ma, mb), 0b11_01_10_00);
-                let mask = _mm256_movemask_epi8(packed) as u32;
-                bits[base / 64] |= u64::from(mask) << (base % 64);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The AVX2 pixel kernel and the portable one agree with the definition, channel counts
-    /// past one pass included.
-    #[test]
-    fn pixel_kernels_match_the_definition() {
-        let mut seed = 9u64;
-        let mut next = move |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
-        for (taps, o) in [(27usize, 32usize), (9, 64), (75, 96)] {
-            let codes: Vec<i16> = (0..taps).map(|_| next(256) as i16).collect();
-            let signs: Vec<i16> = (0..taps * o)
-                .map(|_| if next(2) == 0 { -1 } else { 1 })
-                .collect();
-            let lo: Vec<i16> = (0..o).map(|_| next(4000) as i16 - 2000).collect();
-            let hi: Vec<i16> = lo
-                .iter()
-                .map(|&l| l.saturating_add(next(3000) as i16))
-                .collect();
-            let mut expected = vec![0u64; o.div_ceil(64)];
-            for ch in 0..o {
-                let p: i32 = (0..taps)
-                    .map(|t| i32::from(codes[t]) * i32::from(signs[t * o + ch]))
-                    .sum();
-                let negative = p < i32::from(lo[ch]) || p > i32::from(hi[ch]);
-                expected[ch / 64] |= u64::from(negative) << (ch % 64);
-            }
-            let mut got = vec![!0u64; expected.len()];
-            pixel_portable(&codes, &signs, &lo, &hi, &mut got);
-            assert_eq!(got, expected, "portable, {taps} taps, {o} channels");
-            let mut got = vec![!0u64; expected.len()];
-            pixel(&codes, &signs, &lo, &hi, &mut got);
-            assert_eq!(got, expected, "active, {taps} taps, {o} channels");
-        }
-    }
 
     /// Output positions along an axis group by the kernel taps that fall inside the input.
     #[test]

@@ -176,9 +176,9 @@ fn conv_rows_of(bytes: &[u8], geometry: &crate::ops::ConvGeometry) -> Option<Hos
 }
 
 impl HostNet {
-    /// The network of a record already checked by [`super::PackedNet::from_record`], or `None`
-    /// for a layout this path does not run (thresholds that are not one half-line, say).
-    pub(super) fn new(record: &PackedNetRecord) -> Option<HostNet> {
+    /// The network of a record already checked by [`super::PackedNet::from_record`], or why
+    /// this path does not run its layout.
+    pub(super) fn new(record: &PackedNetRecord) -> Result<HostNet, String> {
         let config = &record.config;
         let image = [config.in_channels, config.image_size, config.image_size];
         let mut size = [config.image_size, config.image_size];
@@ -189,15 +189,26 @@ impl HostNet {
             let geometry = super::conv_geometry(config, i);
             let [c_in, c_out] = geometry.channels;
             if geometry.stride != [1, 1] || geometry.dilation != [1, 1] || c_in != channels {
-                return None;
+                return Err(format!(
+                    "conv {i}: stride {:?}, dilation {:?} and {c_in} input channels after \
+                     {channels} (the kernels take stride 1, no dilation, matching channels)",
+                    geometry.stride, geometry.dilation
+                ));
             }
             let output = geometry.output_size(size);
             if i == 0 {
-                first = Some(FirstLayer::Conv(FirstConv::new(layer, &geometry, size)?));
+                let conv = FirstConv::new(layer, &geometry, size).ok_or_else(|| {
+                    "conv 0: its products could leave 16-bit lanes (8-bit codes over more than \
+                     128 taps), or it has no batch norm to fold"
+                        .to_owned()
+                })?;
+                first = Some(FirstLayer::Conv(conv));
             } else {
-                let weights =
-                    conv_rows_of(&layer.weights, &geometry)?.conv_weights(c_in, geometry.kernel);
-                let thresholds = sign_thresholds(&layer.output)?;
+                let weights = conv_rows_of(&layer.weights, &geometry)
+                    .ok_or_else(|| format!("conv {i}: weights that do not fit its shape"))?
+                    .conv_weights(c_in, geometry.kernel);
+                let thresholds = sign_thresholds(&layer.output)
+                    .ok_or_else(|| format!("conv {i}: no thresholds after it"))?;
                 let pool = NetConfig::pools_after(i).then(|| falling_mask(&thresholds));
                 convs.push(BinaryConv {
                     weights,
@@ -213,12 +224,17 @@ impl HostNet {
             channels = c_out;
         }
         let mut dense = Vec::new();
-        let last = record.dense.len().checked_sub(1)?;
+        let last = record
+            .dense
+            .len()
+            .checked_sub(1)
+            .ok_or("no fully connected layer")?;
         for (i, layer) in record.dense.iter().enumerate() {
             let (d_in, d_out) = super::dense_shape(config, i);
             let bias = layer.bias.clone();
             if i == 0 && record.convs.is_empty() {
-                let weights = sign_rows_of(&layer.weights, d_out, d_in)?;
+                let weights = sign_rows_of(&layer.weights, d_out, d_in)
+                    .ok_or_else(|| format!("dense {i}: weights that do not fit its shape"))?;
                 let sums = column_sums(&weights, d_out, d_in);
                 let weights = if d_in <= FLOAT_FIRST_DENSE_INPUTS {
                     FirstDenseWeights::Floats(weights.unpack())
@@ -230,18 +246,22 @@ impl HostNet {
                     d_in,
                     sums,
                     bias,
-                    norm: Norm::from_record(&layer.output)?,
+                    norm: Norm::from_record(&layer.output)
+                        .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
                     last: i == last,
                 }));
                 continue;
             }
-            let rows = sign_rows_of(&layer.weights, d_out, d_in)?;
+            let rows = sign_rows_of(&layer.weights, d_out, d_in)
+                .ok_or_else(|| format!("dense {i}: weights that do not fit its shape"))?;
             let rows = rows.words();
             let (weights, k_bits) = if i == 0 {
                 // After the convolutions: reorder the columns to the bits' layout.
                 let [h, w] = size;
                 if d_in != channels * h * w {
-                    return None;
+                    return Err(format!(
+                        "dense 0: {d_in} inputs after convolutions of {channels} × {h} × {w}"
+                    ));
                 }
                 planar_columns(rows, d_out, channels, h, w)
             } else {
@@ -252,10 +272,16 @@ impl HostNet {
                     lo: lo.clone(),
                     hi: hi.clone(),
                 },
-                norm @ OutputRecord::Norm { .. } if i == last => {
-                    DenseOutput::Scores(Norm::from_record(norm)?)
+                norm @ OutputRecord::Norm { .. } if i == last => DenseOutput::Scores(
+                    Norm::from_record(norm)
+                        .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
+                ),
+                _ => {
+                    return Err(format!(
+                        "dense {i}: thresholds after a hidden layer and a batch norm after the \
+                         last one expected"
+                    ));
                 }
-                _ => return None,
             };
             dense.push(Dense {
                 weights,
@@ -266,9 +292,9 @@ impl HostNet {
                 output,
             });
         }
-        Some(HostNet {
+        Ok(HostNet {
             image,
-            first: first?,
+            first: first.ok_or("no first layer")?,
             convs,
             dense,
         })

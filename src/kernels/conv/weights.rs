@@ -267,7 +267,7 @@ impl PackedConvWeights {
 
 /// Classes of the `out` output positions along one axis by the set of kernel taps inside the
 /// image: the class of each position, and each class's set (`set[i]`: tap `i` is inside).
-pub(super) fn classes(
+pub(crate) fn classes(
     out: usize,
     kernel: usize,
     stride: usize,
