@@ -45,7 +45,6 @@ pub use record::{FORMAT_VERSION, OutputRecord, PackedLayerRecord, PackedNetRecor
 
 use burn::{
     nn::BatchNorm,
-    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
     tensor::{
         Device, Tensor, TensorData,
         module::{conv2d, max_pool2d},
@@ -449,19 +448,7 @@ impl<B: QnnBackend> PackedNet<B> {
     /// # Errors
     /// [`PackedNetError::Recorder`] or [`PackedNetError::Io`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PackedNetError> {
-        let path = path.as_ref();
-        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-        let bytes =
-            Recorder::<B>::record(&recorder, self.record.clone(), ()).map_err(|source| {
-                PackedNetError::Recorder {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
-        crate::io::write_atomic(path, bytes).map_err(|source| PackedNetError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        pack::write_record::<B, _>(self.record.clone(), path.as_ref())
     }
 
     /// Loads a network saved by [`PackedNet::save`] (on any backend) onto `device`.
@@ -470,19 +457,7 @@ impl<B: QnnBackend> PackedNet<B> {
     /// [`PackedNetError::Io`] if the file cannot be read, [`PackedNetError::Recorder`] if it is
     /// not a packed network record, or the errors of [`PackedNet::from_record`].
     pub fn load(path: impl AsRef<Path>, device: &Device<B>) -> Result<Self, PackedNetError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| PackedNetError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-        let record: PackedNetRecord =
-            Recorder::<B>::load(&recorder, bytes, device).map_err(|source| {
-                PackedNetError::Recorder {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
+        let record: PackedNetRecord = pack::read_record::<B, _>(path.as_ref(), device)?;
         Self::from_record(record, device)
     }
 }

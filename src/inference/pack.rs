@@ -1,18 +1,18 @@
 //! Packing any model built from the crate's layers, in place: [`pack`], [`save_packed`] and
 //! [`load_packed`].
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use burn::{
     module::{Module, ModuleMapper, ModuleVisitor, Param},
-    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
-    tensor::{Bool, Device, Int, Tensor},
+    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder},
+    tensor::{Bool, Device, Int, Tensor, TensorData},
 };
 
 use super::PackedNetError;
 use crate::{
     QnnBackend,
-    nn::{LatentPath, finish_packing, stash_latent},
+    nn::{LatentPath, run_walk, walk_enter, walk_exit},
 };
 
 /// The packed form of `model`, of the same type: every layer of this crate inside it (binary
@@ -71,34 +71,29 @@ use crate::{
 /// # Ok::<(), burn_qnn::inference::PackedNetError>(())
 /// ```
 pub fn pack<B: QnnBackend, M: Module<B>>(model: &M) -> Result<M, PackedNetError> {
-    finish_packing();
-    // A clone of a lazily initialized parameter initializes on its own, to other random values:
-    // initialize `model`'s parameters first, so that the packed form is of its values.
-    model.visit(&mut InitializeParams);
-    let packed = model.clone().map(&mut PackMapper {
-        path: LatentPath::default(),
+    let mut latents = CollectLatents::default();
+    model.visit(&mut latents);
+    let (packed, refusals) = run_walk(latents.found, false, || {
+        model.clone().map(&mut PackMapper {
+            path: LatentPath::default(),
+        })
     });
-    match finish_packing().into_iter().next() {
+    match refusals.into_iter().next() {
         None => Ok(packed),
         Some((layer, reason)) => Err(PackedNetError::NoPackedForm { layer, reason }),
     }
 }
 
-/// Initializes every lazily initialized parameter it visits.
-struct InitializeParams;
-
-impl<B: QnnBackend> ModuleVisitor<B> for InitializeParams {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
-    }
-}
-
-/// Hands each latent weight to its layer's packed slot and empties it.
-struct PackMapper {
+/// The first walk of [`pack`]: the values of every latent weight, by layer path (and every
+/// lazily initialized parameter initialized on the way: a clone of one initializes on its own,
+/// to other random values, so the packed form must be made from initialized ones).
+#[derive(Default)]
+struct CollectLatents {
     path: LatentPath,
+    found: HashMap<String, TensorData>,
 }
 
-impl<B: QnnBackend> ModuleMapper<B> for PackMapper {
+impl<B: QnnBackend> ModuleVisitor<B> for CollectLatents {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -107,16 +102,37 @@ impl<B: QnnBackend> ModuleMapper<B> for PackMapper {
         self.path.exit();
     }
 
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if self.path.at_latent_weight() && value.shape().num_elements() > 0 {
+            self.found.insert(self.path.owner_name(), value.into_data());
+        }
+    }
+}
+
+/// The second walk of [`pack`]: follows the path for the slots, which pack their layer's
+/// latent weight, and empties the latent weights.
+struct PackMapper {
+    path: LatentPath,
+}
+
+impl<B: QnnBackend> ModuleMapper<B> for PackMapper {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+        walk_enter(name);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+        walk_exit();
+    }
+
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if !self.path.at_latent_weight() || param.shape().num_elements() == 0 {
             return param;
         }
-        // `Param::map` may defer its function on a lazily initialized parameter: take the
-        // values now, before the walk reaches the layer's packed slot.
         let (id, weight, _) = param.consume();
-        let device = weight.device();
-        stash_latent(self.path.owner_name(), weight.into_data());
-        Param::initialized(id, Tensor::empty([0; D], &device))
+        Param::initialized(id, Tensor::empty([0; D], &weight.device()))
     }
 }
 
@@ -130,8 +146,15 @@ pub fn save_packed<B: QnnBackend, M: Module<B>>(
     model: &M,
     path: impl AsRef<Path>,
 ) -> Result<(), PackedNetError> {
-    let path = path.as_ref();
-    let record = pack(model)?.into_record();
+    write_record::<B, _>(pack(model)?.into_record(), path.as_ref())
+}
+
+/// Writes `record` to `path` with Burn's `NamedMpkBytesRecorder` (full precision), atomically
+/// ([`crate::io::write_atomic`]): the one writer of packed files.
+pub(super) fn write_record<B: QnnBackend, R: Record<B>>(
+    record: R,
+    path: &Path,
+) -> Result<(), PackedNetError> {
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let bytes = Recorder::<B>::record(&recorder, record, ()).map_err(|source| {
         PackedNetError::Recorder {
@@ -140,6 +163,22 @@ pub fn save_packed<B: QnnBackend, M: Module<B>>(
         }
     })?;
     crate::io::write_atomic(path, bytes).map_err(|source| PackedNetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a record written by [`write_record`] (on any backend) onto `device`.
+pub(super) fn read_record<B: QnnBackend, R: Record<B>>(
+    path: &Path,
+    device: &Device<B>,
+) -> Result<R, PackedNetError> {
+    let bytes = std::fs::read(path).map_err(|source| PackedNetError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    Recorder::<B>::load(&recorder, bytes, device).map_err(|source| PackedNetError::Recorder {
         path: path.to_owned(),
         source,
     })
@@ -163,17 +202,7 @@ pub fn load_packed<B: QnnBackend, M: Module<B>>(
 ) -> Result<M, PackedNetError> {
     let path = path.as_ref();
     let expected = pack(&model.to_device(device))?;
-    let bytes = std::fs::read(path).map_err(|source| PackedNetError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let record: M::Record = Recorder::<B>::load(&recorder, bytes, device).map_err(|source| {
-        PackedNetError::Recorder {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    let record: M::Record = read_record::<B, _>(path, device)?;
     let loaded = expected.clone().load_record(record);
     let (want, found) = (param_shapes(&expected), param_shapes(&loaded));
     if let Some((layer, what)) = first_difference(&want, &found) {

@@ -78,6 +78,10 @@ pub struct BinaryConv2dConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct BinaryConv2d<B: QnnBackend> {
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B>,
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,
     /// Bias `[C_out]`.
@@ -92,9 +96,6 @@ pub struct BinaryConv2d<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
-    /// The packed signs of the weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B>,
 }
 
 /// The symmetric `[p_h, p_w]` of a padding configuration.

@@ -63,6 +63,10 @@ pub struct BinaryLinearConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct BinaryLinear<B: QnnBackend> {
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B>,
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[d_output]`.
@@ -74,9 +78,6 @@ pub struct BinaryLinear<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
-    /// The packed signs of the weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B>,
 }
 
 impl BinaryLinearConfig {

@@ -92,6 +92,10 @@ pub struct BitPlaneConv2dConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct BitPlaneConv2d<B: QnnBackend> {
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B>,
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,
     /// Bias `[C_out]`.
@@ -99,9 +103,6 @@ pub struct BitPlaneConv2d<B: QnnBackend> {
     /// Channels, kernel, stride, padding and dilation (zero padding).
     #[module(skip)]
     pub geometry: ConvGeometry,
-    /// The packed signs of the weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B>,
 }
 
 impl BitPlaneConv2dConfig {
@@ -181,13 +182,14 @@ pub struct BitPlaneLinearConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct BitPlaneLinear<B: QnnBackend> {
+    /// The packed signs of the weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B>,
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[d_output]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
-    /// The packed signs of the weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B>,
 }
 
 impl BitPlaneLinearConfig {

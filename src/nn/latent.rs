@@ -9,38 +9,28 @@ use burn::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::StoredForm;
 use crate::QnnBackend;
-
-/// The module types whose `weight` is a latent weight (binarized or quantized in the forward).
-const LATENT_OWNERS: [&str; 6] = [
-    "Struct:BinaryLinear",
-    "Struct:BinaryConv2d",
-    "Struct:QuantLinear",
-    "Struct:QuantConv2d",
-    "Struct:BitPlaneLinear",
-    "Struct:BitPlaneConv2d",
-];
-
-/// The module types whose `weight` is binarized (`sign`) in the forward: the subset of
-/// [`LATENT_OWNERS`] that binary optimizers such as [`crate::optim::Bop`] update.
-const BINARY_OWNERS: [&str; 4] = [
-    "Struct:BinaryLinear",
-    "Struct:BinaryConv2d",
-    "Struct:BitPlaneLinear",
-    "Struct:BitPlaneConv2d",
-];
 
 /// The one definition of "is this parameter a latent weight": follows a module walk
 /// (`enter_module`/`exit_module`) and says whether the parameter being visited is the `weight`
-/// of one of the [`LATENT_OWNERS`].
+/// of a layer with a [`super::PackedWeight`] slot. The slot is declared before the weight and
+/// announces the weights' stored form to every walk ([`StoredForm`]), so the marker is the
+/// slot's type, not the layer's name: any layer that holds one, at any depth, is recognized.
 #[derive(Debug, Default)]
 pub(crate) struct LatentPath {
     /// `(field, container type)` of the fields entered so far.
     path: Vec<(String, String)>,
+    /// The module path of the last layer whose slot announced itself, and its form.
+    announced: Option<(String, StoredForm)>,
 }
 
 impl LatentPath {
     pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        if let Some(form) = StoredForm::parse(container_type, name) {
+            // At `layer.packed`: the layer is the path without its slot field.
+            self.announced = Some((self.owner_name(), form));
+        }
         self.path.push((name.to_owned(), container_type.to_owned()));
     }
 
@@ -50,12 +40,20 @@ impl LatentPath {
 
     /// Whether the parameter at the current position is a latent weight.
     pub(crate) fn at_latent_weight(&self) -> bool {
-        self.at_weight_of(&LATENT_OWNERS)
+        self.latent_form().is_some()
     }
 
-    /// Whether the parameter at the current position is a binary layer's latent weight.
+    /// Whether the parameter at the current position is a binary layer's latent weight (one
+    /// stored as signs).
     pub(crate) fn at_binary_weight(&self) -> bool {
-        self.at_weight_of(&BINARY_OWNERS)
+        matches!(self.latent_form(), Some(StoredForm::Signs { .. }))
+    }
+
+    /// The stored form of the latent weight at the current position, if it is one.
+    fn latent_form(&self) -> Option<StoredForm> {
+        let (layer, form) = self.announced.as_ref()?;
+        let at_weight = self.path.last().is_some_and(|(name, _)| name == "weight");
+        (at_weight && *layer == self.owner_name()).then_some(*form)
     }
 
     /// The path of the module that owns the current parameter, `field.index.field…`, e.g.
@@ -74,12 +72,6 @@ impl LatentPath {
             .last()
             .map_or_else(String::new, |(_, owner)| owner.clone());
         (self.owner_name(), type_name)
-    }
-
-    fn at_weight_of(&self, owners: &[&str]) -> bool {
-        self.path
-            .last()
-            .is_some_and(|(name, owner)| name == "weight" && owners.contains(&owner.as_str()))
     }
 }
 

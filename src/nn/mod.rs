@@ -61,7 +61,7 @@ pub use latent::{
 pub(crate) use latent::{LatentPath, LatentWeightsBefore};
 pub use max_pool::max_pool2d;
 pub use packed_weight::{PackedWeight, PackedWeightRecord, WeightForm};
-pub(crate) use packed_weight::{StoredForm, check_packed, finish_packing, stash_latent};
+pub(crate) use packed_weight::{StoredForm, check_packed, run_walk, walk_enter, walk_exit};
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};

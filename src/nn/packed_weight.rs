@@ -3,14 +3,18 @@
 //! bits in the layer itself, so that any model built from the crate's layers packs in place
 //! ([`crate::inference::pack`]) and saves through Burn's recorders.
 //!
-//! Each layer of the crate holds a [`PackedWeight`] after its `weight`. It is empty while the
-//! model trains; packing fills it from the latent weight and empties the latent weight. The
-//! packing walk hands the latent weight to the slot that follows it through a thread-local
-//! stash: Burn's module walk visits a layer's fields in declaration order and offers no other
-//! way to pass values between two fields of one module.
+//! Each layer of the crate holds a [`PackedWeight`] declared before its `weight`. It is empty
+//! while the model trains; packing fills it from the latent weight and empties the latent
+//! weight. Visiting or mapping a slot first announces the weights' stored form
+//! ([`StoredForm`]), so every walk knows the layer's `weight` is a latent weight before it
+//! reaches it: the slot is the type-level marker of latent weights ([`super::LatentPath`]),
+//! whatever the layer is called or wrapped in. Packing runs two walks: one collects the latent
+//! weights by layer path, the next hands each to its slot through a thread-local walk state
+//! (Burn's module walk offers no other way to pass values into a module) and empties it.
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     sync::{Arc, OnceLock},
 };
 
@@ -139,31 +143,63 @@ impl StoredForm {
     }
 }
 
-/// What a packing walk hands from a latent weight to the slot that follows it.
-struct Stash {
-    /// The path of the layer, for errors.
-    layer: String,
-    latent: TensorData,
+/// The state of a walk of the crate's own mappers over a model (packing, checking), which the
+/// slots read: Burn's walk gives a module no other way to learn where it is or to receive
+/// values from outside.
+#[derive(Default)]
+struct Walk {
+    /// The module path of the walk's position.
+    path: Vec<String>,
+    /// Packing: the latent weight of each layer to pack, by layer path.
+    latents: HashMap<String, TensorData>,
+    /// Checking: whether each slot checks that its packed weights fit it.
+    check: bool,
+    /// The layers that could not be packed or checked, as `(layer, reason)`.
+    refusals: Vec<(String, String)>,
 }
 
 thread_local! {
-    static STASH: RefCell<Option<Stash>> = const { RefCell::new(None) };
-    /// The path of the module a checking walk is in, while one runs.
-    static CHECKING: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
-    static REFUSALS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    static WALK: RefCell<Option<Walk>> = const { RefCell::new(None) };
 }
 
-/// Hands `latent`, the latent weight of the layer at `layer`, to the [`PackedWeight`] the
-/// walk maps next (the same layer's).
-pub(crate) fn stash_latent(layer: String, latent: TensorData) {
-    STASH.with(|stash| *stash.borrow_mut() = Some(Stash { layer, latent }));
+/// Runs `walk` (a map of the model with a mapper that calls [`walk_enter`] and [`walk_exit`])
+/// with the slots packing the `latents` of their layers (by layer path) or, with `check`,
+/// checking their packed weights; returns its result and the refusals `(layer, reason)`.
+pub(crate) fn run_walk<R>(
+    latents: HashMap<String, TensorData>,
+    check: bool,
+    walk: impl FnOnce() -> R,
+) -> (R, Vec<(String, String)>) {
+    WALK.with(|state| {
+        *state.borrow_mut() = Some(Walk {
+            latents,
+            check,
+            ..Walk::default()
+        })
+    });
+    let result = walk();
+    let state = WALK
+        .with(|state| state.borrow_mut().take())
+        .unwrap_or_default();
+    (result, state.refusals)
 }
 
-/// Ends a packing walk: clears the stash and returns the layers that could not be packed, as
-/// `(layer, reason)`.
-pub(crate) fn finish_packing() -> Vec<(String, String)> {
-    STASH.with(|stash| stash.borrow_mut().take());
-    REFUSALS.with(|refusals| std::mem::take(&mut *refusals.borrow_mut()))
+/// Follows a walk's `enter_module`.
+pub(crate) fn walk_enter(name: &str) {
+    WALK.with(|state| {
+        if let Some(walk) = state.borrow_mut().as_mut() {
+            walk.path.push(name.to_owned());
+        }
+    });
+}
+
+/// Follows a walk's `exit_module`.
+pub(crate) fn walk_exit() {
+    WALK.with(|state| {
+        if let Some(walk) = state.borrow_mut().as_mut() {
+            walk.path.pop();
+        }
+    });
 }
 
 /// Checks that the packed weights of every layer in `module` fit the layer; the first that does
@@ -171,34 +207,20 @@ pub(crate) fn finish_packing() -> Vec<(String, String)> {
 pub(crate) fn check_packed<B: QnnBackend, M: Module<B>>(
     module: &M,
 ) -> Result<(), (String, String)> {
-    finish_packing();
-    CHECKING.with(|path| *path.borrow_mut() = Some(Vec::new()));
-    let _ = module.clone().map(&mut CheckMapper);
-    CHECKING.with(|path| path.borrow_mut().take());
-    match finish_packing().into_iter().next() {
-        None => Ok(()),
-        Some(refusal) => Err(refusal),
-    }
+    let (_, refusals) = run_walk(HashMap::new(), true, || module.clone().map(&mut WalkMapper));
+    refusals.into_iter().next().map_or(Ok(()), Err)
 }
 
-/// Follows a checking walk's path.
-struct CheckMapper;
+/// A mapper that only follows the walk's path.
+struct WalkMapper;
 
-impl<B: QnnBackend> ModuleMapper<B> for CheckMapper {
+impl<B: QnnBackend> ModuleMapper<B> for WalkMapper {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
-        CHECKING.with(|path| {
-            if let Some(path) = path.borrow_mut().as_mut() {
-                path.push(name.to_owned());
-            }
-        });
+        walk_enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        CHECKING.with(|path| {
-            if let Some(path) = path.borrow_mut().as_mut() {
-                path.pop();
-            }
-        });
+        walk_exit();
     }
 }
 
@@ -240,8 +262,50 @@ fn weight_of<B: Backend, const D: usize>(rows: Tensor<B, 2>, shape: &[usize]) ->
 }
 
 impl<B: QnnBackend, W: Quantize> PackedWeight<B, W> {
-    /// An empty slot for a latent weight of `shape` on `device`.
-    pub(crate) fn new(form: WeightForm<W>, shape: Vec<usize>, device: &Device<B>) -> Self {
+    /// An empty slot for a latent weight of `shape` (`[d_input, d_output]` or
+    /// `[C_out, C_in, k_h, k_w]`) on `device`.
+    ///
+    /// A layer of your own gets what the crate's layers get (clipping and the learning-rate
+    /// scale of its latent weight, binary optimizers, packing, [`crate::models::summary`]) by
+    /// declaring a `PackedWeight` field before a field named `weight` and computing with
+    /// [`PackedWeight::forward_weight`] once packed:
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::module::{Module, Param};
+    /// use burn::tensor::{Distribution, Tensor};
+    /// use burn_qnn::{QnnBackend, inference::pack, nn::{PackedWeight, WeightForm, clip_latent_weights}, quant};
+    ///
+    /// #[derive(Module, Debug)]
+    /// struct MySignDense<B: QnnBackend> {
+    ///     packed: PackedWeight<B>, // before `weight`: marks it as a latent weight
+    ///     weight: Param<Tensor<B, 2>>,
+    /// }
+    ///
+    /// impl<B: QnnBackend> MySignDense<B> {
+    ///     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    ///         let signs = self.packed.forward_weight().unwrap_or_else(|| quant::sign(self.weight.val()));
+    ///         x.matmul(signs)
+    ///     }
+    /// }
+    ///
+    /// let device = Default::default();
+    /// let layer = MySignDense::<NdArray> {
+    ///     packed: PackedWeight::new(WeightForm::Signs { scaled: false }, vec![8, 3], &device),
+    ///     weight: Param::from_tensor(Tensor::random([8, 3], Distribution::Uniform(-3.0, 3.0), &device)),
+    /// };
+    /// let clipped = clip_latent_weights(layer.clone());
+    /// assert!(clipped.weight.val().abs().max().into_scalar() <= 1.0);
+    /// let x = Tensor::<NdArray, 2>::ones([2, 8], &device);
+    /// let packed = pack(&layer)?;
+    /// assert!(packed.packed.is_packed());
+    /// assert_eq!(packed.forward(x.clone()).into_data(), layer.forward(x).into_data());
+    /// # Ok::<(), burn_qnn::inference::PackedNetError>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If `shape` is not of rank 2 or 4.
+    pub fn new(form: WeightForm<W>, shape: Vec<usize>, device: &Device<B>) -> Self {
         assert!(
             matches!(shape.len(), 2 | 4),
             "PackedWeight: a weight of rank 2 or 4, got {shape:?}"
@@ -413,7 +477,11 @@ impl<B: QnnBackend, W: Quantize> PackedWeight<B, W> {
     /// the quantizer's values for codes (the grid's values quantized again, so that they are
     /// bit for bit the values the quantizer gives, not only equal up to rounding). `None`
     /// while not packed.
-    pub(crate) fn forward_weight<const D: usize>(&self) -> Option<Tensor<B, D>> {
+    ///
+    /// # Panics
+    /// If `D` is not the latent weight's rank, or the packed words do not fit the layer (a
+    /// record of another model loaded without [`crate::inference::load_packed`]'s checks).
+    pub fn forward_weight<const D: usize>(&self) -> Option<Tensor<B, D>> {
         let rows = self.rows()?;
         match (&self.form, self.encoding()) {
             (WeightForm::Quantized(quantizer), Ok((_, Some(grid)))) => {
@@ -440,28 +508,28 @@ impl<B: QnnBackend, W: Quantize> PackedWeight<B, W> {
         state.record.scale.as_ref().map(Param::val)
     }
 
-    /// Notes why the packed weights do not fit, during a checking walk.
-    fn check(&self) {
-        let Some(path) = CHECKING.with(|path| path.borrow().clone()) else {
-            return;
-        };
-        if let Some(Err(reason)) = self.try_rows() {
-            let layer = path[..path.len().saturating_sub(1)].join(".");
-            REFUSALS.with(|refusals| refusals.borrow_mut().push((layer, reason)));
-        }
-    }
-
-    /// The stash handed over by a packing walk, packed into this slot (or the refusal noted).
-    fn take_stash(mut self) -> Self {
-        let Some(stash) = STASH.with(|stash| stash.borrow_mut().take()) else {
-            return self;
-        };
-        match self.packed_from(stash.latent) {
-            Ok(state) => self.state = Some(state),
-            Err(reason) => {
-                REFUSALS.with(|refusals| refusals.borrow_mut().push((stash.layer, reason)))
+    /// During a walk of the crate's mappers: packs the latent weight the walk holds for this
+    /// slot's layer, or checks the packed weights, noting any refusal.
+    fn follow_walk(mut self) -> Self {
+        WALK.with(|state| {
+            let mut state = state.borrow_mut();
+            let Some(walk) = state.as_mut() else {
+                return;
+            };
+            // At `layer.packed`: the layer is the path without the slot's field.
+            let layer = walk.path[..walk.path.len().saturating_sub(1)].join(".");
+            if let Some(latent) = walk.latents.remove(&layer) {
+                match self.packed_from(latent) {
+                    Ok(state) => self.state = Some(state),
+                    Err(reason) => walk.refusals.push((layer.clone(), reason)),
+                }
             }
-        }
+            if walk.check
+                && let Some(Err(reason)) = self.try_rows()
+            {
+                walk.refusals.push((layer, reason));
+            }
+        });
         self
     }
 }
@@ -494,6 +562,7 @@ impl<B: QnnBackend, W: Quantize> Module<B> for PackedWeight<B, W> {
     }
 
     fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        // Tells the walk how the layer's weights are stored, before it reaches them.
         let form = self.stored_form().name();
         visitor.enter_module(&form, StoredForm::CONTAINER);
         visitor.exit_module(&form, StoredForm::CONTAINER);
@@ -506,8 +575,10 @@ impl<B: QnnBackend, W: Quantize> Module<B> for PackedWeight<B, W> {
     }
 
     fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
-        self.check();
-        let this = self.take_stash();
+        let form = self.stored_form().name();
+        mapper.enter_module(&form, StoredForm::CONTAINER);
+        mapper.exit_module(&form, StoredForm::CONTAINER);
+        let this = self.follow_walk();
         Self {
             state: this.state.map(|state| {
                 PackedState::new(PackedWeightRecord {

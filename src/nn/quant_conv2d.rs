@@ -119,6 +119,10 @@ impl QuantConv2dConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
+    /// The integer codes of the quantized weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B, W>,
     /// Latent weights `[C_out, C_in, k_h, k_w]`.
     pub weight: Param<Tensor<B, 4>>,
     /// Bias `[C_out]`.
@@ -132,9 +136,6 @@ pub struct QuantConv2d<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Qua
     /// The inputs' quantizer.
     #[module(skip)]
     pub input_quantizer: Option<X>,
-    /// The integer codes of the quantized weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B, W>,
 }
 
 impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {

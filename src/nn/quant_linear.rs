@@ -115,6 +115,10 @@ impl QuantLinearConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct QuantLinear<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Quantizer> {
+    /// The integer codes of the quantized weights, once the model is packed
+    /// ([`crate::inference::pack`]); the layer then computes with them. Declared before `weight`: it
+    /// marks `weight` as a latent weight for every module walk.
+    pub packed: PackedWeight<B, W>,
     /// Latent weights `[d_input, d_output]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[d_output]`.
@@ -125,9 +129,6 @@ pub struct QuantLinear<B: QnnBackend, W: Quantize = Quantizer, X: Quantize = Qua
     /// The inputs' quantizer.
     #[module(skip)]
     pub input_quantizer: Option<X>,
-    /// The integer codes of the quantized weights, once the model is packed
-    /// ([`crate::inference::pack`]); the layer then computes with them.
-    pub packed: PackedWeight<B, W>,
 }
 
 impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
