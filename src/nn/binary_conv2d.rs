@@ -182,13 +182,12 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// If the input does not have `C_in` channels or is smaller than the kernel.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        let (y, alpha) = match self.packed.forward_weight::<4>() {
-            Some(signs) => (self.packed_product(x, signs), self.packed.scale()),
-            None => {
-                let weight = self.weight.val();
-                let alpha = self.scaling.then(|| output_scale(weight.clone()));
-                (self.product(x, weight), alpha)
-            }
+        let (y, alpha) = if self.packed.is_packed() {
+            (self.packed_product(x), self.packed.scale())
+        } else {
+            let weight = self.weight.val();
+            let alpha = self.scaling.then(|| output_scale(weight.clone()));
+            (self.product(x, weight), alpha)
         };
         let c_out = geometry.channels[1];
         let y = if self.scaling {
@@ -223,18 +222,15 @@ impl<B: QnnBackend> BinaryConv2d<B> {
         }
     }
 
-    /// The packed form's convolution with the weights' signs (packed once in the kernels'
-    /// layout where the input is binarized).
-    fn packed_product(&self, x: Tensor<B, 4>, signs: Tensor<B, 4>) -> Tensor<B, 4> {
-        match (
-            self.binarize_input,
-            self.packed.conv_weights(&self.geometry),
-        ) {
-            (true, Some(weights)) => weights.forward(x),
-            _ => {
-                let (input, options) = self.geometry.conv_input(x);
-                conv2d(input, signs, None, options)
-            }
+    /// The packed form's convolution with the weights' signs: packed once in the kernels'
+    /// layout where the input is binarized, unpacked on each call only where it is not.
+    fn packed_product(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.binarize_input {
+            let weights = self.packed.conv_weights(&self.geometry);
+            return weights.expect("a packed layer").forward(x);
         }
+        let signs = self.packed.forward_weight().expect("a packed layer");
+        let (input, options) = self.geometry.conv_input(x);
+        conv2d(input, signs, None, options)
     }
 }

@@ -126,13 +126,12 @@ impl<B: QnnBackend> BinaryLinear<B> {
             "BinaryLinear: input {:?} does not end with d_input = {d_input}",
             x.dims()
         );
-        let (y, alpha) = match self.packed.forward_weight::<2>() {
-            Some(signs) => (self.packed_product(x, signs), self.packed.scale()),
-            None => {
-                let weight = self.weight.val();
-                let alpha = self.scaling.then(|| output_scale(weight.clone()));
-                (self.product(x, weight), alpha)
-            }
+        let (y, alpha) = if self.packed.is_packed() {
+            (self.packed_product(x), self.packed.scale())
+        } else {
+            let weight = self.weight.val();
+            let alpha = self.scaling.then(|| output_scale(weight.clone()));
+            (self.product(x, weight), alpha)
         };
         let y = if self.scaling {
             let alpha = alpha.expect(
@@ -172,9 +171,9 @@ impl<B: QnnBackend> BinaryLinear<B> {
         }
     }
 
-    /// The packed form's product with the weights' signs (the packed rows directly where the
-    /// input is binarized).
-    fn packed_product<const D: usize>(&self, x: Tensor<B, D>, signs: Tensor<B, 2>) -> Tensor<B, D> {
+    /// The packed form's product with the weights' signs: the packed rows directly where the
+    /// input is binarized, the signs unpacked only where it is not.
+    fn packed_product<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match (self.binarize_input, self.packed.rows()) {
             (true, Some(rows)) => {
                 let dims = x.dims();
@@ -185,7 +184,10 @@ impl<B: QnnBackend> BinaryLinear<B> {
                 out_dims[D - 1] = y.dims()[1];
                 super::unflatten_rows(y, out_dims)
             }
-            _ => x.matmul(super::lift_rank(signs)),
+            _ => {
+                let signs = self.packed.forward_weight().expect("a packed layer");
+                x.matmul(super::lift_rank(signs))
+            }
         }
     }
 }

@@ -198,6 +198,7 @@ macro_rules! backend_tests {
                 crate::packing::bad_packed_files::<B>(&device());
                 crate::packing::packs_under_autodiff::<AD>(&device());
                 crate::packing::summary_of_a_user_model::<B>(&device());
+                crate::packing::packed_layers_with_real_inputs::<B>(&device());
             }
 
             #[test]

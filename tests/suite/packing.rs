@@ -449,3 +449,35 @@ pub fn records_from_before_packing_load<B: QnnBackend>(device: &B::Device) {
         &expected,
     );
 }
+
+/// Binary layers whose inputs stay real (`binarize_input: false`) compute with the unpacked
+/// signs once packed: the same outputs as the trained layers.
+pub fn packed_layers_with_real_inputs<B: QnnBackend>(device: &B::Device) {
+    let linear = BinaryLinearConfig::new(70, 9)
+        .with_binarize_input(false)
+        .with_scaling(true)
+        .init::<B>(device);
+    let x = tensor::<B, 2>(uniform(3 * 70, -2.0, 2.0, 11), [3, 70], device);
+    let expected = values(linear.forward(x.clone()));
+    let packed = pack(&linear).unwrap();
+    assert_exact(
+        "packed linear",
+        &expected,
+        &values(packed.forward(x)),
+        &expected,
+    );
+
+    let conv = BinaryConv2dConfig::new([5, 7], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_binarize_input(false)
+        .init::<B>(device);
+    let x = tensor::<B, 4>(uniform(2 * 5 * 6 * 6, -2.0, 2.0, 12), [2, 5, 6, 6], device);
+    let expected = values(conv.forward(x.clone()));
+    let packed = pack(&conv).unwrap();
+    assert_exact(
+        "packed conv",
+        &expected,
+        &values(packed.forward(x)),
+        &expected,
+    );
+}
