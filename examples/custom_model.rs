@@ -23,7 +23,6 @@ use burn::{
     module::{AutodiffModule, Module},
     nn::{BatchNorm, BatchNormConfig, PaddingConfig2d},
     prelude::*,
-    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
 };
 use burn_qnn::{
     QnnBackend,
@@ -37,6 +36,10 @@ use burn_qnn::{
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
 };
 use clap::Parser;
+use packed_report::{check_same_accuracy, f32_record_bytes};
+
+#[path = "common/packed_report.rs"]
+mod packed_report;
 
 /// Train, pack, save, reload and evaluate a residual binary network on the bundled digits.
 #[derive(Parser, Debug)]
@@ -195,20 +198,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::to_string_pretty(&results)? + "\n",
     )?;
     println!("results written to {}", results_path.display());
-    if (test_accuracy - packed_test_accuracy).abs() * data.test.len() as f64 > 0.5 {
-        return Err(format!(
-            "the reloaded packed model's accuracy {packed_test_accuracy} differs from the \
-             trained model's {test_accuracy}"
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Bytes of the model's record in f32 with Burn's named MessagePack recorder.
-fn f32_record_bytes<B: Backend, M: Module<B>>(model: M) -> usize {
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    Recorder::<B>::record(&recorder, model.into_record(), ())
-        .expect("the model serializes")
-        .len()
+    check_same_accuracy(test_accuracy, packed_test_accuracy, &data.test)
 }

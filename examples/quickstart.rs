@@ -13,6 +13,8 @@
 //! cargo run --release --features wgpu --example quickstart -- --backend wgpu
 //! ```
 
+#[path = "common/packed_report.rs"]
+mod packed_report;
 #[path = "common/unknown_backend.rs"]
 mod unknown_backend;
 
@@ -20,16 +22,16 @@ use std::time::Instant;
 
 use burn::{
     backend::{Autodiff, NdArray},
-    module::{AutodiffModule, Module},
-    record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
+    module::AutodiffModule,
 };
 use burn_qnn::{
     QnnAutodiffBackend,
-    data::{ImageDataset, digits},
+    data::digits,
     inference::PackedNet,
     models::{NetConfig, Precision},
     train::{TrainOptions, accuracy, fit, time_per_batch},
 };
+use packed_report::{check_same_accuracy, f32_record_bytes};
 use unknown_backend::unknown_backend;
 
 const EPOCHS: usize = 40;
@@ -99,7 +101,7 @@ fn run<B: QnnAutodiffBackend>() -> Result<(), Box<dyn std::error::Error>> {
     let packed_path = dir.join("digits-packed.mpk");
     packed.save(&packed_path)?;
     let packed_bytes = std::fs::metadata(&packed_path)?.len();
-    let float_bytes = model_bytes(float_net.clone());
+    let float_bytes = f32_record_bytes(float_net.clone());
 
     println!();
     println!("                      float     binary");
@@ -122,27 +124,5 @@ fn run<B: QnnAutodiffBackend>() -> Result<(), Box<dyn std::error::Error>> {
         float_time.as_secs_f64() / packed_time.as_secs_f64()
     );
     println!("packed model written to {}", packed_path.display());
-    check_equal(binary_acc, packed_acc, &data.test)
-}
-
-/// Bytes of a model saved with Burn's named MessagePack recorder in f32.
-fn model_bytes<B: burn::tensor::backend::Backend, M: Module<B>>(model: M) -> usize {
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    Recorder::<B>::record(&recorder, model.into_record(), ())
-        .expect("the model serializes")
-        .len()
-}
-
-/// The packed form must classify exactly as the trained network.
-fn check_equal(
-    trained: &f64,
-    packed: f64,
-    test: &ImageDataset,
-) -> Result<(), Box<dyn std::error::Error>> {
-    if (trained - packed).abs() * test.len() as f64 > 0.5 {
-        return Err(
-            format!("packed accuracy {packed} differs from the network's {trained}").into(),
-        );
-    }
-    Ok(())
+    check_same_accuracy(*binary_acc, packed_acc, &data.test)
 }
