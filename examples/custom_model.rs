@@ -29,10 +29,9 @@ use burn_qnn::{
     data::digits,
     inference::{load_packed, save_packed},
     nn::{
-        BinaryConv2d, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig, BitPlaneConv2d,
-        BitPlaneConv2dConfig, max_pool2d,
+        BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, BinaryLinear,
+        BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, max_pool2d,
     },
-    quant,
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
 };
 use clap::Parser;
@@ -65,11 +64,11 @@ const HIDDEN: usize = 256;
 #[derive(Module, Debug)]
 struct ResidualNet<B: QnnBackend> {
     stem: BitPlaneConv2d<B>,
-    stem_norm: BatchNorm<B>,
+    stem_sign: BatchNormSign<B>,
     block: BinaryConv2d<B>,
-    block_norm: BatchNorm<B>,
+    block_sign: BatchNormSign<B>,
     hidden: BinaryLinear<B>,
-    hidden_norm: BatchNorm<B>,
+    hidden_sign: BatchNormSign<B>,
     output: BinaryLinear<B>,
     output_norm: BatchNorm<B>,
 }
@@ -83,16 +82,16 @@ impl<B: QnnBackend> ResidualNet<B> {
                 .with_padding(same.clone())
                 .with_bias(false)
                 .init(device),
-            stem_norm: BatchNormConfig::new(channels).init(device),
+            stem_sign: BatchNormSignConfig::new(channels).init(device),
             block: BinaryConv2dConfig::new([channels, channels], [3, 3])
                 .with_padding(same)
                 .with_bias(false)
                 .init(device),
-            block_norm: BatchNormConfig::new(channels).init(device),
+            block_sign: BatchNormSignConfig::new(channels).init(device),
             hidden: BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
                 .with_bias(false)
                 .init(device),
-            hidden_norm: BatchNormConfig::new(HIDDEN).init(device),
+            hidden_sign: BatchNormSignConfig::new(HIDDEN).init(device),
             output: BinaryLinearConfig::new(HIDDEN, 10)
                 .with_bias(false)
                 .init(device),
@@ -104,10 +103,10 @@ impl<B: QnnBackend> ResidualNet<B> {
 impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
     /// `[N, 1, 8, 8]` images in `[−1, 1]` → `[N, 10]` scores.
     fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = quant::sign(self.stem_norm.forward(self.stem.forward(images)));
-        let residual = quant::sign(self.block_norm.forward(self.block.forward(x.clone())));
+        let x = self.stem_sign.forward(self.stem.forward(images));
+        let residual = self.block_sign.forward(self.block.forward(x.clone()));
         let x = max_pool2d(x + residual, [2, 2], [2, 2]).flatten::<2>(1, 3);
-        let x = self.hidden_norm.forward(self.hidden.forward(x));
+        let x = self.hidden_sign.forward(self.hidden.forward(x));
         self.output_norm.forward(self.output.forward(x))
     }
 }

@@ -54,6 +54,22 @@ pub(crate) fn train_portable<B: QnnBackend, const D: usize>(
     (y, mean, variance)
 }
 
+/// [`QnnBackend::qnn_batch_norm_sign`] from Burn tensor ops: Burn's `BatchNorm` in evaluation
+/// mode, op for op, then the crate's sign.
+pub(crate) fn sign_portable<B: QnnBackend, const D: usize>(
+    x: Tensor<B, D>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let std = var.add_scalar(epsilon).sqrt();
+    let y = (x - broadcast::<B, D>(mean)) / broadcast::<B, D>(std) * broadcast::<B, D>(gamma)
+        + broadcast::<B, D>(beta);
+    B::qnn_quantize(y, crate::quant::Quantizer::Sign)
+}
+
 /// [`QnnBackend::qnn_batch_norm_backward`] from Burn tensor ops.
 pub(crate) fn backward_portable<B: QnnBackend, const D: usize>(
     grad: Tensor<B, D>,

@@ -20,6 +20,7 @@ use crate::{
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{self, bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
         code_matmul, conv,
+        eval_norm::EvalNorm,
         latent::latent_update_into,
         pack,
         pool::{self, PoolShape},
@@ -354,6 +355,36 @@ impl<B: HostFloat> QnnBackend for B {
             B::float_tensor(stats.mean, &[shape.channels]),
             B::float_tensor(stats.variance, &[shape.channels]),
         )
+    }
+
+    /// [`EvalNorm::signs`]: one pass.
+    fn qnn_batch_norm_sign<const D: usize>(
+        x: Tensor<Self, D>,
+        mean: Tensor<Self, 1>,
+        var: Tensor<Self, 1>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        if !B::holds_f32() {
+            return super::batch_norm::sign_portable(x, mean, var, gamma, beta, epsilon);
+        }
+        let dims = x.dims();
+        let shape = norm_shape(&dims);
+        let norm = EvalNorm::new(
+            host_values(mean),
+            &host_values(var),
+            host_values(gamma),
+            host_values(beta),
+            epsilon,
+        );
+        // SAFETY: `signs_into` writes every slot.
+        let (y, ()) = unsafe {
+            written(shape.len(), |y| {
+                B::with_f32(x, |x, _| norm.signs_into(x, shape, y))
+            })
+        };
+        B::float_tensor(y, &dims)
     }
 
     /// [`crate::kernels::batch_norm::batch_norm_backward`]: two passes over the gradient and
@@ -708,6 +739,33 @@ impl<B: HostFloat> QnnBackend for B {
             })
         };
         B::float_tensor(out, &shape)
+    }
+
+    /// [`crate::kernels::pool::max_pool2d`]: one pass, without indices.
+    fn qnn_max_pool2d(
+        x: Tensor<Self, 4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> Tensor<Self, 4> {
+        if !B::holds_f32() {
+            return super::pool::forward_portable(x, kernel, stride);
+        }
+        let [n, c, h, w] = x.dims();
+        let shape = PoolShape {
+            planes: n * c,
+            height: h,
+            width: w,
+            kernel,
+            stride,
+        };
+        let [oh, ow] = shape.output_size();
+        // SAFETY: `max_pool2d_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(n * c * oh * ow, |out| {
+                B::with_f32(x, |x, _| pool::max_pool2d_into(x, shape, out))
+            })
+        };
+        B::float_tensor(out, &[n, c, oh, ow])
     }
 
     /// [`pool::max_pool2d_forward`] on the tensor's values.

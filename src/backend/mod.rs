@@ -509,6 +509,23 @@ pub trait QnnBackend: Backend {
         batch_norm::train_portable(x, gamma, beta, epsilon)
     }
 
+    /// The signs (`±1`) of a batch norm in evaluation mode over `x` `[N, C, ..]`: per channel
+    /// `sign(((x − mean)/sqrt(var + ε))·γ + β)` with the running `mean` and `var`, computed in
+    /// the operations of Burn's `BatchNorm` and signed as [`crate::quant::sign`] (`+1` for
+    /// `≥ 0` and NaN). No gradient: [`crate::nn::BatchNormSign`] calls it outside training
+    /// only. The default is Burn's tensor ops; `NdArray` and `Flex` run one pass of
+    /// [`crate::kernels::eval_norm::EvalNorm::signs`].
+    fn qnn_batch_norm_sign<const D: usize>(
+        x: Tensor<Self, D>,
+        mean: Tensor<Self, 1>,
+        var: Tensor<Self, 1>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        batch_norm::sign_portable(x, mean, var, gamma, beta, epsilon)
+    }
+
     /// The gradients `(∂x, ∂γ, ∂β)` of [`QnnBackend::qnn_batch_norm_train`] from the output
     /// gradient `grad`, the input `x` and the forward's `mean` and `variance`: with
     /// `x̂ = (x − μ)/sqrt(σ² + ε)` and `M` values per channel, `∂β = Σ grad`,
@@ -557,7 +574,8 @@ pub trait QnnBackend: Backend {
     /// Max-pooling of `x` `[N, C, H, W]` over `kernel` windows moved by `stride`, without
     /// padding or dilation (Burn's `max_pool2d` with padding 0 and dilation 1). `Autodiff`
     /// runs it as one node that keeps only the index of each window's maximum (see
-    /// [`QnnBackend::qnn_max_pool2d_with_indices`]). The default is Burn's `max_pool2d`.
+    /// [`QnnBackend::qnn_max_pool2d_with_indices`]). The default is Burn's `max_pool2d`;
+    /// `NdArray` and `Flex` run [`crate::kernels::pool::max_pool2d`].
     fn qnn_max_pool2d(
         x: Tensor<Self, 4>,
         kernel: [usize; 2],

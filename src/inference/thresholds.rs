@@ -1,25 +1,11 @@
 //! Folding batch norm and sign into per-channel integer thresholds.
 
+use crate::kernels::eval_norm::{binarizes_positive, norm_std, normalize};
+
 /// Burn's `BatchNorm` in evaluation mode on one value, op for op in f32:
 /// `((v − mean)/sqrt(var + ε))·γ + β`.
-pub(super) fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
+fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
     normalize(v, mean, norm_std(var, epsilon), gamma, beta)
-}
-
-/// The `sqrt(var + ε)` of [`batch_norm`], in its f32 operations.
-pub(super) fn norm_std(var: f32, epsilon: f64) -> f32 {
-    (var + epsilon as f32).sqrt()
-}
-
-/// [`batch_norm`] with its `std` ([`norm_std`]) computed once per channel: the same bits.
-#[inline(always)]
-pub(super) fn normalize(v: f32, mean: f32, std: f32, gamma: f32, beta: f32) -> f32 {
-    (v - mean) / std * gamma + beta
-}
-
-/// Whether a value binarizes to `+1`: `v ≥ 0`, or NaN (the crate's sign).
-pub(super) fn binarizes_positive(v: f32) -> bool {
-    v >= 0.0 || v.is_nan()
 }
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in

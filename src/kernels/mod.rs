@@ -24,6 +24,7 @@ pub mod code_matmul;
 pub mod conv;
 mod conv_tile;
 mod engine;
+pub mod eval_norm;
 pub(crate) mod first_conv;
 pub(crate) mod float_gemm;
 pub mod im2col;

@@ -78,67 +78,115 @@ pub(crate) fn max_pool2d_forward_into(
     out: &mut [MaybeUninit<f32>],
     indices: &mut [MaybeUninit<i64>],
 ) {
-    let [oh, ow] = shape.output_size();
-    let (plane, out_plane) = (shape.plane_len(), oh * ow);
-    assert_eq!(x.len(), shape.planes * plane, "max pool: input length");
-    assert_eq!(
-        out.len(),
-        shape.planes * out_plane,
-        "max pool: output length"
-    );
+    let out_plane = check_lengths(x, shape, out.len());
     assert_eq!(indices.len(), out.len(), "max pool: index length");
     if out_plane == 0 {
         return;
     }
-    let ([kh, kw], [sh, sw], w) = (shape.kernel, shape.stride, shape.width);
-    let pairs = shape.kernel == [2, 2] && shape.stride == [2, 2];
-    x.par_chunks(plane.max(1))
+    x.par_chunks(shape.plane_len().max(1))
         .zip(out.par_chunks_mut(out_plane))
         .zip(indices.par_chunks_mut(out_plane))
-        .for_each(|((x, out), indices)| {
-            if pairs {
-                return pool_2x2_plane(x, w, [oh, ow], out, indices);
-            }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut best, mut best_at) = (f32::NEG_INFINITY, 0usize);
-                    for ky in 0..kh {
-                        let row = (oy * sh + ky) * w + ox * sw;
-                        for (kx, &v) in x[row..row + kw].iter().enumerate() {
-                            if v > best {
-                                (best, best_at) = (v, row + kx);
-                            }
-                        }
+        .for_each(|((x, out), indices)| pool_plane(x, shape, out, indices));
+}
+
+/// Writes each window's maximum to `out` (`[planes, out_h, out_w]`), as
+/// [`max_pool2d_forward`] without the indices (for inference).
+///
+/// # Panics
+/// If a length does not match `shape`.
+pub fn max_pool2d(x: &[f32], shape: PoolShape, out: &mut [f32]) {
+    // SAFETY: `max_pool2d_into` writes only initialized values.
+    max_pool2d_into(x, shape, unsafe { as_slots(out) })
+}
+
+/// [`max_pool2d`] into slots it writes every one of.
+pub(crate) fn max_pool2d_into(x: &[f32], shape: PoolShape, out: &mut [MaybeUninit<f32>]) {
+    let out_plane = check_lengths(x, shape, out.len());
+    if out_plane == 0 {
+        return;
+    }
+    x.par_chunks(shape.plane_len().max(1))
+        .zip(out.par_chunks_mut(out_plane))
+        .for_each(|(x, out)| pool_plane(x, shape, out, &mut NoIndices));
+}
+
+/// Checks the input and output lengths against `shape`; returns the values of an output plane.
+fn check_lengths(x: &[f32], shape: PoolShape, out_len: usize) -> usize {
+    let [oh, ow] = shape.output_size();
+    assert_eq!(
+        x.len(),
+        shape.planes * shape.plane_len(),
+        "max pool: input length"
+    );
+    assert_eq!(out_len, shape.planes * oh * ow, "max pool: output length");
+    oh * ow
+}
+
+/// Where the pooling writes each window's index: slots, or nowhere.
+trait IndexSink {
+    fn put(&mut self, at: usize, index: i64);
+}
+
+impl IndexSink for [MaybeUninit<i64>] {
+    #[inline(always)]
+    fn put(&mut self, at: usize, index: i64) {
+        self[at].write(index);
+    }
+}
+
+/// No indices (inference).
+struct NoIndices;
+
+impl IndexSink for NoIndices {
+    #[inline(always)]
+    fn put(&mut self, _: usize, _: i64) {}
+}
+
+/// One plane: each window's maximum and its index.
+fn pool_plane<I: IndexSink + ?Sized>(
+    x: &[f32],
+    shape: PoolShape,
+    out: &mut [MaybeUninit<f32>],
+    indices: &mut I,
+) {
+    let [oh, ow] = shape.output_size();
+    let ([kh, kw], [sh, sw], w) = (shape.kernel, shape.stride, shape.width);
+    if shape.kernel == [2, 2] && shape.stride == [2, 2] {
+        return pool_2x2_plane(x, w, [oh, ow], out, indices);
+    }
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (mut best, mut best_at) = (f32::NEG_INFINITY, 0usize);
+            for ky in 0..kh {
+                let row = (oy * sh + ky) * w + ox * sw;
+                for (kx, &v) in x[row..row + kw].iter().enumerate() {
+                    if v > best {
+                        (best, best_at) = (v, row + kx);
                     }
-                    out[oy * ow + ox].write(best);
-                    indices[oy * ow + ox].write(best_at as i64);
                 }
             }
-        });
+            out[oy * ow + ox].write(best);
+            indices.put(oy * ow + ox, best_at as i64);
+        }
+    }
 }
 
 /// One plane of a 2×2, stride-2 pooling (the paper's): the generic loop's result, written so
 /// that the compiler vectorizes it (each window's four values compared in row-major order with
 /// selects, no branches).
-fn pool_2x2_plane(
+fn pool_2x2_plane<I: IndexSink + ?Sized>(
     x: &[f32],
     w: usize,
     [oh, ow]: [usize; 2],
     out: &mut [MaybeUninit<f32>],
-    indices: &mut [MaybeUninit<i64>],
+    indices: &mut I,
 ) {
-    let rows = out.chunks_exact_mut(ow).zip(indices.chunks_exact_mut(ow));
-    for (oy, (out, indices)) in rows.enumerate().take(oh) {
+    for (oy, out) in out.chunks_exact_mut(ow).enumerate().take(oh) {
         let top_at = 2 * oy * w;
         let top = &x[top_at..][..2 * ow];
         let bottom = &x[top_at + w..][..2 * ow];
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-        for (ox, ((out, index), (top, bottom))) in out
-            .iter_mut()
-            .zip(indices.iter_mut())
-            .zip(windows)
-            .enumerate()
-        {
+        for (ox, (out, (top, bottom))) in out.iter_mut().zip(windows).enumerate() {
             let at = (top_at + 2 * ox) as i64;
             let (mut best, mut best_at) = (f32::NEG_INFINITY, 0i64);
             for (v, at) in [
@@ -152,7 +200,7 @@ fn pool_2x2_plane(
                 best_at = if larger { at } else { best_at };
             }
             out.write(best);
-            index.write(best_at);
+            indices.put(oy * ow + ox, best_at);
         }
     }
 }
@@ -268,6 +316,10 @@ mod tests {
                     }
                 }
             }
+            // Without the indices: the same maxima.
+            let mut values_only = vec![0.0; out.len()];
+            max_pool2d(&x, shape, &mut values_only);
+            assert_eq!(values_only, out, "{shape:?}");
         }
     }
 

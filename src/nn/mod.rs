@@ -36,6 +36,7 @@
 //! ```
 
 mod batch_norm;
+mod batch_norm_sign;
 mod binary_conv2d;
 mod binary_linear;
 mod bit_plane;
@@ -48,6 +49,7 @@ mod quant_linear;
 mod shift_batch_norm;
 
 pub use batch_norm::batch_norm;
+pub use batch_norm_sign::{BatchNormSign, BatchNormSignConfig};
 pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
 pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
 pub use bit_plane::{

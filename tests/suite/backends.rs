@@ -173,6 +173,7 @@ macro_rules! backend_tests {
                 crate::modules::binary_linear::<B>(&device());
                 crate::modules::binary_linear::<AD>(&device());
                 crate::modules::shift_batch_norm::<AD>(&device());
+                crate::modules::batch_norm_sign::<AD>(&device());
                 crate::modules::bit_plane_layers::<B>(&device());
                 crate::modules::latent_weights::<B>(&device());
             }

@@ -12,9 +12,9 @@ use burn_qnn::{
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
     nn::{
-        BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig,
-        QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig, clip_latent_weights,
-        glorot_lr_scale,
+        BatchNormSignConfig, BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig,
+        BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig,
+        clip_latent_weights, glorot_lr_scale,
     },
     quant::{Bits, CodeGrid, Pow2Range, Quantizer},
 };
@@ -115,6 +115,142 @@ pub fn shift_batch_norm<B: QnnAutodiffBackend>(device: &B::Device) {
         let ch = (i / l) % c;
         let expected = (v - running_mean[ch]) * ap2(1.0 / (running_var[ch] + 1e-4).sqrt());
         assert!((got - expected).abs() < 1e-4, "eval: {got} vs {expected}");
+    }
+}
+
+/// `BatchNormSign` is the sign of Burn's batch norm: in evaluation, `sign(((x − mean)/
+/// sqrt(var + ε))·γ + β)` with the running statistics (exactly, on the backends that compute on
+/// the host, also where the norm is exactly 0 and for NaN inputs); in training, the sign of the
+/// batch-statistics norm, with the gradient of Burn's `BatchNorm` through the sign's
+/// straight-through estimator, and the running statistics moved as Burn's.
+pub fn batch_norm_sign<B: QnnAutodiffBackend>(device: &B::Device) {
+    let (n, c, h, w) = (3, 5, 4, 3);
+    let len = n * c * h * w;
+    let epsilon = 1e-5;
+    // Evaluation, with running statistics, γ of both signs and a zero γ.
+    let mean = uniform(c, -2.0, 2.0, 31);
+    let var = uniform(c, 0.1, 4.0, 32);
+    let mut gamma = uniform(c, 0.2, 2.0, 33);
+    gamma[1] = -gamma[1];
+    gamma[3] = 0.0;
+    let mut beta = uniform(c, -0.5, 0.5, 34);
+    beta[0] = 0.0;
+    let mut layer = BatchNormSignConfig::new(c).init::<B::InnerBackend>(device);
+    let vector = |v: &[f32]| tensor::<B::InnerBackend, 1>(v.to_vec(), [c], device);
+    layer.norm.gamma = Param::from_tensor(vector(&gamma));
+    layer.norm.beta = Param::from_tensor(vector(&beta));
+    layer.norm.running_mean = RunningState::new(vector(&mean));
+    layer.norm.running_var = RunningState::new(vector(&var));
+    let mut x = uniform(len, -4.0, 4.0, 35);
+    for (i, v) in x.iter_mut().enumerate() {
+        let ch = (i / (h * w)) % c;
+        match i % 11 {
+            // Where channel 0's norm is exactly 0 (β = 0): +1.
+            0 => *v = mean[ch],
+            5 => *v = f32::NAN,
+            _ => {}
+        }
+    }
+    let norm_of = |i: usize, v: f32| {
+        let ch = (i / (h * w)) % c;
+        (v - mean[ch]) / (var[ch] + epsilon as f32).sqrt() * gamma[ch] + beta[ch]
+    };
+    let expected: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| sign(norm_of(i, v)))
+        .collect();
+    let got = values(layer.forward(tensor::<B::InnerBackend, 4>(
+        x.clone(),
+        [n, c, h, w],
+        device,
+    )));
+    if B::InnerBackend::qnn_computes_on_host() {
+        assert_exact("BatchNormSign (evaluation)", &x, &got, &expected);
+    } else {
+        // The GPU's division and square root may round differently: exact away from 0.
+        for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+            let y = norm_of(i, x[i]);
+            if y.is_nan() || y.abs() > 1e-4 {
+                assert_eq!(
+                    g, e,
+                    "BatchNormSign (evaluation): element {i} ({}), norm {y}",
+                    x[i]
+                );
+            }
+        }
+    }
+    assert!(expected.contains(&1.0) && expected.contains(&-1.0));
+    // On fully connected outputs `[N, C]` too.
+    let rows = values(layer.forward(tensor::<B::InnerBackend, 2>(
+        x[..4 * c].to_vec(),
+        [4, c],
+        device,
+    )));
+    for (i, &g) in rows.iter().enumerate() {
+        let ch = i % c;
+        let y = (x[i] - mean[ch]) / (var[ch] + epsilon as f32).sqrt() * gamma[ch] + beta[ch];
+        if y.is_nan() || y.abs() > 1e-4 {
+            assert_eq!(g, sign(y), "BatchNormSign on [N, C]: element {i}, norm {y}");
+        }
+    }
+
+    // Training: batch statistics; the gradient against Burn's `BatchNorm` with the
+    // straight-through mask applied by hand.
+    let layer = BatchNormSignConfig::new(c).init::<B>(device);
+    let reference = BatchNormConfig::new(c).init::<B>(device);
+    let x = uniform(len, -3.0, 3.0, 36);
+    let weights = uniform(len, -1.0, 1.0, 37);
+    let input = tensor::<B, 4>(x.clone(), [n, c, h, w], device).require_grad();
+    let y = layer.forward(input.clone());
+    let grads = (y.clone() * tensor::<B, 4>(weights.clone(), [n, c, h, w], device))
+        .sum()
+        .backward();
+    let got_grad = values(input.grad(&grads).expect("a gradient"));
+    let ref_input = tensor::<B, 4>(x.clone(), [n, c, h, w], device).require_grad();
+    let normed = reference.forward(ref_input.clone());
+    let normed_values = values(normed.clone().inner());
+    let passed: Vec<f32> = normed_values
+        .iter()
+        .zip(&weights)
+        .map(|(&v, &w)| if v.abs() <= 1.0 { w } else { 0.0 })
+        .collect();
+    let grads = (normed * tensor::<B, 4>(passed, [n, c, h, w], device))
+        .sum()
+        .backward();
+    let expected_grad = values(ref_input.grad(&grads).expect("a gradient"));
+    let y = values(y.inner());
+    for (i, &v) in normed_values.iter().enumerate() {
+        if v.abs() > 1e-4 {
+            assert_eq!(
+                y[i],
+                sign(v),
+                "BatchNormSign (training): element {i}, norm {v}"
+            );
+        }
+        // Away from the straight-through band's edges, where rounding could move a value across.
+        if (v.abs() - 1.0).abs() > 1e-3 {
+            let (g, e) = (got_grad[i], expected_grad[i]);
+            assert!(
+                (g - e).abs() <= 1e-4 * e.abs().max(1.0),
+                "gradient {i}: {g} vs {e}"
+            );
+        }
+    }
+    assert!(
+        got_grad.iter().any(|&g| g != 0.0),
+        "some gradient passes the band"
+    );
+    let running = |t: Tensor<B, 1>| values(t.inner());
+    let (got_mean, want_mean) = (
+        running(layer.norm.running_mean.value_sync()),
+        running(reference.running_mean.value_sync()),
+    );
+    for (g, e) in got_mean.iter().zip(&want_mean) {
+        assert!(
+            (g - e).abs() < 1e-5,
+            "running mean {got_mean:?} vs {want_mean:?}"
+        );
     }
 }
 

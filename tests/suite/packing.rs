@@ -12,8 +12,9 @@ use burn_qnn::{
     QnnBackend,
     inference::{PackedNetError, load_packed, pack, save_packed},
     nn::{
-        BinaryConv2d, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig, BitPlaneConv2d,
-        BitPlaneConv2dConfig, QuantConv2d, QuantConv2dConfig, QuantLinear, QuantLinearConfig,
+        BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, BinaryLinear,
+        BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, QuantConv2d, QuantConv2dConfig,
+        QuantLinear, QuantLinearConfig,
     },
     quant::{self, Bits, Pow2Range, Quantizer},
 };
@@ -30,7 +31,7 @@ pub struct Residual<B: QnnBackend> {
     pub stem: BitPlaneConv2d<B>,
     pub stem_norm: BatchNorm<B>,
     pub body: BinaryConv2d<B>,
-    pub body_norm: BatchNorm<B>,
+    pub body_sign: BatchNormSign<B>,
     pub reduce: QuantConv2d<B>,
     pub hidden: BinaryLinear<B>,
     pub hidden_norm: BatchNorm<B>,
@@ -60,7 +61,7 @@ impl Widths {
                 .with_padding(same)
                 .with_scaling(self.scaled)
                 .init(device),
-            body_norm: BatchNormConfig::new(c).init(device),
+            body_sign: BatchNormSignConfig::new(c).init(device),
             reduce: QuantConv2dConfig::new([c, 6], [2, 2])
                 .with_stride([2, 2])
                 .with_bits(Bits::TWO, Bits::TWO)
@@ -81,7 +82,7 @@ impl<B: QnnBackend> Residual<B> {
     /// `[N, C, 8, 8]` images in `[−1, 1]` → `[N, 4]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = quant::sign(self.stem_norm.forward(self.stem.forward(images)));
-        let block = quant::sign(self.body_norm.forward(self.body.forward(x.clone())));
+        let block = self.body_sign.forward(self.body.forward(x.clone()));
         let x = x + block; // residual addition: values in {−2, 0, 2}
         let x = self.reduce.forward(x.clamp(0.0, 1.0));
         let x = x.flatten::<2>(1, 3);
@@ -120,7 +121,9 @@ fn scramble<B: QnnBackend>(model: Residual<B>, seed: u64) -> Residual<B> {
     };
     Residual {
         stem_norm: norm(model.stem_norm, 8.0, seed),
-        body_norm: norm(model.body_norm, 8.0, seed + 10),
+        body_sign: BatchNormSign {
+            norm: norm(model.body_sign.norm, 8.0, seed + 10),
+        },
         hidden_norm: norm(model.hidden_norm, 6.0, seed + 20),
         ..model
     }
@@ -364,7 +367,7 @@ pub fn summary_of_a_user_model<B: QnnBackend>(device: &B::Device) {
             "stem (BitPlaneConv2d)",
             "stem_norm (BatchNorm)",
             "body (BinaryConv2d)",
-            "body_norm (BatchNorm)",
+            "body_sign.norm (BatchNorm)",
             "reduce (QuantConv2d)",
             "hidden (BinaryLinear)",
             "hidden_norm (BatchNorm)",
@@ -391,7 +394,7 @@ pub fn summary_of_a_user_model<B: QnnBackend>(device: &B::Device) {
         c + c,
         "bias and the scale of `scaling`"
     );
-    assert_eq!(row("body_norm").params_32bit, 4 * c);
+    assert_eq!(row("body_sign").params_32bit, 4 * c);
     assert_eq!(
         (row("reduce").params_kbit, row("reduce").kbit_bits),
         (6 * c * 4, 2 * 6 * c * 4)

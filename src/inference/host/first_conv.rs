@@ -8,12 +8,10 @@
 
 use rayon::prelude::*;
 
-use super::Norm;
+use super::norm_of;
+use crate::kernels::eval_norm::binarizes_positive;
 use crate::{
-    inference::{
-        record::PackedLayerRecord,
-        thresholds::{binarizes_positive, positive_range},
-    },
+    inference::{record::PackedLayerRecord, thresholds::positive_range},
     kernels::{
         CheckedIsa,
         conv::{PackedActivations, classes},
@@ -95,7 +93,7 @@ impl FirstConv {
         if k >= i64::from(i16::MAX) || geometry.stride != [1, 1] || geometry.dilation != [1, 1] {
             return None;
         }
-        let norm = Norm::from_record(&layer.output)?;
+        let norm = norm_of(&layer.output)?;
         let padded_out = c_out.div_ceil(LANES) * LANES;
         let cw = words_per_row(c_in);
         let rows = super::conv_rows_of(&layer.weights, geometry)?;

@@ -20,13 +20,11 @@ use std::sync::Arc;
 
 use first_conv::FirstConv;
 
-use super::{
-    record::{OutputRecord, PackedNetRecord},
-    thresholds::{binarizes_positive, norm_std, normalize},
-};
+use super::record::{OutputRecord, PackedNetRecord};
 use crate::{
     kernels::{
         conv::{self as kernel, ConvInput, PackedActivations, PaddingMode, SignThresholds},
+        eval_norm::{EvalNorm, binarizes_positive},
         float_gemm::{self, MatMut, MatRef},
         pack, words_per_row, xnor,
     },
@@ -77,7 +75,7 @@ struct FirstDense {
     /// Per output, the sum of its weight signs (the correction of the 8-bit codes' offset).
     sums: Vec<f32>,
     bias: Option<Vec<f32>>,
-    norm: Norm,
+    norm: EvalNorm,
     /// Whether the layer gives the scores (no sign after it).
     last: bool,
 }
@@ -112,55 +110,26 @@ enum DenseOutput {
     /// Sign bits: `+1` where `lo ≤ y ≤ hi`.
     Signs { lo: Vec<f32>, hi: Vec<f32> },
     /// The scores: batch norm of `y`.
-    Scores(Norm),
+    Scores(EvalNorm),
 }
 
-/// Burn's batch norm in evaluation mode, per channel.
-#[derive(Debug)]
-struct Norm {
-    mean: Vec<f32>,
-    /// `sqrt(var + ε)` per channel ([`norm_std`]).
-    std: Vec<f32>,
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-}
-
-impl Norm {
-    fn from_record(record: &OutputRecord) -> Option<Norm> {
-        match record {
-            OutputRecord::Norm {
-                mean,
-                var,
-                gamma,
-                beta,
-                epsilon,
-            } => Some(Norm {
-                mean: mean.clone(),
-                std: var.iter().map(|&var| norm_std(var, *epsilon)).collect(),
-                gamma: gamma.clone(),
-                beta: beta.clone(),
-            }),
-            OutputRecord::Threshold { .. } => None,
-        }
-    }
-
-    /// [`Norm::apply`] to each value of a row of channels.
-    fn apply_to_row(&self, row: &mut [f32]) {
-        let channels = self
-            .mean
-            .iter()
-            .zip(&self.std)
-            .zip(&self.gamma)
-            .zip(&self.beta);
-        for (v, (((&mean, &std), &gamma), &beta)) in row.iter_mut().zip(channels) {
-            *v = normalize(*v, mean, std, gamma, beta);
-        }
-    }
-
-    /// Burn's batch norm in evaluation mode on a value of `channel`, op for op.
-    fn apply(&self, channel: usize, v: f32) -> f32 {
-        let c = channel;
-        normalize(v, self.mean[c], self.std[c], self.gamma[c], self.beta[c])
+/// The evaluation-mode batch norm of a layer's output record (`None` for thresholds).
+fn norm_of(record: &OutputRecord) -> Option<EvalNorm> {
+    match record {
+        OutputRecord::Norm {
+            mean,
+            var,
+            gamma,
+            beta,
+            epsilon,
+        } => Some(EvalNorm::new(
+            mean.clone(),
+            var,
+            gamma.clone(),
+            beta.clone(),
+            *epsilon,
+        )),
+        OutputRecord::Threshold { .. } => None,
     }
 }
 
@@ -246,7 +215,7 @@ impl HostNet {
                     d_in,
                     sums,
                     bias,
-                    norm: Norm::from_record(&layer.output)
+                    norm: norm_of(&layer.output)
                         .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
                     last: i == last,
                 }));
@@ -273,8 +242,7 @@ impl HostNet {
                     hi: hi.clone(),
                 },
                 norm @ OutputRecord::Norm { .. } if i == last => DenseOutput::Scores(
-                    Norm::from_record(norm)
-                        .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
+                    norm_of(norm).ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
                 ),
                 _ => {
                     return Err(format!(
