@@ -1,5 +1,8 @@
 //! Whole-network inference of the paper's CIFAR-10 network (width 1) on NdArray: the packed
 //! inference form against Burn's f32 layers of the same shapes, side by side, at batch 1 and 64.
+//! And the activation between binary layers of a model of one's own: `nn::BatchNormSign`
+//! against Burn's `BatchNorm` followed by `quant::sign` on the same data (the custom-model
+//! example's shapes, 256 images of 64 channels of 8×8).
 //!
 //! `cargo bench --bench network_inference`
 
@@ -10,6 +13,8 @@ use burn::{
 use burn_qnn::{
     inference::PackedNet,
     models::{NetConfig, Precision},
+    nn::BatchNormSignConfig,
+    quant,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -39,5 +44,32 @@ fn network_inference(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, network_inference);
+fn batch_norm_sign(c: &mut Criterion) {
+    let device = Default::default();
+    let channels = 64;
+    let mut layer = BatchNormSignConfig::new(channels).init::<NdArray>(&device);
+    let vector = |lo: f64, hi: f64| {
+        Tensor::<NdArray, 1>::random([channels], Distribution::Uniform(lo, hi), &device)
+    };
+    layer.norm.gamma = burn::module::Param::from_tensor(vector(-2.0, 2.0));
+    layer.norm.beta = burn::module::Param::from_tensor(vector(-1.0, 1.0));
+    layer.norm.running_mean = burn::module::RunningState::new(vector(-5.0, 5.0));
+    layer.norm.running_var = burn::module::RunningState::new(vector(1.0, 30.0));
+    let x = Tensor::<NdArray, 4>::random(
+        [256, channels, 8, 8],
+        Distribution::Uniform(-20.0, 20.0),
+        &device,
+    );
+    let mut group = c.benchmark_group("batch_norm_sign_256x64x8x8");
+    group.sample_size(20);
+    group.bench_function("burn_batch_norm_then_sign", |b| {
+        b.iter(|| quant::sign(layer.norm.forward(x.clone())).into_data())
+    });
+    group.bench_function("batch_norm_sign", |b| {
+        b.iter(|| layer.forward(x.clone()).into_data())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, network_inference, batch_norm_sign);
 criterion_main!(benches);
