@@ -2,9 +2,10 @@
 //! of `burn_qnn::models`) trained on the bundled 8×8 digits, packed, saved, reloaded into a
 //! fresh model and evaluated.
 //!
-//! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, batch
-//! norms, a binary convolution whose signs are added back to its input (a residual
-//! connection), max pooling, binary fully connected layers. `burn_qnn::inference::save_packed`
+//! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, a
+//! binary convolution whose signs are added back to its input (a residual connection), max
+//! pooling, binary fully connected layers, each layer followed by a batch norm; where the sign
+//! follows the batch norm, `BatchNormSign` computes both in one pass outside training. `burn_qnn::inference::save_packed`
 //! writes it with the weights as bits; `load_packed` reads them into a freshly initialized
 //! model of the same type, which then gives exactly the trained model's outputs.
 //!

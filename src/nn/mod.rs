@@ -1,5 +1,6 @@
 //! Modules that drop into Burn models: binary and k-bit `Linear` and `Conv2d`, shift-based
-//! batch norm, the bit-plane input layers, and the latent-weight tools of training.
+//! batch norm, batch norm followed by the sign ([`BatchNormSign`], the activation between
+//! binary layers), the bit-plane input layers, and the latent-weight tools of training.
 //!
 //! Each layer has a `Config` (defaults documented, `init(&device)`), derives `Module` and has a
 //! `forward` like its Burn counterpart, so a Burn model becomes a binarized one by swapping
