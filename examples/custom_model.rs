@@ -33,6 +33,7 @@ use burn_qnn::{
         BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, BinaryLinear,
         BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, max_pool2d,
     },
+    quant::{Bits, GradRounding},
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
 };
 use clap::Parser;
@@ -56,6 +57,23 @@ struct Args {
     /// Seed of the initialization and of the data order.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Quantize the binary layers' output gradients to K bits (2 to 8) in the backward pass;
+    /// `--grad-bits` alone means the paper's 6. Off by default (f32 gradients)
+    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "6", value_parser = grad_bits)]
+    grad_bits: Option<Bits>,
+    /// Round the quantized gradients stochastically instead of to the nearest level (needs
+    /// `--grad-bits`)
+    #[arg(long, requires = "grad_bits")]
+    stochastic_rounding: bool,
+}
+
+/// A gradient width of `--grad-bits`: 2 to 8.
+fn grad_bits(text: &str) -> Result<Bits, String> {
+    let k: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(2..=8).contains(&k) {
+        return Err(format!("{k} bits: 2 to 8 are possible"));
+    }
+    Bits::new(k).map_err(|e| e.to_string())
 }
 
 /// Units of the hidden fully connected layer.
@@ -75,7 +93,13 @@ struct ResidualNet<B: QnnBackend> {
 }
 
 impl<B: QnnBackend> ResidualNet<B> {
-    fn new(channels: usize, device: &B::Device) -> Self {
+    /// The model with `channels` channels; its binary layers quantize their output gradients
+    /// as `gradients` says (`None`: f32).
+    fn new(channels: usize, gradients: Option<(Bits, GradRounding)>, device: &B::Device) -> Self {
+        let (grad_bits, grad_rounding) = match gradients {
+            Some((bits, rounding)) => (Some(bits), rounding),
+            None => (None, GradRounding::Nearest),
+        };
         let same = PaddingConfig2d::Explicit(1, 1, 1, 1);
         Self {
             // Batch norm follows every layer: it has the layers' biases already.
@@ -87,14 +111,20 @@ impl<B: QnnBackend> ResidualNet<B> {
             block: BinaryConv2dConfig::new([channels, channels], [3, 3])
                 .with_padding(same)
                 .with_bias(false)
+                .with_grad_bits(grad_bits)
+                .with_grad_rounding(grad_rounding)
                 .init(device),
             block_sign: BatchNormSignConfig::new(channels).init(device),
             hidden: BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
                 .with_bias(false)
+                .with_grad_bits(grad_bits)
+                .with_grad_rounding(grad_rounding)
                 .init(device),
             hidden_sign: BatchNormSignConfig::new(HIDDEN).init(device),
             output: BinaryLinearConfig::new(HIDDEN, 10)
                 .with_bias(false)
+                .with_grad_bits(grad_bits)
+                .with_grad_rounding(grad_rounding)
                 .init(device),
             output_norm: BatchNormConfig::new(10).init(device),
         }
@@ -128,7 +158,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     B::seed(&device, args.seed);
-    let model = ResidualNet::<B>::new(args.channels, &device);
+    let rounding = if args.stochastic_rounding {
+        GradRounding::Stochastic
+    } else {
+        GradRounding::Nearest
+    };
+    let gradients = args.grad_bits.map(|bits| (bits, rounding));
+    let model = ResidualNet::<B>::new(args.channels, gradients, &device);
     println!("training for {} epochs:\n{model}", args.epochs);
     let options = TrainOptions::new()
         .with_epochs(args.epochs)
@@ -152,7 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let packed_model_bytes = std::fs::metadata(&path)?.len();
     let f32_model_bytes = f32_record_bytes(model.clone());
     let packed = load_packed(
-        ResidualNet::<NdArray>::new(args.channels, &device),
+        ResidualNet::<NdArray>::new(args.channels, gradients, &device),
         &path,
         &device,
     )?;
@@ -183,6 +219,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "epochs": args.epochs,
         "channels": args.channels,
         "seed": args.seed,
+        "grad_bits": args.grad_bits.map(|bits| bits.get()),
+        "grad_rounding": gradients.map(|(_, rounding)| format!("{rounding:?}").to_lowercase()),
         "training_seconds": training_seconds,
         "test_accuracy": test_accuracy,
         "packed_test_accuracy": packed_test_accuracy,

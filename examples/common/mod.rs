@@ -41,7 +41,7 @@ use burn_qnn::{
     models::{Net, NetConfig, Precision},
     nn::LatentLrScale,
     optim::{BopConfig, FusedAdamConfig},
-    quant::Bits,
+    quant::{Bits, GradRounding},
     train::{accuracy, time_per_batch},
 };
 use burn_train::{
@@ -89,6 +89,10 @@ pub struct Args {
     /// integers. Off by default (f32 gradients); `--grad-bits` alone means 6
     #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "6", value_parser = grad_bits)]
     pub grad_bits: Option<Bits>,
+    /// Round the quantized gradients stochastically (unbiased) instead of to the nearest level
+    /// (needs `--grad-bits`)
+    #[arg(long, requires = "grad_bits")]
+    pub stochastic_rounding: bool,
     /// ndarray, flex (Burn's Flex CPU backend, needs `--features flex`) or wgpu (needs
     /// `--features wgpu`)
     #[arg(long, value_name = "B", default_value = "ndarray")]
@@ -192,6 +196,15 @@ fn width(text: &str) -> Result<f64, String> {
     match positive_number(text)? {
         x if x > MAX_WIDTH => Err(format!("must be at most {MAX_WIDTH}, not {x}")),
         x => Ok(x),
+    }
+}
+
+/// The rounding of `--stochastic-rounding`.
+fn grad_rounding(args: &Args) -> GradRounding {
+    if args.stochastic_rounding {
+        GradRounding::Stochastic
+    } else {
+        GradRounding::Nearest
     }
 }
 
@@ -366,11 +379,17 @@ fn run_on<B: QnnAutodiffBackend>(
     let config = config
         .with_width(args.width)
         .with_precision(precision)
-        .with_grad_bits(args.grad_bits);
+        .with_grad_bits(args.grad_bits)
+        .with_grad_rounding(grad_rounding(args));
     if let Some(bits) = args.grad_bits {
         println!(
-            "binary layers' output gradients quantized to {} bits",
-            bits.get()
+            "binary layers' output gradients quantized to {} bits, rounded {}",
+            bits.get(),
+            if args.stochastic_rounding {
+                "stochastically"
+            } else {
+                "to the nearest level"
+            }
         );
     }
     B::seed(&device, args.seed);
@@ -474,6 +493,7 @@ fn run_on<B: QnnAutodiffBackend>(
         "bop_gamma": (args.optimizer == BinaryOptimizer::Bop).then_some(args.bop_gamma),
         "bop_threshold": (args.optimizer == BinaryOptimizer::Bop).then_some(args.bop_threshold),
         "grad_bits": args.grad_bits.map(|bits| bits.get()),
+        "grad_rounding": args.grad_bits.map(|_| format!("{:?}", grad_rounding(args)).to_lowercase()),
         "devices": args.devices,
         "train_images": train.len(),
         "train_seconds": train_seconds,
@@ -715,6 +735,17 @@ mod tests {
             bits(&["demo", "--grad-bits=8", "--epochs", "2"]),
             Some(Bits::new(8).unwrap())
         );
+    }
+
+    /// `--stochastic-rounding` needs `--grad-bits`.
+    #[test]
+    fn stochastic_rounding_needs_grad_bits() {
+        let args = parse_from(&DEFAULTS, ["demo", "--grad-bits", "--stochastic-rounding"]).unwrap();
+        assert!(args.stochastic_rounding);
+        assert_eq!(grad_rounding(&args), GradRounding::Stochastic);
+        assert!(!parse_from(&DEFAULTS, ["demo"]).unwrap().stochastic_rounding);
+        let refused = parse_from(&DEFAULTS, ["demo", "--stochastic-rounding"]);
+        assert!(refused.is_err(), "accepted without --grad-bits");
     }
 
     /// `--optimizer bop` takes Bop's settings.

@@ -4,7 +4,9 @@
 //! the inputs lie outside the straight-through pass band as packed bits (1 bit a value), or
 //! nothing at all for the gradient quantizer.
 
-use burn::tensor::{Device, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor};
+use burn::tensor::{
+    Device, Distribution, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor,
+};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -285,6 +287,38 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
 
         let x = x.into_primitive().tensor();
         let output = QuantizeGradient(bits)
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateless(x.primitive);
+        outer_tensor(output)
+    }
+
+    fn qnn_quantize_gradient_stochastic<const D: usize>(
+        x: Tensor<Self, D>,
+        bits: Bits,
+    ) -> Tensor<Self, D> {
+        #[derive(Debug)]
+        struct QuantizeGradientStochastic(Bits);
+
+        impl<B: Backend> Backward<B, 1> for QuantizeGradientStochastic {
+            type State = ();
+
+            fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    let grad = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad));
+                    let shape = grad.shape();
+                    let count = shape.num_elements();
+                    let noise =
+                        Tensor::random([count], Distribution::Uniform(0.0, 1.0), &grad.device());
+                    let flat = grad.reshape([count]);
+                    let quantized = quantizer::gradient_value_stochastic(flat, self.0, noise);
+                    B::float_reshape(quantized.into_primitive().tensor(), shape)
+                });
+            }
+        }
+
+        let x = x.into_primitive().tensor();
+        let output = QuantizeGradientStochastic(bits)
             .prepare::<C>([x.node.clone()])
             .compute_bound()
             .stateless(x.primitive);

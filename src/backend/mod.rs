@@ -170,6 +170,15 @@ pub trait QnnBackend: Backend {
         x
     }
 
+    /// The identity, whose gradient is quantized to `bits` bits with stochastic rounding in the
+    /// backward pass ([`crate::quant::quantize_gradient_stochastic`]).
+    fn qnn_quantize_gradient_stochastic<const D: usize>(
+        x: Tensor<Self, D>,
+        _bits: Bits,
+    ) -> Tensor<Self, D> {
+        x
+    }
+
     /// `a·b` of a `[m, k]` and a `[k, n]` matrix whose values lie on `a_grid` and `b_grid`
     /// (quantized values, as the quant layers multiply them). The default is Burn's `matmul`;
     /// the host backends multiply the integer codes on the bit-serial AND-popcount kernel

@@ -63,6 +63,10 @@ pub struct NetConfig {
     /// `None` (the default) keeps f32 gradients. The bit-plane first layer and float networks
     /// are unaffected.
     pub grad_bits: Option<crate::quant::Bits>,
+    /// How the binary layers round their gradients to `grad_bits` bits (default nearest; see
+    /// [`crate::quant::GradRounding`]).
+    #[config(default = "crate::quant::GradRounding::Nearest")]
+    pub grad_rounding: crate::quant::GradRounding,
 }
 
 impl NetConfig {
@@ -149,6 +153,7 @@ impl NetConfig {
                         .with_padding(PaddingConfig2d::Same)
                         .with_bias(false)
                         .with_grad_bits(self.grad_bits)
+                        .with_grad_rounding(self.grad_rounding)
                         .init(device),
                 ),
                 (false, _) => ConvLayer::Float(
@@ -177,6 +182,7 @@ impl NetConfig {
                     BinaryLinearConfig::new(d_in, d_out)
                         .with_bias(false)
                         .with_grad_bits(self.grad_bits)
+                        .with_grad_rounding(self.grad_rounding)
                         .init(device),
                 ),
                 (false, _) => DenseLayer::Float(LinearConfig::new(d_in, d_out).init(device)),

@@ -11,7 +11,7 @@ use super::{PackedWeight, WeightForm, packed_weight::output_scale};
 use crate::{
     QnnBackend,
     ops::{self, ConvGeometry, PaddingMode},
-    quant::{self, Bits},
+    quant::{self, Bits, GradRounding},
 };
 
 /// Configuration of a [`BinaryConv2d`] layer.
@@ -53,6 +53,11 @@ pub struct BinaryConv2dConfig {
     /// integer products of the codes and ±1, computed exactly (on `NdArray` in integer kernels).
     /// `None` (the default) keeps the f32 gradient.
     pub grad_bits: Option<Bits>,
+    /// How the output gradient is rounded to `grad_bits` bits (default
+    /// [`GradRounding::Nearest`]; [`GradRounding::Stochastic`] is unbiased). The products stay
+    /// exact integer products of the rounded codes either way.
+    #[config(default = "GradRounding::Nearest")]
+    pub grad_rounding: GradRounding,
 }
 
 /// A 2-D convolution `y = sign(x) ⊛ sign(W) (·α) + b` on packed XNOR-popcount kernels.
@@ -96,6 +101,9 @@ pub struct BinaryConv2d<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
+    /// How the output gradient is rounded to `grad_bits` bits.
+    #[module(skip)]
+    pub grad_rounding: GradRounding,
 }
 
 /// The symmetric `[p_h, p_w]` of a padding configuration.
@@ -164,6 +172,7 @@ impl BinaryConv2dConfig {
             binarize_input: self.binarize_input,
             scaling: self.scaling,
             grad_bits: self.grad_bits,
+            grad_rounding: self.grad_rounding,
             packed: PackedWeight::new(
                 WeightForm::Signs {
                     scaled: self.scaling,
@@ -208,7 +217,7 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// The training form's convolution with the latent weight.
     fn product(&self, x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        match (self.binarize_input, self.grad_bits) {
+        let y = match (self.binarize_input, self.grad_bits) {
             (true, None) => ops::binary_conv2d(x, weight, geometry),
             (true, Some(bits)) => ops::binary_conv2d_quantized_grad(x, weight, geometry, bits),
             (false, bits) => {
@@ -219,7 +228,8 @@ impl<B: QnnBackend> BinaryConv2d<B> {
                     None => y,
                 }
             }
-        }
+        };
+        super::round_gradient_first(y, self.grad_bits, self.grad_rounding)
     }
 
     /// The packed form's convolution with the weights' signs: packed once in the kernels'

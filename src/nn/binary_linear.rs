@@ -9,7 +9,7 @@ use burn::{
 use super::{PackedWeight, WeightForm, packed_weight::output_scale};
 use crate::{
     QnnBackend, ops,
-    quant::{self, Bits},
+    quant::{self, Bits, GradRounding},
 };
 
 /// Configuration of a [`BinaryLinear`] layer.
@@ -39,6 +39,11 @@ pub struct BinaryLinearConfig {
     /// integer products of the codes and ±1, computed exactly (on `NdArray` in integer kernels).
     /// `None` (the default) keeps the f32 gradient.
     pub grad_bits: Option<Bits>,
+    /// How the output gradient is rounded to `grad_bits` bits (default
+    /// [`GradRounding::Nearest`]; [`GradRounding::Stochastic`] is unbiased). The products stay
+    /// exact integer products of the rounded codes either way.
+    #[config(default = "GradRounding::Nearest")]
+    pub grad_rounding: GradRounding,
 }
 
 /// A fully connected layer `y = sign(x)·sign(W) (·α) + b` on packed XNOR-popcount kernels.
@@ -78,6 +83,9 @@ pub struct BinaryLinear<B: QnnBackend> {
     /// Bits of the output gradient in the backward pass (`None`: f32).
     #[module(skip)]
     pub grad_bits: Option<Bits>,
+    /// How the output gradient is rounded to `grad_bits` bits.
+    #[module(skip)]
+    pub grad_rounding: GradRounding,
 }
 
 impl BinaryLinearConfig {
@@ -98,6 +106,7 @@ impl BinaryLinearConfig {
             binarize_input: self.binarize_input,
             scaling: self.scaling,
             grad_bits: self.grad_bits,
+            grad_rounding: self.grad_rounding,
             packed: PackedWeight::new(
                 WeightForm::Signs {
                     scaled: self.scaling,
@@ -156,7 +165,7 @@ impl<B: QnnBackend> BinaryLinear<B> {
 
     /// The training form's product with the latent weight.
     fn product<const D: usize>(&self, x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
-        match (self.binarize_input, self.grad_bits) {
+        let y = match (self.binarize_input, self.grad_bits) {
             (true, None) => ops::xnor_matmul(x, super::lift_rank(weight)),
             (true, Some(bits)) => {
                 ops::xnor_matmul_quantized_grad(x, super::lift_rank(weight), bits)
@@ -168,7 +177,8 @@ impl<B: QnnBackend> BinaryLinear<B> {
                     None => y,
                 }
             }
-        }
+        };
+        super::round_gradient_first(y, self.grad_bits, self.grad_rounding)
     }
 
     /// The packed form's product with the weights' signs: the packed rows directly where the

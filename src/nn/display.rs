@@ -65,11 +65,16 @@ fn binary_content(
     binarize_input: bool,
     scaling: bool,
     grad_bits: Option<crate::quant::Bits>,
+    grad_rounding: crate::quant::GradRounding,
 ) -> Content {
-    content
+    let content = content
         .add("binarize_input", &binarize_input)
         .add("scaling", &scaling)
-        .add_debug_attribute("grad_bits", &grad_bits.map(|bits| bits.get()))
+        .add_debug_attribute("grad_bits", &grad_bits.map(|bits| bits.get()));
+    match grad_rounding {
+        crate::quant::GradRounding::Nearest => content,
+        rounding => content.add_debug_attribute("grad_rounding", &rounding),
+    }
 }
 
 impl<B: QnnBackend> ModuleDisplay for BinaryLinear<B> {
@@ -79,7 +84,13 @@ impl<B: QnnBackend> ModuleDisplay for BinaryLinear<B> {
 
     fn custom_content(&self, content: Content) -> Option<Content> {
         let content = linear_content(content, weight_dims(&self.packed), self.bias.is_some());
-        let content = binary_content(content, self.binarize_input, self.scaling, self.grad_bits);
+        let content = binary_content(
+            content,
+            self.binarize_input,
+            self.scaling,
+            self.grad_bits,
+            self.grad_rounding,
+        );
         packed_content(content, &self.packed).optional()
     }
 }
@@ -92,7 +103,13 @@ impl<B: QnnBackend> ModuleDisplay for BinaryConv2d<B> {
     fn custom_content(&self, content: Content) -> Option<Content> {
         let content = conv_content(content, &self.geometry, self.bias.is_some())
             .add_debug_attribute("padding_mode", &self.geometry.padding_mode);
-        let content = binary_content(content, self.binarize_input, self.scaling, self.grad_bits);
+        let content = binary_content(
+            content,
+            self.binarize_input,
+            self.scaling,
+            self.grad_bits,
+            self.grad_rounding,
+        );
         packed_content(content, &self.packed).optional()
     }
 }
@@ -188,6 +205,7 @@ mod tests {
         let device = Default::default();
         let linear = BinaryLinearConfig::new(70, 5)
             .with_grad_bits(Some(Bits::new(6).unwrap()))
+            .with_grad_rounding(crate::quant::GradRounding::Stochastic)
             .init::<NdArray>(&device);
         assert_shows(
             linear.to_string(),
@@ -197,6 +215,7 @@ mod tests {
                 "d_output: 5",
                 "bias: true",
                 "grad_bits: Some(6)",
+                "grad_rounding: Stochastic",
                 "params: 355",
             ],
         );

@@ -177,3 +177,53 @@ pub fn quantize_gradient<B: QnnBackend, const D: usize>(
 ) -> Tensor<B, D> {
     B::qnn_quantize_gradient(x, bits)
 }
+
+/// [`quantize_gradient`] with stochastic rounding, from the backend's random generator (seed it
+/// with `B::seed`): unbiased, where rounding to nearest drops every gradient smaller than half
+/// a step.
+///
+/// - forward: `q(x) = x`.
+/// - backward: the incoming gradient `g` becomes `s · floor(L·g/s + u) / L` with `s = max|g|`,
+///   `L = max(2^(k−1) − 1, 1)` and `u` uniform in `[0, 1)`, drawn once per value: each value
+///   goes to one of the two grid levels around it, the upper one with probability equal to
+///   its distance from the lower one in steps, so `E[q] = g`. The grid is
+///   [`quantize_gradient`]'s (`±s` stays exact); an all-zero gradient stays zero; non-finite
+///   gradients give non-finite results.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Tensor, backend::Backend};
+/// use burn_qnn::quant::{self, Bits};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// B::seed(&device, 1);
+/// let x = Tensor::<B, 1>::from_floats([0.0; 4], &device).require_grad();
+/// let y = quant::quantize_gradient_stochastic(x.clone(), Bits::new(2)?); // levels −s, 0, s
+/// let upstream = Tensor::<B, 1>::from_floats([1.0, 0.25, -0.5, 0.0], &device);
+/// let grads = (y * upstream).sum().backward();
+/// let g = x.grad(&grads).unwrap().to_data().to_vec::<f32>().unwrap();
+/// assert_eq!(g[0], 1.0); // the largest magnitude is exact
+/// assert!(g[1] == 0.0 || g[1] == 1.0); // 1 with probability 1/4
+/// assert!(g[2] == 0.0 || g[2] == -1.0); // −1 with probability 1/2
+/// assert_eq!(g[3], 0.0);
+/// # Ok::<(), burn_qnn::quant::QuantError>(())
+/// ```
+pub fn quantize_gradient_stochastic<B: QnnBackend, const D: usize>(
+    x: Tensor<B, D>,
+    bits: Bits,
+) -> Tensor<B, D> {
+    B::qnn_quantize_gradient_stochastic(x, bits)
+}
+
+/// How a layer rounds its quantized output gradient ([`crate::nn::BinaryLinearConfig::grad_rounding`]).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum GradRounding {
+    /// To the nearest level, ties up ([`quantize_gradient`]; the default).
+    #[default]
+    Nearest,
+    /// Stochastically, unbiased ([`quantize_gradient_stochastic`]).
+    Stochastic,
+}

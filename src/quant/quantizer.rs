@@ -153,3 +153,17 @@ pub fn gradient_value<B: Backend>(g: Tensor<B, 1>, bits: Bits) -> Tensor<B, 1> {
     let scale = g.clone().abs().max().clamp_min(f32::MIN_POSITIVE);
     round_half_up(g / scale.clone() * steps) / steps * scale
 }
+
+/// [`gradient_value`] with stochastic rounding: `q(g) = s · floor(L·g/s + u) / L` for noise
+/// `u` uniform in `[0, 1)`, one draw per value, so that `E[q(g)] = g`. The grid is
+/// [`gradient_value`]'s, and `±s` stays exact (`floor(±L + u) = ±L`), so the deterministic
+/// quantizer maps the result to the same codes.
+pub fn gradient_value_stochastic<B: Backend>(
+    g: Tensor<B, 1>,
+    bits: Bits,
+    noise: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    let steps = ((1u32 << (bits.get() - 1)) - 1).max(1) as f32;
+    let scale = g.clone().abs().max().clamp_min(f32::MIN_POSITIVE);
+    (g / scale.clone() * steps + noise).floor() / steps * scale
+}

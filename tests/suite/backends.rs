@@ -109,6 +109,8 @@ macro_rules! backend_tests {
             fn gradient_quantizer() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::quantizers::gradient_quantizer::<AD>(&device());
+                crate::quantizers::stochastic_gradient_quantizer::<AD>(&device());
+                crate::modules::stochastic_rounding_layers::<AD>(&device());
             }
 
             #[test]

@@ -12,11 +12,11 @@ use burn_qnn::{
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
     nn::{
-        BatchNormSignConfig, BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig,
-        BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig,
-        clip_latent_weights, glorot_lr_scale,
+        BatchNormSignConfig, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig,
+        BitPlaneConv2dConfig, BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig,
+        ShiftBatchNormConfig, clip_latent_weights, glorot_lr_scale,
     },
-    quant::{Bits, CodeGrid, Pow2Range, Quantizer},
+    quant::{Bits, CodeGrid, GradRounding, Pow2Range, Quantizer},
 };
 
 use crate::reference::{assert_exact, pow2, sign, tensor, uniform, values};
@@ -252,6 +252,82 @@ pub fn batch_norm_sign<B: QnnAutodiffBackend>(device: &B::Device) {
             "running mean {got_mean:?} vs {want_mean:?}"
         );
     }
+}
+
+/// Binary layers with stochastically rounded gradients give the gradients of their float
+/// definition for the output gradient as `quant::quantize_gradient_stochastic` passes it (the
+/// same seed draws the same rounding), and differ from rounding to the nearest level.
+pub fn stochastic_rounding_layers<B: QnnAutodiffBackend>(device: &B::Device) {
+    let bits = burn_qnn::quant::Bits::new(4).unwrap();
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * scale, "{what} {i}: {g} vs {w}");
+        }
+    };
+    let grads_of = |seed: u64,
+                    forward: &dyn Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+                    x: &[f32],
+                    w: &[f32],
+                    x_shape: [usize; 2],
+                    w_shape: [usize; 2],
+                    r: &[f32]| {
+        let x = tensor::<B, 2>(x.to_vec(), x_shape, device).require_grad();
+        let w = tensor::<B, 2>(w.to_vec(), w_shape, device).require_grad();
+        let y = forward(x.clone(), w.clone());
+        let out_shape = y.dims();
+        B::seed(device, seed);
+        let grads = (y * tensor::<B, 2>(r.to_vec(), out_shape, device))
+            .sum()
+            .backward();
+        (
+            values(x.grad(&grads).unwrap()),
+            values(w.grad(&grads).unwrap()),
+        )
+    };
+
+    // Fully connected: 70 → 9 over 5 rows.
+    let (x, w) = (
+        uniform(5 * 70, -2.0, 2.0, 71),
+        uniform(70 * 9, -1.5, 1.5, 72),
+    );
+    let r = uniform(5 * 9, -1.0, 1.0, 73);
+    let layer = |rounding: GradRounding| {
+        let layer = BinaryLinearConfig::new(70, 9)
+            .with_bias(false)
+            .with_grad_bits(Some(bits))
+            .with_grad_rounding(rounding)
+            .init::<B>(device);
+        move |x: Tensor<B, 2>, w: Tensor<B, 2>| {
+            let layer = BinaryLinear {
+                weight: Param::from_tensor(w),
+                ..layer.clone()
+            };
+            layer.forward(x)
+        }
+    };
+    let stochastic = layer(GradRounding::Stochastic);
+    let got = grads_of(9, &stochastic, &x, &w, [5, 70], [70, 9], &r);
+    let reference = |x: Tensor<B, 2>, w: Tensor<B, 2>| {
+        burn_qnn::quant::quantize_gradient_stochastic(
+            burn_qnn::quant::sign(x).matmul(burn_qnn::quant::sign(w)),
+            bits,
+        )
+    };
+    let want = grads_of(9, &reference, &x, &w, [5, 70], [70, 9], &r);
+    close("linear, stochastic: grad x", &got.0, &want.0);
+    close("linear, stochastic: grad w", &got.1, &want.1);
+    assert!(got.0.iter().any(|&g| g != 0.0), "some x gradient");
+    let nearest = grads_of(
+        9,
+        &layer(GradRounding::Nearest),
+        &x,
+        &w,
+        [5, 70],
+        [70, 9],
+        &r,
+    );
+    assert_ne!(got.1, nearest.1, "stochastic rounding changed nothing");
 }
 
 /// The bit-plane layers equal the float product of the scaled 8-bit inputs and the weight

@@ -407,6 +407,77 @@ pub fn gradient_quantizer<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
     assert!(values(x.grad(&grads).unwrap()).iter().all(|&g| g == 0.0));
 }
 
+/// Stochastic rounding of the gradient quantizer: each value goes to one of the two grid levels
+/// around it (the grid of `quantize_gradient`, `±s` exact), unbiased on average, the same for
+/// the same seed; a zero gradient stays zero.
+pub fn stochastic_gradient_quantizer<B: AutodiffBackend + QnnBackend>(device: &B::Device) {
+    let n = 4000;
+    for k in [2, 4, 6, 8] {
+        let bits = Bits::new(k).unwrap();
+        let steps = ((1u32 << (k - 1)) - 1).max(1) as f32;
+        let upstream = uniform(n, -2.0, 2.0, 60 + k as u64);
+        let scale = upstream.iter().fold(0f32, |m, g| m.max(g.abs()));
+        let run = |seed: u64| {
+            B::seed(device, seed);
+            let x = tensor::<B, 1>(vec![0.5; n], [n], device).require_grad();
+            let y = quant::quantize_gradient_stochastic(x.clone(), bits);
+            assert!(
+                values(y.clone()).iter().all(|&v| v == 0.5),
+                "identity forward"
+            );
+            let grads = (y * tensor::<B, 1>(upstream.clone(), [n], device))
+                .sum()
+                .backward();
+            values(x.grad(&grads).unwrap())
+        };
+        let dx = run(3);
+        assert_eq!(dx, run(3), "{k} bits: the same seed, the same rounding");
+        assert_ne!(dx, run(4), "{k} bits: another seed, another rounding");
+        let mut rounded_up = 0;
+        for (&g, &q) in upstream.iter().zip(&dx) {
+            let (code, exact) = (q / scale * steps, g / scale * steps);
+            assert!(
+                (code - code.round()).abs() < 1e-3,
+                "{k} bits: {q} is not on the grid"
+            );
+            let code = code.round();
+            assert!(
+                code == exact.floor() || code == exact.ceil() || (exact - code).abs() < 1e-4,
+                "{k} bits: gradient {g} ({exact} steps) went to {code} steps"
+            );
+            rounded_up += usize::from(code > exact + 1e-4);
+            if g.abs() == scale {
+                assert_eq!(q, g, "{k} bits: ±s is exact");
+            }
+        }
+        // Neither always down nor always up.
+        assert!(
+            rounded_up > n / 10 && rounded_up < 9 * n / 10,
+            "{k} bits: {rounded_up} of {n} rounded up"
+        );
+    }
+    // Unbiased: 0.3 of a step (2 bits: levels −1, 0, 1) goes up with probability 0.3.
+    B::seed(device, 5);
+    let mut upstream = vec![0.3f32; 20_000];
+    upstream[0] = 1.0;
+    let m = upstream.len();
+    let x = tensor::<B, 1>(vec![0.0; m], [m], device).require_grad();
+    let grads = (quant::quantize_gradient_stochastic(x.clone(), Bits::new(2).unwrap())
+        * tensor::<B, 1>(upstream, [m], device))
+    .sum()
+    .backward();
+    let dx = values(x.grad(&grads).unwrap());
+    let mean = dx[1..].iter().sum::<f32>() / (m - 1) as f32;
+    // σ of the mean: sqrt(0.3·0.7/20000) ≈ 0.0032.
+    assert!((mean - 0.3).abs() < 0.02, "mean {mean}, expected 0.3");
+    // A zero gradient stays zero.
+    let x = tensor::<B, 1>(vec![0.5; 8], [8], device).require_grad();
+    let grads = (quant::quantize_gradient_stochastic(x.clone(), Bits::new(6).unwrap()) * 0.0)
+        .sum()
+        .backward();
+    assert!(values(x.grad(&grads).unwrap()).iter().all(|&g| g == 0.0));
+}
+
 /// The backend's quantizer (one parallel pass on the CPU backends) gives the bits of the
 /// tensor-op formulas (`Quantizer::forward`, `Quantizer::blocked`), over more values than one
 /// parallel chunk holds, edge values among them; its packed pass band cuts exactly the
