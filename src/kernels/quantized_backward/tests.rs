@@ -295,6 +295,18 @@ fn quantizing_follows_the_gradient_grid() {
     assert_eq!(zero.values(), [0.0; 3]);
     let bad = QuantizedGrad::quantize(&[1.0, f32::INFINITY], 6);
     assert!(bad.max.is_nan());
+    // A non-finite value anywhere in a longer gradient (full lanes and the tail).
+    for at in [0, 15, 16, 40, 99] {
+        for value in [f32::NAN, f32::NEG_INFINITY] {
+            let mut grad = vec![0.5; 100];
+            grad[at] = value;
+            let q = QuantizedGrad::quantize(&grad, 6);
+            assert!(q.max.is_nan(), "{value} at {at}");
+        }
+    }
+    let mut grad = vec![0.5; 100];
+    grad[37] = -3.0;
+    assert_eq!(QuantizedGrad::quantize(&grad, 6).max, 3.0, "the largest magnitude");
 }
 
 /// The codes' values are exactly what Burn's `quantize_gradient` passes back.
@@ -317,5 +329,39 @@ fn codes_match_the_float_quantizer() {
             float.into_data().to_vec::<f32>().unwrap(),
             "{bits} bits"
         );
+    }
+}
+
+/// The vectorizable floor equals `f32::floor` over the range codes take: every quarter from
+/// −130 to 130, values next to each integer, ±0 and tiny values.
+#[test]
+fn floor_of_code_is_floor() {
+    let mut values: Vec<f32> = (-520..=520).map(|q| q as f32 / 4.0).collect();
+    for i in -130..=130 {
+        let v = i as f32;
+        values.extend([v.next_down(), v.next_up()]);
+    }
+    values.extend([0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+    for v in values {
+        assert_eq!(floor_of_code(v), v.floor(), "floor of {v:e}");
+    }
+}
+
+/// Codes equal the float quantizer's `floor(g/s·L + ½)`, ties included.
+#[test]
+fn codes_round_half_up() {
+    for bits in 1..=8u32 {
+        let steps = ((1u32 << (bits - 1)) - 1).max(1) as f32;
+        // Values exactly half-way between levels, and random ones, with max |g| = 2.
+        let mut grad: Vec<f32> = (-(2 * steps as i32)..=(2 * steps as i32))
+            .map(|h| h as f32 / (2.0 * steps) * 2.0)
+            .collect();
+        let mut stream = Stream(u64::from(bits) + 11);
+        grad.extend((0..300).map(|_| (stream.next() % 4001) as f32 / 1000.0 - 2.0));
+        let q = QuantizedGrad::quantize(&grad, bits);
+        assert_eq!(q.max, 2.0);
+        for (&g, &c) in grad.iter().zip(&q.codes) {
+            assert_eq!(c as f32, (g / 2.0 * steps + 0.5).floor(), "{bits} bits, {g}");
+        }
     }
 }
