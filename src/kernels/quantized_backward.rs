@@ -17,10 +17,12 @@
 use rayon::prelude::*;
 
 use super::{
+    CheckedIsa,
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
     im2col::{Shapes, expand_taps, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
+    isa::{Isa, active_isa},
 };
 
 /// Bytes of expanded `i8` im2col rows at a time (one image's rows when they fit).
@@ -60,9 +62,10 @@ impl QuantizedGrad {
         );
         let steps = ((1u32 << (bits - 1)) - 1).max(1) as f32;
         // max|g| and whether any value is non-finite, in one pass of chunks.
+        let isa = CheckedIsa::new(active_isa());
         let (max, non_finite) = grad
             .par_chunks(1 << 16)
-            .map(max_magnitude)
+            .map(|chunk| isa.max_magnitude(chunk))
             .reduce(|| (0.0, false), |a, b| (a.0.max(b.0), a.1 | b.1));
         if non_finite {
             return QuantizedGrad {
@@ -76,11 +79,7 @@ impl QuantizedGrad {
         codes
             .par_chunks_mut(1 << 16)
             .zip(grad.par_chunks(1 << 16))
-            .for_each(|(codes, grad)| {
-                for (c, &g) in codes.iter_mut().zip(grad) {
-                    *c = floor_of_code(g / max * steps + 0.5) as i8;
-                }
-            });
+            .for_each(|(codes, grad)| isa.codes(grad, max, steps, codes));
         QuantizedGrad { codes, steps, max }
     }
 
@@ -94,24 +93,91 @@ impl QuantizedGrad {
         self.codes.par_iter().map(|&c| self.value(c)).collect()
     }
 
-    /// The gradient value of an integer sum of codes times ±1: `sum · max / steps`, rounded
-    /// once (in f64), so exact wherever the true value is an f32 (e.g. integer sums when
-    /// `max = steps`).
-    fn rescale(&self, sum: i32) -> f32 {
-        (f64::from(sum) * f64::from(self.max) / f64::from(self.steps)) as f32
+    /// The factor of [`QuantizedGrad::rescale`]: `max / steps` in f64.
+    fn step_value(&self) -> f64 {
+        f64::from(self.max) / f64::from(self.steps)
+    }
+
+    /// The gradient value of an integer sum of codes times ±1: `sum · max / steps`, computed in
+    /// f64 (`sum` times [`QuantizedGrad::step_value`], within two f64 roundings of the true
+    /// value) and rounded to f32, so exact wherever the true value is an f32 (e.g. integer sums
+    /// when `max = steps`).
+    #[inline(always)]
+    fn rescale(step_value: f64, sum: i32) -> f32 {
+        (f64::from(sum) * step_value) as f32
     }
 
     /// Writes the rescaled `sums` into `out` and zeroes it where `blocked` is set.
     fn finish(&self, sums: &[i32], blocked: Bits<'_>, out: &mut [f32]) {
-        out.par_iter_mut()
-            .zip(sums.par_iter())
-            .for_each(|(o, &sum)| *o = self.rescale(sum));
+        let step_value = self.step_value();
+        out.par_chunks_mut(1 << 14)
+            .zip(sums.par_chunks(1 << 14))
+            .for_each(|(out, sums)| {
+                for (o, &sum) in out.iter_mut().zip(sums) {
+                    *o = Self::rescale(step_value, sum);
+                }
+            });
         blocked.cut(0, out);
+    }
+}
+
+impl CheckedIsa {
+    /// [`max_magnitude`], compiled for AVX-512 where the CPU has it (the same operations).
+    fn max_magnitude(self, grad: &[f32]) -> (f32, bool) {
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::max_magnitude_avx512(grad) },
+            _ => max_magnitude(grad),
+        }
+    }
+
+    /// [`codes_into`], compiled for AVX-512 where the CPU has it (the same operations).
+    fn codes(self, grad: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::codes_avx512(grad, max, steps, codes) },
+            _ => codes_into(grad, max, steps, codes),
+        }
+    }
+}
+
+/// The [`CheckedIsa`] paths' AVX-512 builds of the portable loops.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    /// [`super::max_magnitude`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn max_magnitude_avx512(grad: &[f32]) -> (f32, bool) {
+        super::max_magnitude(grad)
+    }
+
+    /// [`super::codes_into`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn codes_avx512(grad: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
+        super::codes_into(grad, max, steps, codes)
+    }
+}
+
+/// Each value's code `floor(g/max · steps + ½)`, for a finite `grad` whose largest magnitude is
+/// at most `max` (so the codes lie in `[−steps, steps]`; a value outside gives a meaningless
+/// code, never undefined behaviour).
+#[inline(always)]
+fn codes_into(grad: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
+    for (c, &g) in codes.iter_mut().zip(grad) {
+        *c = floor_of_code(g / max * steps + 0.5) as i8;
     }
 }
 
 /// The largest `|g|` of the finite values of `grad` and whether any value is not finite, in 16
 /// lanes so that it vectorizes (`f32::max` does not: it orders NaN).
+#[inline(always)]
 fn max_magnitude(grad: &[f32]) -> (f32, bool) {
     const LANES: usize = 16;
     let (mut max, mut finite) = ([0f32; LANES], [true; LANES]);
@@ -133,17 +199,16 @@ fn max_magnitude(grad: &[f32]) -> (f32, bool) {
     (largest, finite.contains(&false))
 }
 
-/// `floor(v)` for a finite `v` of magnitude below 2^31 (a code plus ½), without the call to
-/// libm's `floorf` that `f32::floor` makes on baseline x86-64: truncation towards zero, one
-/// less where that rounded a negative value up. It vectorizes.
+/// `floor(v)` as an integer for `|v| ≤ 2^24` (0 for other values, NaN included), without the
+/// call to libm's `floorf` that `f32::floor` makes on baseline x86-64 and without the
+/// saturating float-to-integer cast, which does not vectorize: truncation towards zero, one
+/// less where that rounded a negative value up.
 #[inline(always)]
-fn floor_of_code(v: f32) -> f32 {
-    let truncated = v as i32 as f32;
-    if truncated > v {
-        truncated - 1.0
-    } else {
-        truncated
-    }
+fn floor_of_code(v: f32) -> i32 {
+    let v = if v.abs() <= 16_777_216.0 { v } else { 0.0 };
+    // SAFETY: `v` is finite and `|v| ≤ 2^24`, so its truncation fits in `i32`.
+    let truncated = unsafe { v.to_int_unchecked::<i32>() };
+    truncated - i32::from(truncated as f32 > v)
 }
 
 /// Panics unless `sum_len` terms of `±1 × [−127, 127]` stay exact in `i32`.

@@ -41,7 +41,8 @@ fn sign(words: &[u64], i: usize) -> i64 {
     if bit(words, i) { -1 } else { 1 }
 }
 
-/// What a kernel must write: each integer sum rescaled, zero where blocked.
+/// What a kernel must write: each integer sum times `max / steps`, rounded to f32, zero where
+/// blocked.
 fn expected(grad: &QuantizedGrad, sums: &[i64], blocked: &[u64]) -> Vec<f32> {
     sums.iter()
         .enumerate()
@@ -49,7 +50,7 @@ fn expected(grad: &QuantizedGrad, sums: &[i64], blocked: &[u64]) -> Vec<f32> {
             if bit(blocked, i) {
                 0.0
             } else {
-                grad.rescale(i32::try_from(sum).unwrap())
+                (sum as f64 * f64::from(grad.max) / f64::from(grad.steps)) as f32
             }
         })
         .collect()
@@ -333,7 +334,8 @@ fn codes_match_the_float_quantizer() {
 }
 
 /// The vectorizable floor equals `f32::floor` over the range codes take: every quarter from
-/// −130 to 130, values next to each integer, ±0 and tiny values.
+/// −130 to 130, values next to each integer, ±0, tiny values and the ends of its range; values
+/// past them give 0.
 #[test]
 fn floor_of_code_is_floor() {
     let mut values: Vec<f32> = (-520..=520).map(|q| q as f32 / 4.0).collect();
@@ -342,8 +344,12 @@ fn floor_of_code_is_floor() {
         values.extend([v.next_down(), v.next_up()]);
     }
     values.extend([0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+    values.extend([16_777_216.0, -16_777_216.0, 8_388_607.5, -8_388_607.5]);
     for v in values {
-        assert_eq!(floor_of_code(v), v.floor(), "floor of {v:e}");
+        assert_eq!(floor_of_code(v) as f32, v.floor(), "floor of {v:e}");
+    }
+    for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9, 16_777_218.0] {
+        assert_eq!(floor_of_code(v), 0, "{v:e}");
     }
 }
 
