@@ -307,7 +307,11 @@ fn quantizing_follows_the_gradient_grid() {
     }
     let mut grad = vec![0.5; 100];
     grad[37] = -3.0;
-    assert_eq!(QuantizedGrad::quantize(&grad, 6).max, 3.0, "the largest magnitude");
+    assert_eq!(
+        QuantizedGrad::quantize(&grad, 6).max,
+        3.0,
+        "the largest magnitude"
+    );
 }
 
 /// The codes' values are exactly what Burn's `quantize_gradient` passes back.
@@ -343,12 +347,26 @@ fn floor_of_code_is_floor() {
         let v = i as f32;
         values.extend([v.next_down(), v.next_up()]);
     }
-    values.extend([0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+    values.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+    ]);
     values.extend([16_777_216.0, -16_777_216.0, 8_388_607.5, -8_388_607.5]);
     for v in values {
         assert_eq!(floor_of_code(v) as f32, v.floor(), "floor of {v:e}");
     }
-    for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9, 16_777_218.0] {
+    for v in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3e9,
+        -3e9,
+        16_777_218.0,
+    ] {
         assert_eq!(floor_of_code(v), 0, "{v:e}");
     }
 }
@@ -367,7 +385,11 @@ fn codes_round_half_up() {
         let q = QuantizedGrad::quantize(&grad, bits);
         assert_eq!(q.max, 2.0);
         for (&g, &c) in grad.iter().zip(&q.codes) {
-            assert_eq!(c as f32, (g / 2.0 * steps + 0.5).floor(), "{bits} bits, {g}");
+            assert_eq!(
+                c as f32,
+                (g / 2.0 * steps + 0.5).floor(),
+                "{bits} bits, {g}"
+            );
         }
     }
 }
