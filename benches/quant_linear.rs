@@ -2,7 +2,8 @@
 //!
 //! - inference at batch 1 and 64: the layer's forward (it quantizes its latent weights on every
 //!   call, as in training) against its packed form (`PackedQuantLinear`, weight codes packed
-//!   once, products on the bit-serial AND-popcount kernel);
+//!   once, products on the bit-serial AND-popcount kernel) and the layer packed in place
+//!   (`inference::pack`);
 //! - a training pass at batch 64 (forward and backward, under `Autodiff`): the layer (its
 //!   quantizers one parallel pass on the CPU backends, its forward product on the codes of both
 //!   operands, the bit-serial kernel), the same layer with Burn's f32 `matmul` as its product
@@ -40,6 +41,7 @@ fn inference(c: &mut Criterion) {
         .with_bits(Bits::TWO, Bits::TWO)
         .init::<NdArray>(&device);
     let packed = PackedQuantLinear::from_layer(&layer).expect("linear quantizers pack");
+    let packed_in_place = burn_qnn::inference::pack(&layer).expect("linear quantizers pack");
     let mut group = c.benchmark_group("quant_linear_2x2_bits_4096");
     group.sample_size(10);
     for batch in [1, 64] {
@@ -50,6 +52,9 @@ fn inference(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("packed", batch), &x, |b, x| {
             b.iter(|| packed.forward(x.clone()).into_data())
+        });
+        group.bench_with_input(BenchmarkId::new("packed_in_place", batch), &x, |b, x| {
+            b.iter(|| packed_in_place.forward(x.clone()).into_data())
         });
     }
     group.finish();

@@ -117,6 +117,24 @@ impl<B: HostFloat> QnnBackend for B {
         }
     }
 
+    /// [`code_matmul::code_matmul_prepacked`] where its sums are exact.
+    fn qnn_code_matmul_prepacked(
+        a: Tensor<Self, 2>,
+        a_grid: quant::CodeGrid,
+        b_t: &HostPacked,
+        b_grid: quant::CodeGrid,
+    ) -> Result<Tensor<Self, 2>, Tensor<Self, 2>> {
+        let ([m, k], n) = (a.dims(), b_t.shape()[0]);
+        let fits = b_t.shape() == [n, k] && b_t.encoding() == Encoding::Codes(b_grid.bits);
+        if !B::holds_f32() || !fits || !code_matmul::exact_in_f32(a_grid, b_grid, k) {
+            return Err(a);
+        }
+        let out = B::with_f32(a, |a, _| {
+            code_matmul::code_matmul_prepacked(a, a_grid, b_t, b_grid, m)
+        });
+        Ok(B::float_tensor(out, &[m, n]))
+    }
+
     /// As [`QnnBackend::qnn_code_matmul`], returning the codes the kernel packed.
     fn qnn_code_matmul_saving(
         a: Tensor<Self, 2>,

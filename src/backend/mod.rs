@@ -198,6 +198,21 @@ pub trait QnnBackend: Backend {
         a.matmul(b)
     }
 
+    /// [`QnnBackend::qnn_code_matmul`] with `b` `[k, n]` given as the packed codes of its
+    /// columns, `b_t` `[n, k]` on `b_grid` ([`QnnBackend::qnn_pack_codes`] of `bᵀ`): weights
+    /// packed once. Where the backend multiplies codes directly (the host backends, where the
+    /// sums are exact), the result is `qnn_code_matmul`'s on the decoded values, bit for bit;
+    /// elsewhere `Err(a)` gives the input back (the default), for the caller's own product.
+    fn qnn_code_matmul_prepacked(
+        a: Tensor<Self, 2>,
+        a_grid: CodeGrid,
+        b_t: &Self::Packed,
+        b_grid: CodeGrid,
+    ) -> Result<Tensor<Self, 2>, Tensor<Self, 2>> {
+        let _ = (a_grid, b_t, b_grid);
+        Err(a)
+    }
+
     /// The convolution `x ⊛ weight` (zero padding, one group) of values on `x_grid` and
     /// `weight_grid`, as [`QnnBackend::qnn_code_matmul`] for convolutions. The default is Burn's
     /// `conv2d`; the host backends multiply the codes of the input's im2col matrix and of the

@@ -70,6 +70,34 @@ pub fn code_matmul(
     CodeProduct { out, lhs, rhs_t }
 }
 
+/// [`code_matmul`] with `b` given as the packed codes of its columns, `b_t` `[n, k]` (the rows of
+/// `bᵀ` on `b_grid`, as [`pack_column_codes`] packs them), for weights packed once: the same
+/// product of codes, without decoding and packing `b` again. The code sums of `b`'s columns
+/// come from the bit planes' popcounts, once per packed tensor. Exact where [`exact_in_f32`] holds (the caller's to
+/// check).
+///
+/// # Panics
+/// If `a` does not hold `m · k` values for `b_t`'s `k`, or `b_t` does not hold codes of
+/// `b_grid`'s width.
+pub fn code_matmul_prepacked(
+    a: &[f32],
+    a_grid: CodeGrid,
+    b_t: &HostPacked,
+    b_grid: CodeGrid,
+    m: usize,
+) -> Vec<f32> {
+    let rows = CodeRows::new(b_t, b_grid, "code_matmul_prepacked");
+    let k = rows.k;
+    assert_eq!(
+        a.len(),
+        m * k,
+        "code_matmul_prepacked: lhs length for k = {k}"
+    );
+    let (a_codes, a_sums) = codes_and_row_sums(a, a_grid, k);
+    let lhs = HostPacked::pack(&a_codes, &[m, k], Encoding::Codes(a_grid.bits));
+    product_of_codes(&lhs, &a_sums, a_grid, b_t, &b_t.row_code_sums(), b_grid, k)
+}
+
 /// The codes of row-major `values` `[rows, k]` on `grid`, packed along `k`.
 pub fn pack_codes(values: &[f32], grid: CodeGrid, [rows, k]: [usize; 2]) -> HostPacked {
     assert_eq!(values.len(), rows * k, "pack_codes: values length");
@@ -397,6 +425,38 @@ fn codes_and_row_sums(values: &[f32], grid: CodeGrid, width: usize) -> (Vec<f32>
 mod tests {
     use super::*;
     use crate::quant::{Bits, Quantizer};
+
+    /// The product with prepacked column codes is [`code_matmul`]'s, bit for bit, for every grid
+    /// kind and widths that are not multiples of 64 (the code sums read the planes).
+    #[test]
+    fn prepacked_product_equals_the_product_of_values() {
+        let grids = [
+            Quantizer::Unsigned(Bits::TWO),
+            Quantizer::Signed(Bits::new(3).unwrap()),
+            Quantizer::Sign,
+            Quantizer::Unsigned(Bits::new(8).unwrap()),
+        ]
+        .map(|q| CodeGrid::of(q).unwrap());
+        for (case, [m, k, n]) in [[1, 70, 5], [3, 200, 9], [4, 64, 1], [2, 1, 3]]
+            .into_iter()
+            .enumerate()
+        {
+            let a_grid = grids[case % 4];
+            let b_grid = grids[(case + 1) % 4];
+            let level = |g: CodeGrid, i: usize| {
+                g.scale * ((i * 7 + i / 3) % (g.bits.max_code() as usize + 1)) as f32 + g.offset
+            };
+            let a: Vec<f32> = (0..m * k).map(|i| level(a_grid, i)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| level(b_grid, i + 5)).collect();
+            let expected = code_matmul(&a, a_grid, &b, b_grid, [m, k, n]).out;
+            let b_t = pack_column_codes(&b, b_grid, [k, n]);
+            assert_eq!(
+                code_matmul_prepacked(&a, a_grid, &b_t, b_grid, m),
+                expected,
+                "case {case}: [{m}, {k}] × [{k}, {n}]"
+            );
+        }
+    }
 
     /// The convolution of codes equals a direct f64 convolution of the values, with padding,
     /// stride and dilation.

@@ -25,6 +25,29 @@ const COLUMN_GROUP: usize = 1024;
 /// The bit pattern of `1.0f32`; setting the sign bit gives `−1.0`.
 const ONE_BITS: u32 = 0x3f80_0000;
 
+/// Each row's sum of unsigned codes from its bit planes (`rows` rows of `bits` planes of
+/// `words_per_row(k)` words, padding bits 0): `Σ_p 2^p · popcount(plane p)`, rows in parallel.
+pub fn plane_code_sums(words: &[u64], rows: usize, k: usize, bits: u32) -> Vec<f32> {
+    let row_words = bits as usize * words_per_row(k);
+    assert_eq!(
+        words.len(),
+        rows * row_words,
+        "plane_code_sums: words length"
+    );
+    let mut sums = vec![0f32; rows];
+    sums.par_iter_mut()
+        .zip(words.par_chunks(row_words.max(1)))
+        .for_each(|(sum, row)| {
+            let total: u64 = row
+                .chunks(words_per_row(k).max(1))
+                .enumerate()
+                .map(|(p, plane)| plane.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() << p)
+                .sum();
+            *sum = total as f32;
+        });
+    sums
+}
+
 /// Packs the signs of `rows` rows of `k` values (row-major `src`) into `out`
 /// (`rows · words_per_row(k)` words): bit 1 where the value is `< 0`.
 pub fn pack_signs(src: &[f32], rows: usize, k: usize, out: &mut [u64]) {

@@ -147,6 +147,10 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
+        let x = match self.packed_code_product(x, input_grid) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let weight = self.packed.forward_weight().unwrap_or_else(|| {
             self.weight_quantizer
                 .quantize(self.weight.val(), Operand::Weight { output_axis: 1 })
@@ -164,9 +168,43 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantLinear<B, W, X> {
             }
             _ => x.matmul(super::lift_rank(weight)),
         };
+        self.add_bias(y)
+    }
+
+    /// `y + b` where the layer has a bias.
+    fn add_bias<const D: usize>(&self, y: Tensor<B, D>) -> Tensor<B, D> {
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),
             None => y,
+        }
+    }
+
+    /// The packed layer's product on its packed weight codes, where the input has a code grid
+    /// and the backend multiplies prepacked codes ([`QnnBackend::qnn_code_matmul_prepacked`]):
+    /// the result the decoded weights give, without decoding and packing them on every call.
+    /// `Err(x)` elsewhere.
+    fn packed_code_product<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        input_grid: Option<crate::quant::CodeGrid>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let (Some(rows), Some(x_grid), Some(w_grid)) = (
+            self.packed.rows(),
+            input_grid,
+            self.weight_quantizer.code_grid(),
+        ) else {
+            return Err(x);
+        };
+        let dims = x.dims();
+        let rows_in = dims[..D - 1].iter().product();
+        let flat = super::flatten_rows(x, [rows_in, dims[D - 1]]);
+        match B::qnn_code_matmul_prepacked(flat, x_grid, rows.primitive(), w_grid) {
+            Ok(y) => {
+                let mut out_dims = dims;
+                out_dims[D - 1] = y.dims()[1];
+                Ok(self.add_bias(super::unflatten_rows(y, out_dims)))
+            }
+            Err(flat) => Err(super::unflatten_rows(flat, dims)),
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct HostPacked {
     /// These words rearranged for the direct convolution kernel, made on first use (by the
     /// NdArray backend and the packed network's CPU path).
     conv_weights: OnceLock<Arc<ConvWeights>>,
+    /// Each row's sum of codes (for codes), made on first use by the products of prepacked
+    /// codes.
+    code_sums: OnceLock<Arc<Vec<f32>>>,
 }
 
 /// Convolution weights in the direct kernel's layout, with the channels and kernel they were
@@ -71,7 +74,25 @@ impl HostPacked {
             shape,
             encoding,
             conv_weights: OnceLock::new(),
+            code_sums: OnceLock::new(),
         }
+    }
+
+    /// Each row's sum of codes, `Σ_p 2^p · popcount(plane p)`, computed once and kept (for the
+    /// affine terms of a product of codes).
+    ///
+    /// # Panics
+    /// If the rows hold signs.
+    pub(crate) fn row_code_sums(&self) -> Arc<Vec<f32>> {
+        let Encoding::Codes(bits) = self.encoding else {
+            panic!("row_code_sums: the rows hold signs, not codes");
+        };
+        self.code_sums
+            .get_or_init(|| {
+                let (rows, k) = rows_and_k(&self.shape);
+                Arc::new(pack::plane_code_sums(&self.words, rows, k, bits.get()))
+            })
+            .clone()
     }
 
     /// These packed rows `[C_out, k_h·k_w·C']` (see [`crate::ops::PackedConvWeights`]) in the
