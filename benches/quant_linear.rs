@@ -15,7 +15,8 @@
 //!   1, batch 50 of 16 × 16): on codes, with Burn's `conv2d` as the product, and Burn's f32
 //!   `Conv2d`;
 //! - inference of that `QuantConv2d` at batch 1 and 50: the layer's forward, its packed form
-//!   (`PackedQuantConv2d`, weight codes packed once) and Burn's f32 `Conv2d`.
+//!   (`PackedQuantConv2d`, weight codes packed once), the layer packed in place
+//!   (`inference::pack`) and Burn's f32 `Conv2d`.
 //!
 //! `cargo bench --bench quant_linear`
 
@@ -156,6 +157,7 @@ fn conv_inference(c: &mut Criterion) {
         .with_bits(Bits::TWO, Bits::TWO)
         .init::<NdArray>(&device);
     let packed = PackedQuantConv2d::from_layer(&layer).expect("linear quantizers pack");
+    let packed_in_place = burn_qnn::inference::pack(&layer).expect("linear quantizers pack");
     let float = Conv2dConfig::new([64, 64], [3, 3])
         .with_padding(padding)
         .init::<NdArray>(&device);
@@ -172,6 +174,9 @@ fn conv_inference(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("packed", batch), &x, |b, x| {
             b.iter(|| packed.forward(x.clone()))
+        });
+        group.bench_with_input(BenchmarkId::new("packed_in_place", batch), &x, |b, x| {
+            b.iter(|| packed_in_place.forward(x.clone()))
         });
         group.bench_with_input(BenchmarkId::new("burn_conv2d_f32", batch), &x, |b, x| {
             b.iter(|| float.forward(x.clone()))

@@ -208,33 +208,39 @@ impl<B: HostFloat> QnnBackend for B {
         weight_grid: quant::CodeGrid,
         options: burn::tensor::ops::ConvOptions<2>,
     ) -> Tensor<Self, 4> {
-        let ([n, c, h, w], [c_out, c_in, kh, kw]) = (x.dims(), weight.dims());
-        let shape = conv::ConvCall {
-            batch: n,
-            in_channels: c,
-            height: h,
-            width: w,
-            out_channels: c_out,
-            kernel: [kh, kw],
-            stride: options.stride,
-            padding: options.padding,
-            dilation: options.dilation,
+        let Some((shape, out_shape)) =
+            code_conv_call::<B>(x.dims(), weight.dims(), x_grid, weight_grid, &options)
+        else {
+            return burn::tensor::module::conv2d(x, weight, None, options);
         };
-        let padded = options.padding != [0, 0];
-        let exact = code_matmul::exact_in_f32(x_grid, weight_grid, c_in * kh * kw)
-            && (!padded || x_grid.offset == 0.0);
-        let on_codes = B::holds_f32() && exact && options.groups == 1 && c == c_in;
-        match shape.output_size() {
-            Ok([h_out, w_out]) if on_codes => {
-                let out = B::with_f32(x, |x, _| {
-                    B::with_f32(weight, |w, _| {
-                        code_matmul::code_conv2d(x, x_grid, w, weight_grid, &shape)
-                    })
-                });
-                B::float_tensor(out, &[n, c_out, h_out, w_out])
-            }
-            _ => burn::tensor::module::conv2d(x, weight, None, options),
-        }
+        let out = B::with_f32(x, |x, _| {
+            B::with_f32(weight, |w, _| {
+                code_matmul::code_conv2d(x, x_grid, w, weight_grid, &shape)
+            })
+        });
+        B::float_tensor(out, &out_shape)
+    }
+
+    /// [`code_matmul::code_conv2d_prepacked`] where its product is exact.
+    fn qnn_code_conv2d_prepacked(
+        x: Tensor<Self, 4>,
+        x_grid: quant::CodeGrid,
+        weight_rows: &HostPacked,
+        weight_shape: [usize; 4],
+        weight_grid: quant::CodeGrid,
+        options: &burn::tensor::ops::ConvOptions<2>,
+    ) -> Result<Tensor<Self, 4>, Tensor<Self, 4>> {
+        let [c_out, c_in, kh, kw] = weight_shape;
+        let fits = weight_rows.shape() == [c_out, c_in * kh * kw]
+            && weight_rows.encoding() == Encoding::Codes(weight_grid.bits);
+        let call = code_conv_call::<B>(x.dims(), weight_shape, x_grid, weight_grid, options);
+        let (Some((shape, out_shape)), true) = (call, fits) else {
+            return Err(x);
+        };
+        let out = B::with_f32(x, |x, _| {
+            code_matmul::code_conv2d_prepacked(x, x_grid, weight_rows, weight_grid, &shape)
+        });
+        Ok(B::float_tensor(out, &out_shape))
     }
 
     fn qnn_pack<const D: usize>(x: Tensor<Self, D>, encoding: Encoding) -> HostPacked {
@@ -881,6 +887,35 @@ fn saved_bits(packed: &HostPacked) -> Bits<'_> {
         packed.encoding()
     );
     Bits::new(packed.words(), shape[1])
+}
+
+/// The call of a convolution of codes and its output shape, where the host kernel computes it
+/// exactly: f32 values, code sums within [`code_matmul::exact_in_f32`], padding only where the
+/// input grid's offset is 0 (so that the padded 0 is a code), one group, a possible geometry.
+fn code_conv_call<B: HostFloat>(
+    [n, c, h, w]: [usize; 4],
+    [c_out, c_in, kh, kw]: [usize; 4],
+    x_grid: quant::CodeGrid,
+    weight_grid: quant::CodeGrid,
+    options: &burn::tensor::ops::ConvOptions<2>,
+) -> Option<(conv::ConvCall, [usize; 4])> {
+    let shape = conv::ConvCall {
+        batch: n,
+        in_channels: c,
+        height: h,
+        width: w,
+        out_channels: c_out,
+        kernel: [kh, kw],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    };
+    let padded = options.padding != [0, 0];
+    let exact = code_matmul::exact_in_f32(x_grid, weight_grid, c_in * kh * kw)
+        && (!padded || x_grid.offset == 0.0);
+    let on_codes = B::holds_f32() && exact && options.groups == 1 && c == c_in;
+    let [h_out, w_out] = shape.output_size().ok()?;
+    on_codes.then_some((shape, [n, c_out, h_out, w_out]))
 }
 
 /// [`code_matmul::code_matmul`] of `a` and `b` with the output's shape `[m, n]`, where the

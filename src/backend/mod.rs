@@ -231,6 +231,24 @@ pub trait QnnBackend: Backend {
         burn::tensor::module::conv2d(x, weight, None, options)
     }
 
+    /// [`QnnBackend::qnn_code_conv2d`] with the weights `[C_out, C_in, k_h, k_w]`
+    /// (`weight_shape`) given as their packed codes on `weight_grid`, one row per output
+    /// channel (`[C_out, C_in·k_h·k_w]`, [`QnnBackend::qnn_pack_codes`] of the weights reshaped
+    /// to rows): weights packed once. Where the backend convolves codes directly (the host
+    /// backends, where `qnn_code_conv2d` would), the result is `qnn_code_conv2d`'s on the
+    /// decoded weights, bit for bit; elsewhere `Err(x)` gives the input back (the default).
+    fn qnn_code_conv2d_prepacked(
+        x: Tensor<Self, 4>,
+        x_grid: CodeGrid,
+        weight_rows: &Self::Packed,
+        weight_shape: [usize; 4],
+        weight_grid: CodeGrid,
+        options: &burn::tensor::ops::ConvOptions<2>,
+    ) -> Result<Tensor<Self, 4>, Tensor<Self, 4>> {
+        let _ = (x_grid, weight_rows, weight_shape, weight_grid, options);
+        Err(x)
+    }
+
     /// [`QnnBackend::qnn_code_matmul`], with the packed codes of its operands for the
     /// backward pass: `(a·b, codes of a's rows [m, k], codes of b's columns [n, k])`, each
     /// `bits` bits a value ([`QnnBackend::qnn_pack_codes`]). The host backends return the codes

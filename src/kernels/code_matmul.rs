@@ -289,6 +289,50 @@ pub fn code_conv2d(
     w_grid: CodeGrid,
     shape: &ConvCall,
 ) -> Vec<f32> {
+    assert_eq!(w.len(), shape.weights_len(), "code_conv2d: weight length");
+    // The weights `[C_out, taps]` are already the rows of the product's right operand.
+    let taps = shape.in_channels * shape.kernel[0] * shape.kernel[1];
+    let (w_codes, w_sums) = codes_and_row_sums(w, w_grid, taps);
+    let rhs_t = HostPacked::pack(
+        &w_codes,
+        &[shape.out_channels, taps],
+        Encoding::Codes(w_grid.bits),
+    );
+    conv_of_codes(x, x_grid, &rhs_t, &w_sums, w_grid, shape)
+}
+
+/// [`code_conv2d`] with the weights given as their packed codes `w_rows` `[C_out,
+/// C_in·k_h·k_w]` (OIHW rows, as [`pack_codes`] packs the weights reshaped to rows): weights
+/// packed once, the same result.
+///
+/// # Panics
+/// As [`code_conv2d`], and if `w_rows` does not hold codes of `w_grid`'s width in that shape.
+pub fn code_conv2d_prepacked(
+    x: &[f32],
+    x_grid: CodeGrid,
+    w_rows: &HostPacked,
+    w_grid: CodeGrid,
+    shape: &ConvCall,
+) -> Vec<f32> {
+    let taps = shape.in_channels * shape.kernel[0] * shape.kernel[1];
+    let rows = CodeRows::new(w_rows, w_grid, "code_conv2d_prepacked");
+    assert_eq!(
+        [rows.rows, rows.k],
+        [shape.out_channels, taps],
+        "code_conv2d_prepacked: weight rows for {shape:?}"
+    );
+    conv_of_codes(x, x_grid, w_rows, &w_rows.row_code_sums(), w_grid, shape)
+}
+
+/// The convolution of `x`'s codes with the packed weight rows `rhs_t` (code sums `w_sums`).
+fn conv_of_codes(
+    x: &[f32],
+    x_grid: CodeGrid,
+    rhs_t: &HostPacked,
+    w_sums: &[f32],
+    w_grid: CodeGrid,
+    shape: &ConvCall,
+) -> Vec<f32> {
     let [h_out, w_out] = shape
         .output_size()
         .unwrap_or_else(|error| panic!("code_conv2d: {error}"));
@@ -296,7 +340,6 @@ pub fn code_conv2d(
     let (c_out, [kh, kw]) = (shape.out_channels, shape.kernel);
     let (taps, positions) = (c_in * kh * kw, h_out * w_out);
     assert_eq!(x.len(), shape.input_len(), "code_conv2d: input length");
-    assert_eq!(w.len(), shape.weights_len(), "code_conv2d: weight length");
     // The input's codes, once; then their im2col: one row per output position, one column per
     // tap; padded taps are code 0 (the value 0 when the grid's offset is 0), with each row's
     // code sum.
@@ -335,11 +378,8 @@ pub fn code_conv2d(
             }
             *sum = sum_of_codes(out);
         });
-    // The weights `[C_out, taps]` are already the rows of the product's right operand.
-    let (w_codes, w_sums) = codes_and_row_sums(w, w_grid, taps);
     let lhs = HostPacked::pack(&cols, &[n * positions, taps], Encoding::Codes(x_grid.bits));
-    let rhs_t = HostPacked::pack(&w_codes, &[c_out, taps], Encoding::Codes(w_grid.bits));
-    let rows = product_of_codes(&lhs, &col_sums, x_grid, &rhs_t, &w_sums, w_grid, taps);
+    let rows = product_of_codes(&lhs, &col_sums, x_grid, rhs_t, w_sums, w_grid, taps);
     let mut out = vec![0f32; n * c_out * positions];
     out.par_chunks_mut(positions.max(1))
         .enumerate()
@@ -459,7 +499,7 @@ mod tests {
     }
 
     /// The convolution of codes equals a direct f64 convolution of the values, with padding,
-    /// stride and dilation.
+    /// stride and dilation, with the weights' codes packed on each call or once.
     #[test]
     fn convolution_equals_the_direct_sum() {
         let x_grid = CodeGrid::of(Quantizer::Unsigned(Bits::TWO)).unwrap();
@@ -481,6 +521,12 @@ mod tests {
         let x: Vec<f32> = (0..2 * 3 * 7 * 6).map(|i| level(x_grid, i)).collect();
         let w: Vec<f32> = (0..4 * 3 * 3 * 2).map(|i| level(w_grid, i + 3)).collect();
         let out = code_conv2d(&x, x_grid, &w, w_grid, &shape);
+        // The weights packed once give the same convolution.
+        let w_rows = pack_codes(&w, w_grid, [4, 3 * 3 * 2]);
+        assert_eq!(
+            code_conv2d_prepacked(&x, x_grid, &w_rows, w_grid, &shape),
+            out
+        );
         let [h_out, w_out] = shape.output_size().unwrap();
         assert_eq!([h_out, w_out], [4, 8]);
         for n in 0..2 {

@@ -152,19 +152,40 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
             Some(q) => q.quantize(x, Operand::Input),
             None => x,
         };
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let add_bias = |y: Tensor<B, 4>| match bias.clone() {
+            Some(bias) => y + bias.reshape([1, -1, 1, 1]),
+            None => y,
+        };
+        // Packed: convolve the packed weight codes directly where the backend can.
+        let w_grid = self.weight_quantizer.code_grid();
+        let x = match (self.packed.rows(), input_grid, w_grid) {
+            (Some(rows), Some(x_grid), Some(w_grid)) if self.options.groups == 1 => {
+                let shape = self.packed.weight_shape();
+                let shape = [shape[0], shape[1], shape[2], shape[3]];
+                let options = &self.options;
+                match B::qnn_code_conv2d_prepacked(
+                    x,
+                    x_grid,
+                    rows.primitive(),
+                    shape,
+                    w_grid,
+                    options,
+                ) {
+                    Ok(y) => return add_bias(y),
+                    Err(x) => x,
+                }
+            }
+            _ => x,
+        };
         let weight = self.packed.forward_weight().unwrap_or_else(|| {
             self.weight_quantizer
                 .quantize(self.weight.val(), Operand::Weight { output_axis: 0 })
         });
-        let bias = self.bias.as_ref().map(|b| b.val());
         match (input_grid, self.weight_quantizer.code_grid()) {
-            (Some(x_grid), Some(w_grid)) if self.options.groups == 1 => {
-                let y = B::qnn_code_conv2d(x, x_grid, weight, w_grid, self.options.clone());
-                match bias {
-                    Some(bias) => y + bias.reshape([1, -1, 1, 1]),
-                    None => y,
-                }
-            }
+            (Some(x_grid), Some(w_grid)) if self.options.groups == 1 => add_bias(
+                B::qnn_code_conv2d(x, x_grid, weight, w_grid, self.options.clone()),
+            ),
             _ => conv2d(x, weight, bias, self.options.clone()),
         }
     }
