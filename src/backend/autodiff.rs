@@ -268,62 +268,59 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
     }
 
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {
-        #[derive(Debug)]
-        struct QuantizeGradient(Bits);
-
-        impl<B: Backend> Backward<B, 1> for QuantizeGradient {
-            type State = ();
-
-            fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    let grad = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad));
-                    let shape = grad.shape();
-                    let flat = grad.reshape([shape.num_elements()]);
-                    let quantized = quantizer::gradient_value(flat, self.0);
-                    B::float_reshape(quantized.into_primitive().tensor(), shape)
-                });
-            }
-        }
-
-        let x = x.into_primitive().tensor();
-        let output = QuantizeGradient(bits)
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateless(x.primitive);
-        outer_tensor(output)
+        quantize_gradient_node(x, bits, false)
     }
 
     fn qnn_quantize_gradient_stochastic<const D: usize>(
         x: Tensor<Self, D>,
         bits: Bits,
     ) -> Tensor<Self, D> {
-        #[derive(Debug)]
-        struct QuantizeGradientStochastic(Bits);
-
-        impl<B: Backend> Backward<B, 1> for QuantizeGradientStochastic {
-            type State = ();
-
-            fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    let grad = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad));
-                    let shape = grad.shape();
-                    let count = shape.num_elements();
-                    let noise =
-                        Tensor::random([count], Distribution::Uniform(0.0, 1.0), &grad.device());
-                    let flat = grad.reshape([count]);
-                    let quantized = quantizer::gradient_value_stochastic(flat, self.0, noise);
-                    B::float_reshape(quantized.into_primitive().tensor(), shape)
-                });
-            }
-        }
-
-        let x = x.into_primitive().tensor();
-        let output = QuantizeGradientStochastic(bits)
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateless(x.primitive);
-        outer_tensor(output)
+        quantize_gradient_node(x, bits, true)
     }
+}
+
+/// The identity whose backward quantizes the gradient to `bits` bits
+/// ([`quantizer::gradient_value`], or with `stochastic` rounding
+/// [`quantizer::gradient_value_stochastic`] on noise drawn from the inner backend).
+#[derive(Debug)]
+struct QuantizeGradient {
+    bits: Bits,
+    stochastic: bool,
+}
+
+impl<B: Backend> Backward<B, 1> for QuantizeGradient {
+    type State = ();
+
+    fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad));
+            let shape = grad.shape();
+            let count = shape.num_elements();
+            let flat = grad.reshape([count]);
+            let quantized = if self.stochastic {
+                let noise =
+                    Tensor::random([count], Distribution::Uniform(0.0, 1.0), &flat.device());
+                quantizer::gradient_value_stochastic(flat, self.bits, noise)
+            } else {
+                quantizer::gradient_value(flat, self.bits)
+            };
+            B::float_reshape(quantized.into_primitive().tensor(), shape)
+        });
+    }
+}
+
+/// [`QuantizeGradient`] on `x`.
+fn quantize_gradient_node<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
+    x: Tensor<Autodiff<B, C>, D>,
+    bits: Bits,
+    stochastic: bool,
+) -> Tensor<Autodiff<B, C>, D> {
+    let x = x.into_primitive().tensor();
+    let output = QuantizeGradient { bits, stochastic }
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateless(x.primitive);
+    outer_tensor(output)
 }
 
 /// The gradient of a straight-through quantizer: the incoming gradient, zeroed where the

@@ -775,13 +775,7 @@ impl<B: HostFloat> QnnBackend for B {
             return super::pool::forward_portable(x, kernel, stride);
         }
         let [n, c, h, w] = x.dims();
-        let shape = PoolShape {
-            planes: n * c,
-            height: h,
-            width: w,
-            kernel,
-            stride,
-        };
+        let shape = PoolShape::of([n, c, h, w], kernel, stride);
         let [oh, ow] = shape.output_size();
         // SAFETY: `max_pool2d_into` writes every slot.
         let (out, ()) = unsafe {
@@ -799,13 +793,7 @@ impl<B: HostFloat> QnnBackend for B {
         stride: [usize; 2],
     ) -> (Tensor<Self, 4>, Tensor<Self, 4, Int>) {
         let [n, c, h, w] = x.dims();
-        let shape = PoolShape {
-            planes: n * c,
-            height: h,
-            width: w,
-            kernel,
-            stride,
-        };
+        let shape = PoolShape::of([n, c, h, w], kernel, stride);
         let [oh, ow] = shape.output_size();
         let device = x.device();
         let len = n * c * oh * ow;

@@ -29,6 +29,17 @@ pub struct PoolShape {
 }
 
 impl PoolShape {
+    /// The pooling of `kernel` windows moved by `stride` over an `[N, C, H, W]` input.
+    pub fn of([n, c, h, w]: [usize; 4], kernel: [usize; 2], stride: [usize; 2]) -> Self {
+        Self {
+            planes: n * c,
+            height: h,
+            width: w,
+            kernel,
+            stride,
+        }
+    }
+
     /// Output `[height, width]`: `(size − k)/s + 1` (0 where the window does not fit).
     ///
     /// ```

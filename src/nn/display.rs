@@ -62,8 +62,7 @@ fn conv_content(content: Content, geometry: &ConvGeometry, bias: bool) -> Conten
 /// The binary layers' own settings.
 fn binary_content(
     content: Content,
-    binarize_input: bool,
-    scaling: bool,
+    (binarize_input, scaling): (bool, bool),
     grad_bits: Option<crate::quant::Bits>,
     grad_rounding: crate::quant::GradRounding,
 ) -> Content {
@@ -84,13 +83,8 @@ impl<B: QnnBackend> ModuleDisplay for BinaryLinear<B> {
 
     fn custom_content(&self, content: Content) -> Option<Content> {
         let content = linear_content(content, weight_dims(&self.packed), self.bias.is_some());
-        let content = binary_content(
-            content,
-            self.binarize_input,
-            self.scaling,
-            self.grad_bits,
-            self.grad_rounding,
-        );
+        let settings = (self.binarize_input, self.scaling);
+        let content = binary_content(content, settings, self.grad_bits, self.grad_rounding);
         packed_content(content, &self.packed).optional()
     }
 }
@@ -103,13 +97,8 @@ impl<B: QnnBackend> ModuleDisplay for BinaryConv2d<B> {
     fn custom_content(&self, content: Content) -> Option<Content> {
         let content = conv_content(content, &self.geometry, self.bias.is_some())
             .add_debug_attribute("padding_mode", &self.geometry.padding_mode);
-        let content = binary_content(
-            content,
-            self.binarize_input,
-            self.scaling,
-            self.grad_bits,
-            self.grad_rounding,
-        );
+        let settings = (self.binarize_input, self.scaling);
+        let content = binary_content(content, settings, self.grad_bits, self.grad_rounding);
         packed_content(content, &self.packed).optional()
     }
 }
