@@ -149,18 +149,12 @@ fn integer_output(norm: OutputRecord, bias: Option<&[f32]>, k: usize, last: bool
     if last {
         return norm;
     }
-    match &norm {
-        OutputRecord::Norm {
-            mean,
-            var,
-            gamma,
-            beta,
-            epsilon,
-        } => {
-            let (lo, hi) = thresholds::fold(mean, var, gamma, beta, *epsilon, bias, k);
+    match norm.eval_norm() {
+        Some(eval) => {
+            let (lo, hi) = thresholds::fold(&eval, bias, k);
             OutputRecord::Threshold { lo, hi }
         }
-        OutputRecord::Threshold { .. } => norm,
+        None => norm,
     }
 }
 

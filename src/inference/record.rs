@@ -7,7 +7,7 @@ use burn::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::models::NetConfig;
+use crate::{kernels::eval_norm::EvalNorm, models::NetConfig};
 
 /// The record format this crate writes; records of another format are refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -62,6 +62,28 @@ pub enum OutputRecord {
         /// ε.
         epsilon: f64,
     },
+}
+
+impl OutputRecord {
+    /// The batch norm of a [`OutputRecord::Norm`], ready to apply (`None` for thresholds).
+    pub(crate) fn eval_norm(&self) -> Option<EvalNorm> {
+        match self {
+            OutputRecord::Norm {
+                mean,
+                var,
+                gamma,
+                beta,
+                epsilon,
+            } => Some(EvalNorm::new(
+                mean.clone(),
+                var,
+                gamma.clone(),
+                beta.clone(),
+                *epsilon,
+            )),
+            OutputRecord::Threshold { .. } => None,
+        }
+    }
 }
 
 impl<B: Backend> Record<B> for PackedNetRecord {

@@ -1,12 +1,6 @@
 //! Folding batch norm and sign into per-channel integer thresholds.
 
-use crate::kernels::eval_norm::{binarizes_positive, norm_std, normalize};
-
-/// Burn's `BatchNorm` in evaluation mode on one value, op for op in f32:
-/// `((v − mean)/sqrt(var + ε))·γ + β`.
-fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
-    normalize(v, mean, norm_std(var, epsilon), gamma, beta)
-}
+use crate::kernels::eval_norm::{EvalNorm, binarizes_positive};
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
 /// `y` (rising or falling), as a range `[lo, hi]`: ends are ±∞ where the range reaches `±k`, and
@@ -48,20 +42,12 @@ fn first_where(mut lo: i64, mut hi: i64, p: impl Fn(i64) -> bool) -> i64 {
 /// For each channel, the range `[lo, hi]` of integer products `y ∈ [−k, k]` (plus the
 /// channel's bias, as the layer adds it in f32) whose batch norm output binarizes to `+1`
 /// (`≥ 0`, or NaN), as [`positive_range`] gives it.
-pub(super) fn fold(
-    mean: &[f32],
-    var: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    epsilon: f64,
-    bias: Option<&[f32]>,
-    k: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    (0..mean.len())
+pub(super) fn fold(norm: &EvalNorm, bias: Option<&[f32]>, k: usize) -> (Vec<f32>, Vec<f32>) {
+    (0..norm.channels())
         .map(|c| {
             positive_range(k as i64, |y| {
                 let v = y as f32 + bias.map_or(0.0, |b| b[c]);
-                binarizes_positive(batch_norm(v, mean[c], var[c], gamma[c], beta[c], epsilon))
+                binarizes_positive(norm.apply(c, v))
             })
         })
         .unzip()
@@ -72,6 +58,12 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+
+    /// Burn's `BatchNorm` in evaluation mode on one value, op for op in f32:
+    /// `((v − mean)/sqrt(var + ε))·γ + β`.
+    fn batch_norm(v: f32, mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> f32 {
+        (v - mean) / (var + epsilon as f32).sqrt() * gamma + beta
+    }
 
     /// The range by testing every integer, checking that the positive set is one range.
     fn scanned(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {

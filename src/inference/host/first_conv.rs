@@ -8,7 +8,6 @@
 
 use rayon::prelude::*;
 
-use super::norm_of;
 use crate::kernels::eval_norm::binarizes_positive;
 use crate::{
     inference::{record::PackedLayerRecord, thresholds::positive_range},
@@ -93,7 +92,7 @@ impl FirstConv {
         if k >= i64::from(i16::MAX) || geometry.stride != [1, 1] || geometry.dilation != [1, 1] {
             return None;
         }
-        let norm = norm_of(&layer.output)?;
+        let norm = layer.output.eval_norm()?;
         let padded_out = c_out.div_ceil(LANES) * LANES;
         let cw = words_per_row(c_in);
         let rows = super::conv_rows_of(&layer.weights, geometry)?;

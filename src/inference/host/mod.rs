@@ -113,26 +113,6 @@ enum DenseOutput {
     Scores(EvalNorm),
 }
 
-/// The evaluation-mode batch norm of a layer's output record (`None` for thresholds).
-fn norm_of(record: &OutputRecord) -> Option<EvalNorm> {
-    match record {
-        OutputRecord::Norm {
-            mean,
-            var,
-            gamma,
-            beta,
-            epsilon,
-        } => Some(EvalNorm::new(
-            mean.clone(),
-            var,
-            gamma.clone(),
-            beta.clone(),
-            *epsilon,
-        )),
-        OutputRecord::Threshold { .. } => None,
-    }
-}
-
 /// The packed sign rows `[rows, k]` of a layer record's bytes (`None` if they do not fit).
 fn sign_rows_of(bytes: &[u8], rows: usize, k: usize) -> Option<HostPacked> {
     HostPacked::from_bytes(bytes, &[rows, k], Encoding::Signs).ok()
@@ -215,7 +195,9 @@ impl HostNet {
                     d_in,
                     sums,
                     bias,
-                    norm: norm_of(&layer.output)
+                    norm: layer
+                        .output
+                        .eval_norm()
                         .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
                     last: i == last,
                 }));
@@ -242,7 +224,8 @@ impl HostNet {
                     hi: hi.clone(),
                 },
                 norm @ OutputRecord::Norm { .. } if i == last => DenseOutput::Scores(
-                    norm_of(norm).ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
+                    norm.eval_norm()
+                        .ok_or_else(|| format!("dense {i}: no batch norm after it"))?,
                 ),
                 _ => {
                     return Err(format!(
