@@ -181,6 +181,10 @@ pub fn batch_norm_sign<B: QnnAutodiffBackend>(device: &B::Device) {
         }
     }
     assert!(expected.contains(&1.0) && expected.contains(&-1.0));
+    // A strided (flipped) view of the input gives the flipped signs.
+    let input = tensor::<B::InnerBackend, 4>(x.clone(), [n, c, h, w], device);
+    let flipped = values(layer.forward(input.flip([3])).flip([3]));
+    assert_exact("BatchNormSign on a flipped view", &x, &flipped, &got);
     // On fully connected outputs `[N, C]` too.
     let rows = values(layer.forward(tensor::<B::InnerBackend, 2>(
         x[..4 * c].to_vec(),
