@@ -236,7 +236,7 @@ impl<B: QnnBackend> Net<B> {
             if NetConfig::pools_after(i) {
                 x = crate::nn::max_pool2d(x, [2, 2], [2, 2]);
             }
-            x = self.activation(crate::nn::batch_norm(norm, x));
+            x = self.activation(self.norm_before_binary(norm, x));
         }
         let mut x = x.flatten::<2>(1, 3);
         if self.convs.is_empty() {
@@ -244,12 +244,31 @@ impl<B: QnnBackend> Net<B> {
         }
         let last = self.dense.len() - 1;
         for (i, (layer, norm)) in self.dense.iter().zip(&self.dense_norms).enumerate() {
-            x = crate::nn::batch_norm(norm, layer.forward(x));
-            if i < last {
-                x = self.dropout_hidden.forward(self.activation(x));
+            let y = layer.forward(x);
+            if i == last {
+                return crate::nn::batch_norm(norm, y);
             }
+            x = self
+                .dropout_hidden
+                .forward(self.activation(self.norm_before_binary(norm, y)));
         }
         x
+    }
+
+    /// The batch norm of a layer whose output the next layer binarizes: for a binary network
+    /// outside training on the backends that compute on the host, the norm's sign in one pass
+    /// (as [`crate::nn::BatchNormSign`] computes it: exactly the sign of Burn's batch norm),
+    /// which the next layer's binarization leaves as it is; the batch norm itself elsewhere.
+    fn norm_before_binary<const D: usize>(
+        &self,
+        norm: &BatchNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        let binary = self.precision == Precision::Binary;
+        if binary && B::qnn_computes_on_host() && !B::ad_enabled(&x.device()) {
+            return crate::nn::sign_of_norm(norm, x);
+        }
+        crate::nn::batch_norm(norm, x)
     }
 
     /// Between layers: nothing for a binary network (the next layer binarizes its input with

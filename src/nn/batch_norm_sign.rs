@@ -86,21 +86,33 @@ impl<B: QnnBackend> BatchNormSign<B> {
             D >= 2,
             "BatchNormSign: the input needs a batch and a channel dimension, got a {D}-d tensor"
         );
-        let channels = self.norm.gamma.dims()[0];
-        assert_eq!(
-            x.dims()[1],
-            channels,
-            "BatchNormSign: the input {:?} should have {channels} channels in dimension 1",
-            x.dims()
-        );
-        let device = x.device();
-        B::qnn_batch_norm_sign(
-            x,
-            self.norm.running_mean.value().to_device(&device),
-            self.norm.running_var.value().to_device(&device),
-            self.norm.gamma.val(),
-            self.norm.beta.val(),
-            self.norm.epsilon,
-        )
+        sign_of_norm(&self.norm, x)
     }
+}
+
+/// `quant::sign(norm.forward(x))` outside training, as [`QnnBackend::qnn_batch_norm_sign`]
+/// computes it with the running statistics.
+///
+/// # Panics
+/// If dimension 1 of `x` is not the norm's channels.
+pub(crate) fn sign_of_norm<B: QnnBackend, const D: usize>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let channels = norm.gamma.dims()[0];
+    assert_eq!(
+        x.dims()[1],
+        channels,
+        "BatchNormSign: the input {:?} should have {channels} channels in dimension 1",
+        x.dims()
+    );
+    let device = x.device();
+    B::qnn_batch_norm_sign(
+        x,
+        norm.running_mean.value().to_device(&device),
+        norm.running_var.value().to_device(&device),
+        norm.gamma.val(),
+        norm.beta.val(),
+        norm.epsilon,
+    )
 }

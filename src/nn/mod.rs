@@ -50,6 +50,7 @@ mod quant_linear;
 mod shift_batch_norm;
 
 pub use batch_norm::batch_norm;
+pub(crate) use batch_norm_sign::sign_of_norm;
 pub use batch_norm_sign::{BatchNormSign, BatchNormSignConfig};
 pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
 pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
