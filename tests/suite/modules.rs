@@ -12,7 +12,7 @@ use burn_qnn::{
     loss::SquaredHingeLoss,
     models::{Net, NetConfig},
     nn::{
-        BatchNormSignConfig, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig,
+        BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, BinaryLinear, BinaryLinearConfig,
         BitPlaneConv2dConfig, BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig,
         ShiftBatchNormConfig, clip_latent_weights, glorot_lr_scale,
     },
@@ -258,9 +258,10 @@ pub fn batch_norm_sign<B: QnnAutodiffBackend>(device: &B::Device) {
     }
 }
 
-/// Binary layers with stochastically rounded gradients give the gradients of their float
-/// definition for the output gradient as `quant::quantize_gradient_stochastic` passes it (the
-/// same seed draws the same rounding), and differ from rounding to the nearest level.
+/// Binary layers (fully connected and convolution) with stochastically rounded gradients give
+/// the gradients of their float definition for the output gradient as
+/// `quant::quantize_gradient_stochastic` passes it (the same seed draws the same rounding), and
+/// differ from rounding to the nearest level.
 pub fn stochastic_rounding_layers<B: QnnAutodiffBackend>(device: &B::Device) {
     let bits = burn_qnn::quant::Bits::new(4).unwrap();
     let close = |what: &str, got: &[f32], want: &[f32]| {
@@ -332,6 +333,47 @@ pub fn stochastic_rounding_layers<B: QnnAutodiffBackend>(device: &B::Device) {
         &r,
     );
     assert_ne!(got.1, nearest.1, "stochastic rounding changed nothing");
+
+    // Convolution: 5 → 7 channels, 3×3, padding 1, on 2 images of 6×5.
+    let conv = BinaryConv2dConfig::new([5, 7], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .with_grad_bits(Some(bits))
+        .with_grad_rounding(GradRounding::Stochastic)
+        .init::<B>(device);
+    let (x_shape, w_shape, out_shape) = ([2, 5, 6, 5], [7, 5, 3, 3], [2, 7, 6, 5]);
+    let x = uniform(2 * 5 * 6 * 5, -2.0, 2.0, 74);
+    let w = uniform(7 * 5 * 9, -1.5, 1.5, 75);
+    let r = uniform(2 * 7 * 6 * 5, -1.0, 1.0, 76);
+    let conv_grads = |forward: &dyn Fn(Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>| {
+        let x = tensor::<B, 4>(x.clone(), x_shape, device).require_grad();
+        let w = tensor::<B, 4>(w.clone(), w_shape, device).require_grad();
+        let y = forward(x.clone(), w.clone());
+        B::seed(device, 10);
+        let grads = (y * tensor::<B, 4>(r.clone(), out_shape, device))
+            .sum()
+            .backward();
+        (
+            values(x.grad(&grads).unwrap()),
+            values(w.grad(&grads).unwrap()),
+        )
+    };
+    let got = conv_grads(&|x, w| {
+        let layer = BinaryConv2d {
+            weight: Param::from_tensor(w),
+            ..conv.clone()
+        };
+        layer.forward(x)
+    });
+    let want = conv_grads(&|x, w| {
+        burn_qnn::quant::quantize_gradient_stochastic(
+            burn_qnn::ops::binary_conv2d_reference(x, w, &conv.geometry),
+            bits,
+        )
+    });
+    close("conv, stochastic: grad x", &got.0, &want.0);
+    close("conv, stochastic: grad w", &got.1, &want.1);
+    assert!(got.1.iter().any(|&g| g != 0.0), "some weight gradient");
 }
 
 /// The bit-plane layers equal the float product of the scaled 8-bit inputs and the weight
