@@ -54,9 +54,9 @@ pub(crate) fn train_portable<B: QnnBackend, const D: usize>(
     (y, mean, variance)
 }
 
-/// [`QnnBackend::qnn_batch_norm_sign`] from Burn tensor ops: Burn's `BatchNorm` in evaluation
-/// mode, op for op, then the crate's sign.
-pub(crate) fn sign_portable<B: QnnBackend, const D: usize>(
+/// Burn's `BatchNorm` in evaluation mode over `x` `[N, C, ..]`, op for op in Burn tensor ops:
+/// `((x − mean)/sqrt(var + ε))·γ + β` per channel.
+pub(crate) fn eval_portable<B: QnnBackend, const D: usize>(
     x: Tensor<B, D>,
     mean: Tensor<B, 1>,
     var: Tensor<B, 1>,
@@ -65,8 +65,21 @@ pub(crate) fn sign_portable<B: QnnBackend, const D: usize>(
     epsilon: f64,
 ) -> Tensor<B, D> {
     let std = var.add_scalar(epsilon).sqrt();
-    let y = (x - broadcast::<B, D>(mean)) / broadcast::<B, D>(std) * broadcast::<B, D>(gamma)
-        + broadcast::<B, D>(beta);
+    (x - broadcast::<B, D>(mean)) / broadcast::<B, D>(std) * broadcast::<B, D>(gamma)
+        + broadcast::<B, D>(beta)
+}
+
+/// [`QnnBackend::qnn_batch_norm_sign`] from Burn tensor ops: [`eval_portable`], then the
+/// crate's sign.
+pub(crate) fn sign_portable<B: QnnBackend, const D: usize>(
+    x: Tensor<B, D>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let y = eval_portable(x, mean, var, gamma, beta, epsilon);
     B::qnn_quantize(y, crate::quant::Quantizer::Sign)
 }
 

@@ -19,7 +19,7 @@
 //! ```
 
 mod autodiff;
-mod batch_norm;
+pub(crate) mod batch_norm;
 mod binary_backward;
 mod bit_plane;
 mod code_matmul;

@@ -628,20 +628,20 @@ impl<B: QnnBackend> Output<B> {
                     .bool_and(y.lower_equal(hi.clone().reshape(shape)));
                 inside.float() * 2.0 - 1.0
             }
-            // Burn's `BatchNorm` in evaluation mode, op for op.
             Output::Norm {
                 mean,
                 var,
                 gamma,
                 beta,
                 epsilon,
-            } => {
-                let std = var.clone().reshape(shape).add_scalar(*epsilon).sqrt();
-                y.sub(mean.clone().reshape(shape))
-                    .div(std)
-                    .mul(gamma.clone().reshape(shape))
-                    .add(beta.clone().reshape(shape))
-            }
+            } => crate::backend::batch_norm::eval_portable(
+                y,
+                mean.clone(),
+                var.clone(),
+                gamma.clone(),
+                beta.clone(),
+                *epsilon,
+            ),
         }
     }
 }
