@@ -9,6 +9,8 @@
 //! - `packed_grad6_<path>`: the same network and weights with the binary layers' output gradients
 //!   quantized to 6 bits (`NetConfig::with_grad_bits`), their gradient products exact in
 //!   integers on each int8 path this CPU runs (`amx`, `avx512vnni`, `avx2`, `portable`);
+//! - `packed_grad6_stochastic`: the same with stochastic rounding of those gradients
+//!   (`NetConfig::with_grad_rounding`), on the int8 path detected;
 //! - `float_simulation`: the same network and weights with every binary layer simulated in float,
 //!   `conv2d(sign(x), sign(w))` / `sign(x)·sign(W)` through Burn's float ops;
 //! - `burn_f32`: the same network shape in Burn's own float layers and functions (`Conv2d`,
@@ -208,6 +210,16 @@ fn training_step(c: &mut Criterion) {
         });
     }
     force_int8_isa(None).expect("detection");
+    let stochastic = config
+        .clone()
+        .with_grad_bits(Some(quant::Bits::new(6).expect("6 bits")))
+        .with_grad_rounding(quant::GradRounding::Stochastic)
+        .init::<B>(&device)
+        .load_record(net.clone().into_record());
+    let mut step = Step::new(stochastic, &images, &targets);
+    group.bench_function("packed_grad6_stochastic", |b| {
+        b.iter(|| step.run(Net::forward))
+    });
     #[cfg(feature = "flex")]
     {
         // The same steps on Burn's Flex CPU backend (fresh weights of the same network: the

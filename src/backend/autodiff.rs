@@ -4,9 +4,7 @@
 //! the inputs lie outside the straight-through pass band as packed bits (1 bit a value), or
 //! nothing at all for the gradient quantizer.
 
-use burn::tensor::{
-    Device, Distribution, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor,
-};
+use burn::tensor::{Device, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -19,7 +17,7 @@ use super::{
 };
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
-    quant::{Bits, CodeGrid, Quantizer, quantizer},
+    quant::{Bits, CodeGrid, GradRounding, Quantizer, quantizer},
 };
 
 type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
@@ -180,9 +178,10 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         a: Tensor<Self, D>,
         b: Tensor<Self, D>,
         grad_bits: Bits,
+        rounding: GradRounding,
     ) -> Tensor<Self, D> {
         if is_tracked(&a) || is_tracked(&b) {
-            binary_backward::xnor_matmul(a, b, Some(grad_bits))
+            binary_backward::xnor_matmul(a, b, Some((grad_bits, rounding)))
         } else {
             Tensor::from_inner(B::qnn_xnor_matmul(a.inner(), b.inner()))
         }
@@ -221,9 +220,10 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         weight: Tensor<Self, 4>,
         geometry: &ConvGeometry,
         grad_bits: Bits,
+        rounding: GradRounding,
     ) -> Tensor<Self, 4> {
         if is_tracked(&x) || is_tracked(&weight) {
-            binary_backward::binary_conv2d(x, weight, geometry, Some(grad_bits))
+            binary_backward::binary_conv2d(x, weight, geometry, Some((grad_bits, rounding)))
         } else {
             Tensor::from_inner(B::qnn_binary_conv2d(x.inner(), weight.inner(), geometry))
         }
@@ -298,8 +298,7 @@ impl<B: Backend> Backward<B, 1> for QuantizeGradient {
             let count = shape.num_elements();
             let flat = grad.reshape([count]);
             let quantized = if self.stochastic {
-                let noise =
-                    Tensor::random([count], Distribution::Uniform(0.0, 1.0), &flat.device());
+                let noise = quantizer::rounding_noise(count, &flat.device());
                 quantizer::gradient_value_stochastic(flat, self.bits, noise)
             } else {
                 quantizer::gradient_value(flat, self.bits)

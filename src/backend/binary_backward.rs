@@ -8,7 +8,7 @@
 //! siblings): on `NdArray` kernels that read the signs from the bits, elsewhere the portable
 //! bodies below, which unpack them and run the float simulation's own Burn ops.
 
-use burn::tensor::{Shape, Tensor, TensorPrimitive, ops::FloatTensor, s};
+use burn::tensor::{Shape, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor, s};
 use burn_autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -19,7 +19,7 @@ use burn_autodiff::{
 use super::QnnBackend;
 use crate::{
     ops::{ConvGeometry, Encoding, PaddingMode},
-    quant::{Bits, Quantizer, quantizer},
+    quant::{Bits, GradRounding, Quantizer, quantizer},
 };
 
 /// The signs and the pass band of a tensor, packed: 2 bits a value.
@@ -41,6 +41,62 @@ impl<B: QnnBackend> SavedBits<B> {
             shape,
         }
     }
+
+    /// The packed bits, borrowed.
+    fn bits(&self) -> OperandBits<'_, B> {
+        OperandBits {
+            signs: &self.signs,
+            blocked: &self.blocked,
+        }
+    }
+}
+
+/// What the backward of a binary product keeps of one operand, both packed by
+/// [`QnnBackend::qnn_save_signs`]: its signs, and where the straight-through estimator cuts its
+/// gradient (`|v| > 1`).
+#[derive(Debug)]
+pub struct OperandBits<'a, B: QnnBackend> {
+    /// The operand's signs.
+    pub signs: &'a B::Packed,
+    /// Where the operand lies outside the pass band `|v| ≤ 1`.
+    pub blocked: &'a B::Packed,
+}
+
+/// How a binary product's backward quantizes its output gradient: to `bits` bits on the grid of
+/// [`crate::quant::quantize_gradient`], rounded to the nearest level where `noise` is `None`,
+/// stochastically with these draws (uniform in `[0, 1)`, one per gradient value in row-major
+/// order) as [`crate::quant::quantize_gradient_stochastic`] where it is set.
+#[derive(Debug, Clone)]
+pub struct GradQuantization<B: Backend> {
+    /// The gradient's bits.
+    pub bits: Bits,
+    /// The stochastic rounding's noise, or `None` for rounding to nearest.
+    pub noise: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> GradQuantization<B> {
+    /// The quantization of a gradient of `count` values with `rounding`, drawing the noise of
+    /// stochastic rounding from the backend's seeded generator
+    /// ([`quantizer::rounding_noise`]).
+    pub fn new(bits: Bits, rounding: GradRounding, count: usize, device: &B::Device) -> Self {
+        let noise = match rounding {
+            GradRounding::Nearest => None,
+            GradRounding::Stochastic => Some(quantizer::rounding_noise(count, device)),
+        };
+        Self { bits, noise }
+    }
+
+    /// `grad` quantized in Burn tensor ops ([`quantizer::gradient_value`] or
+    /// [`quantizer::gradient_value_stochastic`]; the whole tensor shares one scale).
+    pub(crate) fn apply_portable<const D: usize>(self, grad: Tensor<B, D>) -> Tensor<B, D> {
+        let shape = grad.shape();
+        let flat = grad.reshape([shape.num_elements()]);
+        let quantized = match self.noise {
+            None => quantizer::gradient_value(flat, self.bits),
+            Some(noise) => quantizer::gradient_value_stochastic(flat, self.bits, noise),
+        };
+        quantized.reshape(shape)
+    }
 }
 
 /// The ±1 values of bits packed by [`QnnBackend::qnn_save_signs`], as a tensor of `shape`.
@@ -57,17 +113,6 @@ pub(crate) fn pass<B: QnnBackend, const D: usize>(
     let shape = grad.shape();
     let blocked = B::qnn_unpack::<2>(blocked).reshape(shape).lower_elem(0.0);
     grad.mask_fill(blocked, 0.0)
-}
-
-/// `grad` quantized to `bits` bits in floats, on the grid of [`crate::quant::quantize_gradient`]
-/// (the whole tensor shares one scale).
-pub(crate) fn quantized<B: QnnBackend, const D: usize>(
-    grad: Tensor<B, D>,
-    bits: Bits,
-) -> Tensor<B, D> {
-    let shape = grad.shape();
-    let flat = grad.reshape([shape.num_elements()]);
-    quantizer::gradient_value(flat, bits).reshape(shape)
 }
 
 /// [`QnnBackend::qnn_save_signs`] from Burn tensor ops.
@@ -178,60 +223,118 @@ pub(crate) fn matmul_rhs_grad_portable<B: QnnBackend, const D: usize>(
     pass(product, b_blocked)
 }
 
+/// [`QnnBackend::qnn_binary_matmul_grads_quantized`] by quantizing in floats
+/// ([`GradQuantization::apply_portable`]) and running the backend's float gradient ops.
+pub(crate) fn matmul_grads_quantized_portable<B: QnnBackend, const D: usize>(
+    grad: Tensor<B, D>,
+    a: OperandBits<'_, B>,
+    b: OperandBits<'_, B>,
+    [a_shape, b_shape]: [[usize; D]; 2],
+    quantization: GradQuantization<B>,
+    [a_wanted, b_wanted]: [bool; 2],
+) -> [Option<Tensor<B, D>>; 2] {
+    let grad = quantization.apply_portable(grad);
+    [
+        a_wanted.then(|| {
+            B::qnn_binary_matmul_lhs_grad(grad.clone(), b.signs, a.blocked, a_shape, b_shape)
+        }),
+        b_wanted.then(|| {
+            B::qnn_binary_matmul_rhs_grad(grad.clone(), a.signs, b.blocked, a_shape, b_shape)
+        }),
+    ]
+}
+
+/// Registers the gradients `[lhs, rhs]` of a node's two parents (`ops`, its state taken out)
+/// from the node's own gradient, both computed by one call of `both` (given which parents are
+/// tracked), where Burn's `binary` calls one function per parent.
+fn binary_at_once<B: QnnBackend>(
+    ops: Ops<(), 2>,
+    grads: &mut Gradients,
+    both: impl FnOnce(FloatTensor<B>, [bool; 2]) -> [Option<FloatTensor<B>>; 2],
+) {
+    let grad = grads.consume::<B>(&ops.node);
+    let wanted = ops.parents.each_ref().map(Option::is_some);
+    let computed = both(grad, wanted);
+    for (parent, grad) in ops.parents.into_iter().zip(computed) {
+        if let (Some(parent), Some(grad)) = (parent, grad) {
+            grads.register::<B>(parent.id, grad);
+        }
+    }
+}
+
+/// A binary product's output-gradient quantization: `bits` with `rounding`, or none.
+pub(crate) type GradQuant = Option<(Bits, GradRounding)>;
+
 /// `sign(a)·sign(b)` with packed operands saved; the backward quantizes the output gradient
-/// to `grad_bits` bits where set.
+/// once as `grad_quant` says, where set.
 #[derive(Debug)]
 struct PackedXnorMatmul<const D: usize> {
-    grad_bits: Option<Bits>,
+    grad_quant: GradQuant,
 }
 
 impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
     type State = (SavedBits<B>, SavedBits<B>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (a, b) = ops.state;
+        let Ops {
+            parents,
+            node,
+            state: (a, b),
+        } = ops;
         let a_shape: [usize; D] = a.shape.dims();
         let b_shape: [usize; D] = b.shape.dims();
-        binary::<B, _, _>(
-            ops.parents,
-            ops.node,
-            grads,
-            |grad| {
-                let grad = tensor::<B, D>(grad);
-                primitive(match self.grad_bits {
-                    None => {
-                        B::qnn_binary_matmul_lhs_grad(grad, &b.signs, &a.blocked, a_shape, b_shape)
-                    }
-                    Some(bits) => B::qnn_binary_matmul_lhs_grad_quantized(
-                        grad, &b.signs, &a.blocked, a_shape, b_shape, bits,
-                    ),
-                })
-            },
-            |grad| {
-                let grad = tensor::<B, D>(grad);
-                primitive(match self.grad_bits {
-                    None => {
-                        B::qnn_binary_matmul_rhs_grad(grad, &a.signs, &b.blocked, a_shape, b_shape)
-                    }
-                    Some(bits) => B::qnn_binary_matmul_rhs_grad_quantized(
-                        grad, &a.signs, &b.blocked, a_shape, b_shape, bits,
-                    ),
-                })
-            },
-        );
+        let Some((bits, rounding)) = self.grad_quant else {
+            return binary::<B, _, _>(
+                parents,
+                node,
+                grads,
+                |grad| {
+                    let grad = tensor::<B, D>(grad);
+                    primitive(B::qnn_binary_matmul_lhs_grad(
+                        grad, &b.signs, &a.blocked, a_shape, b_shape,
+                    ))
+                },
+                |grad| {
+                    let grad = tensor::<B, D>(grad);
+                    primitive(B::qnn_binary_matmul_rhs_grad(
+                        grad, &a.signs, &b.blocked, a_shape, b_shape,
+                    ))
+                },
+            );
+        };
+        let ops = Ops {
+            parents,
+            node,
+            state: (),
+        };
+        binary_at_once::<B>(ops, grads, |grad, wanted| {
+            let grad = tensor::<B, D>(grad);
+            let quantization =
+                GradQuantization::new(bits, rounding, grad.shape().num_elements(), &grad.device());
+            B::qnn_binary_matmul_grads_quantized(
+                grad,
+                a.bits(),
+                b.bits(),
+                a_shape,
+                b_shape,
+                quantization,
+                wanted,
+            )
+            .map(|g| g.map(primitive))
+        });
     }
 }
 
 /// `sign(a)·sign(b)` on the inner backend's packed kernel, with a backward that keeps bits only
-/// (and quantizes the output gradient to `grad_bits` bits where set).
+/// (and quantizes the output gradient as `grad_quant` says, where set).
 pub(crate) fn xnor_matmul<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
     a: Tensor<Autodiff<B, C>, D>,
     b: Tensor<Autodiff<B, C>, D>,
-    grad_bits: Option<Bits>,
+    grad_quant: GradQuant,
 ) -> Tensor<Autodiff<B, C>, D> {
     let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
     let (a_inner, b_inner) = (tensor::<B, D>(a.primitive), tensor::<B, D>(b.primitive));
-    let output = PackedXnorMatmul::<D> { grad_bits }
+    let output = PackedXnorMatmul::<D> { grad_quant }
         .prepare::<C>([a.node, b.node])
         .compute_bound()
         .stateful();
@@ -250,80 +353,84 @@ pub(crate) fn xnor_matmul<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
 }
 
 /// `sign(x) ⊛ sign(w)` with packed operands saved; the backward quantizes the output gradient
-/// to `grad_bits` bits where set.
+/// once as `grad_quant` says, where set.
 #[derive(Debug)]
 struct PackedBinaryConv {
-    grad_bits: Option<Bits>,
+    grad_quant: GradQuant,
 }
 
 impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
     type State = (SavedBits<B>, SavedBits<B>, ConvGeometry);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, w, geometry) = ops.state;
+        let Ops {
+            parents,
+            node,
+            state: (x, w, geometry),
+        } = ops;
         let input_shape: [usize; 4] = x.shape.dims();
-        binary::<B, _, _>(
-            ops.parents,
-            ops.node,
-            grads,
-            |grad| {
-                let grad = tensor::<B, 4>(grad);
-                primitive(match self.grad_bits {
-                    None => B::qnn_binary_conv2d_input_grad(
-                        grad,
+        let Some((bits, rounding)) = self.grad_quant else {
+            return binary::<B, _, _>(
+                parents,
+                node,
+                grads,
+                |grad| {
+                    primitive(B::qnn_binary_conv2d_input_grad(
+                        tensor::<B, 4>(grad),
                         &w.signs,
                         &x.blocked,
                         input_shape,
                         &geometry,
-                    ),
-                    Some(bits) => B::qnn_binary_conv2d_input_grad_quantized(
-                        grad,
-                        &w.signs,
-                        &x.blocked,
-                        input_shape,
-                        &geometry,
-                        bits,
-                    ),
-                })
-            },
-            |grad| {
-                let grad = tensor::<B, 4>(grad);
-                primitive(match self.grad_bits {
-                    None => B::qnn_binary_conv2d_weight_grad(
-                        grad,
+                    ))
+                },
+                |grad| {
+                    primitive(B::qnn_binary_conv2d_weight_grad(
+                        tensor::<B, 4>(grad),
                         &x.signs,
                         &w.blocked,
                         input_shape,
                         &geometry,
-                    ),
-                    Some(bits) => B::qnn_binary_conv2d_weight_grad_quantized(
-                        grad,
-                        &x.signs,
-                        &w.blocked,
-                        input_shape,
-                        &geometry,
-                        bits,
-                    ),
-                })
-            },
-        );
+                    ))
+                },
+            );
+        };
+        let ops = Ops {
+            parents,
+            node,
+            state: (),
+        };
+        binary_at_once::<B>(ops, grads, |grad, wanted| {
+            let grad = tensor::<B, 4>(grad);
+            let quantization =
+                GradQuantization::new(bits, rounding, grad.shape().num_elements(), &grad.device());
+            B::qnn_binary_conv2d_grads_quantized(
+                grad,
+                x.bits(),
+                w.bits(),
+                input_shape,
+                &geometry,
+                quantization,
+                wanted,
+            )
+            .map(|g| g.map(primitive))
+        });
     }
 }
 
 /// `sign(x) ⊛ sign(w)` on the inner backend's packed kernel, with a backward that keeps bits
-/// only (and quantizes the output gradient to `grad_bits` bits where set).
+/// only (and quantizes the output gradient as `grad_quant` says, where set).
 pub(crate) fn binary_conv2d<B: QnnBackend, C: CheckpointStrategy>(
     x: Tensor<Autodiff<B, C>, 4>,
     weight: Tensor<Autodiff<B, C>, 4>,
     geometry: &ConvGeometry,
-    grad_bits: Option<Bits>,
+    grad_quant: GradQuant,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let (x, w) = (
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
     );
     let (x_inner, w_inner) = (tensor::<B, 4>(x.primitive), tensor::<B, 4>(w.primitive));
-    let output = PackedBinaryConv { grad_bits }
+    let output = PackedBinaryConv { grad_quant }
         .prepare::<C>([x.node, w.node])
         .compute_bound()
         .stateful();

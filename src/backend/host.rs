@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData, backend::Backend};
 use rayon::iter::ParallelExtend;
 
 use super::QnnBackend;
-use super::{BatchNormGrads, BatchNormOutput, binary_backward};
+use super::{BatchNormGrads, BatchNormOutput, GradQuantization, OperandBits, binary_backward};
 use crate::{
     kernels::{
         WORD_BITS,
@@ -558,123 +558,95 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(out, &b_shape)
     }
 
-    /// [`quantized_backward::binary_conv2d_input_grad`] on the saved bits: exact integer
-    /// products of the gradient's codes and the ±1 weights.
-    fn qnn_binary_conv2d_input_grad_quantized(
+    /// [`quantized_backward::binary_conv2d_input_grad`] and
+    /// [`quantized_backward::binary_conv2d_weight_grad`] on the saved bits and the gradient's
+    /// codes, quantized once: exact integer products of the codes and the ±1 operands.
+    fn qnn_binary_conv2d_grads_quantized(
         grad_out: Tensor<Self, 4>,
-        weight_signs: &HostPacked,
-        input_blocked: &HostPacked,
+        input: OperandBits<'_, Self>,
+        weight: OperandBits<'_, Self>,
         input_shape: [usize; 4],
         geometry: &ConvGeometry,
-        bits: quant::Bits,
-    ) -> Tensor<Self, 4> {
+        quantization: GradQuantization<Self>,
+        [input_wanted, weight_wanted]: [bool; 2],
+    ) -> [Option<Tensor<Self, 4>>; 2] {
         let g = geometry.call(input_shape);
-        let mut out = zeros(g.input_len());
-        B::with_f32(grad_out, |grad, _| {
-            let grad = QuantizedGrad::quantize(grad, bits.get());
+        let grad = quantized_grad(grad_out, quantization);
+        let input_grad = input_wanted.then(|| {
+            let mut out = zeros(g.input_len());
             quantized_backward::binary_conv2d_input_grad(
                 &grad,
-                saved_bits(weight_signs),
-                saved_bits(input_blocked),
+                saved_bits(weight.signs),
+                saved_bits(input.blocked),
                 &g,
                 &mut out,
-            )
+            );
+            B::float_tensor(out, &input_shape)
         });
-        B::float_tensor(out, &input_shape)
-    }
-
-    /// [`quantized_backward::binary_conv2d_weight_grad`] on the saved bits: exact integer
-    /// products of the gradient's codes and the ±1 inputs.
-    fn qnn_binary_conv2d_weight_grad_quantized(
-        grad_out: Tensor<Self, 4>,
-        input_signs: &HostPacked,
-        weight_blocked: &HostPacked,
-        input_shape: [usize; 4],
-        geometry: &ConvGeometry,
-        bits: quant::Bits,
-    ) -> Tensor<Self, 4> {
-        let g = geometry.call(input_shape);
-        let mut out = zeros(g.weights_len());
-        B::with_f32(grad_out, |grad, _| {
-            let grad = QuantizedGrad::quantize(grad, bits.get());
+        let weight_grad = weight_wanted.then(|| {
+            let mut out = zeros(g.weights_len());
             quantized_backward::binary_conv2d_weight_grad(
                 &grad,
-                saved_bits(input_signs),
+                saved_bits(input.signs),
                 geometry.padding_mode,
-                saved_bits(weight_blocked),
+                saved_bits(weight.blocked),
                 &g,
                 &mut out,
-            )
+            );
+            let [c_in, c_out] = geometry.channels;
+            let [kh, kw] = geometry.kernel;
+            B::float_tensor(out, &[c_out, c_in, kh, kw])
         });
-        let [c_in, c_out] = geometry.channels;
-        let [kh, kw] = geometry.kernel;
-        B::float_tensor(out, &[c_out, c_in, kh, kw])
+        [input_grad, weight_grad]
     }
 
-    /// [`quantized_backward::binary_matmul_lhs_grad`] on the saved bits where `a` and `b` have
-    /// the same batch dimensions; broadcast products quantize in floats.
-    fn qnn_binary_matmul_lhs_grad_quantized<const D: usize>(
+    /// [`quantized_backward::binary_matmul_lhs_grad`] and
+    /// [`quantized_backward::binary_matmul_rhs_grad`] on the saved bits and the gradient's codes,
+    /// quantized once, where `a` and `b` have the same batch dimensions; broadcast products
+    /// quantize in floats.
+    fn qnn_binary_matmul_grads_quantized<const D: usize>(
         grad: Tensor<Self, D>,
-        b_signs: &HostPacked,
-        a_blocked: &HostPacked,
+        a: OperandBits<'_, Self>,
+        b: OperandBits<'_, Self>,
         a_shape: [usize; D],
         b_shape: [usize; D],
-        bits: quant::Bits,
-    ) -> Tensor<Self, D> {
+        quantization: GradQuantization<Self>,
+        [a_wanted, b_wanted]: [bool; 2],
+    ) -> [Option<Tensor<Self, D>>; 2] {
         let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
-            return Self::qnn_binary_matmul_lhs_grad(
-                binary_backward::quantized(grad, bits),
-                b_signs,
-                a_blocked,
-                a_shape,
-                b_shape,
+            return binary_backward::matmul_grads_quantized_portable(
+                grad,
+                a,
+                b,
+                [a_shape, b_shape],
+                quantization,
+                [a_wanted, b_wanted],
             );
         };
-        let mut out = zeros(a_shape.iter().product());
-        B::with_f32(grad, |grad, _| {
-            let grad = QuantizedGrad::quantize(grad, bits.get());
+        let grad = quantized_grad(grad, quantization);
+        let a_grad = a_wanted.then(|| {
+            let mut out = zeros(a_shape.iter().product());
             quantized_backward::binary_matmul_lhs_grad(
                 &grad,
-                saved_bits(b_signs),
-                saved_bits(a_blocked),
+                saved_bits(b.signs),
+                saved_bits(a.blocked),
                 shape,
                 &mut out,
-            )
-        });
-        B::float_tensor(out, &a_shape)
-    }
-
-    /// [`quantized_backward::binary_matmul_rhs_grad`] on the saved bits where `a` and `b` have
-    /// the same batch dimensions; broadcast products quantize in floats.
-    fn qnn_binary_matmul_rhs_grad_quantized<const D: usize>(
-        grad: Tensor<Self, D>,
-        a_signs: &HostPacked,
-        b_blocked: &HostPacked,
-        a_shape: [usize; D],
-        b_shape: [usize; D],
-        bits: quant::Bits,
-    ) -> Tensor<Self, D> {
-        let Some(shape) = MatmulShape::same_batch(&a_shape, &b_shape) else {
-            return Self::qnn_binary_matmul_rhs_grad(
-                binary_backward::quantized(grad, bits),
-                a_signs,
-                b_blocked,
-                a_shape,
-                b_shape,
             );
-        };
-        let mut out = zeros(b_shape.iter().product());
-        B::with_f32(grad, |grad, _| {
-            let grad = QuantizedGrad::quantize(grad, bits.get());
+            B::float_tensor(out, &a_shape)
+        });
+        let b_grad = b_wanted.then(|| {
+            let mut out = zeros(b_shape.iter().product());
             quantized_backward::binary_matmul_rhs_grad(
                 &grad,
-                saved_bits(a_signs),
-                saved_bits(b_blocked),
+                saved_bits(a.signs),
+                saved_bits(b.blocked),
                 shape,
                 &mut out,
-            )
+            );
+            B::float_tensor(out, &b_shape)
         });
-        B::float_tensor(out, &b_shape)
+        [a_grad, b_grad]
     }
 
     /// [`bit_plane_conv2d_forward`] on the codes of `x` and the weights' signs.
@@ -864,6 +836,23 @@ fn norm_shape(dims: &[usize]) -> NormShape {
 /// A tensor's values as f32 on the host.
 fn host_values<B: HostFloat, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
     B::with_f32(x, |values, _| values.to_vec())
+}
+
+/// `grad`'s codes as `quantization` says: [`QuantizedGrad::quantize`], or
+/// [`QuantizedGrad::quantize_stochastic`] on its noise.
+fn quantized_grad<B: HostFloat, const D: usize>(
+    grad: Tensor<B, D>,
+    quantization: GradQuantization<B>,
+) -> QuantizedGrad {
+    let bits = quantization.bits.get();
+    match quantization.noise {
+        None => B::with_f32(grad, |grad, _| QuantizedGrad::quantize(grad, bits)),
+        Some(noise) => B::with_f32(grad, |grad, _| {
+            B::with_f32(noise, |noise, _| {
+                QuantizedGrad::quantize_stochastic(grad, noise, bits)
+            })
+        }),
+    }
 }
 
 /// The bit row of a tensor packed by [`QnnBackend::qnn_save_signs`].

@@ -36,6 +36,7 @@ mod ndarray;
 mod pool;
 
 pub use batch_norm::{BatchNormGrads, BatchNormOutput};
+pub use binary_backward::{GradQuantization, OperandBits};
 #[cfg(feature = "wgpu")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
 pub use cube::CubePacked;
@@ -106,7 +107,7 @@ use burn::tensor::{
 use crate::{
     kernels::adam::AdamStep,
     ops::{self, ConvGeometry, Encoding, HostPacked},
-    quant::{self, Bits, CodeGrid, Quantizer, quantizer},
+    quant::{self, Bits, CodeGrid, GradRounding, Quantizer, quantizer},
 };
 
 /// A Burn backend that runs the crate's quantizers and packed kernels.
@@ -459,81 +460,67 @@ pub trait QnnBackend: Backend {
         binary_backward::matmul_rhs_grad_portable(grad, a_signs, b_blocked, a_shape, b_shape)
     }
 
-    /// [`QnnBackend::qnn_binary_conv2d_input_grad`] of `grad_out` quantized to `bits` bits
-    /// (the grid of [`crate::quant::quantize_gradient`]). The default quantizes in floats and
-    /// runs the float gradient; `NdArray` computes it exactly in integers
+    /// The gradients `[input, weight]` of `sign(x) ⊛ sign(w)` for the output gradient
+    /// `grad_out` quantized once as `quantization` says (the paper's bit-wise gradients): each
+    /// one computed only where `wanted` says so, as [`QnnBackend::qnn_binary_conv2d_input_grad`]
+    /// and [`QnnBackend::qnn_binary_conv2d_weight_grad`] compute it from the quantized gradient.
+    /// The default quantizes in floats and runs those two ops; the host backends quantize once
+    /// to integer codes and compute both exactly in integers
     /// ([`crate::kernels::quantized_backward`]).
-    fn qnn_binary_conv2d_input_grad_quantized(
+    fn qnn_binary_conv2d_grads_quantized(
         grad_out: Tensor<Self, 4>,
-        weight_signs: &Self::Packed,
-        input_blocked: &Self::Packed,
+        input: OperandBits<'_, Self>,
+        weight: OperandBits<'_, Self>,
         input_shape: [usize; 4],
         geometry: &ConvGeometry,
-        bits: Bits,
-    ) -> Tensor<Self, 4> {
-        Self::qnn_binary_conv2d_input_grad(
-            binary_backward::quantized(grad_out, bits),
-            weight_signs,
-            input_blocked,
-            input_shape,
-            geometry,
-        )
+        quantization: GradQuantization<Self>,
+        wanted: [bool; 2],
+    ) -> [Option<Tensor<Self, 4>>; 2] {
+        let grad = quantization.apply_portable(grad_out);
+        let [input_grad, weight_grad] = wanted;
+        [
+            input_grad.then(|| {
+                Self::qnn_binary_conv2d_input_grad(
+                    grad.clone(),
+                    weight.signs,
+                    input.blocked,
+                    input_shape,
+                    geometry,
+                )
+            }),
+            weight_grad.then(|| {
+                Self::qnn_binary_conv2d_weight_grad(
+                    grad.clone(),
+                    input.signs,
+                    weight.blocked,
+                    input_shape,
+                    geometry,
+                )
+            }),
+        ]
     }
 
-    /// [`QnnBackend::qnn_binary_conv2d_weight_grad`] of `grad_out` quantized to `bits` bits,
-    /// as [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
-    fn qnn_binary_conv2d_weight_grad_quantized(
-        grad_out: Tensor<Self, 4>,
-        input_signs: &Self::Packed,
-        weight_blocked: &Self::Packed,
-        input_shape: [usize; 4],
-        geometry: &ConvGeometry,
-        bits: Bits,
-    ) -> Tensor<Self, 4> {
-        Self::qnn_binary_conv2d_weight_grad(
-            binary_backward::quantized(grad_out, bits),
-            input_signs,
-            weight_blocked,
-            input_shape,
-            geometry,
-        )
-    }
-
-    /// [`QnnBackend::qnn_binary_matmul_lhs_grad`] of `grad` quantized to `bits` bits, as
-    /// [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
-    fn qnn_binary_matmul_lhs_grad_quantized<const D: usize>(
+    /// The gradients `[a, b]` of `sign(a)·sign(b)` for the output gradient `grad` quantized
+    /// once as `quantization` says, each where `wanted`, as
+    /// [`QnnBackend::qnn_binary_conv2d_grads_quantized`] does for the convolution (the float
+    /// ops here are [`QnnBackend::qnn_binary_matmul_lhs_grad`] and
+    /// [`QnnBackend::qnn_binary_matmul_rhs_grad`]).
+    fn qnn_binary_matmul_grads_quantized<const D: usize>(
         grad: Tensor<Self, D>,
-        b_signs: &Self::Packed,
-        a_blocked: &Self::Packed,
+        a: OperandBits<'_, Self>,
+        b: OperandBits<'_, Self>,
         a_shape: [usize; D],
         b_shape: [usize; D],
-        bits: Bits,
-    ) -> Tensor<Self, D> {
-        Self::qnn_binary_matmul_lhs_grad(
-            binary_backward::quantized(grad, bits),
-            b_signs,
-            a_blocked,
-            a_shape,
-            b_shape,
-        )
-    }
-
-    /// [`QnnBackend::qnn_binary_matmul_rhs_grad`] of `grad` quantized to `bits` bits, as
-    /// [`QnnBackend::qnn_binary_conv2d_input_grad_quantized`].
-    fn qnn_binary_matmul_rhs_grad_quantized<const D: usize>(
-        grad: Tensor<Self, D>,
-        a_signs: &Self::Packed,
-        b_blocked: &Self::Packed,
-        a_shape: [usize; D],
-        b_shape: [usize; D],
-        bits: Bits,
-    ) -> Tensor<Self, D> {
-        Self::qnn_binary_matmul_rhs_grad(
-            binary_backward::quantized(grad, bits),
-            a_signs,
-            b_blocked,
-            a_shape,
-            b_shape,
+        quantization: GradQuantization<Self>,
+        wanted: [bool; 2],
+    ) -> [Option<Tensor<Self, D>>; 2] {
+        binary_backward::matmul_grads_quantized_portable(
+            grad,
+            a,
+            b,
+            [a_shape, b_shape],
+            quantization,
+            wanted,
         )
     }
 
@@ -650,29 +637,31 @@ pub trait QnnBackend: Backend {
         pool::backward_portable(grad, indices, input_shape)
     }
 
-    /// `sign(a) · sign(b)` whose backward quantizes the output gradient to `grad_bits` bits
-    /// (the paper's bit-wise gradient computation) and runs the
-    /// `qnn_binary_matmul_*_grad_quantized` ops. Outside `Autodiff` it is
+    /// `sign(a) · sign(b)` whose backward quantizes the output gradient once to `grad_bits` bits
+    /// with `rounding` (the paper's bit-wise gradient computation) and runs
+    /// [`QnnBackend::qnn_binary_matmul_grads_quantized`]. Outside `Autodiff` it is
     /// [`QnnBackend::qnn_xnor_matmul`].
     fn qnn_xnor_matmul_quantized_grad<const D: usize>(
         a: Tensor<Self, D>,
         b: Tensor<Self, D>,
         grad_bits: Bits,
+        rounding: GradRounding,
     ) -> Tensor<Self, D> {
-        let _ = grad_bits;
+        let _ = (grad_bits, rounding);
         Self::qnn_xnor_matmul(a, b)
     }
 
-    /// `sign(x) ⊛ sign(w)` whose backward quantizes the output gradient to `grad_bits` bits and
-    /// runs the `qnn_binary_conv2d_*_grad_quantized` ops. Outside `Autodiff` it is
-    /// [`QnnBackend::qnn_binary_conv2d`].
+    /// `sign(x) ⊛ sign(w)` whose backward quantizes the output gradient once to `grad_bits` bits
+    /// with `rounding` and runs [`QnnBackend::qnn_binary_conv2d_grads_quantized`]. Outside
+    /// `Autodiff` it is [`QnnBackend::qnn_binary_conv2d`].
     fn qnn_binary_conv2d_quantized_grad(
         x: Tensor<Self, 4>,
         weight: Tensor<Self, 4>,
         geometry: &ConvGeometry,
         grad_bits: Bits,
+        rounding: GradRounding,
     ) -> Tensor<Self, 4> {
-        let _ = grad_bits;
+        let _ = (grad_bits, rounding);
         Self::qnn_binary_conv2d(x, weight, geometry)
     }
 

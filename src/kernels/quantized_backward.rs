@@ -40,6 +40,15 @@ pub struct QuantizedGrad {
     pub max: f32,
 }
 
+/// How [`QuantizedGrad`] rounds a scaled value to its code.
+#[derive(Clone, Copy)]
+enum Rounding<'a> {
+    /// To the nearest code, ties up.
+    Nearest,
+    /// Down after adding one noise value (uniform in `[0, 1)`) per gradient value.
+    Stochastic(&'a [f32]),
+}
+
 impl QuantizedGrad {
     /// Quantizes `grad` to `bits` bits (1 to 8; 1 acts as 2), on the grid of
     /// [`crate::quant::quantize_gradient`]: `c = floor(g/s · L + ½)`.
@@ -56,15 +65,47 @@ impl QuantizedGrad {
     /// # Panics
     /// If `bits` is not between 1 and 8.
     pub fn quantize(grad: &[f32], bits: u32) -> QuantizedGrad {
+        Self::quantize_rounded(grad, bits, Rounding::Nearest)
+    }
+
+    /// Quantizes `grad` to `bits` bits with stochastic rounding, as
+    /// [`crate::quant::quantize_gradient_stochastic`]: with `x = g/s · L` and `u = noise[i]`
+    /// (uniform in `[0, 1)`), `c = ⌊x⌋ + [u ≥ 1 − (x − ⌊x⌋)]`: `floor(x + u)`, without the
+    /// f32 rounding of `x + u` that can turn `±L + u` into another integer, so `±s` (`x = ±L`)
+    /// stays exact. The grid is [`QuantizedGrad::quantize`]'s.
+    ///
+    /// ```
+    /// use burn_qnn::kernels::quantized_backward::QuantizedGrad;
+    ///
+    /// let q = QuantizedGrad::quantize_stochastic(&[0.5, -1.0, 0.5, 0.0], &[0.4, 0.9, 0.6, 0.99], 3);
+    /// assert_eq!(q.codes, [1, -3, 2, 0]); // 1.5 + 0.4 → 1, −3 + 0.9 → −3, 1.5 + 0.6 → 2
+    /// ```
+    ///
+    /// # Panics
+    /// If `bits` is not between 1 and 8, or `noise` and `grad` differ in length.
+    pub fn quantize_stochastic(grad: &[f32], noise: &[f32], bits: u32) -> QuantizedGrad {
+        assert_eq!(
+            grad.len(),
+            noise.len(),
+            "stochastic gradient quantization: {} gradient values but {} noise values",
+            grad.len(),
+            noise.len()
+        );
+        Self::quantize_rounded(grad, bits, Rounding::Stochastic(noise))
+    }
+
+    /// [`QuantizedGrad::quantize`] or [`QuantizedGrad::quantize_stochastic`].
+    fn quantize_rounded(grad: &[f32], bits: u32, rounding: Rounding<'_>) -> QuantizedGrad {
         assert!(
             (1..=8).contains(&bits),
             "quantized gradient: {bits} bits (1 to 8 are possible)"
         );
+        const CHUNK: usize = 1 << 16;
         let steps = ((1u32 << (bits - 1)) - 1).max(1) as f32;
         // max|g| and whether any value is non-finite, in one pass of chunks.
         let isa = CheckedIsa::new(active_isa());
         let (max, non_finite) = grad
-            .par_chunks(1 << 16)
+            .par_chunks(CHUNK)
             .map(|chunk| isa.max_magnitude(chunk))
             .reduce(|| (0.0, false), |a, b| (a.0.max(b.0), a.1 | b.1));
         if non_finite {
@@ -76,10 +117,19 @@ impl QuantizedGrad {
         }
         let max = max.max(f32::MIN_POSITIVE);
         let mut codes = vec![0i8; grad.len()];
-        codes
-            .par_chunks_mut(1 << 16)
-            .zip(grad.par_chunks(1 << 16))
-            .for_each(|(codes, grad)| isa.codes(grad, max, steps, codes));
+        let chunks = codes.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
+        match rounding {
+            Rounding::Nearest => {
+                chunks.for_each(|(codes, grad)| isa.codes(grad, max, steps, codes));
+            }
+            Rounding::Stochastic(noise) => {
+                chunks
+                    .zip(noise.par_chunks(CHUNK))
+                    .for_each(|((codes, grad), noise)| {
+                        isa.stochastic_codes(grad, noise, max, steps, codes)
+                    })
+            }
+        }
         QuantizedGrad { codes, steps, max }
     }
 
@@ -141,6 +191,17 @@ impl CheckedIsa {
             _ => codes_into(grad, max, steps, codes),
         }
     }
+
+    /// [`stochastic_codes_into`], compiled for AVX-512 where the CPU has it (the same
+    /// operations).
+    fn stochastic_codes(self, grad: &[f32], noise: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::stochastic_codes_avx512(grad, noise, max, steps, codes) },
+            _ => stochastic_codes_into(grad, noise, max, steps, codes),
+        }
+    }
 }
 
 /// The [`CheckedIsa`] paths' AVX-512 builds of the portable loops.
@@ -163,6 +224,21 @@ mod x86 {
     pub(super) unsafe fn codes_avx512(grad: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
         super::codes_into(grad, max, steps, codes)
     }
+
+    /// [`super::stochastic_codes_into`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn stochastic_codes_avx512(
+        grad: &[f32],
+        noise: &[f32],
+        max: f32,
+        steps: f32,
+        codes: &mut [i8],
+    ) {
+        super::stochastic_codes_into(grad, noise, max, steps, codes)
+    }
 }
 
 /// Each value's code `floor(g/max · steps + ½)`, for a finite `grad` whose largest magnitude is
@@ -172,6 +248,19 @@ mod x86 {
 fn codes_into(grad: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
     for (c, &g) in codes.iter_mut().zip(grad) {
         *c = floor_of_code(g / max * steps + 0.5) as i8;
+    }
+}
+
+/// Each value's stochastically rounded code `⌊x⌋ + [u ≥ 1 − (x − ⌊x⌋)]` with
+/// `x = g/max · steps` and `u` the value's noise in `[0, 1)`: `floor(x + u)` up to the f32
+/// rounding of `1 − (x − ⌊x⌋)`, for a finite `grad` whose largest magnitude is at most `max`.
+#[inline(always)]
+fn stochastic_codes_into(grad: &[f32], noise: &[f32], max: f32, steps: f32, codes: &mut [i8]) {
+    for ((c, &g), &u) in codes.iter_mut().zip(grad).zip(noise) {
+        let x = g / max * steps;
+        let down = floor_of_code(x);
+        let fraction = x - down as f32;
+        *c = (down + i32::from(u >= 1.0 - fraction)) as i8;
     }
 }
 

@@ -217,19 +217,20 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// The training form's convolution with the latent weight.
     fn product(&self, x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
         let geometry = &self.geometry;
-        let y = match (self.binarize_input, self.grad_bits) {
+        match (self.binarize_input, self.grad_bits) {
             (true, None) => ops::binary_conv2d(x, weight, geometry),
-            (true, Some(bits)) => ops::binary_conv2d_quantized_grad(x, weight, geometry, bits),
+            (true, Some(bits)) => {
+                ops::binary_conv2d_quantized_grad(x, weight, geometry, bits, self.grad_rounding)
+            }
             (false, bits) => {
                 let (input, options) = geometry.conv_input(x);
                 let y = conv2d(input, quant::sign(weight), None, options);
                 match bits {
-                    Some(bits) => quant::quantize_gradient(y, bits),
+                    Some(bits) => self.grad_rounding.quantize_gradient(y, bits),
                     None => y,
                 }
             }
-        };
-        super::round_gradient_first(y, self.grad_bits, self.grad_rounding)
+        }
     }
 
     /// The packed form's convolution with the weights' signs: packed once in the kernels'

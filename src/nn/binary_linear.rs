@@ -165,20 +165,22 @@ impl<B: QnnBackend> BinaryLinear<B> {
 
     /// The training form's product with the latent weight.
     fn product<const D: usize>(&self, x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
-        let y = match (self.binarize_input, self.grad_bits) {
+        match (self.binarize_input, self.grad_bits) {
             (true, None) => ops::xnor_matmul(x, super::lift_rank(weight)),
-            (true, Some(bits)) => {
-                ops::xnor_matmul_quantized_grad(x, super::lift_rank(weight), bits)
-            }
+            (true, Some(bits)) => ops::xnor_matmul_quantized_grad(
+                x,
+                super::lift_rank(weight),
+                bits,
+                self.grad_rounding,
+            ),
             (false, bits) => {
                 let y = x.matmul(super::lift_rank(quant::sign(weight)));
                 match bits {
-                    Some(bits) => quant::quantize_gradient(y, bits),
+                    Some(bits) => self.grad_rounding.quantize_gradient(y, bits),
                     None => y,
                 }
             }
-        };
-        super::round_gradient_first(y, self.grad_bits, self.grad_rounding)
+        }
     }
 
     /// The packed form's product with the weights' signs: the packed rows directly where the

@@ -70,23 +70,6 @@ pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};
 
-/// `y`, the output of a binary layer's product whose backward quantizes its output gradient to
-/// `grad_bits` bits, with the stochastic rounding of `rounding` applied to that gradient first:
-/// the product's own quantizer then maps the rounded values to the same codes (the grid and
-/// `±max` are the same), so its integer products take the stochastically rounded codes.
-pub(crate) fn round_gradient_first<B: crate::QnnBackend, const D: usize>(
-    y: burn::tensor::Tensor<B, D>,
-    grad_bits: Option<crate::quant::Bits>,
-    rounding: crate::quant::GradRounding,
-) -> burn::tensor::Tensor<B, D> {
-    match (grad_bits, rounding) {
-        (Some(bits), crate::quant::GradRounding::Stochastic) => {
-            crate::quant::quantize_gradient_stochastic(y, bits)
-        }
-        _ => y,
-    }
-}
-
 /// `t` as a tensor of rank `D ≥ 2` (leading axes of size 1, as `unsqueeze`), without a reshape
 /// where the rank stays 2 (burn-ndarray's reshape copies the whole tensor, a weight matrix of a
 /// large layer on every call).

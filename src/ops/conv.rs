@@ -274,10 +274,12 @@ pub fn binary_conv2d<B: QnnBackend>(
     B::qnn_binary_conv2d(x, weight, geometry)
 }
 
-/// [`binary_conv2d`] whose backward quantizes the output gradient to `grad_bits` bits first (the
-/// paper's bit-wise gradients; 6 bits in its experiments): the gradients equal those of
-/// `quant::quantize_gradient(binary_conv2d_reference(x, w), grad_bits)` up to the order of f32
-/// sums. On `NdArray` they are computed exactly in integers (the codes of the quantized gradient
+/// [`binary_conv2d`] whose backward quantizes the output gradient once to `grad_bits` bits with
+/// `rounding` first (the paper's bit-wise gradients; 6 bits in its experiments): the gradients
+/// equal those of `quant::quantize_gradient(binary_conv2d_reference(x, w), grad_bits)` (for
+/// [`crate::quant::GradRounding::Stochastic`], of `quant::quantize_gradient_stochastic` under
+/// the same seed) up to the order of f32 sums. On the host backends they are computed exactly
+/// in integers from one quantization for both gradients (the codes of the quantized gradient
 /// times ±1, on AMX, AVX-512 VNNI or AVX2 where the CPU has them; see
 /// [`crate::kernels::quantized_backward`]), elsewhere through the float gradient kernels. The
 /// forward is [`binary_conv2d`]'s.
@@ -286,7 +288,7 @@ pub fn binary_conv2d<B: QnnBackend>(
 /// use burn::backend::{Autodiff, NdArray};
 /// use burn::tensor::{Distribution, Tensor};
 /// use burn_qnn::ops::{self, ConvGeometry};
-/// use burn_qnn::quant::{self, Bits};
+/// use burn_qnn::quant::{self, Bits, GradRounding::Nearest};
 ///
 /// type B = Autodiff<NdArray>;
 /// let device = Default::default();
@@ -296,7 +298,7 @@ pub fn binary_conv2d<B: QnnBackend>(
 /// let bits = Bits::new(6)?;
 ///
 /// let w1 = w.clone().require_grad();
-/// let grads = ops::binary_conv2d_quantized_grad(x.clone(), w1.clone(), &geometry, bits)
+/// let grads = ops::binary_conv2d_quantized_grad(x.clone(), w1.clone(), &geometry, bits, Nearest)
 ///     .powf_scalar(2.0)
 ///     .sum()
 ///     .backward();
@@ -315,9 +317,10 @@ pub fn binary_conv2d_quantized_grad<B: QnnBackend>(
     weight: Tensor<B, 4>,
     geometry: &ConvGeometry,
     grad_bits: quant::Bits,
+    rounding: quant::GradRounding,
 ) -> Tensor<B, 4> {
     check_shapes(&x.dims(), &weight.dims(), geometry);
-    B::qnn_binary_conv2d_quantized_grad(x, weight, geometry, grad_bits)
+    B::qnn_binary_conv2d_quantized_grad(x, weight, geometry, grad_bits, rounding)
 }
 
 /// The float simulation of [`binary_conv2d`]: `conv2d(sign(x), sign(w))` with zero padding, or

@@ -50,7 +50,10 @@ pub(crate) use host::{BatchPlan, ConvWeights};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{QnnBackend, quant::Bits};
+use crate::{
+    QnnBackend,
+    quant::{Bits, GradRounding},
+};
 
 /// What the bits of a [`Packed`] tensor stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,9 +196,11 @@ pub fn xnor_matmul<B: QnnBackend, const D: usize>(
     B::qnn_xnor_matmul(a, b)
 }
 
-/// [`xnor_matmul`] whose backward quantizes the output gradient to `grad_bits` bits first: the
-/// gradients equal those of `quant::quantize_gradient(sign(a)·sign(b), grad_bits)` up to the
-/// order of f32 sums, computed exactly in integers on `NdArray` (see
+/// [`xnor_matmul`] whose backward quantizes the output gradient once to `grad_bits` bits with
+/// `rounding` first: the gradients equal those of
+/// `quant::quantize_gradient(sign(a)·sign(b), grad_bits)` (or of
+/// [`crate::quant::quantize_gradient_stochastic`] under the same seed) up to the order of f32
+/// sums, computed exactly in integers on the host backends (see
 /// [`binary_conv2d_quantized_grad`]).
 ///
 /// # Panics
@@ -204,11 +209,12 @@ pub fn xnor_matmul_quantized_grad<B: QnnBackend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     grad_bits: Bits,
+    rounding: GradRounding,
 ) -> Tensor<B, D> {
     let mut b_transposed = b.dims();
     b_transposed.swap(D.saturating_sub(2), D - 1);
     BatchPlan::new("xnor_matmul", &a.dims(), &b_transposed);
-    B::qnn_xnor_matmul_quantized_grad(a, b, grad_bits)
+    B::qnn_xnor_matmul_quantized_grad(a, b, grad_bits, rounding)
 }
 
 /// `sign(a) · bᵀ` with `a` `[.., M, K]` packed on the fly and `b_t` `[.., N, K]` packed already

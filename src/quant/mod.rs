@@ -227,3 +227,18 @@ pub enum GradRounding {
     /// Stochastically, unbiased ([`quantize_gradient_stochastic`]).
     Stochastic,
 }
+
+impl GradRounding {
+    /// The identity whose gradient is quantized to `bits` bits with this rounding:
+    /// [`quantize_gradient`] or [`quantize_gradient_stochastic`].
+    pub fn quantize_gradient<B: QnnBackend, const D: usize>(
+        self,
+        x: Tensor<B, D>,
+        bits: Bits,
+    ) -> Tensor<B, D> {
+        match self {
+            GradRounding::Nearest => quantize_gradient(x, bits),
+            GradRounding::Stochastic => quantize_gradient_stochastic(x, bits),
+        }
+    }
+}

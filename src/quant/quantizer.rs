@@ -3,7 +3,7 @@
 //! These are the plain functions (no gradient rule); [`crate::quant`] wraps each in an autodiff
 //! node through [`crate::QnnBackend`].
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::{Bits, Pow2Range};
@@ -155,9 +155,9 @@ pub fn gradient_value<B: Backend>(g: Tensor<B, 1>, bits: Bits) -> Tensor<B, 1> {
 }
 
 /// [`gradient_value`] with stochastic rounding: `q(g) = s · floor(L·g/s + u) / L` for noise
-/// `u` uniform in `[0, 1)`, one draw per value, so that `E[q(g)] = g`. The grid is
-/// [`gradient_value`]'s, and `±s` stays exact (`floor(±L + u) = ±L`), so the deterministic
-/// quantizer maps the result to the same codes.
+/// `u` uniform in `[0, 1)`, one draw per value, so that `E[q(g)] = g`. The floor is computed as
+/// `⌊x⌋ + [u ≥ 1 − (x − ⌊x⌋)]` (`x = L·g/s`), without rounding `x + u` to f32, so that `±s`
+/// stays exact and the grid is [`gradient_value`]'s.
 pub fn gradient_value_stochastic<B: Backend>(
     g: Tensor<B, 1>,
     bits: Bits,
@@ -165,5 +165,16 @@ pub fn gradient_value_stochastic<B: Backend>(
 ) -> Tensor<B, 1> {
     let steps = ((1u32 << (bits.get() - 1)) - 1).max(1) as f32;
     let scale = g.clone().abs().max().clamp_min(f32::MIN_POSITIVE);
-    (g / scale.clone() * steps + noise).floor() / steps * scale
+    let x = g / scale.clone() * steps;
+    let down = x.clone().floor();
+    let up_from = (x - down.clone()).neg() + 1.0;
+    // A NaN `x` compares false and stays NaN through `down`.
+    let code = down + noise.greater_equal(up_from).float();
+    code / steps * scale
+}
+
+/// The noise of [`gradient_value_stochastic`]: `count` values uniform in `[0, 1)` from the
+/// backend's seeded generator.
+pub fn rounding_noise<B: Backend>(count: usize, device: &B::Device) -> Tensor<B, 1> {
+    Tensor::random([count], Distribution::Uniform(0.0, 1.0), device)
 }

@@ -444,7 +444,11 @@ fn quantized_output_grad<B: QnnAutodiffBackend>(
 /// sums for random output gradients; the forward is the plain binary product's. Both padding
 /// modes, strides 1 and 2, odd channel counts, a shared weight matrix, 2 to 8 bits.
 pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
-    use burn_qnn::quant::{Bits, quantize_gradient};
+    use burn_qnn::quant::{
+        Bits,
+        GradRounding::{Nearest, Stochastic},
+        quantize_gradient, quantize_gradient_stochastic,
+    };
 
     // A few cases of each kind: the kernels' own tests cover many more shapes.
     let cases = geometries(true)
@@ -468,7 +472,7 @@ pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
         );
         let ours = |r: &[f32]| {
             gradients(
-                |x, w| ops::binary_conv2d_quantized_grad(x, w, &geometry, bits),
+                |x, w| ops::binary_conv2d_quantized_grad(x, w, &geometry, bits, Nearest),
                 tensor::<B, 4>(x_values.clone(), x_shape, device),
                 tensor::<B, 4>(w_values.clone(), w_shape, device),
                 tensor::<B, 4>(r.to_vec(), out_shape, device),
@@ -526,23 +530,61 @@ pub fn quantized_gradients<B: QnnAutodiffBackend>(device: &B::Device) {
             device,
         );
         let got = gradients(
-            |a, b| ops::xnor_matmul_quantized_grad(a, b, bits),
+            |a, b| ops::xnor_matmul_quantized_grad(a, b, bits, Nearest),
             a.clone(),
             b.clone(),
             r.clone(),
         );
+        let product = |a, b| burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b));
         let expected = gradients(
-            |a, b| {
-                let product = burn_qnn::quant::sign(a).matmul(burn_qnn::quant::sign(b));
-                quantize_gradient(product, bits)
-            },
-            a,
-            b,
+            |a, b| quantize_gradient(product(a, b), bits),
+            a.clone(),
+            b.clone(),
             r,
         );
         let what = format!("matmul case {case}, {} bits", bits.get());
         assert_exact(&format!("{what} forward"), &got.0, &got.0, &expected.0);
         assert_exact(&format!("{what} grid grad a"), &got.1, &got.1, &expected.1);
         assert_exact(&format!("{what} grid grad b"), &got.2, &got.2, &expected.2);
+
+        // Stochastic rounding: one draw of noise for both gradients, the draw of
+        // `quantize_gradient_stochastic` under the same seed (random output weights, so that
+        // the rounding is not determined).
+        let r = tensor::<B, 3>(
+            uniform(out.iter().product(), -1.0, 1.0, 900 + case as u64),
+            out,
+            device,
+        );
+        let stochastic = |f: &dyn Fn(Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>| {
+            B::seed(device, 31 + case as u64);
+            gradients(f, a.clone(), b.clone(), r.clone())
+        };
+        let got = stochastic(&|a, b| ops::xnor_matmul_quantized_grad(a, b, bits, Stochastic));
+        let expected = stochastic(&|a, b| quantize_gradient_stochastic(product(a, b), bits));
+        let nearest = gradients(
+            |a, b| ops::xnor_matmul_quantized_grad(a, b, bits, Nearest),
+            a.clone(),
+            b.clone(),
+            r,
+        );
+        // Each gradient value sums `n` (for `a`) or `batch · m` (for `b`) terms of magnitude ≤ 1.
+        let a_terms = vec![b_shape[2] as f32; got.1.len()];
+        let b_terms = vec![(a_shape[0] * a_shape[1]) as f32; got.2.len()];
+        assert_close_to_order(
+            &format!("{what} stochastic grad a"),
+            &got.1,
+            &expected.1,
+            &a_terms,
+        );
+        assert_close_to_order(
+            &format!("{what} stochastic grad b"),
+            &got.2,
+            &expected.2,
+            &b_terms,
+        );
+        assert_ne!(
+            got.1, nearest.1,
+            "{what}: stochastic rounding changed nothing"
+        );
     }
 }

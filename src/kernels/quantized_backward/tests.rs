@@ -337,6 +337,78 @@ fn codes_match_the_float_quantizer() {
     }
 }
 
+/// Stochastic codes: `floor(g/s·L + u)` in exact arithmetic for every width, `±L` kept where
+/// f32 would round `±L + u` to another integer, NaN for a non-finite gradient.
+#[test]
+fn stochastic_codes_follow_their_definition() {
+    let grad: Vec<f32> = (0..203)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
+        .collect();
+    let noise: Vec<f32> = (0..203).map(|i| (i * 29 % 203) as f32 / 203.0).collect();
+    for bits in 1..=8 {
+        let q = QuantizedGrad::quantize_stochastic(&grad, &noise, bits);
+        let nearest = QuantizedGrad::quantize(&grad, bits);
+        assert_eq!((q.steps, q.max), (nearest.steps, nearest.max));
+        for ((&g, &u), &c) in grad.iter().zip(&noise).zip(&q.codes) {
+            // floor(x + u) in exact arithmetic: x and u are exact in f64, and so is their sum.
+            let x = g / q.max * q.steps;
+            let want = (f64::from(x) + f64::from(u)).floor() as f32;
+            assert_eq!(f32::from(c), want, "{bits} bits: {g} with {u}");
+        }
+        assert_ne!(
+            q.codes, nearest.codes,
+            "{bits} bits: the noise changes codes"
+        );
+    }
+    // The largest magnitudes with noise just below 1, where f32 rounds ±127 + u to 128 and
+    // −126: the codes stay ±127.
+    let just_below_one = 1.0 - f32::EPSILON / 2.0;
+    assert_eq!(
+        (127.0 + just_below_one, -127.0 + just_below_one),
+        (128.0, -126.0)
+    );
+    let q = QuantizedGrad::quantize_stochastic(&[2.0, -2.0], &[just_below_one; 2], 8);
+    assert_eq!(q.codes, [127, -127]);
+    let bad = QuantizedGrad::quantize_stochastic(&[1.0, f32::NAN], &[0.5; 2], 6);
+    assert!(bad.max.is_nan());
+}
+
+#[test]
+#[should_panic(expected = "3 gradient values but 2 noise values")]
+fn stochastic_codes_need_one_noise_value_per_gradient_value() {
+    QuantizedGrad::quantize_stochastic(&[0.1, 0.2, 0.3], &[0.5, 0.5], 6);
+}
+
+/// The stochastic codes' values are what Burn's `quantize_gradient_stochastic` passes back for
+/// the same noise, including noise just below 1 on both largest magnitudes.
+#[cfg(feature = "ndarray")]
+#[test]
+fn stochastic_codes_match_the_float_quantizer() {
+    use burn::backend::NdArray;
+    use burn::tensor::Tensor;
+
+    let mut values: Vec<f32> = (0..257)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+        .collect();
+    values.extend([4.0, -4.0]);
+    let mut noise: Vec<f32> = (0..257).map(|i| (i * 89 % 257) as f32 / 257.0).collect();
+    noise.extend([1.0 - f32::EPSILON / 2.0; 2]);
+    let tensor = |v: &[f32]| Tensor::<NdArray, 1>::from_floats(v, &Default::default());
+    for bits in [2u32, 4, 6, 8] {
+        let q = QuantizedGrad::quantize_stochastic(&values, &noise, bits);
+        let float = crate::quant::quantizer::gradient_value_stochastic(
+            tensor(&values),
+            crate::quant::Bits::new(bits).unwrap(),
+            tensor(&noise),
+        );
+        assert_eq!(
+            q.values(),
+            float.into_data().to_vec::<f32>().unwrap(),
+            "{bits} bits"
+        );
+    }
+}
+
 /// The vectorizable floor equals `f32::floor` over the range codes take: every quarter from
 /// −130 to 130, values next to each integer, ±0, tiny values and the ends of its range; values
 /// past them give 0.
