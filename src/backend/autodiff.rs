@@ -267,6 +267,11 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         pool::forward_autodiff(x, kernel, stride)
     }
 
+    /// The inner backend's noise, untracked.
+    fn qnn_uniform_noise(count: usize, device: &Device<Self>) -> Tensor<Self, 1> {
+        Tensor::from_inner(B::qnn_uniform_noise(count, device))
+    }
+
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {
         quantize_gradient_node(x, bits, false)
     }
@@ -288,7 +293,7 @@ struct QuantizeGradient {
     stochastic: bool,
 }
 
-impl<B: Backend> Backward<B, 1> for QuantizeGradient {
+impl<B: QnnBackend> Backward<B, 1> for QuantizeGradient {
     type State = ();
 
     fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {

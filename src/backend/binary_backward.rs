@@ -74,7 +74,7 @@ pub struct GradQuantization<B: Backend> {
     pub noise: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> GradQuantization<B> {
+impl<B: QnnBackend> GradQuantization<B> {
     /// The quantization of a gradient of `count` values with `rounding`, drawing the noise of
     /// stochastic rounding from the backend's seeded generator
     /// ([`quantizer::rounding_noise`]).

@@ -6,7 +6,7 @@
 //! slice and how to make a tensor from an `f32` buffer); every op below is written once for all
 //! of them.
 
-use burn::tensor::{Device, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData, backend::Backend};
 use rayon::iter::ParallelExtend;
 
 use super::QnnBackend;
@@ -22,7 +22,7 @@ use crate::{
         code_matmul, conv,
         eval_norm::EvalNorm,
         latent::latent_update_into,
-        pack,
+        noise, pack,
         pool::{self, PoolShape},
         quantize,
         quantized_backward::{self, QuantizedGrad},
@@ -556,6 +556,18 @@ impl<B: HostFloat> QnnBackend for B {
             )
         });
         B::float_tensor(out, &b_shape)
+    }
+
+    /// One seed drawn from Burn's generator, the values filled from it in parallel
+    /// ([`noise::uniform_noise`]).
+    fn qnn_uniform_noise(count: usize, device: &Device<Self>) -> Tensor<Self, 1> {
+        let seed = Tensor::<Self, 1>::random([2], Distribution::Uniform(0.0, 1.0), device);
+        let seed = B::with_f32(seed, |v, _| {
+            (u64::from(v[0].to_bits()) << 32) | u64::from(v[1].to_bits())
+        });
+        let mut values = zeros(count);
+        noise::uniform_noise(seed, &mut values);
+        B::float_tensor(values, &[count])
     }
 
     /// [`quantized_backward::binary_conv2d_input_grad`] and

@@ -100,7 +100,7 @@ impl<T: Clone> PackedWords<T> {
 }
 
 use burn::tensor::{
-    Device, Int, Tensor,
+    Device, Distribution, Int, Tensor,
     backend::{AutodiffBackend, Backend},
 };
 
@@ -178,6 +178,15 @@ pub trait QnnBackend: Backend {
         _bits: Bits,
     ) -> Tensor<Self, D> {
         x
+    }
+
+    /// `count` values uniform in `[0, 1)` from the backend's seeded generator (`Backend::seed`):
+    /// the noise of stochastic rounding ([`crate::quant::quantize_gradient_stochastic`]). The
+    /// default is Burn's `Tensor::random`; the host backends draw one seed from it and fill the
+    /// values in parallel from a counter-based generator
+    /// ([`crate::kernels::noise::uniform_noise`]).
+    fn qnn_uniform_noise(count: usize, device: &Device<Self>) -> Tensor<Self, 1> {
+        Tensor::random([count], Distribution::Uniform(0.0, 1.0), device)
     }
 
     /// `a·b` of a `[m, k]` and a `[k, n]` matrix whose values lie on `a_grid` and `b_grid`

@@ -31,6 +31,7 @@ pub mod im2col;
 pub mod int8;
 pub mod isa;
 pub mod latent;
+pub mod noise;
 pub mod pack;
 #[cfg(target_arch = "x86_64")]
 mod pack_x86;

@@ -3,7 +3,7 @@
 //! These are the plain functions (no gradient rule); [`crate::quant`] wraps each in an autodiff
 //! node through [`crate::QnnBackend`].
 
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::{Bits, Pow2Range};
@@ -174,7 +174,7 @@ pub fn gradient_value_stochastic<B: Backend>(
 }
 
 /// The noise of [`gradient_value_stochastic`]: `count` values uniform in `[0, 1)` from the
-/// backend's seeded generator.
-pub fn rounding_noise<B: Backend>(count: usize, device: &B::Device) -> Tensor<B, 1> {
-    Tensor::random([count], Distribution::Uniform(0.0, 1.0), device)
+/// backend's seeded generator ([`crate::QnnBackend::qnn_uniform_noise`]).
+pub fn rounding_noise<B: crate::QnnBackend>(count: usize, device: &B::Device) -> Tensor<B, 1> {
+    B::qnn_uniform_noise(count, device)
 }
