@@ -244,20 +244,25 @@ pub(crate) fn matmul_grads_quantized_portable<B: QnnBackend, const D: usize>(
     ]
 }
 
-/// Registers the gradients `[lhs, rhs]` of a node's two parents (`ops`, its state taken out)
-/// from the node's own gradient, both computed by one call of `both` (given which parents are
-/// tracked), where Burn's `binary` calls one function per parent.
-fn binary_at_once<B: QnnBackend>(
+/// The backward of a binary product whose output gradient is quantized once, as `bits` and
+/// `rounding` say, for the gradients of both parents (`ops`, its state taken out): `both` (a
+/// backend's `*_grads_quantized` op) gets the node's gradient, its quantization (with the noise
+/// of stochastic rounding drawn) and which parents are tracked, and what it returns is
+/// registered, where Burn's `binary` calls one function per parent.
+fn backward_quantized<B: QnnBackend, const D: usize>(
     ops: Ops<(), 2>,
     grads: &mut Gradients,
-    both: impl FnOnce(FloatTensor<B>, [bool; 2]) -> [Option<FloatTensor<B>>; 2],
+    (bits, rounding): (Bits, GradRounding),
+    both: impl FnOnce(Tensor<B, D>, GradQuantization<B>, [bool; 2]) -> [Option<Tensor<B, D>>; 2],
 ) {
-    let grad = grads.consume::<B>(&ops.node);
+    let grad = tensor::<B, D>(grads.consume::<B>(&ops.node));
+    let quantization =
+        GradQuantization::new(bits, rounding, grad.shape().num_elements(), &grad.device());
     let wanted = ops.parents.each_ref().map(Option::is_some);
-    let computed = both(grad, wanted);
+    let computed = both(grad, quantization, wanted);
     for (parent, grad) in ops.parents.into_iter().zip(computed) {
         if let (Some(parent), Some(grad)) = (parent, grad) {
-            grads.register::<B>(parent.id, grad);
+            grads.register::<B>(parent.id, primitive(grad));
         }
     }
 }
@@ -283,7 +288,7 @@ impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
         } = ops;
         let a_shape: [usize; D] = a.shape.dims();
         let b_shape: [usize; D] = b.shape.dims();
-        let Some((bits, rounding)) = self.grad_quant else {
+        let Some(quant) = self.grad_quant else {
             return binary::<B, _, _>(
                 parents,
                 node,
@@ -307,10 +312,7 @@ impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
             node,
             state: (),
         };
-        binary_at_once::<B>(ops, grads, |grad, wanted| {
-            let grad = tensor::<B, D>(grad);
-            let quantization =
-                GradQuantization::new(bits, rounding, grad.shape().num_elements(), &grad.device());
+        backward_quantized::<B, D>(ops, grads, quant, |grad, quantization, wanted| {
             B::qnn_binary_matmul_grads_quantized(
                 grad,
                 a.bits(),
@@ -320,7 +322,6 @@ impl<B: QnnBackend, const D: usize> Backward<B, 2> for PackedXnorMatmul<D> {
                 quantization,
                 wanted,
             )
-            .map(|g| g.map(primitive))
         });
     }
 }
@@ -369,7 +370,7 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
             state: (x, w, geometry),
         } = ops;
         let input_shape: [usize; 4] = x.shape.dims();
-        let Some((bits, rounding)) = self.grad_quant else {
+        let Some(quant) = self.grad_quant else {
             return binary::<B, _, _>(
                 parents,
                 node,
@@ -399,10 +400,7 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
             node,
             state: (),
         };
-        binary_at_once::<B>(ops, grads, |grad, wanted| {
-            let grad = tensor::<B, 4>(grad);
-            let quantization =
-                GradQuantization::new(bits, rounding, grad.shape().num_elements(), &grad.device());
+        backward_quantized::<B, 4>(ops, grads, quant, |grad, quantization, wanted| {
             B::qnn_binary_conv2d_grads_quantized(
                 grad,
                 x.bits(),
@@ -412,7 +410,6 @@ impl<B: QnnBackend> Backward<B, 2> for PackedBinaryConv {
                 quantization,
                 wanted,
             )
-            .map(|g| g.map(primitive))
         });
     }
 }
