@@ -13,11 +13,12 @@ use burn_autodiff::{
 };
 
 use super::{
-    BatchNormOutput, QnnBackend, batch_norm, binary_backward, bit_plane, code_matmul, pool,
+    BatchNormOutput, GradQuantization, QnnBackend, batch_norm, binary_backward, bit_plane,
+    code_matmul, pool,
 };
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
-    quant::{Bits, CodeGrid, GradRounding, Quantizer, quantizer},
+    quant::{Bits, CodeGrid, GradRounding, Quantizer},
 };
 
 type AutodiffPrimitive<B> = FloatTensor<Autodiff<B>>;
@@ -273,24 +274,24 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
     }
 
     fn qnn_quantize_gradient<const D: usize>(x: Tensor<Self, D>, bits: Bits) -> Tensor<Self, D> {
-        quantize_gradient_node(x, bits, false)
+        quantize_gradient_node(x, bits, GradRounding::Nearest)
     }
 
     fn qnn_quantize_gradient_stochastic<const D: usize>(
         x: Tensor<Self, D>,
         bits: Bits,
     ) -> Tensor<Self, D> {
-        quantize_gradient_node(x, bits, true)
+        quantize_gradient_node(x, bits, GradRounding::Stochastic)
     }
 }
 
-/// The identity whose backward quantizes the gradient to `bits` bits
-/// ([`quantizer::gradient_value`], or with `stochastic` rounding
-/// [`quantizer::gradient_value_stochastic`] on noise drawn from the inner backend).
+/// The identity whose backward quantizes the gradient to `bits` bits with `rounding`, as a
+/// binary product's backward does on backends without integer kernels
+/// ([`GradQuantization::apply_portable`], the noise drawn from the inner backend).
 #[derive(Debug)]
 struct QuantizeGradient {
     bits: Bits,
-    stochastic: bool,
+    rounding: GradRounding,
 }
 
 impl<B: QnnBackend> Backward<B, 1> for QuantizeGradient {
@@ -302,12 +303,9 @@ impl<B: QnnBackend> Backward<B, 1> for QuantizeGradient {
             let shape = grad.shape();
             let count = shape.num_elements();
             let flat = grad.reshape([count]);
-            let quantized = if self.stochastic {
-                let noise = quantizer::rounding_noise(count, &flat.device());
-                quantizer::gradient_value_stochastic(flat, self.bits, noise)
-            } else {
-                quantizer::gradient_value(flat, self.bits)
-            };
+            let quantization =
+                GradQuantization::new(self.bits, self.rounding, count, &flat.device());
+            let quantized = quantization.apply_portable(flat);
             B::float_reshape(quantized.into_primitive().tensor(), shape)
         });
     }
@@ -317,10 +315,10 @@ impl<B: QnnBackend> Backward<B, 1> for QuantizeGradient {
 fn quantize_gradient_node<B: QnnBackend, C: CheckpointStrategy, const D: usize>(
     x: Tensor<Autodiff<B, C>, D>,
     bits: Bits,
-    stochastic: bool,
+    rounding: GradRounding,
 ) -> Tensor<Autodiff<B, C>, D> {
     let x = x.into_primitive().tensor();
-    let output = QuantizeGradient { bits, stochastic }
+    let output = QuantizeGradient { bits, rounding }
         .prepare::<C>([x.node.clone()])
         .compute_bound()
         .stateless(x.primitive);
