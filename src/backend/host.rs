@@ -565,9 +565,7 @@ impl<B: HostFloat> QnnBackend for B {
         let seed = B::with_f32(seed, |v, _| {
             (u64::from(v[0].to_bits()) << 32) | u64::from(v[1].to_bits())
         });
-        let mut values = zeros(count);
-        noise::uniform_noise(seed, &mut values);
-        B::float_tensor(values, &[count])
+        B::float_tensor(noise::uniform_noise(seed, count), &[count])
     }
 
     /// [`quantized_backward::binary_conv2d_input_grad`] and

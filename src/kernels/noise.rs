@@ -18,28 +18,25 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Fills `out` with values uniform in `[0, 1)` drawn from `seed` (see the module docs).
+/// `count` values uniform in `[0, 1)` drawn from `seed` (see the module docs), computed in
+/// parallel straight into the result.
 ///
 /// ```
 /// use burn_qnn::kernels::noise::uniform_noise;
 ///
-/// let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1000]);
-/// uniform_noise(7, &mut a);
-/// uniform_noise(7, &mut b);
-/// assert_eq!(a, b);
+/// let a = uniform_noise(7, 1000);
+/// assert_eq!(a, uniform_noise(7, 1000));
 /// assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
 /// ```
-pub fn uniform_noise(seed: u64, out: &mut [f32]) {
-    const CHUNK: usize = 1 << 14;
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(chunk, values)| {
-            let first = (chunk * CHUNK) as u64;
-            for (i, u) in values.iter_mut().enumerate() {
-                let counter = seed.wrapping_add((first + i as u64 + 1).wrapping_mul(GAMMA));
-                *u = (mix(counter) >> 40) as f32 * (1.0 / (1u32 << 24) as f32);
-            }
-        });
+pub fn uniform_noise(seed: u64, count: usize) -> Vec<f32> {
+    (0..count)
+        .into_par_iter()
+        .with_min_len(1 << 14)
+        .map(|i| {
+            let counter = seed.wrapping_add((i as u64 + 1).wrapping_mul(GAMMA));
+            (mix(counter) >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -48,10 +45,8 @@ mod tests {
 
     #[test]
     fn noise_is_uniform_and_seeded() {
-        let mut a = vec![0.0f32; 200_000];
-        uniform_noise(1, &mut a);
-        let mut b = vec![0.0f32; 200_000];
-        uniform_noise(2, &mut b);
+        let a = uniform_noise(1, 200_000);
+        let b = uniform_noise(2, 200_000);
         assert_ne!(a, b, "another seed, other values");
         assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
         // Mean 1/2 and each tenth of [0, 1) holding a tenth of the values, within a few
@@ -76,8 +71,7 @@ mod tests {
             / a.len() as f64;
         assert!(lag.abs() < 0.001, "lag-1 covariance {lag}");
         // A fill does not depend on how it is split: a prefix is the prefix of a longer fill.
-        let mut short = vec![0.0f32; 20_001];
-        uniform_noise(1, &mut short);
+        let short = uniform_noise(1, 20_001);
         assert_eq!(short[..], a[..20_001]);
     }
 }
