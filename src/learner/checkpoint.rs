@@ -62,6 +62,14 @@ pub enum CheckpointError {
 /// Burn 0.21's own file recorders write through a `BufWriter` that is dropped without a flush,
 /// so an error on their last write is lost; this one does not use their writing at all.
 ///
+/// burn-train's checkpointer records on threads of its own while training goes on. This
+/// recorder reads a record's tensors while none of the crate's optimizer wrappers
+/// ([`ClipLatentWeights`](super::ClipLatentWeights), [`TrackFlips`](super::TrackFlips)) is
+/// stepping, which Burn 0.21's `Fusion` backends (`burn::backend::Wgpu`, `Cuda`) need: there a
+/// read racing with the step that replaces the same tensors panics ("Should have handle for
+/// tensor"). So the learner trains on a fused backend with this recorder and the optimizer
+/// wrapped in one of those.
+///
 /// ```
 /// use burn::backend::NdArray;
 /// use burn::module::Module;
@@ -152,6 +160,13 @@ impl<B: Backend, FR: InMemoryFormat<B>> Recorder<B> for AtomicFileRecorder<FR> {
     type RecordArgs = PathBuf;
     type RecordOutput = ();
     type LoadArgs = PathBuf;
+
+    /// Reads `record`'s tensors while the crate's optimizers are not stepping (see the type's
+    /// documentation), then writes them as [`Recorder::record`] does.
+    fn record<R: Record<B>>(&self, record: R, file: PathBuf) -> Result<(), RecorderError> {
+        let item = super::record_reads::exclusively(|| record.into_item::<Self::Settings>());
+        self.save_item(BurnRecord::new::<Self>(item), file)
+    }
 
     fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
         file.set_extension(<FR as FileRecorder<B>>::file_extension());

@@ -116,13 +116,17 @@ where
     type Record = O::Record;
 
     fn step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
-        let before = LatentWeightsBefore::of(&module, self.lr_scale);
-        before.finish(self.inner.step(lr, module, grads), true)
+        super::record_reads::exclusively(|| {
+            let before = LatentWeightsBefore::of(&module, self.lr_scale);
+            before.finish(self.inner.step(lr, module, grads), true)
+        })
     }
 
     fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
-        let before = LatentWeightsBefore::of(&module, self.lr_scale);
-        before.finish(self.inner.step_multi(lr, module, grads), true)
+        super::record_reads::exclusively(|| {
+            let before = LatentWeightsBefore::of(&module, self.lr_scale);
+            before.finish(self.inner.step_multi(lr, module, grads), true)
+        })
     }
 
     fn to_record(&self) -> Self::Record {

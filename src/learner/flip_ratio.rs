@@ -134,17 +134,21 @@ where
     type Record = O::Record;
 
     fn step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
-        let before = Signs::of(&module);
-        let module = self.inner.step(lr, module, grads);
-        before.count_flips(&module, &self.counter);
-        module
+        super::record_reads::exclusively(|| {
+            let before = Signs::of(&module);
+            let module = self.inner.step(lr, module, grads);
+            before.count_flips(&module, &self.counter);
+            module
+        })
     }
 
     fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
-        let before = Signs::of(&module);
-        let module = self.inner.step_multi(lr, module, grads);
-        before.count_flips(&module, &self.counter);
-        module
+        super::record_reads::exclusively(|| {
+            let before = Signs::of(&module);
+            let module = self.inner.step_multi(lr, module, grads);
+            before.count_flips(&module, &self.counter);
+            module
+        })
     }
 
     fn to_record(&self) -> Self::Record {

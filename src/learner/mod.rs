@@ -101,6 +101,7 @@ mod clip;
 mod devices;
 mod flip_ratio;
 mod record_check;
+mod record_reads;
 mod render;
 mod step;
 

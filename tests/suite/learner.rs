@@ -512,6 +512,47 @@ pub fn resume_restores_optimizer_and_schedule<B: QnnAutodiffBackend>(device: &B:
     );
 }
 
+/// Every epoch's checkpoint, which burn-train's checkpointer threads read and write while the
+/// next epoch trains, holds exactly that epoch's model. On a fused backend such a read racing
+/// with the next optimizer step panicked in Burn 0.21 ("Should have handle for tensor") unless
+/// the recorder and the optimizer take turns.
+pub fn checkpoints_while_training<B: QnnAutodiffBackend>(device: &B::Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, valid) = (two_halves(64), two_halves(8));
+    let epochs = 5;
+    // Wide enough that reading a record overlaps the next epoch's steps.
+    let config = NetConfig::new(1, 8, vec![], vec![512, 512]).with_classes(2);
+    B::seed(device, 5);
+    let learner = new_learner(config.init::<B>(device), (1e-2, 1e-3), epochs, 8);
+    let keep_all = KeepLastNCheckpoints::new(epochs);
+    let (net, history) = launch_with(
+        learner,
+        dir.path(),
+        &train,
+        &valid,
+        epochs,
+        None,
+        keep_all,
+        |t| t,
+    );
+    assert_eq!(history.len(), epochs);
+    let saved = |epoch| {
+        let model = config.init::<B::InnerBackend>(device);
+        params(&load_checkpoint_model(model, dir.path(), epoch, &recorder(), device).unwrap())
+    };
+    assert!(
+        close(&params(&net), &saved(epochs), 0.0),
+        "the last checkpoint is not the trained model"
+    );
+    for epoch in 1..epochs {
+        assert!(
+            !close(&saved(epoch), &saved(epoch + 1), 0.0),
+            "the checkpoints of epochs {epoch} and {} hold the same weights",
+            epoch + 1
+        );
+    }
+}
+
 /// Resuming from a folder without checkpoints, or from a corrupt one, is an error, not a panic.
 pub fn resume_errors<B: QnnAutodiffBackend>(device: &B::Device) {
     let dir = tempfile::tempdir().unwrap();

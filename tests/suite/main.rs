@@ -149,6 +149,12 @@ mod learner_ndarray {
     }
 
     #[test]
+    fn checkpoints_while_training() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::checkpoints_while_training::<Autodiff<NdArray>>(&Default::default());
+    }
+
+    #[test]
     fn best_validation_checkpoint_survives() {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::best_validation_checkpoint_survives::<Autodiff<NdArray>>(
@@ -164,17 +170,13 @@ mod params;
 mod quantizers;
 mod reference;
 mod training_ops;
-/// burn-train's learner on wgpu without fusion: its checkpointer thread reads the records'
-/// tensors, which `Fusion` (`burn::backend::Wgpu`) does not support (burn 0.21 panics with
-/// "Should have handle for tensor").
+/// burn-train's learner on `burn::backend::Wgpu` (fused): its checkpointer reads the records
+/// on threads of its own while training goes on.
 #[cfg(all(feature = "train", feature = "wgpu"))]
 mod learner_wgpu {
-    use burn::backend::{
-        Autodiff,
-        wgpu::{CubeBackend, WgpuRuntime},
-    };
+    use burn::backend::{Autodiff, Wgpu};
 
-    type AD = Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>;
+    type AD = Autodiff<Wgpu>;
 
     #[test]
     fn lowers_the_loss() {
@@ -186,5 +188,17 @@ mod learner_wgpu {
     fn clipping_optimizer() {
         let _rng = crate::reference::backend_rng_lock();
         crate::learner::clipping_optimizer::<AD>(&Default::default());
+    }
+
+    #[test]
+    fn checkpoints_while_training() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::checkpoints_while_training::<AD>(&Default::default());
+    }
+
+    #[test]
+    fn resume_restores_optimizer_and_schedule() {
+        let _rng = crate::reference::backend_rng_lock();
+        crate::learner::resume_restores_optimizer_and_schedule::<AD>(&Default::default());
     }
 }
