@@ -30,25 +30,23 @@
 //! steps on one of rayon's workers (`burn_qnn::threads`); `BURN_QNN_BENCH_MALLOC=default` and
 //! `BURN_QNN_BENCH_LOOP_THREAD=outside` turn these off, to measure what each is worth.
 
+mod common;
+
 use burn::module::Module;
 use burn::{
     backend::{Autodiff, NdArray},
-    optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Int, Tensor, TensorData, module::max_pool2d},
 };
 use burn_qnn::{
-    QnnAutodiffBackend,
     kernels::{
         amx_bf16::{ConvIsa, force_conv_isa},
         int8::{Int8Isa, force_int8_isa},
     },
-    learner::ClipLatentWeights,
-    loss::SquaredHingeLoss,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
     ops::binary_conv2d_reference,
-    optim::{FusedAdam, FusedAdamConfig},
     quant,
 };
+use common::{Step, burn_layers};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 type B = Autodiff<NdArray>;
@@ -78,28 +76,6 @@ fn float_simulation(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
     x
 }
 
-/// The float network in Burn's own layers and functions: `Conv2d`, `max_pool2d`,
-/// `BatchNorm::forward`, `Linear`, and a hard tanh (`clamp`) between layers.
-fn burn_layers<B: QnnAutodiffBackend>(net: &Net<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
-    let mut x = images;
-    for (i, (conv, norm)) in net.convs.iter().zip(&net.conv_norms).enumerate() {
-        x = conv.forward(x);
-        if NetConfig::pools_after(i) {
-            x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
-        }
-        x = norm.forward(x).clamp(-1.0, 1.0);
-    }
-    let mut x = x.flatten::<2>(1, 3);
-    let last = net.dense.len() - 1;
-    for (i, (layer, norm)) in net.dense.iter().zip(&net.dense_norms).enumerate() {
-        x = norm.forward(layer.forward(x));
-        if i < last {
-            x = x.clamp(-1.0, 1.0);
-        }
-    }
-    x
-}
-
 /// `(float simulation, packed)` bytes saved for the backward pass of the binary layers'
 /// inputs: the f32 ±1 tensor and a 1-byte mask per value, against 2 bits per value.
 fn saved_bytes(config: &NetConfig) -> (u64, u64) {
@@ -116,33 +92,6 @@ fn saved_bytes(config: &NetConfig) -> (u64, u64) {
     values += config.flat_features() as u64 + config.hidden_units.iter().sum::<usize>() as u64;
     let values = values * BATCH as u64;
     (values * 5, values.div_ceil(4))
-}
-
-/// One step: `forward`, the squared hinge loss, the backward pass and Adam with clipping.
-struct Step<B: QnnAutodiffBackend> {
-    net: Option<Net<B>>,
-    optim: ClipLatentWeights<burn::optim::adaptor::OptimizerAdaptor<FusedAdam, Net<B>, B>>,
-    images: Tensor<B, 4>,
-    targets: Tensor<B, 1, Int>,
-}
-
-impl<B: QnnAutodiffBackend> Step<B> {
-    fn new(net: Net<B>, images: &Tensor<B, 4>, targets: &Tensor<B, 1, Int>) -> Self {
-        Self {
-            net: Some(net),
-            optim: ClipLatentWeights::new(FusedAdamConfig::new().init()),
-            images: images.clone(),
-            targets: targets.clone(),
-        }
-    }
-
-    fn run(&mut self, forward: impl Fn(&Net<B>, Tensor<B, 4>) -> Tensor<B, 2>) {
-        let net = self.net.take().expect("a network between steps");
-        let scores = forward(&net, self.images.clone());
-        let loss = SquaredHingeLoss.forward(scores, self.targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        self.net = Some(self.optim.step(1e-3, net, grads));
-    }
 }
 
 fn training_step(c: &mut Criterion) {

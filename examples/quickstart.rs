@@ -54,6 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "flex" => run::<Autodiff<burn::backend::Flex>>(),
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(),
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<Autodiff<burn::backend::Cuda>>(),
         other => Err(unknown_backend(other).into()),
     }
 }

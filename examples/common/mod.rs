@@ -93,8 +93,8 @@ pub struct Args {
     /// (needs `--grad-bits`)
     #[arg(long, requires = "grad_bits")]
     pub stochastic_rounding: bool,
-    /// ndarray, flex (Burn's Flex CPU backend, needs `--features flex`) or wgpu (needs
-    /// `--features wgpu`)
+    /// ndarray, flex (Burn's Flex CPU backend, needs `--features flex`), wgpu (needs
+    /// `--features wgpu`) or cuda (needs `--features cuda`)
     #[arg(long, value_name = "B", default_value = "ndarray")]
     pub backend: String,
     /// Seed of initialization and shuffles
@@ -126,7 +126,7 @@ pub struct Args {
     pub extra: bool,
     /// Data-parallel workers (burn-train's multi-device strategy): each round trains N batches
     /// side by side and sums their gradients for one optimizer step. On ndarray and flex they
-    /// share the one CPU device (no faster than one worker); wgpu supports 1
+    /// share the one CPU device (no faster than one worker); wgpu and cuda support 1
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
     pub devices: usize,
     /// Also log the flip ratio of each binary layer (the share of its weights whose sign a
@@ -331,13 +331,15 @@ fn run_backend(
         )
         .into()),
         #[cfg(feature = "wgpu")]
-        // Without fusion: burn-train's checkpointer reads records on its own thread, which
-        // burn 0.21's `Fusion` does not support.
-        "wgpu" => run_on::<
-            Autodiff<
-                burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
-            >,
-        >(args, defaults, config, data),
+        "wgpu" => run_on::<Autodiff<burn::backend::Wgpu>>(args, defaults, config, data),
+        #[cfg(feature = "cuda")]
+        "cuda" if args.devices > 1 => Err(format!(
+            "--devices {}: the examples train on one CUDA device; use --devices 1",
+            args.devices
+        )
+        .into()),
+        #[cfg(feature = "cuda")]
+        "cuda" => run_on::<Autodiff<burn::backend::Cuda>>(args, defaults, config, data),
         other => Err(unknown_backend(other).into()),
     }
 }

@@ -5,8 +5,9 @@ pub fn unknown_backend(name: &str) -> String {
     let mut known = vec!["ndarray"];
     known.extend(cfg!(feature = "flex").then_some("flex"));
     known.extend(cfg!(feature = "wgpu").then_some("wgpu"));
+    known.extend(cfg!(feature = "cuda").then_some("cuda"));
     format!(
-        "unknown backend `{name}`: use {} (flex and wgpu need their cargo features)",
+        "unknown backend `{name}`: use {} (flex, wgpu and cuda need their cargo features)",
         known.join(", ")
     )
 }

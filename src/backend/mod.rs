@@ -23,11 +23,11 @@ pub(crate) mod batch_norm;
 mod binary_backward;
 mod bit_plane;
 mod code_matmul;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cubecl")]
 mod cube;
 #[cfg(feature = "flex")]
 mod flex;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cubecl")]
 mod fusion;
 #[cfg(any(feature = "ndarray", feature = "flex"))]
 mod host;
@@ -37,15 +37,15 @@ mod pool;
 
 pub use batch_norm::{BatchNormGrads, BatchNormOutput};
 pub use binary_backward::{GradQuantization, OperandBits};
-#[cfg(feature = "wgpu")]
-#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+#[cfg(feature = "cubecl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cubecl")))]
 pub use cube::CubePacked;
-#[cfg(feature = "wgpu")]
-#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+#[cfg(feature = "cubecl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cubecl")))]
 pub use fusion::FusionPacked;
 
-#[cfg(feature = "wgpu")]
-#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+#[cfg(feature = "cubecl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cubecl")))]
 /// A packed tensor held by a device backend as a tensor of 32-bit words: each row and bit plane
 /// takes `2·ceil(k/64)` words, the bytes of the CPU layout of [`crate::kernels`].
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ pub struct PackedWords<T> {
     pub(crate) encoding: Encoding,
 }
 
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cubecl")]
 impl<T: Clone> PackedWords<T> {
     /// Uploads packed bits from host memory to `device` as a tensor of `u32` words.
     pub(crate) fn upload<B>(host: &HostPacked, device: &Device<B>) -> Self
