@@ -18,7 +18,10 @@
 //!   which devices work).
 //! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
 //!   step's rate to the last step's.
-//! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint.
+//! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint, and
+//!   that reads records while [`ClipLatentWeights`] and [`TrackFlips`] are not stepping, so
+//!   that burn-train's checkpointer threads work on Burn's fused backends
+//!   (`burn::backend::Wgpu`, `burn::backend::Cuda`) too.
 //! - [`last_checkpoint`] and [`restore_checkpoint`]: resuming from the newest complete
 //!   checkpoint (model, optimizer state and scheduler), with typed errors.
 //! - [`keep_last_and_best`] and [`best_valid_epoch`]: keeping the checkpoint of the epoch with

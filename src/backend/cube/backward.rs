@@ -2,8 +2,10 @@
 //!
 //! The saved bits are one row over a tensor's values in row-major order (see
 //! [`crate::backend::QnnBackend::qnn_save_signs`]): value `i` is bit `i % 32` of word `i / 32`,
-//! bit 1 standing for −1 (signs) or for "outside the pass band" (the gradient is cut). Each
-//! kernel computes one gradient value per thread, looping over its reduction; the sum is kept as
+//! bit 1 standing for −1 (signs) or for "outside the pass band" (the gradient is cut). The
+//! convolution's gradients mostly run Burn's own convolution kernels on values unpacked here
+//! ([`padded_signs_kernel`], [`zero_blocked_kernel`]). The other kernels compute one gradient
+//! value per thread, looping over its reduction; the sum is kept as
 //! short partial sums (one per output channel, output row or block of 32 terms) added into the
 //! total, so its rounding stays within a few ulps of `Σ|terms|`, and integer gradients are
 //! exact.
@@ -136,70 +138,6 @@ pub fn conv_input_grad_kernel<F: Float>(
     out[pos as usize] = total;
 }
 
-/// The gradient of `sign(x) ⊛ sign(w)` with respect to `w` `[C_out, C_in, k_h, k_w]`, one weight
-/// per thread: `Σ_{n, oy, ox} grad_out[n, co, oy, ox] · x̂` where `x̂` is the ±1 input the tap
-/// reads, or on padding 0 (`plus_one == 0`) or +1; zero where `weight_blocked` is set.
-#[cube(launch)]
-pub fn conv_weight_grad_kernel<F: Float>(
-    grad_out: &Tensor<F>,
-    input_signs: &Tensor<u32>,
-    weight_blocked: &Tensor<u32>,
-    out: &mut Tensor<F>,
-    batch: u32,
-    c_in: u32,
-    c_out: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    dilation_h: u32,
-    dilation_w: u32,
-    plus_one: u32,
-    #[define(F)] _dtype: StorageType,
-) {
-    let pos = ABSOLUTE_POS as u32;
-    if pos as usize >= out.len() {
-        terminate!();
-    }
-    let kx = pos % kw;
-    let ky = pos / kw % kh;
-    let ci = pos / (kw * kh) % c_in;
-    let co = pos / (kw * kh * c_in);
-    let mut total = F::new(0.0);
-    if bit(weight_blocked, pos) == 0u32 {
-        let dy = ky * dilation_h;
-        let dx = kx * dilation_w;
-        for n in 0..batch {
-            let input_base = (n * c_in + ci) * h;
-            for oy in 0..oh {
-                let grad_row = ((n * c_out + co) * oh + oy) * ow;
-                // iy = oy·s_h + ky·d_h − p_h, inside when 0 ≤ iy < h.
-                let ty = oy * stride_h + dy;
-                let row_inside = ty >= pad_h && ty - pad_h < h;
-                let mut partial = F::new(0.0);
-                for ox in 0..ow {
-                    let g = grad_out[(grad_row + ox) as usize];
-                    let tx = ox * stride_w + dx;
-                    if row_inside && tx >= pad_w && tx - pad_w < w {
-                        let i = (input_base + ty - pad_h) * w + tx - pad_w;
-                        partial += signed::<F>(input_signs, i, g);
-                    } else if plus_one != 0u32 {
-                        partial += g;
-                    }
-                }
-                total += partial;
-            }
-        }
-    }
-    out[pos as usize] = total;
-}
-
 /// The gradient of `sign(a)·sign(b)` with respect to `a` `[batch, m, k]`, one value per thread:
 /// `Σ_c grad[i, r, c] · sign(b[i, j, c])` (`b` `[batch, k, n]`), zero where `a_blocked` is set.
 #[cube(launch)]
@@ -279,4 +217,52 @@ pub fn matmul_rhs_grad_kernel<F: Float>(
         }
     }
     out[pos as usize] = total;
+}
+
+/// Sets `values[i]` to 0 where bit `i` of `blocked` is set (the straight-through cut), one
+/// value per thread.
+#[cube(launch)]
+pub fn zero_blocked_kernel<F: Float>(
+    values: &mut Tensor<F>,
+    blocked: &Tensor<u32>,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS as u32;
+    if pos as usize >= values.len() {
+        terminate!();
+    }
+    if bit(blocked, pos) == 1u32 {
+        values[pos as usize] = F::new(0.0);
+    }
+}
+
+/// The ±1 values `[N, C, H, W]` of saved sign bits, padded on both sides by `pad_h` rows and
+/// `pad_w` columns of +1 (`pad_one == 1`) or 0: `[N, C, H + 2·pad_h, W + 2·pad_w]`, one value
+/// per thread.
+#[cube(launch)]
+pub fn padded_signs_kernel<F: Float>(
+    signs: &Tensor<u32>,
+    out: &mut Tensor<F>,
+    h: u32,
+    w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    pad_one: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS as u32;
+    if pos as usize >= out.len() {
+        terminate!();
+    }
+    let padded_w = w + 2 * pad_w;
+    let padded_h = h + 2 * pad_h;
+    let x = pos % padded_w;
+    let y = pos / padded_w % padded_h;
+    let plane = pos / (padded_w * padded_h);
+    let mut value = F::cast_from(pad_one);
+    if y >= pad_h && y < pad_h + h && x >= pad_w && x < pad_w + w {
+        let i = (plane * h + y - pad_h) * w + x - pad_w;
+        value = signed::<F>(signs, i, F::new(1.0));
+    }
+    out[pos as usize] = value;
 }

@@ -6,7 +6,9 @@
 mod backward;
 mod kernels;
 
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData, TensorPrimitive};
+use burn_cubecl::kernel::conv::{conv_data_backward, conv_weight_backward};
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
     ops::numeric::empty_device_dtype, tensor::CubeTensor,
@@ -396,8 +398,150 @@ fn conv_grad_out<R: CubeRuntime>(
     into_contiguous(grad_out)
 }
 
-/// [`QnnBackend::qnn_binary_conv2d_input_grad`] by [`backward::conv_input_grad_kernel`].
+/// The options of Burn's convolution for `geometry`, with `padding`.
+fn burn_conv_options(geometry: &ConvGeometry, padding: [usize; 2]) -> ConvOptions<2> {
+    ConvOptions::new(geometry.stride, padding, geometry.dilation, 1)
+}
+
+/// Zeroes `values` (contiguous, of `blocked.shape[1]` values) where `blocked` has a bit set.
+fn zero_blocked<R: CubeRuntime>(values: CubeTensor<R>, blocked: &CubePacked<R>) -> CubeTensor<R> {
+    let values = into_contiguous(values);
+    let len = values.meta.shape().iter().product::<usize>();
+    if len > 0 {
+        let client = values.client.clone();
+        let (cube_count, cube_dim) = elementwise(&client, len);
+        backward::zero_blocked_kernel::launch::<R>(
+            &client,
+            cube_count,
+            cube_dim,
+            values.clone().into_tensor_arg(),
+            blocked.words.clone().into_tensor_arg(),
+            values.dtype.into(),
+        );
+    }
+    values
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_input_grad`]: Burn's data gradient of a convolution (its
+/// autotuned kernels) with the weights' ±1 values unpacked from their bits, then the
+/// straight-through cut from the input's bits. Where a kernel side is smaller than its stride,
+/// Burn 0.21's direct transposed convolution (which its autotuner may pick) is wrong, and
+/// [`conv2d_input_grad_direct`] computes it instead.
 fn conv2d_input_grad<R: CubeRuntime>(
+    grad_out: CubeTensor<R>,
+    weight_signs: &CubePacked<R>,
+    input_blocked: &CubePacked<R>,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> CubeTensor<R> {
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let burn_is_exact = (0..2).all(|d| geometry.kernel[d] >= geometry.stride[d]);
+    if !burn_is_exact || input_shape.contains(&0) {
+        return conv2d_input_grad_direct(
+            grad_out,
+            weight_signs,
+            input_blocked,
+            input_shape,
+            geometry,
+        );
+    }
+    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
+    check_saved(
+        "binary conv2d input gradient: weight bits",
+        weight_signs,
+        c_out * c_in * kh * kw,
+    );
+    check_saved(
+        "binary conv2d input gradient: input bits",
+        input_blocked,
+        input_shape.iter().product(),
+    );
+    conv_arguments(input_shape, geometry);
+    let weights = burn_cubecl::ops::reshape(
+        unpack(weight_signs, grad_out.dtype),
+        Shape::new([c_out, c_in, kh, kw]),
+    );
+    let grad = conv_data_backward::<R, 2>(
+        grad_out,
+        weights,
+        Shape::new(input_shape),
+        burn_conv_options(geometry, geometry.padding),
+        Default::default(),
+    )
+    .expect("Burn's convolution data gradient accepts a binary convolution's geometry");
+    zero_blocked(grad, input_blocked)
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_weight_grad`]: Burn's weight gradient of a convolution (its
+/// autotuned kernels) over the input's ±1 values unpacked from their bits, padded beforehand
+/// with the geometry's padding value, then the straight-through cut from the weights' bits.
+fn conv2d_weight_grad<R: CubeRuntime>(
+    grad_out: CubeTensor<R>,
+    input_signs: &CubePacked<R>,
+    weight_blocked: &CubePacked<R>,
+    input_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> CubeTensor<R> {
+    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
+    let [c_in, c_out] = geometry.channels;
+    let [kh, kw] = geometry.kernel;
+    let weight_shape = [c_out, c_in, kh, kw];
+    check_saved(
+        "binary conv2d weight gradient: input bits",
+        input_signs,
+        input_shape.iter().product(),
+    );
+    check_saved(
+        "binary conv2d weight gradient: weight bits",
+        weight_blocked,
+        weight_shape.iter().product(),
+    );
+    let [_, _, h, w, _, _, _, _, _, _, pad_h, pad_w, _, _] = conv_arguments(input_shape, geometry);
+    if input_shape.contains(&0) || grad_out.meta.shape().contains(&0) {
+        // Nothing to sum: zero gradients.
+        return burn_cubecl::ops::numeric::zeros::<R>(
+            grad_out.device.clone(),
+            Shape::new(weight_shape),
+            grad_out.dtype,
+        );
+    }
+    let [n, _, _, _] = input_shape;
+    let [ph, pw] = geometry.padding;
+    let padded = empty_like(
+        &grad_out,
+        &[n, c_in, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw],
+        grad_out.dtype,
+    );
+    let client = grad_out.client.clone();
+    let (cube_count, cube_dim) = elementwise(&client, padded.meta.shape().iter().product());
+    backward::padded_signs_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        input_signs.words.clone().into_tensor_arg(),
+        padded.clone().into_tensor_arg(),
+        h,
+        w,
+        pad_h,
+        pad_w,
+        u32::from(geometry.padding_mode == PaddingMode::PlusOne),
+        grad_out.dtype.into(),
+    );
+    let grad = conv_weight_backward::<R, 2>(
+        padded,
+        grad_out,
+        Shape::new(weight_shape),
+        burn_conv_options(geometry, [0, 0]),
+        Default::default(),
+    )
+    .expect("Burn's convolution weight gradient accepts a binary convolution's geometry");
+    zero_blocked(grad, weight_blocked)
+}
+
+/// [`QnnBackend::qnn_binary_conv2d_input_grad`] by [`backward::conv_input_grad_kernel`], one
+/// input value per thread: where Burn's data gradient is wrong (see [`conv2d_input_grad`]).
+fn conv2d_input_grad_direct<R: CubeRuntime>(
     grad_out: CubeTensor<R>,
     weight_signs: &CubePacked<R>,
     input_blocked: &CubePacked<R>,
@@ -446,65 +590,6 @@ fn conv2d_input_grad<R: CubeRuntime>(
             pw,
             dh,
             dw,
-            grad_out.dtype.into(),
-        );
-    }
-    out
-}
-
-/// [`QnnBackend::qnn_binary_conv2d_weight_grad`] by [`backward::conv_weight_grad_kernel`].
-fn conv2d_weight_grad<R: CubeRuntime>(
-    grad_out: CubeTensor<R>,
-    input_signs: &CubePacked<R>,
-    weight_blocked: &CubePacked<R>,
-    input_shape: [usize; 4],
-    geometry: &ConvGeometry,
-) -> CubeTensor<R> {
-    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
-    let [c_in, c_out] = geometry.channels;
-    let [kh, kw] = geometry.kernel;
-    let weight_shape = [c_out, c_in, kh, kw];
-    let weight_len = weight_shape.iter().product();
-    check_saved(
-        "binary conv2d weight gradient: input bits",
-        input_signs,
-        input_shape.iter().product(),
-    );
-    check_saved(
-        "binary conv2d weight gradient: weight bits",
-        weight_blocked,
-        weight_len,
-    );
-    let [c_in, c_out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] =
-        conv_arguments(input_shape, geometry);
-    let out = empty_like(&grad_out, &weight_shape, grad_out.dtype);
-    if weight_len > 0 {
-        let client = &grad_out.client;
-        let (cube_count, cube_dim) = elementwise(client, weight_len);
-        backward::conv_weight_grad_kernel::launch::<R>(
-            client,
-            cube_count,
-            cube_dim,
-            grad_out.clone().into_tensor_arg(),
-            input_signs.words.clone().into_tensor_arg(),
-            weight_blocked.words.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            index_u32("binary conv2d backward: batch", input_shape[0]),
-            c_in,
-            c_out,
-            h,
-            w,
-            oh,
-            ow,
-            kh,
-            kw,
-            sh,
-            sw,
-            ph,
-            pw,
-            dh,
-            dw,
-            u32::from(geometry.padding_mode == PaddingMode::PlusOne),
             grad_out.dtype.into(),
         );
     }
