@@ -436,16 +436,6 @@ fn conv2d_input_grad<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     let [c_in, c_out] = geometry.channels;
     let [kh, kw] = geometry.kernel;
-    let burn_is_exact = (0..2).all(|d| geometry.kernel[d] >= geometry.stride[d]);
-    if !burn_is_exact || input_shape.contains(&0) {
-        return conv2d_input_grad_direct(
-            grad_out,
-            weight_signs,
-            input_blocked,
-            input_shape,
-            geometry,
-        );
-    }
     let grad_out = conv_grad_out(grad_out, input_shape, geometry);
     check_saved(
         "binary conv2d input gradient: weight bits",
@@ -457,6 +447,16 @@ fn conv2d_input_grad<R: CubeRuntime>(
         input_blocked,
         input_shape.iter().product(),
     );
+    let burn_is_exact = (0..2).all(|d| geometry.kernel[d] >= geometry.stride[d]);
+    if !burn_is_exact || input_shape.contains(&0) {
+        return conv2d_input_grad_direct(
+            grad_out,
+            input_shape,
+            weight_signs,
+            input_blocked,
+            geometry,
+        );
+    }
     conv_arguments(input_shape, geometry);
     let weights = burn_cubecl::ops::reshape(
         unpack(weight_signs, grad_out.dtype),
@@ -541,27 +541,15 @@ fn conv2d_weight_grad<R: CubeRuntime>(
 
 /// [`QnnBackend::qnn_binary_conv2d_input_grad`] by [`backward::conv_input_grad_kernel`], one
 /// input value per thread: where Burn's data gradient is wrong (see [`conv2d_input_grad`]).
+/// `grad_out` is contiguous and the saved bits checked.
 fn conv2d_input_grad_direct<R: CubeRuntime>(
     grad_out: CubeTensor<R>,
+    input_shape: [usize; 4],
     weight_signs: &CubePacked<R>,
     input_blocked: &CubePacked<R>,
-    input_shape: [usize; 4],
     geometry: &ConvGeometry,
 ) -> CubeTensor<R> {
-    let grad_out = conv_grad_out(grad_out, input_shape, geometry);
-    let [c_in, c_out] = geometry.channels;
-    let [kh, kw] = geometry.kernel;
     let input_len = input_shape.iter().product();
-    check_saved(
-        "binary conv2d input gradient: weight bits",
-        weight_signs,
-        c_out * c_in * kh * kw,
-    );
-    check_saved(
-        "binary conv2d input gradient: input bits",
-        input_blocked,
-        input_len,
-    );
     let [c_in, c_out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] =
         conv_arguments(input_shape, geometry);
     let out = empty_like(&grad_out, &input_shape, grad_out.dtype);
