@@ -403,7 +403,8 @@ fn burn_conv_options(geometry: &ConvGeometry, padding: [usize; 2]) -> ConvOption
     ConvOptions::new(geometry.stride, padding, geometry.dilation, 1)
 }
 
-/// Zeroes `values` (contiguous, of `blocked.shape[1]` values) where `blocked` has a bit set.
+/// `values` made contiguous, zeroed where `blocked` (one row of as many bits as `values` has
+/// values) has a bit set.
 fn zero_blocked<R: CubeRuntime>(values: CubeTensor<R>, blocked: &CubePacked<R>) -> CubeTensor<R> {
     let values = into_contiguous(values);
     let len = values.meta.shape().iter().product::<usize>();
@@ -457,6 +458,8 @@ fn conv2d_input_grad<R: CubeRuntime>(
             geometry,
         );
     }
+    // The same checks as the direct kernel's: the input's channels, and every size within the
+    // `u32` indices of `zero_blocked`.
     conv_arguments(input_shape, geometry);
     let weights = burn_cubecl::ops::reshape(
         unpack(weight_signs, grad_out.dtype),
