@@ -36,7 +36,7 @@ use burn_qnn::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
         FlipCounter, FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel, decay_over_run,
         keep_last_and_best, last_checkpoint, load_checkpoint_model, optimizer_steps_per_epoch,
-        restore_checkpoint, summary_history,
+        restore_checkpoint, resumable_metric_logger, summary_history,
     },
     models::{Net, NetConfig, Precision},
     nn::LatentLrScale,
@@ -638,6 +638,8 @@ impl<B: QnnAutodiffBackend> Fitting<'_, B> {
             .with_file_checkpointer(recorder.clone())
             // The last two epochs (to resume) and the best-validation one (to report and pack).
             .with_checkpointing_strategy(keep_last_and_best(2))
+            // burn-train's own logger would write a resumed run's first epoch over epoch 1's.
+            .with_metric_logger(resumable_metric_logger(&args.out, Some(first_epoch - 1)))
             .renderer(renderer)
             .num_epochs(args.epochs);
         for metric in flip_metrics {

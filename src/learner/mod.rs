@@ -28,6 +28,8 @@
 //!   the best validation accuracy next to the last ones (a burn-train checkpointing strategy),
 //!   and finding it, as the paper reports the test error of that epoch; [`summary_history`]:
 //!   the per-epoch metrics from burn-train's `LearnerSummary`.
+//! - [`resumable_metric_logger`]: burn-train's metric files, numbered right after a resume
+//!   (burn-train 0.21's own logger writes a resumed run's first epoch over epoch 1's logs).
 //! - [`EpochSummaryRenderer`]: a compact progress renderer, one progress bar and one line per
 //!   epoch, which also keeps the per-epoch means of every metric ([`EpochMetrics`]).
 //!
@@ -106,6 +108,7 @@ mod flip_ratio;
 mod record_check;
 mod record_reads;
 mod render;
+mod resumed_logs;
 mod step;
 
 pub use best::{
@@ -119,6 +122,7 @@ pub use clip::ClipLatentWeights;
 pub use devices::{data_parallel, optimizer_steps_per_epoch};
 pub use flip_ratio::{FlipCounter, FlipCounts, FlipRatioMetric, LayerFlips, TrackFlips};
 pub use render::{EpochMetrics, EpochSummaryRenderer};
+pub use resumed_logs::{ResumableMetricLogger, resumable_metric_logger};
 pub use step::classification_output;
 
 use burn::lr_scheduler::exponential::ExponentialLrScheduler;

@@ -21,7 +21,7 @@ use burn_qnn::{
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
         best_valid_epoch, decay_over_run, keep_last_and_best, last_checkpoint,
-        load_checkpoint_model, restore_checkpoint, summary_history,
+        load_checkpoint_model, restore_checkpoint, resumable_metric_logger, summary_history,
     },
     loss::SquaredHingeLoss,
     models::{DenseLayer, Net, NetConfig},
@@ -129,6 +129,7 @@ fn launch_with<B: QnnAutodiffBackend, O: Optimizer<Net<B>, B> + 'static>(
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(recorder())
         .with_checkpointing_strategy(strategy)
+        .with_metric_logger(resumable_metric_logger(dir, resume_after))
         .with_application_logger(None)
         .renderer(renderer)
         .num_epochs(epochs);
@@ -483,6 +484,12 @@ pub fn resume_restores_optimizer_and_schedule<B: QnnAutodiffBackend>(device: &B:
     let (_, first) = launch(learner, dir.path(), &train, &valid, 1, None);
     assert_eq!(first.len(), 1);
     assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(1));
+    let logs = |epoch: usize, split: &str| {
+        let path = dir.path().join(split).join(format!("epoch-{epoch}"));
+        std::fs::read_to_string(path.join("Loss.log")).unwrap_or_default()
+    };
+    let (first_train_log, first_valid_log) = (logs(1, "train"), logs(1, "valid"));
+    assert!(!first_train_log.is_empty() && !first_valid_log.is_empty());
 
     // A fresh learner, as a restarted program builds it, then the checkpoint.
     let fresh = new_learner(tiny_net::<B>(device), (1e-2, 1e-3), epochs, steps);
@@ -491,6 +498,22 @@ pub fn resume_restores_optimizer_and_schedule<B: QnnAutodiffBackend>(device: &B:
     let epochs_seen: Vec<usize> = second.iter().map(|e| e.epoch).collect();
     assert_eq!(epochs_seen, [2], "the resumed run trains epoch 2 only");
     assert_eq!(last_checkpoint(dir.path(), "mpk").unwrap(), Some(2));
+    // The resumed epoch's metrics are logged as epoch 2, not over epoch 1's (burn-train's own
+    // file logger numbers a resumed run's first epoch 1).
+    assert_eq!(
+        logs(1, "train"),
+        first_train_log,
+        "epoch 1's training log changed"
+    );
+    assert_eq!(
+        logs(1, "valid"),
+        first_valid_log,
+        "epoch 1's validation log changed"
+    );
+    assert!(
+        !logs(2, "train").is_empty() && !logs(2, "valid").is_empty(),
+        "the resumed epoch 2 has no logs"
+    );
     let (reference, resumed) = (params(&reference), params(&resumed));
     assert!(
         close(&reference, &resumed, 1e-5),
