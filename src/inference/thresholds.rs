@@ -1,6 +1,6 @@
 //! Folding batch norm and sign into per-channel integer thresholds.
 
-use crate::kernels::eval_norm::{EvalNorm, binarizes_positive};
+use crate::kernels::eval_norm::{EvalNorm, binarizes_positive, monotone_range};
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
 /// `y` (rising or falling), as a range `[lo, hi]`: ends are ±∞ where the range reaches `±k`, and
@@ -10,33 +10,17 @@ use crate::kernels::eval_norm::{EvalNorm, binarizes_positive};
 /// rounding to f32, then `≥ 0`) is monotone, so its positive set is one half-line: this finds
 /// where it switches by bisection.
 pub(super) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {
-    let (at_low, at_high) = (positive(-k), positive(k));
-    match (at_low, at_high) {
-        (true, true) => (f32::NEG_INFINITY, f32::INFINITY),
-        (false, false) => (f32::INFINITY, f32::NEG_INFINITY),
-        // Rising: from the first `y` that holds up.
-        (false, true) => (first_where(-k, k, &positive) as f32, f32::INFINITY),
-        // Falling: up to the last `y` that holds.
-        (true, false) => (
-            f32::NEG_INFINITY,
-            (first_where(-k, k, |y| !positive(y)) - 1) as f32,
+    match monotone_range(-k, k, positive) {
+        None => (f32::INFINITY, f32::NEG_INFINITY),
+        Some((lo, hi)) => (
+            if lo == -k {
+                f32::NEG_INFINITY
+            } else {
+                lo as f32
+            },
+            if hi == k { f32::INFINITY } else { hi as f32 },
         ),
     }
-}
-
-/// The first `y` in `lo ..= hi` where `p` holds, for `p` false at `lo`, true at `hi` and
-/// monotone between.
-fn first_where(mut lo: i64, mut hi: i64, p: impl Fn(i64) -> bool) -> i64 {
-    // Invariant: `p(lo)` is false, `p(hi)` true.
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if p(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    hi
 }
 
 /// For each channel, the range `[lo, hi]` of integer products `y ∈ [−k, k]` (plus the

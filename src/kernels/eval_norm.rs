@@ -100,6 +100,40 @@ impl EvalNorm {
         }
     }
 
+    /// Whether value `v` of channel `c` binarizes to `+1` after the batch norm.
+    #[inline(always)]
+    fn binarizes_positive(&self, c: usize, v: f32) -> bool {
+        binarizes_positive(self.apply(c, v))
+    }
+
+    /// The values of channel `c` that binarize to `+1` after the batch norm, NaN aside (which
+    /// does), as one range `[lo, hi]` of floats (`lo = +∞, hi = −∞` where there are none):
+    /// the batch norm and sign folded into a comparison. `None` where the channel's parameters
+    /// do not make the norm monotone in `v` (`γ = 0`, `std` not positive, a parameter not
+    /// finite), whose values must go through [`EvalNorm::apply`].
+    ///
+    /// With finite parameters, `std > 0` and `γ ≠ 0`, each f32 step of the norm is monotone in
+    /// `v` over all non-NaN values, infinities included, and none makes a NaN, so the
+    /// positive values are one range, which bisection over the floats' order finds exactly.
+    pub fn sign_range(&self, c: usize) -> Option<(f32, f32)> {
+        let (mean, std, gamma, beta) = (self.mean[c], self.std[c], self.gamma[c], self.beta[c]);
+        let finite = mean.is_finite() && std.is_finite() && gamma.is_finite() && beta.is_finite();
+        if !finite || std <= 0.0 || gamma == 0.0 {
+            return None;
+        }
+        let holds = |key: i64| self.binarizes_positive(c, float_of_key(key));
+        let range = monotone_range(
+            key_of_float(f32::NEG_INFINITY),
+            key_of_float(f32::INFINITY),
+            holds,
+        );
+        Some(
+            range.map_or((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi)| {
+                (float_of_key(lo), float_of_key(hi))
+            }),
+        )
+    }
+
     /// Writes `sign(norm(x))` (`±1.0`) for `x` of `shape`, images in parallel.
     ///
     /// # Panics
@@ -132,13 +166,28 @@ impl EvalNorm {
             return;
         }
         let run = shape.spatial.max(1);
+        // Folding costs a bisection a channel: worth it where a channel has many values.
+        let ranges: Vec<Option<(f32, f32)>> = if shape.batch * run >= FOLD_MIN_VALUES {
+            (0..self.channels()).map(|c| self.sign_range(c)).collect()
+        } else {
+            vec![None; self.channels()]
+        };
         let per_image = |(x, out): (&[f32], &mut [MaybeUninit<f32>])| {
             for (c, (x, out)) in x.chunks(run).zip(out.chunks_mut(run)).enumerate() {
-                let (mean, std, gamma, beta) =
-                    (self.mean[c], self.std[c], self.gamma[c], self.beta[c]);
-                for (o, &v) in out.iter_mut().zip(x) {
-                    let positive = binarizes_positive(normalize(v, mean, std, gamma, beta));
-                    o.write(if positive { 1.0 } else { -1.0 });
+                if let Some((lo, hi)) = ranges[c] {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        // NaN fails both comparisons, so it binarizes to +1 as the norm's NaN.
+                        let positive = !(v < lo || v > hi);
+                        o.write(if positive { 1.0 } else { -1.0 });
+                    }
+                } else {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        o.write(if self.binarizes_positive(c, v) {
+                            1.0
+                        } else {
+                            -1.0
+                        });
+                    }
                 }
             }
         };
@@ -156,6 +205,54 @@ impl EvalNorm {
 
 /// Values from which [`EvalNorm::signs`] runs images in parallel.
 const PARALLEL_MIN: usize = 1 << 15;
+
+/// Values per channel from which [`EvalNorm::signs`] folds each channel into a range first.
+const FOLD_MIN_VALUES: usize = 256;
+
+/// Where `holds` is true among the integers `lo ..= hi`, for a `holds` monotone on them
+/// (rising or falling): one range `[first, last]`, or `None`. Found by bisection, so `holds`
+/// runs about `log2(hi − lo)` times.
+pub(crate) fn monotone_range(lo: i64, hi: i64, holds: impl Fn(i64) -> bool) -> Option<(i64, i64)> {
+    match (holds(lo), holds(hi)) {
+        (true, true) => Some((lo, hi)),
+        (false, false) => None,
+        // Rising: from the first that holds.
+        (false, true) => Some((first_where(lo, hi, &holds), hi)),
+        // Falling: up to the last that holds.
+        (true, false) => Some((lo, first_where(lo, hi, |y| !holds(y)) - 1)),
+    }
+}
+
+/// The first `y` in `lo ..= hi` where `p` holds, for `p` false at `lo`, true at `hi` and
+/// monotone between.
+fn first_where(mut lo: i64, mut hi: i64, p: impl Fn(i64) -> bool) -> i64 {
+    // Invariant: `p(lo)` is false, `p(hi)` true.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if p(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// An integer key in the order of the floats (non-NaN; `−0` and `+0` share key 0).
+fn key_of_float(v: f32) -> i64 {
+    let magnitude = i64::from(v.to_bits() & 0x7fff_ffff);
+    if v.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// The float of a key of [`key_of_float`] (`+0` for 0).
+fn float_of_key(key: i64) -> f32 {
+    let magnitude = f32::from_bits(key.unsigned_abs() as u32);
+    if key < 0 { -magnitude } else { magnitude }
+}
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +294,95 @@ mod tests {
         }
         // Both signs occur, so the check above compared something.
         assert!(out.contains(&1.0) && out.contains(&-1.0));
+    }
+
+    /// With many values a channel (the folded comparison), the signs still equal the
+    /// definition's, value by value: random values, values at and next to each channel's
+    /// switching point, infinities, NaN, ±0 and huge values whose norm overflows; γ of both
+    /// signs, tiny and huge `std`, and channels that cannot fold (γ = 0, `std` = 0, NaN mean).
+    #[test]
+    fn folded_signs_are_the_sign_of_the_definition() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+
+        let mean = vec![0.3, -2.0, 1e30, 0.0, 0.5, 0.0, f32::NAN, 7.0];
+        let var = [1.0, 1e-12, 1e30, 4.0, 0.0, 1.0, 1.0, 2.5];
+        let gamma = vec![1.7, -0.3, 2.0, -1e-20, 1.0, 0.0, 1.0, 3e38];
+        let beta = vec![0.1, -0.7, 0.0, 1e-3, 0.0, -1.0, 0.0, -3e38];
+        let epsilon = 0.0;
+        let norm = EvalNorm::new(mean.clone(), &var, gamma.clone(), beta.clone(), epsilon);
+        let foldable: Vec<bool> = (0..8).map(|c| norm.sign_range(c).is_some()).collect();
+        assert_eq!(
+            foldable,
+            [true, true, true, true, false, false, false, true]
+        );
+
+        let shape = NormShape {
+            batch: 2,
+            channels: 8,
+            spatial: 400,
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+        ];
+        let mut x = vec![0.0; shape.len()];
+        for (i, v) in x.iter_mut().enumerate() {
+            let c = (i / shape.spatial) % shape.channels;
+            *v = match i % 4 {
+                0 => specials[(i / 4) % specials.len()],
+                // At and next to the switching point (the range's ends).
+                1 | 2 => match norm.sign_range(c) {
+                    Some((lo, hi)) => {
+                        let end = if lo.is_finite() { lo } else { hi };
+                        let step = rng.random_range(-3i32..=3);
+                        f32::from_bits((end.to_bits() as i32 + step) as u32)
+                    }
+                    None => rng.random_range(-5.0..5.0),
+                },
+                _ => rng.random_range(-1e3..1e3) * 10f32.powi(rng.random_range(-6..6)),
+            };
+        }
+        let mut out = vec![0.0; shape.len()];
+        norm.signs(&x, shape, &mut out);
+        let mut both = [false; 2];
+        for (i, (&v, &s)) in x.iter().zip(&out).enumerate() {
+            let c = (i / shape.spatial) % shape.channels;
+            let y = (v - mean[c]) / (var[c] + epsilon as f32).sqrt() * gamma[c] + beta[c];
+            let expected = if y >= 0.0 || y.is_nan() { 1.0 } else { -1.0 };
+            assert_eq!(s, expected, "value {i} ({v:e}) of channel {c}: norm {y}");
+            both[usize::from(s > 0.0)] = true;
+        }
+        assert_eq!(both, [true, true]);
+    }
+
+    #[test]
+    fn monotone_range_finds_both_directions() {
+        assert_eq!(monotone_range(-5, 5, |y| y >= 2), Some((2, 5)));
+        assert_eq!(monotone_range(-5, 5, |y| y <= -3), Some((-5, -3)));
+        assert_eq!(monotone_range(-5, 5, |_| true), Some((-5, 5)));
+        assert_eq!(monotone_range(-5, 5, |_| false), None);
+        for v in [
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ] {
+            assert_eq!(
+                float_of_key(key_of_float(v)),
+                v.abs().copysign(if v == 0.0 { 1.0 } else { v })
+            );
+        }
+        assert!(key_of_float(-1.0) < key_of_float(-0.5) && key_of_float(0.5) < key_of_float(1.0));
     }
 
     #[test]
