@@ -25,8 +25,9 @@ use burn::{
     },
     record::Record,
     tensor::{
-        Device, Int, Tensor, TensorData,
+        Device, Int, Tensor, TensorData, TensorPrimitive,
         backend::{AutodiffBackend, Backend},
+        ops::FloatTensor,
     },
 };
 
@@ -83,6 +84,8 @@ struct PackedState<B: QnnBackend> {
     rows: Arc<OnceLock<Packed<B>>>,
     /// A binary convolution's signs in the convolution kernels' layout, made at first use.
     conv: Arc<OnceLock<PackedConvWeights<B>>>,
+    /// The weight the forward computes with, unpacked from the rows at first use.
+    weight: Arc<OnceLock<FloatTensor<B>>>,
 }
 
 impl<B: QnnBackend> PackedState<B> {
@@ -91,6 +94,7 @@ impl<B: QnnBackend> PackedState<B> {
             record,
             rows: Arc::new(OnceLock::new()),
             conv: Arc::new(OnceLock::new()),
+            weight: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -483,14 +487,29 @@ impl<B: QnnBackend, W: Quantize> PackedWeight<B, W> {
     /// record of another model loaded without [`crate::inference::load_packed`]'s checks).
     pub fn forward_weight<const D: usize>(&self) -> Option<Tensor<B, D>> {
         let rows = self.rows()?;
-        match (&self.form, self.encoding()) {
-            (WeightForm::Quantized(quantizer), Ok((_, Some(grid)))) => {
-                let values = weight_of(B::qnn_unpack_codes(rows.primitive(), grid), &self.shape);
-                let output_axis = if D == 2 { 1 } else { 0 };
-                Some(quantizer.quantize(values, Operand::Weight { output_axis }))
-            }
-            _ => Some(weight_of(rows.unpack::<2>(), &self.shape)),
-        }
+        assert_eq!(
+            D,
+            self.shape.len(),
+            "the packed weights of shape {:?} asked for as a rank-{D} tensor",
+            self.shape
+        );
+        let state = self.state.as_ref()?;
+        // Unpacked once: the layers that compute with float weights call this on every forward.
+        let weight = state.weight.get_or_init(|| {
+            let weight: Tensor<B, D> = match (&self.form, self.encoding()) {
+                (WeightForm::Quantized(quantizer), Ok((_, Some(grid)))) => {
+                    let values =
+                        weight_of(B::qnn_unpack_codes(rows.primitive(), grid), &self.shape);
+                    let output_axis = if D == 2 { 1 } else { 0 };
+                    quantizer.quantize(values, Operand::Weight { output_axis })
+                }
+                _ => weight_of(rows.unpack::<2>(), &self.shape),
+            };
+            weight.into_primitive().tensor()
+        });
+        Some(Tensor::from_primitive(TensorPrimitive::Float(
+            weight.clone(),
+        )))
     }
 
     /// The signs of a binary convolution's weights in the convolution kernels' layout.
