@@ -343,7 +343,7 @@ impl<B: HostFloat> QnnBackend for B {
         let weights = weight.conv_weights(c_in, geometry.kernel);
         let pad = geometry.padding_mode;
         B::with_f32(x, |values, _| {
-            conv::binary_conv2d(
+            conv::convolve_nchw(
                 values,
                 &weights.weights,
                 &call,

@@ -30,7 +30,7 @@ pub struct HostPacked {
 pub(crate) struct ConvWeights {
     pub(crate) in_channels: usize,
     pub(crate) kernel: [usize; 2],
-    pub(crate) weights: conv::PackedConvWeights,
+    pub(crate) weights: conv::ConvWeightBlocks,
 }
 
 impl HostPacked {
@@ -102,7 +102,7 @@ impl HostPacked {
             Arc::new(ConvWeights {
                 in_channels,
                 kernel,
-                weights: conv::PackedConvWeights::from_tap_rows(
+                weights: conv::ConvWeightBlocks::from_tap_rows(
                     &self.words,
                     self.shape[0],
                     in_channels,

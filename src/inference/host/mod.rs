@@ -7,7 +7,7 @@
 //!   signs in `i16` lanes and compares them with ranges per channel and per count of image
 //!   taps under the kernel (padding changes the layer's correction term at the borders);
 //! - binary convolutions use the kernel's sign epilogue
-//!   ([`binary_conv2d_signs`](crate::kernels::conv::binary_conv2d_signs)), and pool after it
+//!   ([`convolve_to_signs`](crate::kernels::conv::convolve_to_signs)), and pool after it
 //!   ([`PackedActivations::sign_of_max_pool2x2`]);
 //! - fully connected layers use [`xnor_gemm`](crate::kernels::xnor::xnor_gemm) and compare.
 //!
@@ -368,7 +368,7 @@ impl BinaryConv {
             padding: self.padding,
             dilation: [1, 1],
         };
-        let signs = kernel::binary_conv2d_signs(
+        let signs = kernel::convolve_to_signs(
             ConvInput::Packed(input),
             &self.weights.weights,
             &geometry,

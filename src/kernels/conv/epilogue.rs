@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// What [`binary_conv2d`] writes.
+/// What [`convolve_nchw`] writes.
 #[derive(Clone, Copy, Debug)]
 pub enum ConvEpilogue<'a> {
     /// The dot products (integers, exact in `f32`).
@@ -30,7 +30,7 @@ pub struct SignThresholds {
 
 impl SignThresholds {
     /// Thresholds that give, for every integer `dot` with `|dot| ≤ max_dot` (at most
-    /// [`MAX_TAPS_BITS`]; [`PackedConvWeights::max_dot`] bounds every output), exactly
+    /// [`MAX_TAPS_BITS`]; [`ConvWeightBlocks::max_dot`] bounds every output), exactly
     /// `sign(a[o]·dot + b[o])` evaluated in `f32` as `(a * dot) + b` (two roundings, no fused
     /// multiply-add), with `sign(v) = +1` for `v ≥ 0` or NaN, else `−1` — e.g. a batch norm
     /// followed by a sign activation.

@@ -59,7 +59,7 @@ impl InputLayout {
 pub enum ConvInput<'a> {
     /// NCHW floats (`geometry.input_len()` values); only their signs count.
     Nchw(&'a [f32]),
-    /// Signs already packed, e.g. by a previous [`binary_conv2d_signs`].
+    /// Signs already packed, e.g. by a previous [`convolve_to_signs`].
     Packed(&'a PackedActivations),
 }
 

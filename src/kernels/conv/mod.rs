@@ -1,6 +1,6 @@
 //! Binary 2-D convolution: the signs of an NCHW `f32` input against the signs of OIHW `f32`
 //! weights, exact, with zero or `+1` padding and an optional fused sign epilogue; and a bit
-//! domain path ([`PackedActivations`], [`binary_conv2d_signs`], [`PackedActivations::max_pool2x2`])
+//! domain path ([`PackedActivations`], [`convolve_to_signs`], [`PackedActivations::max_pool2x2`])
 //! that chains binary layers without writing floats.
 //!
 //! # Semantics
@@ -10,15 +10,15 @@
 //! for [`PaddingMode::PlusOne`]. Sizes follow [`ConvCall::output_size`].
 //!
 //! # Entry points
-//! - [`binary_conv2d`]: NCHW floats in, NCHW floats out ([`ConvEpilogue::Raw`] dot products or
+//! - [`convolve_nchw`]: NCHW floats in, NCHW floats out ([`ConvEpilogue::Raw`] dot products or
 //!   [`ConvEpilogue::Sign`] `±1`).
-//! - [`binary_conv2d_packed`]: [`PackedActivations`] in, NCHW floats out.
-//! - [`binary_conv2d_signs`]: floats or packed signs in, packed signs out (the sign epilogue
+//! - [`convolve_packed`]: [`PackedActivations`] in, NCHW floats out.
+//! - [`convolve_to_signs`]: floats or packed signs in, packed signs out (the sign epilogue
 //!   written as bits).
 //! - each with a `_with(isa, …)` twin that forces an instruction set.
 //!
 //! # Layout and algorithm
-//! - **Weights** ([`PackedConvWeights`], packed once): in blocks of 8 output channels; a block is
+//! - **Weights** ([`ConvWeightBlocks`], packed once): in blocks of 8 output channels; a block is
 //!   `kh·kw·ceil(c/64)` steps (tap-major, `t = i·kw + j`, then channel word) of 8 interleaved
 //!   words, one per channel (bit `b` of a word is the sign of input channel `64·word + b`; bits
 //!   past `c` are 0, as are the words of channels past `o`).
@@ -82,15 +82,15 @@ pub use weights::*;
 /// `input_nchw` holds `geometry.input_len()` values, `out_nchw` `geometry.output_len()`; the
 /// geometry's channels and kernel must be those of `weights`. Panics (with the reason) on an
 /// impossible geometry or wrong lengths.
-pub fn binary_conv2d(
+pub fn convolve_nchw(
     input_nchw: &[f32],
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
-    binary_conv2d_with(
+    convolve_nchw_with(
         active_isa(),
         input_nchw,
         weights,
@@ -101,11 +101,11 @@ pub fn binary_conv2d(
     )
 }
 
-/// [`binary_conv2d`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn binary_conv2d_with(
+/// [`convolve_nchw`] on a given instruction set (the portable path where the CPU lacks it).
+pub fn convolve_nchw_with(
     isa: Isa,
     input_nchw: &[f32],
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
@@ -123,16 +123,16 @@ pub fn binary_conv2d_with(
     );
 }
 
-/// [`binary_conv2d`] of packed signs (of the geometry's batch, channels and size).
-pub fn binary_conv2d_packed(
+/// [`convolve_nchw`] of packed signs (of the geometry's batch, channels and size).
+pub fn convolve_packed(
     input: &PackedActivations,
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
-    binary_conv2d_packed_with(
+    convolve_packed_with(
         active_isa(),
         input,
         weights,
@@ -143,12 +143,12 @@ pub fn binary_conv2d_packed(
     )
 }
 
-/// [`binary_conv2d_packed`] on a given instruction set (the portable path where the CPU lacks
+/// [`convolve_packed`] on a given instruction set (the portable path where the CPU lacks
 /// it).
-pub fn binary_conv2d_packed_with(
+pub fn convolve_packed_with(
     isa: Isa,
     input: &PackedActivations,
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
@@ -169,29 +169,29 @@ pub fn binary_conv2d_packed_with(
 /// Binary convolution followed by the sign epilogue (as [`ConvEpilogue::Sign`] with
 /// `thresholds`), straight into packed signs (`[batch, out_channels, oh, ow]`), for the next
 /// binary layer — no floats written or read between layers.
-pub fn binary_conv2d_signs(
+pub fn convolve_to_signs(
     input: ConvInput<'_>,
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     thresholds: &SignThresholds,
 ) -> PackedActivations {
-    binary_conv2d_signs_with(active_isa(), input, weights, geometry, pad, thresholds)
+    convolve_to_signs_with(active_isa(), input, weights, geometry, pad, thresholds)
 }
 
-/// [`binary_conv2d_signs`] on a given instruction set (the portable path where the CPU lacks
+/// [`convolve_to_signs`] on a given instruction set (the portable path where the CPU lacks
 /// it).
-pub fn binary_conv2d_signs_with(
+pub fn convolve_to_signs_with(
     isa: Isa,
     input: ConvInput<'_>,
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     thresholds: &SignThresholds,
 ) -> PackedActivations {
     let [oh, ow] = geometry
         .output_size()
-        .unwrap_or_else(|e| panic!("binary_conv2d_signs: {e}"));
+        .unwrap_or_else(|e| panic!("convolve_to_signs: {e}"));
     let (n, o) = (geometry.batch, geometry.out_channels);
     let mut words = vec![0u64; n * oh * words_per_row(o) * ow];
     let epilogue = thresholds.epilogue();

@@ -20,7 +20,7 @@ pub(super) enum Output<'a> {
 pub(super) fn convolve(
     isa: Isa,
     input: ConvInput<'_>,
-    weights: &PackedConvWeights,
+    weights: &ConvWeightBlocks,
     geometry: &ConvCall,
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
@@ -29,16 +29,16 @@ pub(super) fn convolve(
     let g = geometry;
     let out_size = g
         .output_size()
-        .unwrap_or_else(|e| panic!("binary_conv2d: {e}"));
+        .unwrap_or_else(|e| panic!("convolve_nchw: {e}"));
     weights.check_geometry(g);
     match input {
         ConvInput::Nchw(values) => {
-            assert_eq!(values.len(), g.input_len(), "binary_conv2d: input length")
+            assert_eq!(values.len(), g.input_len(), "convolve_nchw: input length")
         }
         ConvInput::Packed(packed) => assert_eq!(
             packed.shape(),
             [g.batch, g.in_channels, g.height, g.width],
-            "binary_conv2d: packed input shape"
+            "convolve_nchw: packed input shape"
         ),
     }
     let [oh, ow] = out_size;
@@ -48,26 +48,26 @@ pub(super) fn convolve(
             assert_eq!(
                 out.len(),
                 g.batch * o * oh * ow,
-                "binary_conv2d: output length"
+                "convolve_nchw: output length"
             );
             OutPtr::floats(out)
         }
         Output::Bits(out) => {
             assert!(
                 matches!(epilogue, ConvEpilogue::Sign { .. }),
-                "binary_conv2d: bits need signs"
+                "convolve_nchw: bits need signs"
             );
             assert_eq!(
                 out.len(),
                 g.batch * oh * words_per_row(o) * ow,
-                "binary_conv2d: output length"
+                "convolve_nchw: output length"
             );
             OutPtr::bits(out)
         }
     };
     if let ConvEpilogue::Sign { threshold, negate } = epilogue {
-        assert_eq!(threshold.len(), o, "binary_conv2d: thresholds");
-        assert_eq!(negate.len(), o, "binary_conv2d: negate flags");
+        assert_eq!(threshold.len(), o, "convolve_nchw: thresholds");
+        assert_eq!(negate.len(), o, "convolve_nchw: negate flags");
     }
     if g.batch * o * oh * ow == 0 {
         return;
@@ -165,7 +165,7 @@ pub(super) struct Conv<'a> {
     geometry: ConvCall,
     out_size: [usize; 2],
     row_class: &'a [usize],
-    weights: &'a PackedConvWeights,
+    weights: &'a ConvWeightBlocks,
     epilogue: ConvEpilogue<'a>,
     out: OutPtr,
 }

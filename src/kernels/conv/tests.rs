@@ -91,12 +91,12 @@ fn geometry(
 fn check(rng: &mut StdRng, g: &ConvCall) {
     let input = values(rng, g.input_len());
     let raw = values(rng, g.weights_len());
-    let weights = PackedConvWeights::new(&raw, g.out_channels, g.in_channels, g.kernel);
+    let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
     for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
         let expected = reference(&input, &raw, g, pad);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; g.output_len().unwrap()];
-            binary_conv2d_with(isa, &input, &weights, g, pad, ConvEpilogue::Raw, &mut out);
+            convolve_nchw_with(isa, &input, &weights, g, pad, ConvEpilogue::Raw, &mut out);
             assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
         }
     }
@@ -262,7 +262,7 @@ fn sign_epilogue_matches_reference() {
     ] {
         let input = values(&mut rng, g.input_len());
         let raw = values(&mut rng, g.weights_len());
-        let weights = PackedConvWeights::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
         let o = g.out_channels;
         let a: Vec<f32> = (0..o)
             .map(|i| match i % 7 {
@@ -287,7 +287,7 @@ fn sign_epilogue_matches_reference() {
                 .collect();
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
-                binary_conv2d_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut out);
+                convolve_nchw_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut out);
                 assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
             }
         }
@@ -301,7 +301,7 @@ fn weights_reused_across_geometries() {
     let mut rng = StdRng::seed_from_u64(8);
     let (o, c, kernel) = (11, 40, [3, 3]);
     let raw = values(&mut rng, o * c * 9);
-    let weights = PackedConvWeights::new(&raw, o, c, kernel);
+    let weights = ConvWeightBlocks::new(&raw, o, c, kernel);
     let shapes = [
         ([1, c, 5, 5, o], [1, 1], [1, 1], [1, 1]),
         ([2, c, 8, 6, o], [1, 1], [1, 1], [1, 1]),
@@ -316,7 +316,7 @@ fn weights_reused_across_geometries() {
             let input = values(&mut rng, g.input_len());
             for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
                 let mut out = vec![f32::NAN; g.output_len().unwrap()];
-                binary_conv2d(&input, &weights, &g, pad, ConvEpilogue::Raw, &mut out);
+                convolve_nchw(&input, &weights, &g, pad, ConvEpilogue::Raw, &mut out);
                 assert_eq!(out, reference(&input, &raw, &g, pad), "{pad:?} {g:?}");
             }
         }
@@ -325,7 +325,7 @@ fn weights_reused_across_geometries() {
     let g = geometry([1, c, 5, 5, o], kernel, [1, 1], [1, 1], [1, 1]);
     let input = values(&mut rng, g.input_len());
     let mut out = vec![0.0; g.output_len().unwrap()];
-    binary_conv2d(
+    convolve_nchw(
         &input,
         &clone,
         &g,
@@ -389,8 +389,8 @@ fn impossible_geometries_are_reported() {
 #[should_panic(expected = "dilated kernel spans")]
 fn conv_panics_on_impossible_geometry() {
     let g = geometry([1, 3, 2, 2, 4], [3, 3], [1, 1], [0, 0], [1, 1]);
-    let weights = PackedConvWeights::new(&[1.0; 4 * 3 * 9], 4, 3, [3, 3]);
-    binary_conv2d(
+    let weights = ConvWeightBlocks::new(&[1.0; 4 * 3 * 9], 4, 3, [3, 3]);
+    convolve_nchw(
         &[0.0; 12],
         &weights,
         &g,
@@ -404,9 +404,9 @@ fn conv_panics_on_impossible_geometry() {
 #[should_panic(expected = "the weights")]
 fn conv_panics_on_mismatched_weights() {
     let g = geometry([1, 3, 4, 4, 4], [3, 3], [1, 1], [1, 1], [1, 1]);
-    let weights = PackedConvWeights::new(&[1.0; 4 * 2 * 9], 4, 2, [3, 3]);
+    let weights = ConvWeightBlocks::new(&[1.0; 4 * 2 * 9], 4, 2, [3, 3]);
     let mut out = vec![0.0; 64];
-    binary_conv2d(
+    convolve_nchw(
         &[0.0; 48],
         &weights,
         &g,
@@ -421,8 +421,8 @@ fn empty_shapes() {
     let mut rng = StdRng::seed_from_u64(9);
     for isa in Isa::available() {
         let g = geometry([0, 3, 4, 4, 5], [3, 3], [1, 1], [1, 1], [1, 1]);
-        let w = PackedConvWeights::new(&values(&mut rng, 5 * 3 * 9), 5, 3, [3, 3]);
-        binary_conv2d_with(
+        let w = ConvWeightBlocks::new(&values(&mut rng, 5 * 3 * 9), 5, 3, [3, 3]);
+        convolve_nchw_with(
             isa,
             &[],
             &w,
@@ -432,9 +432,9 @@ fn empty_shapes() {
             &mut [],
         );
         let g = geometry([2, 3, 4, 4, 0], [3, 3], [1, 1], [1, 1], [1, 1]);
-        let w = PackedConvWeights::new(&[], 0, 3, [3, 3]);
+        let w = ConvWeightBlocks::new(&[], 0, 3, [3, 3]);
         let input = values(&mut rng, g.input_len());
-        binary_conv2d_with(
+        convolve_nchw_with(
             isa,
             &input,
             &w,
@@ -607,7 +607,7 @@ fn packed_input_and_sign_output_match_the_float_path() {
     ] {
         let input = values(&mut rng, g.input_len());
         let raw = values(&mut rng, g.weights_len());
-        let weights = PackedConvWeights::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
         let o = g.out_channels;
         let a: Vec<f32> = (0..o)
             .map(|i| if i % 5 == 0 { -1.0 } else { 0.5 })
@@ -621,7 +621,7 @@ fn packed_input_and_sign_output_match_the_float_path() {
             let expected = reference(&input, &raw, &g, pad);
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
-                binary_conv2d_packed_with(
+                convolve_packed_with(
                     isa,
                     &packed,
                     &weights,
@@ -632,10 +632,10 @@ fn packed_input_and_sign_output_match_the_float_path() {
                 );
                 assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
                 let mut signs = vec![f32::NAN; expected.len()];
-                binary_conv2d_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut signs);
+                convolve_nchw_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut signs);
                 let want = ref_packed(&signs, [g.batch, o, oh, ow]);
                 for source in [ConvInput::Nchw(&input), ConvInput::Packed(&packed)] {
-                    let bits = binary_conv2d_signs_with(isa, source, &weights, &g, pad, &th);
+                    let bits = convolve_to_signs_with(isa, source, &weights, &g, pad, &th);
                     assert_eq!(bits.shape(), [g.batch, o, oh, ow]);
                     assert_eq!(bits.words(), want, "{isa:?} {pad:?} {g:?}");
                 }
@@ -653,8 +653,8 @@ fn chained_binary_layers() {
     let input = values(&mut rng, g1.input_len());
     let raw1 = values(&mut rng, g1.weights_len());
     let raw2 = values(&mut rng, g2.weights_len());
-    let w1 = PackedConvWeights::new(&raw1, 70, 3, [3, 3]);
-    let w2 = PackedConvWeights::new(&raw2, 9, 70, [3, 3]);
+    let w1 = ConvWeightBlocks::new(&raw1, 70, 3, [3, 3]);
+    let w2 = ConvWeightBlocks::new(&raw2, 9, 70, [3, 3]);
     let th = SignThresholds::from_affine(&[1.0; 70], &[0.0; 70], w1.max_dot());
     // Floats: conv, sign, 2×2 max, conv.
     let dots = reference(&input, &raw1, &g1, PaddingMode::Zero);
@@ -669,10 +669,10 @@ fn chained_binary_layers() {
     }
     let expected = reference(&pooled, &raw2, &g2, PaddingMode::Zero);
     // Bits.
-    let a = binary_conv2d_signs(ConvInput::Nchw(&input), &w1, &g1, PaddingMode::Zero, &th);
+    let a = convolve_to_signs(ConvInput::Nchw(&input), &w1, &g1, PaddingMode::Zero, &th);
     let a = a.max_pool2x2();
     let mut out = vec![0.0; expected.len()];
-    binary_conv2d_packed(&a, &w2, &g2, PaddingMode::Zero, ConvEpilogue::Raw, &mut out);
+    convolve_packed(&a, &w2, &g2, PaddingMode::Zero, ConvEpilogue::Raw, &mut out);
     assert_eq!(out, expected);
 }
 
@@ -680,10 +680,10 @@ fn chained_binary_layers() {
 #[should_panic(expected = "packed input shape")]
 fn packed_input_must_match_the_geometry() {
     let g = geometry([1, 3, 4, 4, 4], [3, 3], [1, 1], [1, 1], [1, 1]);
-    let weights = PackedConvWeights::new(&[1.0; 4 * 3 * 9], 4, 3, [3, 3]);
+    let weights = ConvWeightBlocks::new(&[1.0; 4 * 3 * 9], 4, 3, [3, 3]);
     let packed = PackedActivations::from_nchw(&[0.0; 60], 1, 3, 4, 5);
     let mut out = vec![0.0; 64];
-    binary_conv2d_packed(
+    convolve_packed(
         &packed,
         &weights,
         &g,
@@ -702,13 +702,13 @@ fn concurrent_and_nested_calls() {
     let g = geometry([2, 64, 12, 12, 24], [3, 3], [1, 1], [1, 1], [1, 1]);
     let input = values(&mut rng, g.input_len());
     let raw = values(&mut rng, g.weights_len());
-    let weights = PackedConvWeights::new(&raw, 24, 64, [3, 3]);
+    let weights = ConvWeightBlocks::new(&raw, 24, 64, [3, 3]);
     let expected = reference(&input, &raw, &g, PaddingMode::Zero);
     let results: Vec<Vec<f32>> = (0..8)
         .into_par_iter()
         .map(|_| {
             let mut out = vec![0.0; expected.len()];
-            binary_conv2d(
+            convolve_nchw(
                 &input,
                 &weights,
                 &g,
@@ -733,7 +733,7 @@ fn weight_packing_layout() {
     raw[(8 * c + 64) * 2 + 1] = -1.0;
     // Channel 2 (block 0, lane 2), input channel 3 (word 0), tap 0: negative.
     raw[(2 * c + 3) * 2] = -2.0;
-    let w = PackedConvWeights::new(&raw, o, c, [1, 2]);
+    let w = ConvWeightBlocks::new(&raw, o, c, [1, 2]);
     let steps = 2 * 2;
     assert_eq!(w.words().len(), 2 * steps * BLOCK);
     let mut expected = vec![0u64; 2 * steps * BLOCK];

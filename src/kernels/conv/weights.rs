@@ -1,4 +1,4 @@
-//! Sign weights packed once ([`PackedConvWeights`]) and their cached zero-padding tables.
+//! Sign weights packed once ([`ConvWeightBlocks`]) and their cached zero-padding tables.
 
 use super::*;
 
@@ -24,9 +24,9 @@ pub(super) struct BaseTable {
 /// Cached base tables per packed weights.
 pub(super) const BASE_CACHE_ENTRIES: usize = 4;
 
-/// Sign weights packed once for [`binary_conv2d`] (see the module docs for the layout), with the
+/// Sign weights packed once for [`convolve_nchw`] (see the module docs for the layout), with the
 /// per-tap sums of their signs for the zero-padding correction.
-pub struct PackedConvWeights {
+pub struct ConvWeightBlocks {
     out_channels: usize,
     in_channels: usize,
     kernel: [usize; 2],
@@ -38,9 +38,9 @@ pub struct PackedConvWeights {
     cache: Mutex<Vec<(BaseKey, Arc<BaseTable>)>>,
 }
 
-impl Clone for PackedConvWeights {
+impl Clone for ConvWeightBlocks {
     fn clone(&self) -> Self {
-        PackedConvWeights {
+        ConvWeightBlocks {
             out_channels: self.out_channels,
             in_channels: self.in_channels,
             kernel: self.kernel,
@@ -51,9 +51,9 @@ impl Clone for PackedConvWeights {
     }
 }
 
-impl std::fmt::Debug for PackedConvWeights {
+impl std::fmt::Debug for ConvWeightBlocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedConvWeights")
+        f.debug_struct("ConvWeightBlocks")
             .field("out_channels", &self.out_channels)
             .field("in_channels", &self.in_channels)
             .field("kernel", &self.kernel)
@@ -61,20 +61,20 @@ impl std::fmt::Debug for PackedConvWeights {
     }
 }
 
-impl PackedConvWeights {
+impl ConvWeightBlocks {
     /// Packs the signs of OIHW weights (`o·c·kh·kw` values; `+1` for `v ≥ 0`, `−0.0` and NaN).
     pub fn new(
         weights_oihw: &[f32],
         out_channels: usize,
         in_channels: usize,
         kernel: [usize; 2],
-    ) -> PackedConvWeights {
+    ) -> ConvWeightBlocks {
         let [kh, kw] = kernel;
         let taps = kh * kw;
         assert_eq!(
             weights_oihw.len(),
             out_channels * in_channels * taps,
-            "PackedConvWeights: expected {out_channels}·{in_channels}·{kh}·{kw} weights"
+            "ConvWeightBlocks: expected {out_channels}·{in_channels}·{kh}·{kw} weights"
         );
         let cw = words_per_row(in_channels);
         let steps = taps * cw;
@@ -92,7 +92,7 @@ impl PackedConvWeights {
                 }
             }
         }
-        PackedConvWeights {
+        ConvWeightBlocks {
             out_channels,
             in_channels,
             kernel,
@@ -111,13 +111,13 @@ impl PackedConvWeights {
         out_channels: usize,
         in_channels: usize,
         kernel: [usize; 2],
-    ) -> PackedConvWeights {
+    ) -> ConvWeightBlocks {
         let taps = kernel[0] * kernel[1];
         let cw = words_per_row(in_channels);
         assert_eq!(
             rows.len(),
             out_channels * taps * cw,
-            "PackedConvWeights: expected {out_channels}·{taps}·{cw} words"
+            "ConvWeightBlocks: expected {out_channels}·{taps}·{cw} words"
         );
         let steps = taps * cw;
         let mut words = vec![0u64; out_channels.div_ceil(BLOCK) * steps * BLOCK];
@@ -133,7 +133,7 @@ impl PackedConvWeights {
                 }
             }
         }
-        PackedConvWeights {
+        ConvWeightBlocks {
             out_channels,
             in_channels,
             kernel,
@@ -174,7 +174,7 @@ impl PackedConvWeights {
             g.in_channels == self.in_channels
                 && g.out_channels == self.out_channels
                 && g.kernel == self.kernel,
-            "binary_conv2d: the geometry has {}→{} channels and kernel {:?}, the weights {}→{} and {:?}",
+            "convolve_nchw: the geometry has {}→{} channels and kernel {:?}, the weights {}→{} and {:?}",
             g.in_channels,
             g.out_channels,
             g.kernel,
