@@ -7,7 +7,7 @@
 
 use super::{
     engine::{self, BitOp, Problem},
-    isa::{Isa, active_isa},
+    isa::active_isa,
     words_per_row,
 };
 
@@ -22,22 +22,7 @@ pub fn bitserial_binary_gemm(
     k: usize,
     out: &mut [f32],
 ) {
-    bitserial_binary_gemm_with(active_isa(), a, a_bits, b, m, n, k, out)
-}
-
-/// [`bitserial_binary_gemm`] on a given instruction set (the portable path where the CPU lacks
-/// it).
-#[allow(clippy::too_many_arguments)]
-pub fn bitserial_binary_gemm_with(
-    isa: Isa,
-    a: &[u64],
-    a_bits: u32,
-    b: &[u64],
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-) {
+    let isa = active_isa();
     let words = words_per_row(k);
     let planes = a_bits as usize;
     super::check_len(
@@ -111,22 +96,7 @@ pub fn bitserial_gemm(
     k: usize,
     out: &mut [f32],
 ) {
-    bitserial_gemm_with(active_isa(), a, a_bits, b, b_bits, m, n, k, out)
-}
-
-/// [`bitserial_gemm`] on a given instruction set (the portable path where the CPU lacks it).
-#[allow(clippy::too_many_arguments)]
-pub fn bitserial_gemm_with(
-    isa: Isa,
-    a: &[u64],
-    a_bits: u32,
-    b: &[u64],
-    b_bits: u32,
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-) {
+    let isa = active_isa();
     let words = words_per_row(k);
     let (pa, pb) = (a_bits as usize, b_bits as usize);
     super::check_len("bitserial_gemm: lhs length", a.len(), &[m, pa, words]);
@@ -168,6 +138,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::kernels::isa::{Isa, with_isa};
     use crate::kernels::pack::{pack_planes, pack_signs};
 
     fn codes(rng: &mut StdRng, len: usize, bits: u32) -> Vec<f32> {
@@ -209,7 +180,9 @@ mod tests {
         let expected = reference(a, b, m, n, k);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; m * n];
-            bitserial_binary_gemm_with(isa, &pa, a_bits, &pb, m, n, k, &mut out);
+            with_isa(isa, || {
+                bitserial_binary_gemm(&pa, a_bits, &pb, m, n, k, &mut out)
+            });
             assert_eq!(out, expected, "{isa:?} bits={a_bits} m={m} n={n} k={k}");
         }
     }
@@ -220,7 +193,9 @@ mod tests {
         let expected = reference(a, b, m, n, k);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; m * n];
-            bitserial_gemm_with(isa, &pa, bits.0, &pb, bits.1, m, n, k, &mut out);
+            with_isa(isa, || {
+                bitserial_gemm(&pa, bits.0, &pb, bits.1, m, n, k, &mut out)
+            });
             assert_eq!(out, expected, "{isa:?} bits={bits:?} m={m} n={n} k={k}");
         }
     }
@@ -315,10 +290,14 @@ mod tests {
     fn zero_planes_give_zero() {
         for isa in Isa::available() {
             let mut out = [f32::NAN; 6];
-            bitserial_gemm_with(isa, &[], 0, &[0; 3], 1, 2, 3, 64, &mut out);
+            with_isa(isa, || {
+                bitserial_gemm(&[], 0, &[0; 3], 1, 2, 3, 64, &mut out)
+            });
             assert_eq!(out, [0.0; 6]);
             let mut out = [f32::NAN; 6];
-            bitserial_binary_gemm_with(isa, &[], 0, &[0; 3], 2, 3, 64, &mut out);
+            with_isa(isa, || {
+                bitserial_binary_gemm(&[], 0, &[0; 3], 2, 3, 64, &mut out)
+            });
             assert_eq!(out, [0.0; 6]);
         }
     }

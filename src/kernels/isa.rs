@@ -1,6 +1,27 @@
 //! Instruction-set paths, detected at run time and forceable for tests and benchmarks.
+//!
+//! Every kernel has one entry point, which runs on the path [`active_isa`] gives on the calling
+//! thread when it is called: the fastest this CPU runs, or the one named by `BURN_QNN_ISA`,
+//! [`force_isa`] (process-wide) or [`with_isa`] (one closure on one thread, as the tests force
+//! each path in turn).
+//!
+//! ```
+//! use burn_qnn::kernels::{isa::{Isa, with_isa}, pack::pack_signs, words_per_row};
+//!
+//! let values = [0.5, -1.0, 2.0, -0.0];
+//! let mut fastest = vec![0; words_per_row(4)];
+//! pack_signs(&values, 1, 4, &mut fastest);
+//! for isa in Isa::available() {
+//!     let mut packed = vec![0; words_per_row(4)];
+//!     with_isa(isa, || pack_signs(&values, 1, 4, &mut packed));
+//!     assert_eq!(packed, fastest);
+//! }
+//! ```
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::{
+    cell::RefCell,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 /// A kernel implementation chosen by instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,9 +172,35 @@ impl Selection {
         Ok(())
     }
 
-    /// The chosen path.
+    /// Runs `f` with this selection's path pinned to `path` on this thread (where `f` calls
+    /// kernels, not on the threads they spread their work over, which get the path from them).
+    pub(crate) fn pinned<P: KernelPath, R>(&self, path: P, f: impl FnOnce() -> R) -> R {
+        let index = P::all().iter().position(|&p| p == path).expect("listed") as u8;
+        PINS.with_borrow_mut(|pins| pins.push((self.env, index)));
+        /// Unpins on the way out, also where `f` panics.
+        struct Unpin;
+        impl Drop for Unpin {
+            fn drop(&mut self) {
+                PINS.with_borrow_mut(|pins| pins.pop());
+            }
+        }
+        let _unpin = Unpin;
+        f()
+    }
+
+    /// The chosen path: the innermost pin of this thread, else the forced one, else the
+    /// environment's, else the fastest this machine runs.
     pub(crate) fn active<P: KernelPath>(&self) -> P {
         let all = P::all();
+        let pinned = PINS.with_borrow(|pins| {
+            pins.iter()
+                .rev()
+                .find(|(env, _)| *env == self.env)
+                .map(|&(_, index)| index)
+        });
+        if let Some(index) = pinned {
+            return all[index as usize];
+        }
         let forced = self.forced.load(Ordering::Relaxed);
         if forced != UNSET {
             return all[forced as usize];
@@ -174,6 +221,11 @@ impl Selection {
     }
 }
 
+thread_local! {
+    /// The paths pinned on this thread, innermost last, by their selection's variable.
+    static PINS: RefCell<Vec<(&'static str, u8)>> = const { RefCell::new(Vec::new()) };
+}
+
 static SELECTION: Selection = Selection::new("BURN_QNN_ISA");
 
 /// Forces every kernel onto `isa` (process-wide), or goes back to detection with `None`.
@@ -181,15 +233,41 @@ pub fn force_isa(isa: Option<Isa>) -> Result<(), IsaUnavailable> {
     SELECTION.force(isa).map_err(IsaUnavailable)
 }
 
-/// The path kernels use: the forced one, else `BURN_QNN_ISA` if set to an available path,
-/// else the fastest available.
+/// The path kernels called on this thread use: the one [`with_isa`] pinned, else the forced
+/// one, else `BURN_QNN_ISA` if set to an available path, else the fastest available.
 pub fn active_isa() -> Isa {
     SELECTION.active()
+}
+
+/// Runs `f` with every kernel it calls on this thread on `isa` (the portable path where this
+/// CPU lacks it), whatever [`force_isa`] or `BURN_QNN_ISA` say; pins nest, the innermost wins.
+/// A kernel reads the path once, on the thread that calls it, and runs its parallel parts on
+/// that path too.
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    SELECTION.pinned(isa, f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pin holds on its thread only, for its closure only (also when the closure panics),
+    /// and the innermost of nested pins wins.
+    #[test]
+    fn pins_nest_and_stay_on_their_thread() {
+        let unpinned = active_isa();
+        with_isa(Isa::Portable, || {
+            assert_eq!(active_isa(), Isa::Portable);
+            with_isa(Isa::Avx2, || assert_eq!(active_isa(), Isa::Avx2));
+            assert_eq!(active_isa(), Isa::Portable);
+            let elsewhere = std::thread::spawn(active_isa).join().unwrap();
+            assert_eq!(elsewhere, unpinned);
+        });
+        assert_eq!(active_isa(), unpinned);
+        let panicked = std::panic::catch_unwind(|| with_isa(Isa::Portable, || panic!("inside")));
+        assert!(panicked.is_err());
+        assert_eq!(active_isa(), unpinned);
+    }
 
     /// The features each `#[target_feature]` function of the x86 kernels enables, with the
     /// function's name and the file it is in.

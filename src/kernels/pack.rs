@@ -51,11 +51,7 @@ pub fn plane_code_sums(words: &[u64], rows: usize, k: usize, bits: u32) -> Vec<f
 /// Packs the signs of `rows` rows of `k` values (row-major `src`) into `out`
 /// (`rows · words_per_row(k)` words): bit 1 where the value is `< 0`.
 pub fn pack_signs(src: &[f32], rows: usize, k: usize, out: &mut [u64]) {
-    pack_signs_with(active_isa(), src, rows, k, out)
-}
-
-/// [`pack_signs`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn pack_signs_with(isa: Isa, src: &[f32], rows: usize, k: usize, out: &mut [u64]) {
+    let isa = active_isa();
     let words = words_per_row(k);
     super::check_len("pack_signs: source length", src.len(), &[rows, k]);
     super::check_len("pack_signs: output length", out.len(), &[rows, words]);
@@ -113,11 +109,7 @@ pub fn pack_conv_weight_signs(src: &[f32], dims: [usize; 4], padded: usize, out:
 
 /// Packs the signs of the columns of a row-major `[k, n]` matrix: output row `c` holds column `c`.
 pub fn pack_signs_columns(src: &[f32], k: usize, n: usize, out: &mut [u64]) {
-    pack_signs_columns_with(active_isa(), src, k, n, out)
-}
-
-/// [`pack_signs_columns`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn pack_signs_columns_with(isa: Isa, src: &[f32], k: usize, n: usize, out: &mut [u64]) {
+    let isa = active_isa();
     let words = words_per_row(k);
     super::check_len("pack_signs_columns: source length", src.len(), &[k, n]);
     super::check_len("pack_signs_columns: output length", out.len(), &[n, words]);
@@ -144,11 +136,7 @@ pub fn code(x: f32, bits: u32) -> u32 {
 /// Packs unsigned `bits`-bit codes of `rows` rows of `k` values into bit planes
 /// (`rows · bits · words_per_row(k)` words).
 pub fn pack_planes(src: &[f32], rows: usize, k: usize, bits: u32, out: &mut [u64]) {
-    pack_planes_with(active_isa(), src, rows, k, bits, out)
-}
-
-/// [`pack_planes`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn pack_planes_with(isa: Isa, src: &[f32], rows: usize, k: usize, bits: u32, out: &mut [u64]) {
+    let isa = active_isa();
     let words = words_per_row(k);
     let b = bits as usize;
     super::check_len("pack_planes: source length", src.len(), &[rows, k]);
@@ -162,18 +150,7 @@ pub fn pack_planes_with(isa: Isa, src: &[f32], rows: usize, k: usize, bits: u32,
 /// Packs the columns of a row-major `[k, n]` matrix of codes into bit planes: row `c` of the
 /// output holds column `c`.
 pub fn pack_planes_columns(src: &[f32], k: usize, n: usize, bits: u32, out: &mut [u64]) {
-    pack_planes_columns_with(active_isa(), src, k, n, bits, out)
-}
-
-/// [`pack_planes_columns`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn pack_planes_columns_with(
-    isa: Isa,
-    src: &[f32],
-    k: usize,
-    n: usize,
-    bits: u32,
-    out: &mut [u64],
-) {
+    let isa = active_isa();
     let words = words_per_row(k);
     let b = bits as usize;
     super::check_len("pack_planes_columns: source length", src.len(), &[k, n]);
@@ -515,6 +492,7 @@ pub(super) mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::kernels::isa::with_isa;
 
     const KS: [usize; 9] = [1, 31, 63, 64, 65, 127, 128, 1000, 4097];
     /// Zeros, NaNs, infinities and the smallest normal and subnormal values, of both signs.
@@ -623,7 +601,7 @@ pub(super) mod tests {
                 for rows in [1, 3] {
                     let src = values(&mut rng, rows * k);
                     let mut out = vec![u64::MAX; rows * words_per_row(k)];
-                    pack_signs_with(isa, &src, rows, k, &mut out);
+                    with_isa(isa, || pack_signs(&src, rows, k, &mut out));
                     assert_eq!(out, ref_signs(&src, rows, k), "{isa:?} k={k} rows={rows}");
                 }
             }
@@ -643,7 +621,7 @@ pub(super) mod tests {
         ];
         for isa in Isa::available() {
             let mut out = [u64::MAX];
-            pack_signs_with(isa, &src, 1, src.len(), &mut out);
+            with_isa(isa, || pack_signs(&src, 1, src.len(), &mut out));
             assert_eq!(out[0], 0b011_0000, "{isa:?}");
         }
     }
@@ -655,7 +633,7 @@ pub(super) mod tests {
             let src = values(&mut rng, rows * k);
             for isa in Isa::available() {
                 let mut out = vec![0; rows * words_per_row(k)];
-                pack_signs_with(isa, &src, rows, k, &mut out);
+                with_isa(isa, || pack_signs(&src, rows, k, &mut out));
                 assert_eq!(out, ref_signs(&src, rows, k), "{isa:?} {rows}x{k}");
             }
         }
@@ -676,7 +654,7 @@ pub(super) mod tests {
             ] {
                 let src = values(&mut rng, k * n);
                 let mut out = vec![u64::MAX; n * words_per_row(k)];
-                pack_signs_columns_with(isa, &src, k, n, &mut out);
+                with_isa(isa, || pack_signs_columns(&src, k, n, &mut out));
                 let expected = ref_signs(&transposed(&src, k, n), n, k);
                 assert_eq!(out, expected, "{isa:?} k={k} n={n}");
             }
@@ -691,7 +669,7 @@ pub(super) mod tests {
                 for &k in &KS[..8] {
                     let src = values(&mut rng, 2 * k);
                     let mut out = vec![u64::MAX; 2 * bits as usize * words_per_row(k)];
-                    pack_planes_with(isa, &src, 2, k, bits, &mut out);
+                    with_isa(isa, || pack_planes(&src, 2, k, bits, &mut out));
                     let expected = ref_planes(&src, 2, k, bits);
                     assert_eq!(out, expected, "{isa:?} bits={bits} k={k}");
                 }
@@ -715,7 +693,7 @@ pub(super) mod tests {
         let expected = [0.0, 0.0, 255.0, 0.0, 255.0, 255.0, 3.0, 0.0, 255.0];
         for isa in Isa::available() {
             let mut packed = vec![0; 8];
-            pack_planes_with(isa, &src, 1, src.len(), 8, &mut packed);
+            with_isa(isa, || pack_planes(&src, 1, src.len(), 8, &mut packed));
             let mut back = vec![0.0; src.len()];
             unpack_planes(&packed, 1, src.len(), 8, &mut back);
             assert_eq!(back, expected, "{isa:?}");
@@ -730,7 +708,7 @@ pub(super) mod tests {
                 for (k, n) in [(1, 1), (63, 5), (65, 130), (200, 64)] {
                     let src = values(&mut rng, k * n);
                     let mut out = vec![u64::MAX; n * bits as usize * words_per_row(k)];
-                    pack_planes_columns_with(isa, &src, k, n, bits, &mut out);
+                    with_isa(isa, || pack_planes_columns(&src, k, n, bits, &mut out));
                     let expected = ref_planes(&transposed(&src, k, n), n, k, bits);
                     assert_eq!(out, expected, "{isa:?} bits={bits} k={k} n={n}");
                 }
@@ -799,15 +777,15 @@ pub(super) mod tests {
                 let src = vec![-1.0f32; 2 * k];
                 let words = words_per_row(k);
                 let mut out = vec![0; 2 * words];
-                pack_signs_with(isa, &src, 2, k, &mut out);
+                with_isa(isa, || pack_signs(&src, 2, k, &mut out));
                 let ones: u32 = out.iter().map(|w| w.count_ones()).sum();
                 assert_eq!(ones as usize, 2 * k, "{isa:?} k={k}");
                 let mut cols = vec![0; 2 * words];
-                pack_signs_columns_with(isa, &src, k, 2, &mut cols);
+                with_isa(isa, || pack_signs_columns(&src, k, 2, &mut cols));
                 assert_eq!(cols, out, "{isa:?} k={k}");
                 let mut planes = vec![0; 2 * 3 * words];
                 let codes = vec![7.0f32; 2 * k];
-                pack_planes_with(isa, &codes, 2, k, 3, &mut planes);
+                with_isa(isa, || pack_planes(&codes, 2, k, 3, &mut planes));
                 let ones: u32 = planes.iter().map(|w| w.count_ones()).sum();
                 assert_eq!(ones as usize, 2 * 3 * k, "{isa:?} k={k}");
             }
@@ -817,10 +795,10 @@ pub(super) mod tests {
     #[test]
     fn empty_shapes() {
         for isa in Isa::available() {
-            pack_signs_with(isa, &[], 0, 5, &mut []);
-            pack_signs_with(isa, &[], 3, 0, &mut []);
-            pack_signs_columns_with(isa, &[], 0, 3, &mut []);
-            pack_planes_with(isa, &[1.0; 4], 1, 4, 0, &mut []);
+            with_isa(isa, || pack_signs(&[], 0, 5, &mut []));
+            with_isa(isa, || pack_signs(&[], 3, 0, &mut []));
+            with_isa(isa, || pack_signs_columns(&[], 0, 3, &mut []));
+            with_isa(isa, || pack_planes(&[1.0; 4], 1, 4, 0, &mut []));
             let mut back = [9.0; 4];
             unpack_planes(&[], 1, 4, 0, &mut back);
             assert_eq!(back, [0.0; 4]);

@@ -337,26 +337,7 @@ pub fn binary_conv2d_weight_grad(
     g: &ConvCall,
     out: &mut [f32],
 ) {
-    weight_grad_with(
-        CheckedInt8::active(),
-        grad,
-        input_signs,
-        pad,
-        weight_blocked,
-        g,
-        out,
-    )
-}
-
-fn weight_grad_with(
-    isa: CheckedInt8,
-    grad: &QuantizedGrad,
-    input_signs: Bits<'_>,
-    pad: PaddingMode,
-    weight_blocked: Bits<'_>,
-    g: &ConvCall,
-    out: &mut [f32],
-) {
+    let isa = CheckedInt8::active();
     let s = Shapes::of(g);
     check_conv("quantized weight gradient", g, &s, grad.codes.len());
     assert_eq!(
@@ -433,24 +414,7 @@ pub fn binary_conv2d_input_grad(
     g: &ConvCall,
     out: &mut [f32],
 ) {
-    input_grad_with(
-        CheckedInt8::active(),
-        grad,
-        weight_signs,
-        input_blocked,
-        g,
-        out,
-    )
-}
-
-fn input_grad_with(
-    isa: CheckedInt8,
-    grad: &QuantizedGrad,
-    weight_signs: Bits<'_>,
-    input_blocked: Bits<'_>,
-    g: &ConvCall,
-    out: &mut [f32],
-) {
+    let isa = CheckedInt8::active();
     let s = Shapes::of(g);
     check_conv("quantized input gradient", g, &s, grad.codes.len());
     assert_eq!(
@@ -622,24 +586,6 @@ pub fn binary_matmul_lhs_grad(
     shape: MatmulShape,
     out: &mut [f32],
 ) {
-    lhs_grad_with(
-        int8::active_int8_isa(),
-        grad,
-        b_signs,
-        a_blocked,
-        shape,
-        out,
-    )
-}
-
-fn lhs_grad_with(
-    isa: int8::Int8Isa,
-    grad: &QuantizedGrad,
-    b_signs: Bits<'_>,
-    a_blocked: Bits<'_>,
-    shape: MatmulShape,
-    out: &mut [f32],
-) {
     check_matmul("left gradient", grad, a_blocked, b_signs, shape);
     let MatmulShape { batch, m, k, n } = shape;
     assert_eq!(
@@ -653,8 +599,7 @@ fn lhs_grad_with(
     for i in 0..batch {
         b_signs.expand(i * k * n, &mut b);
         // sums[r, j] = Σ_c codes[r, c] · b[j, c]
-        int8::gemm_with(
-            isa,
+        int8::gemm(
             &grad.codes[i * m * n..(i + 1) * m * n],
             &b,
             m,
@@ -679,24 +624,6 @@ pub fn binary_matmul_rhs_grad(
     shape: MatmulShape,
     out: &mut [f32],
 ) {
-    rhs_grad_with(
-        int8::active_int8_isa(),
-        grad,
-        a_signs,
-        b_blocked,
-        shape,
-        out,
-    )
-}
-
-fn rhs_grad_with(
-    isa: int8::Int8Isa,
-    grad: &QuantizedGrad,
-    a_signs: Bits<'_>,
-    b_blocked: Bits<'_>,
-    shape: MatmulShape,
-    out: &mut [f32],
-) {
     check_matmul("right gradient", grad, a_signs, b_blocked, shape);
     let MatmulShape { batch, m, k, n } = shape;
     assert_eq!(
@@ -712,8 +639,7 @@ fn rhs_grad_with(
         let a_t = transpose_i8(&a, m, k);
         let codes_t = transpose_i8(&grad.codes[i * m * n..(i + 1) * m * n], m, n);
         // sums[t, c] = Σ_r a[r, t] · codes[r, c]
-        int8::gemm_with(
-            isa,
+        int8::gemm(
             &a_t,
             &codes_t,
             k,

@@ -13,19 +13,7 @@ use super::{
 /// `out[i·n + j] = k − 2·popcount(a_i XOR b_j)`: the dot product of ±1 row `i` of `a` (`m` rows)
 /// and ±1 row `j` of `b` (`n` rows), both packed with `words_per_row(k)` words a row.
 pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    xnor_gemm_with(active_isa(), a, b, m, n, k, out)
-}
-
-/// [`xnor_gemm`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn xnor_gemm_with(
-    isa: Isa,
-    a: &[u64],
-    b: &[u64],
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-) {
+    let isa = active_isa();
     let words = words_per_row(k);
     super::check_len("xnor_gemm: lhs length", a.len(), &[m, words]);
     super::check_len("xnor_gemm: rhs length", b.len(), &[n, words]);
@@ -66,6 +54,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::kernels::isa::with_isa;
     use crate::kernels::pack::pack_signs;
 
     /// Random ±1 values.
@@ -102,7 +91,7 @@ mod tests {
         let expected = reference(a, b, m, n, k);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; m * n];
-            xnor_gemm_with(isa, &pa, &pb, m, n, k, &mut out);
+            with_isa(isa, || xnor_gemm(&pa, &pb, m, n, k, &mut out));
             assert_eq!(out, expected, "{isa:?} m={m} n={n} k={k}");
         }
     }
@@ -174,9 +163,9 @@ mod tests {
     #[test]
     fn empty_shapes() {
         for isa in Isa::available() {
-            xnor_gemm_with(isa, &[], &[0; 2], 0, 2, 64, &mut []);
+            with_isa(isa, || xnor_gemm(&[], &[0; 2], 0, 2, 64, &mut []));
             let mut out = [f32::NAN; 3];
-            xnor_gemm_with(isa, &[], &[], 1, 3, 0, &mut out);
+            with_isa(isa, || xnor_gemm(&[], &[], 1, 3, 0, &mut out));
             assert_eq!(out, [0.0; 3]);
         }
     }

@@ -282,20 +282,21 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
-/// Runs the CPU products on every instruction-set path this machine has, each forced in turn.
+/// Runs the CPU products on every instruction-set path this machine has, each pinned in turn
+/// (on this thread, so the other tests running meanwhile keep theirs).
 #[cfg(feature = "ndarray")]
 #[test]
 fn every_cpu_instruction_set_gives_the_float_product() {
     use burn::backend::NdArray;
-    use burn_qnn::kernels::isa::{Isa, force_isa};
+    use burn_qnn::kernels::isa::{Isa, force_isa, with_isa};
 
     let device = Default::default();
     for isa in Isa::available() {
-        force_isa(Some(isa)).unwrap();
-        xnor_matmul_matches_float::<NdArray>(&device, false);
-        bit_serial_products::<NdArray>(&device);
+        with_isa(isa, || {
+            xnor_matmul_matches_float::<NdArray>(&device, false);
+            bit_serial_products::<NdArray>(&device);
+        });
     }
-    force_isa(None).unwrap();
     for isa in Isa::ALL {
         if !isa.is_available() {
             assert!(

@@ -122,19 +122,7 @@ impl PackedActivations {
         height: usize,
         width: usize,
     ) -> PackedActivations {
-        Self::from_nchw_with(active_isa(), input, batch, channels, height, width)
-    }
-
-    /// [`PackedActivations::from_nchw`] on a given instruction set (the portable path where the
-    /// CPU lacks it).
-    pub fn from_nchw_with(
-        isa: Isa,
-        input: &[f32],
-        batch: usize,
-        channels: usize,
-        height: usize,
-        width: usize,
-    ) -> PackedActivations {
+        let isa = active_isa();
         assert_eq!(
             input.len(),
             batch * channels * height * width,

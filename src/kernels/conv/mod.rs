@@ -15,7 +15,7 @@
 //! - [`convolve_packed`]: [`PackedActivations`] in, NCHW floats out.
 //! - [`convolve_to_signs`]: floats or packed signs in, packed signs out (the sign epilogue
 //!   written as bits).
-//! - each with a `_with(isa, …)` twin that forces an instruction set.
+//! - each on the instruction set [`active_isa`] gives; [`crate::kernels::isa::with_isa`] pins one.
 //!
 //! # Layout and algorithm
 //! - **Weights** ([`ConvWeightBlocks`], packed once): in blocks of 8 output channels; a block is
@@ -90,27 +90,7 @@ pub fn convolve_nchw(
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
-    convolve_nchw_with(
-        active_isa(),
-        input_nchw,
-        weights,
-        geometry,
-        pad,
-        epilogue,
-        out_nchw,
-    )
-}
-
-/// [`convolve_nchw`] on a given instruction set (the portable path where the CPU lacks it).
-pub fn convolve_nchw_with(
-    isa: Isa,
-    input_nchw: &[f32],
-    weights: &ConvWeightBlocks,
-    geometry: &ConvCall,
-    pad: PaddingMode,
-    epilogue: ConvEpilogue<'_>,
-    out_nchw: &mut [f32],
-) {
+    let isa = active_isa();
     let input = ConvInput::Nchw(input_nchw);
     convolve(
         isa,
@@ -132,28 +112,7 @@ pub fn convolve_packed(
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
 ) {
-    convolve_packed_with(
-        active_isa(),
-        input,
-        weights,
-        geometry,
-        pad,
-        epilogue,
-        out_nchw,
-    )
-}
-
-/// [`convolve_packed`] on a given instruction set (the portable path where the CPU lacks
-/// it).
-pub fn convolve_packed_with(
-    isa: Isa,
-    input: &PackedActivations,
-    weights: &ConvWeightBlocks,
-    geometry: &ConvCall,
-    pad: PaddingMode,
-    epilogue: ConvEpilogue<'_>,
-    out_nchw: &mut [f32],
-) {
+    let isa = active_isa();
     let input = ConvInput::Packed(input);
     convolve(
         isa,
@@ -176,19 +135,7 @@ pub fn convolve_to_signs(
     pad: PaddingMode,
     thresholds: &SignThresholds,
 ) -> PackedActivations {
-    convolve_to_signs_with(active_isa(), input, weights, geometry, pad, thresholds)
-}
-
-/// [`convolve_to_signs`] on a given instruction set (the portable path where the CPU lacks
-/// it).
-pub fn convolve_to_signs_with(
-    isa: Isa,
-    input: ConvInput<'_>,
-    weights: &ConvWeightBlocks,
-    geometry: &ConvCall,
-    pad: PaddingMode,
-    thresholds: &SignThresholds,
-) -> PackedActivations {
+    let isa = active_isa();
     let [oh, ow] = geometry
         .output_size()
         .unwrap_or_else(|e| panic!("convolve_to_signs: {e}"));

@@ -3,6 +3,7 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::*;
+use crate::kernels::isa::with_isa;
 
 /// `+1` for `v ≥ 0`, `−0.0` and NaN, else `−1`.
 fn sign(v: f32) -> f32 {
@@ -96,7 +97,9 @@ fn check(rng: &mut StdRng, g: &ConvCall) {
         let expected = reference(&input, &raw, g, pad);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; g.output_len().unwrap()];
-            convolve_nchw_with(isa, &input, &weights, g, pad, ConvEpilogue::Raw, &mut out);
+            with_isa(isa, || {
+                convolve_nchw(&input, &weights, g, pad, ConvEpilogue::Raw, &mut out)
+            });
             assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
         }
     }
@@ -287,7 +290,9 @@ fn sign_epilogue_matches_reference() {
                 .collect();
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
-                convolve_nchw_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut out);
+                with_isa(isa, || {
+                    convolve_nchw(&input, &weights, &g, pad, th.epilogue(), &mut out)
+                });
                 assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
             }
         }
@@ -422,27 +427,22 @@ fn empty_shapes() {
     for isa in Isa::available() {
         let g = geometry([0, 3, 4, 4, 5], [3, 3], [1, 1], [1, 1], [1, 1]);
         let w = ConvWeightBlocks::new(&values(&mut rng, 5 * 3 * 9), 5, 3, [3, 3]);
-        convolve_nchw_with(
-            isa,
-            &[],
-            &w,
-            &g,
-            PaddingMode::Zero,
-            ConvEpilogue::Raw,
-            &mut [],
-        );
+        with_isa(isa, || {
+            convolve_nchw(&[], &w, &g, PaddingMode::Zero, ConvEpilogue::Raw, &mut [])
+        });
         let g = geometry([2, 3, 4, 4, 0], [3, 3], [1, 1], [1, 1], [1, 1]);
         let w = ConvWeightBlocks::new(&[], 0, 3, [3, 3]);
         let input = values(&mut rng, g.input_len());
-        convolve_nchw_with(
-            isa,
-            &input,
-            &w,
-            &g,
-            PaddingMode::Zero,
-            ConvEpilogue::Raw,
-            &mut [],
-        );
+        with_isa(isa, || {
+            convolve_nchw(
+                &input,
+                &w,
+                &g,
+                PaddingMode::Zero,
+                ConvEpilogue::Raw,
+                &mut [],
+            )
+        });
     }
     // No input channels: every dot product is 0.
     check(
@@ -487,7 +487,7 @@ fn packed_activations_match_definition_and_round_trip() {
         let [n, c, h, w] = shape;
         let values = values(&mut rng, n * c * h * w);
         for isa in Isa::available() {
-            let packed = PackedActivations::from_nchw_with(isa, &values, n, c, h, w);
+            let packed = with_isa(isa, || PackedActivations::from_nchw(&values, n, c, h, w));
             assert_eq!(packed.shape(), shape);
             assert_eq!(
                 packed.words(),
@@ -621,21 +621,17 @@ fn packed_input_and_sign_output_match_the_float_path() {
             let expected = reference(&input, &raw, &g, pad);
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
-                convolve_packed_with(
-                    isa,
-                    &packed,
-                    &weights,
-                    &g,
-                    pad,
-                    ConvEpilogue::Raw,
-                    &mut out,
-                );
+                with_isa(isa, || {
+                    convolve_packed(&packed, &weights, &g, pad, ConvEpilogue::Raw, &mut out)
+                });
                 assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
                 let mut signs = vec![f32::NAN; expected.len()];
-                convolve_nchw_with(isa, &input, &weights, &g, pad, th.epilogue(), &mut signs);
+                with_isa(isa, || {
+                    convolve_nchw(&input, &weights, &g, pad, th.epilogue(), &mut signs)
+                });
                 let want = ref_packed(&signs, [g.batch, o, oh, ow]);
                 for source in [ConvInput::Nchw(&input), ConvInput::Packed(&packed)] {
-                    let bits = convolve_to_signs_with(isa, source, &weights, &g, pad, &th);
+                    let bits = with_isa(isa, || convolve_to_signs(source, &weights, &g, pad, &th));
                     assert_eq!(bits.shape(), [g.batch, o, oh, ow]);
                     assert_eq!(bits.words(), want, "{isa:?} {pad:?} {g:?}");
                 }

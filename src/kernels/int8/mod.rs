@@ -127,10 +127,17 @@ pub fn force_int8_isa(isa: Option<Int8Isa>) -> Result<(), Int8IsaUnavailable> {
     SELECTION.force(isa).map_err(Int8IsaUnavailable)
 }
 
-/// The path int8 products use: the forced one, else `BURN_QNN_INT8_ISA` if set to an available
-/// path, else the fastest available.
+/// The path int8 products called on this thread use: the one [`with_int8_isa`] pinned, else
+/// the forced one, else `BURN_QNN_INT8_ISA` if set to an available path, else the fastest
+/// available.
 pub fn active_int8_isa() -> Int8Isa {
     SELECTION.active()
+}
+
+/// Runs `f` with every int8 product it calls on this thread on `isa` (the portable path where
+/// this machine lacks it); see [`crate::kernels::isa::with_isa`].
+pub fn with_int8_isa<R>(isa: Int8Isa, f: impl FnOnce() -> R) -> R {
+    SELECTION.pinned(isa, f)
 }
 
 /// An int8 path checked against this machine: it holds a hardware path only where the machine
@@ -256,23 +263,7 @@ pub(crate) fn gemm_accumulate(
 /// # Panics
 /// If a length does not match `[m, k] · [n, k]ᵀ → [m, n]` or `k > MAX_EXACT_LEN`.
 pub fn gemm(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) -> Int8Isa {
-    gemm_with(active_int8_isa(), a, b, m, n, k, out)
-}
-
-/// [`gemm`] on a given path (the portable one where this machine lacks it). Returns the path
-/// that ran.
-///
-/// # Panics
-/// As [`gemm`].
-pub fn gemm_with(
-    isa: Int8Isa,
-    a: &[i8],
-    b: &[i8],
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [i32],
-) -> Int8Isa {
+    let isa = active_int8_isa();
     let isa = CheckedInt8::new(isa);
     check(a, b, m, n, k, out);
     out.fill(0);
@@ -294,7 +285,7 @@ pub fn gemm_with(
     isa.isa()
 }
 
-/// [`gemm_with`] for few rows of `a`: blocks of `b`'s rows in parallel, each into its own
+/// [`gemm`] for few rows of `a`: blocks of `b`'s rows in parallel, each into its own
 /// columns of `out`.
 #[allow(clippy::too_many_arguments)]
 fn split_columns(
@@ -377,7 +368,7 @@ mod tests {
                 let b = bytes(n * k, 100 + seed as u64, seed % 2 == 0);
                 let expected = reference(&a, &b, m, n, k);
                 let mut out = vec![7i32; m * n];
-                assert_eq!(gemm_with(isa, &a, &b, m, n, k, &mut out), isa);
+                assert_eq!(with_int8_isa(isa, || gemm(&a, &b, m, n, k, &mut out)), isa);
                 assert_eq!(out, expected, "{isa:?} on [{m}, {k}]·[{n}, {k}]ᵀ");
                 let mut acc = expected.clone();
                 gemm_accumulate(CheckedInt8::new(isa), &a, &b, m, n, k, &mut acc);
@@ -395,7 +386,7 @@ mod tests {
         let b = vec![-128i8; n * k];
         for isa in Int8Isa::available() {
             let mut out = vec![0i32; m * n];
-            gemm_with(isa, &a, &b, m, n, k, &mut out);
+            with_int8_isa(isa, || gemm(&a, &b, m, n, k, &mut out));
             assert!(out.iter().all(|&v| v == 128 * 128 * k as i32), "{isa:?}");
         }
     }
@@ -417,7 +408,7 @@ mod tests {
         let (a, b) = (bytes(64 * 64, 1, false), bytes(64 * 64, 2, true));
         let mut out = vec![0; 64 * 64];
         assert_eq!(
-            gemm_with(Int8Isa::Amx, &a, &b, 64, 64, 64, &mut out),
+            with_int8_isa(Int8Isa::Amx, || gemm(&a, &b, 64, 64, 64, &mut out)),
             Int8Isa::Amx
         );
         assert_eq!(out, reference(&a, &b, 64, 64, 64));

@@ -2,7 +2,7 @@
 //! int8 path.
 
 use super::*;
-use crate::kernels::int8::Int8Isa;
+use crate::kernels::int8::{Int8Isa, with_int8_isa};
 
 /// A deterministic stream (xorshift).
 struct Stream(u64);
@@ -143,15 +143,16 @@ fn conv_weight_gradient_is_the_exact_integer_sum() {
         let want = expected(&grad, &sums, &blocked);
         for isa in Int8Isa::available() {
             let mut out = vec![f32::NAN; g.weights_len()];
-            weight_grad_with(
-                CheckedInt8::new(isa),
-                &grad,
-                Bits::new(&x, g.input_len()),
-                pad,
-                Bits::new(&blocked, g.weights_len()),
-                &g,
-                &mut out,
-            );
+            with_int8_isa(isa, || {
+                binary_conv2d_weight_grad(
+                    &grad,
+                    Bits::new(&x, g.input_len()),
+                    pad,
+                    Bits::new(&blocked, g.weights_len()),
+                    &g,
+                    &mut out,
+                )
+            });
             assert_eq!(out, want, "{isa:?}, {g:?}, {pad:?}");
         }
     }
@@ -200,14 +201,15 @@ fn conv_input_gradient_is_the_exact_integer_sum() {
         let want = expected(&grad, &sums, &blocked);
         for isa in Int8Isa::available() {
             let mut out = vec![f32::NAN; g.input_len()];
-            input_grad_with(
-                CheckedInt8::new(isa),
-                &grad,
-                Bits::new(&w, g.weights_len()),
-                Bits::new(&blocked, g.input_len()),
-                &g,
-                &mut out,
-            );
+            with_int8_isa(isa, || {
+                binary_conv2d_input_grad(
+                    &grad,
+                    Bits::new(&w, g.weights_len()),
+                    Bits::new(&blocked, g.input_len()),
+                    &g,
+                    &mut out,
+                )
+            });
             assert_eq!(out, want, "{isa:?}, {g:?}");
         }
     }
@@ -248,25 +250,27 @@ fn matmul_gradients_are_the_exact_integer_sums() {
         for isa in Int8Isa::available() {
             let mut out = vec![f32::NAN; da.len()];
             let b_bits = Bits::new(&b, batch * k * n);
-            lhs_grad_with(
-                isa,
-                &grad,
-                b_bits,
-                Bits::new(&a_blocked, da.len()),
-                shape,
-                &mut out,
-            );
+            with_int8_isa(isa, || {
+                binary_matmul_lhs_grad(
+                    &grad,
+                    b_bits,
+                    Bits::new(&a_blocked, da.len()),
+                    shape,
+                    &mut out,
+                )
+            });
             assert_eq!(out, want_a, "{isa:?} left, {shape:?}");
             let mut out = vec![f32::NAN; db.len()];
             let a_bits = Bits::new(&a, batch * m * k);
-            rhs_grad_with(
-                isa,
-                &grad,
-                a_bits,
-                Bits::new(&b_blocked, db.len()),
-                shape,
-                &mut out,
-            );
+            with_int8_isa(isa, || {
+                binary_matmul_rhs_grad(
+                    &grad,
+                    a_bits,
+                    Bits::new(&b_blocked, db.len()),
+                    shape,
+                    &mut out,
+                )
+            });
             assert_eq!(out, want_b, "{isa:?} right, {shape:?}");
         }
     }
