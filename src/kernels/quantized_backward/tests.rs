@@ -89,6 +89,16 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
             g(1, 70, 5, 5, 17, [1, 1], [1, 1], [0, 0], [1, 1]),
             PaddingMode::Zero,
         ),
+        // Stride 1 (the weight gradient's padded grid) with dilation, a kernel wider than
+        // high, padding of 2 and none.
+        (
+            g(2, 6, 9, 7, 5, [3, 2], [1, 1], [2, 1], [2, 3]),
+            PaddingMode::PlusOne,
+        ),
+        (
+            g(3, 3, 6, 5, 4, [2, 3], [1, 1], [0, 0], [1, 1]),
+            PaddingMode::Zero,
+        ),
     ]
 }
 
