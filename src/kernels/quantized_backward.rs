@@ -606,9 +606,13 @@ pub fn binary_conv2d_input_grad(
 /// The input gradient's sums `[N, C_in, H, W]` for stride 1, as the convolution of the output
 /// gradient with the flipped weights (`transposed`, see [`transposed_geometry`]): for each input
 /// position, the row of the output-gradient codes its taps read (channels last, `C_out` bytes a
-/// tap, copied from the codes transposed to `[H_out·W_out, C_out]`, zero on padding) against
-/// each input channel's flipped ±1 weights in the same order. Rows are padded to whole 64-byte
-/// steps with zeros, so AMX reads them in place.
+/// tap) against each input channel's flipped ±1 weights in the same order. Rows are padded to
+/// whole 64-byte steps with zeros, so AMX reads them in place.
+///
+/// The codes are laid out once per image channels last on a grid padded by the transposed
+/// padding (zeros around them), so every tap of every position reads inside it, and the taps of
+/// one kernel row are one run of it (where the horizontal dilation is 1). Each thread reuses
+/// its buffers from image to image.
 fn input_grad_stride_one(
     isa: CheckedInt8,
     grad: &QuantizedGrad,
@@ -620,55 +624,64 @@ fn input_grad_stride_one(
 ) {
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
-    let depth = (taps * s.c_out).next_multiple_of(64);
+    let c_out = s.c_out;
+    let depth = (taps * c_out).next_multiple_of(64);
     // flipped[ci, (ky·k_w + kx)·C_out + co] = w[co, ci, k_h − 1 − ky, k_w − 1 − kx]
     let mut flipped = vec![0i8; s.c_in * depth];
-    for co in 0..s.c_out {
+    for co in 0..c_out {
         for ci in 0..s.c_in {
             for tap in 0..taps {
                 let (ky, kx) = (tap / kw, tap % kw);
                 let source = ((co * s.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx;
-                flipped[ci * depth + tap * s.c_out + co] = weights[source];
+                flipped[ci * depth + tap * c_out + co] = weights[source];
             }
         }
     }
     let (in_positions, out_positions) = (s.h * s.w, s.positions);
-    let image_grad = s.c_out * out_positions;
+    let image_grad = c_out * out_positions;
     let [pad_y, pad_x] = transposed.padding;
     let [dil_y, dil_x] = g.dilation;
+    // The padded codes grid: `h + (k_h − 1)·d_h` rows of `w + (k_w − 1)·d_w` positions.
+    let grid_width = s.ow + 2 * pad_x;
+    let grid_len = (s.oh + 2 * pad_y) * grid_width * c_out;
+    let buffers = || {
+        (
+            vec![0i8; grid_len],
+            vec![0i8; in_positions * depth],
+            vec![0i32; in_positions * s.c_in],
+        )
+    };
     sums.par_chunks_mut(s.c_in * in_positions)
         .enumerate()
-        .for_each(|(n, dx)| {
-            let codes = transpose_i8(
-                &grad.codes[n * image_grad..(n + 1) * image_grad],
-                s.c_out,
-                out_positions,
-            );
-            let mut patches = vec![0i8; in_positions * depth];
+        .for_each_init(buffers, |(grid, patches, dx_t), (n, dx)| {
+            // grid[((y + p_y)·width + x + p_x)·C_out + co] = codes[co, y, x]; the rest stays 0.
+            let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
+            for (co, plane) in codes.chunks_exact(out_positions).enumerate() {
+                for (y, row) in plane.chunks_exact(s.ow).enumerate() {
+                    let first = ((y + pad_y) * grid_width + pad_x) * c_out + co;
+                    for (x, &code) in row.iter().enumerate() {
+                        grid[first + x * c_out] = code;
+                    }
+                }
+            }
             for (q, row) in patches.chunks_exact_mut(depth).enumerate() {
                 let (iy, ix) = (q / s.w, q % s.w);
-                for tap in 0..taps {
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    let y = (iy + ky * dil_y).checked_sub(pad_y).filter(|&y| y < s.oh);
-                    let x = (ix + kx * dil_x).checked_sub(pad_x).filter(|&x| x < s.ow);
-                    if let (Some(y), Some(x)) = (y, x) {
-                        let source = (y * s.ow + x) * s.c_out;
-                        row[tap * s.c_out..(tap + 1) * s.c_out]
-                            .copy_from_slice(&codes[source..source + s.c_out]);
+                for ky in 0..kh {
+                    let start = ((iy + ky * dil_y) * grid_width + ix) * c_out;
+                    let taps_row = &mut row[ky * kw * c_out..(ky + 1) * kw * c_out];
+                    if dil_x == 1 {
+                        taps_row.copy_from_slice(&grid[start..start + kw * c_out]);
+                    } else {
+                        for (kx, tap) in taps_row.chunks_exact_mut(c_out).enumerate() {
+                            let start = start + kx * dil_x * c_out;
+                            tap.copy_from_slice(&grid[start..start + c_out]);
+                        }
                     }
                 }
             }
             // dxᵀ[q, ci] = Σ_r patches[q, r] · flipped[ci, r]
-            let mut dx_t = vec![0i32; in_positions * s.c_in];
-            int8::gemm_accumulate(
-                isa,
-                &patches,
-                &flipped,
-                in_positions,
-                s.c_in,
-                depth,
-                &mut dx_t,
-            );
+            dx_t.fill(0);
+            int8::gemm_accumulate(isa, patches, &flipped, in_positions, s.c_in, depth, dx_t);
             for (q, row) in dx_t.chunks_exact(s.c_in).enumerate() {
                 for (ci, &v) in row.iter().enumerate() {
                     dx[ci * in_positions + q] = v;
