@@ -12,6 +12,7 @@
 //! Signed(k):   (2·floor(clamp((x + 1)/2, 0, 1)·L + ½) − L) / L  (NaN stays NaN)
 //! ```
 
+#[cfg(any(feature = "ndarray", feature = "flex"))]
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -70,6 +71,7 @@ fn floor_of_positive(y: f32) -> f32 {
 ///
 /// # Panics
 /// If the lengths differ, or for [`Quantizer::Pow2`].
+#[cfg(any(feature = "ndarray", feature = "flex"))]
 pub(crate) fn quantize_into(quantizer: Quantizer, x: &[f32], out: &mut [MaybeUninit<f32>]) {
     assert_eq!(out.len(), x.len(), "quantize: output length");
     assert!(
@@ -112,6 +114,7 @@ pub fn blocked_bits(quantizer: Quantizer, x: &[f32]) -> Vec<u64> {
     out
 }
 
+#[cfg(any(feature = "ndarray", feature = "flex"))]
 fn write_each(out: &mut [MaybeUninit<f32>], x: &[f32], q: impl Fn(f32) -> f32) {
     for (o, &x) in out.iter_mut().zip(x) {
         o.write(q(x));

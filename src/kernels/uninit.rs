@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 /// # Safety
 /// `write` must initialize every element of the slice it is given (or panic: then nothing is
 /// returned and nothing is read).
+#[cfg(any(feature = "ndarray", feature = "flex"))]
 pub(crate) unsafe fn written<T, R>(
     len: usize,
     write: impl FnOnce(&mut [MaybeUninit<T>]) -> R,

@@ -251,7 +251,10 @@ pub fn last_checkpoint(
 /// Loads the checkpoint of `epoch` under `directory/checkpoint` (model, optimizer state and
 /// learning-rate scheduler, as burn-train's file checkpointer wrote them with `recorder`) into
 /// `learner`. burn-train's own loading panics on a missing or corrupt file; call this first to
-/// get an error instead, then pass the epoch to `SupervisedTraining::checkpoint`.
+/// get an error instead, then pass the epoch to `SupervisedTraining::checkpoint`, and give
+/// `SupervisedTraining::with_metric_logger` a
+/// [`resumable_metric_logger(directory, Some(epoch))`](super::resumable_metric_logger) so that
+/// the resumed epochs' metrics are logged under their own numbers.
 ///
 /// Each file is checked before Burn builds tensors from it, as in [`load_checkpoint_model`]:
 /// the model's against the learner's model, the optimizer's and scheduler's against their

@@ -38,11 +38,13 @@
 mod conv;
 mod host;
 
+#[cfg(any(feature = "ndarray", feature = "flex"))]
+pub(crate) use conv::check_weight_shape;
 pub use conv::{
     ConvGeometry, PackedConvWeights, PaddingMode, binary_conv2d, binary_conv2d_quantized_grad,
     binary_conv2d_reference,
 };
-pub(crate) use conv::{check_weight_shape, conv_im2col, pack_weights_portable};
+pub(crate) use conv::{conv_im2col, pack_weights_portable};
 
 pub use host::HostPacked;
 pub(crate) use host::{BatchPlan, ConvWeights};

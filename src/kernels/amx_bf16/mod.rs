@@ -34,7 +34,10 @@ mod split;
 mod tiles;
 
 pub(crate) use conv::{input_grad, weight_grad};
-pub(crate) use forward::{Input, conv2d, conv2d_into};
+pub(crate) use forward::{Input, conv2d};
+// The host backends write the convolution into their own tensors' memory.
+#[cfg(any(feature = "ndarray", feature = "flex"))]
+pub(crate) use forward::conv2d_into;
 pub use split::split3;
 
 use super::amx::{self, AmxUnit};
