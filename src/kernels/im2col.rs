@@ -172,6 +172,98 @@ pub(super) fn expand_taps<T: Copy>(
     }
 }
 
+/// A stride-1 convolution's weight gradient on the padded grid: the output positions are taken
+/// `w + 2·p_w` a row (the padded width) instead of `w_out`, the extra ones with a zero output
+/// gradient. Then tap `(c, i, j)` reads, at position `(y, x)` of the grid, the padded image at
+/// `(c, y + i·d_h, x + j·d_w)`: one contiguous run of it, so each tap's row of the product is a
+/// single copy instead of an im2col row assembled from `h_out` pieces and padding.
+pub(super) struct PaddedGrid {
+    /// The padded image's height and width.
+    padded: [usize; 2],
+    /// Grid positions of an image: `h_out · (w + 2·p_w)`.
+    pub(super) positions: usize,
+    /// Where each tap's run starts in its channel's padded plane: `i·d_h·(w + 2·p_w) + j·d_w`.
+    tap_offsets: Vec<usize>,
+    kernel_taps: usize,
+    padding: [usize; 2],
+    /// `[C_in, h, w, h_out, w_out]`.
+    shapes: [usize; 5],
+    /// How far the last channel's last tap reads past its plane: `(k_w − 1)·d_w`.
+    slack: usize,
+}
+
+impl PaddedGrid {
+    pub(super) fn of(g: &ConvCall, s: &Shapes) -> Self {
+        let padded = [s.h + 2 * g.padding[0], s.w + 2 * g.padding[1]];
+        let [kh, kw] = g.kernel;
+        let tap_offsets = (0..kh * kw)
+            .map(|t| (t / kw) * g.dilation[0] * padded[1] + (t % kw) * g.dilation[1])
+            .collect();
+        Self {
+            padded,
+            positions: s.oh * padded[1],
+            tap_offsets,
+            kernel_taps: kh * kw,
+            padding: g.padding,
+            shapes: [s.c_in, s.h, s.w, s.oh, s.ow],
+            slack: (kw - 1) * g.dilation[1],
+        }
+    }
+
+    fn plane(&self) -> usize {
+        self.padded[0] * self.padded[1]
+    }
+
+    /// The padded image `[C_in, h + 2·p_h, w + 2·p_w]` filled with `pad`, plus the run past the
+    /// last plane that the last taps' extra positions read.
+    pub(super) fn image_buffer<T: Copy>(&self, pad: T) -> Vec<T> {
+        vec![pad; self.shapes[0] * self.plane() + self.slack]
+    }
+
+    /// Writes image `n`'s values (`values`, expanded from `source`, is scratch space of one
+    /// image) inside the padding of `image` (the padding stays).
+    pub(super) fn fill_image<T: Copy>(
+        &self,
+        source: impl TapSource<T>,
+        n: usize,
+        values: &mut [T],
+        image: &mut [T],
+    ) {
+        let [_, h, w, ..] = self.shapes;
+        source.expand(n * values.len(), values);
+        let rows = image.chunks_exact_mut(self.plane()).flat_map(|plane| {
+            plane
+                .chunks_exact_mut(self.padded[1])
+                .skip(self.padding[0])
+                .take(h)
+        });
+        for (padded, row) in rows.zip(values.chunks_exact(w)) {
+            padded[self.padding[1]..][..w].copy_from_slice(row);
+        }
+    }
+
+    /// Writes an image's output gradient `[C_out, h_out, w_out]` on the grid (the extra
+    /// positions keep what they hold: zeros).
+    pub(super) fn fill_output<T: Copy>(&self, codes: &[T], grid: &mut [T]) {
+        let [.., oh, ow] = self.shapes;
+        let width = self.padded[1];
+        for (plane, codes) in grid
+            .chunks_exact_mut(self.positions)
+            .zip(codes.chunks_exact(oh * ow))
+        {
+            for (row, codes) in plane.chunks_exact_mut(width).zip(codes.chunks_exact(ow)) {
+                row[..ow].copy_from_slice(codes);
+            }
+        }
+    }
+
+    /// The run of the padded image that tap `tap` (`c·k_h·k_w + i·k_w + j`) reads.
+    pub(super) fn tap_row<'a, T>(&self, image: &'a [T], tap: usize) -> &'a [T] {
+        let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
+        &image[c * self.plane() + self.tap_offsets[t]..][..self.positions]
+    }
+}
+
 /// Adds im2col rows `tap0 ..` of an input gradient (`rows`, `positions` values each) into the
 /// image's gradient `dx` `[C_in, H, W]` (col2im); taps on padding are dropped.
 pub(super) fn scatter_taps<T: Copy + std::ops::AddAssign>(
@@ -220,24 +312,53 @@ pub(super) fn weight_grad_sum(
     let groups = rayon::current_num_threads().min(g.batch).max(1);
     let inner_parallel = groups < rayon::current_num_threads();
     let images_per_group = g.batch.div_ceil(groups).max(1);
+    let grid = (g.stride == [1, 1]).then(|| PaddedGrid::of(g, &s));
     let sum_group = |first: usize| -> Vec<f32> {
         let mut sum = vec![0f32; s.c_out * s.taps];
-        let mut rows = vec![0f32; s.block * s.positions];
-        // The image's values, expanded once: the im2col rows copy runs of them.
+        // The image's values, expanded once: the tap rows copy runs of them.
         let mut image = vec![0f32; s.image_len()];
+        // Stride 1: the taps' rows are runs of the padded image, against the gradient on the
+        // padded grid; otherwise im2col rows against the gradient as it is.
+        let (positions, block) = match &grid {
+            Some(grid) => {
+                let block = (BLOCK_VALUES / grid.positions.max(1)).clamp(1, s.taps.max(1));
+                (grid.positions, block)
+            }
+            None => (s.positions, s.block),
+        };
+        let mut padded = grid.as_ref().map(|grid| grid.image_buffer(pad));
+        let mut grad_on_grid = vec![0f32; grid.as_ref().map_or(0, |_| s.c_out * positions)];
+        let mut rows = vec![0f32; block * positions];
         for n in first..(first + images_per_group).min(g.batch) {
             let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
-            source.expand(n * image.len(), &mut image);
-            for tap0 in (0..s.taps).step_by(s.block) {
-                let count = s.block.min(s.taps - tap0);
-                let rows = &mut rows[..count * s.positions];
-                expand_taps(&image[..], g, &s, 0, tap0, pad, rows);
+            let grad = match (&grid, &mut padded) {
+                (Some(grid), Some(padded)) => {
+                    grid.fill_image(source, n, &mut image, padded);
+                    grid.fill_output(grad, &mut grad_on_grid);
+                    &grad_on_grid[..]
+                }
+                _ => {
+                    source.expand(n * image.len(), &mut image);
+                    grad
+                }
+            };
+            for tap0 in (0..s.taps).step_by(block) {
+                let count = block.min(s.taps - tap0);
+                let rows = &mut rows[..count * positions];
+                match (&grid, &padded) {
+                    (Some(grid), Some(padded)) => {
+                        for (row, tap) in rows.chunks_exact_mut(positions).zip(tap0..) {
+                            row.copy_from_slice(grid.tap_row(padded, tap));
+                        }
+                    }
+                    _ => expand_taps(&image[..], g, &s, 0, tap0, pad, rows),
+                }
                 // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
                 gemm(
                     MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
                     true,
-                    MatRef::row_major(grad, s.c_out, s.positions, s.positions),
-                    MatRef::transposed(rows, s.positions, count, s.positions),
+                    MatRef::row_major(grad, s.c_out, positions, positions),
+                    MatRef::transposed(rows, positions, count, positions),
                     inner_parallel,
                 );
             }

@@ -20,7 +20,7 @@ use super::{
     CheckedIsa,
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
-    im2col::{Shapes, expand_taps, scatter_taps},
+    im2col::{PaddedGrid, Shapes, expand_taps, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
 };
@@ -378,7 +378,7 @@ pub fn binary_conv2d_weight_grad(
                 let mut codes = vec![0i8; s.c_out * grid.positions];
                 for n in images {
                     grid.fill_image(input_signs, n, &mut values, &mut image);
-                    grid.fill_codes(
+                    grid.fill_output(
                         &grad.codes[n * image_grad..(n + 1) * image_grad],
                         &mut codes,
                     );
@@ -434,92 +434,6 @@ pub fn binary_conv2d_weight_grad(
         }
     }
     grad.finish(&total, weight_blocked, out);
-}
-
-/// A stride-1 convolution's weight gradient on the padded grid: the output positions are taken
-/// `w + 2·p_w` a row (the padded width) instead of `w_out`, the extra ones with a zero output
-/// gradient. Then tap `(c, i, j)` reads, at position `(y, x)` of the grid, the padded image at
-/// `(c, y + i·d_h, x + j·d_w)`: one contiguous run of it, so each tap's row of the product is a
-/// single copy instead of an im2col row assembled from `h_out` pieces and padding.
-struct PaddedGrid {
-    /// The padded image's height and width.
-    padded: [usize; 2],
-    /// Grid positions of an image: `h_out · (w + 2·p_w)`.
-    positions: usize,
-    /// Where each tap's run starts in its channel's padded plane: `i·d_h·(w + 2·p_w) + j·d_w`.
-    tap_offsets: Vec<usize>,
-    kernel_taps: usize,
-    padding: [usize; 2],
-    /// `[C_in, h, w, h_out, w_out]`.
-    shapes: [usize; 5],
-    /// How far the last channel's last tap reads past its plane: `(k_w − 1)·d_w`.
-    slack: usize,
-}
-
-impl PaddedGrid {
-    fn of(g: &ConvCall, s: &Shapes) -> Self {
-        let padded = [s.h + 2 * g.padding[0], s.w + 2 * g.padding[1]];
-        let [kh, kw] = g.kernel;
-        let tap_offsets = (0..kh * kw)
-            .map(|t| (t / kw) * g.dilation[0] * padded[1] + (t % kw) * g.dilation[1])
-            .collect();
-        Self {
-            padded,
-            positions: s.oh * padded[1],
-            tap_offsets,
-            kernel_taps: kh * kw,
-            padding: g.padding,
-            shapes: [s.c_in, s.h, s.w, s.oh, s.ow],
-            slack: (kw - 1) * g.dilation[1],
-        }
-    }
-
-    fn plane(&self) -> usize {
-        self.padded[0] * self.padded[1]
-    }
-
-    /// The padded image `[C_in, h + 2·p_h, w + 2·p_w]` filled with `pad`, plus the run past the
-    /// last plane that the last taps' extra positions read.
-    fn image_buffer(&self, pad: i8) -> Vec<i8> {
-        vec![pad; self.shapes[0] * self.plane() + self.slack]
-    }
-
-    /// Writes image `n`'s ±1 values (`values`, expanded from `signs`, is scratch space of one
-    /// image) inside the padding of `image` (the padding stays).
-    fn fill_image(&self, signs: Bits<'_>, n: usize, values: &mut [i8], image: &mut [i8]) {
-        let [_, h, w, ..] = self.shapes;
-        signs.expand(n * values.len(), values);
-        let rows = image.chunks_exact_mut(self.plane()).flat_map(|plane| {
-            plane
-                .chunks_exact_mut(self.padded[1])
-                .skip(self.padding[0])
-                .take(h)
-        });
-        for (padded, row) in rows.zip(values.chunks_exact(w)) {
-            padded[self.padding[1]..][..w].copy_from_slice(row);
-        }
-    }
-
-    /// Writes an image's gradient codes `[C_out, h_out, w_out]` on the grid (the extra
-    /// positions stay 0).
-    fn fill_codes(&self, codes: &[i8], grid: &mut [i8]) {
-        let [.., oh, ow] = self.shapes;
-        let width = self.padded[1];
-        for (plane, codes) in grid
-            .chunks_exact_mut(self.positions)
-            .zip(codes.chunks_exact(oh * ow))
-        {
-            for (row, codes) in plane.chunks_exact_mut(width).zip(codes.chunks_exact(ow)) {
-                row[..ow].copy_from_slice(codes);
-            }
-        }
-    }
-
-    /// The run of the padded image that tap `tap` (`c·k_h·k_w + i·k_w + j`) reads.
-    fn tap_row<'a>(&self, image: &'a [i8], tap: usize) -> &'a [i8] {
-        let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
-        &image[c * self.plane() + self.tap_offsets[t]..][..self.positions]
-    }
 }
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]` on a quantized
