@@ -257,6 +257,21 @@ impl PaddedGrid {
         }
     }
 
+    /// The inverse of [`PaddedGrid::fill_output`]: an image's output `[C_out, h_out, w_out]`
+    /// from its values on the grid (the extra positions dropped).
+    pub(super) fn take_output<T: Copy>(&self, grid: &[T], out: &mut [T]) {
+        let [.., oh, ow] = self.shapes;
+        let width = self.padded[1];
+        for (plane, out) in grid
+            .chunks_exact(self.positions)
+            .zip(out.chunks_exact_mut(oh * ow))
+        {
+            for (row, out) in plane.chunks_exact(width).zip(out.chunks_exact_mut(ow)) {
+                out.copy_from_slice(&row[..ow]);
+            }
+        }
+    }
+
     /// The run of the padded image that tap `tap` (`c·k_h·k_w + i·k_w + j`) reads.
     pub(super) fn tap_row<'a, T>(&self, image: &'a [T], tap: usize) -> &'a [T] {
         let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
@@ -426,6 +441,20 @@ pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvCall, out: &mut [f
         return;
     }
     let inner_parallel = g.batch < rayon::current_num_threads();
+    if g.stride == [1, 1] {
+        let grid = PaddedGrid::of(g, &s);
+        let per_image = |(n, y): (usize, &mut [f32])| {
+            conv2d_forward_on_grid(input, weights, &grid, &s, n, y, inner_parallel)
+        };
+        if inner_parallel {
+            out.chunks_mut(image_out).enumerate().for_each(per_image);
+        } else {
+            out.par_chunks_mut(image_out)
+                .enumerate()
+                .for_each(per_image);
+        }
+        return;
+    }
     let per_image = |(n, y): (usize, &mut [f32])| {
         let mut rows = vec![0f32; s.block * s.positions];
         for tap0 in (0..s.taps).step_by(s.block) {
@@ -452,6 +481,43 @@ pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvCall, out: &mut [f
             .enumerate()
             .for_each(per_image);
     }
+}
+
+/// Image `n` of [`conv2d_forward`] with stride 1, on the padded grid: each tap's row is one run
+/// of the padded image, the product is taken at every grid position, and the positions past
+/// `w_out` in each row are dropped when the result is copied to `y` `[C_out, h_out, w_out]`.
+fn conv2d_forward_on_grid(
+    input: &[f32],
+    weights: &[f32],
+    grid: &PaddedGrid,
+    s: &Shapes,
+    n: usize,
+    y: &mut [f32],
+    inner_parallel: bool,
+) {
+    let positions = grid.positions;
+    let block = (BLOCK_VALUES / positions.max(1)).clamp(1, s.taps.max(1));
+    let mut values = vec![0f32; s.image_len()];
+    let mut padded = grid.image_buffer(0.0);
+    grid.fill_image(input, n, &mut values, &mut padded);
+    let mut on_grid = vec![0f32; s.c_out * positions];
+    let mut rows = vec![0f32; block * positions];
+    for tap0 in (0..s.taps).step_by(block) {
+        let count = block.min(s.taps - tap0);
+        let rows = &mut rows[..count * positions];
+        for (row, tap) in rows.chunks_exact_mut(positions).zip(tap0..) {
+            row.copy_from_slice(grid.tap_row(&padded, tap));
+        }
+        // on_grid[co, p] (+)= Σ_tap w[co, tap] · rows[tap, p]
+        gemm(
+            MatMut::row_major(&mut on_grid, s.c_out, positions, positions),
+            tap0 > 0,
+            MatRef::row_major(&weights[tap0..], s.c_out, count, s.taps),
+            MatRef::row_major(rows, count, positions, positions),
+            inner_parallel,
+        );
+    }
+    grid.take_output(&on_grid, y);
 }
 
 /// The gradient with respect to the weights `[C_out, C_in, k_h, k_w]` of the float
