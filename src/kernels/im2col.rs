@@ -441,21 +441,11 @@ pub fn conv2d_forward(input: &[f32], weights: &[f32], g: &ConvCall, out: &mut [f
         return;
     }
     let inner_parallel = g.batch < rayon::current_num_threads();
-    if g.stride == [1, 1] {
-        let grid = PaddedGrid::of(g, &s);
-        let per_image = |(n, y): (usize, &mut [f32])| {
-            conv2d_forward_on_grid(input, weights, &grid, &s, n, y, inner_parallel)
-        };
-        if inner_parallel {
-            out.chunks_mut(image_out).enumerate().for_each(per_image);
-        } else {
-            out.par_chunks_mut(image_out)
-                .enumerate()
-                .for_each(per_image);
-        }
-        return;
-    }
+    let grid = (g.stride == [1, 1]).then(|| PaddedGrid::of(g, &s));
     let per_image = |(n, y): (usize, &mut [f32])| {
+        if let Some(grid) = &grid {
+            return conv2d_forward_on_grid(input, weights, grid, &s, n, y, inner_parallel);
+        }
         let mut rows = vec![0f32; s.block * s.positions];
         for tap0 in (0..s.taps).step_by(s.block) {
             let count = s.block.min(s.taps - tap0);
