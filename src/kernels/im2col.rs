@@ -172,11 +172,12 @@ pub(super) fn expand_taps<T: Copy>(
     }
 }
 
-/// A stride-1 convolution's weight gradient on the padded grid: the output positions are taken
-/// `w + 2·p_w` a row (the padded width) instead of `w_out`, the extra ones with a zero output
-/// gradient. Then tap `(c, i, j)` reads, at position `(y, x)` of the grid, the padded image at
-/// `(c, y + i·d_h, x + j·d_w)`: one contiguous run of it, so each tap's row of the product is a
-/// single copy instead of an im2col row assembled from `h_out` pieces and padding.
+/// A stride-1 convolution on the padded grid: the output positions are taken `w + 2·p_w` a row
+/// (the padded width) instead of `w_out`; the extra ones get a zero output gradient (weight
+/// gradients) or are dropped (the forward). Then tap `(c, i, j)` reads, at position `(y, x)` of
+/// the grid, the padded image at `(c, y + i·d_h, x + j·d_w)`: one contiguous run of it, so each
+/// tap's row of the product is a single copy instead of an im2col row assembled from `h_out`
+/// pieces and padding.
 pub(super) struct PaddedGrid {
     /// The padded image's height and width.
     padded: [usize; 2],
@@ -242,40 +243,94 @@ impl PaddedGrid {
         }
     }
 
-    /// Writes an image's output gradient `[C_out, h_out, w_out]` on the grid (the extra
-    /// positions keep what they hold: zeros).
-    pub(super) fn fill_output<T: Copy>(&self, codes: &[T], grid: &mut [T]) {
-        let [.., oh, ow] = self.shapes;
-        let width = self.padded[1];
-        for (plane, codes) in grid
-            .chunks_exact_mut(self.positions)
-            .zip(codes.chunks_exact(oh * ow))
-        {
-            for (row, codes) in plane.chunks_exact_mut(width).zip(codes.chunks_exact(ow)) {
-                row[..ow].copy_from_slice(codes);
-            }
+    /// Writes an image's output values `[C_out, h_out, w_out]` on the grid: row `r` (channel and
+    /// output row together) starts at `r` padded widths. The extra positions keep what they
+    /// hold (zeros).
+    pub(super) fn fill_output<T: Copy>(&self, output: &[T], grid: &mut [T]) {
+        let ow = self.shapes[4];
+        for (r, row) in output.chunks_exact(ow).enumerate() {
+            grid[r * self.padded[1]..][..ow].copy_from_slice(row);
         }
     }
 
     /// The inverse of [`PaddedGrid::fill_output`]: an image's output `[C_out, h_out, w_out]`
     /// from its values on the grid (the extra positions dropped).
-    pub(super) fn take_output<T: Copy>(&self, grid: &[T], out: &mut [T]) {
-        let [.., oh, ow] = self.shapes;
-        let width = self.padded[1];
-        for (plane, out) in grid
-            .chunks_exact(self.positions)
-            .zip(out.chunks_exact_mut(oh * ow))
-        {
-            for (row, out) in plane.chunks_exact(width).zip(out.chunks_exact_mut(ow)) {
-                out.copy_from_slice(&row[..ow]);
-            }
+    pub(super) fn take_output<T: Copy>(&self, grid: &[T], output: &mut [T]) {
+        let ow = self.shapes[4];
+        for (r, row) in output.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&grid[r * self.padded[1]..][..ow]);
         }
     }
 
-    /// The run of the padded image that tap `tap` (`c·k_h·k_w + i·k_w + j`) reads.
-    pub(super) fn tap_row<'a, T>(&self, image: &'a [T], tap: usize) -> &'a [T] {
-        let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
-        &image[c * self.plane() + self.tap_offsets[t]..][..self.positions]
+    /// Writes the rows of taps `tap0 ..` (`rows.len() / positions` of them): each the run of the
+    /// padded image `image` that tap `c·k_h·k_w + i·k_w + j` reads.
+    pub(super) fn tap_rows<T: Copy>(&self, image: &[T], tap0: usize, rows: &mut [T]) {
+        for (row, tap) in rows.chunks_exact_mut(self.positions).zip(tap0..) {
+            let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
+            row.copy_from_slice(&image[c * self.plane() + self.tap_offsets[t]..][..self.positions]);
+        }
+    }
+}
+
+/// Hands the tap rows of images `images`, `count` taps from `tap0` at a time, to
+/// `product(tap0, count, rows, grad, positions)`, with the image's output gradient `grad`
+/// (`[C_out, positions]`, from `grad_out` `[N, C_out, H_out, W_out]`) on the same positions:
+/// `rows` holds each tap's input values at every position (`pad` where it reads padding), as
+/// the weight gradients `Σ_p grad[co, p] · rows[tap, p]` need. Stride 1 runs on the padded grid
+/// ([`PaddedGrid`]: a copy a tap row, the gradient laid on the grid with zeros at the extra
+/// positions); other strides take im2col rows. A block holds at most `budget` values (one tap
+/// at least).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn for_each_tap_block<T: Copy + Default>(
+    source: impl TapSource<T>,
+    pad: T,
+    grad_out: &[T],
+    g: &ConvCall,
+    s: &Shapes,
+    images: std::ops::Range<usize>,
+    budget: usize,
+    mut product: impl FnMut(usize, usize, &[T], &[T], usize),
+) where
+    for<'a> &'a [T]: TapSource<T>,
+{
+    // Stride 1: the grid, the padded image and the gradient on the grid.
+    let mut on_grid = (g.stride == [1, 1]).then(|| {
+        let grid = PaddedGrid::of(g, s);
+        let (padded, grad) = (
+            grid.image_buffer(pad),
+            vec![T::default(); s.c_out * grid.positions],
+        );
+        (grid, padded, grad)
+    });
+    let positions = on_grid
+        .as_ref()
+        .map_or(s.positions, |(grid, ..)| grid.positions);
+    let block = (budget / positions.max(1)).clamp(1, s.taps.max(1));
+    let image_grad = s.c_out * s.positions;
+    // The image's values, expanded once: the tap rows copy runs of them.
+    let mut values = vec![T::default(); s.image_len()];
+    let mut rows = vec![T::default(); block * positions];
+    for n in images {
+        let grad = &grad_out[n * image_grad..(n + 1) * image_grad];
+        match &mut on_grid {
+            Some((grid, padded, grid_grad)) => {
+                grid.fill_image(source, n, &mut values, padded);
+                grid.fill_output(grad, grid_grad);
+            }
+            None => source.expand(n * values.len(), &mut values),
+        }
+        let grad = on_grid
+            .as_ref()
+            .map_or(grad, |(_, _, grid_grad)| &grid_grad[..]);
+        for tap0 in (0..s.taps).step_by(block) {
+            let count = block.min(s.taps - tap0);
+            let rows = &mut rows[..count * positions];
+            match &on_grid {
+                Some((grid, padded, _)) => grid.tap_rows(padded, tap0, rows),
+                None => expand_taps(&values[..], g, s, 0, tap0, pad, rows),
+            }
+            product(tap0, count, rows, grad, positions);
+        }
     }
 }
 
@@ -327,57 +382,20 @@ pub(super) fn weight_grad_sum(
     let groups = rayon::current_num_threads().min(g.batch).max(1);
     let inner_parallel = groups < rayon::current_num_threads();
     let images_per_group = g.batch.div_ceil(groups).max(1);
-    let grid = (g.stride == [1, 1]).then(|| PaddedGrid::of(g, &s));
     let sum_group = |first: usize| -> Vec<f32> {
         let mut sum = vec![0f32; s.c_out * s.taps];
-        // The image's values, expanded once: the tap rows copy runs of them.
-        let mut image = vec![0f32; s.image_len()];
-        // Stride 1: the taps' rows are runs of the padded image, against the gradient on the
-        // padded grid; otherwise im2col rows against the gradient as it is.
-        let (positions, block) = match &grid {
-            Some(grid) => {
-                let block = (BLOCK_VALUES / grid.positions.max(1)).clamp(1, s.taps.max(1));
-                (grid.positions, block)
-            }
-            None => (s.positions, s.block),
+        let images = first..(first + images_per_group).min(g.batch);
+        let product = |tap0, count, rows: &[f32], grad: &[f32], positions| {
+            // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
+            gemm(
+                MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
+                true,
+                MatRef::row_major(grad, s.c_out, positions, positions),
+                MatRef::transposed(rows, positions, count, positions),
+                inner_parallel,
+            );
         };
-        let mut padded = grid.as_ref().map(|grid| grid.image_buffer(pad));
-        let mut grad_on_grid = vec![0f32; grid.as_ref().map_or(0, |_| s.c_out * positions)];
-        let mut rows = vec![0f32; block * positions];
-        for n in first..(first + images_per_group).min(g.batch) {
-            let grad = &grad_out[n * s.c_out * s.positions..(n + 1) * s.c_out * s.positions];
-            let grad = match (&grid, &mut padded) {
-                (Some(grid), Some(padded)) => {
-                    grid.fill_image(source, n, &mut image, padded);
-                    grid.fill_output(grad, &mut grad_on_grid);
-                    &grad_on_grid[..]
-                }
-                _ => {
-                    source.expand(n * image.len(), &mut image);
-                    grad
-                }
-            };
-            for tap0 in (0..s.taps).step_by(block) {
-                let count = block.min(s.taps - tap0);
-                let rows = &mut rows[..count * positions];
-                match (&grid, &padded) {
-                    (Some(grid), Some(padded)) => {
-                        for (row, tap) in rows.chunks_exact_mut(positions).zip(tap0..) {
-                            row.copy_from_slice(grid.tap_row(padded, tap));
-                        }
-                    }
-                    _ => expand_taps(&image[..], g, &s, 0, tap0, pad, rows),
-                }
-                // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
-                gemm(
-                    MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
-                    true,
-                    MatRef::row_major(grad, s.c_out, positions, positions),
-                    MatRef::transposed(rows, positions, count, positions),
-                    inner_parallel,
-                );
-            }
-        }
+        for_each_tap_block(source, pad, grad_out, g, &s, images, BLOCK_VALUES, product);
         sum
     };
     let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
@@ -495,9 +513,7 @@ fn conv2d_forward_on_grid(
     for tap0 in (0..s.taps).step_by(block) {
         let count = block.min(s.taps - tap0);
         let rows = &mut rows[..count * positions];
-        for (row, tap) in rows.chunks_exact_mut(positions).zip(tap0..) {
-            row.copy_from_slice(grid.tap_row(&padded, tap));
-        }
+        grid.tap_rows(&padded, tap0, rows);
         // on_grid[co, p] (+)= Σ_tap w[co, tap] · rows[tap, p]
         gemm(
             MatMut::row_major(&mut on_grid, s.c_out, positions, positions),

@@ -20,7 +20,7 @@ use super::{
     CheckedIsa,
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
-    im2col::{PaddedGrid, Shapes, expand_taps, scatter_taps},
+    im2col::{Shapes, for_each_tap_block, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
 };
@@ -362,65 +362,18 @@ pub fn binary_conv2d_weight_grad(
     };
     let groups = rayon::current_num_threads().min(g.batch).max(1);
     let images_per_group = g.batch.div_ceil(groups).max(1);
-    let image_grad = s.c_out * s.positions;
-    let grid = (g.stride == [1, 1]).then(|| PaddedGrid::of(g, &s));
     // Each group sums dWᵀ [taps, C_out]: the tap rows are the left operand, so that their
     // expansion is the operand itself and each block's result is contiguous.
     let sum_group = |first: usize| -> Vec<i32> {
         let mut sum = vec![0i32; s.taps * s.c_out];
         let images = first..(first + images_per_group).min(g.batch);
-        match &grid {
-            Some(grid) => {
-                let block = (BLOCK_BYTES / grid.positions.max(1)).clamp(1, s.taps.max(1));
-                let mut rows = vec![0i8; block * grid.positions];
-                let mut image = grid.image_buffer(pad);
-                let mut values = vec![0i8; s.image_len()];
-                let mut codes = vec![0i8; s.c_out * grid.positions];
-                for n in images {
-                    grid.fill_image(input_signs, n, &mut values, &mut image);
-                    grid.fill_output(
-                        &grad.codes[n * image_grad..(n + 1) * image_grad],
-                        &mut codes,
-                    );
-                    for tap0 in (0..s.taps).step_by(block) {
-                        let count = block.min(s.taps - tap0);
-                        let rows = &mut rows[..count * grid.positions];
-                        for (row, tap) in rows.chunks_exact_mut(grid.positions).zip(tap0..) {
-                            row.copy_from_slice(grid.tap_row(&image, tap));
-                        }
-                        let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
-                        int8::gemm_accumulate(
-                            isa,
-                            rows,
-                            &codes,
-                            count,
-                            s.c_out,
-                            grid.positions,
-                            sum,
-                        );
-                    }
-                }
-            }
-            None => {
-                let block = (BLOCK_BYTES / s.positions.max(1)).clamp(1, s.taps.max(1));
-                let mut rows = vec![0i8; block * s.positions];
-                // The image's ±1 bytes, expanded once from its bits: the im2col rows copy runs
-                // of them.
-                let mut image = vec![0i8; s.image_len()];
-                for n in images {
-                    let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
-                    input_signs.expand(n * image.len(), &mut image);
-                    for tap0 in (0..s.taps).step_by(block) {
-                        let count = block.min(s.taps - tap0);
-                        let rows = &mut rows[..count * s.positions];
-                        expand_taps(&image[..], g, &s, 0, tap0, pad, rows);
-                        // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
-                        let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
-                        int8::gemm_accumulate(isa, rows, codes, count, s.c_out, s.positions, sum);
-                    }
-                }
-            }
-        }
+        let product = |tap0, count, rows: &[i8], codes: &[i8], positions| {
+            // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
+            let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
+            int8::gemm_accumulate(isa, rows, codes, count, s.c_out, positions, sum);
+        };
+        let codes = &grad.codes;
+        for_each_tap_block(input_signs, pad, codes, g, &s, images, BLOCK_BYTES, product);
         sum
     };
     let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
