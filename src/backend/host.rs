@@ -61,6 +61,10 @@ impl<B: HostFloat> QnnBackend for B {
         Self::qnn_computes_on_host().then(|| B::with_f32(x, |values, _| f(values)))
     }
 
+    fn qnn_host_packed(packed: &HostPacked) -> Option<&HostPacked> {
+        Self::qnn_computes_on_host().then_some(packed)
+    }
+
     /// [`crate::kernels::quantize`]: one parallel pass for the linear quantizers (the same
     /// bits as the tensor ops); the power-of-two quantizer keeps Burn's tensor ops.
     fn qnn_quantize<const D: usize>(

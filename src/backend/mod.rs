@@ -391,6 +391,14 @@ pub trait QnnBackend: Backend {
         None
     }
 
+    /// The bits of `packed` in host memory, where the backend keeps them there (the backends of
+    /// [`QnnBackend::qnn_computes_on_host`]), for code that calls [`crate::kernels`] directly;
+    /// `None` elsewhere (the default).
+    fn qnn_host_packed(packed: &Self::Packed) -> Option<&HostPacked> {
+        let _ = packed;
+        None
+    }
+
     /// Packs, for the backward pass of a binary product, the signs of `x` (bit 1 where
     /// `x < 0`) and its straight-through band (bit 1 where `|x| > 1`, whose gradient is cut):
     /// `(signs, blocked)`, each one packed row `[1, numel]` of [`Encoding::Signs`] over the

@@ -33,7 +33,7 @@ mod pack;
 mod quant_conv2d;
 mod quant_linear;
 mod record;
-mod thresholds;
+pub(crate) mod thresholds;
 
 use std::{path::Path, sync::Arc};
 

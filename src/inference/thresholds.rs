@@ -1,6 +1,10 @@
 //! Folding batch norm and sign into per-channel integer thresholds.
 
-use crate::kernels::eval_norm::{EvalNorm, binarizes_positive, monotone_range};
+use crate::kernels::{
+    conv::SignThresholds,
+    eval_norm::{EvalNorm, binarizes_positive, monotone_range},
+    words_per_row,
+};
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
 /// `y` (rising or falling), as a range `[lo, hi]`: ends are ±∞ where the range reaches `±k`, and
@@ -9,7 +13,7 @@ use crate::kernels::eval_norm::{EvalNorm, binarizes_positive, monotone_range};
 /// A float function built from monotone steps (adds, multiplies and divides by constants,
 /// rounding to f32, then `≥ 0`) is monotone, so its positive set is one half-line: this finds
 /// where it switches by bisection.
-pub(super) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {
+pub(crate) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f32) {
     match monotone_range(-k, k, positive) {
         None => (f32::INFINITY, f32::NEG_INFINITY),
         Some((lo, hi)) => (
@@ -26,15 +30,55 @@ pub(super) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f3
 /// For each channel, the range `[lo, hi]` of integer products `y ∈ [−k, k]` (plus the
 /// channel's bias, as the layer adds it in f32) whose batch norm output binarizes to `+1`
 /// (`≥ 0`, or NaN), as [`positive_range`] gives it.
-pub(super) fn fold(norm: &EvalNorm, bias: Option<&[f32]>, k: usize) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn fold(norm: &EvalNorm, bias: Option<&[f32]>, k: usize) -> (Vec<f32>, Vec<f32>) {
+    fold_with(norm, k, |c, y| y + bias.map_or(0.0, |b| b[c]))
+}
+
+/// [`fold`] of a layer whose output of channel `c` is `output(c, y)` for the integer product
+/// `y` (as f32): the ranges of `y` where `norm(output(c, y))` binarizes to `+1`. `output` must
+/// be monotone in `y`, as scaling by a factor `≥ 0` and adding a bias are.
+pub(crate) fn fold_with(
+    norm: &EvalNorm,
+    k: usize,
+    output: impl Fn(usize, f32) -> f32,
+) -> (Vec<f32>, Vec<f32>) {
     (0..norm.channels())
         .map(|c| {
             positive_range(k as i64, |y| {
-                let v = y as f32 + bias.map_or(0.0, |b| b[c]);
-                binarizes_positive(norm.apply(c, v))
+                binarizes_positive(norm.apply(c, output(c, y as f32)))
             })
         })
         .unzip()
+}
+
+/// The convolution kernel's sign thresholds for per-channel ranges `[lo, hi]` of [`fold`], if
+/// each is a half-line (or empty, or all), as the ranges of a monotone function are.
+pub(crate) fn sign_thresholds(lo: &[f32], hi: &[f32]) -> Option<SignThresholds> {
+    let (threshold, negate) = lo
+        .iter()
+        .zip(hi)
+        .map(|(&lo, &hi)| match (lo, hi) {
+            // Empty: `dot ≥ +∞` never holds.
+            (f32::INFINITY, f32::NEG_INFINITY) => Some((f32::INFINITY, false)),
+            (lo, f32::INFINITY) => Some((lo, false)),
+            (f32::NEG_INFINITY, hi) => Some((hi, true)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    Some(SignThresholds { threshold, negate })
+}
+
+/// One bit per channel whose sign falls as the product rises, the mask that
+/// [`PackedActivations::sign_of_max_pool2x2`](crate::kernels::conv::PackedActivations::sign_of_max_pool2x2)
+/// takes to pool after the sign.
+pub(crate) fn falling_mask(thresholds: &SignThresholds) -> Vec<u64> {
+    let mut mask = vec![0u64; words_per_row(thresholds.negate.len())];
+    for (c, _) in thresholds.negate.iter().enumerate().filter(|(_, n)| **n) {
+        mask[c / 64] |= 1 << (c % 64);
+    }
+    mask
 }
 
 #[cfg(test)]

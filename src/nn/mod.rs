@@ -39,6 +39,7 @@
 mod batch_norm;
 mod batch_norm_sign;
 mod binary_conv2d;
+mod binary_conv_block;
 mod binary_linear;
 mod bit_plane;
 mod display;
@@ -48,10 +49,12 @@ mod packed_weight;
 mod quant_conv2d;
 mod quant_linear;
 mod shift_batch_norm;
+mod signs;
 
 pub use batch_norm::batch_norm;
 pub(crate) use batch_norm_sign::sign_of_norm;
 pub use batch_norm_sign::{BatchNormSign, BatchNormSignConfig};
+pub use binary_conv_block::{BinaryConvBlock, BinaryConvBlockConfig};
 pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
 pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
 pub use bit_plane::{
@@ -69,6 +72,7 @@ pub(crate) use packed_weight::{StoredForm, check_packed, run_walk, walk_enter, w
 pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};
+pub use signs::Signs;
 
 /// `t` as a tensor of rank `D ≥ 2` (leading axes of size 1, as `unsqueeze`), without a reshape
 /// where the rank stays 2 (burn-ndarray's reshape copies the whole tensor, a weight matrix of a

@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use first_conv::FirstConv;
 
-use super::record::{OutputRecord, PackedNetRecord};
+use super::{
+    record::{OutputRecord, PackedNetRecord},
+    thresholds::{self, falling_mask},
+};
 use crate::{
     kernels::{
         conv::{self as kernel, ConvInput, PackedActivations, PaddingMode, SignThresholds},
@@ -297,29 +300,7 @@ fn sign_thresholds(output: &OutputRecord) -> Option<SignThresholds> {
     let OutputRecord::Threshold { lo, hi } = output else {
         return None;
     };
-    let (threshold, negate) = lo
-        .iter()
-        .zip(hi)
-        .map(|(&lo, &hi)| match (lo, hi) {
-            // Empty: `dot ≥ +∞` never holds.
-            (f32::INFINITY, f32::NEG_INFINITY) => Some((f32::INFINITY, false)),
-            (lo, f32::INFINITY) => Some((lo, false)),
-            (f32::NEG_INFINITY, hi) => Some((hi, true)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    Some(SignThresholds { threshold, negate })
-}
-
-/// One bit per channel whose sign falls as the product rises.
-fn falling_mask(thresholds: &SignThresholds) -> Vec<u64> {
-    let mut mask = vec![0u64; words_per_row(thresholds.negate.len())];
-    for (c, _) in thresholds.negate.iter().enumerate().filter(|(_, n)| **n) {
-        mask[c / 64] |= 1 << (c % 64);
-    }
-    mask
+    thresholds::sign_thresholds(lo, hi)
 }
 
 /// Per row of `[rows, k]` signs, their sum.
