@@ -181,6 +181,12 @@ macro_rules! backend_tests {
             }
 
             #[test]
+            fn binary_conv_blocks() {
+                let _rng = crate::reference::backend_rng_lock();
+                crate::blocks::binary_conv_blocks::<AD>(&device());
+            }
+
+            #[test]
             fn packed_quant_layers() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::modules::packed_quant_linear::<B>(&device());

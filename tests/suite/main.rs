@@ -2,6 +2,7 @@
 
 mod backend_switch;
 mod backends;
+mod blocks;
 #[cfg(feature = "ndarray")]
 mod cifar10_net {
     use burn::backend::NdArray;

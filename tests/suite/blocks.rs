@@ -1,0 +1,127 @@
+//! `nn::BinaryConvBlock` and `nn::Signs`: the block computes exactly what its parts compute in
+//! a row (binary convolution, pooling, batch norm and sign), in training and outside it,
+//! chained on signs, packed or not; outside training on the host backends its signs stay bits.
+
+use burn::{
+    module::{AutodiffModule, Param, RunningState},
+    nn::PaddingConfig2d,
+    tensor::Tensor,
+};
+use burn_qnn::{
+    QnnAutodiffBackend, QnnBackend,
+    inference::pack,
+    nn::{BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, Signs, max_pool2d},
+    ops::PaddingMode,
+};
+
+use crate::reference::{tensor, uniform, values};
+
+/// A block `c_in → c_out` with a batch norm of both signs of γ (and one γ = 0), statistics in
+/// the range of the products, and a bias.
+fn block<B: QnnBackend>(
+    channels: [usize; 2],
+    stride: usize,
+    pool: bool,
+    mode: PaddingMode,
+    seed: u64,
+    device: &B::Device,
+) -> BinaryConvBlock<B> {
+    let [c_in, c_out] = channels;
+    let mut block = BinaryConvBlockConfig::new(
+        BinaryConv2dConfig::new(channels, [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_padding_mode(mode),
+    )
+    .with_pool(pool)
+    .init::<B>(device);
+    let k = (9 * c_in) as f32;
+    let vector = |v: Vec<f32>| Param::from_tensor(tensor::<B, 1>(v, [c_out], device));
+    let mut gamma = uniform(c_out, -2.0, 2.0, seed);
+    gamma[0] = 0.0;
+    block.sign.norm.gamma = vector(gamma);
+    block.sign.norm.beta = vector(uniform(c_out, -0.5, 0.5, seed + 1));
+    let stats = |v: Vec<f32>| RunningState::new(tensor::<B, 1>(v, [c_out], device));
+    block.sign.norm.running_mean = stats(uniform(c_out, -0.3 * k, 0.3 * k, seed + 2));
+    block.sign.norm.running_var = stats(uniform(c_out, 0.5, k, seed + 3));
+    block.conv.bias = Some(vector(uniform(c_out, -2.0, 2.0, seed + 4)));
+    block
+}
+
+/// The block's parts, one after the other.
+fn by_parts<B: QnnBackend>(block: &BinaryConvBlock<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let y = block.conv.forward(x);
+    let y = if block.pool {
+        max_pool2d(y, [2, 2], [2, 2])
+    } else {
+        y
+    };
+    block.sign.forward(y)
+}
+
+/// Outside training: two blocks chained on signs give exactly the parts' values (trained and
+/// packed weights; channel counts across a word boundary; zero and `+1` padding; stride 2;
+/// pooling of an odd size), the signs stay bits between them where the backend computes on the
+/// host; in training the block's values and gradients are the parts'.
+pub fn binary_conv_blocks<B: QnnAutodiffBackend>(device: &B::Device) {
+    let (n, c_in, side) = (3, 5, 11);
+    let x = uniform(n * c_in * side * side, -1.5, 1.5, 40);
+    let on_host = B::InnerBackend::qnn_computes_on_host();
+    for (case, (mode, stride)) in [(PaddingMode::Zero, 1), (PaddingMode::PlusOne, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 50 + 10 * case as u64;
+        let first = block::<B>([c_in, 70], stride, false, mode, seed, device);
+        let second = block::<B>([70, 9], 1, true, mode, seed + 5, device);
+        let (first, second) = (first.valid(), second.valid());
+        let input = || tensor::<B::InnerBackend, 4>(x.clone(), [n, c_in, side, side], device);
+        let expected = values(by_parts(&second, by_parts(&first, input())));
+        assert!(expected.contains(&1.0) && expected.contains(&-1.0));
+        for packed in [false, true] {
+            let (first, second) = if packed {
+                (pack(&first).unwrap(), pack(&second).unwrap())
+            } else {
+                (first.clone(), second.clone())
+            };
+            let between = first.forward_signs(Signs::of(input()));
+            assert_eq!(
+                between.is_packed(),
+                on_host,
+                "case {case}: signs between blocks as bits exactly where the backend computes on \
+                 the host"
+            );
+            let got = values(second.forward_signs(between).into_tensor());
+            assert_eq!(got, expected, "case {case}, packed {packed}: two blocks");
+            assert_eq!(
+                values(first.forward(input())),
+                values(by_parts(&first, input())),
+                "case {case}, packed {packed}: one block"
+            );
+        }
+    }
+
+    // Training: the block's values and gradients are those of its parts.
+    let block = block::<B>([c_in, 6], 1, true, PaddingMode::Zero, 90, device);
+    let input = || tensor::<B, 4>(x.clone(), [n, c_in, side, side], device).require_grad();
+    let (x1, x2) = (input(), input());
+    let y1 = block.forward(x1.clone());
+    let y2 = by_parts(&block, x2.clone());
+    assert_eq!(values(y1.clone()), values(y2.clone()), "training");
+    let weights = tensor::<B, 4>(
+        uniform(y1.dims().iter().product(), -1.0, 1.0, 91),
+        y1.dims(),
+        device,
+    );
+    let g1 = (y1 * weights.clone()).sum().backward();
+    let g2 = (y2 * weights).sum().backward();
+    let grad = |x: &Tensor<B, 4>, g| values(x.grad(g).expect("an input gradient"));
+    let input_grad = grad(&x1, &g1);
+    assert!(
+        input_grad.iter().any(|&g| g != 0.0),
+        "a gradient reaches the input"
+    );
+    assert_eq!(input_grad, grad(&x2, &g2), "input gradient");
+    let latent = |g| values(block.conv.weight.val().grad(g).expect("a weight gradient"));
+    assert_eq!(latent(&g1), latent(&g2), "weight gradient");
+}
