@@ -2,18 +2,20 @@
 //! inference form against Burn's f32 layers of the same shapes, side by side, at batch 1 and 64.
 //! And the activation between binary layers of a model of one's own: `nn::BatchNormSign`
 //! against Burn's `BatchNorm` followed by `quant::sign` on the same data (the custom-model
-//! example's shapes, 256 images of 64 channels of 8×8).
+//! example's shapes, 256 images of 64 channels of 8×8); and two `nn::BinaryConvBlock`s chained
+//! on signs against their layers one after the other.
 //!
 //! `cargo bench --bench network_inference`
 
 use burn::{
     backend::NdArray,
+    nn::PaddingConfig2d,
     tensor::{Distribution, Tensor},
 };
 use burn_qnn::{
-    inference::PackedNet,
+    inference::{PackedNet, pack},
     models::{NetConfig, Precision},
-    nn::BatchNormSignConfig,
+    nn::{BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlockConfig, Signs, max_pool2d},
     quant,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -71,5 +73,59 @@ fn batch_norm_sign(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, network_inference, batch_norm_sign);
+/// Two packed binary convolution blocks (64 → 64 channels, 3 × 3, no bias, the second pooling) on 256
+/// images of 8 × 8: their parts one after the other (convolution to floats, pooling, batch norm
+/// and sign in one pass) against the blocks chained on signs (batch norm folded into the
+/// kernel, bits between the blocks).
+fn binary_conv_blocks(c: &mut Criterion) {
+    let device = Default::default();
+    let channels = 64;
+    let block = |pool: bool| {
+        let mut block = BinaryConvBlockConfig::new(
+            BinaryConv2dConfig::new([channels, channels], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false),
+        )
+        .with_pool(pool)
+        .init::<NdArray>(&device);
+        let vector = |lo: f64, hi: f64| {
+            Tensor::<NdArray, 1>::random([channels], Distribution::Uniform(lo, hi), &device)
+        };
+        let norm = &mut block.sign.norm;
+        norm.gamma = burn::module::Param::from_tensor(vector(-2.0, 2.0));
+        norm.beta = burn::module::Param::from_tensor(vector(-1.0, 1.0));
+        norm.running_mean = burn::module::RunningState::new(vector(-20.0, 20.0));
+        norm.running_var = burn::module::RunningState::new(vector(10.0, 300.0));
+        pack(&block).expect("a binary block packs")
+    };
+    let (first, second) = (block(false), block(true));
+    let x = Tensor::<NdArray, 4>::random(
+        [256, channels, 8, 8],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let mut group = c.benchmark_group("binary_conv_blocks_256x64x8x8");
+    group.sample_size(20);
+    group.bench_function("layers_one_after_the_other", |b| {
+        b.iter(|| {
+            let y = first.sign.forward(first.conv.forward(x.clone()));
+            let y = max_pool2d(second.conv.forward(y), [2, 2], [2, 2]);
+            second.sign.forward(y).into_data()
+        })
+    });
+    group.bench_function("blocks_on_signs", |b| {
+        b.iter(|| {
+            let signs = second.forward_signs(first.forward_signs(Signs::of(x.clone())));
+            signs.into_tensor().into_data()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    network_inference,
+    batch_norm_sign,
+    binary_conv_blocks
+);
 criterion_main!(benches);

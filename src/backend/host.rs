@@ -19,7 +19,7 @@ use crate::{
         backward::{self, Bits, MatmulShape},
         batch_norm::{NormShape, batch_norm_backward_into, batch_norm_forward_into},
         bit_plane::{self, bit_plane_conv2d_forward, bit_plane_conv2d_weight_grad},
-        code_matmul, conv,
+        channel_affine, code_matmul, conv,
         eval_norm::EvalNorm,
         latent::latent_update_into,
         noise, pack,
@@ -386,6 +386,37 @@ impl<B: HostFloat> QnnBackend for B {
     }
 
     /// [`EvalNorm::signs`]: one pass.
+    fn qnn_channel_affine<const D: usize>(
+        y: Tensor<Self, D>,
+        scale: Option<Tensor<Self, 1>>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, D> {
+        let dims = y.dims();
+        let shape = norm_shape(&dims);
+        let fits =
+            |t: &Option<Tensor<Self, 1>>| t.as_ref().is_none_or(|t| t.dims()[0] == shape.channels);
+        if !B::holds_f32() || !fits(&scale) || !fits(&bias) {
+            // Burn's broadcasting (and its shape errors).
+            return super::portable_channel_affine(y, scale, bias);
+        }
+        let (scale, bias) = (scale.map(host_values), bias.map(host_values));
+        // SAFETY: `scale_and_shift_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(shape.len(), |out| {
+                B::with_f32(y, |y, _| {
+                    channel_affine::scale_and_shift_into(
+                        y,
+                        shape,
+                        scale.as_deref(),
+                        bias.as_deref(),
+                        out,
+                    )
+                })
+            })
+        };
+        B::float_tensor(out, &dims)
+    }
+
     fn qnn_batch_norm_sign<const D: usize>(
         x: Tensor<Self, D>,
         mean: Tensor<Self, 1>,

@@ -110,6 +110,28 @@ use crate::{
     quant::{self, Bits, CodeGrid, GradRounding, Quantizer, quantizer},
 };
 
+/// [`QnnBackend::qnn_channel_affine`] in Burn's tensor operations.
+fn portable_channel_affine<B: Backend, const D: usize>(
+    y: Tensor<B, D>,
+    scale: Option<Tensor<B, 1>>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let channels = y.dims()[1];
+    let per_channel = |t: Tensor<B, 1>| {
+        let mut shape = [1; D];
+        shape[1] = channels;
+        t.reshape(shape)
+    };
+    let y = match scale {
+        Some(scale) => y * per_channel(scale),
+        None => y,
+    };
+    match bias {
+        Some(bias) => y + per_channel(bias),
+        None => y,
+    }
+}
+
 /// A Burn backend that runs the crate's quantizers and packed kernels.
 ///
 /// The quantizer ops have portable default bodies built from Burn tensor ops (so they fuse on
@@ -553,6 +575,19 @@ pub trait QnnBackend: Backend {
         epsilon: f64,
     ) -> BatchNormOutput<Self, D> {
         batch_norm::train_portable(x, gamma, beta, epsilon)
+    }
+
+    /// `y·scale + bias` per channel of `y` `[N, C, ..]` (`scale` and `bias` `[C]`, either one
+    /// optional), as the tensor operations `y * scale` then `+ bias` broadcast over dimension 1
+    /// compute it: what a convolution layer does after its product. The default is those tensor
+    /// operations (with their gradients under `Autodiff`); `NdArray` and `Flex` run one pass of
+    /// [`crate::kernels::channel_affine`], the same values.
+    fn qnn_channel_affine<const D: usize>(
+        y: Tensor<Self, D>,
+        scale: Option<Tensor<Self, 1>>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, D> {
+        portable_channel_affine(y, scale, bias)
     }
 
     /// The signs (`±1`) of a batch norm in evaluation mode over `x` `[N, C, ..]`: per channel

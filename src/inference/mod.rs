@@ -411,7 +411,7 @@ impl<B: QnnBackend> PackedNet<B> {
                 None => stage.weights.forward(x),
             };
             if let Some(bias) = &stage.bias {
-                y = y + bias.clone().reshape([1, geometry.channels[1], 1, 1]);
+                y = B::qnn_channel_affine(y, None, Some(bias.clone()));
             }
             if stage.pool {
                 y = max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false);

@@ -99,7 +99,7 @@ impl<B: QnnBackend> PackedQuantConv2d<B> {
             self.options.clone(),
         );
         match &self.bias {
-            Some(bias) => y + bias.clone().reshape([1, -1, 1, 1]),
+            Some(bias) => B::qnn_channel_affine(y, None, Some(bias.clone())),
             None => y,
         }
     }

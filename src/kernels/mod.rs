@@ -20,6 +20,7 @@ pub mod backward;
 pub mod batch_norm;
 pub mod bit_plane;
 pub mod bitserial;
+pub mod channel_affine;
 pub mod code_matmul;
 pub mod conv;
 mod conv_tile;

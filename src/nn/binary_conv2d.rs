@@ -190,7 +190,6 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// # Panics
     /// If the input does not have `C_in` channels or is smaller than the kernel.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let geometry = &self.geometry;
         let (y, alpha) = if self.packed.is_packed() {
             (self.packed_product(x), self.packed.scale())
         } else {
@@ -198,20 +197,17 @@ impl<B: QnnBackend> BinaryConv2d<B> {
             let alpha = self.scaling.then(|| output_scale(weight.clone()));
             (self.product(x, weight), alpha)
         };
-        let c_out = geometry.channels[1];
-        let y = if self.scaling {
-            let alpha = alpha.expect(
+        let alpha = self.scaling.then(|| {
+            alpha.expect(
                 "BinaryConv2d: `scaling` is on but the layer was packed without its scale \
                  (turn `scaling` on before packing)",
-            );
-            y * alpha.reshape([1, c_out, 1, 1])
-        } else {
-            y
-        };
-        match &self.bias {
-            Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
-            None => y,
+            )
+        });
+        let bias = self.bias.as_ref().map(Param::val);
+        if alpha.is_none() && bias.is_none() {
+            return y;
         }
+        B::qnn_channel_affine(y, alpha, bias)
     }
 
     /// The training form's convolution with the latent weight.

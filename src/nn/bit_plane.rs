@@ -143,7 +143,7 @@ impl<B: QnnBackend> BitPlaneConv2d<B> {
             .unwrap_or_else(|| self.weight.val());
         let y = B::qnn_bit_plane_conv2d(x, weight, geometry);
         match &self.bias {
-            Some(bias) => y + bias.val().reshape([1, geometry.channels[1], 1, 1]),
+            Some(bias) => B::qnn_channel_affine(y, None, Some(bias.val())),
             None => y,
         }
     }

@@ -154,7 +154,7 @@ impl<B: QnnBackend, W: Quantize, X: Quantize> QuantConv2d<B, W, X> {
         };
         let bias = self.bias.as_ref().map(|b| b.val());
         let add_bias = |y: Tensor<B, 4>| match bias.clone() {
-            Some(bias) => y + bias.reshape([1, -1, 1, 1]),
+            Some(bias) => B::qnn_channel_affine(y, None, Some(bias)),
             None => y,
         };
         // Packed: convolve the packed weight codes directly where the backend can.
