@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use burn::{
     config::Config,
+    lr_scheduler::LrScheduler,
     module::AutodiffModule,
     optim::{GradientsParams, Optimizer},
     tensor::{Device, ElementConversion, Tensor, backend::Backend},
@@ -39,7 +40,7 @@ use crate::{
     loss::SquaredHingeLoss,
     models::Net,
     nn::{LatentLrScale, LatentWeightsBefore},
-    optim::FusedAdamConfig,
+    optim::{FusedAdamConfig, exponential_decay_per_epoch},
 };
 
 /// Options of [`fit`].
@@ -55,7 +56,10 @@ pub struct TrainOptions {
     #[config(default = 1e-3)]
     pub initial_lr: f64,
     /// Learning rate the exponential decay reaches after the last epoch (default `3e-7`, the
-    /// paper's for CIFAR-10; equal to `initial_lr` for a constant rate).
+    /// paper's for CIFAR-10; equal to `initial_lr` for a constant rate). Epoch `k` (0-based)
+    /// trains at `initial_lr·(final_lr/initial_lr)^(k/epochs)`, the rates of
+    /// [`exponential_decay_per_epoch`](crate::optim::exponential_decay_per_epoch) (Burn's
+    /// `StepLrScheduler`).
     #[config(default = 3e-7)]
     pub final_lr: f64,
     /// Seed of the per-epoch shuffles (default 0).
@@ -79,14 +83,6 @@ pub struct TrainOptions {
     /// schedule and the shuffles continue from there.
     #[config(default = 0)]
     pub start_epoch: usize,
-}
-
-impl TrainOptions {
-    /// The learning rate of `epoch` (0-based): `initial·(final/initial)^(epoch/epochs)`.
-    pub fn lr_at(&self, epoch: usize) -> f64 {
-        let t = epoch as f64 / self.epochs.max(1) as f64;
-        self.initial_lr * (self.final_lr / self.initial_lr).powf(t)
-    }
 }
 
 /// What one epoch of [`fit`] did.
@@ -145,7 +141,9 @@ impl<B: crate::QnnBackend> ImageClassifier<B> for Net<B> {
 /// loop then reuses freed memory and runs the kernels' parallel work on its own thread too.
 ///
 /// # Panics
-/// If `train` is empty or `batch_size` is 0.
+/// If `train` is empty, `batch_size` is 0, or the rates are not a decay Burn's schedulers take
+/// (see [`exponential_decay_per_epoch`](crate::optim::exponential_decay_per_epoch): finite,
+/// positive, `initial_lr ≤ 1`, `final_lr ≤ initial_lr`).
 pub fn fit<B, M>(
     net: M,
     train: &ImageDataset,
@@ -165,7 +163,7 @@ where
 /// checkpoint, for instance).
 ///
 /// # Panics
-/// If `train` is empty or `batch_size` is 0.
+/// As [`fit`].
 pub fn fit_with<B, M>(
     mut net: M,
     train: &ImageDataset,
@@ -187,7 +185,20 @@ where
     let batcher = ImageBatcher::for_dataset(train);
     let mut optim = FusedAdamConfig::new().with_epsilon(1e-8).init();
     let steps = train.len().div_ceil(options.batch_size);
+    let schedule = exponential_decay_per_epoch(
+        options.initial_lr,
+        options.final_lr,
+        options.epochs.max(1),
+        steps,
+    )
+    .unwrap_or_else(|e| panic!("fit: {e}"));
+    let mut schedule = schedule
+        .init()
+        .expect("exponential_decay_per_epoch returns parameters Burn accepts");
     let epochs = options.start_epoch.min(options.epochs)..options.epochs;
+    for _ in 0..epochs.start * steps {
+        schedule.step();
+    }
     let bar = crate::progress::bar(
         options.progress,
         (epochs.len() * steps) as u64,
@@ -196,7 +207,7 @@ where
     let mut history = Vec::new();
     for epoch in epochs {
         let start = Instant::now();
-        let lr = options.lr_at(epoch);
+        let mut lr = None;
         let order = train
             .clone()
             .shuffled(options.seed.wrapping_add(epoch as u64));
@@ -207,7 +218,9 @@ where
             total += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             let before = LatentWeightsBefore::of(&net, options.lr_scale);
-            net = before.finish(optim.step(lr, net, grads), options.clip);
+            let rate = schedule.step();
+            lr.get_or_insert(rate);
+            net = before.finish(optim.step(rate, net, grads), options.clip);
             bar.inc(1);
         }
         let valid_accuracy = valid.map(|data| {
@@ -216,7 +229,7 @@ where
         });
         let stats = EpochStats {
             epoch,
-            lr,
+            lr: lr.expect("an epoch of at least one step"),
             train_loss: total / steps as f64,
             valid_accuracy,
             seconds: start.elapsed().as_secs_f64(),
@@ -279,4 +292,47 @@ pub fn time_per_batch<B: Backend>(
         let _ = forward(batch.images.clone()).into_data();
     }
     start.elapsed() / min_batches.max(1) as u32
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::backend::{Autodiff, NdArray};
+
+    use super::*;
+    use crate::{data::digits, models::NetConfig};
+
+    /// Each epoch trains at `initial·(final/initial)^(k/epochs)`, also when resumed.
+    #[test]
+    fn epochs_train_at_the_per_epoch_decay() {
+        type B = Autodiff<NdArray>;
+        let device = Default::default();
+        let data = digits::train_test_split(digits::load_bundled().unwrap(), 0.95, 3).train;
+        let options = TrainOptions::new()
+            .with_epochs(4)
+            .with_batch_size(40)
+            .with_initial_lr(1e-2)
+            .with_final_lr(1e-4)
+            .with_progress(false);
+        let expected = |k: usize| 1e-2 * (1e-4f64 / 1e-2).powf(k as f64 / 4.0);
+        let net = || NetConfig::new(1, 8, vec![], vec![16]).init::<B>(&device);
+        let (_, history) = fit(net(), &data, None, &options, &device);
+        let (_, resumed) = fit(
+            net(),
+            &data,
+            None,
+            &options.clone().with_start_epoch(2),
+            &device,
+        );
+        assert_eq!(history.len(), 4);
+        assert_eq!(resumed.len(), 2);
+        for stats in history.iter().chain(&resumed) {
+            let want = expected(stats.epoch);
+            assert!(
+                (stats.lr / want - 1.0).abs() < 1e-12,
+                "epoch {}: rate {} instead of {want}",
+                stats.epoch,
+                stats.lr
+            );
+        }
+    }
 }

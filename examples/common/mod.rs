@@ -34,13 +34,13 @@ use burn_qnn::{
     inference::PackedNet,
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
-        FlipCounter, FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel, decay_over_run,
+        FlipCounter, FlipRatioMetric, TrackFlips, best_valid_epoch, data_parallel,
         keep_last_and_best, last_checkpoint, load_checkpoint_model, optimizer_steps_per_epoch,
         restore_checkpoint, resumable_metric_logger, summary_history,
     },
     models::{Net, NetConfig, Precision},
     nn::LatentLrScale,
-    optim::{BopConfig, FusedAdamConfig},
+    optim::{BopConfig, FusedAdamConfig, decay_over_run},
     quant::{Bits, GradRounding},
     train::{accuracy, time_per_batch},
 };

@@ -77,7 +77,6 @@ mod tests {
     };
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    use super::*;
     use crate::QnnBackend;
 
     /// The backend op equals Burn's broadcasting `y * scale` then `+ bias`, bit for bit, with

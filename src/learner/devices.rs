@@ -59,7 +59,7 @@ pub fn data_parallel<LC: LearningComponentsTypes>(
 /// The optimizer steps of one epoch of `items` training items in batches of `batch_size` on
 /// `devices` devices: the number of rounds of burn-train's multi-device strategy (one step per
 /// round), `⌈items/batch_size⌉` for one device. What a learning-rate schedule over the run,
-/// such as [`super::decay_over_run`], needs as its steps per epoch.
+/// such as [`crate::optim::decay_over_run`], needs as its steps per epoch.
 ///
 /// ```
 /// use burn_qnn::learner::optimizer_steps_per_epoch;

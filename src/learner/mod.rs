@@ -16,8 +16,6 @@
 //! - [`data_parallel`] and [`optimizer_steps_per_epoch`]: training on several devices through
 //!   burn-train's multi-device strategy (see [`data_parallel`] for what equals what, and
 //!   which devices work).
-//! - [`decay_over_run`]: the paper's exponential learning-rate decay, per step, from the first
-//!   step's rate to the last step's.
 //! - [`AtomicFileRecorder`]: a file recorder that never leaves a half-written checkpoint, and
 //!   that reads records while [`ClipLatentWeights`] and [`TrackFlips`] are not stepping, so
 //!   that burn-train's checkpointer threads work on Burn's fused backends
@@ -50,7 +48,8 @@
 //!   [`TrainStep`](burn_train::TrainStep) of [`Net`](crate::models::Net)
 //!   ([`classification_output`]).
 //! - **Exponential learning-rate decay**, 1e-3 → 3e-7 over 500 epochs for CIFAR-10 (SVHN
-//!   1e-3 → 1e-6 over 200, MNIST 3e-3 → 3e-7 over 1000): [`decay_over_run`], which decays at
+//!   1e-3 → 1e-6 over 200, MNIST 3e-3 → 3e-7 over 1000):
+//!   [`optim::decay_over_run`](crate::optim::decay_over_run) (Burn's exponential scheduler), which decays at
 //!   every step along the curve the scripts follow once per epoch.
 //! - **Batch size** 50 (CIFAR-10, SVHN) or 100 (MNIST): the data loader's.
 //! - **Latent weights** initialised uniform on `[−1, 1]` (every binary and quantized layer's
@@ -73,10 +72,10 @@
 //! use burn_train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 //! use burn_train::{Learner, SupervisedTraining};
 //! use burn_qnn::data::{ImageBatcher, digits};
-//! use burn_qnn::learner::{AtomicFileRecorder, ClipLatentWeights, EpochSummaryRenderer, decay_over_run};
+//! use burn_qnn::learner::{AtomicFileRecorder, ClipLatentWeights, EpochSummaryRenderer};
 //! use burn_qnn::models::NetConfig;
 //! use burn_qnn::nn::LatentLrScale;
-//! use burn_qnn::optim::FusedAdamConfig;
+//! use burn_qnn::optim::{FusedAdamConfig, decay_over_run};
 //!
 //! type B = Autodiff<NdArray>;
 //! let data = digits::train_test_split(digits::load_bundled()?, 0.25, 1);
@@ -124,52 +123,3 @@ pub use flip_ratio::{FlipCounter, FlipCounts, FlipRatioMetric, LayerFlips, Track
 pub use render::{EpochMetrics, EpochSummaryRenderer};
 pub use resumed_logs::{ResumableMetricLogger, resumable_metric_logger};
 pub use step::classification_output;
-
-use burn::lr_scheduler::exponential::ExponentialLrScheduler;
-
-use crate::optim::{ExponentialDecayConfigError, exponential_decay};
-
-/// The paper's exponential learning-rate decay over a run of `epochs` epochs of
-/// `steps_per_epoch` steps, decaying at every step: the first step trains at `initial_lr`, the
-/// last one at `final_lr`. It is Burn's [`ExponentialLrScheduler`] (parameters from
-/// [`exponential_decay`]); its record is the last rate it gave, so a run resumed from a
-/// checkpoint continues the decay where it stopped.
-///
-/// ```
-/// use burn::lr_scheduler::LrScheduler;
-///
-/// let mut schedule = burn_qnn::learner::decay_over_run(1e-3, 1e-5, 2, 3)?;
-/// let rates: Vec<f64> = (0..6).map(|_| schedule.step()).collect();
-/// assert!((rates[0] / 1e-3 - 1.0).abs() < 1e-12);
-/// assert!((rates[5] / 1e-5 - 1.0).abs() < 1e-12);
-/// assert!(rates.windows(2).all(|w| w[1] < w[0]));
-/// # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
-/// ```
-///
-/// # Errors
-/// If a rate is not finite and positive, `initial_lr` is above 1 or below `final_lr` (Burn's
-/// scheduler only decays), or `epochs` or `steps_per_epoch` is 0.
-pub fn decay_over_run(
-    initial_lr: f64,
-    final_lr: f64,
-    epochs: usize,
-    steps_per_epoch: usize,
-) -> Result<ExponentialLrScheduler, ExponentialDecayConfigError> {
-    if steps_per_epoch == 0 {
-        return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
-    }
-    if epochs == 0 {
-        return Err(ExponentialDecayConfigError::ZeroEpochs);
-    }
-    // The last step is step `total − 1`; reaching `final_lr` there needs `total − 1` decay
-    // periods (at least one, for a run of one step).
-    let periods = epochs
-        .saturating_mul(steps_per_epoch)
-        .saturating_sub(1)
-        .max(1);
-    let config = exponential_decay(initial_lr, final_lr, periods)?;
-    // `exponential_decay` checked both of `init`'s conditions (rate and factor in (0, 1]).
-    Ok(config
-        .init()
-        .expect("exponential_decay returns parameters Burn accepts"))
-}

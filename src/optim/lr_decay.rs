@@ -31,7 +31,10 @@
 //! # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
 //! ```
 
-use burn::lr_scheduler::{exponential::ExponentialLrSchedulerConfig, step::StepLrSchedulerConfig};
+use burn::lr_scheduler::{
+    exponential::{ExponentialLrScheduler, ExponentialLrSchedulerConfig},
+    step::StepLrSchedulerConfig,
+};
 use burn::optim::LearningRate;
 
 /// Why the parameters of an exponential decay were rejected.
@@ -148,6 +151,51 @@ pub fn exponential_decay_per_epoch(
         return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
     }
     Ok(StepLrSchedulerConfig::new(initial_lr, steps_per_epoch).with_gamma(gamma))
+}
+
+/// The paper's exponential learning-rate decay over a run of `epochs` epochs of
+/// `steps_per_epoch` steps, decaying at every step: the first step trains at `initial_lr`, the
+/// last one at `final_lr`. It is Burn's [`ExponentialLrScheduler`] (parameters from
+/// [`exponential_decay`]); its record is the last rate it gave, so a run resumed from a
+/// checkpoint continues the decay where it stopped.
+///
+/// ```
+/// use burn::lr_scheduler::LrScheduler;
+///
+/// let mut schedule = burn_qnn::optim::decay_over_run(1e-3, 1e-5, 2, 3)?;
+/// let rates: Vec<f64> = (0..6).map(|_| schedule.step()).collect();
+/// assert!((rates[0] / 1e-3 - 1.0).abs() < 1e-12);
+/// assert!((rates[5] / 1e-5 - 1.0).abs() < 1e-12);
+/// assert!(rates.windows(2).all(|w| w[1] < w[0]));
+/// # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
+/// ```
+///
+/// # Errors
+/// If a rate is not finite and positive, `initial_lr` is above 1 or below `final_lr` (Burn's
+/// scheduler only decays), or `epochs` or `steps_per_epoch` is 0.
+pub fn decay_over_run(
+    initial_lr: f64,
+    final_lr: f64,
+    epochs: usize,
+    steps_per_epoch: usize,
+) -> Result<ExponentialLrScheduler, ExponentialDecayConfigError> {
+    if steps_per_epoch == 0 {
+        return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
+    }
+    if epochs == 0 {
+        return Err(ExponentialDecayConfigError::ZeroEpochs);
+    }
+    // The last step is step `total − 1`; reaching `final_lr` there needs `total − 1` decay
+    // periods (at least one, for a run of one step).
+    let periods = epochs
+        .saturating_mul(steps_per_epoch)
+        .saturating_sub(1)
+        .max(1);
+    let config = exponential_decay(initial_lr, final_lr, periods)?;
+    // `exponential_decay` checked both of `init`'s conditions (rate and factor in (0, 1]).
+    Ok(config
+        .init()
+        .expect("exponential_decay returns parameters Burn accepts"))
 }
 
 #[cfg(all(test, feature = "ndarray"))]

@@ -20,12 +20,12 @@ use burn_qnn::{
     data::{ImageBatcher, ImageDataset, ImageItem, ImageShape},
     learner::{
         AtomicFileRecorder, CheckpointError, ClipLatentWeights, EpochMetrics, EpochSummaryRenderer,
-        best_valid_epoch, decay_over_run, keep_last_and_best, last_checkpoint,
-        load_checkpoint_model, restore_checkpoint, resumable_metric_logger, summary_history,
+        best_valid_epoch, keep_last_and_best, last_checkpoint, load_checkpoint_model,
+        restore_checkpoint, resumable_metric_logger, summary_history,
     },
     loss::SquaredHingeLoss,
     models::{DenseLayer, Net, NetConfig},
-    optim::BopConfig,
+    optim::{BopConfig, decay_over_run},
     train::accuracy,
 };
 use burn_train::{
