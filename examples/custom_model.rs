@@ -3,10 +3,12 @@
 //! fresh model and evaluated.
 //!
 //! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, a
-//! binary convolution whose signs are added back to its input (a residual connection), max
-//! pooling, binary fully connected layers, each layer followed by a batch norm; where the sign
-//! follows the batch norm, `BatchNormSign` computes both in one pass outside training. `burn_qnn::inference::save_packed`
-//! writes it with the weights as bits; `load_packed` reads them into a freshly initialized
+//! binary convolution block (`BinaryConvBlock`: the convolution, its batch norm and sign) whose
+//! signs are added back to its input (a residual connection), max pooling, binary fully
+//! connected layers, each layer followed by a batch norm. Where the sign follows the batch
+//! norm, `BatchNormSign` computes both in one pass outside training, and the block folds its
+//! batch norm into the convolution kernel, which writes the signs as bits.
+//! `burn_qnn::inference::save_packed` writes the model with the weights as bits; `load_packed` reads them into a freshly initialized
 //! model of the same type, which then gives exactly the trained model's outputs.
 //!
 //! ```text
@@ -30,8 +32,9 @@ use burn_qnn::{
     data::digits,
     inference::{load_packed, save_packed},
     nn::{
-        BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, BinaryLinear,
-        BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, max_pool2d,
+        BatchNormSign, BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlock,
+        BinaryConvBlockConfig, BinaryLinear, BinaryLinearConfig, BitPlaneConv2d,
+        BitPlaneConv2dConfig, max_pool2d,
     },
     quant::{Bits, GradRounding},
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
@@ -84,8 +87,7 @@ const HIDDEN: usize = 256;
 struct ResidualNet<B: QnnBackend> {
     stem: BitPlaneConv2d<B>,
     stem_sign: BatchNormSign<B>,
-    block: BinaryConv2d<B>,
-    block_sign: BatchNormSign<B>,
+    block: BinaryConvBlock<B>,
     hidden: BinaryLinear<B>,
     hidden_sign: BatchNormSign<B>,
     output: BinaryLinear<B>,
@@ -108,13 +110,14 @@ impl<B: QnnBackend> ResidualNet<B> {
                 .with_bias(false)
                 .init(device),
             stem_sign: BatchNormSignConfig::new(channels).init(device),
-            block: BinaryConv2dConfig::new([channels, channels], [3, 3])
-                .with_padding(same)
-                .with_bias(false)
-                .with_grad_bits(grad_bits)
-                .with_grad_rounding(grad_rounding)
-                .init(device),
-            block_sign: BatchNormSignConfig::new(channels).init(device),
+            block: BinaryConvBlockConfig::new(
+                BinaryConv2dConfig::new([channels, channels], [3, 3])
+                    .with_padding(same)
+                    .with_bias(false)
+                    .with_grad_bits(grad_bits)
+                    .with_grad_rounding(grad_rounding),
+            )
+            .init(device),
             hidden: BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
                 .with_bias(false)
                 .with_grad_bits(grad_bits)
@@ -135,7 +138,7 @@ impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
     /// `[N, 1, 8, 8]` images in `[−1, 1]` → `[N, 10]` scores.
     fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.stem_sign.forward(self.stem.forward(images));
-        let residual = self.block_sign.forward(self.block.forward(x.clone()));
+        let residual = self.block.forward(x.clone());
         let x = max_pool2d(x + residual, [2, 2], [2, 2]).flatten::<2>(1, 3);
         let x = self.hidden_sign.forward(self.hidden.forward(x));
         self.output_norm.forward(self.output.forward(x))

@@ -188,17 +188,37 @@ impl PackedActivations {
             n * c * h * w,
             "PackedActivations::to_nchw: output length"
         );
-        let cw = words_per_row(c);
-        for (image, out) in out.chunks_mut((c * h * w).max(1)).enumerate().take(n) {
-            for (ch, plane) in out.chunks_mut((h * w).max(1)).enumerate().take(c) {
-                let (wd, bit) = (ch / 64, ch % 64);
-                for (y, row) in plane.chunks_mut(w.max(1)).enumerate().take(h) {
-                    let src = &self.words[((image * h + y) * cw + wd) * w..][..w];
-                    for (o, &word) in row.iter_mut().zip(src) {
-                        *o = if (word >> bit) & 1 == 1 { -1.0 } else { 1.0 };
-                    }
+        let (cw, plane) = (words_per_row(c), h * w);
+        if plane == 0 {
+            return;
+        }
+        // One image a job. Row `y` of channel `ch` is bit `ch % 64` of the words of row `y`
+        // and channel word `ch / 64`, written as the sign bit of `1.0`.
+        let signs = |out: &mut [f32], src: &[u64], bit: u32| {
+            for (o, &word) in out.iter_mut().zip(src) {
+                let negative = (word >> bit) as u32 & 1;
+                *o = f32::from_bits(0x3f80_0000 | (negative << 31));
+            }
+        };
+        let job = |(image, out): (usize, &mut [f32])| {
+            let words = &self.words[image * h * cw * w..][..h * cw * w];
+            for (ch, plane) in out.chunks_exact_mut(plane).enumerate() {
+                let (wd, bit) = (ch / 64, (ch % 64) as u32);
+                if cw == 1 {
+                    // The plane's rows of words follow each other: one run.
+                    signs(plane, words, bit);
+                    continue;
+                }
+                for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                    signs(row, &words[(y * cw + wd) * w..][..w], bit);
                 }
             }
+        };
+        let image = c * plane;
+        if out.len() >= PACK_PAR_MIN_VALUES && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(image).enumerate().for_each(job);
+        } else {
+            out.chunks_mut(image).enumerate().for_each(job);
         }
     }
 
