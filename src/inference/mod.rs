@@ -54,7 +54,7 @@ use burn::{
 use crate::{
     QnnBackend,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
-    nn::{inside_sums, pixel_codes, scaled_output},
+    nn::{host_vector, inside_sums, pixel_codes, scaled_output},
     ops::{self, ConvGeometry, Encoding, Packed, PackedConvWeights},
     quant::Bits,
 };
@@ -129,16 +129,12 @@ fn dense_shape(config: &NetConfig, index: usize) -> (usize, usize) {
     (d_in, units[index])
 }
 
-fn host(t: Tensor<impl burn::tensor::backend::Backend, 1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 values")
-}
-
 fn norm_record<B: QnnBackend>(norm: &BatchNorm<B>) -> OutputRecord {
     OutputRecord::Norm {
-        mean: host(norm.running_mean.value_sync()),
-        var: host(norm.running_var.value_sync()),
-        gamma: host(norm.gamma.val()),
-        beta: host(norm.beta.val()),
+        mean: host_vector(norm.running_mean.value_sync()),
+        var: host_vector(norm.running_var.value_sync()),
+        gamma: host_vector(norm.gamma.val()),
+        beta: host_vector(norm.beta.val()),
         epsilon: norm.epsilon,
     }
 }
@@ -151,7 +147,7 @@ fn integer_output(norm: OutputRecord, bias: Option<&[f32]>, k: usize, last: bool
     }
     match norm.eval_norm() {
         Some(eval) => {
-            let (lo, hi) = thresholds::fold(&eval, bias, k);
+            let (lo, hi) = thresholds::fold(&eval, k, None, bias);
             OutputRecord::Threshold { lo, hi }
         }
         None => norm,
@@ -195,7 +191,7 @@ impl<B: QnnBackend> PackedNet<B> {
                 ConvLayer::Binary(l) => (l.weight.val(), l.bias.as_ref(), true),
                 ConvLayer::Float(_) => return Err(PackedNetError::NotBinary),
             };
-            let bias = bias.map(|b| host(b.val()));
+            let bias = bias.map(|b| host_vector(b.val()));
             let norm = norm_record(norm);
             let output = if integer {
                 integer_output(
@@ -228,7 +224,7 @@ impl<B: QnnBackend> PackedNet<B> {
                 DenseLayer::Float(_) => return Err(PackedNetError::NotBinary),
             };
             let d_in = weight.dims()[0];
-            let bias = bias.map(|b| host(b.val()));
+            let bias = bias.map(|b| host_vector(b.val()));
             let norm = norm_record(norm);
             let output = if integer {
                 integer_output(norm, bias.as_deref(), d_in, i == last)

@@ -3,7 +3,7 @@
 use crate::kernels::{
     conv::SignThresholds,
     eval_norm::{EvalNorm, binarizes_positive, monotone_range},
-    words_per_row,
+    pack, words_per_row,
 };
 
 /// The integers `y ∈ [−k, k]` where `positive(y)` holds, for a `positive` that is monotone in
@@ -27,25 +27,24 @@ pub(crate) fn positive_range(k: i64, positive: impl Fn(i64) -> bool) -> (f32, f3
     }
 }
 
-/// For each channel, the range `[lo, hi]` of integer products `y ∈ [−k, k]` (plus the
-/// channel's bias, as the layer adds it in f32) whose batch norm output binarizes to `+1`
-/// (`≥ 0`, or NaN), as [`positive_range`] gives it.
-pub(crate) fn fold(norm: &EvalNorm, bias: Option<&[f32]>, k: usize) -> (Vec<f32>, Vec<f32>) {
-    fold_with(norm, k, |c, y| y + bias.map_or(0.0, |b| b[c]))
-}
-
-/// [`fold`] of a layer whose output of channel `c` is `output(c, y)` for the integer product
-/// `y` (as f32): the ranges of `y` where `norm(output(c, y))` binarizes to `+1`. `output` must
-/// be monotone in `y`, as scaling by a factor `≥ 0` and adding a bias are.
-pub(crate) fn fold_with(
+/// For each channel `c`, the range `[lo, hi]` of integer products `y ∈ [−k, k]` where the
+/// batch norm of the layer's output `y·scale[c] + bias[c]` binarizes to `+1` (`≥ 0`, or NaN),
+/// as [`positive_range`] gives it. The output is computed in those two f32 operations as the
+/// layer's tensor operations round them (a missing `scale` or `bias` skips its step); scaling
+/// and adding are monotone in `y`, so each positive set is one range.
+pub(crate) fn fold(
     norm: &EvalNorm,
     k: usize,
-    output: impl Fn(usize, f32) -> f32,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>) {
     (0..norm.channels())
         .map(|c| {
             positive_range(k as i64, |y| {
-                binarizes_positive(norm.apply(c, output(c, y as f32)))
+                let y = y as f32;
+                let y = scale.map_or(y, |a| y * a[c]);
+                let y = bias.map_or(y, |b| y + b[c]);
+                binarizes_positive(norm.apply(c, y))
             })
         })
         .unzip()
@@ -79,6 +78,55 @@ pub(crate) fn falling_mask(thresholds: &SignThresholds) -> Vec<u64> {
         mask[c / 64] |= 1 << (c % 64);
     }
     mask
+}
+
+/// The signs of the rows of `values` (row-major, `d` columns) packed `[n, words_per_row(d)]`:
+/// `word(chunk, first)` gives the word of up to 64 values of a row from column `first` (bit
+/// `j` set where value `j` is −1).
+pub(crate) fn sign_rows(values: &[f32], d: usize, word: impl Fn(&[f32], usize) -> u64) -> Vec<u64> {
+    let row_words = words_per_row(d);
+    let mut bits = vec![0u64; values.len() / d.max(1) * row_words];
+    for (row, words) in values
+        .chunks_exact(d.max(1))
+        .zip(bits.chunks_exact_mut(row_words.max(1)))
+    {
+        for ((w, chunk), out) in row.chunks(64).enumerate().zip(words) {
+            *out = word(chunk, w * 64);
+        }
+    }
+    bits
+}
+
+/// Bit `j` set where value `j` lies outside its range `[lo[j], hi[j]]` (or is NaN), for up to
+/// 64 values: both comparisons made for every value, without branches, so that the loop over a
+/// full word vectorizes.
+fn outside_bits(values: &[f32], lo: &[f32], hi: &[f32]) -> u64 {
+    let outside = |v: f32, lo: f32, hi: f32| u8::from(!((v >= lo) & (v <= hi)));
+    let mut flags = [0u8; 64];
+    let mark = |flags: &mut [u8], values: &[f32], lo: &[f32], hi: &[f32]| {
+        for (flag, ((&v, &lo), &hi)) in flags.iter_mut().zip(values.iter().zip(lo).zip(hi)) {
+            *flag = outside(v, lo, hi);
+        }
+    };
+    match (
+        <&[f32; 64]>::try_from(values),
+        <&[f32; 64]>::try_from(lo),
+        <&[f32; 64]>::try_from(hi),
+    ) {
+        // Lengths known at compile time: the loop vectorizes.
+        (Ok(values), Ok(lo), Ok(hi)) => mark(&mut flags, values, lo, hi),
+        _ => mark(&mut flags, values, lo, hi),
+    }
+    pack::flags_to_bits(&flags)
+}
+
+/// The signs of the rows of `values` (row-major, `d` columns) whose column `c` binarizes to
+/// `+1` inside `[lo[c], hi[c]]` (the ranges of [`fold`]), packed `[n, words_per_row(d)]`.
+pub(crate) fn range_signs(values: &[f32], d: usize, lo: &[f32], hi: &[f32]) -> Vec<u64> {
+    sign_rows(values, d, |chunk, first| {
+        let columns = first..first + chunk.len();
+        outside_bits(chunk, &lo[columns.clone()], &hi[columns])
+    })
 }
 
 #[cfg(test)]

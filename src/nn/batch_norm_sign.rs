@@ -8,7 +8,8 @@ use burn::{
     tensor::Tensor,
 };
 
-use crate::{QnnBackend, quant};
+use super::host_vector;
+use crate::{QnnBackend, kernels::eval_norm::EvalNorm, quant};
 
 /// Configuration of a [`BatchNormSign`] layer.
 #[derive(Config, Debug)]
@@ -87,6 +88,21 @@ impl<B: QnnBackend> BatchNormSign<B> {
             "BatchNormSign: the input needs a batch and a channel dimension, got a {D}-d tensor"
         );
         sign_of_norm(&self.norm, x)
+    }
+}
+
+impl<B: QnnBackend> BatchNormSign<B> {
+    /// The batch norm in evaluation mode (running statistics) on the host, for folding into
+    /// the thresholds of the layer before it.
+    pub(crate) fn eval_norm(&self) -> EvalNorm {
+        let norm = &self.norm;
+        EvalNorm::new(
+            host_vector(norm.running_mean.value()),
+            &host_vector(norm.running_var.value()),
+            host_vector(norm.gamma.val()),
+            host_vector(norm.beta.val()),
+            norm.epsilon,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use burn::{
     tensor::{Tensor, module::conv2d},
 };
 
-use super::{PackedWeight, WeightForm, packed_weight::output_scale};
+use super::{PackedWeight, WeightForm, packed_weight::binary_alpha};
 use crate::{
     QnnBackend,
     ops::{self, ConvGeometry, PaddingMode},
@@ -190,24 +190,26 @@ impl<B: QnnBackend> BinaryConv2d<B> {
     /// # Panics
     /// If the input does not have `C_in` channels or is smaller than the kernel.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let (y, alpha) = if self.packed.is_packed() {
-            (self.packed_product(x), self.packed.scale())
+        let y = if self.packed.is_packed() {
+            self.packed_product(x)
         } else {
-            let weight = self.weight.val();
-            let alpha = self.scaling.then(|| output_scale(weight.clone()));
-            (self.product(x, weight), alpha)
+            self.product(x, self.weight.val())
         };
-        let alpha = self.scaling.then(|| {
-            alpha.expect(
-                "BinaryConv2d: `scaling` is on but the layer was packed without its scale \
-                 (turn `scaling` on before packing)",
-            )
-        });
+        let alpha = self.alpha();
         let bias = self.bias.as_ref().map(Param::val);
         if alpha.is_none() && bias.is_none() {
             return y;
         }
         B::qnn_channel_affine(y, alpha, bias)
+    }
+
+    /// The per-output-channel scale `α = mean|W|` the layer multiplies its product by, where it
+    /// scales (the packed one once packed).
+    ///
+    /// # Panics
+    /// If `scaling` is on but the layer was packed without its scale.
+    pub(crate) fn alpha(&self) -> Option<Tensor<B, 1>> {
+        binary_alpha("BinaryConv2d", self.scaling, &self.packed, &self.weight)
     }
 
     /// The training form's convolution with the latent weight.

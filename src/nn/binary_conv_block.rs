@@ -1,23 +1,16 @@
 //! A binary convolution with its activation: [`BinaryConvBlock`], whose batch norm and sign
 //! fold into the convolution outside training.
 
-use burn::{
-    config::Config,
-    module::Module,
-    tensor::{Tensor, backend::Backend},
-};
+use burn::{config::Config, module::Module, tensor::Tensor};
 
 use super::{
-    BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, Signs, max_pool2d,
-    packed_weight::output_scale,
+    BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, Signs, host_vector,
+    max_pool2d,
 };
 use crate::{
     QnnBackend,
-    inference::thresholds::{falling_mask, fold_with, sign_thresholds},
-    kernels::{
-        conv::{ConvInput, PackedActivations, convolve_to_signs},
-        eval_norm::EvalNorm,
-    },
+    inference::thresholds::{falling_mask, fold, sign_thresholds},
+    kernels::conv::{ConvInput, PackedActivations, SignThresholds, convolve_to_signs},
 };
 
 /// Configuration of a [`BinaryConvBlock`].
@@ -124,7 +117,7 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
     /// As [`BinaryConvBlock::forward`].
     pub fn forward_signs(&self, x: Signs<B>) -> Signs<B> {
         if let Some(bits) = self.on_host(&x) {
-            return Signs::from_bits(bits, x.device());
+            return Signs::from_images(bits, x.device());
         }
         let x = if self.conv.binarize_input {
             x.into_values()
@@ -161,7 +154,7 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
         let weights = B::qnn_host_packed(&packed)?.conv_weights(c, geometry.kernel);
         let thresholds = self.thresholds(weights.weights.max_dot())?;
         let owned;
-        let input = match x.bits() {
+        let input = match x.images() {
             Some(bits) => bits,
             None => {
                 let values = x.clone().into_values();
@@ -188,37 +181,17 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
     /// The per-channel thresholds on the integer products `|y| ≤ max_dot` at which
     /// `sign(norm(y·α + bias))` switches, computed in the f32 operations of the tensor path
     /// (`α` the output scale, where the layer scales).
-    fn thresholds(&self, max_dot: usize) -> Option<crate::kernels::conv::SignThresholds> {
-        let conv = &self.conv;
-        let scale = match (conv.scaling, conv.packed.is_packed()) {
-            (false, _) => None,
-            (true, true) => Some(host(conv.packed.scale()?)),
-            (true, false) => Some(host(output_scale(conv.weight.val()))),
-        };
+    fn thresholds(&self, max_dot: usize) -> Option<SignThresholds> {
+        let scale = self.conv.alpha().map(host_vector);
         // A negative scale would turn the order of the pooled values around: not folded.
         if scale.iter().flatten().any(|&a| a < 0.0) {
             return None;
         }
-        let bias = conv.bias.as_ref().map(|b| host(b.val()));
-        let norm = &self.sign.norm;
-        let norm = EvalNorm::new(
-            host(norm.running_mean.value()),
-            &host(norm.running_var.value()),
-            host(norm.gamma.val()),
-            host(norm.beta.val()),
-            norm.epsilon,
-        );
-        let (lo, hi) = fold_with(&norm, max_dot, |c, y| {
-            let y = scale.as_ref().map_or(y, |a| y * a[c]);
-            bias.as_ref().map_or(y, |b| y + b[c])
-        });
+        let bias = self.conv.bias.as_ref().map(|b| host_vector(b.val()));
+        let norm = self.sign.eval_norm();
+        let (lo, hi) = fold(&norm, max_dot, scale.as_deref(), bias.as_deref());
         sign_thresholds(&lo, &hi)
     }
-}
-
-/// The values of a small vector, in f32.
-fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 values")
 }
 
 #[cfg(test)]
@@ -331,7 +304,7 @@ mod tests {
                 "case {case}, packed"
             );
             // From bits: the input's signs packed by a previous block.
-            let bits = Signs::from_bits(
+            let bits = Signs::from_images(
                 PackedActivations::from_nchw(
                     &x.to_data().to_vec::<f32>().unwrap(),
                     x.dims()[0],

@@ -6,7 +6,7 @@ use burn::{
     tensor::Tensor,
 };
 
-use super::{PackedWeight, WeightForm, packed_weight::output_scale};
+use super::{PackedWeight, WeightForm, packed_weight::binary_alpha};
 use crate::{
     QnnBackend, ops,
     quant::{self, Bits, GradRounding},
@@ -135,26 +135,28 @@ impl<B: QnnBackend> BinaryLinear<B> {
             "BinaryLinear: input {:?} does not end with d_input = {d_input}",
             x.dims()
         );
-        let (y, alpha) = if self.packed.is_packed() {
-            (self.packed_product(x), self.packed.scale())
+        let y = if self.packed.is_packed() {
+            self.packed_product(x)
         } else {
-            let weight = self.weight.val();
-            let alpha = self.scaling.then(|| output_scale(weight.clone()));
-            (self.product(x, weight), alpha)
+            self.product(x, self.weight.val())
         };
-        let y = if self.scaling {
-            let alpha = alpha.expect(
-                "BinaryLinear: `scaling` is on but the layer was packed without its scale \
-                 (turn `scaling` on before packing)",
-            );
-            y * alpha.reshape([d_output]).unsqueeze()
-        } else {
-            y
+        let y = match self.alpha() {
+            Some(alpha) => y * alpha.reshape([d_output]).unsqueeze(),
+            None => y,
         };
         match &self.bias {
             Some(bias) => y + bias.val().unsqueeze(),
             None => y,
         }
+    }
+
+    /// The per-output scale `α = mean|W|` the layer multiplies its product by, where it scales
+    /// (the packed one once packed).
+    ///
+    /// # Panics
+    /// If `scaling` is on but the layer was packed without its scale.
+    pub(crate) fn alpha(&self) -> Option<Tensor<B, 1>> {
+        binary_alpha("BinaryLinear", self.scaling, &self.packed, &self.weight)
     }
 
     /// `[d_input, d_output]`, also once the latent weight is packed away.

@@ -41,6 +41,7 @@ mod batch_norm_sign;
 mod binary_conv2d;
 mod binary_conv_block;
 mod binary_linear;
+mod binary_linear_block;
 mod bit_plane;
 mod display;
 mod latent;
@@ -57,6 +58,7 @@ pub use batch_norm_sign::{BatchNormSign, BatchNormSignConfig};
 pub use binary_conv_block::{BinaryConvBlock, BinaryConvBlockConfig};
 pub use binary_conv2d::{BinaryConv2d, BinaryConv2dConfig};
 pub use binary_linear::{BinaryLinear, BinaryLinearConfig};
+pub use binary_linear_block::{BinaryLinearBlock, BinaryLinearBlockConfig};
 pub use bit_plane::{
     BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
 };
@@ -73,6 +75,14 @@ pub use quant_conv2d::{QuantConv2d, QuantConv2dConfig};
 pub use quant_linear::{QuantLinear, QuantLinearConfig};
 pub use shift_batch_norm::{ShiftBatchNorm, ShiftBatchNormConfig};
 pub use signs::Signs;
+
+/// The values of a small vector (a layer's bias, a batch norm's statistics) on the host, in
+/// f32.
+pub(crate) fn host_vector<B: burn::tensor::backend::Backend>(
+    t: burn::tensor::Tensor<B, 1>,
+) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 values")
+}
 
 /// `t` as a tensor of rank `D ≥ 2` (leading axes of size 1, as `unsqueeze`), without a reshape
 /// where the rank stays 2 (burn-ndarray's reshape copies the whole tensor, a weight matrix of a

@@ -244,6 +244,31 @@ pub(crate) fn output_scale<B: Backend, const D: usize>(weight: Tensor<B, D>) -> 
     }
 }
 
+/// The per-output scale `α = mean|W|` that a binary layer with `scaling` on multiplies its
+/// product by: from the latent `weight`, or the one kept in `packed` once packed.
+///
+/// # Panics
+/// If `scaling` is on but the layer was packed without its scale.
+pub(crate) fn binary_alpha<B: QnnBackend, const D: usize>(
+    layer: &str,
+    scaling: bool,
+    packed: &PackedWeight<B>,
+    weight: &Param<Tensor<B, D>>,
+) -> Option<Tensor<B, 1>> {
+    if !scaling {
+        return None;
+    }
+    if !packed.is_packed() {
+        return Some(output_scale(weight.val()));
+    }
+    Some(packed.scale().unwrap_or_else(|| {
+        panic!(
+            "{layer}: `scaling` is on but the layer was packed without its scale (turn \
+             `scaling` on before packing)"
+        )
+    }))
+}
+
 /// A weight as rows, one output channel a row: the transpose of `[d_input, d_output]`, or
 /// `[C_out, C_in·k_h·k_w]`.
 fn rows_of<B: Backend, const D: usize>(weight: Tensor<B, D>) -> Tensor<B, 2> {

@@ -4,18 +4,24 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::{QnnBackend, kernels::conv::PackedActivations, quant};
+use crate::{
+    QnnBackend,
+    kernels::conv::PackedActivations,
+    ops::{Encoding, HostPacked},
+    quant,
+};
 
-/// The `±1` activations `[N, C, H, W]` that one binary layer hands the next, as
-/// [`BinaryConvBlock::forward_signs`](super::BinaryConvBlock::forward_signs) takes and gives
-/// them.
+/// The `±1` activations that one binary layer hands the next: `[N, C, H, W]` between
+/// convolutions ([`BinaryConvBlock::forward_signs`](super::BinaryConvBlock::forward_signs)),
+/// `[N, features]` between fully connected layers
+/// ([`BinaryLinearBlock::forward_signs`](super::BinaryLinearBlock::forward_signs)).
 ///
 /// Outside training on the backends that compute on the host (`NdArray`, `Flex`), a block's
-/// output is kept as packed bits (1 bit a value, the layout of
-/// [`PackedActivations`]), so the next block reads it without a float tensor written or read
-/// in between. Elsewhere (training, the GPU backends) it is a float tensor, with its gradients.
-/// [`Signs::into_tensor`] gives the `±1` float tensor in every case, for any other operation
-/// (a residual addition, pooling, flattening into a fully connected layer).
+/// output is kept as packed bits (1 bit a value: the layout of [`PackedActivations`] for
+/// images, packed rows for features), so the next block reads it without a float tensor
+/// written or read in between. Elsewhere (training, the GPU backends) it is a float tensor,
+/// with its gradients. [`Signs::into_tensor`] gives the `±1` float tensor in every case, for any
+/// other operation (a residual addition, pooling, a layer of another kind).
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -29,30 +35,39 @@ use crate::{QnnBackend, kernels::conv::PackedActivations, quant};
 /// assert_eq!(signs.into_tensor().into_data().to_vec::<f32>().unwrap(), [1.0, -1.0, 1.0, -1.0]);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Signs<B: QnnBackend> {
-    repr: Repr<B>,
+pub struct Signs<B: QnnBackend, const D: usize = 4> {
+    repr: Repr<B, D>,
 }
 
 #[derive(Debug, Clone)]
-enum Repr<B: QnnBackend> {
+enum Repr<B: QnnBackend, const D: usize> {
     /// Values whose signs are the activations; `binarized` where they are `±1` already.
     Values {
-        values: Tensor<B, 4>,
+        values: Tensor<B, D>,
         binarized: bool,
     },
     /// Packed signs in host memory, for a tensor on `device`.
     Bits {
-        bits: Arc<PackedActivations>,
+        bits: Arc<HostSigns>,
         device: Device<B>,
     },
 }
 
-impl<B: QnnBackend> Signs<B> {
-    /// The signs of `x` `[N, C, H, W]`, as [`quant::sign`] gives them: `+1` where `x ≥ 0` (both
-    /// zeros) or NaN, `−1` where `x < 0`; under autodiff with its straight-through gradient
-    /// (`1` where `|x| ≤ 1`, else `0`). The sign is taken where the signs are used (a binary
-    /// layer binarizes its input anyway), so making them costs nothing.
-    pub fn of(x: Tensor<B, 4>) -> Self {
+/// Signs packed in host memory.
+#[derive(Debug)]
+enum HostSigns {
+    /// Images `[N, C, H, W]`, in the convolution kernels' layout.
+    Images(PackedActivations),
+    /// Rows `[N, features]` of [`Encoding::Signs`].
+    Rows(HostPacked),
+}
+
+impl<B: QnnBackend, const D: usize> Signs<B, D> {
+    /// The signs of `x`, as [`quant::sign`] gives them: `+1` where `x ≥ 0` (both zeros) or
+    /// NaN, `−1` where `x < 0`; under autodiff with its straight-through gradient (`1` where
+    /// `|x| ≤ 1`, else `0`). The sign is taken where the signs are used (a binary layer
+    /// binarizes its input anyway), so making them costs nothing.
+    pub fn of(x: Tensor<B, D>) -> Self {
         Self {
             repr: Repr::Values {
                 values: x,
@@ -62,7 +77,7 @@ impl<B: QnnBackend> Signs<B> {
     }
 
     /// Signs of a tensor that holds only `±1` already.
-    pub(crate) fn of_binarized(x: Tensor<B, 4>) -> Self {
+    pub(crate) fn of_binarized(x: Tensor<B, D>) -> Self {
         Self {
             repr: Repr::Values {
                 values: x,
@@ -71,8 +86,7 @@ impl<B: QnnBackend> Signs<B> {
         }
     }
 
-    /// Signs held as packed bits, for tensors on `device`.
-    pub(crate) fn from_bits(bits: PackedActivations, device: Device<B>) -> Self {
+    fn from_host(bits: HostSigns, device: Device<B>) -> Self {
         Self {
             repr: Repr::Bits {
                 bits: Arc::new(bits),
@@ -81,11 +95,19 @@ impl<B: QnnBackend> Signs<B> {
         }
     }
 
-    /// `[N, C, H, W]`.
-    pub fn dims(&self) -> [usize; 4] {
+    /// The shape: `[N, C, H, W]` or `[N, features]`.
+    pub fn dims(&self) -> [usize; D] {
         match &self.repr {
             Repr::Values { values, .. } => values.dims(),
-            Repr::Bits { bits, .. } => bits.shape(),
+            Repr::Bits { bits, .. } => {
+                let shape = match &**bits {
+                    HostSigns::Images(images) => images.shape().to_vec(),
+                    HostSigns::Rows(rows) => rows.shape().to_vec(),
+                };
+                shape
+                    .try_into()
+                    .expect("packed signs of the carrier's rank")
+            }
         }
     }
 
@@ -98,13 +120,12 @@ impl<B: QnnBackend> Signs<B> {
     }
 
     /// Whether the signs are held as packed bits (outside training, on `NdArray` and `Flex`,
-    /// after a [`BinaryConvBlock`](super::BinaryConvBlock)).
+    /// after a block).
     pub fn is_packed(&self) -> bool {
         matches!(self.repr, Repr::Bits { .. })
     }
 
-    /// The packed bits, where the signs are held so.
-    pub(crate) fn bits(&self) -> Option<&PackedActivations> {
+    fn host(&self) -> Option<&HostSigns> {
         match &self.repr {
             Repr::Bits { bits, .. } => Some(bits),
             Repr::Values { .. } => None,
@@ -113,15 +134,15 @@ impl<B: QnnBackend> Signs<B> {
 
     /// Values whose signs are the activations, for a layer that binarizes its input itself:
     /// no sign is taken here.
-    pub(crate) fn into_values(self) -> Tensor<B, 4> {
+    pub(crate) fn into_values(self) -> Tensor<B, D> {
         match self.repr {
             Repr::Values { values, .. } => values,
             Repr::Bits { .. } => self.into_tensor(),
         }
     }
 
-    /// The signs as a float tensor of `±1`, `[N, C, H, W]`.
-    pub fn into_tensor(self) -> Tensor<B, 4> {
+    /// The signs as a float tensor of `±1`.
+    pub fn into_tensor(self) -> Tensor<B, D> {
         match self.repr {
             Repr::Values {
                 values,
@@ -132,10 +153,64 @@ impl<B: QnnBackend> Signs<B> {
                 binarized: false,
             } => quant::sign(values),
             Repr::Bits { bits, device } => {
-                let mut values = vec![0f32; bits.shape().iter().product()];
-                bits.to_nchw(&mut values);
-                Tensor::from_data(TensorData::new(values, bits.shape()), &device)
+                let (values, shape) = match &*bits {
+                    HostSigns::Images(images) => {
+                        let mut values = vec![0f32; images.shape().iter().product()];
+                        images.to_nchw(&mut values);
+                        (values, images.shape().to_vec())
+                    }
+                    HostSigns::Rows(rows) => (rows.unpack(), rows.shape().to_vec()),
+                };
+                Tensor::from_data(TensorData::new(values, shape), &device)
             }
+        }
+    }
+}
+
+impl<B: QnnBackend> Signs<B, 4> {
+    /// Signs of images held as packed bits, for tensors on `device`.
+    pub(crate) fn from_images(bits: PackedActivations, device: Device<B>) -> Self {
+        Self::from_host(HostSigns::Images(bits), device)
+    }
+
+    /// The packed bits of images, where the signs are held so.
+    pub(crate) fn images(&self) -> Option<&PackedActivations> {
+        match self.host()? {
+            HostSigns::Images(images) => Some(images),
+            HostSigns::Rows(_) => None,
+        }
+    }
+
+    /// The signs of each image as one row of `C·H·W` features (`[N, C, H, W]` →
+    /// `[N, C·H·W]`, in the order of Burn's `flatten(1, 3)`), for a fully connected block.
+    /// Bits are unpacked to floats on the way (the row order differs from the images' bit
+    /// layout); the next block packs them again.
+    pub fn flatten(self) -> Signs<B, 2> {
+        match self.repr {
+            Repr::Values { values, binarized } => Signs {
+                repr: Repr::Values {
+                    values: values.flatten(1, 3),
+                    binarized,
+                },
+            },
+            Repr::Bits { .. } => Signs::of_binarized(self.into_tensor().flatten(1, 3)),
+        }
+    }
+}
+
+impl<B: QnnBackend> Signs<B, 2> {
+    /// Signs of feature rows held as packed bits ([`Encoding::Signs`] rows `[N, features]`),
+    /// for tensors on `device`.
+    pub(crate) fn from_rows(rows: HostPacked, device: Device<B>) -> Self {
+        debug_assert_eq!(rows.encoding(), Encoding::Signs);
+        Self::from_host(HostSigns::Rows(rows), device)
+    }
+
+    /// The packed rows, where the signs are held so.
+    pub(crate) fn rows(&self) -> Option<&HostPacked> {
+        match self.host()? {
+            HostSigns::Rows(rows) => Some(rows),
+            HostSigns::Images(_) => None,
         }
     }
 }

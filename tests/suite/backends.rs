@@ -181,9 +181,10 @@ macro_rules! backend_tests {
             }
 
             #[test]
-            fn binary_conv_blocks() {
+            fn binary_blocks() {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::blocks::binary_conv_blocks::<AD>(&device());
+                crate::blocks::binary_linear_blocks::<AD>(&device());
             }
 
             #[test]

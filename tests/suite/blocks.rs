@@ -1,6 +1,7 @@
-//! `nn::BinaryConvBlock` and `nn::Signs`: the block computes exactly what its parts compute in
-//! a row (binary convolution, pooling, batch norm and sign), in training and outside it,
-//! chained on signs, packed or not; outside training on the host backends its signs stay bits.
+//! `nn::BinaryConvBlock`, `nn::BinaryLinearBlock` and `nn::Signs`: a block computes exactly
+//! what its parts compute in a row (binary convolution or fully connected layer, pooling, batch
+//! norm and sign), in training and outside it, chained on signs, packed or not; outside
+//! training on the host backends its signs stay bits.
 
 use burn::{
     module::{AutodiffModule, Param, RunningState},
@@ -10,7 +11,10 @@ use burn::{
 use burn_qnn::{
     QnnAutodiffBackend, QnnBackend,
     inference::pack,
-    nn::{BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, Signs, max_pool2d},
+    nn::{
+        BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, BinaryLinearBlock,
+        BinaryLinearBlockConfig, BinaryLinearConfig, Signs, max_pool2d,
+    },
     ops::PaddingMode,
 };
 
@@ -123,5 +127,96 @@ pub fn binary_conv_blocks<B: QnnAutodiffBackend>(device: &B::Device) {
     );
     assert_eq!(input_grad, grad(&x2, &g2), "input gradient");
     let latent = |g| values(block.conv.weight.val().grad(g).expect("a weight gradient"));
+    assert_eq!(latent(&g1), latent(&g2), "weight gradient");
+}
+
+/// A fully connected block `d_in → d_out` with a batch norm of both signs of γ (and one γ = 0),
+/// statistics in the range of the products, and a bias.
+fn linear_block<B: QnnBackend>(
+    d_in: usize,
+    d_out: usize,
+    seed: u64,
+    device: &B::Device,
+) -> BinaryLinearBlock<B> {
+    let mut block =
+        BinaryLinearBlockConfig::new(BinaryLinearConfig::new(d_in, d_out)).init::<B>(device);
+    let k = d_in as f32;
+    let vector = |v: Vec<f32>| Param::from_tensor(tensor::<B, 1>(v, [d_out], device));
+    let mut gamma = uniform(d_out, -2.0, 2.0, seed);
+    gamma[0] = 0.0;
+    block.sign.norm.gamma = vector(gamma);
+    block.sign.norm.beta = vector(uniform(d_out, -0.5, 0.5, seed + 1));
+    let stats = |v: Vec<f32>| RunningState::new(tensor::<B, 1>(v, [d_out], device));
+    block.sign.norm.running_mean = stats(uniform(d_out, -0.3 * k, 0.3 * k, seed + 2));
+    block.sign.norm.running_var = stats(uniform(d_out, 0.5, k, seed + 3));
+    block.linear.bias = Some(vector(uniform(d_out, -2.0, 2.0, seed + 4)));
+    block
+}
+
+/// A convolution block, flattened, then two fully connected blocks (sizes across word
+/// boundaries), chained on signs outside training: exactly the parts' values, packed or not,
+/// with bits between the fully connected blocks where the backend computes on the host; in
+/// training the values and gradients of the parts.
+pub fn binary_linear_blocks<B: QnnAutodiffBackend>(device: &B::Device) {
+    let (n, c_in, side) = (4, 3, 6);
+    let x = uniform(n * c_in * side * side, -1.5, 1.5, 70);
+    let on_host = B::InnerBackend::qnn_computes_on_host();
+    let conv = block::<B>([c_in, 5], 1, true, PaddingMode::Zero, 71, device).valid();
+    let first = linear_block::<B>(5 * 3 * 3, 130, 80, device).valid();
+    let second = linear_block::<B>(130, 9, 90, device).valid();
+    let input = || tensor::<B::InnerBackend, 4>(x.clone(), [n, c_in, side, side], device);
+    let parts =
+        |block: &BinaryLinearBlock<B::InnerBackend>, x| block.sign.forward(block.linear.forward(x));
+    let flat = by_parts(&conv, input()).flatten::<2>(1, 3);
+    let expected = values(parts(&second, parts(&first, flat)));
+    assert!(expected.contains(&1.0) && expected.contains(&-1.0));
+    for packed in [false, true] {
+        let pack_all = |block: &BinaryLinearBlock<B::InnerBackend>| match packed {
+            true => pack(block).unwrap(),
+            false => block.clone(),
+        };
+        let (first, second) = (pack_all(&first), pack_all(&second));
+        let flat = conv.forward_signs(Signs::of(input())).flatten();
+        assert_eq!(flat.dims(), [n, 45]);
+        let between = first.forward_signs(flat);
+        assert_eq!(
+            between.is_packed(),
+            on_host,
+            "signs between fully connected blocks as bits exactly where the backend computes \
+             on the host"
+        );
+        let got = values(second.forward_signs(between).into_tensor());
+        assert_eq!(
+            got, expected,
+            "packed {packed}: convolution and two fully connected blocks"
+        );
+    }
+
+    // Training: the block's values and gradients are those of its parts.
+    let block = linear_block::<B>(70, 6, 95, device);
+    let input = || tensor::<B, 2>(uniform(n * 70, -1.5, 1.5, 96), [n, 70], device).require_grad();
+    let (x1, x2) = (input(), input());
+    let y1 = block.forward(x1.clone());
+    let y2 = block.sign.forward(block.linear.forward(x2.clone()));
+    assert_eq!(values(y1.clone()), values(y2.clone()), "training");
+    let weights = tensor::<B, 2>(uniform(n * 6, -1.0, 1.0, 97), [n, 6], device);
+    let g1 = (y1 * weights.clone()).sum().backward();
+    let g2 = (y2 * weights).sum().backward();
+    let input_grad = values(x1.grad(&g1).expect("an input gradient"));
+    assert!(
+        input_grad.iter().any(|&g| g != 0.0),
+        "a gradient reaches the input"
+    );
+    assert_eq!(input_grad, values(x2.grad(&g2).unwrap()), "input gradient");
+    let latent = |g| {
+        values(
+            block
+                .linear
+                .weight
+                .val()
+                .grad(g)
+                .expect("a weight gradient"),
+        )
+    };
     assert_eq!(latent(&g1), latent(&g2), "weight gradient");
 }

@@ -22,7 +22,7 @@ use first_conv::FirstConv;
 
 use super::{
     record::{OutputRecord, PackedNetRecord},
-    thresholds::{self, falling_mask},
+    thresholds::{self, falling_mask, range_signs, sign_rows},
 };
 use crate::{
     kernels::{
@@ -407,51 +407,11 @@ impl FirstDense {
     }
 }
 
-/// The signs of the rows of `values` (row-major, `d` columns) packed `[n, words_per_row(d)]`:
-/// `word(chunk, first)` gives the word of up to 64 values of a row from column `first` (bit
-/// `j` set where value `j` is −1).
-fn sign_rows(values: &[f32], d: usize, word: impl Fn(&[f32], usize) -> u64) -> Vec<u64> {
-    let row_words = words_per_row(d);
-    let mut bits = vec![0u64; values.len() / d.max(1) * row_words];
-    for (row, words) in values
-        .chunks_exact(d.max(1))
-        .zip(bits.chunks_exact_mut(row_words.max(1)))
-    {
-        for ((w, chunk), out) in row.chunks(64).enumerate().zip(words) {
-            *out = word(chunk, w * 64);
-        }
-    }
-    bits
-}
-
 /// Bit `j` set where `negative(value j)`, for up to 64 values.
 fn negative_bits(chunk: &[f32], negative: impl Fn(f32) -> bool) -> u64 {
     let mut flags = [0u8; 64];
     for (flag, &v) in flags.iter_mut().zip(chunk) {
         *flag = u8::from(negative(v));
-    }
-    pack::flags_to_bits(&flags)
-}
-
-/// Bit `j` set where value `j` lies outside its range `[lo[j], hi[j]]` (or is NaN), for up to
-/// 64 values: both comparisons made for every value, without branches, so that the loop over a
-/// full word vectorizes.
-fn outside_bits(values: &[f32], lo: &[f32], hi: &[f32]) -> u64 {
-    let outside = |v: f32, lo: f32, hi: f32| u8::from(!((v >= lo) & (v <= hi)));
-    let mut flags = [0u8; 64];
-    let mark = |flags: &mut [u8], values: &[f32], lo: &[f32], hi: &[f32]| {
-        for (flag, ((&v, &lo), &hi)) in flags.iter_mut().zip(values.iter().zip(lo).zip(hi)) {
-            *flag = outside(v, lo, hi);
-        }
-    };
-    match (
-        <&[f32; 64]>::try_from(values),
-        <&[f32; 64]>::try_from(lo),
-        <&[f32; 64]>::try_from(hi),
-    ) {
-        // Lengths known at compile time: the loop vectorizes.
-        (Ok(values), Ok(lo), Ok(hi)) => mark(&mut flags, values, lo, hi),
-        _ => mark(&mut flags, values, lo, hi),
     }
     pack::flags_to_bits(&flags)
 }
@@ -480,10 +440,7 @@ impl Dense {
                 }
                 Ok(y)
             }
-            DenseOutput::Signs { lo, hi } => Err(sign_rows(&y, d_out, |chunk, first| {
-                let columns = first..first + chunk.len();
-                outside_bits(chunk, &lo[columns.clone()], &hi[columns])
-            })),
+            DenseOutput::Signs { lo, hi } => Err(range_signs(&y, d_out, lo, hi)),
         }
     }
 }
