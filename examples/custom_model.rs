@@ -4,10 +4,11 @@
 //!
 //! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, a
 //! binary convolution block (`BinaryConvBlock`: the convolution, its batch norm and sign) whose
-//! signs are added back to its input (a residual connection), max pooling, binary fully
-//! connected layers, each layer followed by a batch norm. Where the sign follows the batch
-//! norm, `BatchNormSign` computes both in one pass outside training, and the block folds its
-//! batch norm into the convolution kernel, which writes the signs as bits.
+//! signs are added back to its input (a residual connection), max pooling, a binary fully
+//! connected block (`BinaryLinearBlock`) and a binary output layer, each layer followed by a
+//! batch norm. Outside training, the blocks fold their batch norm into the binary product,
+//! which writes the signs as bits, and `BatchNormSign` computes the stem's batch norm and sign
+//! in one pass.
 //! `burn_qnn::inference::save_packed` writes the model with the weights as bits; `load_packed` reads them into a freshly initialized
 //! model of the same type, which then gives exactly the trained model's outputs.
 //!
@@ -33,8 +34,8 @@ use burn_qnn::{
     inference::{load_packed, save_packed},
     nn::{
         BatchNormSign, BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlock,
-        BinaryConvBlockConfig, BinaryLinear, BinaryLinearConfig, BitPlaneConv2d,
-        BitPlaneConv2dConfig, max_pool2d,
+        BinaryConvBlockConfig, BinaryLinear, BinaryLinearBlock, BinaryLinearBlockConfig,
+        BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, max_pool2d,
     },
     quant::{Bits, GradRounding},
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
@@ -88,8 +89,7 @@ struct ResidualNet<B: QnnBackend> {
     stem: BitPlaneConv2d<B>,
     stem_sign: BatchNormSign<B>,
     block: BinaryConvBlock<B>,
-    hidden: BinaryLinear<B>,
-    hidden_sign: BatchNormSign<B>,
+    hidden: BinaryLinearBlock<B>,
     output: BinaryLinear<B>,
     output_norm: BatchNorm<B>,
 }
@@ -118,12 +118,13 @@ impl<B: QnnBackend> ResidualNet<B> {
                     .with_grad_rounding(grad_rounding),
             )
             .init(device),
-            hidden: BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
-                .with_bias(false)
-                .with_grad_bits(grad_bits)
-                .with_grad_rounding(grad_rounding)
-                .init(device),
-            hidden_sign: BatchNormSignConfig::new(HIDDEN).init(device),
+            hidden: BinaryLinearBlockConfig::new(
+                BinaryLinearConfig::new(channels * 4 * 4, HIDDEN)
+                    .with_bias(false)
+                    .with_grad_bits(grad_bits)
+                    .with_grad_rounding(grad_rounding),
+            )
+            .init(device),
             output: BinaryLinearConfig::new(HIDDEN, 10)
                 .with_bias(false)
                 .with_grad_bits(grad_bits)
@@ -140,7 +141,7 @@ impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
         let x = self.stem_sign.forward(self.stem.forward(images));
         let residual = self.block.forward(x.clone());
         let x = max_pool2d(x + residual, [2, 2], [2, 2]).flatten::<2>(1, 3);
-        let x = self.hidden_sign.forward(self.hidden.forward(x));
+        let x = self.hidden.forward(x);
         self.output_norm.forward(self.output.forward(x))
     }
 }

@@ -119,14 +119,15 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
         }
         let made;
         let weights = match linear.packed.rows() {
-            Some(rows) => rows.primitive(),
+            Some(rows) => B::qnn_host_packed(rows.primitive())?,
             None => {
-                // Rows `[d_output, d_input]`: the transpose of the latent weight.
-                made = B::qnn_pack(linear.weight.val().transpose(), Encoding::Signs);
+                // Rows `[d_output, d_input]`: the packed columns of the latent weight.
+                made = B::qnn_with_host_values(linear.weight.val(), |w| {
+                    HostPacked::pack_columns(w, &[d_input, d_output], Encoding::Signs)
+                })?;
                 &made
             }
         };
-        let weights = B::qnn_host_packed(weights)?;
         let owned;
         let input = match x.rows() {
             Some(rows) => rows,
