@@ -6,7 +6,7 @@
 //! parameters, with typed errors:
 //!
 //! - at every step ([`exponential_decay`]): Burn's
-//!   [`ExponentialLrScheduler`](burn::lr_scheduler::exponential::ExponentialLrScheduler),
+//!   [`ExponentialLrScheduler`],
 //!   `lr(s) = initial_lr · γ^s` with `γ = (final_lr / initial_lr)^(1 / steps)`, so that step
 //!   `steps` (0-based) trains at `final_lr`;
 //! - once per epoch, constant within it, as the scripts do ([`exponential_decay_per_epoch`]):
