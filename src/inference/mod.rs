@@ -35,7 +35,10 @@ mod quant_linear;
 mod record;
 pub(crate) mod thresholds;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+};
 
 pub use error::PackedNetError;
 pub use pack::{load_packed, pack, save_packed};
@@ -55,19 +58,32 @@ use crate::{
     QnnBackend,
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
     nn::{host_vector, inside_sums, pixel_codes, scaled_output},
-    ops::{self, ConvGeometry, Encoding, Packed, PackedConvWeights},
+    ops::{self, Encoding, Packed, PackedConvWeights},
     quant::Bits,
 };
 
 /// A binary [`Net`] in packed inference form.
 #[derive(Debug, Clone)]
 pub struct PackedNet<B: QnnBackend> {
+    /// The weights as bits, batch norms folded: what is saved, and what the two forms below
+    /// are built from.
     record: PackedNetRecord,
-    convs: Vec<ConvStage<B>>,
-    dense: Vec<DenseStage<B>>,
+    device: Device<B>,
+    /// The network on the backend's tensor operations: built with the network where the CPU
+    /// kernels do not run it, else at the first input they leave to it (one with a value that
+    /// is not finite), so that a network on the CPU kernels holds its weights once beside the
+    /// record.
+    tensors: OnceLock<TensorNet<B>>,
     /// The network on the CPU kernels with bit activations, where the backend computes on the
     /// host in f32, or why not.
     host: Result<Arc<host::HostNet>, String>,
+}
+
+/// The layers of a [`PackedNet`] on the backend's tensor operations.
+#[derive(Debug, Clone)]
+struct TensorNet<B: QnnBackend> {
+    convs: Vec<ConvStage<B>>,
+    dense: Vec<DenseStage<B>>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,28 +121,60 @@ enum Output<B: QnnBackend> {
     },
 }
 
-/// The geometry of convolution `index` of a network.
-fn conv_geometry(config: &NetConfig, index: usize) -> ConvGeometry {
-    let c_in = match index {
-        0 => config.in_channels,
-        i => config.conv_channels[i - 1],
-    };
-    ConvGeometry::new([c_in, config.conv_channels[index]], [3, 3]).with_padding([1, 1])
-}
-
-/// `(d_in, d_out)` of fully connected layer `index`.
-fn dense_shape(config: &NetConfig, index: usize) -> (usize, usize) {
-    let units: Vec<usize> = config
-        .hidden_units
-        .iter()
-        .copied()
-        .chain([config.classes])
-        .collect();
-    let d_in = match index {
-        0 => config.flat_features(),
-        i => units[i - 1],
-    };
-    (d_in, units[index])
+impl<B: QnnBackend> TensorNet<B> {
+    /// The layers of a record whose counts match its configuration.
+    ///
+    /// # Errors
+    /// [`PackedNetError::Mismatch`] or [`PackedNetError::Packed`] for a layer that does not
+    /// fit its configuration.
+    fn new(record: &PackedNetRecord, device: &Device<B>) -> Result<Self, PackedNetError> {
+        let config = &record.config;
+        let mut convs = Vec::new();
+        for (i, layer) in record.convs.iter().enumerate() {
+            let name = format!("conv {i}");
+            let geometry = config.conv_geometry(i);
+            let weights = PackedConvWeights::from_bytes(&layer.weights, geometry, device).map_err(
+                |source| PackedNetError::Packed {
+                    layer: name.clone(),
+                    source,
+                },
+            )?;
+            let bit_plane_signs = (i == 0).then(|| conv_signs(&weights));
+            convs.push(ConvStage {
+                bias: channel_vector(
+                    &name,
+                    "bias",
+                    layer.bias.as_deref(),
+                    geometry.channels[1],
+                    device,
+                )?,
+                output: Output::new(&name, &layer.output, geometry.channels[1], device)?,
+                weights,
+                bit_plane_signs,
+                pool: NetConfig::pools_after(i),
+            });
+        }
+        let mut dense = Vec::new();
+        for (i, layer) in record.dense.iter().enumerate() {
+            let name = format!("dense {i}");
+            let (d_in, d_out) = config.dense_shape(i);
+            let weights =
+                Packed::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs, device)
+                    .map_err(|source| PackedNetError::Packed {
+                        layer: name.clone(),
+                        source,
+                    })?;
+            let bit_plane_sums = (i == 0 && config.conv_channels.is_empty())
+                .then(|| weights.unpack::<2>().transpose().sum_dim(0));
+            dense.push(DenseStage {
+                bias: channel_vector(&name, "bias", layer.bias.as_deref(), d_out, device)?,
+                output: Output::new(&name, &layer.output, d_out, device)?,
+                weights,
+                bit_plane_sums,
+            });
+        }
+        Ok(Self { convs, dense })
+    }
 }
 
 fn norm_record<B: QnnBackend>(norm: &BatchNorm<B>) -> OutputRecord {
@@ -173,7 +221,18 @@ impl<B: QnnBackend> PackedNet<B> {
         let mut convs = Vec::new();
         for (i, (layer, norm)) in net.convs.iter().zip(&net.conv_norms).enumerate() {
             let name = || format!("conv {i}");
-            let geometry = conv_geometry(config, i);
+            let geometry = config.conv_geometry(i);
+            let layer_geometry = match layer {
+                ConvLayer::BitPlane(l) => Some(l.geometry),
+                ConvLayer::Binary(l) => Some(l.geometry),
+                ConvLayer::Float(_) => None,
+            };
+            if layer_geometry.is_some_and(|g| g != geometry) {
+                return Err(PackedNetError::Unsupported {
+                    layer: name(),
+                    what: "a geometry other than its configuration's",
+                });
+            }
             let (weight, bias, integer) = match layer {
                 ConvLayer::BitPlane(l) => (l.weight.val(), l.bias.as_ref(), false),
                 ConvLayer::Binary(l) if l.scaling => {
@@ -288,59 +347,22 @@ impl<B: QnnBackend> PackedNet<B> {
         ) {
             return Err(e);
         }
-        let mut convs = Vec::new();
-        for (i, layer) in record.convs.iter().enumerate() {
-            let name = format!("conv {i}");
-            let geometry = conv_geometry(config, i);
-            let weights = PackedConvWeights::from_bytes(&layer.weights, geometry, device).map_err(
-                |source| PackedNetError::Packed {
-                    layer: name.clone(),
-                    source,
-                },
-            )?;
-            let bit_plane_signs = (i == 0).then(|| conv_signs(&weights));
-            convs.push(ConvStage {
-                bias: channel_vector(
-                    &name,
-                    "bias",
-                    layer.bias.as_deref(),
-                    geometry.channels[1],
-                    device,
-                )?,
-                output: Output::new(&name, &layer.output, geometry.channels[1], device)?,
-                weights,
-                bit_plane_signs,
-                pool: NetConfig::pools_after(i),
-            });
-        }
-        let mut dense = Vec::new();
-        for (i, layer) in record.dense.iter().enumerate() {
-            let name = format!("dense {i}");
-            let (d_in, d_out) = dense_shape(config, i);
-            let weights =
-                Packed::from_bytes(&layer.weights, &[d_out, d_in], Encoding::Signs, device)
-                    .map_err(|source| PackedNetError::Packed {
-                        layer: name.clone(),
-                        source,
-                    })?;
-            let bit_plane_sums = (i == 0 && config.conv_channels.is_empty())
-                .then(|| weights.unpack::<2>().transpose().sum_dim(0));
-            dense.push(DenseStage {
-                bias: channel_vector(&name, "bias", layer.bias.as_deref(), d_out, device)?,
-                output: Output::new(&name, &layer.output, d_out, device)?,
-                weights,
-                bit_plane_sums,
-            });
-        }
+        let tensors = TensorNet::new(&record, device)?;
         let host = if B::qnn_computes_on_host() {
             host::HostNet::new(&record).map(Arc::new)
         } else {
             Err("the backend does not compute on the host in f32".to_owned())
         };
+        // The tensor form is built once anyway, to check the record against the
+        // configuration; where the CPU kernels run the network it is dropped until needed.
+        let tensors = match host {
+            Ok(_) => OnceLock::new(),
+            Err(_) => OnceLock::from(tensors),
+        };
         Ok(Self {
             record,
-            convs,
-            dense,
+            device: device.clone(),
+            tensors,
             host,
         })
     }
@@ -391,8 +413,12 @@ impl<B: QnnBackend> PackedNet<B> {
                 return Tensor::from_data(TensorData::new(scores, [n, classes]), &images.device());
             }
         }
+        let tensors = self.tensors.get_or_init(|| {
+            TensorNet::new(&self.record, &self.device)
+                .expect("a record checked when the network was built")
+        });
         let mut x = images;
-        for stage in &self.convs {
+        for stage in &tensors.convs {
             let [_, _, h, w] = x.dims();
             let geometry = stage.weights.geometry();
             let mut y = match &stage.bit_plane_signs {
@@ -415,7 +441,7 @@ impl<B: QnnBackend> PackedNet<B> {
             x = stage.output.apply(y);
         }
         let mut x = x.flatten::<2>(1, 3);
-        for stage in &self.dense {
+        for stage in &tensors.dense {
             let mut y: Tensor<B, 2> = match &stage.bit_plane_sums {
                 Some(sums) => {
                     let codes = Packed::new(pixel_codes(x), Encoding::Codes(Bits::EIGHT));
@@ -639,5 +665,54 @@ impl<B: QnnBackend> Output<B> {
                 *epsilon,
             ),
         }
+    }
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::{backend::NdArray, tensor::Distribution};
+
+    use super::*;
+
+    fn same_values(a: Tensor<NdArray, 2>, b: Tensor<NdArray, 2>) -> bool {
+        let (a, b) = (a.into_data().to_vec::<f32>(), b.into_data().to_vec::<f32>());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.len() == b.len()
+            && a.iter()
+                .zip(&b)
+                .all(|(x, y)| x == y || x.is_nan() && y.is_nan())
+    }
+
+    /// On NdArray the packed network runs on the CPU kernels without its tensor form, which is
+    /// built at the first input the kernels leave to it (a value that is not finite); both give
+    /// the network's values.
+    #[test]
+    fn tensor_form_is_built_only_where_needed() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<PackedNet<NdArray>>();
+        let device = Default::default();
+        let net = NetConfig::cifar10()
+            .with_width(1.0 / 16.0)
+            .init::<NdArray>(&device);
+        let packed = PackedNet::from_net(&net).unwrap();
+        assert!(packed.runs_on_cpu_kernels());
+        assert!(packed.tensors.get().is_none(), "built with the network");
+        let images =
+            Tensor::<NdArray, 4>::random([2, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
+        assert!(same_values(
+            packed.forward(images.clone()),
+            net.forward(images.clone())
+        ));
+        assert!(packed.tensors.get().is_none(), "built for finite images");
+        let mut values = images.into_data().to_vec::<f32>().unwrap();
+        values[100] = f32::NAN;
+        values[2000] = f32::INFINITY;
+        let images =
+            Tensor::<NdArray, 4>::from_data(TensorData::new(values, [2, 3, 32, 32]), &device);
+        assert!(same_values(
+            packed.forward(images.clone()),
+            net.forward(images)
+        ));
+        assert!(packed.tensors.get().is_some());
     }
 }

@@ -15,6 +15,7 @@ use super::{ConvLayer, DenseLayer};
 use crate::{
     QnnBackend,
     nn::{BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig},
+    ops::ConvGeometry,
 };
 
 /// Binary (the paper's BNN) or full precision (the same shapes with Burn's float layers and
@@ -102,6 +103,37 @@ impl NetConfig {
         self
     }
 
+    /// The geometry of convolution `index`: 3 × 3 kernels, stride 1, zero padding 1 (the size
+    /// kept), from the previous layer's channels (the image's for the first) to
+    /// `conv_channels[index]`.
+    ///
+    /// # Panics
+    /// If there is no convolution `index`.
+    pub fn conv_geometry(&self, index: usize) -> ConvGeometry {
+        let c_in = match index {
+            0 => self.in_channels,
+            i => self.conv_channels[i - 1],
+        };
+        ConvGeometry::new([c_in, self.conv_channels[index]], [3, 3]).with_padding([1, 1])
+    }
+
+    /// `(d_input, d_output)` of fully connected layer `index` (the output layer last).
+    ///
+    /// # Panics
+    /// If there is no fully connected layer `index`.
+    pub fn dense_shape(&self, index: usize) -> (usize, usize) {
+        let d_out = |i: usize| self.hidden_units.get(i).copied().unwrap_or(self.classes);
+        assert!(
+            index <= self.hidden_units.len(),
+            "NetConfig::dense_shape: no fully connected layer {index}"
+        );
+        let d_in = match index {
+            0 => self.flat_features(),
+            i => d_out(i - 1),
+        };
+        (d_in, d_out(index))
+    }
+
     /// Whether max-pooling follows convolution `index`.
     pub fn pools_after(index: usize) -> bool {
         index % 2 == 1
@@ -138,19 +170,21 @@ impl NetConfig {
         };
         let mut convs = Vec::new();
         let mut conv_norms = Vec::new();
-        let mut c_in = self.in_channels;
         for (i, &c_out) in self.conv_channels.iter().enumerate() {
-            let (channels, kernel) = ([c_in, c_out], [3, 3]);
+            let geometry = self.conv_geometry(i);
+            let (channels, kernel) = (geometry.channels, geometry.kernel);
+            let [p_h, p_w] = geometry.padding;
+            let padding = PaddingConfig2d::Explicit(p_h, p_w, p_h, p_w);
             let layer = match (binary, i) {
                 (true, 0) => ConvLayer::BitPlane(
                     BitPlaneConv2dConfig::new(channels, kernel)
-                        .with_padding(PaddingConfig2d::Same)
+                        .with_padding(padding.clone())
                         .with_bias(false)
                         .init(device),
                 ),
                 (true, _) => ConvLayer::Binary(
                     BinaryConv2dConfig::new(channels, kernel)
-                        .with_padding(PaddingConfig2d::Same)
+                        .with_padding(padding.clone())
                         .with_bias(false)
                         .with_grad_bits(self.grad_bits)
                         .with_grad_rounding(self.grad_rounding)
@@ -158,19 +192,17 @@ impl NetConfig {
                 ),
                 (false, _) => ConvLayer::Float(
                     Conv2dConfig::new(channels, kernel)
-                        .with_padding(PaddingConfig2d::Same)
+                        .with_padding(padding.clone())
                         .init(device),
                 ),
             };
             convs.push(layer);
             conv_norms.push(norm(c_out));
-            c_in = c_out;
         }
         let mut dense = Vec::new();
         let mut dense_norms = Vec::new();
-        let mut d_in = self.flat_features();
-        let outputs = self.hidden_units.iter().chain([&self.classes]);
-        for (i, &d_out) in outputs.enumerate() {
+        for i in 0..=self.hidden_units.len() {
+            let (d_in, d_out) = self.dense_shape(i);
             let first = i == 0 && self.conv_channels.is_empty();
             let layer = match (binary, first) {
                 (true, true) => DenseLayer::BitPlane(
@@ -189,7 +221,6 @@ impl NetConfig {
             };
             dense.push(layer);
             dense_norms.push(norm(d_out));
-            d_in = d_out;
         }
         Net {
             convs,

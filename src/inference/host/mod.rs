@@ -138,7 +138,7 @@ impl HostNet {
         let mut convs = Vec::new();
         let mut first = None;
         for (i, layer) in record.convs.iter().enumerate() {
-            let geometry = super::conv_geometry(config, i);
+            let geometry = config.conv_geometry(i);
             let [c_in, c_out] = geometry.channels;
             if geometry.stride != [1, 1] || geometry.dilation != [1, 1] || c_in != channels {
                 return Err(format!(
@@ -182,7 +182,7 @@ impl HostNet {
             .checked_sub(1)
             .ok_or("no fully connected layer")?;
         for (i, layer) in record.dense.iter().enumerate() {
-            let (d_in, d_out) = super::dense_shape(config, i);
+            let (d_in, d_out) = config.dense_shape(i);
             let bias = layer.bias.clone();
             if i == 0 && record.convs.is_empty() {
                 let weights = sign_rows_of(&layer.weights, d_out, d_in)
