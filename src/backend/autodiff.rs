@@ -14,7 +14,7 @@ use burn_autodiff::{
 
 use super::{
     BatchNormOutput, GradQuantization, QnnBackend, batch_norm, binary_backward, bit_plane,
-    code_matmul, pool,
+    channel_affine, code_matmul, pool,
 };
 use crate::{
     ops::{ConvGeometry, Encoding, HostPacked},
@@ -282,6 +282,14 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
         bits: Bits,
     ) -> Tensor<Self, D> {
         quantize_gradient_node(x, bits, GradRounding::Stochastic)
+    }
+
+    fn qnn_channel_affine<const D: usize>(
+        y: Tensor<Self, D>,
+        scale: Option<Tensor<Self, 1>>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, D> {
+        channel_affine::affine_autodiff(y, scale, bias)
     }
 }
 

@@ -397,7 +397,7 @@ impl<B: HostFloat> QnnBackend for B {
             |t: &Option<Tensor<Self, 1>>| t.as_ref().is_none_or(|t| t.dims()[0] == shape.channels);
         if !B::holds_f32() || !fits(&scale) || !fits(&bias) {
             // Burn's broadcasting (and its shape errors).
-            return super::portable_channel_affine(y, scale, bias);
+            return super::channel_affine::affine_portable(y, scale, bias);
         }
         let (scale, bias) = (scale.map(host_values), bias.map(host_values));
         // SAFETY: `scale_and_shift_into` writes every slot.
@@ -415,6 +415,15 @@ impl<B: HostFloat> QnnBackend for B {
             })
         };
         B::float_tensor(out, &dims)
+    }
+
+    fn qnn_channel_sums<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, 1> {
+        if !B::holds_f32() {
+            return super::channel_affine::sums_portable(x);
+        }
+        let shape = norm_shape(&x.dims());
+        let sums = B::with_f32(x, |x, _| channel_affine::channel_sums(x, shape));
+        B::float_tensor(sums, &[shape.channels])
     }
 
     fn qnn_batch_norm_sign<const D: usize>(

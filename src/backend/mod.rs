@@ -22,6 +22,7 @@ mod autodiff;
 pub(crate) mod batch_norm;
 mod binary_backward;
 mod bit_plane;
+mod channel_affine;
 mod code_matmul;
 #[cfg(feature = "cubecl")]
 mod cube;
@@ -109,28 +110,6 @@ use crate::{
     ops::{self, ConvGeometry, Encoding, HostPacked},
     quant::{self, Bits, CodeGrid, GradRounding, Quantizer, quantizer},
 };
-
-/// [`QnnBackend::qnn_channel_affine`] in Burn's tensor operations.
-fn portable_channel_affine<B: Backend, const D: usize>(
-    y: Tensor<B, D>,
-    scale: Option<Tensor<B, 1>>,
-    bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, D> {
-    let channels = y.dims()[1];
-    let per_channel = |t: Tensor<B, 1>| {
-        let mut shape = [1; D];
-        shape[1] = channels;
-        t.reshape(shape)
-    };
-    let y = match scale {
-        Some(scale) => y * per_channel(scale),
-        None => y,
-    };
-    match bias {
-        Some(bias) => y + per_channel(bias),
-        None => y,
-    }
-}
 
 /// A Burn backend that runs the crate's quantizers and packed kernels.
 ///
@@ -587,7 +566,15 @@ pub trait QnnBackend: Backend {
         scale: Option<Tensor<Self, 1>>,
         bias: Option<Tensor<Self, 1>>,
     ) -> Tensor<Self, D> {
-        portable_channel_affine(y, scale, bias)
+        channel_affine::affine_portable(y, scale, bias)
+    }
+
+    /// Per channel of `x` `[N, C, ..]`, the sum of its values over every other dimension:
+    /// `[C]`, the gradient of a per-channel bias. The default is Burn's tensor operations;
+    /// `NdArray` and `Flex` sum in one parallel pass in f64
+    /// ([`crate::kernels::channel_affine::channel_sums`]).
+    fn qnn_channel_sums<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, 1> {
+        channel_affine::sums_portable(x)
     }
 
     /// The signs (`±1`) of a batch norm in evaluation mode over `x` `[N, C, ..]`: per channel

@@ -69,6 +69,45 @@ pub fn scale_and_shift_into(
     }
 }
 
+/// Per channel `c`, the sum of the values of channel `c` of `x` `[N, C, S]` (over images and
+/// positions), accumulated in f64: the gradient of a per-channel bias.
+///
+/// # Panics
+/// If `x` does not hold `shape.len()` values.
+pub fn channel_sums(x: &[f32], shape: NormShape) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        shape.len(),
+        "channel sums: the input should hold {} values ({shape:?})",
+        shape.len()
+    );
+    let (channels, run) = (shape.channels, shape.spatial);
+    let channel = |c: usize| {
+        let total: f64 = (0..shape.batch)
+            .map(|n| run_sum(&x[(n * channels + c) * run..][..run]))
+            .sum();
+        total as f32
+    };
+    if shape.len() >= PARALLEL_MIN {
+        (0..channels).into_par_iter().map(channel).collect()
+    } else {
+        (0..channels).map(channel).collect()
+    }
+}
+
+/// The sum of `values` in f64, in 8 independent partial sums (so that the adds vectorize).
+fn run_sum(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(v);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use burn::{
@@ -117,6 +156,62 @@ mod tests {
                     v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
                 };
                 assert_eq!(bits(got), bits(expected), "{dims:?}");
+            }
+        }
+    }
+
+    /// Under autodiff, a bias alone is one node: the output gradient passes to the input
+    /// unchanged and each bias value gets the sum of its channel's output gradients (checked
+    /// against that sum in f64), with the forward values of Burn's broadcasting add.
+    #[test]
+    fn bias_gradient_is_the_channel_sum() {
+        use burn::backend::Autodiff;
+        type A = Autodiff<NdArray>;
+        let mut rng = StdRng::seed_from_u64(4);
+        let device = Default::default();
+        for &dims in &[[3, 5, 4, 7], [2, 70, 17, 13], [4, 3, 1, 1]] {
+            let len: usize = dims.iter().product();
+            let random = |rng: &mut StdRng, n: usize| -> Vec<f32> {
+                (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
+            };
+            let (y_values, w_values, b_values) = (
+                random(&mut rng, len),
+                random(&mut rng, len),
+                random(&mut rng, dims[1]),
+            );
+            let y = Tensor::<A, 4>::from_data(TensorData::new(y_values.clone(), dims), &device)
+                .require_grad();
+            let bias =
+                Tensor::<A, 1>::from_data(TensorData::new(b_values.clone(), [dims[1]]), &device)
+                    .require_grad();
+            let weights =
+                Tensor::<A, 4>::from_data(TensorData::new(w_values.clone(), dims), &device);
+            let out = A::qnn_channel_affine(y.clone(), None, Some(bias.clone()));
+            let expected = y.clone().inner() + bias.clone().inner().reshape([1, dims[1], 1, 1]);
+            assert_eq!(
+                out.clone().inner().into_data(),
+                expected.into_data(),
+                "{dims:?}"
+            );
+            let grads = (out * weights).sum().backward();
+            let grad_y = y.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            assert_eq!(grad_y, w_values, "{dims:?}: the input's gradient");
+            let grad_b = bias
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let spatial = dims[2] * dims[3];
+            for (c, &g) in grad_b.iter().enumerate() {
+                let sum: f64 = (0..dims[0])
+                    .flat_map(|n| w_values[(n * dims[1] + c) * spatial..][..spatial].iter())
+                    .map(|&v| f64::from(v))
+                    .sum();
+                assert!(
+                    (f64::from(g) - sum).abs() <= 1e-5 * sum.abs().max(1.0),
+                    "{dims:?}: channel {c}: {g} instead of {sum}"
+                );
             }
         }
     }
