@@ -293,9 +293,9 @@ impl<B: QnnBackend, C: CheckpointStrategy> QnnBackend for Autodiff<B, C> {
     }
 }
 
-/// The identity whose backward quantizes the gradient to `bits` bits with `rounding`, as a
-/// binary product's backward does on backends without integer kernels
-/// ([`GradQuantization::apply_portable`], the noise drawn from the inner backend).
+/// The identity whose backward quantizes the gradient to `bits` bits with `rounding`
+/// ([`QnnBackend::qnn_quantized_gradient`] of the inner backend, the noise drawn from its
+/// generator).
 #[derive(Debug)]
 struct QuantizeGradient {
     bits: Bits,
@@ -313,7 +313,7 @@ impl<B: QnnBackend> Backward<B, 1> for QuantizeGradient {
             let flat = grad.reshape([count]);
             let quantization =
                 GradQuantization::new(self.bits, self.rounding, count, &flat.device());
-            let quantized = quantization.apply_portable(flat);
+            let quantized = B::qnn_quantized_gradient(flat, quantization);
             B::float_reshape(quantized.into_primitive().tensor(), shape)
         });
     }

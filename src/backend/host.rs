@@ -417,6 +417,18 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(out, &dims)
     }
 
+    fn qnn_quantized_gradient<const D: usize>(
+        grad: Tensor<Self, D>,
+        quantization: GradQuantization<Self>,
+    ) -> Tensor<Self, D> {
+        if !B::holds_f32() {
+            return quantization.apply_portable(grad);
+        }
+        let dims = grad.dims();
+        let values = quantized_grad(grad, quantization).values();
+        B::float_tensor(values, &dims)
+    }
+
     fn qnn_channel_sums<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, 1> {
         if !B::holds_f32() {
             return super::channel_affine::sums_portable(x);
@@ -976,4 +988,60 @@ fn exact_code_product<B: HostFloat>(
         })
     });
     Ok((product, [m, n]))
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::{backend::NdArray, tensor::TensorData};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+    use crate::quant::Bits;
+
+    /// The host's gradient quantization gives, bit for bit, the values of Burn's tensor
+    /// operations ([`GradQuantization::apply_portable`]), rounding to nearest and
+    /// stochastically with the same noise, for every width from 2 to 8 bits, with ties, zeros
+    /// and an all-zero gradient.
+    #[test]
+    fn quantized_gradient_equals_the_tensor_operations() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let device = Default::default();
+        for case in 0..40 {
+            let len = rng.random_range(1..3000);
+            let bits = Bits::new(rng.random_range(2..=8)).unwrap();
+            let scale = [1e-30, 1e-3, 1.0, 1e6][case % 4];
+            let mut values: Vec<f32> = (0..len)
+                .map(|_| scale * rng.random_range(-1.0f32..1.0))
+                .collect();
+            values[0] = 0.0;
+            if case == 7 {
+                values.iter_mut().for_each(|v| *v = 0.0);
+            }
+            if len > 2 {
+                // A tie: half a step from the maximum's grid.
+                values[1] = scale;
+                values[2] = scale * 0.5 / ((1 << (bits.get() - 1)) - 1) as f32;
+            }
+            let grad = Tensor::<NdArray, 1>::from_data(TensorData::new(values, [len]), &device);
+            let noise: Vec<f32> = (0..len).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            let noise = Tensor::<NdArray, 1>::from_data(TensorData::new(noise, [len]), &device);
+            for noise in [None, Some(noise)] {
+                let quantization = GradQuantization { bits, noise };
+                let bits_of = |t: Tensor<NdArray, 1>| {
+                    let v = t.into_data().to_vec::<f32>().unwrap();
+                    v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                };
+                let stochastic = quantization.noise.is_some();
+                assert_eq!(
+                    bits_of(NdArray::qnn_quantized_gradient(
+                        grad.clone(),
+                        quantization.clone()
+                    )),
+                    bits_of(quantization.apply_portable(grad.clone())),
+                    "case {case}: {len} values, {} bits, stochastic {stochastic}",
+                    bits.get()
+                );
+            }
+        }
+    }
 }

@@ -181,6 +181,19 @@ pub trait QnnBackend: Backend {
         x
     }
 
+    /// `grad` quantized as `quantization` says (the values of [`crate::quant::quantize_gradient`]'s
+    /// backward, or of [`crate::quant::quantize_gradient_stochastic`]'s with its noise; the
+    /// whole tensor shares one scale): what the gradient quantizers' backward computes. The
+    /// default is Burn's tensor operations; `NdArray` and `Flex` quantize in one parallel pass
+    /// of [`crate::kernels::quantized_backward::QuantizedGrad`], the same values for finite
+    /// gradients (for a gradient holding a value that is not finite, every value is NaN there).
+    fn qnn_quantized_gradient<const D: usize>(
+        grad: Tensor<Self, D>,
+        quantization: GradQuantization<Self>,
+    ) -> Tensor<Self, D> {
+        quantization.apply_portable(grad)
+    }
+
     /// `count` values uniform in `[0, 1)` from the backend's seeded generator (`Backend::seed`):
     /// the noise of stochastic rounding ([`crate::quant::quantize_gradient_stochastic`]). The
     /// default is Burn's `Tensor::random`; the host backends draw one seed from it and fill the
