@@ -2,7 +2,9 @@
 //! a CIFAR-10 first block at width 1 (50 images, 128 channels of 32 × 32): the forward of
 //! `QnnBackend::qnn_channel_affine` (what `BinaryConv2d`, `BitPlaneConv2d` and `QuantConv2d`
 //! call) against Burn's broadcasting add, and the bias gradient of its backward
-//! (`QnnBackend::qnn_channel_sums`) against Burn's sums over the other dimensions, side by side.
+//! (`QnnBackend::qnn_channel_sums`) against Burn's sums over the other dimensions, side by side;
+//! and the same for a fully connected layer's outputs (100 rows of 4096 features, the MNIST
+//! MLP's hidden layers; `BinaryLinear` calls the op for `[N, d_output]` outputs).
 //!
 //! `cargo bench --bench channel_bias`
 
@@ -38,6 +40,35 @@ fn channel_bias(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("burn_sum_dims", |b| {
         b.iter(|| grad.clone().sum_dim(0).sum_dim(2).sum_dim(3).into_data())
+    });
+    group.bench_function("qnn_channel_sums", |b| {
+        b.iter(|| NdArray::qnn_channel_sums(grad.clone()).into_data())
+    });
+    group.finish();
+
+    let rows = Tensor::<A, 2>::random([100, 4096], Distribution::Default, &device);
+    let bias = Tensor::<A, 1>::random([4096], Distribution::Default, &device);
+    let mut group = c.benchmark_group("bias_forward_100x4096");
+    group.sample_size(20);
+    group.bench_function("burn_broadcast_add", |b| {
+        b.iter(|| {
+            let (x, bias) = (rows.clone().require_grad(), bias.clone().require_grad());
+            (x + bias.unsqueeze()).inner()
+        })
+    });
+    group.bench_function("qnn_channel_affine", |b| {
+        b.iter(|| {
+            let (x, bias) = (rows.clone().require_grad(), bias.clone().require_grad());
+            A::qnn_channel_affine(x, None, Some(bias)).inner()
+        })
+    });
+    group.finish();
+
+    let grad = rows.inner();
+    let mut group = c.benchmark_group("bias_gradient_100x4096");
+    group.sample_size(20);
+    group.bench_function("burn_sum_dim", |b| {
+        b.iter(|| grad.clone().sum_dim(0).into_data())
     });
     group.bench_function("qnn_channel_sums", |b| {
         b.iter(|| NdArray::qnn_channel_sums(grad.clone()).into_data())

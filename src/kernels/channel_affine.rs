@@ -50,6 +50,10 @@ pub fn scale_and_shift_into(
     }
     let run = shape.spatial.max(1);
     let per_image = |(x, out): (&[f32], &mut [MaybeUninit<f32>])| {
+        if run == 1 {
+            // `[N, C]`: a row of channels, each its own scale and bias.
+            return affine_row(x, scale, bias, out);
+        }
         for (c, (x, out)) in x.chunks(run).zip(out.chunks_mut(run)).enumerate() {
             let (a, b) = (scale.map(|s| s[c]), bias.map(|b| b[c]));
             for (o, &v) in out.iter_mut().zip(x) {
@@ -69,6 +73,38 @@ pub fn scale_and_shift_into(
     }
 }
 
+/// `out[c] = x[c]·scale[c] + bias[c]` along one row of channels, one loop per case so that each
+/// vectorizes.
+fn affine_row(
+    x: &[f32],
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    match (scale, bias) {
+        (Some(a), Some(b)) => {
+            for (((o, &v), &a), &b) in out.iter_mut().zip(x).zip(a).zip(b) {
+                o.write(v * a + b);
+            }
+        }
+        (Some(a), None) => {
+            for ((o, &v), &a) in out.iter_mut().zip(x).zip(a) {
+                o.write(v * a);
+            }
+        }
+        (None, Some(b)) => {
+            for ((o, &v), &b) in out.iter_mut().zip(x).zip(b) {
+                o.write(v + b);
+            }
+        }
+        (None, None) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                o.write(v);
+            }
+        }
+    }
+}
+
 /// Per channel `c`, the sum of the values of channel `c` of `x` `[N, C, S]` (over images and
 /// positions), accumulated in f64: the gradient of a per-channel bias.
 ///
@@ -82,6 +118,16 @@ pub fn channel_sums(x: &[f32], shape: NormShape) -> Vec<f32> {
         shape.len()
     );
     let (channels, run) = (shape.channels, shape.spatial);
+    if run == 1 && channels > 0 {
+        // `[N, C]`: rows added up, each channel in its own lane.
+        let mut sums = vec![0f64; channels];
+        for row in x.chunks_exact(channels) {
+            for (sum, &v) in sums.iter_mut().zip(row) {
+                *sum += f64::from(v);
+            }
+        }
+        return sums.into_iter().map(|s| s as f32).collect();
+    }
     let channel = |c: usize| {
         let total: f64 = (0..shape.batch)
             .map(|n| run_sum(&x[(n * channels + c) * run..][..run]))
@@ -125,7 +171,14 @@ mod tests {
     fn equals_burns_broadcasting_ops() {
         let mut rng = StdRng::seed_from_u64(3);
         let device = Default::default();
-        for &dims in &[[2, 3, 4, 5], [3, 70, 13, 11], [1, 1, 1, 1], [4, 9, 0, 3]] {
+        for &dims in &[
+            [2, 3, 4, 5],
+            [3, 70, 13, 11],
+            [1, 1, 1, 1],
+            [4, 9, 0, 3],
+            [9, 300, 1, 1],
+            [200, 400, 1, 1],
+        ] {
             let len: usize = dims.iter().product();
             let mut values: Vec<f32> = (0..len).map(|_| rng.random_range(-50.0..50.0)).collect();
             for (i, v) in values.iter_mut().enumerate().step_by(17) {
@@ -169,7 +222,12 @@ mod tests {
         type A = Autodiff<NdArray>;
         let mut rng = StdRng::seed_from_u64(4);
         let device = Default::default();
-        for &dims in &[[3, 5, 4, 7], [2, 70, 17, 13], [4, 3, 1, 1]] {
+        for &dims in &[
+            [3, 5, 4, 7],
+            [2, 70, 17, 13],
+            [4, 3, 1, 1],
+            [150, 300, 1, 1],
+        ] {
             let len: usize = dims.iter().product();
             let random = |rng: &mut StdRng, n: usize| -> Vec<f32> {
                 (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()

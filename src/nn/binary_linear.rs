@@ -140,12 +140,17 @@ impl<B: QnnBackend> BinaryLinear<B> {
         } else {
             self.product(x, self.weight.val())
         };
-        let y = match self.alpha() {
+        let (alpha, bias) = (self.alpha(), self.bias.as_ref().map(Param::val));
+        if D == 2 && (alpha.is_some() || bias.is_some()) {
+            // `[N, d_output]`: the features are dimension 1, as a convolution's channels.
+            return B::qnn_channel_affine(y, alpha, bias);
+        }
+        let y = match alpha {
             Some(alpha) => y * alpha.reshape([d_output]).unsqueeze(),
             None => y,
         };
-        match &self.bias {
-            Some(bias) => y + bias.val().unsqueeze(),
+        match bias {
+            Some(bias) => y + bias.unsqueeze(),
             None => y,
         }
     }
