@@ -437,15 +437,26 @@ fn for_each_image(
     out: &mut [MaybeUninit<f32>],
     f: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
 ) {
+    for_each_image_slice(shape, out, |n, out| {
+        for (c, run) in out.chunks_mut(shape.spatial.max(1)).enumerate() {
+            f(n, c, run)
+        }
+    });
+}
+
+/// Calls `f(n, image)` on the values of every image `n` of `out` (`[N, C, S]` in `shape`'s
+/// layout, `C·S` values an image), images in parallel where there are enough values for
+/// threads to pay.
+pub(crate) fn for_each_image_slice<T: Send>(
+    shape: NormShape,
+    out: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     let image = shape.channels * shape.spatial;
     if image == 0 {
         return;
     }
-    let per_image = |(n, out): (usize, &mut [MaybeUninit<f32>])| {
-        for (c, run) in out.chunks_mut(shape.spatial.max(1)).enumerate() {
-            f(n, c, run)
-        }
-    };
+    let per_image = |(n, out): (usize, &mut [T])| f(n, out);
     if shape.len() >= PARALLEL_MIN {
         out.par_chunks_mut(image).enumerate().for_each(per_image);
     } else {

@@ -6,9 +6,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batch_norm::NormShape;
+use super::batch_norm::{NormShape, for_each_image_slice};
 
-/// Values from which the images run in parallel.
+/// Values from which the channels' sums run in parallel.
 const PARALLEL_MIN: usize = 1 << 15;
 
 /// `out = x·scale[c] + bias[c]` for each value of channel `c` of `x` `[N, C, S]`, rounding to
@@ -45,11 +45,9 @@ pub fn scale_and_shift_into(
         }
     }
     let image = shape.channels * shape.spatial;
-    if image == 0 {
-        return;
-    }
     let run = shape.spatial.max(1);
-    let per_image = |(x, out): (&[f32], &mut [MaybeUninit<f32>])| {
+    for_each_image_slice(shape, out, |n, out| {
+        let x = &x[n * image..][..image];
         if run == 1 {
             // `[N, C]`: a row of channels, each its own scale and bias.
             return affine_row(x, scale, bias, out);
@@ -61,16 +59,7 @@ pub fn scale_and_shift_into(
                 o.write(b.map_or(v, |b| v + b));
             }
         }
-    };
-    if shape.len() >= PARALLEL_MIN {
-        x.par_chunks(image)
-            .zip(out.par_chunks_mut(image))
-            .for_each(per_image);
-    } else {
-        x.chunks(image)
-            .zip(out.chunks_mut(image))
-            .for_each(per_image);
-    }
+    });
 }
 
 /// `out[c] = x[c]·scale[c] + bias[c]` along one row of channels, one loop per case so that each

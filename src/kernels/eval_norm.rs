@@ -9,9 +9,10 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
-use super::{batch_norm::NormShape, uninit::as_slots};
+use super::{
+    batch_norm::{NormShape, for_each_image_slice},
+    uninit::as_slots,
+};
 
 /// `sqrt(var + ε)` of a channel, in Burn's `f32` operations.
 #[inline]
@@ -172,7 +173,8 @@ impl EvalNorm {
         } else {
             vec![None; self.channels()]
         };
-        let per_image = |(x, out): (&[f32], &mut [MaybeUninit<f32>])| {
+        for_each_image_slice(shape, out, |n, out| {
+            let x = &x[n * image..][..image];
             for (c, (x, out)) in x.chunks(run).zip(out.chunks_mut(run)).enumerate() {
                 if let Some((lo, hi)) = ranges[c] {
                     for (o, &v) in out.iter_mut().zip(x) {
@@ -190,21 +192,9 @@ impl EvalNorm {
                     }
                 }
             }
-        };
-        if shape.len() >= PARALLEL_MIN {
-            x.par_chunks(image)
-                .zip(out.par_chunks_mut(image))
-                .for_each(per_image);
-        } else {
-            x.chunks(image)
-                .zip(out.chunks_mut(image))
-                .for_each(per_image);
-        }
+        });
     }
 }
-
-/// Values from which [`EvalNorm::signs`] runs images in parallel.
-const PARALLEL_MIN: usize = 1 << 15;
 
 /// Values per channel from which [`EvalNorm::signs`] folds each channel into a range first.
 const FOLD_MIN_VALUES: usize = 256;

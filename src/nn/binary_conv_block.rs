@@ -119,12 +119,7 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
         if let Some(bits) = self.on_host(&x) {
             return Signs::from_images(bits, x.device());
         }
-        let x = if self.conv.binarize_input {
-            x.into_values()
-        } else {
-            x.into_tensor()
-        };
-        let y = self.conv.forward(x);
+        let y = self.conv.forward(x.into_input(self.conv.binarize_input));
         let y = if self.pool {
             max_pool2d(y, [2, 2], [2, 2])
         } else {
@@ -137,8 +132,7 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
     /// `None` elsewhere, or where the input does not fit the layer (the tensor path then says
     /// why).
     fn on_host(&self, x: &Signs<B>) -> Option<PackedActivations> {
-        let device = x.device();
-        if !B::qnn_computes_on_host() || B::ad_enabled(&device) || !self.conv.binarize_input {
+        if !x.on_host_kernels() || !self.conv.binarize_input {
             return None;
         }
         let geometry = &self.conv.geometry;
@@ -147,17 +141,21 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
         if c != geometry.channels[0] || call.validate().is_err() {
             return None;
         }
+        let made;
         let packed = match self.conv.packed.conv_weights(geometry) {
-            Some(weights) => weights.packed().primitive().clone(),
-            None => B::qnn_pack_conv_weights(self.conv.weight.val(), geometry),
+            Some(weights) => weights.packed().primitive(),
+            None => {
+                made = B::qnn_pack_conv_weights(self.conv.weight.val(), geometry);
+                &made
+            }
         };
-        let weights = B::qnn_host_packed(&packed)?.conv_weights(c, geometry.kernel);
+        let weights = B::qnn_host_packed(packed)?.conv_weights(c, geometry.kernel);
         let thresholds = self.thresholds(weights.weights.max_dot())?;
         let owned;
         let input = match x.images() {
             Some(bits) => bits,
             None => {
-                let values = x.clone().into_values();
+                let values = x.clone().into_input(true);
                 owned = B::qnn_with_host_values(values, |v| {
                     PackedActivations::from_nchw(v, n, c, h, w)
                 })?;

@@ -95,11 +95,7 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
         if let Some(rows) = self.on_host(&x) {
             return Signs::from_rows(rows, x.device());
         }
-        let x = if self.linear.binarize_input {
-            x.into_values()
-        } else {
-            x.into_tensor()
-        };
+        let x = x.into_input(self.linear.binarize_input);
         Signs::of_binarized(self.sign.forward(self.linear.forward(x)))
     }
 
@@ -107,9 +103,8 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
     /// `None` elsewhere, or where the input does not fit the layer (the tensor path then says
     /// why).
     fn on_host(&self, x: &Signs<B, 2>) -> Option<HostPacked> {
-        let device = x.device();
         let linear = &self.linear;
-        if !B::qnn_computes_on_host() || B::ad_enabled(&device) || !linear.binarize_input {
+        if !x.on_host_kernels() || !linear.binarize_input {
             return None;
         }
         let [n, d_in] = x.dims();
@@ -132,7 +127,7 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
         let input = match x.rows() {
             Some(rows) => rows,
             None => {
-                let values = x.clone().into_values();
+                let values = x.clone().into_input(true);
                 owned = B::qnn_with_host_values(values, |v| {
                     HostPacked::pack(v, &[n, d_in], Encoding::Signs)
                 })?;

@@ -132,13 +132,19 @@ impl<B: QnnBackend, const D: usize> Signs<B, D> {
         }
     }
 
-    /// Values whose signs are the activations, for a layer that binarizes its input itself:
-    /// no sign is taken here.
-    pub(crate) fn into_values(self) -> Tensor<B, D> {
+    /// The input of a layer: values whose signs are the activations where the layer binarizes
+    /// its input itself (no sign taken here), else the `±1` tensor.
+    pub(crate) fn into_input(self, layer_binarizes: bool) -> Tensor<B, D> {
         match self.repr {
-            Repr::Values { values, .. } => values,
-            Repr::Bits { .. } => self.into_tensor(),
+            Repr::Values { values, .. } if layer_binarizes => values,
+            _ => self.into_tensor(),
         }
+    }
+
+    /// Whether a block taking these signs computes on the CPU kernels: the backend computes on
+    /// the host, outside training.
+    pub(crate) fn on_host_kernels(&self) -> bool {
+        B::qnn_computes_on_host() && !B::ad_enabled(&self.device())
     }
 
     /// The signs as a float tensor of `±1`.

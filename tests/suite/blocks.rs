@@ -12,8 +12,8 @@ use burn_qnn::{
     QnnAutodiffBackend, QnnBackend,
     inference::pack,
     nn::{
-        BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, BinaryLinearBlock,
-        BinaryLinearBlockConfig, BinaryLinearConfig, Signs, max_pool2d,
+        BatchNormSign, BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig,
+        BinaryLinearBlock, BinaryLinearBlockConfig, BinaryLinearConfig, Signs, max_pool2d,
     },
     ops::PaddingMode,
 };
@@ -39,17 +39,29 @@ fn block<B: QnnBackend>(
     )
     .with_pool(pool)
     .init::<B>(device);
-    let k = (9 * c_in) as f32;
-    let vector = |v: Vec<f32>| Param::from_tensor(tensor::<B, 1>(v, [c_out], device));
-    let mut gamma = uniform(c_out, -2.0, 2.0, seed);
-    gamma[0] = 0.0;
-    block.sign.norm.gamma = vector(gamma);
-    block.sign.norm.beta = vector(uniform(c_out, -0.5, 0.5, seed + 1));
-    let stats = |v: Vec<f32>| RunningState::new(tensor::<B, 1>(v, [c_out], device));
-    block.sign.norm.running_mean = stats(uniform(c_out, -0.3 * k, 0.3 * k, seed + 2));
-    block.sign.norm.running_var = stats(uniform(c_out, 0.5, k, seed + 3));
-    block.conv.bias = Some(vector(uniform(c_out, -2.0, 2.0, seed + 4)));
+    let bias = random_norm(&mut block.sign, c_out, (9 * c_in) as f32, seed, device);
+    block.conv.bias = Some(bias);
     block
+}
+
+/// Sets a batch norm of `channels` channels with γ of both signs (and one γ = 0) and statistics
+/// in the range of products up to `k`; returns a bias for the layer before it.
+fn random_norm<B: QnnBackend>(
+    sign: &mut BatchNormSign<B>,
+    channels: usize,
+    k: f32,
+    seed: u64,
+    device: &B::Device,
+) -> Param<Tensor<B, 1>> {
+    let vector = |v: Vec<f32>| Param::from_tensor(tensor::<B, 1>(v, [channels], device));
+    let mut gamma = uniform(channels, -2.0, 2.0, seed);
+    gamma[0] = 0.0;
+    sign.norm.gamma = vector(gamma);
+    sign.norm.beta = vector(uniform(channels, -0.5, 0.5, seed + 1));
+    let stats = |v: Vec<f32>| RunningState::new(tensor::<B, 1>(v, [channels], device));
+    sign.norm.running_mean = stats(uniform(channels, -0.3 * k, 0.3 * k, seed + 2));
+    sign.norm.running_var = stats(uniform(channels, 0.5, k, seed + 3));
+    vector(uniform(channels, -2.0, 2.0, seed + 4))
 }
 
 /// The block's parts, one after the other.
@@ -140,16 +152,8 @@ fn linear_block<B: QnnBackend>(
 ) -> BinaryLinearBlock<B> {
     let mut block =
         BinaryLinearBlockConfig::new(BinaryLinearConfig::new(d_in, d_out)).init::<B>(device);
-    let k = d_in as f32;
-    let vector = |v: Vec<f32>| Param::from_tensor(tensor::<B, 1>(v, [d_out], device));
-    let mut gamma = uniform(d_out, -2.0, 2.0, seed);
-    gamma[0] = 0.0;
-    block.sign.norm.gamma = vector(gamma);
-    block.sign.norm.beta = vector(uniform(d_out, -0.5, 0.5, seed + 1));
-    let stats = |v: Vec<f32>| RunningState::new(tensor::<B, 1>(v, [d_out], device));
-    block.sign.norm.running_mean = stats(uniform(d_out, -0.3 * k, 0.3 * k, seed + 2));
-    block.sign.norm.running_var = stats(uniform(d_out, 0.5, k, seed + 3));
-    block.linear.bias = Some(vector(uniform(d_out, -2.0, 2.0, seed + 4)));
+    let bias = random_norm(&mut block.sign, d_out, d_in as f32, seed, device);
+    block.linear.bias = Some(bias);
     block
 }
 
