@@ -2,13 +2,12 @@
 //! of `burn_qnn::models`) trained on the bundled 8×8 digits, packed, saved, reloaded into a
 //! fresh model and evaluated.
 //!
-//! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input convolution, a
-//! binary convolution block (`BinaryConvBlock`: the convolution, its batch norm and sign) whose
-//! signs are added back to its input (a residual connection), max pooling, a binary fully
-//! connected block (`BinaryLinearBlock`) and a binary output layer, each layer followed by a
-//! batch norm. Outside training, the blocks fold their batch norm into the binary product,
-//! which writes the signs as bits, and `BatchNormSign` computes the stem's batch norm and sign
-//! in one pass.
+//! The model mixes the crate's layers with Burn's: an 8-bit bit-plane input block
+//! (`BitPlaneConvBlock`: the convolution, its batch norm and sign), a binary convolution block
+//! (`BinaryConvBlock`) whose signs are added back to its input (a residual connection), max
+//! pooling, a binary fully connected block (`BinaryLinearBlock`) and a binary output layer with
+//! Burn's batch norm. Outside training, the blocks fold their batch norm into the product,
+//! which writes the signs as bits; the stem's bits go into the convolution block as they are.
 //! `burn_qnn::inference::save_packed` writes the model with the weights as bits; `load_packed` reads them into a freshly initialized
 //! model of the same type, which then gives exactly the trained model's outputs.
 //!
@@ -33,9 +32,9 @@ use burn_qnn::{
     data::digits,
     inference::{load_packed, save_packed},
     nn::{
-        BatchNormSign, BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlock,
-        BinaryConvBlockConfig, BinaryLinear, BinaryLinearBlock, BinaryLinearBlockConfig,
-        BinaryLinearConfig, BitPlaneConv2d, BitPlaneConv2dConfig, max_pool2d,
+        BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, BinaryLinear,
+        BinaryLinearBlock, BinaryLinearBlockConfig, BinaryLinearConfig, BitPlaneConv2dConfig,
+        BitPlaneConvBlock, BitPlaneConvBlockConfig, max_pool2d,
     },
     quant::{Bits, GradRounding},
     train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
@@ -86,8 +85,7 @@ const HIDDEN: usize = 256;
 /// The model: what a user would write for their own network.
 #[derive(Module, Debug)]
 struct ResidualNet<B: QnnBackend> {
-    stem: BitPlaneConv2d<B>,
-    stem_sign: BatchNormSign<B>,
+    stem: BitPlaneConvBlock<B>,
     block: BinaryConvBlock<B>,
     hidden: BinaryLinearBlock<B>,
     output: BinaryLinear<B>,
@@ -105,11 +103,12 @@ impl<B: QnnBackend> ResidualNet<B> {
         let same = PaddingConfig2d::Explicit(1, 1, 1, 1);
         Self {
             // Batch norm follows every layer: it has the layers' biases already.
-            stem: BitPlaneConv2dConfig::new([1, channels], [3, 3])
-                .with_padding(same.clone())
-                .with_bias(false)
-                .init(device),
-            stem_sign: BatchNormSignConfig::new(channels).init(device),
+            stem: BitPlaneConvBlockConfig::new(
+                BitPlaneConv2dConfig::new([1, channels], [3, 3])
+                    .with_padding(same.clone())
+                    .with_bias(false),
+            )
+            .init(device),
             block: BinaryConvBlockConfig::new(
                 BinaryConv2dConfig::new([channels, channels], [3, 3])
                     .with_padding(same)
@@ -138,9 +137,12 @@ impl<B: QnnBackend> ResidualNet<B> {
 impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
     /// `[N, 1, 8, 8]` images in `[−1, 1]` → `[N, 10]` scores.
     fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.stem_sign.forward(self.stem.forward(images));
-        let residual = self.block.forward(x.clone());
-        let x = max_pool2d(x + residual, [2, 2], [2, 2]).flatten::<2>(1, 3);
+        // Outside training on the CPU, the stem's signs are bits, which the block reads as they
+        // are; the residual addition takes them as `±1` tensors.
+        let x = self.stem.forward_signs(images);
+        let residual = self.block.forward_signs(x.clone());
+        let x = max_pool2d(x.into_tensor() + residual.into_tensor(), [2, 2], [2, 2]);
+        let x = x.flatten::<2>(1, 3);
         let x = self.hidden.forward(x);
         self.output_norm.forward(self.output.forward(x))
     }

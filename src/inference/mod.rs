@@ -28,7 +28,7 @@
 //! ```
 
 mod error;
-mod host;
+pub(crate) mod host;
 mod pack;
 mod quant_conv2d;
 mod quant_linear;
@@ -177,7 +177,7 @@ impl<B: QnnBackend> TensorNet<B> {
     }
 }
 
-fn norm_record<B: QnnBackend>(norm: &BatchNorm<B>) -> OutputRecord {
+pub(crate) fn norm_record<B: QnnBackend>(norm: &BatchNorm<B>) -> OutputRecord {
     OutputRecord::Norm {
         mean: host_vector(norm.running_mean.value_sync()),
         var: host_vector(norm.running_var.value_sync()),

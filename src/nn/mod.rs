@@ -43,6 +43,7 @@ mod binary_conv_block;
 mod binary_linear;
 mod binary_linear_block;
 mod bit_plane;
+mod bit_plane_block;
 mod display;
 mod latent;
 mod max_pool;
@@ -63,6 +64,7 @@ pub use bit_plane::{
     BitPlaneConv2d, BitPlaneConv2dConfig, BitPlaneLinear, BitPlaneLinearConfig, pixel_codes,
 };
 pub(crate) use bit_plane::{HALF_RANGE, inside_sums, scaled_output};
+pub use bit_plane_block::{BitPlaneConvBlock, BitPlaneConvBlockConfig};
 pub use latent::{
     LatentLrScale, ParseLatentLrScaleError, clip_latent_weights, glorot_lr_scale,
     latent_weight_fans,

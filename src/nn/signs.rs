@@ -53,6 +53,12 @@ enum Repr<B: QnnBackend, const D: usize> {
     },
 }
 
+/// Whether a block computes on the CPU kernels for tensors on `device`: the backend computes on
+/// the host, outside training.
+pub(crate) fn on_host_kernels<B: QnnBackend>(device: &Device<B>) -> bool {
+    B::qnn_computes_on_host() && !B::ad_enabled(device)
+}
+
 /// Signs packed in host memory.
 #[derive(Debug)]
 enum HostSigns {
@@ -141,10 +147,9 @@ impl<B: QnnBackend, const D: usize> Signs<B, D> {
         }
     }
 
-    /// Whether a block taking these signs computes on the CPU kernels: the backend computes on
-    /// the host, outside training.
+    /// Whether a block taking these signs computes on the CPU kernels ([`on_host_kernels`]).
     pub(crate) fn on_host_kernels(&self) -> bool {
-        B::qnn_computes_on_host() && !B::ad_enabled(&self.device())
+        on_host_kernels::<B>(&self.device())
     }
 
     /// The signs as a float tensor of `±1`.

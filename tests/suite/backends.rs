@@ -185,6 +185,7 @@ macro_rules! backend_tests {
                 let _rng = crate::reference::backend_rng_lock();
                 crate::blocks::binary_conv_blocks::<AD>(&device());
                 crate::blocks::binary_linear_blocks::<AD>(&device());
+                crate::blocks::bit_plane_blocks::<AD>(&device());
             }
 
             #[test]

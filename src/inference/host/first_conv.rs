@@ -27,7 +27,7 @@ const MAX_CODE: i64 = 255;
 
 /// A first convolution (stride 1, no dilation), its batch norm and sign.
 #[derive(Debug)]
-pub(super) struct FirstConv {
+pub(crate) struct FirstConv {
     in_channels: usize,
     out_channels: usize,
     /// `out_channels` rounded up to [`LANES`].
@@ -80,7 +80,7 @@ fn saturate(v: f32) -> i16 {
 impl FirstConv {
     /// The layer of `record` on `input`-sized images, or `None` if its products could leave
     /// the `i16` lanes or the record holds no batch norm.
-    pub(super) fn new(
+    pub(crate) fn new(
         layer: &PackedLayerRecord,
         geometry: &ConvGeometry,
         input: [usize; 2],
@@ -158,7 +158,7 @@ impl FirstConv {
     }
 
     /// Packed signs `[n, C_out, H_out, W_out]` from codes `[n, C_in, H, W]`.
-    pub(super) fn forward(&self, codes: &[i16], n: usize) -> PackedActivations {
+    pub(crate) fn forward(&self, codes: &[i16], n: usize) -> PackedActivations {
         let [oh, ow] = self.output;
         let [h, w] = self.input;
         let [ph, pw] = self.padding;

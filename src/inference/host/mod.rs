@@ -14,7 +14,7 @@
 //! The values equal those of the tensor path op for op: the integer products are exact, and the
 //! float steps (bias, batch norm) are the same f32 operations in the same order.
 
-mod first_conv;
+pub(crate) mod first_conv;
 
 use std::sync::Arc;
 
@@ -291,7 +291,7 @@ impl HostNet {
 }
 
 /// `round((x + 1)·127.5)` clamped to `[0, 255]`, as [`crate::nn::pixel_codes`] computes it.
-fn pixel_code(x: f32) -> i16 {
+pub(crate) fn pixel_code(x: f32) -> i16 {
     ((x + 1.0) * HALF_RANGE).round_ties_even().clamp(0.0, 255.0) as i16
 }
 
