@@ -103,10 +103,10 @@ impl<B: QnnBackend> BitPlaneConvBlock<B> {
     /// As [`BitPlaneConvBlock::forward`].
     pub fn forward_signs(&self, images: Tensor<B, 4>) -> Signs<B> {
         let device = images.device();
-        if on_host_kernels::<B>(&device) {
-            if let Some(bits) = self.on_host(&images) {
-                return Signs::from_images(bits, device);
-            }
+        if on_host_kernels::<B>(&device)
+            && let Some(bits) = self.on_host(&images)
+        {
+            return Signs::from_images(bits, device);
         }
         Signs::of_binarized(self.sign.forward(self.conv.forward(images)))
     }
