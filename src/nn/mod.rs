@@ -2,6 +2,11 @@
 //! batch norm, batch norm followed by the sign ([`BatchNormSign`], the activation between
 //! binary layers), the bit-plane input layers, and the latent-weight tools of training.
 //!
+//! Where a layer's batch norm and sign feed the next binary layer, the blocks
+//! ([`BinaryConvBlock`], [`BinaryLinearBlock`], [`BitPlaneConvBlock`]) hold the layer with its
+//! activation: outside training on `NdArray` and `Flex` they fold the batch norm into the
+//! product's kernel and hand the next block its signs as bits ([`Signs`]).
+//!
 //! Each layer has a `Config` (defaults documented, `init(&device)`), derives `Module` and has a
 //! `forward` like its Burn counterpart, so a Burn model becomes a binarized one by swapping
 //! layer types:
