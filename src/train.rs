@@ -58,8 +58,7 @@ pub struct TrainOptions {
     /// Learning rate the exponential decay reaches after the last epoch (default `3e-7`, the
     /// paper's for CIFAR-10; equal to `initial_lr` for a constant rate). Epoch `k` (0-based)
     /// trains at `initial_lr·(final_lr/initial_lr)^(k/epochs)`, the rates of
-    /// [`exponential_decay_per_epoch`] (Burn's
-    /// `StepLrScheduler`).
+    /// [`exponential_decay_per_epoch`] (Burn's `StepLrScheduler`).
     #[config(default = 3e-7)]
     pub final_lr: f64,
     /// Seed of the per-epoch shuffles (default 0).
@@ -142,8 +141,8 @@ impl<B: crate::QnnBackend> ImageClassifier<B> for Net<B> {
 ///
 /// # Panics
 /// If `train` is empty, `batch_size` is 0, or the rates are not a decay Burn's schedulers take
-/// (see [`exponential_decay_per_epoch`]: finite,
-/// positive, `initial_lr ≤ 1`, `final_lr ≤ initial_lr`).
+/// (see [`exponential_decay_per_epoch`]: finite, positive, `initial_lr ≤ 1`,
+/// `final_lr ≤ initial_lr`).
 pub fn fit<B, M>(
     net: M,
     train: &ImageDataset,

@@ -385,12 +385,16 @@ impl<B: HostFloat> QnnBackend for B {
         )
     }
 
-    /// [`EvalNorm::signs`]: one pass.
+    /// [`crate::kernels::channel_affine::scale_and_shift_into`]: one pass (none without a scale
+    /// or a bias).
     fn qnn_channel_affine<const D: usize>(
         y: Tensor<Self, D>,
         scale: Option<Tensor<Self, 1>>,
         bias: Option<Tensor<Self, 1>>,
     ) -> Tensor<Self, D> {
+        if scale.is_none() && bias.is_none() {
+            return y;
+        }
         let dims = y.dims();
         let shape = norm_shape(&dims);
         let fits =
@@ -438,6 +442,7 @@ impl<B: HostFloat> QnnBackend for B {
         B::float_tensor(sums, &[shape.channels])
     }
 
+    /// [`EvalNorm::signs`]: one pass.
     fn qnn_batch_norm_sign<const D: usize>(
         x: Tensor<Self, D>,
         mean: Tensor<Self, 1>,

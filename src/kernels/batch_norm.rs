@@ -428,8 +428,8 @@ fn per_channel_sums(
         .collect()
 }
 
-/// Values from which the passes run in parallel.
-const PARALLEL_MIN: usize = 1 << 15;
+/// Values from which the passes over `[N, C, S]` values run in parallel.
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
 /// Calls `f(n, c, run)` on every image `n` and channel `c`'s run of `out`, images in parallel.
 fn for_each_image(

@@ -6,10 +6,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batch_norm::{NormShape, for_each_image_slice};
-
-/// Values from which the channels' sums run in parallel.
-const PARALLEL_MIN: usize = 1 << 15;
+use super::batch_norm::{NormShape, PARALLEL_MIN, for_each_image_slice};
 
 /// `out = x·scale[c] + bias[c]` for each value of channel `c` of `x` `[N, C, S]`, rounding to
 /// f32 after the product and after the sum as the two tensor operations `x * scale` then

@@ -195,12 +195,7 @@ impl<B: QnnBackend> BinaryConv2d<B> {
         } else {
             self.product(x, self.weight.val())
         };
-        let alpha = self.alpha();
-        let bias = self.bias.as_ref().map(Param::val);
-        if alpha.is_none() && bias.is_none() {
-            return y;
-        }
-        B::qnn_channel_affine(y, alpha, bias)
+        B::qnn_channel_affine(y, self.alpha(), self.bias.as_ref().map(Param::val))
     }
 
     /// The per-output-channel scale `α = mean|W|` the layer multiplies its product by, where it

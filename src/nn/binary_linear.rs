@@ -141,7 +141,7 @@ impl<B: QnnBackend> BinaryLinear<B> {
             self.product(x, self.weight.val())
         };
         let (alpha, bias) = (self.alpha(), self.bias.as_ref().map(Param::val));
-        if D == 2 && (alpha.is_some() || bias.is_some()) {
+        if D == 2 {
             // `[N, d_output]`: the features are dimension 1, as a convolution's channels.
             return B::qnn_channel_affine(y, alpha, bias);
         }

@@ -11,7 +11,7 @@ use crate::{
     QnnBackend,
     inference::{
         PackedLayerRecord,
-        host::{first_conv::FirstConv, pixel_code},
+        host::{first_conv::FirstConv, pixel_codes_if_finite},
         norm_record,
     },
     kernels::conv::PackedActivations,
@@ -118,22 +118,18 @@ impl<B: QnnBackend> BitPlaneConvBlock<B> {
         if c != geometry.channels[0] || geometry.call([n, c, h, w]).validate().is_err() {
             return None;
         }
-        let weight = self
-            .conv
-            .packed
-            .forward_weight()
-            .unwrap_or_else(|| self.conv.weight.val());
+        // Packed layers keep their packed weights; a trained one packs its latent weights.
+        let weights = match self.conv.packed.conv_weights(geometry) {
+            Some(packed) => packed.to_bytes(),
+            None => PackedConvWeights::new(self.conv.weight.val(), *geometry).to_bytes(),
+        };
         let layer = PackedLayerRecord {
-            weights: PackedConvWeights::new(weight, *geometry).to_bytes(),
+            weights,
             bias: self.conv.bias.as_ref().map(|b| host_vector(b.val())),
             output: norm_record(&self.sign.norm),
         };
         let first = FirstConv::new(&layer, geometry, [h, w])?;
-        let codes = B::qnn_with_host_values(images.clone(), |v| {
-            v.iter()
-                .map(|&x| x.is_finite().then(|| pixel_code(x)))
-                .collect::<Option<Vec<i16>>>()
-        })??;
+        let codes = B::qnn_with_host_values(images.clone(), pixel_codes_if_finite)??;
         Some(first.forward(&codes, n))
     }
 }

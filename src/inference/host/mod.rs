@@ -262,10 +262,7 @@ impl HostNet {
         if images.len() != n * c * h * w {
             return None;
         }
-        let codes = images
-            .iter()
-            .map(|&x| x.is_finite().then(|| pixel_code(x)))
-            .collect::<Option<Vec<i16>>>()?;
+        let codes = pixel_codes_if_finite(images)?;
         let mut bits: Vec<u64>;
         match &self.first {
             FirstLayer::Conv(first) => {
@@ -291,8 +288,17 @@ impl HostNet {
 }
 
 /// `round((x + 1)·127.5)` clamped to `[0, 255]`, as [`crate::nn::pixel_codes`] computes it.
-pub(crate) fn pixel_code(x: f32) -> i16 {
+fn pixel_code(x: f32) -> i16 {
     ((x + 1.0) * HALF_RANGE).round_ties_even().clamp(0.0, 255.0) as i16
+}
+
+/// The 8-bit codes of image values ([`pixel_code`]), or `None` where one is not finite (the
+/// tensor path then gives the answer, NaN included).
+pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<i16>> {
+    values
+        .iter()
+        .map(|&x| x.is_finite().then(|| pixel_code(x)))
+        .collect()
 }
 
 /// The kernel's sign thresholds for a layer's ranges, if each is a half-line (or empty, or all).
