@@ -23,22 +23,24 @@ use std::{path::PathBuf, time::Instant};
 
 use burn::{
     backend::{Autodiff, NdArray},
-    module::{AutodiffModule, Module},
+    module::Module,
     nn::{BatchNorm, BatchNormConfig, PaddingConfig2d},
     prelude::*,
 };
 use burn_qnn::{
-    QnnBackend,
-    data::digits,
+    QnnAutodiffBackend, QnnBackend,
+    data::{ImageBatch, digits},
     inference::{load_packed, save_packed},
+    learner::classification_output,
     nn::{
         BinaryConv2dConfig, BinaryConvBlock, BinaryConvBlockConfig, BinaryLinear,
         BinaryLinearBlock, BinaryLinearBlockConfig, BinaryLinearConfig, BitPlaneConv2dConfig,
         BitPlaneConvBlock, BitPlaneConvBlockConfig, max_pool2d,
     },
     quant::{Bits, GradRounding},
-    train::{ImageClassifier, TrainOptions, accuracy, fit, time_per_batch},
+    train::{TrainOptions, accuracy, fit, time_per_batch},
 };
+use burn_train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use clap::Parser;
 use packed_report::{check_same_accuracy, f32_record_bytes};
 
@@ -134,7 +136,7 @@ impl<B: QnnBackend> ResidualNet<B> {
     }
 }
 
-impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
+impl<B: QnnBackend> ResidualNet<B> {
     /// `[N, 1, 8, 8]` images in `[−1, 1]` → `[N, 10]` scores.
     fn classify(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         // Outside training on the CPU, the stem's signs are bits, which the block reads as they
@@ -145,6 +147,26 @@ impl<B: QnnBackend> ImageClassifier<B> for ResidualNet<B> {
         let x = x.flatten::<2>(1, 3);
         let x = self.hidden.forward(x);
         self.output_norm.forward(self.output.forward(x))
+    }
+}
+
+// burn-train's step traits, which `fit` trains with: the squared hinge loss of the scores.
+impl<B: QnnAutodiffBackend> TrainStep for ResidualNet<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        let output = classification_output(self.classify(batch.images), batch.targets);
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+}
+
+impl<B: QnnBackend> InferenceStep for ResidualNet<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        classification_output(self.classify(batch.images), batch.targets)
     }
 }
 
@@ -179,9 +201,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_final_lr(1e-4)
         .with_seed(args.seed);
     let start = Instant::now();
-    let (model, _) = fit(model, &data.train, None, &options, &device);
+    let (model, _) = fit(model, &data.train, None, &options)?;
     let training_seconds = start.elapsed().as_secs_f64();
-    let model = model.valid();
     let test_accuracy = accuracy(|x| model.classify(x), &data.test, 512, &device);
     println!(
         "trained in {training_seconds:.1} s: test accuracy {:.2}%",

@@ -20,10 +20,7 @@ mod unknown_backend;
 
 use std::time::Instant;
 
-use burn::{
-    backend::{Autodiff, NdArray},
-    module::AutodiffModule,
-};
+use burn::backend::{Autodiff, NdArray};
 use burn_qnn::{
     QnnAutodiffBackend,
     data::digits,
@@ -81,8 +78,7 @@ fn run<B: QnnAutodiffBackend>() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         B::seed(&device, 7);
         let net = config.clone().with_precision(precision).init::<B>(&device);
-        let (net, _) = fit(net, &data.train, None, &options, &device);
-        let net = net.valid();
+        let (net, _) = fit(net, &data.train, None, &options)?;
         let acc = accuracy(|x| net.forward(x), &data.test, 512, &device);
         println!(
             "  test accuracy {:.2}% ({:.1} s)",

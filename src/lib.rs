@@ -31,19 +31,19 @@
 //! ## Features
 //! - `ndarray` (default): the CPU backend, burn-ndarray.
 //! - `wgpu`: the GPU backend, burn-wgpu (CubeCL), with and without fusion.
-//! - `train` (default): `learner`, training with burn-train's learner (without its terminal
-//!   UI), and the `cifar10`, `svhn` and `mnist` examples.
+//! - `train` (default): `learner` and `train::fit`, training with burn-train's learner
+//!   (without its terminal UI), and the examples.
 //! - `data` (default): the readers of the official CIFAR-10, SVHN and MNIST files
 //!   (`data::cifar10`, `data::svhn`, `data::mnist`), and Burn's `Dataset` and `Batcher` traits
 //!   for `data::ImageDataset` and `data::ImageBatcher` (Burn's `dataset` feature).
 //! - `download` (default): downloading missing data files, MD5-checked (ureq with rustls).
 //! - `zca`: ZCA whitening, `data::Zca` (faer).
 //! - `progress` (on with `train` and `download`): progress bars on standard error
-//!   (indicatif), for [`train::fit`] too.
+//!   (indicatif).
 //!
 //! `default-features = false, features = ["ndarray"]` keeps the layers, kernels, models,
-//! packed inference, quantizers, optimizers, `train::fit` and the bundled digits, without the
-//! downloader's TLS stack (C and assembly in `ring`) or faer.
+//! packed inference, quantizers, optimizers, `train::accuracy` and the bundled digits, without
+//! burn-train, the downloader's TLS stack (C and assembly in `ring`) or faer.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -4,6 +4,7 @@
 /// A progress bar of `len` steps drawn with indicatif's `template`, or a hidden one unless
 /// `visible` (a template indicatif rejects draws the default style).
 #[cfg(feature = "progress")]
+#[cfg_attr(not(feature = "zca"), allow(dead_code))]
 pub(crate) fn bar(visible: bool, len: u64, template: &str) -> Bar {
     if !visible {
         return Bar::hidden();
@@ -20,6 +21,7 @@ pub(crate) use indicatif::ProgressBar as Bar;
 
 /// Without the feature `progress`, no bar is ever drawn.
 #[cfg(not(feature = "progress"))]
+#[cfg_attr(not(feature = "zca"), allow(dead_code))]
 pub(crate) fn bar(_visible: bool, _len: u64, _template: &str) -> Bar {
     Bar
 }
@@ -29,15 +31,12 @@ pub(crate) fn bar(_visible: bool, _len: u64, _template: &str) -> Bar {
 #[derive(Debug)]
 pub(crate) struct Bar;
 
+// Only the ZCA fit draws a bar without `progress` (`download` and `train` turn it on).
 #[cfg(not(feature = "progress"))]
+#[cfg_attr(not(feature = "zca"), allow(dead_code))]
 impl Bar {
     /// Counts `steps` more steps done.
     pub(crate) fn inc(&self, _steps: u64) {}
-    /// Sets the message after the bar.
-    pub(crate) fn set_message(&self, _message: String) {}
-    /// Marks the bar finished.
-    pub(crate) fn finish(&self) {}
     /// Marks the bar finished and clears it.
-    #[cfg_attr(not(feature = "zca"), allow(dead_code))]
     pub(crate) fn finish_and_clear(&self) {}
 }

@@ -757,8 +757,7 @@ pub trait QnnBackend: Backend {
     /// [`crate::kernels::latent`]). The default is Burn's tensor ops; the host backends run
     /// [`crate::kernels::latent::latent_update`], one parallel pass that gives the same bits, and
     /// `Autodiff` runs its inner backend's (the result is not tracked).
-    /// [`crate::learner::ClipLatentWeights`], [`crate::nn::clip_latent_weights`] and
-    /// [`crate::train::fit`] call it.
+    /// `burn_qnn::learner::ClipLatentWeights` and [`crate::nn::clip_latent_weights`] call it.
     fn qnn_latent_update<const D: usize>(
         w: Tensor<Self, D>,
         before: Option<(Tensor<Self, D>, f64)>,

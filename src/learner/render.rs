@@ -85,6 +85,7 @@ pub struct EpochSummaryRenderer {
     current: Option<Epoch>,
     epochs: usize,
     bar: ProgressBar,
+    lines: bool,
     started: Instant,
     history: Arc<Mutex<Vec<EpochMetrics>>>,
 }
@@ -95,7 +96,7 @@ impl EpochSummaryRenderer {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg} {bar:30} {pos}/{len} items, {elapsed} ({eta} left)",
+                "{msg} {bar:30} {pos}/{len} items, {elapsed} ({eta} left) {prefix}",
             )
             .expect("a valid template"),
         );
@@ -106,6 +107,7 @@ impl EpochSummaryRenderer {
             current: None,
             epochs,
             bar,
+            lines: true,
             started: Instant::now(),
             history: Arc::default(),
         }
@@ -117,6 +119,14 @@ impl EpochSummaryRenderer {
         if !visible {
             self.bar.set_draw_target(ProgressDrawTarget::hidden());
         }
+        self
+    }
+
+    /// Whether to print one line per epoch on standard output (default `true`). Without
+    /// them, the progress bar shows the last epoch's line and stays on screen when training
+    /// ends.
+    pub fn with_epoch_lines(mut self, lines: bool) -> Self {
+        self.lines = lines;
         self
     }
 
@@ -158,7 +168,11 @@ impl EpochSummaryRenderer {
         };
         self.started = Instant::now();
         let line = format_line(&metrics, self.epochs);
-        self.bar.suspend(|| println!("{line}"));
+        if self.lines {
+            self.bar.suspend(|| println!("{line}"));
+        } else {
+            self.bar.set_prefix(line);
+        }
         self.history
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -247,7 +261,11 @@ impl MetricsRendererTraining for EpochSummaryRenderer {
         summary: Option<burn_train::LearnerSummary>,
     ) -> Result<(), Box<dyn core::error::Error>> {
         self.finish_epoch();
-        self.bar.finish_and_clear();
+        if self.lines {
+            self.bar.finish_and_clear();
+        } else {
+            self.bar.finish();
+        }
         if let Some(summary) = summary {
             println!("{summary}");
         }

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, fmt, str::FromStr};
 
 use burn::{
-    module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId},
+    module::{Module, ModuleMapper, Param, ParamId},
     tensor::Tensor,
 };
 use serde::{Deserialize, Serialize};
@@ -211,7 +211,7 @@ pub fn latent_weight_fans(dims: &[usize]) -> (usize, usize) {
 /// what [`LatentWeightsBefore::finish`] needs to turn the optimizer's update of each latent
 /// weight `W` into `W_old + scale·(W_step − W_old)` (the authors' code's rule), then clip.
 /// The one implementation of the latent-weight update, shared by
-/// `burn_qnn::learner::ClipLatentWeights` and [`crate::train::fit`].
+/// `burn_qnn::learner::ClipLatentWeights` and [`crate::nn::clip_latent_weights`].
 pub(crate) struct LatentWeightsBefore<B: QnnBackend> {
     /// Per latent weight with a scale other than 1: its value flattened, and the scale.
     weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
@@ -227,6 +227,7 @@ impl<B: QnnBackend> LatentWeightsBefore<B> {
 
     /// Keeps the latent weights of `module` whose scale under `scale` is not 1 (none at all
     /// for [`LatentLrScale::None`]: then nothing is copied or walked).
+    #[cfg(feature = "train")]
     pub(crate) fn of<M: Module<B>>(module: &M, scale: LatentLrScale) -> Self {
         if scale == LatentLrScale::None {
             return Self::none();
@@ -259,13 +260,15 @@ impl<B: QnnBackend> LatentWeightsBefore<B> {
 }
 
 /// Collects the latent weights whose scale is not 1.
+#[cfg(feature = "train")]
 struct LatentKeeper<B: QnnBackend> {
     path: LatentPath,
     scale: LatentLrScale,
     weights: HashMap<ParamId, (Tensor<B, 1>, f64)>,
 }
 
-impl<B: QnnBackend> ModuleVisitor<B> for LatentKeeper<B> {
+#[cfg(feature = "train")]
+impl<B: QnnBackend> burn::module::ModuleVisitor<B> for LatentKeeper<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }

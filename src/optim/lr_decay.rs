@@ -1,21 +1,19 @@
 //! The exponential learning-rate decay of the BNN reference training scripts, as Burn's own
-//! schedulers.
+//! scheduler.
 //!
-//! The learning rate goes geometrically from `initial_lr` to `final_lr`. Burn has both forms
-//! the scripts need; the functions here only turn `(initial_lr, final_lr, steps)` into their
-//! parameters, with typed errors:
+//! The learning rate goes geometrically from `initial_lr` to `final_lr`. The functions here
+//! only turn `(initial_lr, final_lr, steps)` into the parameters of Burn's scheduler, with
+//! typed errors:
 //!
-//! - at every step ([`exponential_decay`]): Burn's
-//!   [`ExponentialLrScheduler`],
-//!   `lr(s) = initial_lr · γ^s` with `γ = (final_lr / initial_lr)^(1 / steps)`, so that step
-//!   `steps` (0-based) trains at `final_lr`;
-//! - once per epoch, constant within it, as the scripts do ([`exponential_decay_per_epoch`]):
-//!   Burn's [`StepLrScheduler`](burn::lr_scheduler::step::StepLrScheduler) with
-//!   `step_size = steps_per_epoch` and `γ = (final_lr / initial_lr)^(1 / epochs)`.
+//! [`exponential_decay`] gives Burn's [`ExponentialLrScheduler`]'s configuration,
+//! `lr(s) = initial_lr · γ^s` with `γ = (final_lr / initial_lr)^(1 / steps)`, so that step
+//! `steps` (0-based) trains at `final_lr`; [`decay_over_run`] makes the scheduler for a run of
+//! `epochs × steps_per_epoch` steps. The scripts decay once per epoch; this decays along the
+//! same curve at every step.
 //!
-//! What Burn's schedulers do not do, and so neither do these: they keep multiplying by `γ`
-//! after step `steps` (epoch `epochs`) instead of holding `final_lr` (a run of the planned
-//! length never gets there), and the exponential one takes only `γ ≤ 1` and
+//! What Burn's scheduler does not do, and so neither does this: it keeps multiplying by `γ`
+//! after step `steps` instead of holding `final_lr` (a run of the planned
+//! length never gets there), and it takes only `γ ≤ 1` and
 //! `initial_lr ≤ 1` (no exponential warm-up; [`ExponentialDecayConfigError::Increasing`]).
 //!
 //! ```
@@ -31,10 +29,7 @@
 //! # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
 //! ```
 
-use burn::lr_scheduler::{
-    exponential::{ExponentialLrScheduler, ExponentialLrSchedulerConfig},
-    step::StepLrSchedulerConfig,
-};
+use burn::lr_scheduler::exponential::{ExponentialLrScheduler, ExponentialLrSchedulerConfig};
 use burn::optim::LearningRate;
 
 /// Why the parameters of an exponential decay were rejected.
@@ -119,40 +114,6 @@ pub fn exponential_decay(
     Ok(ExponentialLrSchedulerConfig::new(initial_lr, gamma))
 }
 
-/// Burn's step scheduler decaying once per epoch of `steps_per_epoch` steps, as the reference
-/// scripts do (`LR_decay = (LR_fin / LR_start) ** (1 / num_epochs)` after each epoch): epoch
-/// `k` (0-based) trains at `initial_lr · γ^k`, so epoch `epochs` would start at `final_lr`
-/// (with `epochs` the number of training epochs the last one trains at `final_lr / γ`, as in
-/// the scripts).
-///
-/// ```
-/// use burn::lr_scheduler::LrScheduler;
-///
-/// let mut schedule = burn_qnn::optim::exponential_decay_per_epoch(1e-3, 1e-5, 2, 3)?
-///     .init()
-///     .unwrap();
-/// let rates: Vec<f64> = (0..7).map(|_| schedule.step()).collect();
-/// assert_eq!(rates[0..3], [1e-3; 3]);
-/// assert!((rates[3] / 1e-4 - 1.0).abs() < 1e-12 && rates[3..6].iter().all(|&r| r == rates[3]));
-/// assert!((rates[6] / 1e-5 - 1.0).abs() < 1e-12);
-/// # Ok::<(), burn_qnn::optim::ExponentialDecayConfigError>(())
-/// ```
-///
-/// # Errors
-/// As [`decay_factor`], with `epochs` for the periods; or if `steps_per_epoch` is 0.
-pub fn exponential_decay_per_epoch(
-    initial_lr: LearningRate,
-    final_lr: LearningRate,
-    epochs: usize,
-    steps_per_epoch: usize,
-) -> Result<StepLrSchedulerConfig, ExponentialDecayConfigError> {
-    let gamma = decay_factor(initial_lr, final_lr, epochs)?;
-    if steps_per_epoch == 0 {
-        return Err(ExponentialDecayConfigError::ZeroStepsPerEpoch);
-    }
-    Ok(StepLrSchedulerConfig::new(initial_lr, steps_per_epoch).with_gamma(gamma))
-}
-
 /// The paper's exponential learning-rate decay over a run of `epochs` epochs of
 /// `steps_per_epoch` steps, decaying at every step: the first step trains at `initial_lr`, the
 /// last one at `final_lr`. It is Burn's [`ExponentialLrScheduler`] (parameters from
@@ -229,25 +190,6 @@ mod tests {
     }
 
     #[test]
-    fn per_epoch_is_constant_within_an_epoch() {
-        let (initial, last, epochs, steps) = (1e-3, 3e-7, 4, 5);
-        let mut scheduler = exponential_decay_per_epoch(initial, last, epochs, steps)
-            .unwrap()
-            .init()
-            .unwrap();
-        for epoch in 0..=epochs {
-            let expected = initial * (last / initial).powf(epoch as f64 / epochs as f64);
-            for step in 0..steps {
-                let lr = scheduler.step();
-                assert!(
-                    rel_close(lr, expected, 1e-12),
-                    "epoch {epoch} step {step}: {lr} vs {expected}"
-                );
-            }
-        }
-    }
-
-    #[test]
     fn constant_rate_is_allowed() {
         let mut scheduler = exponential_decay(1e-3, 1e-3, 10).unwrap().init().unwrap();
         assert!((0..20).all(|_| rel_close(scheduler.step(), 1e-3, 1e-12)));
@@ -288,7 +230,7 @@ mod tests {
         );
         assert_eq!(factor(1e-3, 1e-7, 0), Err(E::ZeroEpochs));
         assert_eq!(
-            exponential_decay_per_epoch(1e-3, 1e-7, 10, 0).map(|_| ()),
+            decay_over_run(1e-3, 1e-7, 10, 0).map(|_| ()),
             Err(E::ZeroStepsPerEpoch)
         );
         assert_eq!(factor(1e-3, 1e-7, 10), Ok(()));

@@ -9,12 +9,11 @@
 //! * [`ShiftAdaMax`]: the paper's shift-based AdaMax, a Burn
 //!   [`SimpleOptimizer`](burn::optim::SimpleOptimizer) whose update multipliers are all powers
 //!   of two (so that a multiplication can be replaced by a bit shift).
-//! * [`decay_over_run`], [`exponential_decay`] and [`exponential_decay_per_epoch`]: the
-//!   exponential learning-rate decay of the reference Theano training scripts as Burn's own
-//!   [`ExponentialLrScheduler`](burn::lr_scheduler::exponential::ExponentialLrScheduler) (at
-//!   every step) or [`StepLrScheduler`](burn::lr_scheduler::step::StepLrScheduler) (once per
-//!   epoch), from `(initial_lr, final_lr, steps)`. Every training loop of the crate
-//!   ([`crate::train::fit`], the examples on burn-train's learner) takes its rates from them.
+//! * [`decay_over_run`] (and [`exponential_decay`], its parameters): the exponential
+//!   learning-rate decay of the reference Theano training scripts as Burn's own
+//!   [`ExponentialLrScheduler`](burn::lr_scheduler::exponential::ExponentialLrScheduler),
+//!   decaying at every step from `initial_lr` to `final_lr`. `train::fit` and the examples
+//!   take their rates from it.
 
 pub mod bop;
 pub mod fused_adam;
