@@ -70,13 +70,13 @@ pub use bit_plane::{
 };
 pub(crate) use bit_plane::{HALF_RANGE, inside_sums, scaled_output};
 pub use bit_plane_block::{BitPlaneConvBlock, BitPlaneConvBlockConfig};
+pub(crate) use latent::LatentPath;
+#[cfg(feature = "train")]
+pub(crate) use latent::LatentWeightsBefore;
 pub use latent::{
     LatentLrScale, ParseLatentLrScaleError, clip_latent_weights, glorot_lr_scale,
     latent_weight_fans,
 };
-pub(crate) use latent::LatentPath;
-#[cfg(feature = "train")]
-pub(crate) use latent::LatentWeightsBefore;
 pub use max_pool::max_pool2d;
 pub use packed_weight::{PackedWeight, PackedWeightRecord, WeightForm};
 pub(crate) use packed_weight::{StoredForm, check_packed, run_walk, walk_enter, walk_exit};
