@@ -2,8 +2,9 @@
 //! inference form against Burn's f32 layers of the same shapes, side by side, at batch 1 and 64.
 //! And the activation between binary layers of a model of one's own: `nn::BatchNormSign`
 //! against Burn's `BatchNorm` followed by `quant::sign` on the same data (the custom-model
-//! example's shapes, 256 images of 64 channels of 8×8); and two `nn::BinaryConvBlock`s chained
-//! on signs against their layers one after the other.
+//! example's shapes, 256 images of 64 channels of 8×8); two `nn::BinaryConvBlock`s chained
+//! on signs against their layers one after the other; and the example's packed
+//! `nn::BitPlaneConvBlock` (1 → 64 channels, 3×3) against its layers, at batch 1 and 256.
 //!
 //! `cargo bench --bench network_inference`
 
@@ -15,7 +16,10 @@ use burn::{
 use burn_qnn::{
     inference::{PackedNet, pack},
     models::{NetConfig, Precision},
-    nn::{BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlockConfig, Signs, max_pool2d},
+    nn::{
+        BatchNormSignConfig, BinaryConv2dConfig, BinaryConvBlockConfig, BitPlaneConv2dConfig,
+        BitPlaneConvBlockConfig, Signs, max_pool2d,
+    },
     quant,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -122,10 +126,48 @@ fn binary_conv_blocks(c: &mut Criterion) {
     group.finish();
 }
 
+fn bit_plane_block(c: &mut Criterion) {
+    let device = Default::default();
+    let block = BitPlaneConvBlockConfig::new(
+        BitPlaneConv2dConfig::new([1, 64], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+    )
+    .init::<NdArray>(&device);
+    let block = pack(&block).expect("a bit-plane block packs");
+    let mut group = c.benchmark_group("bit_plane_block_1to64x8x8");
+    group.sample_size(20);
+    for batch in [1, 256] {
+        let images = Tensor::<NdArray, 4>::random(
+            [batch, 1, 8, 8],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        group.bench_with_input(
+            BenchmarkId::new("layers_one_after_the_other", batch),
+            &images,
+            |b, x| {
+                b.iter(|| {
+                    block
+                        .sign
+                        .forward(block.conv.forward(x.clone()))
+                        .into_data()
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("block_to_signs", batch),
+            &images,
+            |b, x| b.iter(|| block.forward_signs(x.clone()).is_packed()),
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     network_inference,
     batch_norm_sign,
-    binary_conv_blocks
+    binary_conv_blocks,
+    bit_plane_block
 );
 criterion_main!(benches);

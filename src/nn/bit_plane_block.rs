@@ -1,6 +1,8 @@
 //! A bit-plane input convolution with its activation: [`BitPlaneConvBlock`], whose batch norm
 //! and sign fold into the convolution of the 8-bit codes outside training.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use burn::{config::Config, module::Module, tensor::Tensor};
 
 use super::{
@@ -15,7 +17,7 @@ use crate::{
         norm_record,
     },
     kernels::conv::PackedActivations,
-    ops::PackedConvWeights,
+    ops::{ConvGeometry, PackedConvWeights},
 };
 
 /// Configuration of a [`BitPlaneConvBlock`].
@@ -41,6 +43,7 @@ impl BitPlaneConvBlockConfig {
                 .with_epsilon(self.epsilon)
                 .with_momentum(self.momentum)
                 .init(device),
+            folded: FoldedKernel::default(),
         }
     }
 }
@@ -55,8 +58,9 @@ impl BitPlaneConvBlockConfig {
 /// weight signs in 16-bit integer lanes, the batch norm and bias fold into ranges of those
 /// products (per channel, and per border class, since the padding changes the layer's offset
 /// term there), and the signs come out as bits ([`BitPlaneConvBlock::forward_signs`]), ready
-/// for the binary blocks after it ([`super::BinaryConvBlock`]). Elsewhere, and for images with a
-/// value that is not finite, it takes the tensor path.
+/// for the binary blocks after it ([`super::BinaryConvBlock`]). The folded kernel is kept for
+/// the next call, and folded again when the parameters, the geometry or the image size
+/// change. Elsewhere, and for images with a value that is not finite, it takes the tensor path.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -77,11 +81,67 @@ impl BitPlaneConvBlockConfig {
 /// assert_eq!(signs.into_tensor().into_data(), parts.into_data());
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BitPlaneConvBlock<B: QnnBackend> {
     /// The bit-plane convolution.
     pub conv: BitPlaneConv2d<B>,
     /// The batch norm and sign after it.
     pub sign: BatchNormSign<B>,
+    /// The folded kernel of the last call on the host, kept for the next.
+    #[module(skip)]
+    folded: FoldedKernel,
+}
+
+/// The folded integer kernel a [`BitPlaneConvBlock`] built on its last call on the host, with
+/// what it was built from: the layer's weights, bias and batch norm as a packed record, its
+/// geometry and the image size. Folding (ranges per channel and border class) takes longer than running the
+/// kernel on one image, so a call with the same parameters and image size reuses it. Clones of
+/// a block share it; since the key holds every value the kernel depends on, a block whose
+/// parameters changed (trained further, loaded) builds its own.
+#[derive(Clone, Default)]
+struct FoldedKernel(Arc<Mutex<Option<FoldedEntry>>>);
+
+/// A kernel and its key.
+struct FoldedEntry {
+    layer: PackedLayerRecord,
+    geometry: ConvGeometry,
+    input: [usize; 2],
+    kernel: Arc<FirstConv>,
+}
+
+impl std::fmt::Debug for FoldedKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FoldedKernel")
+    }
+}
+
+impl FoldedKernel {
+    /// The kernel for `layer` on `input`-sized images: the kept one if it was built from
+    /// exactly these, else a new one (kept in its place), or `None` where the kernel does not
+    /// take the layer.
+    fn get(
+        &self,
+        layer: PackedLayerRecord,
+        geometry: &ConvGeometry,
+        input: [usize; 2],
+    ) -> Option<Arc<FirstConv>> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = kept.as_ref()
+            && entry.input == input
+            && entry.geometry == *geometry
+            && entry.layer == layer
+        {
+            return Some(entry.kernel.clone());
+        }
+        let kernel = Arc::new(FirstConv::new(&layer, geometry, input)?);
+        *kept = Some(FoldedEntry {
+            layer,
+            geometry: *geometry,
+            input,
+            kernel: kernel.clone(),
+        });
+        Some(kernel)
+    }
 }
 
 impl<B: QnnBackend> BitPlaneConvBlock<B> {
@@ -128,7 +188,7 @@ impl<B: QnnBackend> BitPlaneConvBlock<B> {
             bias: self.conv.bias.as_ref().map(|b| host_vector(b.val())),
             output: norm_record(&self.sign.norm),
         };
-        let first = FirstConv::new(&layer, geometry, [h, w])?;
+        let first = self.folded.get(layer, geometry, [h, w])?;
         let codes = B::qnn_with_host_values(images.clone(), pixel_codes_if_finite)??;
         Some(first.forward(&codes, n))
     }
@@ -234,5 +294,56 @@ mod tests {
                 "case {case}, NaN"
             );
         }
+    }
+
+    /// The kept kernel serves only the parameters, geometry and image size it was built from:
+    /// after the batch norm, the bias or the latent weights change (in a clone, which shares
+    /// what is kept), and for another image size, the block still equals its parts, and the
+    /// change changed the signs.
+    #[test]
+    fn kept_kernel_follows_every_change() {
+        let device = Default::default();
+        let block = BitPlaneConvBlockConfig::new(
+            BitPlaneConv2dConfig::new([2, 5], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(true),
+        )
+        .init::<B>(&device);
+        let uniform = burn::tensor::Distribution::Uniform(-1.0, 1.0);
+        let images = Tensor::<B, 4>::random([3, 2, 6, 7], uniform, &device);
+        let signs = |block: &BitPlaneConvBlock<B>, images: &Tensor<B, 4>| {
+            let signs = block.forward_signs(images.clone());
+            assert!(signs.is_packed());
+            let parts = block.sign.forward(block.conv.forward(images.clone()));
+            let signs = signs.into_tensor().into_data();
+            assert_eq!(signs, parts.into_data());
+            signs
+        };
+        let before = signs(&block, &images);
+        assert_eq!(signs(&block, &images), before, "a second call, kept kernel");
+
+        let mut norm_changed = block.clone();
+        let beta = norm_changed.sign.norm.beta.val();
+        norm_changed.sign.norm.beta = Param::from_tensor(beta + 3.0);
+        assert_ne!(signs(&norm_changed, &images), before);
+
+        let mut bias_changed = block.clone();
+        let bias = bias_changed.conv.bias.take().unwrap().val();
+        bias_changed.conv.bias = Some(Param::from_tensor(bias - 50.0));
+        assert_ne!(signs(&bias_changed, &images), before);
+
+        let mut weights_changed = block.clone();
+        let weight = weights_changed.conv.weight.val();
+        weights_changed.conv.weight = Param::from_tensor(-weight);
+        assert_ne!(signs(&weights_changed, &images), before);
+
+        assert_eq!(signs(&block, &images), before, "the first block again");
+        let mut padding_changed = block.clone();
+        padding_changed.conv.geometry = padding_changed.conv.geometry.with_padding([0, 0]);
+        assert_ne!(signs(&padding_changed, &images).shape, before.shape);
+
+        let other_size = Tensor::<B, 4>::random([1, 2, 9, 4], uniform, &device);
+        signs(&block, &other_size);
+        assert_eq!(signs(&block, &images), before, "back to the first size");
     }
 }

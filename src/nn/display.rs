@@ -4,8 +4,8 @@
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 
 use super::{
-    BinaryConv2d, BinaryLinear, BitPlaneConv2d, BitPlaneLinear, PackedWeight, QuantConv2d,
-    QuantLinear, ShiftBatchNorm,
+    BinaryConv2d, BinaryLinear, BitPlaneConv2d, BitPlaneConvBlock, BitPlaneLinear, PackedWeight,
+    QuantConv2d, QuantLinear, ShiftBatchNorm,
 };
 use crate::{QnnBackend, ops::ConvGeometry, quant::Quantize};
 
@@ -114,6 +114,16 @@ impl<B: QnnBackend> ModuleDisplay for BitPlaneLinear<B> {
     }
 }
 
+/// Its two layers, as a derived display shows them, without the kept kernel.
+impl<B: QnnBackend> ModuleDisplay for BitPlaneConvBlock<B> {
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("conv", &self.conv)
+            .add("sign", &self.sign)
+            .optional()
+    }
+}
+
 impl<B: QnnBackend> ModuleDisplay for BitPlaneConv2d<B> {
     fn custom_settings(&self) -> Option<DisplaySettings> {
         one_line()
@@ -175,8 +185,8 @@ mod tests {
     use burn::{backend::NdArray, nn::PaddingConfig2d};
 
     use super::super::{
-        BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneLinearConfig,
-        QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig,
+        BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneConvBlockConfig,
+        BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig,
     };
     use crate::quant::Bits;
 
@@ -257,5 +267,19 @@ mod tests {
         );
         let norm = ShiftBatchNormConfig::new(8).init::<NdArray>(&device);
         assert_shows(norm.to_string(), "ShiftBatchNorm", &["num_features: 8"]);
+        let stem = BitPlaneConvBlockConfig::new(BitPlaneConv2dConfig::new([1, 8], [3, 3]))
+            .init::<NdArray>(&device)
+            .to_string();
+        assert_shows(
+            stem.clone(),
+            "BitPlaneConvBlock",
+            &[
+                "conv: BitPlaneConv2d",
+                "ch_out: 8",
+                "sign: ",
+                "num_features: 8",
+            ],
+        );
+        assert!(!stem.contains("folded"), "{stem}");
     }
 }
