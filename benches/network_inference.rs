@@ -103,26 +103,32 @@ fn binary_conv_blocks(c: &mut Criterion) {
         pack(&block).expect("a binary block packs")
     };
     let (first, second) = (block(false), block(true));
-    let x = Tensor::<NdArray, 4>::random(
-        [256, channels, 8, 8],
-        Distribution::Uniform(-1.0, 1.0),
-        &device,
-    );
-    let mut group = c.benchmark_group("binary_conv_blocks_256x64x8x8");
+    let mut group = c.benchmark_group("binary_conv_blocks_64x8x8");
     group.sample_size(20);
-    group.bench_function("layers_one_after_the_other", |b| {
-        b.iter(|| {
-            let y = first.sign.forward(first.conv.forward(x.clone()));
-            let y = max_pool2d(second.conv.forward(y), [2, 2], [2, 2]);
-            second.sign.forward(y).into_data()
-        })
-    });
-    group.bench_function("blocks_on_signs", |b| {
-        b.iter(|| {
-            let signs = second.forward_signs(first.forward_signs(Signs::of(x.clone())));
-            signs.into_tensor().into_data()
-        })
-    });
+    for batch in [1, 256] {
+        let x = Tensor::<NdArray, 4>::random(
+            [batch, channels, 8, 8],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        group.bench_with_input(
+            BenchmarkId::new("layers_one_after_the_other", batch),
+            &x,
+            |b, x| {
+                b.iter(|| {
+                    let y = first.sign.forward(first.conv.forward(x.clone()));
+                    let y = max_pool2d(second.conv.forward(y), [2, 2], [2, 2]);
+                    second.sign.forward(y).into_data()
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("blocks_on_signs", batch), &x, |b, x| {
+            b.iter(|| {
+                let signs = second.forward_signs(first.forward_signs(Signs::of(x.clone())));
+                signs.into_tensor().into_data()
+            })
+        });
+    }
     group.finish();
 }
 

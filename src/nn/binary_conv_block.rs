@@ -1,10 +1,13 @@
 //! A binary convolution with its activation: [`BinaryConvBlock`], whose batch norm and sign
 //! fold into the convolution outside training.
 
+use std::sync::Arc;
+
 use burn::{config::Config, module::Module, tensor::Tensor};
 
 use super::{
     BatchNormSign, BatchNormSignConfig, BinaryConv2d, BinaryConv2dConfig, Signs, host_vector,
+    kept::{Kept, KeyBits},
     max_pool2d,
 };
 use crate::{
@@ -41,6 +44,7 @@ impl BinaryConvBlockConfig {
                 .with_epsilon(self.epsilon)
                 .with_momentum(self.momentum)
                 .init(device),
+            thresholds: Kept::default(),
         }
     }
 }
@@ -53,7 +57,8 @@ impl BinaryConvBlockConfig {
 /// [`BatchNormSign`]), and trains the same way. Outside training on `NdArray` and `Flex` it
 /// computes in one pass of the convolution kernel: the batch norm (and the layer's bias and
 /// scale) fold into one threshold per channel on the integer products, the kernel writes the
-/// signs as bits and pools them as bits. [`BinaryConvBlock::forward_signs`] takes and gives
+/// signs as bits and pools them as bits. The thresholds are kept for the next call, and folded
+/// again when the batch norm, bias or scale change. [`BinaryConvBlock::forward_signs`] takes and gives
 /// those bits ([`Signs`]), so a chain of blocks keeps its activations as bits from one layer
 /// to the next, as the packed networks of [`crate::inference`] do. Packing the model
 /// ([`crate::inference::pack`]) stores the convolution's weights as bits as usual.
@@ -90,6 +95,7 @@ impl BinaryConvBlockConfig {
 /// assert_eq!(y.into_data(), step(&second, step(&first, x)).into_data());
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BinaryConvBlock<B: QnnBackend> {
     /// The binary convolution.
     pub conv: BinaryConv2d<B>,
@@ -97,6 +103,10 @@ pub struct BinaryConvBlock<B: QnnBackend> {
     pub pool: bool,
     /// The batch norm and sign after the convolution (and pooling).
     pub sign: BatchNormSign<B>,
+    /// The thresholds of the last call on the host, kept for the next with what they were
+    /// folded from.
+    #[module(skip)]
+    thresholds: Kept<KeyBits, SignThresholds>,
 }
 
 impl<B: QnnBackend> BinaryConvBlock<B> {
@@ -178,8 +188,9 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
 
     /// The per-channel thresholds on the integer products `|y| ≤ max_dot` at which
     /// `sign(norm(y·α + bias))` switches, computed in the f32 operations of the tensor path
-    /// (`α` the output scale, where the layer scales).
-    fn thresholds(&self, max_dot: usize) -> Option<SignThresholds> {
+    /// (`α` the output scale, where the layer scales); the kept ones where nothing they depend
+    /// on changed.
+    fn thresholds(&self, max_dot: usize) -> Option<Arc<SignThresholds>> {
         let scale = self.conv.alpha().map(host_vector);
         // A negative scale would turn the order of the pooled values around: not folded.
         if scale.iter().flatten().any(|&a| a < 0.0) {
@@ -187,8 +198,15 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
         }
         let bias = self.conv.bias.as_ref().map(|b| host_vector(b.val()));
         let norm = self.sign.eval_norm();
-        let (lo, hi) = fold(&norm, max_dot, scale.as_deref(), bias.as_deref());
-        sign_thresholds(&lo, &hi)
+        let key = KeyBits::default()
+            .floats(scale.as_deref())
+            .floats(bias.as_deref())
+            .norm(&norm)
+            .sizes(&[max_dot]);
+        self.thresholds.get_or_build(key, || {
+            let (lo, hi) = fold(&norm, max_dot, scale.as_deref(), bias.as_deref());
+            sign_thresholds(&lo, &hi)
+        })
     }
 }
 
@@ -318,5 +336,39 @@ mod tests {
                 "case {case}, from bits"
             );
         }
+    }
+
+    /// The kept thresholds serve only what they were folded from: clones with another batch
+    /// norm or bias, and the block again, each equal their parts, and each change changed the
+    /// signs.
+    #[test]
+    fn kept_thresholds_follow_every_change() {
+        let device = Default::default();
+        let block = BinaryConvBlockConfig::new(
+            BinaryConv2dConfig::new([5, 7], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(true),
+        )
+        .with_pool(true)
+        .init::<B>(&device);
+        let x = Tensor::<B, 4>::random([2, 5, 6, 6], Distribution::Uniform(-1.0, 1.0), &device);
+        let signs = |block: &BinaryConvBlock<B>| {
+            let signs = block.forward_signs(Signs::of(x.clone()));
+            assert!(signs.is_packed());
+            let y = max_pool2d(block.conv.forward(x.clone()), [2, 2], [2, 2]);
+            let signs = signs.into_tensor().into_data();
+            assert_eq!(signs, block.sign.forward(y).into_data());
+            signs
+        };
+        let before = signs(&block);
+        let mut norm_changed = block.clone();
+        let beta = norm_changed.sign.norm.beta.val();
+        norm_changed.sign.norm.beta = Param::from_tensor(beta - 10.0);
+        assert_ne!(signs(&norm_changed), before);
+        let mut bias_changed = block.clone();
+        let bias = bias_changed.conv.bias.take().unwrap().val();
+        bias_changed.conv.bias = Some(Param::from_tensor(bias + 50.0));
+        assert_ne!(signs(&bias_changed), before);
+        assert_eq!(signs(&block), before);
     }
 }

@@ -1,10 +1,13 @@
 //! A binary fully connected layer with its activation: [`BinaryLinearBlock`], whose batch norm
 //! and sign fold into the XNOR product outside training.
 
+use std::sync::Arc;
+
 use burn::{config::Config, module::Module, tensor::Tensor};
 
 use super::{
     BatchNormSign, BatchNormSignConfig, BinaryLinear, BinaryLinearConfig, Signs, host_vector,
+    kept::{Kept, KeyBits},
 };
 use crate::{
     QnnBackend,
@@ -35,6 +38,7 @@ impl BinaryLinearBlockConfig {
                 .with_epsilon(self.epsilon)
                 .with_momentum(self.momentum)
                 .init(device),
+            ranges: Kept::default(),
         }
     }
 }
@@ -45,7 +49,8 @@ impl BinaryLinearBlockConfig {
 /// It computes exactly what its parts compute in a row ([`BinaryLinear`], [`BatchNormSign`])
 /// and trains the same way. Outside training on `NdArray` and `Flex`, the batch norm (and the
 /// layer's bias and scale) fold into one range of integer products per output, and the
-/// XNOR-popcount product's outputs are compared with it and written as bits.
+/// XNOR-popcount product's outputs are compared with it and written as bits. The ranges are
+/// kept for the next call, and folded again when the batch norm, bias or scale change.
 /// [`BinaryLinearBlock::forward_signs`] takes and gives those bits ([`Signs`]), so a chain of
 /// blocks keeps its activations as bits from one layer to the next.
 ///
@@ -69,11 +74,16 @@ impl BinaryLinearBlockConfig {
 /// assert_eq!(signs.into_tensor().into_data(), step(&second, step(&first, x)).into_data());
 /// ```
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct BinaryLinearBlock<B: QnnBackend> {
     /// The binary fully connected layer.
     pub linear: BinaryLinear<B>,
     /// The batch norm and sign after it.
     pub sign: BatchNormSign<B>,
+    /// The ranges of the last call on the host, kept for the next with what they were folded
+    /// from.
+    #[module(skip)]
+    ranges: Kept<KeyBits, (Vec<f32>, Vec<f32>)>,
 }
 
 impl<B: QnnBackend> BinaryLinearBlock<B> {
@@ -134,9 +144,10 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
                 &owned
             }
         };
-        let (lo, hi) = self.ranges(d_input);
+        let ranges = self.ranges(d_input);
+        let (lo, hi) = (&ranges.0[..], &ranges.1[..]);
         let (products, _) = input.matmul_transposed(weights);
-        let words = range_signs(&products, d_output, &lo, &hi);
+        let words = range_signs(&products, d_output, lo, hi);
         Some(HostPacked::from_words(
             words,
             vec![n, d_output],
@@ -146,12 +157,21 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
 
     /// Per output, the range of integer products `|y| ≤ d_input` where `norm(y·α + bias)`
     /// binarizes to `+1`, computed in the f32 operations of the tensor path (`α` the output
-    /// scale, where the layer scales).
-    fn ranges(&self, d_input: usize) -> (Vec<f32>, Vec<f32>) {
+    /// scale, where the layer scales); the kept ones where nothing they depend on changed.
+    fn ranges(&self, d_input: usize) -> Arc<(Vec<f32>, Vec<f32>)> {
         let scale = self.linear.alpha().map(host_vector);
         let bias = self.linear.bias.as_ref().map(|b| host_vector(b.val()));
         let norm = self.sign.eval_norm();
-        fold(&norm, d_input, scale.as_deref(), bias.as_deref())
+        let key = KeyBits::default()
+            .floats(scale.as_deref())
+            .floats(bias.as_deref())
+            .norm(&norm)
+            .sizes(&[d_input]);
+        self.ranges
+            .get_or_build(key, || {
+                Some(fold(&norm, d_input, scale.as_deref(), bias.as_deref()))
+            })
+            .expect("folding always gives ranges")
     }
 }
 
@@ -234,5 +254,32 @@ mod tests {
                 "case {case}, from bits"
             );
         }
+    }
+
+    /// The kept ranges serve only what they were folded from: clones with another batch norm
+    /// or bias, and the block again, each equal their parts, and each change changed the signs.
+    #[test]
+    fn kept_ranges_follow_every_change() {
+        let device = Default::default();
+        let block = BinaryLinearBlockConfig::new(BinaryLinearConfig::new(70, 9)).init::<B>(&device);
+        let x = Tensor::<B, 2>::random([3, 70], Distribution::Uniform(-1.0, 1.0), &device);
+        let signs = |block: &BinaryLinearBlock<B>| {
+            let signs = block.forward_signs(Signs::of(x.clone()));
+            assert!(signs.is_packed());
+            let signs = signs.into_tensor().into_data();
+            let parts = block.sign.forward(block.linear.forward(x.clone()));
+            assert_eq!(signs, parts.into_data());
+            signs
+        };
+        let before = signs(&block);
+        let mut norm_changed = block.clone();
+        let beta = norm_changed.sign.norm.beta.val();
+        norm_changed.sign.norm.beta = Param::from_tensor(beta - 10.0);
+        assert_ne!(signs(&norm_changed), before);
+        let mut bias_changed = block.clone();
+        let bias = bias_changed.linear.bias.take().unwrap().val();
+        bias_changed.linear.bias = Some(Param::from_tensor(bias + 100.0));
+        assert_ne!(signs(&bias_changed), before);
+        assert_eq!(signs(&block), before);
     }
 }

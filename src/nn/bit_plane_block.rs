@@ -1,12 +1,11 @@
 //! A bit-plane input convolution with its activation: [`BitPlaneConvBlock`], whose batch norm
 //! and sign fold into the convolution of the 8-bit codes outside training.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use burn::{config::Config, module::Module, tensor::Tensor};
 
 use super::{
     BatchNormSign, BatchNormSignConfig, BitPlaneConv2d, BitPlaneConv2dConfig, Signs, host_vector,
+    kept::{Kept, KeyBits},
     signs::on_host_kernels,
 };
 use crate::{
@@ -43,7 +42,7 @@ impl BitPlaneConvBlockConfig {
                 .with_epsilon(self.epsilon)
                 .with_momentum(self.momentum)
                 .init(device),
-            folded: FoldedKernel::default(),
+            folded: Kept::default(),
         }
     }
 }
@@ -87,61 +86,10 @@ pub struct BitPlaneConvBlock<B: QnnBackend> {
     pub conv: BitPlaneConv2d<B>,
     /// The batch norm and sign after it.
     pub sign: BatchNormSign<B>,
-    /// The folded kernel of the last call on the host, kept for the next.
+    /// The folded kernel of the last call on the host, kept for the next with what it was
+    /// folded from: the weights, bias and batch norm, the geometry and the image size.
     #[module(skip)]
-    folded: FoldedKernel,
-}
-
-/// The folded integer kernel a [`BitPlaneConvBlock`] built on its last call on the host, with
-/// what it was built from: the layer's weights, bias and batch norm as a packed record, its
-/// geometry and the image size. Folding (ranges per channel and border class) takes longer than running the
-/// kernel on one image, so a call with the same parameters and image size reuses it. Clones of
-/// a block share it; since the key holds every value the kernel depends on, a block whose
-/// parameters changed (trained further, loaded) builds its own.
-#[derive(Clone, Default)]
-struct FoldedKernel(Arc<Mutex<Option<FoldedEntry>>>);
-
-/// A kernel and its key.
-struct FoldedEntry {
-    layer: PackedLayerRecord,
-    geometry: ConvGeometry,
-    input: [usize; 2],
-    kernel: Arc<FirstConv>,
-}
-
-impl std::fmt::Debug for FoldedKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FoldedKernel")
-    }
-}
-
-impl FoldedKernel {
-    /// The kernel for `layer` on `input`-sized images: the kept one if it was built from
-    /// exactly these, else a new one (kept in its place), or `None` where the kernel does not
-    /// take the layer.
-    fn get(
-        &self,
-        layer: PackedLayerRecord,
-        geometry: &ConvGeometry,
-        input: [usize; 2],
-    ) -> Option<Arc<FirstConv>> {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = kept.as_ref()
-            && entry.input == input
-            && entry.geometry == *geometry
-            && entry.layer == layer
-        {
-            return Some(entry.kernel.clone());
-        }
-        let kernel = Arc::new(FirstConv::new(&layer, geometry, input)?);
-        *kept = Some(FoldedEntry {
-            layer,
-            geometry: *geometry,
-            input,
-            kernel: kernel.clone(),
-        });
-        Some(kernel)
-    }
+    folded: Kept<(KeyBits, ConvGeometry), FirstConv>,
 }
 
 impl<B: QnnBackend> BitPlaneConvBlock<B> {
@@ -183,12 +131,20 @@ impl<B: QnnBackend> BitPlaneConvBlock<B> {
             Some(packed) => packed.to_bytes(),
             None => PackedConvWeights::new(self.conv.weight.val(), *geometry).to_bytes(),
         };
-        let layer = PackedLayerRecord {
-            weights,
-            bias: self.conv.bias.as_ref().map(|b| host_vector(b.val())),
-            output: norm_record(&self.sign.norm),
-        };
-        let first = self.folded.get(layer, geometry, [h, w])?;
+        let bias = self.conv.bias.as_ref().map(|b| host_vector(b.val()));
+        let key = KeyBits::default()
+            .bytes(&weights)
+            .floats(bias.as_deref())
+            .norm(&self.sign.eval_norm())
+            .sizes(&[h, w]);
+        let first = self.folded.get_or_build((key, *geometry), || {
+            let layer = PackedLayerRecord {
+                weights,
+                bias,
+                output: norm_record(&self.sign.norm),
+            };
+            FirstConv::new(&layer, geometry, [h, w])
+        })?;
         let codes = B::qnn_with_host_values(images.clone(), pixel_codes_if_finite)??;
         Some(first.forward(&codes, n))
     }

@@ -4,8 +4,8 @@
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 
 use super::{
-    BinaryConv2d, BinaryLinear, BitPlaneConv2d, BitPlaneConvBlock, BitPlaneLinear, PackedWeight,
-    QuantConv2d, QuantLinear, ShiftBatchNorm,
+    BinaryConv2d, BinaryConvBlock, BinaryLinear, BinaryLinearBlock, BitPlaneConv2d,
+    BitPlaneConvBlock, BitPlaneLinear, PackedWeight, QuantConv2d, QuantLinear, ShiftBatchNorm,
 };
 use crate::{QnnBackend, ops::ConvGeometry, quant::Quantize};
 
@@ -114,7 +114,28 @@ impl<B: QnnBackend> ModuleDisplay for BitPlaneLinear<B> {
     }
 }
 
-/// Its two layers, as a derived display shows them, without the kept kernel.
+// The blocks show their layers as a derived display would, without what they keep between
+// calls.
+
+impl<B: QnnBackend> ModuleDisplay for BinaryConvBlock<B> {
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("conv", &self.conv)
+            .add("pool", &self.pool)
+            .add("sign", &self.sign)
+            .optional()
+    }
+}
+
+impl<B: QnnBackend> ModuleDisplay for BinaryLinearBlock<B> {
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("linear", &self.linear)
+            .add("sign", &self.sign)
+            .optional()
+    }
+}
+
 impl<B: QnnBackend> ModuleDisplay for BitPlaneConvBlock<B> {
     fn custom_content(&self, content: Content) -> Option<Content> {
         content
@@ -185,8 +206,9 @@ mod tests {
     use burn::{backend::NdArray, nn::PaddingConfig2d};
 
     use super::super::{
-        BinaryConv2dConfig, BinaryLinearConfig, BitPlaneConv2dConfig, BitPlaneConvBlockConfig,
-        BitPlaneLinearConfig, QuantConv2dConfig, QuantLinearConfig, ShiftBatchNormConfig,
+        BinaryConv2dConfig, BinaryConvBlockConfig, BinaryLinearBlockConfig, BinaryLinearConfig,
+        BitPlaneConv2dConfig, BitPlaneConvBlockConfig, BitPlaneLinearConfig, QuantConv2dConfig,
+        QuantLinearConfig, ShiftBatchNormConfig,
     };
     use crate::quant::Bits;
 
@@ -280,6 +302,30 @@ mod tests {
                 "num_features: 8",
             ],
         );
-        assert!(!stem.contains("folded"), "{stem}");
+        assert!(!stem.contains("Kept"), "{stem}");
+        let block = BinaryConvBlockConfig::new(BinaryConv2dConfig::new([8, 16], [3, 3]))
+            .with_pool(true)
+            .init::<NdArray>(&device)
+            .to_string();
+        assert_shows(
+            block.clone(),
+            "BinaryConvBlock",
+            &[
+                "conv: BinaryConv2d",
+                "ch_out: 16",
+                "pool: true",
+                "num_features: 16",
+            ],
+        );
+        assert!(!block.contains("Kept"), "{block}");
+        let block = BinaryLinearBlockConfig::new(BinaryLinearConfig::new(32, 12))
+            .init::<NdArray>(&device)
+            .to_string();
+        assert_shows(
+            block.clone(),
+            "BinaryLinearBlock",
+            &["linear: BinaryLinear", "d_output: 12", "num_features: 12"],
+        );
+        assert!(!block.contains("Kept"), "{block}");
     }
 }

@@ -50,6 +50,7 @@ mod binary_linear_block;
 mod bit_plane;
 mod bit_plane_block;
 mod display;
+mod kept;
 mod latent;
 mod max_pool;
 mod packed_weight;
