@@ -221,6 +221,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::nn::kept::{assert_follows_changes, shifted};
     use crate::ops::PaddingMode;
 
     type B = NdArray;
@@ -360,15 +361,13 @@ mod tests {
             assert_eq!(signs, block.sign.forward(y).into_data());
             signs
         };
-        let before = signs(&block);
-        let mut norm_changed = block.clone();
-        let beta = norm_changed.sign.norm.beta.val();
-        norm_changed.sign.norm.beta = Param::from_tensor(beta - 10.0);
-        assert_ne!(signs(&norm_changed), before);
-        let mut bias_changed = block.clone();
-        let bias = bias_changed.conv.bias.take().unwrap().val();
-        bias_changed.conv.bias = Some(Param::from_tensor(bias + 50.0));
-        assert_ne!(signs(&bias_changed), before);
-        assert_eq!(signs(&block), before);
+        assert_follows_changes(
+            &block,
+            signs,
+            &[
+                &|b| b.sign.norm.beta = shifted(&b.sign.norm.beta, -10.0),
+                &|b| b.conv.bias = b.conv.bias.as_ref().map(|bias| shifted(bias, 50.0)),
+            ],
+        );
     }
 }

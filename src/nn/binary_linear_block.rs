@@ -185,6 +185,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::nn::kept::{assert_follows_changes, shifted};
 
     type B = NdArray;
 
@@ -271,15 +272,13 @@ mod tests {
             assert_eq!(signs, parts.into_data());
             signs
         };
-        let before = signs(&block);
-        let mut norm_changed = block.clone();
-        let beta = norm_changed.sign.norm.beta.val();
-        norm_changed.sign.norm.beta = Param::from_tensor(beta - 10.0);
-        assert_ne!(signs(&norm_changed), before);
-        let mut bias_changed = block.clone();
-        let bias = bias_changed.linear.bias.take().unwrap().val();
-        bias_changed.linear.bias = Some(Param::from_tensor(bias + 100.0));
-        assert_ne!(signs(&bias_changed), before);
-        assert_eq!(signs(&block), before);
+        assert_follows_changes(
+            &block,
+            signs,
+            &[
+                &|b| b.sign.norm.beta = shifted(&b.sign.norm.beta, -10.0),
+                &|b| b.linear.bias = b.linear.bias.as_ref().map(|bias| shifted(bias, 100.0)),
+            ],
+        );
     }
 }

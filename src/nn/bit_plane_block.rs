@@ -161,6 +161,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::nn::kept::shifted;
 
     type B = NdArray;
 
@@ -279,13 +280,11 @@ mod tests {
         assert_eq!(signs(&block, &images), before, "a second call, kept kernel");
 
         let mut norm_changed = block.clone();
-        let beta = norm_changed.sign.norm.beta.val();
-        norm_changed.sign.norm.beta = Param::from_tensor(beta + 3.0);
+        norm_changed.sign.norm.beta = shifted(&block.sign.norm.beta, 3.0);
         assert_ne!(signs(&norm_changed, &images), before);
 
         let mut bias_changed = block.clone();
-        let bias = bias_changed.conv.bias.take().unwrap().val();
-        bias_changed.conv.bias = Some(Param::from_tensor(bias - 50.0));
+        bias_changed.conv.bias = block.conv.bias.as_ref().map(|b| shifted(b, -50.0));
         assert_ne!(signs(&bias_changed, &images), before);
 
         let mut weights_changed = block.clone();

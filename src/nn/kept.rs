@@ -95,6 +95,34 @@ impl<K, V> std::fmt::Debug for Kept<K, V> {
     }
 }
 
+/// A copy of a vector parameter with `by` added to every value: a changed block for the
+/// blocks' tests of what they keep.
+#[cfg(test)]
+pub(crate) fn shifted<B: burn::tensor::backend::Backend>(
+    param: &burn::module::Param<burn::tensor::Tensor<B, 1>>,
+    by: f32,
+) -> burn::module::Param<burn::tensor::Tensor<B, 1>> {
+    burn::module::Param::from_tensor(param.val() + by)
+}
+
+/// Asserts that a block's kept value follows every change: `signs` (which checks the block
+/// against its parts) gives, for a clone after each of `changes`, other signs than the block's,
+/// and the block's own again after them.
+#[cfg(test)]
+pub(crate) fn assert_follows_changes<M: Clone, T: PartialEq + std::fmt::Debug>(
+    block: &M,
+    signs: impl Fn(&M) -> T,
+    changes: &[&dyn Fn(&mut M)],
+) {
+    let before = signs(block);
+    for (i, change) in changes.iter().enumerate() {
+        let mut changed = block.clone();
+        change(&mut changed);
+        assert_ne!(signs(&changed), before, "change {i} changed nothing");
+    }
+    assert_eq!(signs(block), before, "the block again");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
