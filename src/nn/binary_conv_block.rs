@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     QnnBackend,
-    inference::thresholds::{falling_mask, fold, sign_thresholds},
+    inference::thresholds::{falling_mask, sign_thresholds},
     kernels::conv::{ConvInput, PackedActivations, SignThresholds, convolve_to_signs},
 };
 
@@ -197,39 +197,28 @@ impl<B: QnnBackend> BinaryConvBlock<B> {
             return None;
         }
         let bias = self.conv.bias.as_ref().map(|b| host_vector(b.val()));
-        let norm = self.sign.eval_norm();
-        let key = KeyBits::default()
-            .floats(scale.as_deref())
-            .floats(bias.as_deref())
-            .norm(&norm)
-            .sizes(&[max_dot]);
-        self.thresholds.get_or_build(key, || {
-            let (lo, hi) = fold(&norm, max_dot, scale.as_deref(), bias.as_deref());
-            sign_thresholds(&lo, &hi)
-        })
+        self.thresholds.fold(
+            &self.sign.eval_norm(),
+            max_dot,
+            scale.as_deref(),
+            bias.as_deref(),
+            |lo, hi| sign_thresholds(&lo, &hi),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::{
-        backend::NdArray,
-        module::{Param, RunningState},
-        nn::PaddingConfig2d,
-        tensor::{Distribution, TensorData},
-    };
+    use burn::{backend::NdArray, module::Param, nn::PaddingConfig2d, tensor::Distribution};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::nn::kept::{assert_follows_changes, shifted};
+    use crate::nn::block_tests::{
+        assert_follows_changes, random_values, randomize_norm, shifted, vector,
+    };
     use crate::ops::PaddingMode;
 
     type B = NdArray;
-
-    fn vector(values: Vec<f32>) -> Tensor<B, 1> {
-        let len = values.len();
-        Tensor::from_data(TensorData::new(values, [len]), &Default::default())
-    }
 
     /// A block of random geometry and batch norm (γ of both signs and 0), and an input for it.
     fn random_block(rng: &mut StdRng) -> (BinaryConvBlock<B>, Tensor<B, 4>) {
@@ -258,20 +247,9 @@ mod tests {
         .with_pool(rng.random_bool(0.5));
         let mut block = config.init::<B>(&device);
         let k = (c_in * kernel[0] * kernel[1]) as f32;
-        let values = |rng: &mut StdRng, lo: f32, hi: f32| {
-            (0..c_out)
-                .map(|_| rng.random_range(lo..hi))
-                .collect::<Vec<f32>>()
-        };
-        let mut gamma = values(rng, -2.0, 2.0);
-        gamma[0] = 0.0;
-        let norm = &mut block.sign.norm;
-        norm.gamma = Param::from_tensor(vector(gamma));
-        norm.beta = Param::from_tensor(vector(values(rng, -0.5, 0.5)));
-        norm.running_mean = RunningState::new(vector(values(rng, -0.3 * k, 0.3 * k)));
-        norm.running_var = RunningState::new(vector(values(rng, 0.0, k)));
+        randomize_norm(&mut block.sign.norm, rng, k, 0.0);
         if block.conv.bias.is_some() {
-            let bias = values(rng, -2.0, 2.0);
+            let bias = random_values(rng, c_out, -2.0, 2.0);
             block.conv.bias = Some(Param::from_tensor(vector(bias)));
         }
         let reach = |axis: usize| dilation[axis] * (kernel[axis] - 1) + 1;

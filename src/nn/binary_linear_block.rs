@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     QnnBackend,
-    inference::thresholds::{fold, range_signs},
+    inference::thresholds::range_signs,
     ops::{Encoding, HostPacked},
 };
 
@@ -161,38 +161,29 @@ impl<B: QnnBackend> BinaryLinearBlock<B> {
     fn ranges(&self, d_input: usize) -> Arc<(Vec<f32>, Vec<f32>)> {
         let scale = self.linear.alpha().map(host_vector);
         let bias = self.linear.bias.as_ref().map(|b| host_vector(b.val()));
-        let norm = self.sign.eval_norm();
-        let key = KeyBits::default()
-            .floats(scale.as_deref())
-            .floats(bias.as_deref())
-            .norm(&norm)
-            .sizes(&[d_input]);
         self.ranges
-            .get_or_build(key, || {
-                Some(fold(&norm, d_input, scale.as_deref(), bias.as_deref()))
-            })
+            .fold(
+                &self.sign.eval_norm(),
+                d_input,
+                scale.as_deref(),
+                bias.as_deref(),
+                |lo, hi| Some((lo, hi)),
+            )
             .expect("folding always gives ranges")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::{
-        backend::NdArray,
-        module::{Param, RunningState},
-        tensor::{Distribution, TensorData},
-    };
+    use burn::{backend::NdArray, module::Param, tensor::Distribution};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::nn::kept::{assert_follows_changes, shifted};
+    use crate::nn::block_tests::{
+        assert_follows_changes, random_values, randomize_norm, shifted, vector,
+    };
 
     type B = NdArray;
-
-    fn vector(values: Vec<f32>) -> Tensor<B, 1> {
-        let len = values.len();
-        Tensor::from_data(TensorData::new(values, [len]), &Default::default())
-    }
 
     /// On the host, the folded product (trained and packed weights, from floats and from
     /// bits) gives exactly the parts' values, over random sizes across word boundaries, biases,
@@ -210,20 +201,10 @@ mod tests {
             )
             .init::<B>(&device);
             let k = d_in as f32;
-            let values = |rng: &mut StdRng, lo: f32, hi: f32| {
-                (0..d_out)
-                    .map(|_| rng.random_range(lo..hi))
-                    .collect::<Vec<f32>>()
-            };
-            let mut gamma = values(&mut rng, -2.0, 2.0);
-            gamma[0] = 0.0;
-            let norm = &mut block.sign.norm;
-            norm.gamma = Param::from_tensor(vector(gamma));
-            norm.beta = Param::from_tensor(vector(values(&mut rng, -0.5, 0.5)));
-            norm.running_mean = RunningState::new(vector(values(&mut rng, -0.3 * k, 0.3 * k)));
-            norm.running_var = RunningState::new(vector(values(&mut rng, 0.0, k)));
+            randomize_norm(&mut block.sign.norm, &mut rng, k, 0.0);
             if block.linear.bias.is_some() {
-                block.linear.bias = Some(Param::from_tensor(vector(values(&mut rng, -2.0, 2.0))));
+                let bias = random_values(&mut rng, d_out, -2.0, 2.0);
+                block.linear.bias = Some(Param::from_tensor(vector(bias)));
             }
             let n = rng.random_range(1..40);
             let x = Tensor::<B, 2>::random([n, d_in], Distribution::Uniform(-1.0, 1.0), &device);

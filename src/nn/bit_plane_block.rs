@@ -152,23 +152,13 @@ impl<B: QnnBackend> BitPlaneConvBlock<B> {
 
 #[cfg(test)]
 mod tests {
-    use burn::{
-        backend::NdArray,
-        module::{Param, RunningState},
-        nn::PaddingConfig2d,
-        tensor::TensorData,
-    };
+    use burn::{backend::NdArray, module::Param, nn::PaddingConfig2d, tensor::TensorData};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::nn::kept::shifted;
+    use crate::nn::block_tests::{random_values, randomize_norm, shifted, vector};
 
     type B = NdArray;
-
-    fn vector(values: Vec<f32>) -> Tensor<B, 1> {
-        let len = values.len();
-        Tensor::from_data(TensorData::new(values, [len]), &Default::default())
-    }
 
     /// On the host, the folded integer kernel (trained and packed weights) gives exactly the
     /// parts' values over random shapes, paddings, biases and batch norms (γ of both signs and
@@ -192,20 +182,10 @@ mod tests {
             )
             .init::<B>(&device);
             let k = (c_in * kernel[0] * kernel[1]) as f32;
-            let values = |rng: &mut StdRng, lo: f32, hi: f32| {
-                (0..c_out)
-                    .map(|_| rng.random_range(lo..hi))
-                    .collect::<Vec<f32>>()
-            };
-            let mut gamma = values(&mut rng, -2.0, 2.0);
-            gamma[0] = 0.0;
-            let norm = &mut block.sign.norm;
-            norm.gamma = Param::from_tensor(vector(gamma));
-            norm.beta = Param::from_tensor(vector(values(&mut rng, -0.5, 0.5)));
-            norm.running_mean = RunningState::new(vector(values(&mut rng, -0.3 * k, 0.3 * k)));
-            norm.running_var = RunningState::new(vector(values(&mut rng, 0.01, k)));
+            randomize_norm(&mut block.sign.norm, &mut rng, k, 0.01);
             if block.conv.bias.is_some() {
-                block.conv.bias = Some(Param::from_tensor(vector(values(&mut rng, -1.0, 1.0))));
+                let bias = random_values(&mut rng, c_out, -1.0, 1.0);
+                block.conv.bias = Some(Param::from_tensor(vector(bias)));
             }
             let dims = [
                 rng.random_range(1..4),

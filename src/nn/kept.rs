@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::kernels::eval_norm::EvalNorm;
+use crate::{inference::thresholds::fold, kernels::eval_norm::EvalNorm};
 
 /// The bits of the values a kept result depends on: floats compared bit for bit (so `−0` and
 /// `+0` differ, and a NaN equals itself), each list with its length, `None` apart from empty.
@@ -77,6 +77,30 @@ impl<K, V> Kept<K, V> {
     }
 }
 
+impl<V> Kept<KeyBits, V> {
+    /// `finish` of the fold of `norm` after a product `|y| ≤ k` scaled by `scale` and shifted
+    /// by `bias` ([`fold`]: per channel, the range of products that binarize to `+1`), or the
+    /// value kept from a call where all of them were the same.
+    pub(crate) fn fold(
+        &self,
+        norm: &EvalNorm,
+        k: usize,
+        scale: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        finish: impl FnOnce(Vec<f32>, Vec<f32>) -> Option<V>,
+    ) -> Option<Arc<V>> {
+        let key = KeyBits::default()
+            .floats(scale)
+            .floats(bias)
+            .norm(norm)
+            .sizes(&[k]);
+        self.get_or_build(key, || {
+            let (lo, hi) = fold(norm, k, scale, bias);
+            finish(lo, hi)
+        })
+    }
+}
+
 impl<K, V> Default for Kept<K, V> {
     fn default() -> Self {
         Self(Arc::default())
@@ -93,34 +117,6 @@ impl<K, V> std::fmt::Debug for Kept<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Kept")
     }
-}
-
-/// A copy of a vector parameter with `by` added to every value: a changed block for the
-/// blocks' tests of what they keep.
-#[cfg(test)]
-pub(crate) fn shifted<B: burn::tensor::backend::Backend>(
-    param: &burn::module::Param<burn::tensor::Tensor<B, 1>>,
-    by: f32,
-) -> burn::module::Param<burn::tensor::Tensor<B, 1>> {
-    burn::module::Param::from_tensor(param.val() + by)
-}
-
-/// Asserts that a block's kept value follows every change: `signs` (which checks the block
-/// against its parts) gives, for a clone after each of `changes`, other signs than the block's,
-/// and the block's own again after them.
-#[cfg(test)]
-pub(crate) fn assert_follows_changes<M: Clone, T: PartialEq + std::fmt::Debug>(
-    block: &M,
-    signs: impl Fn(&M) -> T,
-    changes: &[&dyn Fn(&mut M)],
-) {
-    let before = signs(block);
-    for (i, change) in changes.iter().enumerate() {
-        let mut changed = block.clone();
-        change(&mut changed);
-        assert_ne!(signs(&changed), before, "change {i} changed nothing");
-    }
-    assert_eq!(signs(block), before, "the block again");
 }
 
 #[cfg(test)]

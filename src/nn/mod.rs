@@ -49,6 +49,8 @@ mod binary_linear;
 mod binary_linear_block;
 mod bit_plane;
 mod bit_plane_block;
+#[cfg(all(test, feature = "ndarray"))]
+mod block_tests;
 mod display;
 mod kept;
 mod latent;
