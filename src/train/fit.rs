@@ -144,7 +144,14 @@ where
         .shuffle(options.seed)
         .build(train.clone());
     // Without validation data, the learner's validation pass runs over no batches.
-    let valid = valid.cloned().unwrap_or_else(|| train.clone().take(0));
+    let valid = valid.cloned().unwrap_or_else(|| {
+        ImageDataset::new(
+            Vec::new(),
+            train.shape(),
+            train.num_classes(),
+            train.max_value(),
+        )
+    });
     let loader_valid = DataLoaderBuilder::new(batcher).batch_size(500).build(valid);
     let renderer = EpochSummaryRenderer::new(options.epochs)
         .with_progress_bar(options.progress)
