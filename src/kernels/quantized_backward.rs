@@ -23,6 +23,7 @@ use super::{
     im2col::{Shapes, for_each_tap_block, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
+    transpose::transpose_into,
 };
 
 /// Bytes of expanded `i8` im2col rows at a time (one image's rows when they fit).
@@ -312,11 +313,7 @@ fn check_exact(what: &str, sum_len: usize) {
 /// `[rows, cols]` bytes transposed to `[cols, rows]`.
 fn transpose_i8(values: &[i8], rows: usize, cols: usize) -> Vec<i8> {
     let mut out = vec![0i8; values.len()];
-    for (r, row) in values.chunks_exact(cols).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
+    transpose_into(values, cols, rows, cols, &mut out, rows);
     out
 }
 
@@ -523,13 +520,10 @@ fn input_grad_stride_one(
         .for_each_init(buffers, |(grid, patches, dx_t), (n, dx)| {
             // grid[((y + p_y)·width + x + p_x)·C_out + co] = codes[co, y, x]; the rest stays 0.
             let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
-            for (co, plane) in codes.chunks_exact(out_positions).enumerate() {
-                for (y, row) in plane.chunks_exact(s.ow).enumerate() {
-                    let first = ((y + pad_y) * grid_width + pad_x) * c_out + co;
-                    for (x, &code) in row.iter().enumerate() {
-                        grid[first + x * c_out] = code;
-                    }
-                }
+            for y in 0..s.oh {
+                let first = ((y + pad_y) * grid_width + pad_x) * c_out;
+                let row = &codes[y * s.ow..];
+                transpose_into(row, out_positions, c_out, s.ow, &mut grid[first..], c_out);
             }
             for (q, row) in patches.chunks_exact_mut(depth).enumerate() {
                 let (iy, ix) = (q / s.w, q % s.w);
@@ -549,11 +543,7 @@ fn input_grad_stride_one(
             // dxᵀ[q, ci] = Σ_r patches[q, r] · flipped[ci, r]
             dx_t.fill(0);
             int8::gemm_accumulate(isa, patches, &flipped, in_positions, s.c_in, depth, dx_t);
-            for (q, row) in dx_t.chunks_exact(s.c_in).enumerate() {
-                for (ci, &v) in row.iter().enumerate() {
-                    dx[ci * in_positions + q] = v;
-                }
-            }
+            transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
         });
 }
 

@@ -1,4 +1,55 @@
-//! Transpose of a 64 × 64 bit matrix held as 64 `u64` rows.
+//! Transposes: of a 64 × 64 bit matrix held as 64 `u64` rows, and of a matrix of values by
+//! tiles.
+
+/// The side of the square tiles [`transpose_into`] moves at a time: 16 `i32` (or 64 bytes) is
+/// one cache line, so a tile reads 16 lines and writes 16.
+const TILE: usize = 16;
+
+/// Writes the transpose of a `rows × cols` matrix into `dst`:
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]`, where consecutive rows lie `src_stride`
+/// values apart in `src` and `dst_stride` apart in `dst` (at least `cols` and `rows`).
+///
+/// Tile by tile ([`TILE`] × [`TILE`]), so that neither the reads nor the writes stride through
+/// memory a whole row at a time: a plain double loop writes one value per cache line, and with
+/// power-of-two strides every line falls in the same cache set.
+///
+/// # Panics
+/// If `src` or `dst` is too short for the matrix and strides.
+pub(crate) fn transpose_into<T: Copy>(
+    src: &[T],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src_stride >= cols && dst_stride >= rows,
+        "transpose: strides {src_stride} and {dst_stride} shorter than a row ({cols}, {rows})"
+    );
+    assert!(
+        src.len() > (rows - 1) * src_stride + cols - 1
+            && dst.len() > (cols - 1) * dst_stride + rows - 1,
+        "transpose: {rows} × {cols} values do not fit {} and {} values",
+        src.len(),
+        dst.len()
+    );
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let row = &src[r * src_stride + c0..r * src_stride + c1];
+                for (c, &value) in (c0..c1).zip(row) {
+                    dst[c * dst_stride + r] = value;
+                }
+            }
+        }
+    }
+}
 
 /// Transposes `x` in place: afterwards bit `c` of `x[r]` is what bit `r` of `x[c]` was.
 ///
@@ -31,6 +82,38 @@ fn swap_blocks<const J: usize>(x: &mut [u64; 64], mask: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposes_values_by_tiles() {
+        // Sizes below, at and past the tile, and strides wider than the rows.
+        for (rows, cols, src_pad, dst_pad) in [
+            (1, 1, 0, 0),
+            (5, 37, 3, 0),
+            (16, 16, 0, 0),
+            (33, 17, 0, 5),
+            (40, 64, 7, 2),
+        ] {
+            let src_stride = cols + src_pad;
+            let dst_stride = rows + dst_pad;
+            let src: Vec<i32> = (0..rows * src_stride).map(|v| v as i32 * 7 - 3).collect();
+            let mut dst = vec![i32::MIN; cols * dst_stride];
+            transpose_into(&src, src_stride, rows, cols, &mut dst, dst_stride);
+            for c in 0..cols {
+                for r in 0..dst_stride {
+                    let expected = if r < rows {
+                        src[r * src_stride + c]
+                    } else {
+                        i32::MIN // the gap between rows is left alone
+                    };
+                    assert_eq!(
+                        dst[c * dst_stride + r],
+                        expected,
+                        "{rows}×{cols}: ({c}, {r})"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn transposes_bits() {
