@@ -11,7 +11,8 @@ const TILE: usize = 16;
 ///
 /// Tile by tile ([`TILE`] × [`TILE`]), so that neither the reads nor the writes stride through
 /// memory a whole row at a time: a plain double loop writes one value per cache line, and with
-/// power-of-two strides every line falls in the same cache set.
+/// power-of-two strides every line falls in the same cache set. Within a tile the writes go in
+/// order, one destination row after the other.
 ///
 /// # Panics
 /// If `src` or `dst` is too short for the matrix and strides.
@@ -41,10 +42,13 @@ pub(crate) fn transpose_into<T: Copy>(
         let r1 = (r0 + TILE).min(rows);
         for c0 in (0..cols).step_by(TILE) {
             let c1 = (c0 + TILE).min(cols);
-            for r in r0..r1 {
-                let row = &src[r * src_stride + c0..r * src_stride + c1];
-                for (c, &value) in (c0..c1).zip(row) {
-                    dst[c * dst_stride + r] = value;
+            // One destination row at a time: its values fill one or two cache lines in
+            // order, while the tile's source rows stay in the nearest cache.
+            for c in c0..c1 {
+                let column = src[r0 * src_stride + c..].iter().step_by(src_stride);
+                let out = &mut dst[c * dst_stride + r0..c * dst_stride + r1];
+                for (value, &source) in out.iter_mut().zip(column) {
+                    *value = source;
                 }
             }
         }
