@@ -501,6 +501,8 @@ fn input_grad_stride_one(
             }
         }
     }
+    // Laid out once for the product's kernel, for every image.
+    let flipped = int8::Rhs::new(isa, &flipped, s.c_in, depth);
     let (in_positions, out_positions) = (s.h * s.w, s.positions);
     let image_grad = c_out * out_positions;
     let [pad_y, pad_x] = transposed.padding;
@@ -542,7 +544,7 @@ fn input_grad_stride_one(
             }
             // dxᵀ[q, ci] = Σ_r patches[q, r] · flipped[ci, r]
             dx_t.fill(0);
-            int8::gemm_accumulate(isa, patches, &flipped, in_positions, s.c_in, depth, dx_t);
+            int8::gemm_accumulate_rhs(patches, &flipped, in_positions, dx_t);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
         });
 }

@@ -30,14 +30,42 @@ const TILE_DEPTH: usize = amx::TILE_ROW_BYTES;
 /// Rows of `a` and of `b` in the 2 × 2 block of tiles a micro-kernel call computes.
 const BLOCK: usize = 2 * TILE_ROWS;
 
-/// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` (lengths checked by the caller).
+/// `b` `[n, k]` in the tiles' VNNI layout: for each block of 16 rows of `b` and each step of 64
+/// summed values, a 16 × 64-byte tile whose row `r` holds, for each of the 16 rows `c`, the
+/// four values `4r .. 4r + 4` of the step at bytes `4c .. 4c + 4`; zero beyond `n` and `k`,
+/// rows up to a whole [`BLOCK`].
+pub(super) struct Tiles {
+    n: usize,
+    k: usize,
+    tiles: Vec<i8>,
+}
+
+impl Tiles {
+    /// `b` `[n, k]` (length checked by the caller, `k > 0`) in tiles.
+    pub(super) fn new(b: &[i8], n: usize, k: usize) -> Tiles {
+        let steps = k.div_ceil(TILE_DEPTH);
+        let padded_n = n.next_multiple_of(BLOCK);
+        let tile = TILE_ROWS * TILE_DEPTH;
+        let mut tiles = vec![0i8; padded_n / TILE_ROWS * steps * tile];
+        for (j, row) in b.chunks_exact(k).enumerate().take(n) {
+            let (block, c) = (j / TILE_ROWS, j % TILE_ROWS);
+            for (group, quad) in row.chunks(4).enumerate() {
+                let (step, r) = (group / TILE_ROWS, group % TILE_ROWS);
+                let at = (block * steps + step) * tile + r * TILE_DEPTH + 4 * c;
+                tiles[at..at + quad.len()].copy_from_slice(quad);
+            }
+        }
+        Tiles { n, k, tiles }
+    }
+}
+
+/// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` with `b` in `b_tiles` (lengths checked by the
+/// caller).
 pub(super) fn gemm_accumulate(
     isa: CheckedInt8,
     a: &[i8],
-    b: &[i8],
+    b_tiles: &Tiles,
     m: usize,
-    n: usize,
-    k: usize,
     out: &mut [i32],
 ) {
     assert_eq!(
@@ -45,6 +73,12 @@ pub(super) fn gemm_accumulate(
         super::Int8Isa::Amx,
         "the AMX int8 kernel needs AMX"
     );
+    let Tiles {
+        n,
+        k,
+        tiles: b_tiles,
+    } = b_tiles;
+    let (n, k) = (*n, *k);
     let steps = k.div_ceil(TILE_DEPTH);
     let depth = steps * TILE_DEPTH;
     // Operands already in whole tiles are read in place.
@@ -55,7 +89,6 @@ pub(super) fn gemm_accumulate(
         padded = pad_rows(a, m, k, m.next_multiple_of(BLOCK), depth);
         &padded
     };
-    let b_tiles = vnni_layout(b, n, k, n.next_multiple_of(BLOCK), steps);
     let b_block = steps * TILE_ROWS * TILE_DEPTH;
     let mut sums = [0i32; BLOCK * BLOCK];
     for i0 in (0..m).step_by(BLOCK) {
@@ -97,23 +130,6 @@ fn pad_rows(values: &[i8], rows: usize, len: usize, padded_rows: usize, depth: u
         dst[..len].copy_from_slice(src);
     }
     padded
-}
-
-/// `b` `[n, k]` in the tiles' VNNI layout: for each block of 16 rows of `b` and each step of 64
-/// summed values, a 16 × 64-byte tile whose row `r` holds, for each of the 16 rows `c`, the
-/// four values `4r .. 4r + 4` of the step at bytes `4c .. 4c + 4`; zero beyond `n` and `k`.
-fn vnni_layout(b: &[i8], n: usize, k: usize, padded_n: usize, steps: usize) -> Vec<i8> {
-    let tile = TILE_ROWS * TILE_DEPTH;
-    let mut tiles = vec![0i8; padded_n / TILE_ROWS * steps * tile];
-    for (j, row) in b.chunks_exact(k).enumerate().take(n) {
-        let (block, c) = (j / TILE_ROWS, j % TILE_ROWS);
-        for (group, quad) in row.chunks(4).enumerate() {
-            let (step, r) = (group / TILE_ROWS, group % TILE_ROWS);
-            let at = (block * steps + step) * tile + r * TILE_DEPTH + 4 * c;
-            tiles[at..at + quad.len()].copy_from_slice(quad);
-        }
-    }
-    tiles
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -170,23 +170,29 @@ impl CheckedInt8 {
 /// Panics unless the operands and output have the lengths of an `[m, k] · [n, k]ᵀ` product and
 /// `k` is short enough for an exact result.
 fn check(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &[i32]) {
+    check_rhs(b, n, k);
+    check_lhs(a, m, n, k, out);
+}
+
+/// Panics unless `b` holds `[n, k]` and `k` is short enough for an exact result.
+fn check_rhs(b: &[i8], n: usize, k: usize) {
     assert!(
         k <= MAX_EXACT_LEN,
         "int8 gemm: a summed length of {k} can overflow i32 (at most {MAX_EXACT_LEN})"
     );
-    let len = |rows: usize| {
-        rows.checked_mul(k)
-            .expect("int8 gemm: size overflows usize")
-    };
     assert_eq!(
-        a.len(),
-        len(m),
-        "int8 gemm: lhs should hold [m, k] = [{m}, {k}]"
-    );
-    assert_eq!(
-        b.len(),
-        len(n),
+        Some(b.len()),
+        n.checked_mul(k),
         "int8 gemm: rhs should hold [n, k] = [{n}, {k}]"
+    );
+}
+
+/// Panics unless `a` holds `[m, k]` and `out` `[m, n]`.
+fn check_lhs(a: &[i8], m: usize, n: usize, k: usize, out: &[i32]) {
+    assert_eq!(
+        Some(a.len()),
+        m.checked_mul(k),
+        "int8 gemm: lhs should hold [m, k] = [{m}, {k}]"
     );
     assert_eq!(
         Some(out.len()),
@@ -223,6 +229,8 @@ fn by_four_rows(
 /// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` on one thread, on `isa`.
 ///
 /// The building block of the gradient kernels, which run it on blocks in parallel themselves.
+/// Where one `b` meets many blocks of `a`, lay it out once with [`Rhs::new`] and call
+/// [`gemm_accumulate_rhs`] instead.
 ///
 /// # Panics
 /// If a length does not match `[m, k] · [n, k]ᵀ → [m, n]` or `k > MAX_EXACT_LEN`.
@@ -235,15 +243,65 @@ pub(crate) fn gemm_accumulate(
     k: usize,
     out: &mut [i32],
 ) {
-    check(a, b, m, n, k, out);
+    gemm_accumulate_rhs(a, &Rhs::new(isa, b, n, k), m, out);
+}
+
+/// The right operand `b` `[n, k]` of the products, laid out once for one path's kernel: in
+/// VNNI's panels or AMX's tiles (the AVX2 and portable kernels read `b` as it is). A layer's
+/// weights meet every image of a batch: laid out once, they are not laid out again per image.
+pub(crate) struct Rhs<'a> {
+    isa: CheckedInt8,
+    n: usize,
+    k: usize,
+    layout: Layout<'a>,
+}
+
+/// How an [`Rhs`] holds `b`.
+enum Layout<'a> {
+    /// As it is (row-major `[n, k]`).
+    Rows(&'a [i8]),
+    /// In [`vnni::Panels`].
+    Vnni(vnni::Panels),
+    /// In [`amx::Tiles`].
+    Amx(amx::Tiles),
+}
+
+impl<'a> Rhs<'a> {
+    /// `b` `[n, k]` laid out for `isa`.
+    ///
+    /// # Panics
+    /// If `b` does not hold `n · k` values or `k > MAX_EXACT_LEN`.
+    pub(crate) fn new(isa: CheckedInt8, b: &'a [i8], n: usize, k: usize) -> Rhs<'a> {
+        check_rhs(b, n, k);
+        let layout = if n == 0 || k == 0 {
+            Layout::Rows(b)
+        } else {
+            match isa.isa() {
+                Int8Isa::Amx => Layout::Amx(amx::Tiles::new(b, n, k)),
+                Int8Isa::Avx512Vnni => Layout::Vnni(vnni::Panels::new(b, n, k)),
+                Int8Isa::Avx2 | Int8Isa::Portable => Layout::Rows(b),
+            }
+        };
+        Rhs { isa, n, k, layout }
+    }
+}
+
+/// `out[i·n + j] += Σ_t a[i·k + t] · rhs[j, t]` on one thread, on the path `rhs` was laid out
+/// for.
+///
+/// # Panics
+/// If `a` does not hold `[m, k]` or `out` `[m, n]`, with `rhs`'s `[n, k]`.
+pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs<'_>, m: usize, out: &mut [i32]) {
+    let (isa, n, k) = (rhs.isa, rhs.n, rhs.k);
+    check_lhs(a, m, n, k, out);
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    match isa.isa() {
-        Int8Isa::Amx => amx::gemm_accumulate(isa, a, b, m, n, k, out),
-        Int8Isa::Avx512Vnni => vnni::gemm_accumulate(isa, a, b, m, n, k, out),
-        Int8Isa::Avx2 => avx2::gemm_accumulate(isa, a, b, m, n, k, out),
-        Int8Isa::Portable => portable::gemm_accumulate(a, b, m, n, k, out),
+    match (&rhs.layout, isa.isa()) {
+        (Layout::Amx(tiles), _) => amx::gemm_accumulate(isa, a, tiles, m, out),
+        (Layout::Vnni(panels), _) => vnni::gemm_accumulate(isa, a, panels, m, out),
+        (Layout::Rows(b), Int8Isa::Avx2) => avx2::gemm_accumulate(isa, a, b, m, n, k, out),
+        (Layout::Rows(b), _) => portable::gemm_accumulate(a, b, m, n, k, out),
     }
 }
 
@@ -274,9 +332,10 @@ pub fn gemm(a: &[i8], b: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) -
     // Blocks of whole 32-row tiles, at least one per thread where there are enough rows.
     let rows_per_task = m.div_ceil(threads).next_multiple_of(32).max(32);
     if m > rows_per_task {
+        let rhs = Rhs::new(isa, b, n, k);
         out.par_chunks_mut(rows_per_task * n)
             .zip(a.par_chunks(rows_per_task * k))
-            .for_each(|(out, a)| gemm_accumulate(isa, a, b, a.len() / k, n, k, out));
+            .for_each(|(out, a)| gemm_accumulate_rhs(a, &rhs, a.len() / k, out));
     } else if threads > 1 && n > 32 {
         split_columns(isa, a, b, m, n, k, out, threads);
     } else {

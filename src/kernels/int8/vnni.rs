@@ -3,7 +3,7 @@
 //! once; the arithmetic wraps modulo 2^32, and the result, which fits in an `i32`, is exact.
 //!
 //! `b` is repacked into panels of [`PANEL`] rows, four consecutive values of each row side by
-//! side ([`pack_panels`]), so that one 64-byte load holds four values of 16 rows. Each step then
+//! side ([`Panels`]), so that one 64-byte load holds four values of 16 rows. Each step then
 //! broadcasts four values of a row of `a` and adds their products with 16 rows of `b` into 16
 //! sums at once: [`ROWS`] rows of `a` against a panel keep `2·ROWS` registers of sums, with no
 //! horizontal reduction, two loads of `b` for every `2·ROWS` `VPDPBUSD`.
@@ -15,14 +15,61 @@ const PANEL: usize = 32;
 /// Rows of `a` multiplied against a panel at a time.
 const ROWS: usize = 8;
 
-/// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` (lengths checked by the caller).
+/// `b` `[n, k]` in panels of [`PANEL`] rows, and each row's offset `128 · Σ_t b[j, t]`
+/// (wrapping; zero past row `n`, `PANEL · ⌈n / PANEL⌉` in all). Panel `p`, group `g` of four
+/// values, row `r`, value `q`: byte `((p·G + g)·PANEL + r)·4 + q` is `b[(PANEL·p + r)·k + 4g + q]`,
+/// `G = ⌈k/4⌉`, and 0 past the matrix.
+pub(super) struct Panels {
+    n: usize,
+    k: usize,
+    panels: Vec<i8>,
+    offsets: Vec<i32>,
+}
+
+impl Panels {
+    /// `b` `[n, k]` (length checked by the caller) in panels.
+    pub(super) fn new(b: &[i8], n: usize, k: usize) -> Panels {
+        let groups = k.div_ceil(4);
+        let panel_count = n.div_ceil(PANEL);
+        let mut panels = vec![0i8; panel_count * groups * PANEL * 4];
+        let mut offsets = vec![0i32; panel_count * PANEL];
+        for (j, row) in b.chunks_exact(k).enumerate().take(n) {
+            let (p, r) = (j / PANEL, j % PANEL);
+            let at = |g: usize| ((p * groups + g) * PANEL + r) * 4;
+            let quads = row.chunks_exact(4);
+            let tail = quads.remainder();
+            for (g, quad) in quads.enumerate() {
+                // Four bytes of a known length: one move, not a call of `memmove`.
+                let quad: &[i8; 4] = quad.try_into().expect("chunks of four");
+                let to: &mut [i8; 4] = (&mut panels[at(g)..at(g) + 4]).try_into().expect("four");
+                *to = *quad;
+            }
+            if !tail.is_empty() {
+                let start = at(k / 4);
+                panels[start..start + tail.len()].copy_from_slice(tail);
+            }
+            offsets[j] = row
+                .iter()
+                .map(|&v| i32::from(v))
+                .sum::<i32>()
+                .wrapping_mul(128);
+        }
+        Panels {
+            n,
+            k,
+            panels,
+            offsets,
+        }
+    }
+}
+
+/// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` with `b` in `panels` (lengths checked by the
+/// caller).
 pub(super) fn gemm_accumulate(
     isa: CheckedInt8,
     a: &[i8],
-    b: &[i8],
+    panels: &Panels,
     m: usize,
-    n: usize,
-    k: usize,
     out: &mut [i32],
 ) {
     assert_eq!(
@@ -32,46 +79,21 @@ pub(super) fn gemm_accumulate(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        let (panels, offsets) = pack_panels(b, n, k);
+        let Panels {
+            n,
+            k,
+            panels,
+            offsets,
+        } = panels;
         // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` and `offsets` are
-        // `pack_panels`' for `[n, k]`, and the caller checked `a` `[m, k]` and `out` `[m, n]`.
-        unsafe { x86::gemm(a, &panels, &offsets, m, n, k, out) }
+        // `Panels::new`'s for `[n, k]`, and the caller checked `a` `[m, k]` and `out` `[m, n]`.
+        unsafe { x86::gemm(a, panels, offsets, m, *n, *k, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("AVX-512 is never available off x86-64 ({a:p}, {b:p}, {m}, {n}, {k}, {out:p})");
-}
-
-/// `b` `[n, k]` in panels of [`PANEL`] rows, and each row's offset `128 · Σ_t b[j, t]`
-/// (wrapping; zero past row `n`, `PANEL · ⌈n / PANEL⌉` in all). Panel `p`, group `g` of four
-/// values, row `r`, value `q`: byte `((p·G + g)·PANEL + r)·4 + q` is `b[(PANEL·p + r)·k + 4g + q]`,
-/// `G = ⌈k/4⌉`, and 0 past the matrix.
-fn pack_panels(b: &[i8], n: usize, k: usize) -> (Vec<i8>, Vec<i32>) {
-    let groups = k.div_ceil(4);
-    let panel_count = n.div_ceil(PANEL);
-    let mut panels = vec![0i8; panel_count * groups * PANEL * 4];
-    let mut offsets = vec![0i32; panel_count * PANEL];
-    for (j, row) in b.chunks_exact(k).enumerate().take(n) {
-        let (p, r) = (j / PANEL, j % PANEL);
-        let at = |g: usize| ((p * groups + g) * PANEL + r) * 4;
-        let quads = row.chunks_exact(4);
-        let tail = quads.remainder();
-        for (g, quad) in quads.enumerate() {
-            // Four bytes of a known length: one move, not a call of `memmove`.
-            let quad: &[i8; 4] = quad.try_into().expect("chunks of four");
-            let to: &mut [i8; 4] = (&mut panels[at(g)..at(g) + 4]).try_into().expect("four");
-            *to = *quad;
-        }
-        if !tail.is_empty() {
-            let start = at(k / 4);
-            panels[start..start + tail.len()].copy_from_slice(tail);
-        }
-        offsets[j] = row
-            .iter()
-            .map(|&v| i32::from(v))
-            .sum::<i32>()
-            .wrapping_mul(128);
-    }
-    (panels, offsets)
+    unreachable!(
+        "AVX-512 is never available off x86-64 ({a:p}, {m}, {out:p}, {})",
+        panels.n
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -80,12 +102,12 @@ mod x86 {
 
     use super::{PANEL, ROWS};
 
-    /// `out += a · bᵀ` from `b`'s panels and offsets ([`super::pack_panels`]): blocks of
+    /// `out += a · bᵀ` from `b`'s panels and offsets ([`super::Panels`]): blocks of
     /// [`ROWS`] rows of `a`, then of 4, then single rows.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VNNI; `a` must hold `[m, k]`, `out` `[m, n]`, and
-    /// `panels`, `offsets` be `pack_panels(b, n, k)`.
+    /// `panels`, `offsets` be those of `Panels::new(b, n, k)`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn gemm(
         a: &[i8],
