@@ -9,7 +9,7 @@
 //! | [`Int8Isa::Amx`] | AMX `TDPBSSD` on 16 × 64 int8 tiles (Intel Sapphire Rapids and later) | 16,384 MAC |
 //! | [`Int8Isa::Avx512Vnni`] | AVX-512 VNNI `VPDPBUSD` | 64 MAC |
 //! | [`Int8Isa::Avx2`] | AVX2 `VPMADDWD` on sign-extended bytes | 16 MAC |
-//! | [`Int8Isa::Portable`] | plain Rust | — |
+//! | [`Int8Isa::Portable`] | the paper's bit-serial products: AND and popcount of the operands' bit planes, in plain Rust (with `POPCNT` where an x86-64 CPU has it) | 64 terms of one pair of planes |
 //!
 //! The path is detected at run time; [`force_int8_isa`] or the `BURN_QNN_INT8_ISA` environment
 //! variable (`amx`, `avx512vnni`, `avx2`, `portable`) pins one, as [`super::isa`] does for the
@@ -45,7 +45,8 @@ pub enum Int8Isa {
     Avx512Vnni,
     /// AVX2 (x86-64).
     Avx2,
-    /// Plain Rust, on any target.
+    /// The paper's bit-serial products (AND and popcount of bit planes) in plain Rust, on any
+    /// target.
     Portable,
 }
 
@@ -247,7 +248,8 @@ pub(crate) fn gemm_accumulate(
 }
 
 /// The right operand `b` `[n, k]` of the products, laid out once for one path's kernel: in
-/// VNNI's panels or AMX's tiles (the AVX2 and portable kernels read `b` as it is). A layer's
+/// VNNI's panels, AMX's tiles or the portable path's bit planes (the AVX2 kernel reads `b` as
+/// it is). A layer's
 /// weights meet every image of a batch: laid out once, they are not laid out again per image.
 pub(crate) struct Rhs<'a> {
     isa: CheckedInt8,
@@ -264,6 +266,8 @@ enum Layout<'a> {
     Vnni(vnni::Panels),
     /// In [`amx::Tiles`].
     Amx(amx::Tiles),
+    /// As [`portable::Planes`].
+    Planes(portable::Planes),
 }
 
 impl<'a> Rhs<'a> {
@@ -279,7 +283,8 @@ impl<'a> Rhs<'a> {
             match isa.isa() {
                 Int8Isa::Amx => Layout::Amx(amx::Tiles::new(b, n, k)),
                 Int8Isa::Avx512Vnni => Layout::Vnni(vnni::Panels::new(b, n, k)),
-                Int8Isa::Avx2 | Int8Isa::Portable => Layout::Rows(b),
+                Int8Isa::Avx2 => Layout::Rows(b),
+                Int8Isa::Portable => Layout::Planes(portable::Planes::new(b, n, k)),
             }
         };
         Rhs { isa, n, k, layout }
@@ -300,8 +305,9 @@ pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs<'_>, m: usize, out: &mut [
     match (&rhs.layout, isa.isa()) {
         (Layout::Amx(tiles), _) => amx::gemm_accumulate(isa, a, tiles, m, out),
         (Layout::Vnni(panels), _) => vnni::gemm_accumulate(isa, a, panels, m, out),
+        (Layout::Planes(planes), _) => portable::gemm_accumulate(a, planes, m, n, k, out),
         (Layout::Rows(b), Int8Isa::Avx2) => avx2::gemm_accumulate(isa, a, b, m, n, k, out),
-        (Layout::Rows(b), _) => portable::gemm_accumulate(a, b, m, n, k, out),
+        (Layout::Rows(_), _) => unreachable!("a zero-sized rhs returned above"),
     }
 }
 
