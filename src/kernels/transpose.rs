@@ -1,9 +1,31 @@
 //! Transposes: of a 64 × 64 bit matrix held as 64 `u64` rows, and of a matrix of values by
 //! tiles.
 
+use std::ops::Range;
+
 /// The side of the square tiles [`transpose_into`] moves at a time: 16 `i32` (or 64 bytes) is
-/// one cache line, so a tile reads 16 lines and writes 16.
+/// one cache line, so a tile reads 16 lines and writes 16. A multiple of every
+/// [`Transposable::BLOCK`].
 const TILE: usize = 16;
+
+/// Values [`transpose_into`] moves, with the square block it transposes in registers.
+pub(crate) trait Transposable: Copy {
+    /// The side of the block.
+    const BLOCK: usize;
+
+    /// Writes the transpose of the `BLOCK × BLOCK` block whose rows start at `src`,
+    /// `src_stride` values apart, to rows starting at `dst`, `dst_stride` apart.
+    ///
+    /// # Safety
+    /// Every row of the block (`BLOCK` values) must lie inside the allocation `src` points
+    /// into, and every row of its transpose inside the one `dst` points into.
+    unsafe fn transpose_block(
+        src: *const Self,
+        src_stride: usize,
+        dst: *mut Self,
+        dst_stride: usize,
+    );
+}
 
 /// Writes the transpose of a `rows × cols` matrix into `dst`:
 /// `dst[c·dst_stride + r] = src[r·src_stride + c]`, where consecutive rows lie `src_stride`
@@ -11,12 +33,13 @@ const TILE: usize = 16;
 ///
 /// Tile by tile ([`TILE`] × [`TILE`]), so that neither the reads nor the writes stride through
 /// memory a whole row at a time: a plain double loop writes one value per cache line, and with
-/// power-of-two strides every line falls in the same cache set. Within a tile the writes go in
-/// order, one destination row after the other.
+/// power-of-two strides every line falls in the same cache set. Within a tile, blocks of
+/// [`Transposable::BLOCK`] values a side are transposed in vector registers (on x86-64); the
+/// rows and columns past the last whole block are moved one value at a time.
 ///
 /// # Panics
 /// If `src` or `dst` is too short for the matrix and strides.
-pub(crate) fn transpose_into<T: Copy>(
+pub(crate) fn transpose_into<T: Transposable>(
     src: &[T],
     src_stride: usize,
     rows: usize,
@@ -38,18 +61,193 @@ pub(crate) fn transpose_into<T: Copy>(
         src.len(),
         dst.len()
     );
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        for c0 in (0..cols).step_by(TILE) {
-            let c1 = (c0 + TILE).min(cols);
-            // One destination row at a time: its values fill one or two cache lines in
+    let block = T::BLOCK;
+    let (whole_rows, whole_cols) = (rows - rows % block, cols - cols % block);
+    for r0 in (0..whole_rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(whole_rows);
+        for c0 in (0..whole_cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(whole_cols);
+            // One block row of the destination at a time: its rows fill whole cache lines in
             // order, while the tile's source rows stay in the nearest cache.
-            for c in c0..c1 {
-                let column = src[r0 * src_stride + c..].iter().step_by(src_stride);
-                let out = &mut dst[c * dst_stride + r0..c * dst_stride + r1];
-                for (value, &source) in out.iter_mut().zip(column) {
-                    *value = source;
+            for c in (c0..c1).step_by(block) {
+                for r in (r0..r1).step_by(block) {
+                    // SAFETY: rows `r .. r + block` and columns `c .. c + block` are inside the
+                    // matrix, which the checks above keep inside `src` and `dst`.
+                    unsafe {
+                        T::transpose_block(
+                            src.as_ptr().add(r * src_stride + c),
+                            src_stride,
+                            dst.as_mut_ptr().add(c * dst_stride + r),
+                            dst_stride,
+                        );
+                    }
                 }
+            }
+        }
+    }
+    let edges = [
+        (whole_rows..rows, 0..cols),
+        (0..whole_rows, whole_cols..cols),
+    ];
+    for (rows, cols) in edges {
+        transpose_values(src, src_stride, rows, cols, dst, dst_stride);
+    }
+}
+
+/// [`transpose_into`] of the part `rows × cols` of the matrix, one value at a time.
+fn transpose_values<T: Copy>(
+    src: &[T],
+    src_stride: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    for c in cols {
+        for r in rows.clone() {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
+        }
+    }
+}
+
+/// [`Transposable::transpose_block`] one value at a time (targets without the vector blocks).
+///
+/// # Safety
+/// As [`Transposable::transpose_block`].
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_block_values<T: Copy>(
+    block: usize,
+    src: *const T,
+    src_stride: usize,
+    dst: *mut T,
+    dst_stride: usize,
+) {
+    for c in 0..block {
+        for r in 0..block {
+            // SAFETY: inside the block, as the caller promises.
+            unsafe { *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c) };
+        }
+    }
+}
+
+impl Transposable for i32 {
+    /// Four `i32` to a 128-bit register.
+    const BLOCK: usize = 4;
+
+    unsafe fn transpose_block(
+        src: *const i32,
+        src_stride: usize,
+        dst: *mut i32,
+        dst_stride: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of x86-64; the caller's contract keeps the four loads and
+        // stores of 16 bytes inside the operands.
+        unsafe {
+            x86::transpose_4x4_i32(src, src_stride, dst, dst_stride)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: the caller's contract.
+        unsafe {
+            transpose_block_values(Self::BLOCK, src, src_stride, dst, dst_stride)
+        }
+    }
+}
+
+impl Transposable for i8 {
+    /// Eight bytes to a 64-bit half of a 128-bit register.
+    const BLOCK: usize = 8;
+
+    unsafe fn transpose_block(src: *const i8, src_stride: usize, dst: *mut i8, dst_stride: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE2 is part of x86-64; the caller's contract keeps the eight loads and
+        // stores of 8 bytes inside the operands.
+        unsafe {
+            x86::transpose_8x8_i8(src, src_stride, dst, dst_stride)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: the caller's contract.
+        unsafe {
+            transpose_block_values(Self::BLOCK, src, src_stride, dst, dst_stride)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// The 4 × 4 block of `i32` at `src` (rows `src_stride` apart) transposed to `dst` (rows
+    /// `dst_stride` apart): pairs of rows interleaved by 32 then by 64 bits.
+    ///
+    /// # Safety
+    /// The four rows of four values at `src` must be readable and those at `dst` writable.
+    #[inline(always)]
+    pub(super) unsafe fn transpose_4x4_i32(
+        src: *const i32,
+        src_stride: usize,
+        dst: *mut i32,
+        dst_stride: usize,
+    ) {
+        // SAFETY: the caller's contract; SSE2 is part of x86-64.
+        unsafe {
+            let row = |r: usize| _mm_loadu_si128(src.add(r * src_stride).cast());
+            let (a, b, c, d) = (row(0), row(1), row(2), row(3));
+            // a0 b0 a1 b1 | c0 d0 c1 d1 | a2 b2 a3 b3 | c2 d2 c3 d3
+            let ab_low = _mm_unpacklo_epi32(a, b);
+            let cd_low = _mm_unpacklo_epi32(c, d);
+            let ab_high = _mm_unpackhi_epi32(a, b);
+            let cd_high = _mm_unpackhi_epi32(c, d);
+            let columns = [
+                _mm_unpacklo_epi64(ab_low, cd_low),
+                _mm_unpackhi_epi64(ab_low, cd_low),
+                _mm_unpacklo_epi64(ab_high, cd_high),
+                _mm_unpackhi_epi64(ab_high, cd_high),
+            ];
+            for (c, column) in columns.into_iter().enumerate() {
+                _mm_storeu_si128(dst.add(c * dst_stride).cast(), column);
+            }
+        }
+    }
+
+    /// The 8 × 8 block of bytes at `src` (rows `src_stride` apart) transposed to `dst` (rows
+    /// `dst_stride` apart): rows interleaved by 8, 16 then 32 bits, two columns to a register.
+    ///
+    /// # Safety
+    /// The eight rows of eight bytes at `src` must be readable and those at `dst` writable.
+    #[inline(always)]
+    pub(super) unsafe fn transpose_8x8_i8(
+        src: *const i8,
+        src_stride: usize,
+        dst: *mut i8,
+        dst_stride: usize,
+    ) {
+        // SAFETY: the caller's contract; SSE2 is part of x86-64.
+        unsafe {
+            let row = |r: usize| _mm_loadl_epi64(src.add(r * src_stride).cast());
+            // Pairs of rows, byte by byte: r0[j] r1[j] for j = 0..8, and so on.
+            let pairs = [
+                _mm_unpacklo_epi8(row(0), row(1)),
+                _mm_unpacklo_epi8(row(2), row(3)),
+                _mm_unpacklo_epi8(row(4), row(5)),
+                _mm_unpacklo_epi8(row(6), row(7)),
+            ];
+            // Quads: rows 0–3 (then 4–7) of columns 0–3, then of columns 4–7.
+            let low_quads = _mm_unpacklo_epi16(pairs[0], pairs[1]);
+            let high_quads = _mm_unpackhi_epi16(pairs[0], pairs[1]);
+            let low_quads_2 = _mm_unpacklo_epi16(pairs[2], pairs[3]);
+            let high_quads_2 = _mm_unpackhi_epi16(pairs[2], pairs[3]);
+            // Two whole columns (eight bytes each) per register.
+            let column_pairs = [
+                _mm_unpacklo_epi32(low_quads, low_quads_2),
+                _mm_unpackhi_epi32(low_quads, low_quads_2),
+                _mm_unpacklo_epi32(high_quads, high_quads_2),
+                _mm_unpackhi_epi32(high_quads, high_quads_2),
+            ];
+            for (p, two) in column_pairs.into_iter().enumerate() {
+                _mm_storel_epi64(dst.add(2 * p * dst_stride).cast(), two);
+                let second = _mm_unpackhi_epi64(two, two);
+                _mm_storel_epi64(dst.add((2 * p + 1) * dst_stride).cast(), second);
             }
         }
     }
@@ -87,27 +285,36 @@ fn swap_blocks<const J: usize>(x: &mut [u64; 64], mask: u64) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn transposes_values_by_tiles() {
-        // Sizes below, at and past the tile, and strides wider than the rows.
-        for (rows, cols, src_pad, dst_pad) in [
+    /// [`transpose_into`] against its definition on sizes below, at and past the blocks and
+    /// tiles, with strides wider than the rows; the gaps between rows must stay untouched.
+    fn check_transpose<T: Transposable + PartialEq + std::fmt::Debug>(
+        value: impl Fn(usize) -> T,
+        untouched: T,
+    ) {
+        let shapes = [
             (1, 1, 0, 0),
+            (3, 5, 1, 0),
+            (4, 4, 0, 0),
+            (8, 8, 0, 0),
             (5, 37, 3, 0),
             (16, 16, 0, 0),
             (33, 17, 0, 5),
             (40, 64, 7, 2),
-        ] {
+            (128, 8, 896, 0),
+            (9, 31, 0, 1),
+        ];
+        for (rows, cols, src_pad, dst_pad) in shapes {
             let src_stride = cols + src_pad;
             let dst_stride = rows + dst_pad;
-            let src: Vec<i32> = (0..rows * src_stride).map(|v| v as i32 * 7 - 3).collect();
-            let mut dst = vec![i32::MIN; cols * dst_stride];
+            let src: Vec<T> = (0..rows * src_stride).map(&value).collect();
+            let mut dst = vec![untouched; cols * dst_stride];
             transpose_into(&src, src_stride, rows, cols, &mut dst, dst_stride);
             for c in 0..cols {
                 for r in 0..dst_stride {
                     let expected = if r < rows {
                         src[r * src_stride + c]
                     } else {
-                        i32::MIN // the gap between rows is left alone
+                        untouched
                     };
                     assert_eq!(
                         dst[c * dst_stride + r],
@@ -117,6 +324,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn transposes_values_by_tiles() {
+        check_transpose(|v| v as i32 * 7 - 3, i32::MIN);
+        check_transpose(|v| ((v * 37 + v / 251) % 255) as i8, i8::MIN);
     }
 
     #[test]
