@@ -429,12 +429,11 @@ pub fn binary_conv2d_input_grad(
     // The weights as [C_out, taps]: weight-sized.
     let mut weights = vec![0i8; s.c_out * s.taps];
     weight_signs.expand(0, &mut weights);
-    let mut sums = vec![0i32; out.len()];
     if let Some(transposed) = transposed_geometry(g) {
-        input_grad_stride_one(isa, grad, &weights, g, &transposed, &s, &mut sums);
-        grad.finish(&sums, input_blocked, out);
+        input_grad_stride_one(isa, grad, &weights, input_blocked, g, &transposed, &s, out);
         return;
     }
+    let mut sums = vec![0i32; out.len()];
     let weights_t = transpose_i8(&weights, s.c_out, s.taps);
     let block = (BLOCK_BYTES / (4 * s.positions.max(1))).clamp(1, s.taps.max(1));
     let image_grad = s.c_out * s.positions;
@@ -467,24 +466,28 @@ pub fn binary_conv2d_input_grad(
     grad.finish(&sums, input_blocked, out);
 }
 
-/// The input gradient's sums `[N, C_in, H, W]` for stride 1, as the convolution of the output
-/// gradient with the flipped weights (`transposed`, see [`transposed_geometry`]): for each input
-/// position, the row of the output-gradient codes its taps read (channels last, `C_out` bytes a
-/// tap) against each input channel's flipped ±1 weights in the same order. Rows are padded to
-/// whole 64-byte steps with zeros, so AMX reads them in place.
+/// The input gradient `[N, C_in, H, W]` for stride 1, written to `out`: the convolution of the
+/// output gradient with the flipped weights (`transposed`, see [`transposed_geometry`]) in
+/// integers, rescaled, zero where `input_blocked` is set. For each input position, the row of
+/// the output-gradient codes its taps read (channels last, `C_out` bytes a tap) meets each
+/// input channel's flipped ±1 weights in the same order. Rows are padded to whole 64-byte
+/// steps with zeros, so AMX reads them in place.
 ///
 /// The codes are laid out once per image channels last on a grid padded by the transposed
 /// padding (zeros around them), so every tap of every position reads inside it, and the taps of
-/// one kernel row are one run of it (where the horizontal dilation is 1). Each thread reuses
-/// its buffers from image to image.
+/// one kernel row are one run of it (where the horizontal dilation is 1). Each image's sums are
+/// finished (rescaled and cut) while they are in cache, and each thread reuses its buffers
+/// from image to image.
+#[allow(clippy::too_many_arguments)]
 fn input_grad_stride_one(
     isa: CheckedInt8,
     grad: &QuantizedGrad,
     weights: &[i8],
+    input_blocked: Bits<'_>,
     g: &ConvCall,
     transposed: &ConvCall,
     s: &Shapes,
-    sums: &mut [i32],
+    out: &mut [f32],
 ) {
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
@@ -510,16 +513,19 @@ fn input_grad_stride_one(
     // The padded codes grid: `h + (k_h − 1)·d_h` rows of `w + (k_w − 1)·d_w` positions.
     let grid_width = s.ow + 2 * pad_x;
     let grid_len = (s.oh + 2 * pad_y) * grid_width * c_out;
+    let image_len = s.c_in * in_positions;
+    let step_value = grad.step_value();
     let buffers = || {
         (
             vec![0i8; grid_len],
             vec![0i8; in_positions * depth],
-            vec![0i32; in_positions * s.c_in],
+            vec![0i32; image_len],
+            vec![0i32; image_len],
         )
     };
-    sums.par_chunks_mut(s.c_in * in_positions)
-        .enumerate()
-        .for_each_init(buffers, |(grid, patches, dx_t), (n, dx)| {
+    out.par_chunks_mut(image_len).enumerate().for_each_init(
+        buffers,
+        |(grid, patches, dx_t, dx), (n, out)| {
             // grid[((y + p_y)·width + x + p_x)·C_out + co] = codes[co, y, x]; the rest stays 0.
             let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
             for y in 0..s.oh {
@@ -546,7 +552,12 @@ fn input_grad_stride_one(
             dx_t.fill(0);
             int8::gemm_accumulate_rhs(patches, &flipped, in_positions, dx_t);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
-        });
+            for (value, &sum) in out.iter_mut().zip(dx.iter()) {
+                *value = QuantizedGrad::rescale(step_value, sum);
+            }
+            input_blocked.cut(n * image_len, out);
+        },
+    );
 }
 
 /// Panics unless the lengths match `shape`.
