@@ -5,7 +5,12 @@
 //! - `xnor_packed`: both operands packed beforehand (the kernel alone);
 //! - `xnor_prepacked_weights`: weights packed beforehand, activations packed in the call
 //!   (inference);
-//! - `xnor_float`: both operands packed in the call (`ops::xnor_matmul` on float tensors).
+//! - `xnor_float`: both operands packed in the call (`ops::xnor_matmul` on float tensors);
+//! - `kernel_popcount` and `kernel_int8_<path>`: the two kernels behind `xnor_gemm` on the same
+//!   packed rows, the XOR-popcount one (`kernels::xnor::xnor_gemm_popcount`) and the exact int8
+//!   product of the expanded ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path this CPU
+//!   runs first (`amx` on Intel Sapphire Rapids and later, which `xnor_gemm` then takes for
+//!   products of at least 32 rows a side and 256 summed values).
 //!
 //! Throughput is in binary multiply-accumulates (`M·K·N` per call). Set `BURN_QNN_ISA` to
 //! `avx512`, `avx2` or `portable` to pin an instruction set.
@@ -14,15 +19,16 @@ use std::time::Duration;
 
 use burn::backend::NdArray;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_qnn::kernels::{isa::active_isa, xnor};
+use burn_qnn::kernels::{int8::Int8Isa, isa::active_isa, pack, words_per_row, xnor};
 use burn_qnn::ops::{self, Encoding, Packed};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 type B = NdArray<f32>;
 
-/// `(name, M, K, N)`: square, batch-64 and batch-1 inference, and a convolution as im2col
+/// `(name, M, K, N)`: two square products, batch-64 and batch-1 inference, and a convolution as im2col
 /// (32×32 outputs, 3×3×128 inputs, 128 channels).
-const SHAPES: [(&str, usize, usize, usize); 4] = [
+const SHAPES: [(&str, usize, usize, usize); 5] = [
+    ("2048x2048x2048", 2048, 2048, 2048),
     ("4096x4096x4096", 4096, 4096, 4096),
     ("64x4096x4096", 64, 4096, 4096),
     ("1x4096x4096", 1, 4096, 4096),
@@ -58,6 +64,22 @@ fn bench_products(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("xnor_float", name), |bench| {
             bench.iter(|| ops::xnor_matmul(a.clone(), b.clone()))
+        });
+        let rows = |t: &Tensor<B, 2>, [r, len]: [usize; 2]| {
+            let values: Vec<f32> = t.to_data().to_vec().expect("f32 values");
+            let mut words = vec![0; r * words_per_row(len)];
+            pack::pack_signs(&values, r, len, &mut words);
+            words
+        };
+        let (a_rows, b_rows) = (rows(&a, [m, k]), rows(&b.clone().transpose(), [n, k]));
+        let mut out = vec![0f32; m * n];
+        group.bench_function(BenchmarkId::new("kernel_popcount", name), |bench| {
+            bench.iter(|| xnor::xnor_gemm_popcount(&a_rows, &b_rows, m, n, k, &mut out))
+        });
+        let int8_path = Int8Isa::available()[0];
+        let id = BenchmarkId::new(format!("kernel_int8_{}", int8_path.name()), name);
+        group.bench_function(id, |bench| {
+            bench.iter(|| xnor::xnor_gemm_int8(&a_rows, &b_rows, m, n, k, &mut out))
         });
         group.finish();
     }

@@ -4,20 +4,49 @@
 //! portable), `B` blocked to stay in L2, `k` blocked to keep the `A` rows of a tile in L1, and
 //! rayon tasks over rows and columns of the output (columns too, so `m = 1` spreads over threads).
 
+use rayon::prelude::*;
+
 use super::{
+    backward::Bits,
     engine::{self, BitOp, Problem},
+    int8::{self, Int8Isa, MAX_EXACT_LEN},
     isa::{Isa, active_isa},
     words_per_row,
 };
 
+/// The smallest `m`, `n` and `k` of a product that [`xnor_gemm`] sends to AMX (two 16 × 64-byte
+/// tiles a side, and enough summed values that expanding the operands costs little beside the
+/// product).
+const AMX_MIN_ROWS: usize = 32;
+/// See [`AMX_MIN_ROWS`].
+const AMX_MIN_K: usize = 256;
+
 /// `out[i·n + j] = k − 2·popcount(a_i XOR b_j)`: the dot product of ±1 row `i` of `a` (`m` rows)
 /// and ±1 row `j` of `b` (`n` rows), both packed with `words_per_row(k)` words a row.
+///
+/// Runs [`xnor_gemm_int8`] where the int8 products run on AMX tiles (at least 32 rows a side
+/// and 256 summed values), else [`xnor_gemm_popcount`]; both give the same values.
 pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    if runs_on_tiles(m, n, k) {
+        xnor_gemm_int8(a, b, m, n, k, out);
+    } else {
+        xnor_gemm_popcount(a, b, m, n, k, out);
+    }
+}
+
+/// Whether [`xnor_gemm`] sends an `[m, k] · [n, k]ᵀ` product to the int8 products on AMX.
+fn runs_on_tiles(m: usize, n: usize, k: usize) -> bool {
+    int8::active_int8_isa() == Int8Isa::Amx
+        && m >= AMX_MIN_ROWS
+        && n >= AMX_MIN_ROWS
+        && (AMX_MIN_K..=MAX_EXACT_LEN).contains(&k)
+}
+
+/// [`xnor_gemm`] on the XOR-popcount kernels of the active instruction set
+/// ([`super::isa::active_isa`]).
+pub fn xnor_gemm_popcount(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
     let isa = active_isa();
-    let words = words_per_row(k);
-    super::check_len("xnor_gemm: lhs length", a.len(), &[m, words]);
-    super::check_len("xnor_gemm: rhs length", b.len(), &[n, words]);
-    super::check_len("xnor_gemm: output length", out.len(), &[m, n]);
+    let words = check(a, b, m, n, k, out);
     let problem = Problem {
         op: BitOp::Xor,
         a,
@@ -41,6 +70,59 @@ pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [
     );
 }
 
+/// [`xnor_gemm`] as an exact int8 product ([`int8::gemm`], on the path
+/// [`int8::active_int8_isa`] picks) of the ±1 rows expanded from their bits into bytes: on AMX,
+/// one `TDPBSSD` multiplies 16 × 64 by 64 × 16 values. Returns the int8 path that ran; a `k`
+/// beyond [`MAX_EXACT_LEN`] (where an int8 product of any bytes could overflow) runs
+/// [`xnor_gemm_popcount`] instead, and returns `None`.
+///
+/// # Panics
+/// If a length does not match `m`, `n` and `k`.
+pub fn xnor_gemm_int8(
+    a: &[u64],
+    b: &[u64],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) -> Option<Int8Isa> {
+    let words = check(a, b, m, n, k, out);
+    if k > MAX_EXACT_LEN {
+        xnor_gemm_popcount(a, b, m, n, k, out);
+        return None;
+    }
+    if m == 0 || n == 0 || k == 0 {
+        out.fill(0.0);
+        return Some(int8::active_int8_isa());
+    }
+    let expand = |bits: &[u64], rows: usize| {
+        let mut values = vec![0i8; rows * k];
+        values
+            .par_chunks_mut(k)
+            .zip(bits.par_chunks(words))
+            .for_each(|(row, words)| Bits::new(words, k).expand(0, row));
+        values
+    };
+    let (a_values, b_values) = (expand(a, m), expand(b, n));
+    let mut sums = vec![0i32; m * n];
+    let isa = int8::gemm(&a_values, &b_values, m, n, k, &mut sums);
+    // Exact: |sum| ≤ k ≤ MAX_EXACT_LEN < 2^24.
+    out.par_iter_mut()
+        .zip(sums.par_iter())
+        .for_each(|(o, &sum)| *o = sum as f32);
+    Some(isa)
+}
+
+/// Panics unless `a`, `b` and `out` hold `[m, k]`, `[n, k]` (packed) and `[m, n]`; returns the
+/// words a packed row takes.
+fn check(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &[f32]) -> usize {
+    let words = words_per_row(k);
+    super::check_len("xnor_gemm: lhs length", a.len(), &[m, words]);
+    super::check_len("xnor_gemm: rhs length", b.len(), &[n, words]);
+    super::check_len("xnor_gemm: output length", out.len(), &[m, n]);
+    words
+}
+
 /// Runs the XOR-popcount register tile of `isa` (the portable one where the CPU lacks it) on
 /// rows resident in L1, single-threaded, `iterations` times, and returns the binary
 /// multiply-accumulates done (bits XOR-ed and counted). Timing the call gives the machine's
@@ -54,6 +136,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::kernels::int8::with_int8_isa;
     use crate::kernels::isa::with_isa;
     use crate::kernels::pack::pack_signs;
 
@@ -91,9 +174,18 @@ mod tests {
         let expected = reference(a, b, m, n, k);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; m * n];
-            with_isa(isa, || xnor_gemm(&pa, &pb, m, n, k, &mut out));
+            with_isa(isa, || xnor_gemm_popcount(&pa, &pb, m, n, k, &mut out));
             assert_eq!(out, expected, "{isa:?} m={m} n={n} k={k}");
         }
+        for isa in Int8Isa::available() {
+            let mut out = vec![f32::NAN; m * n];
+            let ran = with_int8_isa(isa, || xnor_gemm_int8(&pa, &pb, m, n, k, &mut out));
+            assert_eq!(ran, (k <= MAX_EXACT_LEN).then_some(isa));
+            assert_eq!(out, expected, "int8 {isa:?} m={m} n={n} k={k}");
+        }
+        let mut out = vec![f32::NAN; m * n];
+        xnor_gemm(&pa, &pb, m, n, k, &mut out);
+        assert_eq!(out, expected, "dispatched, m={m} n={n} k={k}");
     }
 
     #[test]
@@ -143,6 +235,27 @@ mod tests {
     }
 
     #[test]
+    fn large_products_run_on_amx_where_the_machine_has_it() {
+        if !Int8Isa::Amx.is_available() {
+            eprintln!("skipped: this machine cannot run the AMX int8 tiles");
+            return;
+        }
+        with_int8_isa(Int8Isa::Amx, || {
+            assert!(runs_on_tiles(64, 64, 4096));
+            assert!(
+                !runs_on_tiles(1, 4096, 4096),
+                "one row: the popcount kernel"
+            );
+            assert!(
+                !runs_on_tiles(64, 64, 64),
+                "a short sum: the popcount kernel"
+            );
+        });
+        let mut rng = StdRng::seed_from_u64(15);
+        with_int8_isa(Int8Isa::Amx, || check(&mut rng, 67, 45, 1000));
+    }
+
+    #[test]
     fn k_blocks_and_column_blocks() {
         let mut rng = StdRng::seed_from_u64(13);
         // 5 000 words a row: several k blocks; 60 rows of `b` exceed one L2 column block.
@@ -167,6 +280,12 @@ mod tests {
             let mut out = [f32::NAN; 3];
             with_isa(isa, || xnor_gemm(&[], &[], 1, 3, 0, &mut out));
             assert_eq!(out, [0.0; 3]);
+        }
+        for isa in Int8Isa::available() {
+            let mut out = [f32::NAN; 3];
+            with_int8_isa(isa, || xnor_gemm_int8(&[], &[], 1, 3, 0, &mut out));
+            assert_eq!(out, [0.0; 3], "{isa:?}");
+            with_int8_isa(isa, || xnor_gemm_int8(&[], &[0; 2], 0, 2, 64, &mut []));
         }
     }
 
