@@ -249,8 +249,8 @@ pub(crate) fn gemm_accumulate(
 
 /// The right operand `b` `[n, k]` of the products, laid out once for one path's kernel: in
 /// VNNI's panels, AMX's tiles or the portable path's bit planes (the AVX2 kernel reads `b` as
-/// it is). A layer's
-/// weights meet every image of a batch: laid out once, they are not laid out again per image.
+/// it is). A layer's weights meet every image of a batch: laid out once, they are not laid out
+/// again per image.
 pub(crate) struct Rhs<'a> {
     isa: CheckedInt8,
     n: usize,
