@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`Int8Isa::Amx`] | AMX `TDPBSSD` on 16 × 64 int8 tiles (Intel Sapphire Rapids and later) | 16,384 MAC |
 //! | [`Int8Isa::Avx512Vnni`] | AVX-512 VNNI `VPDPBUSD` | 64 MAC |
-//! | [`Int8Isa::Avx2`] | AVX2 `VPMADDWD` on sign-extended bytes | 16 MAC |
+//! | [`Int8Isa::Avx2`] | AVX2 `VPMADDWD` on bytes widened to `i16` | 16 MAC |
 //! | [`Int8Isa::Portable`] | the paper's bit-serial products: AND and popcount of the operands' bit planes, in plain Rust (with `POPCNT` where an x86-64 CPU has it) | 64 terms of one pair of planes |
 //!
 //! The path is detected at run time; [`force_int8_isa`] or the `BURN_QNN_INT8_ISA` environment
@@ -202,31 +202,6 @@ fn check_lhs(a: &[i8], m: usize, n: usize, k: usize, out: &[i32]) {
     );
 }
 
-/// `out[i·n + j] += dot4(a_i, [b_j0 .. b_j0+3], j0)[j − j0]` over the `m` rows `a_i` of `a` and
-/// every block of four rows of `b` from `j0`: the loop of the register kernels, which take one
-/// row of `a` against four of `b`. A last block of fewer than four repeats row `j0` in the
-/// missing places; their sums are dropped.
-#[cfg(target_arch = "x86_64")]
-fn by_four_rows(
-    a: &[i8],
-    b: &[i8],
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [i32],
-    mut dot4: impl FnMut(&[i8], [&[i8]; 4], usize) -> [i32; 4],
-) {
-    for (a_row, out_row) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)).take(m) {
-        for (j0, outs) in (0..n).step_by(4).zip(out_row.chunks_mut(4)) {
-            let row = |j: usize| &b[if j < n { j } else { j0 } * k..][..k];
-            let sums = dot4(a_row, [row(j0), row(j0 + 1), row(j0 + 2), row(j0 + 3)], j0);
-            for (out, sum) in outs.iter_mut().zip(sums) {
-                *out += sum;
-            }
-        }
-    }
-}
-
 /// `out[i·n + j] += Σ_t a[i·k + t] · b[j·k + t]` on one thread, on `isa`.
 ///
 /// The building block of the gradient kernels, which run it on blocks in parallel themselves.
@@ -248,42 +223,43 @@ pub(crate) fn gemm_accumulate(
 }
 
 /// The right operand `b` `[n, k]` of the products, laid out once for one path's kernel: in
-/// VNNI's panels, AMX's tiles or the portable path's bit planes (the AVX2 kernel reads `b` as
-/// it is). A layer's weights meet every image of a batch: laid out once, they are not laid out
-/// again per image.
-pub(crate) struct Rhs<'a> {
+/// AMX's tiles, the VNNI or AVX2 kernel's panels, or the portable path's bit planes. A layer's
+/// weights meet every image of a batch: laid out once, they are not laid out again per image.
+pub(crate) struct Rhs {
     isa: CheckedInt8,
     n: usize,
     k: usize,
-    layout: Layout<'a>,
+    layout: Layout,
 }
 
 /// How an [`Rhs`] holds `b`.
-enum Layout<'a> {
-    /// As it is (row-major `[n, k]`).
-    Rows(&'a [i8]),
-    /// In [`vnni::Panels`].
-    Vnni(vnni::Panels),
+enum Layout {
+    /// Nothing: `b` has no values (`n` or `k` is 0).
+    Empty,
     /// In [`amx::Tiles`].
     Amx(amx::Tiles),
+    /// In [`vnni::Panels`].
+    Vnni(vnni::Panels),
+    /// In [`avx2::Panels`].
+    Avx2(avx2::Panels),
     /// As [`portable::Planes`].
     Planes(portable::Planes),
 }
 
-impl<'a> Rhs<'a> {
+impl Rhs {
     /// `b` `[n, k]` laid out for `isa`.
     ///
     /// # Panics
     /// If `b` does not hold `n · k` values or `k > MAX_EXACT_LEN`.
-    pub(crate) fn new(isa: CheckedInt8, b: &'a [i8], n: usize, k: usize) -> Rhs<'a> {
+    pub(crate) fn new(isa: CheckedInt8, b: &[i8], n: usize, k: usize) -> Rhs {
         check_rhs(b, n, k);
         let layout = if n == 0 || k == 0 {
-            Layout::Rows(b)
+            Layout::Empty
         } else {
             match isa.isa() {
                 Int8Isa::Amx => Layout::Amx(amx::Tiles::new(b, n, k)),
                 Int8Isa::Avx512Vnni => Layout::Vnni(vnni::Panels::new(b, n, k)),
-                Int8Isa::Avx2 => Layout::Rows(b),
+                Int8Isa::Avx2 => Layout::Avx2(avx2::Panels::new(b, n, k)),
                 Int8Isa::Portable => Layout::Planes(portable::Planes::new(b, n, k)),
             }
         };
@@ -296,7 +272,7 @@ impl<'a> Rhs<'a> {
 ///
 /// # Panics
 /// If `a` does not hold `[m, k]` or `out` `[m, n]`, with `rhs`'s `[n, k]`.
-pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs<'_>, m: usize, out: &mut [i32]) {
+pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs, m: usize, out: &mut [i32]) {
     let (isa, n, k) = (rhs.isa, rhs.n, rhs.k);
     check_lhs(a, m, n, k, out);
     if m == 0 || n == 0 || k == 0 {
@@ -305,9 +281,9 @@ pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs<'_>, m: usize, out: &mut [
     match (&rhs.layout, isa.isa()) {
         (Layout::Amx(tiles), _) => amx::gemm_accumulate(isa, a, tiles, m, out),
         (Layout::Vnni(panels), _) => vnni::gemm_accumulate(isa, a, panels, m, out),
+        (Layout::Avx2(panels), _) => avx2::gemm_accumulate(isa, a, panels, m, out),
         (Layout::Planes(planes), _) => portable::gemm_accumulate(a, planes, m, n, k, out),
-        (Layout::Rows(b), Int8Isa::Avx2) => avx2::gemm_accumulate(isa, a, b, m, n, k, out),
-        (Layout::Rows(_), _) => unreachable!("a zero-sized rhs returned above"),
+        (Layout::Empty, _) => unreachable!("a product with no values returned above"),
     }
 }
 

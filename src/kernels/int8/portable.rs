@@ -151,14 +151,6 @@ unsafe fn products_with_popcnt(a: &Planes, b: &Planes, n: usize, out: &mut [i32]
     products(a, b, n, out);
 }
 
-/// `Σ_t a[t] · b[t]` in `i32`, value by value (the tails of the vector kernels).
-pub(super) fn dot(a: &[i8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,7 +184,11 @@ mod tests {
             .collect();
         for a in &operands {
             for b in &operands {
-                let expected = dot(a, b);
+                let expected: i32 = a
+                    .iter()
+                    .zip(b)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
                 let (pa, pb) = (Planes::new(a, 1, k), Planes::new(b, 1, k));
                 assert_eq!(
                     pa.dot(0, &pb, 0),
