@@ -158,8 +158,9 @@ impl QuantizedGrad {
         (f64::from(sum) * step_value) as f32
     }
 
-    /// Writes the rescaled `sums` into `out` and zeroes it where `blocked` is set.
-    fn finish(&self, sums: &[i32], blocked: Bits<'_>, out: &mut [f32]) {
+    /// Writes the rescaled `sums` into `out` and zeroes `out[j]` where bit `first + j` of
+    /// `blocked` is set (`out` is the part of the gradient from value `first` on).
+    fn finish(&self, sums: &[i32], blocked: Bits<'_>, first: usize, out: &mut [f32]) {
         let step_value = self.step_value();
         out.par_chunks_mut(1 << 14)
             .zip(sums.par_chunks(1 << 14))
@@ -168,7 +169,7 @@ impl QuantizedGrad {
                     *o = Self::rescale(step_value, sum);
                 }
             });
-        blocked.cut(0, out);
+        blocked.cut(first, out);
     }
 }
 
@@ -383,7 +384,7 @@ pub fn binary_conv2d_weight_grad(
             }
         }
     }
-    grad.finish(&total, weight_blocked, out);
+    grad.finish(&total, weight_blocked, 0, out);
 }
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]` on a quantized
@@ -463,7 +464,7 @@ pub fn binary_conv2d_input_grad(
                 scatter_taps(g, &s, tap0, rows, dx);
             }
         });
-    grad.finish(&sums, input_blocked, out);
+    grad.finish(&sums, input_blocked, 0, out);
 }
 
 /// The input gradient `[N, C_in, H, W]` for stride 1, written to `out`: the convolution of the
@@ -514,7 +515,6 @@ fn input_grad_stride_one(
     let grid_width = s.ow + 2 * pad_x;
     let grid_len = (s.oh + 2 * pad_y) * grid_width * c_out;
     let image_len = s.c_in * in_positions;
-    let step_value = grad.step_value();
     let buffers = || {
         (
             vec![0i8; grid_len],
@@ -552,10 +552,7 @@ fn input_grad_stride_one(
             dx_t.fill(0);
             int8::gemm_accumulate_rhs(patches, &flipped, in_positions, dx_t);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
-            for (value, &sum) in out.iter_mut().zip(dx.iter()) {
-                *value = QuantizedGrad::rescale(step_value, sum);
-            }
-            input_blocked.cut(n * image_len, out);
+            grad.finish(dx, input_blocked, n * image_len, out);
         },
     );
 }
@@ -615,7 +612,7 @@ pub fn binary_matmul_lhs_grad(
             &mut sums[i * m * k..(i + 1) * m * k],
         );
     }
-    grad.finish(&sums, a_blocked, out);
+    grad.finish(&sums, a_blocked, 0, out);
 }
 
 /// The gradient of `sign(a)·sign(b)` with respect to `b` `[batch, k, n]` on a quantized
@@ -655,7 +652,7 @@ pub fn binary_matmul_rhs_grad(
             &mut sums[i * k * n..(i + 1) * k * n],
         );
     }
-    grad.finish(&sums, b_blocked, out);
+    grad.finish(&sums, b_blocked, 0, out);
 }
 
 #[cfg(test)]
