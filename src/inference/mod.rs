@@ -407,7 +407,12 @@ impl<B: QnnBackend> PackedNet<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         if let Ok(host) = &self.host {
             let [n, ..] = images.dims();
-            let scores = B::qnn_with_host_values(images.clone(), |values| host.forward(values, n));
+            // The whole forward runs on one of rayon's workers: its layers' parallel loops
+            // then start there, instead of each handing its work from this thread to the pool
+            // and sleeping until it is done.
+            let scores = B::qnn_with_host_values(images.clone(), |values| {
+                rayon::scope(|_| host.forward(values, n))
+            });
             if let Some(scores) = scores.flatten() {
                 let classes = self.record.config.classes;
                 return Tensor::from_data(TensorData::new(scores, [n, classes]), &images.device());
