@@ -55,20 +55,27 @@ fn inside_sums(weight_signs: &[f32], g: &ConvCall, [oh, ow]: [usize; 2]) -> Vec<
     sums
 }
 
-/// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel:
-/// `round((x + 1)·127.5)`, ties to even as Burn's `round`, clamped to `[0, 255]` (the upper
-/// bound first, so NaN becomes 255 as in burn-ndarray's `clamp`): the same bits as that
-/// function's tensor ops on `NdArray`.
+/// The 8-bit code of an input in `[−1, 1]`: `round((x + 1)·127.5)`, ties to even as Burn's
+/// `round`, clamped to `[0, 255]` (the upper bound first, so NaN becomes 255 as in
+/// burn-ndarray's `clamp`). Clamping before rounding gives the same value (both bounds are
+/// integers), and lets the rounding be two additions that vectorize: `v + 2²³` has no fraction
+/// bits for `v` in `[0, 255]`, so the addition rounds to an integer, ties to even.
+pub(crate) fn pixel_code(x: f32) -> f32 {
+    /// `2²³`: floats from here up to `2²⁴` are the integers.
+    const ROUND: f32 = 8_388_608.0;
+    let scaled = (x + 1.0) * HALF_RANGE;
+    let below_top = if scaled < 255.0 { scaled } else { 255.0 };
+    let clamped = if below_top > 0.0 { below_top } else { 0.0 };
+    (clamped + ROUND) - ROUND
+}
+
+/// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel: each
+/// value's [`pixel_code`], the same bits as that function's tensor ops on `NdArray`.
 pub fn pixel_codes(values: &[f32]) -> Vec<f32> {
-    let code = |x: f32| {
-        let scaled = ((x + 1.0) * HALF_RANGE).round_ties_even();
-        let below_top = if scaled < 255.0 { scaled } else { 255.0 };
-        if below_top > 0.0 { below_top } else { 0.0 }
-    };
     values
         .par_iter()
         .with_min_len(1 << 14)
-        .map(|&x| code(x))
+        .map(|&x| pixel_code(x))
         .collect()
 }
 

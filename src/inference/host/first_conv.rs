@@ -14,7 +14,7 @@ use crate::{
     kernels::{
         CheckedIsa,
         conv::{PackedActivations, classes},
-        first_conv::{LANES, pixel},
+        first_conv::{LANES, PAIR, pixel},
         isa::active_isa,
         words_per_row,
     },
@@ -36,8 +36,11 @@ pub(crate) struct FirstConv {
     padding: [usize; 2],
     input: [usize; 2],
     output: [usize; 2],
-    /// The weight signs `[tap][padded_out]`, tap `(c·k_h + i)·k_w + j`; 0 for padding channels.
-    signs: Vec<i16>,
+    /// The weight signs in pairs of taps, `[tap / 2][padded_out][tap % 2]` (the layout of
+    /// [`pixel`]), tap `(c·k_h + i)·k_w + j`; 0 for padding channels and the padding tap.
+    signs: Vec<i8>,
+    /// Taps a pixel gathers: `c_in·k_h·k_w` rounded up to a pair.
+    padded_taps: usize,
     /// The class of each output row and of each output column.
     row_class: Vec<usize>,
     col_class: Vec<usize>,
@@ -97,13 +100,15 @@ impl FirstConv {
         let cw = words_per_row(c_in);
         let rows = super::conv_rows_of(&layer.weights, geometry)?;
         let words = rows.words();
+        let padded_taps = (c_in * taps).next_multiple_of(PAIR);
+        let sign_at = |tap: usize, o: usize| ((tap / PAIR) * padded_out + o) * PAIR + tap % PAIR;
         // The record's rows: `[o, i, j, c]`, `cw` words a tap, bit 1 for −1.
-        let mut signs = vec![0i16; c_in * taps * padded_out];
+        let mut signs = vec![0i8; padded_taps * padded_out];
         for o in 0..c_out {
             for t in 0..taps {
                 for c in 0..c_in {
                     let negative = (words[(o * taps + t) * cw + c / 64] >> (c % 64)) & 1 == 1;
-                    signs[(c * taps + t) * padded_out + o] = if negative { -1 } else { 1 };
+                    signs[sign_at(c * taps + t, o)] = if negative { -1 } else { 1 };
                 }
             }
         }
@@ -123,7 +128,7 @@ impl FirstConv {
                         .flat_map(|c| {
                             (i0..i1).flat_map(move |i| (j0..j1).map(move |j| (c, i * kw + j)))
                         })
-                        .map(|(c, t)| i64::from(signs[(c * taps + t) * padded_out + o]))
+                        .map(|(c, t)| i64::from(signs[sign_at(c * taps + t, o)]))
                         .sum();
                     let shift = inside as f32 * HALF_RANGE;
                     let bias = layer.bias.as_ref().map_or(0.0, |b| b[o]);
@@ -149,6 +154,7 @@ impl FirstConv {
             input,
             output,
             signs,
+            padded_taps,
             row_class,
             col_class,
             col_classes: col_ranges.len(),
@@ -164,15 +170,18 @@ impl FirstConv {
         let [ph, pw] = self.padding;
         let [kh, kw] = self.kernel;
         let c = self.in_channels;
-        // Codes with a border of zeros, so gathering a pixel's taps needs no bounds checks.
+        // Codes (each in `0..=255`) as bytes with a border of zeros, so gathering a pixel's
+        // taps needs no bounds checks.
         let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-        let mut padded = vec![0i16; n * c * hp * wp];
+        let mut padded = vec![0u8; n * c * hp * wp];
         for (plane, src) in padded
             .chunks_exact_mut(hp * wp)
             .zip(codes.chunks_exact(h * w))
         {
             for (y, row) in src.chunks_exact(w).enumerate() {
-                plane[(y + ph) * wp + pw..][..w].copy_from_slice(row);
+                for (to, &code) in plane[(y + ph) * wp + pw..][..w].iter_mut().zip(row) {
+                    *to = code as u8;
+                }
             }
         }
         let cw = words_per_row(self.out_channels);
@@ -181,7 +190,7 @@ impl FirstConv {
         words.par_chunks_mut(cw * ow).enumerate().for_each_init(
             || {
                 (
-                    vec![0i16; c * kh * kw],
+                    vec![0u8; self.padded_taps],
                     vec![0u64; self.padded_out.div_ceil(64)],
                 )
             },

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     kernels::{
+        bit_plane,
         conv::{self as kernel, ConvInput, PackedActivations, PaddingMode, SignThresholds},
         eval_norm::{EvalNorm, binarizes_positive},
         float_gemm::{self, MatMut, MatRef},
@@ -287,18 +288,15 @@ impl HostNet {
     }
 }
 
-/// `round((x + 1)·127.5)` clamped to `[0, 255]`, as [`crate::nn::pixel_codes`] computes it.
-fn pixel_code(x: f32) -> i16 {
-    ((x + 1.0) * HALF_RANGE).round_ties_even().clamp(0.0, 255.0) as i16
-}
-
-/// The 8-bit codes of image values ([`pixel_code`]), or `None` where one is not finite (the
-/// tensor path then gives the answer, NaN included).
+/// The 8-bit codes of image values ([`bit_plane::pixel_code`]), or `None` where one is not
+/// finite (the tensor path then gives the answer, NaN included).
 pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<i16>> {
-    values
-        .iter()
-        .map(|&x| x.is_finite().then(|| pixel_code(x)))
-        .collect()
+    values.iter().all(|x| x.is_finite()).then(|| {
+        values
+            .iter()
+            .map(|&x| bit_plane::pixel_code(x) as i16)
+            .collect()
+    })
 }
 
 /// The kernel's sign thresholds for a layer's ranges, if each is a half-line (or empty, or all).
