@@ -1,19 +1,27 @@
 //! The bit-plane first layer in training, on the CPU: its forward `(P − 127.5·M)/127.5` from the
-//! 8-bit codes and the weight signs (`P` on AMX tiles where [`super::amx_bf16`] runs, else
-//! through the im2col blocks of [`super::im2col`]), and its weight gradient through the im2col
-//! blocks (zero padding).
+//! 8-bit codes and the weight signs (for stride 1 and no dilation, a direct convolution on
+//! AVX-512 that writes the output in one pass; else `P` on AMX tiles where
+//! [`super::amx_bf16`] runs, or through the im2col blocks of [`super::im2col`]), and its weight
+//! gradient through the im2col blocks (zero padding).
 //!
 //! `P = codes ⊛ sign(w)` sums products of integers below 2^24, so it is exact in any order, and
 //! `M`, the sum of the weight signs over the taps inside the image, is an exact integer too:
 //! the output equals the layer's float formula bit for bit, and so its packed inference form.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
+mod direct;
+
 use super::{
+    CheckedIsa,
     amx_bf16::{self, AmxBf16},
     backward::Bits,
+    check_len,
     conv::ConvCall,
     im2col,
+    isa::active_isa,
 };
 use crate::nn::HALF_RANGE;
 
@@ -23,14 +31,25 @@ fn inside_sums(weight_signs: &[f32], g: &ConvCall, [oh, ow]: [usize; 2]) -> Vec<
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
     let mut sums = vec![0f32; g.out_channels * oh * ow];
-    let inside = |o: usize, k: usize, axis: usize, size: usize| {
-        (o * g.stride[axis] + k * g.dilation[axis])
-            .checked_sub(g.padding[axis])
-            .is_some_and(|i| i < size)
-    };
     if sums.is_empty() {
         return sums;
     }
+    // Along each axis, the kernel offsets whose taps fall inside the image: a run of them.
+    let inside = |out: usize, k: usize, axis: usize, size: usize| -> Vec<Range<usize>> {
+        (0..out)
+            .map(|o| {
+                let reads_inside = |k: &usize| {
+                    (o * g.stride[axis] + k * g.dilation[axis])
+                        .checked_sub(g.padding[axis])
+                        .is_some_and(|i| i < size)
+                };
+                let first = (0..k).find(reads_inside).unwrap_or(k);
+                let end = (first..k).find(|k| !reads_inside(k)).unwrap_or(k);
+                first..end
+            })
+            .collect()
+    };
+    let (rows, cols) = (inside(oh, kh, 0, g.height), inside(ow, kw, 1, g.width));
     sums.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(co, sums)| {
@@ -40,15 +59,17 @@ fn inside_sums(weight_signs: &[f32], g: &ConvCall, [oh, ow]: [usize; 2]) -> Vec<
                 let w = &weight_signs[(co * g.in_channels + ci) * taps..][..taps];
                 tap_sums.iter_mut().zip(w).for_each(|(t, v)| *t += v);
             }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut m = 0f32;
-                    for ky in (0..kh).filter(|&ky| inside(oy, ky, 0, g.height)) {
-                        for kx in (0..kw).filter(|&kx| inside(ox, kx, 1, g.width)) {
-                            m += tap_sums[ky * kw + kx];
-                        }
-                    }
-                    sums[oy * ow + ox] = m;
+            // Per output column, each kernel row's sum over the columns inside.
+            let column_sums: Vec<f32> = cols
+                .iter()
+                .flat_map(|kx| {
+                    let tap_sums = &tap_sums;
+                    (0..kh).map(move |ky| tap_sums[ky * kw..][kx.clone()].iter().sum::<f32>())
+                })
+                .collect();
+            for (row, ky) in sums.chunks_exact_mut(ow).zip(&rows) {
+                for (m, column) in row.iter_mut().zip(column_sums.chunks_exact(kh)) {
+                    *m = column[ky.clone()].iter().sum();
                 }
             }
         });
@@ -104,6 +125,29 @@ pub fn bit_plane_conv2d_forward(
     g: &ConvCall,
     out: &mut [f32],
 ) {
+    let [oh, ow] = g
+        .output_size()
+        .unwrap_or_else(|e| panic!("bit-plane conv2d: {e}"));
+    check_len(
+        "bit-plane conv2d: input length",
+        codes.len(),
+        &[g.input_len()],
+    );
+    check_len(
+        "bit-plane conv2d: weight length",
+        weight_signs.len(),
+        &[g.weights_len()],
+    );
+    check_len(
+        "bit-plane conv2d: output length",
+        out.len(),
+        &[g.batch, g.out_channels, oh, ow],
+    );
+    let sums = inside_sums(weight_signs, g, [oh, ow]);
+    let isa = CheckedIsa::new(active_isa());
+    if direct::forward(isa, codes, weight_signs, &sums, g, out) {
+        return;
+    }
     let on_tiles = AmxBf16::active().is_some_and(|proof| {
         let taps = g.kernel[0] * g.kernel[1];
         let weight =
@@ -113,8 +157,6 @@ pub fn bit_plane_conv2d_forward(
     if !on_tiles {
         im2col::conv2d_forward(codes, weight_signs, g, out);
     }
-    let [oh, ow] = g.output_size().expect("checked by the convolution");
-    let sums = inside_sums(weight_signs, g, [oh, ow]);
     if sums.is_empty() {
         return;
     }
@@ -187,6 +229,90 @@ mod tests {
                 "value {i} ({}): {g} vs {e}",
                 values[i]
             );
+        }
+    }
+
+    /// The forward on every instruction set (AVX-512's direct kernel where this CPU has it,
+    /// the im2col product elsewhere) gives the layer's formula bit for bit:
+    /// `(P − 127.5·M)/127.5`, `P` the codes times the weight signs with zero padding and `M`
+    /// the signs of the taps inside the image, on shapes around the kernel's 16 pixels and 8
+    /// channels, with and without padding, and strides and dilations the direct kernel leaves
+    /// to the im2col product.
+    #[test]
+    fn forward_is_the_formula_on_every_path() {
+        use crate::kernels::isa::{Isa, with_isa};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let shapes = [
+            // batch, c_in, h, w, c_out, kernel, padding, stride, dilation
+            (2, 3, 8, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (3, 3, 5, 17, 9, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (1, 1, 4, 33, 17, [1, 3], [0, 1], [1, 1], [1, 1]),
+            (2, 2, 7, 6, 5, [2, 3], [0, 0], [1, 1], [1, 1]),
+            (1, 4, 6, 20, 16, [3, 2], [2, 1], [1, 1], [1, 1]),
+            (2, 3, 9, 9, 4, [3, 3], [1, 1], [2, 2], [1, 1]),
+            (1, 2, 9, 9, 3, [3, 3], [2, 2], [1, 1], [2, 2]),
+        ];
+        for (batch, c_in, h, w, c_out, kernel, padding, stride, dilation) in shapes {
+            let g = ConvCall {
+                batch,
+                in_channels: c_in,
+                height: h,
+                width: w,
+                out_channels: c_out,
+                kernel,
+                stride,
+                padding,
+                dilation,
+            };
+            let codes: Vec<f32> = (0..g.input_len()).map(|_| next(256) as f32).collect();
+            let signs: Vec<f32> = (0..g.weights_len())
+                .map(|_| if next(2) == 0 { -1.0 } else { 1.0 })
+                .collect();
+            let [oh, ow] = g.output_size().unwrap();
+            let mut expected = vec![0f32; batch * c_out * oh * ow];
+            for (at, y) in expected.iter_mut().enumerate() {
+                let (n, o, oy, ox) = (
+                    at / (c_out * oh * ow),
+                    at / (oh * ow) % c_out,
+                    at / ow % oh,
+                    at % ow,
+                );
+                let (mut p, mut m) = (0f32, 0f32);
+                for c in 0..c_in {
+                    for i in 0..kernel[0] {
+                        for j in 0..kernel[1] {
+                            let iy = (oy * stride[0] + i * dilation[0]).checked_sub(padding[0]);
+                            let ix = (ox * stride[1] + j * dilation[1]).checked_sub(padding[1]);
+                            if let (Some(iy), Some(ix)) = (iy, ix)
+                                && iy < h
+                                && ix < w
+                            {
+                                let s = signs[((o * c_in + c) * kernel[0] + i) * kernel[1] + j];
+                                p += codes[((n * c_in + c) * h + iy) * w + ix] * s;
+                                m += s;
+                            }
+                        }
+                    }
+                }
+                *y = (p - m * HALF_RANGE) / HALF_RANGE;
+            }
+            for isa in Isa::available() {
+                let mut out = vec![f32::NAN; expected.len()];
+                with_isa(isa, || {
+                    bit_plane_conv2d_forward(&codes, &signs, &g, &mut out)
+                });
+                let same = out
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?}, {g:?}: {out:?} vs {expected:?}");
+            }
         }
     }
 }
