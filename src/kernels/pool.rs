@@ -11,7 +11,11 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::uninit::{as_slots, write_zeros};
+use super::{
+    CheckedIsa,
+    isa::{Isa, active_isa},
+    uninit::{as_slots, write_zeros},
+};
 
 /// The shapes of a max-pooling: input `[batch·channels, height, width]` planes and the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +98,11 @@ pub(crate) fn max_pool2d_forward_into(
     if out_plane == 0 {
         return;
     }
+    let isa = CheckedIsa::new(active_isa());
     x.par_chunks(shape.plane_len().max(1))
         .zip(out.par_chunks_mut(out_plane))
         .zip(indices.par_chunks_mut(out_plane))
-        .for_each(|((x, out), indices)| pool_plane(x, shape, out, indices));
+        .for_each(|((x, out), indices)| isa.pool_plane(x, shape, out, indices));
 }
 
 /// Writes each window's maximum to `out` (`[planes, out_h, out_w]`), as
@@ -116,9 +121,10 @@ pub(crate) fn max_pool2d_into(x: &[f32], shape: PoolShape, out: &mut [MaybeUnini
     if out_plane == 0 {
         return;
     }
+    let isa = CheckedIsa::new(active_isa());
     x.par_chunks(shape.plane_len().max(1))
         .zip(out.par_chunks_mut(out_plane))
-        .for_each(|(x, out)| pool_plane(x, shape, out, &mut NoIndices));
+        .for_each(|(x, out)| isa.pool_plane(x, shape, out, &mut NoIndices));
 }
 
 /// Checks the input and output lengths against `shape`; returns the values of an output plane.
@@ -153,7 +159,44 @@ impl IndexSink for NoIndices {
     fn put(&mut self, _: usize, _: i64) {}
 }
 
+impl CheckedIsa {
+    /// [`pool_plane`] compiled for this CPU's widest vectors where there is a path for them
+    /// (the same code, so the same results).
+    fn pool_plane<I: IndexSink + ?Sized>(
+        self,
+        x: &[f32],
+        shape: PoolShape,
+        out: &mut [MaybeUninit<f32>],
+        indices: &mut I,
+    ) {
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU, and DQ is checked here.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if std::is_x86_feature_detected!("avx512dq") => unsafe {
+                pool_plane_avx512(x, shape, out, indices)
+            },
+            _ => pool_plane(x, shape, out, indices),
+        }
+    }
+}
+
+/// [`pool_plane`] with AVX-512 enabled.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW, DQ and VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn pool_plane_avx512<I: IndexSink + ?Sized>(
+    x: &[f32],
+    shape: PoolShape,
+    out: &mut [MaybeUninit<f32>],
+    indices: &mut I,
+) {
+    pool_plane(x, shape, out, indices)
+}
+
 /// One plane: each window's maximum and its index.
+#[inline(always)]
 fn pool_plane<I: IndexSink + ?Sized>(
     x: &[f32],
     shape: PoolShape,
@@ -185,6 +228,7 @@ fn pool_plane<I: IndexSink + ?Sized>(
 /// One plane of a 2×2, stride-2 pooling (the paper's): the generic loop's result, written so
 /// that the compiler vectorizes it (each window's four values compared in row-major order with
 /// selects, no branches).
+#[inline(always)]
 fn pool_2x2_plane<I: IndexSink + ?Sized>(
     x: &[f32],
     w: usize,
@@ -292,6 +336,8 @@ mod tests {
             (8, 10, [2, 2], [2, 2]),
             (6, 6, [3, 2], [1, 2]),
             (4, 9, [2, 3], [3, 1]),
+            // Rows of more outputs than a vector holds, and a tail.
+            (4, 70, [2, 2], [2, 2]),
         ] {
             let shape = PoolShape {
                 planes: 3,
@@ -308,6 +354,18 @@ mod tests {
             let mut out = vec![0.0; 3 * oh * ow];
             let mut indices = vec![0; out.len()];
             max_pool2d_forward(&x, shape, &mut out, &mut indices);
+            // Every instruction set's build of the loop gives the same.
+            for isa in Isa::available() {
+                let (mut isa_out, mut isa_indices) = (vec![0.0; out.len()], vec![0; out.len()]);
+                crate::kernels::isa::with_isa(isa, || {
+                    max_pool2d_forward(&x, shape, &mut isa_out, &mut isa_indices)
+                });
+                assert_eq!(
+                    (&isa_out, &isa_indices),
+                    (&out, &indices),
+                    "{isa:?}, {shape:?}"
+                );
+            }
             for p in 0..3 {
                 for oy in 0..oh {
                     for ox in 0..ow {
