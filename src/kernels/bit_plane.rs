@@ -90,8 +90,10 @@ pub(crate) fn pixel_code(x: f32) -> f32 {
     (clamped + ROUND) - ROUND
 }
 
-/// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel: each
-/// value's [`pixel_code`], the same bits as that function's tensor ops on `NdArray`.
+/// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel:
+/// `round((x + 1)·127.5)`, ties to even as Burn's `round`, clamped to `[0, 255]` (the upper
+/// bound first, so NaN becomes 255 as in burn-ndarray's `clamp`): the same bits as that
+/// function's tensor ops on `NdArray`.
 pub fn pixel_codes(values: &[f32]) -> Vec<f32> {
     values
         .par_iter()
