@@ -471,13 +471,15 @@ pub fn binary_conv2d_input_grad(
 /// output gradient with the flipped weights (`transposed`, see [`transposed_geometry`]) in
 /// integers, rescaled, zero where `input_blocked` is set. For each input position, the row of
 /// the output-gradient codes its taps read (channels last, `C_out` bytes a tap) meets each
-/// input channel's flipped ±1 weights in the same order. Rows are padded to whole 64-byte
-/// steps with zeros, so AMX reads them in place.
+/// input channel's flipped ±1 weights in the same order, the rows padded with zeros to whole
+/// 64-byte steps.
 ///
 /// The codes are laid out once per image channels last on a grid padded by the transposed
 /// padding (zeros around them), so every tap of every position reads inside it, and the taps of
-/// one kernel row are one run of it (where the horizontal dilation is 1). Each image's sums are
-/// finished (rescaled and cut) while they are in cache, and each thread reuses its buffers
+/// one kernel row are one run of it (where the horizontal dilation is 1). The product reads
+/// each position's row from those runs where they lie on AVX-512 VNNI
+/// ([`int8::gemm_accumulate_rows_in`]), and copies it out on the other paths. Each image's sums
+/// are finished (rescaled and cut) while they are in cache, and each thread reuses its buffers
 /// from image to image.
 #[allow(clippy::too_many_arguments)]
 fn input_grad_stride_one(
@@ -515,17 +517,29 @@ fn input_grad_stride_one(
     let grid_width = s.ow + 2 * pad_x;
     let grid_len = (s.oh + 2 * pad_y) * grid_width * c_out;
     let image_len = s.c_in * in_positions;
+    // Input position q's row of the product: the runs of the grid its taps read (one a kernel
+    // row where the horizontal dilation is 1, one a tap elsewhere), then zeros up to `depth`.
+    let (run, offsets): (usize, Vec<usize>) = if dil_x == 1 {
+        let rows = (0..kh).map(|ky| ky * dil_y * grid_width * c_out);
+        (kw * c_out, rows.collect())
+    } else {
+        let taps = (0..taps).map(|t| ((t / kw) * dil_y * grid_width + (t % kw) * dil_x) * c_out);
+        (c_out, taps.collect())
+    };
+    let starts: Vec<usize> = (0..in_positions)
+        .map(|q| ((q / s.w) * grid_width + q % s.w) * c_out)
+        .collect();
     let buffers = || {
         (
             vec![0i8; grid_len],
-            vec![0i8; in_positions * depth],
+            Vec::new(),
             vec![0i32; image_len],
             vec![0i32; image_len],
         )
     };
     out.par_chunks_mut(image_len).enumerate().for_each_init(
         buffers,
-        |(grid, patches, dx_t, dx), (n, out)| {
+        |(grid, scratch, dx_t, dx), (n, out)| {
             // grid[((y + p_y)·width + x + p_x)·C_out + co] = codes[co, y, x]; the rest stays 0.
             let codes = &grad.codes[n * image_grad..(n + 1) * image_grad];
             for y in 0..s.oh {
@@ -533,24 +547,15 @@ fn input_grad_stride_one(
                 let row = &codes[y * s.ow..];
                 transpose_into(row, out_positions, c_out, s.ow, &mut grid[first..], c_out);
             }
-            for (q, row) in patches.chunks_exact_mut(depth).enumerate() {
-                let (iy, ix) = (q / s.w, q % s.w);
-                for ky in 0..kh {
-                    let start = ((iy + ky * dil_y) * grid_width + ix) * c_out;
-                    let taps_row = &mut row[ky * kw * c_out..(ky + 1) * kw * c_out];
-                    if dil_x == 1 {
-                        taps_row.copy_from_slice(&grid[start..start + kw * c_out]);
-                    } else {
-                        for (kx, tap) in taps_row.chunks_exact_mut(c_out).enumerate() {
-                            let start = start + kx * dil_x * c_out;
-                            tap.copy_from_slice(&grid[start..start + c_out]);
-                        }
-                    }
-                }
-            }
-            // dxᵀ[q, ci] = Σ_r patches[q, r] · flipped[ci, r]
+            let rows = int8::RowsIn {
+                base: grid,
+                starts: &starts,
+                offsets: &offsets,
+                run,
+            };
+            // dxᵀ[q, ci] = Σ_r rows[q, r] · flipped[ci, r]
             dx_t.fill(0);
-            int8::gemm_accumulate_rhs(patches, &flipped, in_positions, dx_t);
+            int8::gemm_accumulate_rows_in(&rows, &flipped, dx_t, scratch);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
             grad.finish(dx, input_blocked, n * image_len, out);
         },

@@ -22,7 +22,10 @@
 mod amx;
 mod avx2;
 mod portable;
+mod rows_in;
 mod vnni;
+
+pub(crate) use rows_in::{RowsIn, gemm_accumulate_rows_in};
 
 use rayon::prelude::*;
 

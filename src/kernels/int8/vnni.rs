@@ -8,7 +8,7 @@
 //! sums at once: [`ROWS`] rows of `a` against a panel keep `2·ROWS` registers of sums, with no
 //! horizontal reduction, two loads of `b` for every `2·ROWS` `VPDPBUSD`.
 
-use super::CheckedInt8;
+use super::{CheckedInt8, rows_in::RowsIn};
 
 /// Rows of `b` in a panel: two registers of 16 sums.
 const PANEL: usize = 32;
@@ -85,9 +85,10 @@ pub(super) fn gemm_accumulate(
             panels,
             offsets,
         } = panels;
+        let a = Contiguous { a, k: *k };
         // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` and `offsets` are
         // `Panels::new`'s for `[n, k]`, and the caller checked `a` `[m, k]` and `out` `[m, n]`.
-        unsafe { x86::gemm(a, panels, offsets, m, *n, *k, out) }
+        unsafe { x86::gemm(&a, panels, offsets, m, *n, *k, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
@@ -96,11 +97,164 @@ pub(super) fn gemm_accumulate(
     );
 }
 
+/// [`gemm_accumulate`] with the rows of `a` read where they lie (`rows`; checked by the
+/// caller: every stretch inside its buffer, rows no longer than `k`), their groups of four
+/// values at `groups` from each row's start (see [`RowsIn::groups`], with `partial` values in
+/// a last partial group).
+pub(super) fn gemm_accumulate_in_place(
+    isa: CheckedInt8,
+    rows: &RowsIn<'_>,
+    groups: &[usize],
+    partial: usize,
+    panels: &Panels,
+    out: &mut [i32],
+) {
+    assert_eq!(
+        isa.isa(),
+        super::Int8Isa::Avx512Vnni,
+        "the VNNI int8 kernel needs AVX-512 VNNI"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let Panels {
+            n,
+            k,
+            panels,
+            offsets,
+        } = panels;
+        let whole = rows.len() / 4;
+        assert_eq!(
+            groups.len(),
+            whole + usize::from(partial > 0),
+            "int8 gemm: groups"
+        );
+        let a = InPlace {
+            base: rows.base,
+            starts: rows.starts,
+            groups,
+            whole,
+            partial,
+        };
+        // SAFETY: as `gemm_accumulate`'s, with `InPlace`'s reads inside `base` (the caller's
+        // check of every stretch; each whole group lies in one stretch, the partial one at the
+        // end of the only stretch).
+        unsafe { x86::gemm(&a, panels, offsets, rows.rows(), *n, *k, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "AVX-512 is never available off x86-64 ({:p}, {groups:?}, {partial}, {out:p}, {})",
+        rows.base, panels.n
+    );
+}
+
+/// The left operand as the kernel reads it: four values of a row at a time, from a pointer to
+/// the row's start taken once per block of rows.
+trait Lhs {
+    /// Where row `row` starts.
+    ///
+    /// # Safety
+    /// Row `row` exists.
+    unsafe fn row_start(&self, row: usize) -> *const i8;
+
+    /// Groups of four values every row holds whole, from the first: `group_offset` tells where
+    /// each lies.
+    fn whole_groups(&self) -> usize;
+
+    /// Where whole group `group` lies from a row's start.
+    ///
+    /// # Safety
+    /// `group < whole_groups()`.
+    unsafe fn group_offset(&self, group: usize) -> usize;
+
+    /// Values `4·group .. 4·group + 4` of the row starting at `row` for a group past the whole
+    /// ones, as one little-endian word: the row's last values, then zeros.
+    ///
+    /// # Safety
+    /// `row` is a [`Lhs::row_start`] and `4·group < k`.
+    unsafe fn tail_quad(&self, row: *const i8, group: usize) -> i32;
+}
+
+/// `a` `[m, k]`, row-major.
+struct Contiguous<'a> {
+    a: &'a [i8],
+    k: usize,
+}
+
+impl Lhs for Contiguous<'_> {
+    #[inline(always)]
+    unsafe fn row_start(&self, row: usize) -> *const i8 {
+        // SAFETY: the row exists (the caller), so its start lies in `a`.
+        unsafe { self.a.as_ptr().add(row * self.k) }
+    }
+
+    #[inline(always)]
+    fn whole_groups(&self) -> usize {
+        self.k / 4
+    }
+
+    #[inline(always)]
+    unsafe fn group_offset(&self, group: usize) -> usize {
+        4 * group
+    }
+
+    #[inline(always)]
+    unsafe fn tail_quad(&self, row: *const i8, group: usize) -> i32 {
+        let mut bytes = [0u8; 4];
+        for (q, byte) in bytes.iter_mut().enumerate().take(self.k - 4 * group) {
+            // SAFETY: value `4·group + q < k` of the row.
+            *byte = unsafe { *row.add(4 * group + q) } as u8;
+        }
+        i32::from_le_bytes(bytes)
+    }
+}
+
+/// Rows read where they lie ([`RowsIn`]): group `g` of row `i` at `base[starts[i] + groups[g]]`,
+/// whole for `g < whole`, `partial` values for `g == whole`, zeros after.
+struct InPlace<'a> {
+    base: &'a [i8],
+    starts: &'a [usize],
+    groups: &'a [usize],
+    whole: usize,
+    partial: usize,
+}
+
+impl Lhs for InPlace<'_> {
+    #[inline(always)]
+    unsafe fn row_start(&self, row: usize) -> *const i8 {
+        // SAFETY: the row exists (the caller); its start lies in `base` (checked by
+        // `gemm_accumulate_in_place`'s caller).
+        unsafe { self.base.as_ptr().add(*self.starts.get_unchecked(row)) }
+    }
+
+    #[inline(always)]
+    fn whole_groups(&self) -> usize {
+        self.whole
+    }
+
+    #[inline(always)]
+    unsafe fn group_offset(&self, group: usize) -> usize {
+        // SAFETY: `group < whole ≤ groups.len()` (the caller).
+        unsafe { *self.groups.get_unchecked(group) }
+    }
+
+    #[inline(always)]
+    unsafe fn tail_quad(&self, row: *const i8, group: usize) -> i32 {
+        let mut bytes = [0u8; 4];
+        if group == self.whole && self.partial > 0 {
+            for (q, byte) in bytes.iter_mut().enumerate().take(self.partial) {
+                // SAFETY: the partial group's values end the row's only stretch.
+                *byte = unsafe { *row.add(self.groups[group] + q) } as u8;
+            }
+        }
+        i32::from_le_bytes(bytes)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, ROWS};
+    use super::{Lhs, PANEL, ROWS};
 
     /// `out += a · bᵀ` from `b`'s panels and offsets ([`super::Panels`]): blocks of
     /// [`ROWS`] rows of `a`, then of 4, then single rows.
@@ -109,8 +263,8 @@ mod x86 {
     /// The CPU must have AVX-512 F, BW and VNNI; `a` must hold `[m, k]`, `out` `[m, n]`, and
     /// `panels`, `offsets` be those of `Panels::new(b, n, k)`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn gemm(
-        a: &[i8],
+    pub(super) unsafe fn gemm<A: Lhs>(
+        a: &A,
         panels: &[i8],
         offsets: &[i32],
         m: usize,
@@ -121,39 +275,17 @@ mod x86 {
         let mut i = 0;
         // SAFETY (each block): the rows `i..i + R` exist, as the caller's lengths promise.
         while m - i >= ROWS {
-            unsafe { block::<ROWS>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<ROWS, A>(a, i, panels, offsets, n, k, out) };
             i += ROWS;
         }
         if m - i >= 4 {
-            unsafe { block::<4>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<4, A>(a, i, panels, offsets, n, k, out) };
             i += 4;
         }
         while i < m {
-            unsafe { block::<1>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<1, A>(a, i, panels, offsets, n, k, out) };
             i += 1;
         }
-    }
-
-    /// Four values of row `row` of `a` from `4·group`, as one little-endian word with each
-    /// byte's sign bit flipped (`v + 128` as an unsigned byte); values past the row's end are
-    /// 0 (their products meet the panels' zero padding).
-    ///
-    /// # Safety
-    /// Row `row` of `a` `[.., k]` must exist and `4·group < k`.
-    #[inline(always)]
-    unsafe fn quad(a: &[i8], row: usize, k: usize, group: usize) -> i32 {
-        let start = row * k + 4 * group;
-        let word = if 4 * group + 4 <= k {
-            // SAFETY: the four bytes lie within the row.
-            unsafe { std::ptr::read_unaligned(a.as_ptr().add(start).cast::<i32>()) }
-        } else {
-            let mut bytes = [0u8; 4];
-            for (q, byte) in bytes.iter_mut().enumerate().take(k - 4 * group) {
-                *byte = a[start + q] as u8;
-            }
-            i32::from_le_bytes(bytes)
-        };
-        word ^ 0x8080_8080_u32 as i32
     }
 
     /// `out[i, ..] += a[i, ..] · bᵀ` for the `R` rows from `first`, every panel in turn.
@@ -162,8 +294,8 @@ mod x86 {
     /// As [`gemm`], with rows `first..first + R` of `a`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn block<const R: usize>(
-        a: &[i8],
+    unsafe fn block<const R: usize, A: Lhs>(
+        a: &A,
         first: usize,
         panels: &[i8],
         offsets: &[i32],
@@ -172,18 +304,35 @@ mod x86 {
         out: &mut [i32],
     ) {
         let groups = k.div_ceil(4);
+        let whole = a.whole_groups();
         let panel_bytes = groups * PANEL * 4;
+        // Each byte's sign bit flipped: `v + 128` as the unsigned byte `VPDPBUSD` takes.
+        let flip = _mm512_set1_epi32(0x8080_8080_u32 as i32);
+        // SAFETY: rows `first..first + R` exist (the caller).
+        let rows: [*const i8; R] = std::array::from_fn(|r| unsafe { a.row_start(first + r) });
         for (p, panel) in panels.chunks_exact(panel_bytes).enumerate() {
             let mut sums = [[_mm512_setzero_si512(); 2]; R];
             for (g, step) in panel.chunks_exact(PANEL * 4).enumerate() {
-                // SAFETY: a step holds 128 bytes; rows `first..first + R` exist and `4g < k`.
+                // SAFETY: a step holds 128 bytes; whole groups lie in their rows, the others
+                // are read value by value (`4g < k`).
                 unsafe {
                     let low = _mm512_loadu_si512(step.as_ptr().cast());
                     let high = _mm512_loadu_si512(step.as_ptr().add(64).cast());
-                    for (r, sums) in sums.iter_mut().enumerate() {
-                        let va = _mm512_set1_epi32(quad(a, first + r, k, g));
-                        sums[0] = _mm512_dpbusd_epi32(sums[0], va, low);
-                        sums[1] = _mm512_dpbusd_epi32(sums[1], va, high);
+                    if g < whole {
+                        let at = a.group_offset(g);
+                        for (sums, row) in sums.iter_mut().zip(rows) {
+                            let quad = std::ptr::read_unaligned(row.add(at).cast::<i32>());
+                            let va = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);
+                            sums[0] = _mm512_dpbusd_epi32(sums[0], va, low);
+                            sums[1] = _mm512_dpbusd_epi32(sums[1], va, high);
+                        }
+                    } else {
+                        for (sums, row) in sums.iter_mut().zip(rows) {
+                            let quad = a.tail_quad(row, g) ^ 0x8080_8080_u32 as i32;
+                            let va = _mm512_set1_epi32(quad);
+                            sums[0] = _mm512_dpbusd_epi32(sums[0], va, low);
+                            sums[1] = _mm512_dpbusd_epi32(sums[1], va, high);
+                        }
                     }
                 }
             }
