@@ -20,7 +20,7 @@ use super::{
     CheckedIsa,
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
-    im2col::{Shapes, for_each_tap_block, scatter_taps},
+    im2col::{Shapes, TapRows, for_each_tap_block, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
     transpose::transpose_into,
@@ -361,17 +361,43 @@ pub fn binary_conv2d_weight_grad(
     let groups = rayon::current_num_threads().min(g.batch).max(1);
     let images_per_group = g.batch.div_ceil(groups).max(1);
     // Each group sums dWᵀ [taps, C_out]: the tap rows are the left operand, so that their
-    // expansion is the operand itself and each block's result is contiguous.
+    // expansion is the operand itself and each block's result is contiguous. An image's codes
+    // are the right operand of all its tap rows, laid out once; on the padded grid (stride 1)
+    // the rows are read where they lie in the padded image on the paths that can.
     let sum_group = |first: usize| -> Vec<i32> {
         let mut sum = vec![0i32; s.taps * s.c_out];
         let images = first..(first + images_per_group).min(g.batch);
-        let product = |tap0, count, rows: &[i8], codes: &[i8], positions| {
+        let mut scratch = Vec::new();
+        let product = |tap0, count, rows: TapRows<'_, i8>, codes: &[i8], positions| {
+            let codes = int8::Rhs::new(isa, codes, s.c_out, positions);
             // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
             let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
-            int8::gemm_accumulate(isa, rows, codes, count, s.c_out, positions, sum);
+            match rows {
+                TapRows::Copied(rows) => int8::gemm_accumulate_rhs(rows, &codes, count, sum),
+                TapRows::OnGrid { image, starts } => {
+                    let rows = int8::RowsIn {
+                        base: image,
+                        starts,
+                        offsets: &[0],
+                        run: positions,
+                    };
+                    int8::gemm_accumulate_rows_in(&rows, &codes, sum, &mut scratch);
+                }
+            }
         };
         let codes = &grad.codes;
-        for_each_tap_block(input_signs, pad, codes, g, &s, images, BLOCK_BYTES, product);
+        let in_place = true;
+        for_each_tap_block(
+            input_signs,
+            pad,
+            codes,
+            g,
+            &s,
+            images,
+            BLOCK_BYTES,
+            in_place,
+            product,
+        );
         sum
     };
     let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
