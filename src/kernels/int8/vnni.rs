@@ -72,29 +72,9 @@ pub(super) fn gemm_accumulate(
     m: usize,
     out: &mut [i32],
 ) {
-    assert_eq!(
-        isa.isa(),
-        super::Int8Isa::Avx512Vnni,
-        "the VNNI int8 kernel needs AVX-512 VNNI"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        let Panels {
-            n,
-            k,
-            panels,
-            offsets,
-        } = panels;
-        let a = Contiguous { a, k: *k };
-        // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` and `offsets` are
-        // `Panels::new`'s for `[n, k]`, and the caller checked `a` `[m, k]` and `out` `[m, n]`.
-        unsafe { x86::gemm(&a, panels, offsets, m, *n, *k, out) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "AVX-512 is never available off x86-64 ({a:p}, {m}, {out:p}, {})",
-        panels.n
-    );
+    let a = Contiguous { a, k: panels.k };
+    // SAFETY: the caller checked `a` `[m, k]` and `out` `[m, n]`.
+    unsafe { run(isa, &a, panels, m, out) }
 }
 
 /// [`gemm_accumulate`] with the rows of `a` read where they lie (`rows`; checked by the
@@ -109,6 +89,30 @@ pub(super) fn gemm_accumulate_in_place(
     panels: &Panels,
     out: &mut [i32],
 ) {
+    let whole = rows.len() / 4;
+    assert_eq!(
+        groups.len(),
+        whole + usize::from(partial > 0),
+        "int8 gemm: groups"
+    );
+    let a = InPlace {
+        base: rows.base,
+        starts: rows.starts,
+        groups,
+        whole,
+        partial,
+    };
+    // SAFETY: `InPlace`'s reads lie inside `base` (the caller's check of every stretch; each
+    // whole group lies in one stretch, the partial one at the end of the only stretch), and
+    // the caller checked `out` `[m, n]`.
+    unsafe { run(isa, &a, panels, rows.rows(), out) }
+}
+
+/// The kernel on `m` rows of `a` against `panels`.
+///
+/// # Safety
+/// `a`'s rows `0..m` can be read as [`Lhs`] says, and `out` holds `[m, n]`.
+unsafe fn run<A: Lhs>(isa: CheckedInt8, a: &A, panels: &Panels, m: usize, out: &mut [i32]) {
     assert_eq!(
         isa.isa(),
         super::Int8Isa::Avx512Vnni,
@@ -122,29 +126,18 @@ pub(super) fn gemm_accumulate_in_place(
             panels,
             offsets,
         } = panels;
-        let whole = rows.len() / 4;
-        assert_eq!(
-            groups.len(),
-            whole + usize::from(partial > 0),
-            "int8 gemm: groups"
-        );
-        let a = InPlace {
-            base: rows.base,
-            starts: rows.starts,
-            groups,
-            whole,
-            partial,
-        };
-        // SAFETY: as `gemm_accumulate`'s, with `InPlace`'s reads inside `base` (the caller's
-        // check of every stretch; each whole group lies in one stretch, the partial one at the
-        // end of the only stretch).
-        unsafe { x86::gemm(&a, panels, offsets, rows.rows(), *n, *k, out) }
+        // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` and `offsets` are
+        // `Panels::new`'s for `[n, k]`; the rows and `out` as the caller promises.
+        unsafe { x86::gemm(a, panels, offsets, m, *n, *k, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "AVX-512 is never available off x86-64 ({:p}, {groups:?}, {partial}, {out:p}, {})",
-        rows.base, panels.n
-    );
+    {
+        let _ = a;
+        unreachable!(
+            "AVX-512 is never available off x86-64 ({m}, {out:p}, {})",
+            panels.n
+        );
+    }
 }
 
 /// The left operand as the kernel reads it: four values of a row at a time, from a pointer to
