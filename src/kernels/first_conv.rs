@@ -13,13 +13,19 @@ pub(crate) const LANES: usize = 32;
 /// Taps per pair: the two codes one `i16` lane sums at once.
 pub(crate) const PAIR: usize = 2;
 
+/// Where [`pixel`]'s `signs` hold the sign of tap `tap` for channel `channel` of `channels`:
+/// the two taps of a pair side by side, per channel, pair after pair.
+pub(crate) fn sign_index(tap: usize, channel: usize, channels: usize) -> usize {
+    ((tap / PAIR) * channels + channel) * PAIR + tap % PAIR
+}
+
 /// One output pixel: `P[o] = Σ_t codes[t]·signs(t, o)`, and bit `o` of `bits` set (`−1`) where
 /// `P[o]` is outside `lo[o] ..= hi[o]`.
 ///
 /// The taps come in pairs: `codes` has an even length (a last tap of code 0 where needed), and
 /// `signs` holds, per pair `p` and channel `o`, the two signs of taps `2p` and `2p + 1` side by
-/// side (`signs[(p·O + o)·2 + t % 2]`, `O = lo.len()`, a multiple of [`LANES`]). The sums must
-/// fit `i16` (the caller checks `255·taps ≤ i16::MAX`).
+/// side ([`sign_index`], over `lo.len()` channels, a multiple of [`LANES`]). The sums must fit
+/// `i16` (the caller checks `255·taps ≤ i16::MAX`).
 pub(crate) fn pixel(
     isa: CheckedIsa,
     codes: &[u8],
@@ -178,7 +184,7 @@ mod tests {
             // The last pair's second sign is random too: its code is 0.
             let sign = |_| if next(2) == 0 { -1i8 } else { 1 };
             let signs: Vec<i8> = (0..padded * o).map(sign).collect();
-            let sign_of = |t: usize, ch: usize| signs[((t / PAIR) * o + ch) * PAIR + t % PAIR];
+            let sign_of = |t: usize, ch: usize| signs[sign_index(t, ch, o)];
             let lo: Vec<i16> = (0..o).map(|_| next(4000) as i16 - 2000).collect();
             let hi: Vec<i16> = lo
                 .iter()

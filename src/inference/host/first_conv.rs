@@ -14,7 +14,7 @@ use crate::{
     kernels::{
         CheckedIsa,
         conv::{PackedActivations, classes},
-        first_conv::{LANES, PAIR, pixel},
+        first_conv::{LANES, PAIR, pixel, sign_index},
         isa::active_isa,
         words_per_row,
     },
@@ -101,7 +101,7 @@ impl FirstConv {
         let rows = super::conv_rows_of(&layer.weights, geometry)?;
         let words = rows.words();
         let padded_taps = (c_in * taps).next_multiple_of(PAIR);
-        let sign_at = |tap: usize, o: usize| ((tap / PAIR) * padded_out + o) * PAIR + tap % PAIR;
+        let sign_at = |tap: usize, o: usize| sign_index(tap, o, padded_out);
         // The record's rows: `[o, i, j, c]`, `cw` words a tap, bit 1 for −1.
         let mut signs = vec![0i8; padded_taps * padded_out];
         for o in 0..c_out {
@@ -164,14 +164,13 @@ impl FirstConv {
     }
 
     /// Packed signs `[n, C_out, H_out, W_out]` from codes `[n, C_in, H, W]`.
-    pub(crate) fn forward(&self, codes: &[i16], n: usize) -> PackedActivations {
+    pub(crate) fn forward(&self, codes: &[u8], n: usize) -> PackedActivations {
         let [oh, ow] = self.output;
         let [h, w] = self.input;
         let [ph, pw] = self.padding;
         let [kh, kw] = self.kernel;
         let c = self.in_channels;
-        // Codes (each in `0..=255`) as bytes with a border of zeros, so gathering a pixel's
-        // taps needs no bounds checks.
+        // Codes with a border of zeros, so gathering a pixel's taps needs no bounds checks.
         let (hp, wp) = (h + 2 * ph, w + 2 * pw);
         let mut padded = vec![0u8; n * c * hp * wp];
         for (plane, src) in padded
@@ -179,9 +178,7 @@ impl FirstConv {
             .zip(codes.chunks_exact(h * w))
         {
             for (y, row) in src.chunks_exact(w).enumerate() {
-                for (to, &code) in plane[(y + ph) * wp + pw..][..w].iter_mut().zip(row) {
-                    *to = code as u8;
-                }
+                plane[(y + ph) * wp + pw..][..w].copy_from_slice(row);
             }
         }
         let cw = words_per_row(self.out_channels);

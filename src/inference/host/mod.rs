@@ -290,11 +290,11 @@ impl HostNet {
 
 /// The 8-bit codes of image values ([`bit_plane::pixel_code`]), or `None` where one is not
 /// finite (the tensor path then gives the answer, NaN included).
-pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<i16>> {
+pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<u8>> {
     values.iter().all(|x| x.is_finite()).then(|| {
         values
             .iter()
-            .map(|&x| bit_plane::pixel_code(x) as i16)
+            .map(|&x| bit_plane::pixel_code(x) as u8)
             .collect()
     })
 }
@@ -369,7 +369,7 @@ impl BinaryConv {
 
 impl FirstDense {
     /// The scores (`Ok`) if this is the last layer, else the sign bits (`Err`).
-    fn forward(&self, codes: &[i16], n: usize) -> Result<Vec<f32>, Vec<u64>> {
+    fn forward(&self, codes: &[u8], n: usize) -> Result<Vec<f32>, Vec<u64>> {
         let (d_in, d_out) = (self.d_in, self.sums.len());
         let values: Vec<f32> = codes.iter().map(|&c| f32::from(c)).collect();
         let products = match &self.weights {
