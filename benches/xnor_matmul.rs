@@ -6,11 +6,13 @@
 //! - `xnor_prepacked_weights`: weights packed beforehand, activations packed in the call
 //!   (inference);
 //! - `xnor_float`: both operands packed in the call (`ops::xnor_matmul` on float tensors);
-//! - `kernel_popcount` and `kernel_int8_<path>`: the two kernels behind `xnor_gemm` on the same
-//!   packed rows, the XOR-popcount one (`kernels::xnor::xnor_gemm_popcount`) and the exact int8
-//!   product of the expanded ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path this CPU
-//!   runs first (`amx` on Intel Sapphire Rapids and later, which `xnor_gemm` then takes for
-//!   products of at least 32 rows a side and 256 summed values).
+//! - `kernel_popcount` and `kernel_int8_<path>`: two kernels on the same packed rows, the
+//!   XOR-popcount one behind `xnor_gemm` (`kernels::xnor::xnor_gemm_popcount`) and the exact
+//!   int8 product of the expanded ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path
+//!   this CPU runs first (`amx` on Intel Sapphire Rapids and later);
+//! - `popcount_ceiling` and `amx_ceiling`: one core's ceilings, the popcount register tile and
+//!   AMX's int8 tile products (tiles loaded once, or before each group of products from rows
+//!   on cache lines or straddling two).
 //!
 //! Throughput is in binary multiply-accumulates (`M·K·N` per call). Set `BURN_QNN_ISA` to
 //! `avx512`, `avx2` or `portable` to pin an instruction set.
@@ -19,7 +21,11 @@ use std::time::Duration;
 
 use burn::backend::NdArray;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_qnn::kernels::{int8::Int8Isa, isa::active_isa, pack, words_per_row, xnor};
+use burn_qnn::kernels::{
+    int8::{self, AmxTileLoads, Int8Isa},
+    isa::active_isa,
+    pack, words_per_row, xnor,
+};
 use burn_qnn::ops::{self, Encoding, Packed};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -99,5 +105,34 @@ fn bench_popcount_ceiling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_popcount_ceiling, bench_products);
+/// One core's ceiling for the int8 products on AMX tiles (where the machine has them): four tile
+/// products a group, with the four tiles loaded once (`once`), or from L1 before each group,
+/// their rows on cache lines (`aligned`, as in the products) or straddling two
+/// (`straddling`). Throughput in int8 MACs.
+fn bench_amx_ceiling(c: &mut Criterion) {
+    const ITERATIONS: usize = 100_000;
+    let Some(macs) = int8::amx_ceiling(AmxTileLoads::Once, ITERATIONS) else {
+        println!("amx_ceiling: skipped, this machine cannot run AMX");
+        return;
+    };
+    let mut group = c.benchmark_group("amx_ceiling");
+    group.throughput(Throughput::Elements(macs));
+    for (name, loads) in [
+        ("once", AmxTileLoads::Once),
+        ("aligned", AmxTileLoads::Aligned),
+        ("straddling", AmxTileLoads::Straddling),
+    ] {
+        group.bench_function(BenchmarkId::new("one_thread", name), |bench| {
+            bench.iter(|| int8::amx_ceiling(loads, ITERATIONS))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_popcount_ceiling,
+    bench_amx_ceiling,
+    bench_products
+);
 criterion_main!(benches);

@@ -4,7 +4,8 @@
 //! Linux grants the tile registers to a process only on request
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), asked once per process. Rust has no
 //! stable AMX intrinsics, so the micro-kernels are inline assembly; no compiled Rust code uses
-//! the tile registers, and each micro-kernel call configures them and releases them.
+//! the tile registers. A micro-kernel call either configures them and releases them itself, or
+//! runs inside a [`TileSession`], which configures them once for many calls on one thread.
 
 /// A tile unit of CPUID leaf 7 (register EDX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,3 +114,45 @@ pub(crate) const FULL_TILES: TileConfig = {
         rows,
     }
 };
+
+/// The tile registers configured as [`FULL_TILES`] on this thread until the session is dropped
+/// (`TILERELEASE`): micro-kernels called while it lives skip `LDTILECFG`, which costs about as
+/// much as a short product (tens of nanoseconds). Between kernel calls only compiled Rust code
+/// runs, which never touches the tiles, and the kernel saves them with the thread's state on a
+/// context switch; a session must not span a call that could run another AMX kernel on the
+/// same thread (a rayon join, say).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct TileSession {
+    /// The configuration belongs to this thread.
+    _on_this_thread: std::marker::PhantomData<*const ()>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TileSession {
+    /// Configures the tiles.
+    ///
+    /// # Safety
+    /// The process must be allowed the tile unit ([`is_available`]).
+    pub(crate) unsafe fn start() -> TileSession {
+        // SAFETY: the caller's contract; `LDTILECFG` reads the 64-byte configuration.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{config}]",
+                config = in(reg) &FULL_TILES,
+                options(nostack, readonly),
+            );
+        }
+        TileSession {
+            _on_this_thread: std::marker::PhantomData,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for TileSession {
+    fn drop(&mut self) {
+        // SAFETY: the tiles were configured by `start` on this thread; `TILERELEASE` returns
+        // them to their initial state and touches no memory.
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
+}

@@ -290,6 +290,38 @@ pub(crate) fn gemm_accumulate_rhs(a: &[i8], rhs: &Rhs, m: usize, out: &mut [i32]
     }
 }
 
+/// What [`amx_ceiling`] loads before each group of four tile products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmxTileLoads {
+    /// Nothing: the four tiles are loaded once, before the first group.
+    Once,
+    /// Four tiles (two of each operand, 4 KB in L1) whose rows start on cache lines, as the
+    /// products' 2 × 2 block of sum tiles loads its operands.
+    Aligned,
+    /// The same four tiles 16 bytes further on, so that each row straddles two cache lines.
+    Straddling,
+}
+
+/// Runs `iterations` groups of four AMX int8 tile products (`TDPBSSD`, 16,384
+/// multiply-accumulates each) on this thread, loading tiles before each group as `loads` says,
+/// and returns the multiply-accumulates done, or `None` where the machine cannot run AMX.
+/// Timing the call gives one core's ceiling in MAC/s; the `xnor_matmul` bench's `amx_ceiling`
+/// entries time each kind of load.
+///
+/// ```
+/// use burn_qnn::kernels::int8::{self, AmxTileLoads};
+///
+/// match int8::amx_ceiling(AmxTileLoads::Aligned, 10) {
+///     Some(macs) => assert_eq!(macs, 10 * 4 * 16 * 16 * 64),
+///     None => println!("no AMX here"),
+/// }
+/// ```
+pub fn amx_ceiling(loads: AmxTileLoads, iterations: usize) -> Option<u64> {
+    Int8Isa::Amx
+        .is_available()
+        .then(|| amx::ceiling(CheckedInt8::new(Int8Isa::Amx), loads, iterations))
+}
+
 /// `out[i·n + j] = Σ_t a[i·k + t] · b[j·k + t]`, exactly, on the path [`active_int8_isa`]
 /// picks, in parallel over blocks of rows. Returns the path that ran.
 ///
@@ -405,6 +437,11 @@ mod tests {
             (64, 64, 200),
             (5, 100, 300),
             (100, 3, 1000),
+            // Rows a multiple of 64 bytes long: read in place on AMX where they start on cache
+            // lines (`a` is also taken from a cache line below).
+            (64, 64, 2048),
+            // Several panels of columns on AMX (96 columns of 65 steps), the last one partial.
+            (40, 150, 4100),
         ];
         for isa in Int8Isa::available() {
             for (seed, &(m, n, k)) in shapes.iter().enumerate() {
@@ -418,6 +455,14 @@ mod tests {
                 gemm_accumulate(CheckedInt8::new(isa), &a, &b, m, n, k, &mut acc);
                 let doubled: Vec<i32> = expected.iter().map(|v| 2 * v).collect();
                 assert_eq!(acc, doubled, "{isa:?} accumulating");
+                // `a` starting on a cache line.
+                let mut buffer = vec![0i8; m * k + 64];
+                let skip = buffer.as_ptr().align_offset(64);
+                let on_line = &mut buffer[skip..skip + m * k];
+                on_line.copy_from_slice(&a);
+                let mut out = vec![7i32; m * n];
+                with_int8_isa(isa, || gemm(on_line, &b, m, n, k, &mut out));
+                assert_eq!(out, expected, "{isa:?} on a cache line");
             }
         }
     }

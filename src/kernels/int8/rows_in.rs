@@ -1,8 +1,8 @@
 //! Left operands read where they lie: rows made of equal stretches of one buffer (the taps of
-//! an image on its padded grid), which the VNNI kernel reads in place and the other paths copy
-//! into rows first.
+//! an image on its padded grid), which the VNNI kernel reads in place, the AMX kernel too where
+//! each row is one stretch, and the other paths copy into rows first.
 
-use super::{Layout, Rhs, gemm_accumulate_rhs, vnni};
+use super::{Layout, Rhs, amx, gemm_accumulate_rhs, vnni};
 
 /// The rows of a left operand `[m, k]` in a buffer: row `i` is `offsets.len()` stretches of
 /// `run` values, stretch `s` at `base[starts[i] + offsets[s]..]`, then zeros up to `k`.
@@ -86,7 +86,10 @@ impl RowsIn<'_> {
 
 /// `out[i·n + j] += Σ_t a[i, t] · rhs[j, t]` with `a`'s rows as `rows` describes them: read in
 /// place where `rhs` is laid out for AVX-512 VNNI and no group of four values straddles two
-/// stretches, else copied into `scratch` first (which keeps its memory for the next call).
+/// stretches, or for AMX and each row is one stretch of `k` values (tiles of rows equally far
+/// apart are loaded where they lie; a product whose rows are several stretches can run as one
+/// product a stretch, against the matching columns of `b`), else copied into `scratch` first (which keeps its memory
+/// for the next call).
 ///
 /// # Panics
 /// If a stretch lies outside the buffer, a row is longer than `rhs`'s `k`, or `out` does not
@@ -113,6 +116,13 @@ pub(crate) fn gemm_accumulate_rows_in(
         vnni::gemm_accumulate_in_place(rhs.isa, rows, &groups, partial, panels, out);
         return;
     }
+    if let (Layout::Amx(tiles), &[offset]) = (&rhs.layout, rows.offsets)
+        && rows.run == k
+    {
+        let base = &rows.base[offset.min(rows.base.len())..];
+        amx::gemm_accumulate_rows_at(rhs.isa, base, rows.starts, tiles, out);
+        return;
+    }
     scratch.resize(m * k, 0);
     let a = &mut scratch[..m * k];
     for (i, row) in a.chunks_exact_mut(k).enumerate() {
@@ -129,7 +139,10 @@ mod tests {
     /// On every path, the product of rows read where they lie equals the product of the rows
     /// copied out: one stretch of an odd length (a partial last group), stretches of a
     /// multiple of four values (read in place on VNNI), and stretches of an odd length
-    /// (straddling groups: copied on every path), with zeros after the stretches.
+    /// (straddling groups: copied on every path), with zeros after the stretches. Single
+    /// stretches of `k` values also cover AMX's tiles: loaded in place (rows equally far apart in
+    /// each tile, the two tiles of a block equally strided) or copied (a partial block, tiles
+    /// strided differently, a tile whose whole steps run past the buffer).
     #[test]
     fn rows_in_place_are_the_copied_rows() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -142,7 +155,14 @@ mod tests {
         let base: Vec<i8> = (0..5000).map(|_| next() as i8).collect();
         /// Row starts, stretch offsets, stretch length, `k`, read in place on VNNI.
         type Case = (Vec<usize>, Vec<usize>, usize, usize, bool);
-        let cases: [Case; 3] = [
+        // Tiles of 16 rows, each equally strided, from these starts.
+        let tiles = |tiles: &[(usize, usize)]| -> Vec<usize> {
+            let rows = tiles
+                .iter()
+                .flat_map(|&(first, stride)| (0..16).map(move |i| first + i * stride));
+            rows.collect()
+        };
+        let cases: [Case; 7] = [
             (
                 (0..37).map(|i| 3 * i + 1).collect(),
                 vec![0],
@@ -164,6 +184,24 @@ mod tests {
                 64,
                 false,
             ),
+            // In place, in place, then a partial block.
+            (
+                [
+                    tiles(&[(0, 150), (2000, 150), (3000, 100), (3001, 100)]),
+                    tiles(&[(7, 3)]),
+                ]
+                .concat(),
+                vec![0],
+                200,
+                200,
+                true,
+            ),
+            // One stretch away from the rows' starts.
+            (tiles(&[(0, 50), (1000, 50)]), vec![700], 100, 100, true),
+            // Tiles of one block strided differently.
+            (tiles(&[(0, 150), (2500, 100)]), vec![0], 130, 130, true),
+            // The second tile's last steps run past the buffer.
+            (tiles(&[(0, 10), (4700, 10)]), vec![0], 130, 130, true),
         ];
         for (starts, offsets, run, k, in_place) in cases {
             let rows = RowsIn {
