@@ -7,6 +7,10 @@
 //! the tile registers. A micro-kernel call either configures them and releases them itself, or
 //! runs inside a [`TileSession`], which configures them once for many calls on one thread.
 
+mod lines;
+
+pub(crate) use lines::Lines;
+
 /// A tile unit of CPUID leaf 7 (register EDX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AmxUnit {

@@ -6,10 +6,11 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::amx::Lines;
+
 use super::{
     AmxBf16,
     grid::{BLOCK, GridConv, fill_border, images_per_group, stride_one_output, tap_offsets},
-    lines::Lines,
     split::{self, BF16_ONE},
     tiles::{Step, TilePlan},
 };

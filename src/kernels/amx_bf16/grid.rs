@@ -9,10 +9,10 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::amx::Lines;
+
 use super::{
-    AmxBf16,
-    lines::Lines,
-    split,
+    AmxBf16, split,
     tiles::{Step, TilePlan},
 };
 use crate::kernels::conv::ConvCall;

@@ -29,7 +29,6 @@
 mod conv;
 mod forward;
 mod grid;
-mod lines;
 mod split;
 mod tiles;
 

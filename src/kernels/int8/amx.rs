@@ -20,7 +20,7 @@
 use rayon::prelude::*;
 
 use super::{AmxTileLoads, CheckedInt8};
-use crate::kernels::amx::{self, AmxUnit};
+use crate::kernels::amx::{self, AmxUnit, Lines};
 
 /// Whether the CPU reports AMX-TILE and AMX-INT8.
 #[cfg(test)]
@@ -51,35 +51,6 @@ const PARALLEL_BYTES: usize = 1 << 20;
 /// Rows of `a` and of `b` in the 2 × 2 block of tiles a micro-kernel call computes.
 const BLOCK: usize = 2 * TILE_ROWS;
 
-/// One cache line of bytes.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([i8; TILE_DEPTH]);
-
-/// Zeroed bytes that start on a cache line: a tile loads about three times faster from rows
-/// that start on cache lines than from rows that straddle two, so every operand laid out or
-/// copied here is held in one.
-struct Lines(Vec<Line>);
-
-impl Lines {
-    /// At least `len` zeros.
-    fn zeros(len: usize) -> Lines {
-        Lines(vec![Line([0; TILE_DEPTH]); len.div_ceil(TILE_DEPTH)])
-    }
-
-    fn bytes(&self) -> &[i8] {
-        // SAFETY: a `Line` is 64 bytes with no padding, so the lines are `64·len` bytes.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * TILE_DEPTH) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [i8] {
-        // SAFETY: as in `bytes`, and the borrow is unique.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * TILE_DEPTH)
-        }
-    }
-}
-
 /// `b` `[n, k]` in the tiles' VNNI layout: for each block of 16 rows of `b` and each step of 64
 /// summed values, a 16 × 64-byte tile whose row `r` holds, for each of the 16 rows `c`, the
 /// four values `4r .. 4r + 4` of the step at bytes `4c .. 4c + 4`; zero beyond `n` and `k`,
@@ -97,7 +68,7 @@ impl Tiles {
         let padded_n = n.next_multiple_of(BLOCK);
         let tile = TILE_ROWS * TILE_DEPTH;
         let mut lines = Lines::zeros(padded_n / TILE_ROWS * steps * tile);
-        let tiles = lines.bytes_mut();
+        let tiles = lines.view_mut::<i8>();
         // Each block of 16 rows in parallel where `b` is large: each row zero-padded to whole
         // steps, then its groups of four values dealt out.
         let blocks_a_task = (PARALLEL_BYTES / (TILE_ROWS * k)).max(1);
@@ -150,7 +121,7 @@ pub(super) fn gemm_accumulate(
         let rows = if i0 < whole {
             &a[i0 * k..]
         } else {
-            &copied.bytes()[(i0 - whole) * stride..]
+            &copied.view::<i8>()[(i0 - whole) * stride..]
         };
         BlockRows {
             first: rows.as_ptr(),
@@ -209,7 +180,7 @@ pub(super) fn gemm_accumulate_rows_at(
                 stride,
             };
         }
-        let copied = copied.bytes_mut();
+        let copied = copied.view_mut::<i8>();
         copied.fill(0);
         for (row, &start) in copied.chunks_exact_mut(depth).zip(rows) {
             row[..k].copy_from_slice(&base[start..start + k]);
@@ -265,7 +236,7 @@ fn run(
                 let rows = BLOCK.min(m - i0);
                 for j0 in (p0..n.min(p0 + panel)).step_by(BLOCK) {
                     let cols = BLOCK.min(n - j0);
-                    let b = tiles.bytes()[j0 / TILE_ROWS * b_block..].as_ptr();
+                    let b = tiles.view::<i8>()[j0 / TILE_ROWS * b_block..].as_ptr();
                     let whole = rows == BLOCK && cols == BLOCK;
                     let sums = if whole {
                         x86::Sums::Add(out[i0 * n + j0..].as_mut_ptr(), n)
@@ -310,7 +281,7 @@ pub(super) fn ceiling(isa: CheckedInt8, loads: AmxTileLoads, iterations: usize) 
         AmxTileLoads::Aligned => (0, true),
         AmxTileLoads::Straddling => (TILE_DEPTH / 4, true),
     };
-    let tiles = &operands.bytes()[offset..][..tiles_len];
+    let tiles = &operands.view::<i8>()[offset..][..tiles_len];
     let mut sums = [0i32; TILE_ROWS * TILE_ROWS];
     #[cfg(target_arch = "x86_64")]
     if iterations > 0 {
@@ -329,7 +300,7 @@ pub(super) fn ceiling(isa: CheckedInt8, loads: AmxTileLoads, iterations: usize) 
 fn pad_rows(values: &[i8], rows: usize, len: usize, padded_rows: usize, stride: usize) -> Lines {
     let mut padded = Lines::zeros(padded_rows * stride);
     for (dst, src) in padded
-        .bytes_mut()
+        .view_mut::<i8>()
         .chunks_exact_mut(stride)
         .zip(values.chunks_exact(len))
         .take(rows)
