@@ -172,11 +172,6 @@ pub(super) fn expand_taps<T: Copy>(
     }
 }
 
-/// Values past the end of a padded image: a tap row read in place by a kernel that loads whole
-/// 64-byte steps (AMX's int8 tiles, with zeros in the other operand past the row) stays inside
-/// the buffer.
-const STEP_SLACK: usize = 64;
-
 /// A stride-1 convolution on the padded grid: the output positions are taken `w + 2·p_w` a row
 /// (the padded width) instead of `w_out`; the extra ones get a zero output gradient (weight
 /// gradients) or are dropped (the forward). Then tap `(c, i, j)` reads, at position `(y, x)` of
@@ -227,9 +222,9 @@ impl PaddedGrid {
     }
 
     /// The padded image `[C_in, h + 2·p_h, w + 2·p_w]` filled with `pad`, plus the run past the
-    /// last plane that the last taps' extra positions read, plus [`STEP_SLACK`] values.
+    /// last plane that the last taps' extra positions read.
     pub(super) fn image_buffer<T: Copy>(&self, pad: T) -> Vec<T> {
-        vec![pad; self.shapes[0] * self.plane() + self.slack + STEP_SLACK]
+        vec![pad; self.shapes[0] * self.plane() + self.slack]
     }
 
     /// Writes image `n`'s values (`values`, expanded from `source`, is scratch space of one

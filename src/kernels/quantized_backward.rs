@@ -21,7 +21,7 @@ use super::{
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
     im2col::{Shapes, TapRows, for_each_tap_block, scatter_taps},
-    int8::{self, CheckedInt8, Int8Isa, MAX_EXACT_SIGN_LEN},
+    int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
     transpose::transpose_into,
 };
@@ -363,17 +363,11 @@ pub fn binary_conv2d_weight_grad(
     // Each group sums dWᵀ [taps, C_out]: the tap rows are the left operand, so that their
     // expansion is the operand itself and each block's result is contiguous. An image's codes
     // are the right operand of all its tap rows, laid out once; on the padded grid (stride 1)
-    // the rows are read where they lie in the padded image on the paths that can, in the order
-    // of `row_on_grid` (kernel position first, then channel), so that the rows of one kernel
-    // position, one channel plane apart, load as AMX tiles in place.
-    let kernel_taps = g.kernel[0] * g.kernel[1];
-    let row_on_grid = |tap: usize| (tap % kernel_taps) * g.in_channels + tap / kernel_taps;
-    let sum_group = |first: usize| -> (Vec<i32>, bool) {
+    // the rows are read where they lie in the padded image on the paths that can.
+    let sum_group = |first: usize| -> Vec<i32> {
         let mut sum = vec![0i32; s.taps * s.c_out];
-        let mut on_grid = false;
         let images = first..(first + images_per_group).min(g.batch);
         let mut scratch = Vec::new();
-        let mut grid_starts = vec![0; s.taps];
         let product = |tap0, count, rows: TapRows<'_, i8>, codes: &[i8], positions| {
             let codes = int8::Rhs::new(isa, codes, s.c_out, positions);
             // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
@@ -381,13 +375,9 @@ pub fn binary_conv2d_weight_grad(
             match rows {
                 TapRows::Copied(rows) => int8::gemm_accumulate_rhs(rows, &codes, count, sum),
                 TapRows::OnGrid { image, starts } => {
-                    on_grid = true;
-                    for (tap, &start) in starts.iter().enumerate() {
-                        grid_starts[row_on_grid(tap)] = start;
-                    }
                     let rows = int8::RowsIn {
                         base: image,
-                        starts: &grid_starts,
+                        starts,
                         offsets: &[0],
                         run: positions,
                     };
@@ -408,15 +398,14 @@ pub fn binary_conv2d_weight_grad(
             in_place,
             product,
         );
-        (sum, on_grid)
+        sum
     };
     let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();
-    let sums: Vec<(Vec<i32>, bool)> = firsts.into_par_iter().map(sum_group).collect();
+    let sums: Vec<Vec<i32>> = firsts.into_par_iter().map(sum_group).collect();
     let mut total = vec![0i32; s.c_out * s.taps];
-    for (sum, on_grid) in &sums {
-        for tap in 0..s.taps {
-            let row = if *on_grid { row_on_grid(tap) } else { tap };
-            for (co, &v) in sum[row * s.c_out..][..s.c_out].iter().enumerate() {
+    for sum in &sums {
+        for (tap, row) in sum.chunks_exact(s.c_out).enumerate() {
+            for (co, &v) in row.iter().enumerate() {
                 total[co * s.taps + tap] += v;
             }
         }
@@ -515,9 +504,7 @@ pub fn binary_conv2d_input_grad(
 /// padding (zeros around them), so every tap of every position reads inside it, and the taps of
 /// one kernel row are one run of it (where the horizontal dilation is 1). The product reads
 /// each position's row from those runs where they lie on AVX-512 VNNI
-/// ([`int8::gemm_accumulate_rows_in`]); on AMX, where the image's rows are whole tiles of 16
-/// positions, it runs as one product a kernel row, each loading its runs as tiles where they
-/// lie; the other paths copy the rows out. Each image's sums
+/// ([`int8::gemm_accumulate_rows_in`]), and copies it out on the other paths. Each image's sums
 /// are finished (rescaled and cut) while they are in cache, and each thread reuses its buffers
 /// from image to image.
 #[allow(clippy::too_many_arguments)]
@@ -546,26 +533,8 @@ fn input_grad_stride_one(
             }
         }
     }
-    // On AMX, where every tile of 16 input positions lies in one image row and each kernel row
-    // is one run of the grid, one product a kernel row, each run's rows loaded as tiles where
-    // they lie, against the matching columns of the flipped weights; elsewhere one product of
-    // the runs side by side. Either way laid out once for the product's kernel, for every image.
-    let per_kernel_row = isa.isa() == Int8Isa::Amx && g.dilation[1] == 1 && s.w.is_multiple_of(16);
-    let flipped: Vec<int8::Rhs> = if per_kernel_row {
-        let run = kw * c_out;
-        (0..kh)
-            .map(|ky| {
-                let columns: Vec<i8> = flipped
-                    .chunks_exact(depth)
-                    .flat_map(|row| &row[ky * run..(ky + 1) * run])
-                    .copied()
-                    .collect();
-                int8::Rhs::new(isa, &columns, s.c_in, run)
-            })
-            .collect()
-    } else {
-        vec![int8::Rhs::new(isa, &flipped, s.c_in, depth)]
-    };
+    // Laid out once for the product's kernel, for every image.
+    let flipped = int8::Rhs::new(isa, &flipped, s.c_in, depth);
     let (in_positions, out_positions) = (s.h * s.w, s.positions);
     let image_grad = c_out * out_positions;
     let [pad_y, pad_x] = transposed.padding;
@@ -588,8 +557,7 @@ fn input_grad_stride_one(
         .collect();
     let buffers = || {
         (
-            // A tile step past the end, which AMX's loads of the last runs read.
-            vec![0i8; grid_len + 64],
+            vec![0i8; grid_len],
             Vec::new(),
             vec![0i32; image_len],
             vec![0i32; image_len],
@@ -605,27 +573,15 @@ fn input_grad_stride_one(
                 let row = &codes[y * s.ow..];
                 transpose_into(row, out_positions, c_out, s.ow, &mut grid[first..], c_out);
             }
+            let rows = int8::RowsIn {
+                base: grid,
+                starts: &starts,
+                offsets: &offsets,
+                run,
+            };
             // dxᵀ[q, ci] = Σ_r rows[q, r] · flipped[ci, r]
             dx_t.fill(0);
-            if let [flipped] = &flipped[..] {
-                let rows = int8::RowsIn {
-                    base: grid,
-                    starts: &starts,
-                    offsets: &offsets,
-                    run,
-                };
-                int8::gemm_accumulate_rows_in(&rows, flipped, dx_t, scratch);
-            } else {
-                for (flipped, offset) in flipped.iter().zip(&offsets) {
-                    let rows = int8::RowsIn {
-                        base: grid,
-                        starts: &starts,
-                        offsets: std::slice::from_ref(offset),
-                        run,
-                    };
-                    int8::gemm_accumulate_rows_in(&rows, flipped, dx_t, scratch);
-                }
-            }
+            int8::gemm_accumulate_rows_in(&rows, &flipped, dx_t, scratch);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
             grad.finish(dx, input_blocked, n * image_len, out);
         },

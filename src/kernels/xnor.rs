@@ -18,14 +18,12 @@ use super::{
 /// and ±1 row `j` of `b` (`n` rows), both packed with `words_per_row(k)` words a row.
 ///
 /// Runs the XOR-popcount kernels ([`xnor_gemm_popcount`]) on every machine. The exact int8
-/// route ([`xnor_gemm_int8`]) gives the same values but is slower wherever it was timed, AMX
-/// included: at 2048³ on a Sapphire Rapids machine with AMX (2 cores) it took 13.8–14.9 ms
-/// against 5.1 ms for the popcount kernel. Each `TDPBSSD` needs two freshly loaded 1 KB tiles,
-/// and those loads hold one core to about 10¹² int8 multiply-accumulates a second (3.6 × 10¹²
-/// with the tiles already loaded), near the popcount loop's own rate, before the ±1 rows are
-/// expanded from bits to bytes. On AVX-512 VNNI the int8 route is slower still (16.9 ms against
-/// 3.4 ms on an AMD Zen 4). The `xnor_matmul` bench's `kernel_popcount` and `kernel_int8_<path>`
-/// entries time both.
+/// route ([`xnor_gemm_int8`]) gives the same values but was slower wherever it was timed, AMX
+/// included: at 2048³ on an Intel Xeon with AMX (2 cores) it took 9.9 ms against 5.9 ms for
+/// the popcount kernel. Its AMX products alone take well under half of that; expanding both
+/// operands from bits to bytes, laying out `b` in tiles and converting the sums take the rest.
+/// On AVX-512 VNNI the int8 route is slower still (16.9 ms against 3.4 ms on an AMD Zen 4).
+/// The `xnor_matmul` bench's `kernel_popcount` and `kernel_int8_<path>` entries time both.
 pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
     xnor_gemm_popcount(a, b, m, n, k, out);
 }

@@ -87,8 +87,7 @@ impl RowsIn<'_> {
 /// `out[i·n + j] += Σ_t a[i, t] · rhs[j, t]` with `a`'s rows as `rows` describes them: read in
 /// place where `rhs` is laid out for AVX-512 VNNI and no group of four values straddles two
 /// stretches, or for AMX and each row is one stretch of `k` values (tiles of rows equally far
-/// apart are loaded where they lie; a product whose rows are several stretches can run as one
-/// product a stretch, against the matching columns of `b`), else copied into `scratch` first (which keeps its memory
+/// apart on cache lines are loaded where they lie), else copied into `scratch` first (which keeps its memory
 /// for the next call).
 ///
 /// # Panics
@@ -140,9 +139,10 @@ mod tests {
     /// copied out: one stretch of an odd length (a partial last group), stretches of a
     /// multiple of four values (read in place on VNNI), and stretches of an odd length
     /// (straddling groups: copied on every path), with zeros after the stretches. Single
-    /// stretches of `k` values also cover AMX's tiles: loaded in place (rows equally far apart in
-    /// each tile, the two tiles of a block equally strided) or copied (a partial block, tiles
-    /// strided differently, a tile whose whole steps run past the buffer).
+    /// stretches of `k` values also cover AMX's tiles, from a buffer on a cache line: loaded in
+    /// place (rows equally far apart on cache lines in each tile, the two tiles of a block
+    /// equally strided) or copied (a partial block, tiles strided differently, rows off cache
+    /// lines, a tile whose whole steps run past the buffer).
     #[test]
     fn rows_in_place_are_the_copied_rows() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -152,7 +152,10 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let base: Vec<i8> = (0..5000).map(|_| next() as i8).collect();
+        let mut lines = crate::kernels::amx::Lines::zeros(5000);
+        let base = &mut lines.view_mut::<i8>()[..5000];
+        base.iter_mut().for_each(|v| *v = next() as i8);
+        let base = &*base;
         /// Row starts, stretch offsets, stretch length, `k`, read in place on VNNI.
         type Case = (Vec<usize>, Vec<usize>, usize, usize, bool);
         // Tiles of 16 rows, each equally strided, from these starts.
@@ -162,7 +165,7 @@ mod tests {
                 .flat_map(|&(first, stride)| (0..16).map(move |i| first + i * stride));
             rows.collect()
         };
-        let cases: [Case; 7] = [
+        let cases: [Case; 8] = [
             (
                 (0..37).map(|i| 3 * i + 1).collect(),
                 vec![0],
@@ -187,7 +190,7 @@ mod tests {
             // In place, in place, then a partial block.
             (
                 [
-                    tiles(&[(0, 150), (2000, 150), (3000, 100), (3001, 100)]),
+                    tiles(&[(0, 128), (2048, 128), (2944, 64), (1024, 64)]),
                     tiles(&[(7, 3)]),
                 ]
                 .concat(),
@@ -196,16 +199,18 @@ mod tests {
                 200,
                 true,
             ),
-            // One stretch away from the rows' starts.
-            (tiles(&[(0, 50), (1000, 50)]), vec![700], 100, 100, true),
+            // One stretch away from the rows' starts, in place.
+            (tiles(&[(0, 64), (1024, 64)]), vec![640], 100, 100, true),
             // Tiles of one block strided differently.
-            (tiles(&[(0, 150), (2500, 100)]), vec![0], 130, 130, true),
+            (tiles(&[(0, 128), (2560, 64)]), vec![0], 130, 130, true),
+            // Rows off cache lines.
+            (tiles(&[(1, 128), (2049, 128)]), vec![0], 130, 130, true),
             // The second tile's last steps run past the buffer.
-            (tiles(&[(0, 10), (4700, 10)]), vec![0], 130, 130, true),
+            (tiles(&[(0, 64), (3904, 64)]), vec![0], 130, 130, true),
         ];
         for (starts, offsets, run, k, in_place) in cases {
             let rows = RowsIn {
-                base: &base,
+                base,
                 starts: &starts,
                 offsets: &offsets,
                 run,

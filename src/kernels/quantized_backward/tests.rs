@@ -99,10 +99,8 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
             g(3, 3, 6, 5, 4, [2, 3], [1, 1], [0, 0], [1, 1]),
             PaddingMode::Zero,
         ),
-        // 16 channels: on the padded grid, each kernel position's taps make one AMX tile of
-        // rows a channel plane apart (weight gradient); rows of 16 positions: each tile of
-        // input positions lies in one image row (input gradient, one product a kernel row on
-        // AMX).
+        // 16 channels and rows of 16 positions: whole AMX tiles of taps (weight gradient) and
+        // of input positions (input gradient).
         (
             g(2, 16, 5, 16, 33, [3, 3], [1, 1], [1, 1], [1, 1]),
             PaddingMode::PlusOne,
