@@ -4,8 +4,8 @@
 //! `b` is laid out once in AMX's "VNNI" layout, where row `r` of the tile for columns
 //! `j0 .. j0 + 16` and sums `t0 .. t0 + 64` holds `b[j0 + c, t0 + 4r + q]` at byte `4c + q`,
 //! zero past `k`. A tile of `a` is 16 rows of 64 bytes at any one stride, so rows of `a` are
-//! loaded where they lie when each tile's rows are equally far apart (a row-major matrix, or
-//! the taps of an image on its padded grid), and copied, zero-padded, otherwise. A 2 × 2 block
+//! loaded where they lie when each tile's rows are equally far apart on cache lines (a
+//! row-major matrix on a cache line, say), and copied, zero-padded, onto cache lines otherwise. A 2 × 2 block
 //! of `i32` tiles (32 rows of `a` by 32 of `b`) stays in tile registers over the whole sum,
 //! loaded from the output and stored back to it.
 //!
