@@ -7,9 +7,9 @@
 //!   (inference);
 //! - `xnor_float`: both operands packed in the call (`ops::xnor_matmul` on float tensors);
 //! - `kernel_popcount` and `kernel_int8_<path>`: two kernels on the same packed rows, the
-//!   XOR-popcount one behind `xnor_gemm` (`kernels::xnor::xnor_gemm_popcount`) and the exact
-//!   int8 product of the expanded ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path
-//!   this CPU runs first (`amx` on Intel Sapphire Rapids and later);
+//!   XOR-popcount one (`kernels::xnor::xnor_gemm`) and the exact int8 product of the expanded
+//!   ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path this CPU runs first (`amx` on
+//!   Intel Sapphire Rapids and later);
 //! - `popcount_ceiling` and `amx_ceiling`: one core's ceilings, the popcount register tile and
 //!   AMX's int8 tile products (tiles loaded once, or before each group of products from rows
 //!   on cache lines or straddling two).
@@ -80,7 +80,7 @@ fn bench_products(c: &mut Criterion) {
         let (a_rows, b_rows) = (rows(&a, [m, k]), rows(&b.clone().transpose(), [n, k]));
         let mut out = vec![0f32; m * n];
         group.bench_function(BenchmarkId::new("kernel_popcount", name), |bench| {
-            bench.iter(|| xnor::xnor_gemm_popcount(&a_rows, &b_rows, m, n, k, &mut out))
+            bench.iter(|| xnor::xnor_gemm(&a_rows, &b_rows, m, n, k, &mut out))
         });
         let int8_path = Int8Isa::available()[0];
         let id = BenchmarkId::new(format!("kernel_int8_{}", int8_path.name()), name);

@@ -17,20 +17,15 @@ use super::{
 /// `out[i·n + j] = k − 2·popcount(a_i XOR b_j)`: the dot product of ±1 row `i` of `a` (`m` rows)
 /// and ±1 row `j` of `b` (`n` rows), both packed with `words_per_row(k)` words a row.
 ///
-/// Runs the XOR-popcount kernels ([`xnor_gemm_popcount`]) on every machine. The exact int8
-/// route ([`xnor_gemm_int8`]) gives the same values but was slower wherever it was timed, AMX
-/// included: at 2048³ on an Intel Xeon with AMX (2 cores) it took 9.9 ms against 5.9 ms for
-/// the popcount kernel. Its AMX products alone take well under half of that; expanding both
-/// operands from bits to bytes, laying out `b` in tiles and converting the sums take the rest.
-/// On AVX-512 VNNI the int8 route is slower still (16.9 ms against 3.4 ms on an AMD Zen 4).
-/// The `xnor_matmul` bench's `kernel_popcount` and `kernel_int8_<path>` entries time both.
+/// Runs the XOR-popcount kernels of the active instruction set ([`super::isa::active_isa`]) on
+/// every machine. The exact int8 route ([`xnor_gemm_int8`]) gives the same values but was
+/// slower wherever it was timed, AMX included: at 2048³ on an Intel Xeon with AMX (2 cores) it
+/// took 9.9 ms against 5.9 ms for the popcount kernel. Its AMX products alone take well under
+/// half of that; expanding both operands from bits to bytes, laying out `b` in tiles and
+/// converting the sums take the rest. On AVX-512 VNNI the int8 route is slower still (16.9 ms
+/// against 3.4 ms on an AMD Zen 4). The `xnor_matmul` bench's `kernel_popcount` and
+/// `kernel_int8_<path>` entries time both.
 pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    xnor_gemm_popcount(a, b, m, n, k, out);
-}
-
-/// [`xnor_gemm`] on the XOR-popcount kernels of the active instruction set
-/// ([`super::isa::active_isa`]).
-pub fn xnor_gemm_popcount(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [f32]) {
     let isa = active_isa();
     let words = check(a, b, m, n, k, out);
     let problem = Problem {
@@ -60,7 +55,7 @@ pub fn xnor_gemm_popcount(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, ou
 /// [`int8::active_int8_isa`] picks) of the ±1 rows expanded from their bits into bytes: on AMX,
 /// one `TDPBSSD` multiplies 16 × 64 by 64 × 16 values. Returns the int8 path that ran; a `k`
 /// beyond [`MAX_EXACT_LEN`] (where an int8 product of any bytes could overflow) runs
-/// [`xnor_gemm_popcount`] instead, and returns `None`.
+/// [`xnor_gemm`] instead, and returns `None`.
 ///
 /// # Panics
 /// If a length does not match `m`, `n` and `k`.
@@ -74,7 +69,7 @@ pub fn xnor_gemm_int8(
 ) -> Option<Int8Isa> {
     let words = check(a, b, m, n, k, out);
     if k > MAX_EXACT_LEN {
-        xnor_gemm_popcount(a, b, m, n, k, out);
+        xnor_gemm(a, b, m, n, k, out);
         return None;
     }
     if m == 0 || n == 0 || k == 0 {
@@ -160,7 +155,7 @@ mod tests {
         let expected = reference(a, b, m, n, k);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; m * n];
-            with_isa(isa, || xnor_gemm_popcount(&pa, &pb, m, n, k, &mut out));
+            with_isa(isa, || xnor_gemm(&pa, &pb, m, n, k, &mut out));
             assert_eq!(out, expected, "{isa:?} m={m} n={n} k={k}");
         }
         for isa in Int8Isa::available() {
