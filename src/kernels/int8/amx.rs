@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::{AmxTileLoads, CheckedInt8};
+use super::{AmxTileLoads, CheckedInt8, RowsIn};
 use crate::kernels::amx::{self, AmxUnit, Lines};
 
 /// Whether the CPU reports AMX-TILE and AMX-INT8.
@@ -131,59 +131,56 @@ pub(super) fn gemm_accumulate(
     });
 }
 
-/// `out[i·n + j] += Σ_t base[starts[i] + t] · b[j·k + t]` for `t < k`, with `b` in `b_tiles`
-/// (`out` checked by the caller): rows of `k` values that lie in `base`. Each tile of 16 rows
-/// whose starts are equally far apart and on cache lines, and whose whole 64-byte steps lie in
-/// `base`, is loaded where it lies (the values past `k` meet zeros of `b`); the others are
-/// copied onto cache lines first.
-///
-/// # Panics
-/// If a row runs past `base`.
-pub(super) fn gemm_accumulate_rows_at(
+/// `out[i·n + j] += Σ_t a[i, t] · b[j·k + t]` with `b` in `b_tiles` and `a`'s rows as `rows`
+/// describes them (`rows` and `out` checked by the caller, `m > 0`). Where each row is one stretch of
+/// `k` values, each tile of 16 rows whose starts are equally far apart and on cache lines, and
+/// whose whole 64-byte steps lie in the buffer, is loaded where it lies (the values past `k`
+/// meet zeros of `b`); every other block of 32 rows is copied onto cache lines first, once.
+pub(super) fn gemm_accumulate_rows_in(
     isa: CheckedInt8,
-    base: &[i8],
-    starts: &[usize],
+    rows: &RowsIn<'_>,
     b_tiles: &Tiles,
     out: &mut [i32],
 ) {
-    let (m, k) = (starts.len(), b_tiles.k);
+    let (m, k) = (rows.rows(), b_tiles.k);
     let depth = k.div_ceil(TILE_DEPTH) * TILE_DEPTH;
-    for &start in starts {
-        assert!(
-            start.checked_add(k).is_some_and(|end| end <= base.len()),
-            "int8 gemm: a row from {start} runs past the buffer's {} values",
-            base.len()
-        );
-    }
+    // Rows that are one stretch of `k` values: the buffer from that stretch on.
+    let single = match rows.offsets {
+        &[offset] if rows.run == k => Some(&rows.base[offset..]),
+        _ => None,
+    };
     // The stride of a tile's rows where they can be loaded in place.
-    let tile_stride = |rows: &[usize]| -> Option<usize> {
-        let step = rows.get(1)?.checked_sub(rows[0])?;
-        let even = rows
+    let tile_stride = |base: &[i8], starts: &[usize]| -> Option<usize> {
+        let step = starts.get(1)?.checked_sub(starts[0])?;
+        let even = starts
             .windows(2)
             .all(|pair| pair[1].checked_sub(pair[0]) == Some(step));
-        let inside = rows.iter().all(|&start| start + depth <= base.len());
-        let aligned = rows
+        let inside = starts.iter().all(|&start| start + depth <= base.len());
+        let aligned = starts
             .iter()
             .all(|&start| (base.as_ptr() as usize + start).is_multiple_of(TILE_DEPTH));
-        (rows.len() == TILE_ROWS && even && inside && aligned).then_some(step)
+        (starts.len() == TILE_ROWS && even && inside && aligned).then_some(step)
     };
     let mut copied = Lines::zeros(BLOCK * depth);
     run(isa, b_tiles, m, out, |i0| {
-        let rows = &starts[i0..(i0 + BLOCK).min(m)];
-        let (first, second) = rows.split_at(TILE_ROWS.min(rows.len()));
-        if let (Some(stride), Some(other)) = (tile_stride(first), tile_stride(second))
-            && stride == other
-        {
-            return BlockRows {
-                first: base[first[0]..].as_ptr(),
-                second: base[second[0]..].as_ptr(),
-                stride,
-            };
+        let block = i0..(i0 + BLOCK).min(m);
+        if let Some(base) = single {
+            let (first, second) = rows.starts[block.clone()].split_at(TILE_ROWS.min(block.len()));
+            if let (Some(stride), Some(other)) =
+                (tile_stride(base, first), tile_stride(base, second))
+                && stride == other
+            {
+                return BlockRows {
+                    first: base[first[0]..].as_ptr(),
+                    second: base[second[0]..].as_ptr(),
+                    stride,
+                };
+            }
         }
+        // Past `k` the rows stay zero; rows past `m` in a last block give sums that are dropped.
         let copied = copied.view_mut::<i8>();
-        copied.fill(0);
-        for (row, &start) in copied.chunks_exact_mut(depth).zip(rows) {
-            row[..k].copy_from_slice(&base[start..start + k]);
+        for (row, i) in copied.chunks_exact_mut(depth).zip(block) {
+            rows.copy_row(i, &mut row[..k]);
         }
         BlockRows {
             first: copied.as_ptr(),

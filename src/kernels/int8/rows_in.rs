@@ -1,6 +1,7 @@
 //! Left operands read where they lie: rows made of equal stretches of one buffer (the taps of
-//! an image on its padded grid), which the VNNI kernel reads in place, the AMX kernel too where
-//! each row is one stretch, and the other paths copy into rows first.
+//! an image on its padded grid), which the VNNI kernel reads in place, the AMX kernel copies a
+//! block of rows at a time (or loads in place where each row is one stretch on cache lines),
+//! and the other paths copy into rows first.
 
 use super::{Layout, Rhs, amx, gemm_accumulate_rhs, vnni};
 
@@ -52,7 +53,7 @@ impl RowsIn<'_> {
     }
 
     /// Row `i` copied into `row` (`k` values: the stretches, then zeros).
-    fn copy_row(&self, i: usize, row: &mut [i8]) {
+    pub(super) fn copy_row(&self, i: usize, row: &mut [i8]) {
         let (stretches, zeros) = row.split_at_mut(self.len());
         let start = self.starts[i];
         for (to, &offset) in stretches
@@ -86,9 +87,9 @@ impl RowsIn<'_> {
 
 /// `out[i·n + j] += Σ_t a[i, t] · rhs[j, t]` with `a`'s rows as `rows` describes them: read in
 /// place where `rhs` is laid out for AVX-512 VNNI and no group of four values straddles two
-/// stretches, or for AMX and each row is one stretch of `k` values (tiles of rows equally far
-/// apart on cache lines are loaded where they lie), else copied into `scratch` first (which keeps its memory
-/// for the next call).
+/// stretches; on AMX, copied 32 rows at a time onto cache lines (or, where each row is one
+/// stretch of `k` values, tiles of rows equally far apart on cache lines are loaded where they
+/// lie); else copied into `scratch` first (which keeps its memory for the next call).
 ///
 /// # Panics
 /// If a stretch lies outside the buffer, a row is longer than `rhs`'s `k`, or `out` does not
@@ -115,11 +116,8 @@ pub(crate) fn gemm_accumulate_rows_in(
         vnni::gemm_accumulate_in_place(rhs.isa, rows, &groups, partial, panels, out);
         return;
     }
-    if let (Layout::Amx(tiles), &[offset]) = (&rhs.layout, rows.offsets)
-        && rows.run == k
-    {
-        let base = &rows.base[offset.min(rows.base.len())..];
-        amx::gemm_accumulate_rows_at(rhs.isa, base, rows.starts, tiles, out);
+    if let Layout::Amx(tiles) = &rhs.layout {
+        amx::gemm_accumulate_rows_in(rhs.isa, rows, tiles, out);
         return;
     }
     scratch.resize(m * k, 0);

@@ -99,8 +99,8 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
             g(3, 3, 6, 5, 4, [2, 3], [1, 1], [0, 0], [1, 1]),
             PaddingMode::Zero,
         ),
-        // 16 channels and rows of 16 positions: whole AMX tiles of taps (weight gradient) and
-        // of input positions (input gradient).
+        // 16 input channels, 33 output channels (rows of the input gradient 297 bytes, not
+        // whole 64-byte steps), rows of 16 positions.
         (
             g(2, 16, 5, 16, 33, [3, 3], [1, 1], [1, 1], [1, 1]),
             PaddingMode::PlusOne,
