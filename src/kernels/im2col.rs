@@ -216,7 +216,7 @@ impl PaddedGrid {
     }
 
     /// Where tap `c·k_h·k_w + i·k_w + j`'s run starts in the padded image.
-    fn tap_start(&self, tap: usize) -> usize {
+    pub(super) fn tap_start(&self, tap: usize) -> usize {
         let (c, t) = (tap / self.kernel_taps, tap % self.kernel_taps);
         c * self.plane() + self.tap_offsets[t]
     }
@@ -277,29 +277,14 @@ impl PaddedGrid {
     }
 }
 
-/// A block of tap rows handed to a product by [`for_each_tap_block`].
-pub(super) enum TapRows<'a, T> {
-    /// The rows, `positions` values each.
-    Copied(&'a [T]),
-    /// Every tap's row where it lies in the padded image: tap `t`'s row is
-    /// `image[starts[t]..][..positions]` (stride 1, on the padded grid).
-    OnGrid {
-        /// The padded image.
-        image: &'a [T],
-        /// Where each tap's row starts.
-        starts: &'a [usize],
-    },
-}
-
 /// Hands the tap rows of images `images`, `count` taps from `tap0` at a time, to
 /// `product(tap0, count, rows, grad, positions)`, with the image's output gradient `grad`
 /// (`[C_out, positions]`, from `grad_out` `[N, C_out, H_out, W_out]`) on the same positions:
 /// `rows` holds each tap's input values at every position (`pad` where it reads padding), as
 /// the weight gradients `Σ_p grad[co, p] · rows[tap, p]` need. Stride 1 runs on the padded grid
 /// ([`PaddedGrid`]: a copy a tap row, the gradient laid on the grid with zeros at the extra
-/// positions), or with `in_place`, hands all the taps at once as [`TapRows::OnGrid`], where
-/// they lie in the padded image; other strides take im2col rows ([`TapRows::Copied`]). A block
-/// of copied rows holds at most `budget` values (one tap at least).
+/// positions); other strides take im2col rows. A block of rows holds at most `budget` values
+/// (one tap at least).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn for_each_tap_block<T: Copy + Default>(
     source: impl TapSource<T>,
@@ -309,8 +294,7 @@ pub(super) fn for_each_tap_block<T: Copy + Default>(
     s: &Shapes,
     images: std::ops::Range<usize>,
     budget: usize,
-    in_place: bool,
-    mut product: impl FnMut(usize, usize, TapRows<'_, T>, &[T], usize),
+    mut product: impl FnMut(usize, usize, &[T], &[T], usize),
 ) where
     for<'a> &'a [T]: TapSource<T>,
 {
@@ -326,22 +310,11 @@ pub(super) fn for_each_tap_block<T: Copy + Default>(
     let positions = on_grid
         .as_ref()
         .map_or(s.positions, |(grid, ..)| grid.positions);
-    let starts: Vec<usize> = match &on_grid {
-        Some((grid, ..)) if in_place => (0..s.taps).map(|tap| grid.tap_start(tap)).collect(),
-        _ => Vec::new(),
-    };
     let block = (budget / positions.max(1)).clamp(1, s.taps.max(1));
     let image_grad = s.c_out * s.positions;
     // The image's values, expanded once: the tap rows copy runs of them.
     let mut values = vec![T::default(); s.image_len()];
-    let mut rows = vec![
-        T::default();
-        if starts.is_empty() {
-            block * positions
-        } else {
-            0
-        }
-    ];
+    let mut rows = vec![T::default(); block * positions];
     for n in images {
         let grad = &grad_out[n * image_grad..(n + 1) * image_grad];
         match &mut on_grid {
@@ -354,14 +327,6 @@ pub(super) fn for_each_tap_block<T: Copy + Default>(
         let grad = on_grid
             .as_ref()
             .map_or(grad, |(_, _, grid_grad)| &grid_grad[..]);
-        if let Some((_, padded, _)) = on_grid.as_ref().filter(|_| !starts.is_empty()) {
-            let rows = TapRows::OnGrid {
-                image: padded,
-                starts: &starts,
-            };
-            product(0, s.taps, rows, grad, positions);
-            continue;
-        }
         for tap0 in (0..s.taps).step_by(block) {
             let count = block.min(s.taps - tap0);
             let rows = &mut rows[..count * positions];
@@ -369,7 +334,7 @@ pub(super) fn for_each_tap_block<T: Copy + Default>(
                 Some((grid, padded, _)) => grid.tap_rows(padded, tap0, rows),
                 None => expand_taps(&values[..], g, s, 0, tap0, pad, rows),
             }
-            product(tap0, count, TapRows::Copied(rows), grad, positions);
+            product(tap0, count, rows, grad, positions);
         }
     }
 }
@@ -425,10 +390,7 @@ pub(super) fn weight_grad_sum(
     let sum_group = |first: usize| -> Vec<f32> {
         let mut sum = vec![0f32; s.c_out * s.taps];
         let images = first..(first + images_per_group).min(g.batch);
-        let product = |tap0, count, rows: TapRows<'_, f32>, grad: &[f32], positions| {
-            let TapRows::Copied(rows) = rows else {
-                unreachable!("tap rows are copied unless asked for in place")
-            };
+        let product = |tap0, count, rows: &[f32], grad: &[f32], positions| {
             // sum[co, tap] += Σ_p grad[co, p] · rows[tap, p]
             gemm(
                 MatMut::row_major(&mut sum[tap0..], s.c_out, count, s.taps),
@@ -438,17 +400,7 @@ pub(super) fn weight_grad_sum(
                 inner_parallel,
             );
         };
-        for_each_tap_block(
-            source,
-            pad,
-            grad_out,
-            g,
-            &s,
-            images,
-            BLOCK_VALUES,
-            false,
-            product,
-        );
+        for_each_tap_block(source, pad, grad_out, g, &s, images, BLOCK_VALUES, product);
         sum
     };
     let firsts: Vec<usize> = (0..g.batch).step_by(images_per_group).collect();

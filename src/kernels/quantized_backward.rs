@@ -20,7 +20,7 @@ use super::{
     CheckedIsa,
     backward::{Bits, MatmulShape, check_conv, transposed_geometry},
     conv::{ConvCall, PaddingMode},
-    im2col::{Shapes, TapRows, for_each_tap_block, scatter_taps},
+    im2col::{Shapes, for_each_tap_block, scatter_taps},
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
     transpose::transpose_into,
@@ -361,41 +361,40 @@ pub fn binary_conv2d_weight_grad(
     let groups = rayon::current_num_threads().min(g.batch).max(1);
     let images_per_group = g.batch.div_ceil(groups).max(1);
     // Each group sums dWᵀ [taps, C_out]: the tap rows are the left operand, so that their
-    // expansion is the operand itself and each block's result is contiguous. An image's codes
-    // are the right operand of all its tap rows, laid out once; on the padded grid (stride 1)
-    // the rows are read where they lie in the padded image on the paths that can.
+    // expansion is the operand itself and each block's result is contiguous. On the padded grid
+    // (stride 1) the rows are read where they lie in the padded images, several images a
+    // product ([`weight_grid`]); other strides copy im2col rows, image by image, with each
+    // image's codes laid out once as the right operand of all its tap rows.
     let sum_group = |first: usize| -> Vec<i32> {
         let mut sum = vec![0i32; s.taps * s.c_out];
         let images = first..(first + images_per_group).min(g.batch);
-        let mut scratch = Vec::new();
-        let product = |tap0, count, rows: TapRows<'_, i8>, codes: &[i8], positions| {
+        if g.stride == [1, 1] {
+            weight_grid::accumulate_stride_one(
+                isa,
+                grad,
+                input_signs,
+                pad,
+                g,
+                &s,
+                images,
+                &mut sum,
+            );
+            return sum;
+        }
+        let product = |tap0, count, rows: &[i8], codes: &[i8], positions| {
             let codes = int8::Rhs::new(isa, codes, s.c_out, positions);
             // sum[tap, co] += Σ_p rows[tap, p] · codes[co, p]
             let sum = &mut sum[tap0 * s.c_out..(tap0 + count) * s.c_out];
-            match rows {
-                TapRows::Copied(rows) => int8::gemm_accumulate_rhs(rows, &codes, count, sum),
-                TapRows::OnGrid { image, starts } => {
-                    let rows = int8::RowsIn {
-                        base: image,
-                        starts,
-                        offsets: &[0],
-                        run: positions,
-                    };
-                    int8::gemm_accumulate_rows_in(&rows, &codes, sum, &mut scratch);
-                }
-            }
+            int8::gemm_accumulate_rhs(rows, &codes, count, sum);
         };
-        let codes = &grad.codes;
-        let in_place = true;
         for_each_tap_block(
             input_signs,
             pad,
-            codes,
+            &grad.codes,
             g,
             &s,
             images,
             BLOCK_BYTES,
-            in_place,
             product,
         );
         sum
@@ -685,6 +684,8 @@ pub fn binary_matmul_rhs_grad(
     }
     grad.finish(&sums, b_blocked, 0, out);
 }
+
+mod weight_grid;
 
 #[cfg(test)]
 mod tests;

@@ -99,6 +99,16 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
             g(3, 3, 6, 5, 4, [2, 3], [1, 1], [0, 0], [1, 1]),
             PaddingMode::Zero,
         ),
+        // Stride 1 with several images in each weight-gradient product: grid rows of 8 and 7
+        // positions (whole groups of four values, and not).
+        (
+            g(5, 4, 6, 6, 8, [3, 3], [1, 1], [1, 1], [1, 1]),
+            PaddingMode::PlusOne,
+        ),
+        (
+            g(6, 3, 5, 5, 6, [3, 3], [1, 1], [1, 1], [1, 1]),
+            PaddingMode::Zero,
+        ),
         // 16 input channels, 33 output channels (rows of the input gradient 297 bytes, not
         // whole 64-byte steps), rows of 16 positions.
         (
