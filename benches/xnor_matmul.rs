@@ -10,9 +10,10 @@
 //!   XOR-popcount one (`kernels::xnor::xnor_gemm`) and the exact int8 product of the expanded
 //!   ±1 rows (`kernels::xnor::xnor_gemm_int8`) on the int8 path this CPU runs first (`amx` on
 //!   Intel Sapphire Rapids and later);
-//! - `popcount_ceiling` and `amx_ceiling`: one core's ceilings, the popcount register tile and
-//!   AMX's int8 tile products (tiles loaded once, or before each group of products from rows
-//!   on cache lines or straddling two).
+//! - `popcount_ceiling`, `amx_ceiling` and `vnni_ceiling`: one core's ceilings, the popcount
+//!   register tile, AMX's int8 tile products (tiles loaded once, or before each group of
+//!   products from rows on cache lines or straddling two) and AVX-512 VNNI's `VPDPBUSD` on
+//!   registers.
 //!
 //! Throughput is in binary multiply-accumulates (`M·K·N` per call). Set `BURN_QNN_ISA` to
 //! `avx512`, `avx2` or `portable` to pin an instruction set.
@@ -129,10 +130,27 @@ fn bench_amx_ceiling(c: &mut Criterion) {
     group.finish();
 }
 
+/// One core's ceiling for the int8 products on AVX-512 VNNI (where the machine has it): sixteen
+/// `VPDPBUSD` a round into independent registers, no memory operand. Throughput in int8 MACs.
+fn bench_vnni_ceiling(c: &mut Criterion) {
+    const ITERATIONS: usize = 1_000_000;
+    let Some(macs) = int8::vnni_ceiling(ITERATIONS) else {
+        println!("vnni_ceiling: skipped, this machine cannot run AVX-512 VNNI");
+        return;
+    };
+    let mut group = c.benchmark_group("vnni_ceiling");
+    group.throughput(Throughput::Elements(macs));
+    group.bench_function("one_thread", |bench| {
+        bench.iter(|| int8::vnni_ceiling(ITERATIONS))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_popcount_ceiling,
     bench_amx_ceiling,
+    bench_vnni_ceiling,
     bench_products
 );
 criterion_main!(benches);

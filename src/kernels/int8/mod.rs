@@ -322,6 +322,26 @@ pub fn amx_ceiling(loads: AmxTileLoads, iterations: usize) -> Option<u64> {
         .then(|| amx::ceiling(CheckedInt8::new(Int8Isa::Amx), loads, iterations))
 }
 
+/// Runs `iterations` groups of sixteen AVX-512 VNNI products (`VPDPBUSD`, 64
+/// multiply-accumulates each, into sixteen independent sums held in registers) on this thread,
+/// and returns the multiply-accumulates done, or `None` where the machine cannot run AVX-512
+/// VNNI. Timing the call gives one core's ceiling in MAC/s for the VNNI int8 products; the
+/// `xnor_matmul` bench's `vnni_ceiling` entry times it.
+///
+/// ```
+/// use burn_qnn::kernels::int8;
+///
+/// match int8::vnni_ceiling(10) {
+///     Some(macs) => assert_eq!(macs, 10 * 16 * 64),
+///     None => println!("no AVX-512 VNNI here"),
+/// }
+/// ```
+pub fn vnni_ceiling(iterations: usize) -> Option<u64> {
+    Int8Isa::Avx512Vnni
+        .is_available()
+        .then(|| vnni::ceiling(CheckedInt8::new(Int8Isa::Avx512Vnni), iterations))
+}
+
 /// `out[i·n + j] = Σ_t a[i·k + t] · b[j·k + t]`, exactly, on the path [`active_int8_isa`]
 /// picks, in parallel over blocks of rows. Returns the path that ran.
 ///

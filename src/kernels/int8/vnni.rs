@@ -108,6 +108,22 @@ pub(super) fn gemm_accumulate_in_place(
     unsafe { run(isa, &a, panels, rows.rows(), out) }
 }
 
+/// [`super::vnni_ceiling`] on `isa`, which must be [`super::Int8Isa::Avx512Vnni`].
+pub(super) fn ceiling(isa: CheckedInt8, iterations: usize) -> u64 {
+    assert_eq!(
+        isa.isa(),
+        super::Int8Isa::Avx512Vnni,
+        "the VNNI ceiling needs AVX-512 VNNI"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI.
+        let sums = unsafe { x86::ceiling(iterations) };
+        std::hint::black_box(sums);
+    }
+    iterations as u64 * 16 * 64
+}
+
 /// The kernel on `m` rows of `a` against `panels`.
 ///
 /// # Safety
@@ -248,6 +264,33 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Lhs, PANEL, ROWS};
+
+    /// `iterations` rounds of sixteen `VPDPBUSD` into sixteen independent registers (more than
+    /// the instruction's latency times its throughput), on register operands only; returns the
+    /// sums' total, so that the work is not optimized away.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn ceiling(iterations: usize) -> i32 {
+        let a = _mm512_set1_epi32(0x0102_0304);
+        let b = _mm512_set1_epi32(0x0101_01ff);
+        let mut sums = [_mm512_setzero_si512(); 16];
+        for _ in 0..iterations {
+            for sum in sums.iter_mut() {
+                *sum = _mm512_dpbusd_epi32(*sum, a, b);
+                // SAFETY: an empty template: the compiler must take the register as changed (so
+                // that no round is folded into another), and nothing runs.
+                unsafe {
+                    std::arch::asm!("/* {0} */", inout(zmm_reg) * sum, options(nomem, nostack))
+                };
+            }
+        }
+        let total = sums
+            .iter()
+            .fold(_mm512_setzero_si512(), |t, &s| _mm512_add_epi32(t, s));
+        _mm512_reduce_add_epi32(total)
+    }
 
     /// `out += a · bᵀ` from `b`'s panels and offsets ([`super::Panels`]): blocks of
     /// [`ROWS`] rows of `a`, then of 4, then single rows.
