@@ -89,7 +89,8 @@ impl RowsIn<'_> {
 /// place where `rhs` is laid out for AVX-512 VNNI and no group of four values straddles two
 /// stretches; on AMX, copied 32 rows at a time onto cache lines (or, where each row is one
 /// stretch of `k` values, tiles of rows equally far apart on cache lines are loaded where they
-/// lie); else copied into `scratch` first (which keeps its memory for the next call).
+/// lie); else copied into `scratch` first, a block of rows at a time (`scratch` keeps its
+/// memory for the next call).
 ///
 /// # Panics
 /// If a stretch lies outside the buffer, a row is longer than `rhs`'s `k`, or `out` does not
@@ -120,13 +121,26 @@ pub(crate) fn gemm_accumulate_rows_in(
         amx::gemm_accumulate_rows_in(rhs.isa, rows, tiles, out);
         return;
     }
-    scratch.resize(m * k, 0);
-    let a = &mut scratch[..m * k];
-    for (i, row) in a.chunks_exact_mut(k).enumerate() {
-        rows.copy_row(i, row);
+    // Blocks of rows small enough to stay in L2 while the product reads them.
+    let block = (COPIED_BYTES / k).clamp(1, m);
+    scratch.resize(block * k, 0);
+    for first in (0..m).step_by(block) {
+        let count = block.min(m - first);
+        let a = &mut scratch[..count * k];
+        for (i, row) in a.chunks_exact_mut(k).enumerate() {
+            rows.copy_row(first + i, row);
+        }
+        gemm_accumulate_rhs(a, rhs, count, &mut out[first * n..(first + count) * n]);
     }
-    gemm_accumulate_rhs(a, rhs, m, out);
 }
+
+/// Bytes of rows [`gemm_accumulate_rows_in`] copies out at a time where it cannot read them in
+/// place (one row at least).
+#[cfg(not(test))]
+const COPIED_BYTES: usize = 256 << 10;
+/// Small in the tests, so that their few rows are copied in several blocks.
+#[cfg(test)]
+const COPIED_BYTES: usize = 512;
 
 #[cfg(test)]
 mod tests {
