@@ -20,8 +20,7 @@
 //!   Burn's float layers on `Autodiff<burn::backend::Flex>` (Burn's im2col + `gemm` CPU backend),
 //!   beside the `NdArray` steps above.
 //!
-//! Also prints the bytes each binary form saves for the backward pass of the binary layers, and
-//! times the binary convolutions' 6-bit gradients alone (`quantized_conv_gradients`).
+//! Also prints the bytes each binary form saves for the backward pass of the binary layers.
 //!
 //! `cargo bench --bench training_step` (width 0.25, batch 50). `BURN_QNN_BENCH_WIDTH=1` runs the
 //! full-width network; there the float steps take minutes each, so they run only with
@@ -41,17 +40,14 @@ use burn::{
 use burn_qnn::{
     kernels::{
         amx_bf16::{ConvIsa, force_conv_isa},
-        backward::Bits,
-        conv::{ConvCall, PaddingMode},
         int8::{Int8Isa, force_int8_isa},
-        quantized_backward::{self, QuantizedGrad},
     },
     models::{ConvLayer, DenseLayer, Net, NetConfig, Precision},
     ops::binary_conv2d_reference,
     quant,
 };
 use common::{Step, burn_layers};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 type B = Autodiff<NdArray>;
 const BATCH: usize = 50;
@@ -209,72 +205,5 @@ fn training_step(c: &mut Criterion) {
     group.finish();
 }
 
-/// The binary convolutions' gradients on 6-bit codes alone (`burn_qnn::kernels::
-/// quantized_backward`), at the shapes of the network's three convolutions that a pooling
-/// follows (width 0.25, batch 50, 3 × 3, padding 1), on the int8 path detected (or
-/// `BURN_QNN_INT8_ISA`): `weight/<C>x<H>x<W>` and `input/<C>x<H>x<W>`, random codes and signs.
-fn quantized_conv_gradients(c: &mut Criterion) {
-    let mut group = c.benchmark_group("quantized_conv_gradients");
-    group.sample_size(20);
-    let mut seed = 0x5eed_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    for (channels, side) in [(32, 32), (64, 16), (128, 8)] {
-        let g = ConvCall {
-            batch: BATCH,
-            in_channels: channels,
-            height: side,
-            width: side,
-            out_channels: channels,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
-            dilation: [1, 1],
-        };
-        let codes = (0..BATCH * channels * side * side)
-            .map(|_| (next() % 63) as i8 - 31)
-            .collect();
-        let grad = QuantizedGrad {
-            codes,
-            steps: 31.0,
-            max: 1.0,
-        };
-        let mut words = |bits: usize| (0..bits.div_ceil(64)).map(|_| next()).collect::<Vec<_>>();
-        let (inputs, weights) = (words(g.input_len()), words(g.weights_len()));
-        let (no_input, no_weight) = (vec![0; inputs.len()], vec![0; weights.len()]);
-        let (mut weight_grad, mut input_grad) =
-            (vec![0.0; g.weights_len()], vec![0.0; g.input_len()]);
-        let name = format!("{channels}x{side}x{side}");
-        group.bench_function(BenchmarkId::new("weight", &name), |b| {
-            b.iter(|| {
-                quantized_backward::binary_conv2d_weight_grad(
-                    &grad,
-                    Bits::new(&inputs, g.input_len()),
-                    PaddingMode::Zero,
-                    Bits::new(&no_weight, g.weights_len()),
-                    &g,
-                    &mut weight_grad,
-                )
-            })
-        });
-        group.bench_function(BenchmarkId::new("input", &name), |b| {
-            b.iter(|| {
-                quantized_backward::binary_conv2d_input_grad(
-                    &grad,
-                    Bits::new(&weights, g.weights_len()),
-                    Bits::new(&no_input, g.input_len()),
-                    &g,
-                    &mut input_grad,
-                )
-            })
-        });
-    }
-    group.finish();
-}
-
-criterion_group!(benches, training_step, quantized_conv_gradients);
+criterion_group!(benches, training_step);
 criterion_main!(benches);
