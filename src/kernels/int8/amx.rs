@@ -5,9 +5,9 @@
 //! `j0 .. j0 + 16` and sums `t0 .. t0 + 64` holds `b[j0 + c, t0 + 4r + q]` at byte `4c + q`,
 //! zero past `k`. A tile of `a` is 16 rows of 64 bytes at any one stride, so rows of `a` are
 //! loaded where they lie when each tile's rows are equally far apart on cache lines (a
-//! row-major matrix on a cache line, say), and copied, zero-padded, onto cache lines otherwise. A 2 × 2 block
-//! of `i32` tiles (32 rows of `a` by 32 of `b`) stays in tile registers over the whole sum,
-//! loaded from the output and stored back to it.
+//! row-major matrix on a cache line, say), and copied, zero-padded, onto cache lines
+//! otherwise. A 2 × 2 block of `i32` tiles (32 rows of `a` by 32 of `b`) stays in tile
+//! registers over the whole sum, loaded from the output and stored back to it.
 //!
 //! Each `TDPBSSD` here waits for two freshly loaded tiles (four loads a 2 × 2 step), so where
 //! the operands lie sets the pace. On a Sapphire Rapids core ([`super::amx_ceiling`]): about
@@ -132,10 +132,11 @@ pub(super) fn gemm_accumulate(
 }
 
 /// `out[i·n + j] += Σ_t a[i, t] · b[j·k + t]` with `b` in `b_tiles` and `a`'s rows as `rows`
-/// describes them (`rows` and `out` checked by the caller, `m > 0`). Where each row is one stretch of
-/// `k` values, each tile of 16 rows whose starts are equally far apart and on cache lines, and
-/// whose whole 64-byte steps lie in the buffer, is loaded where it lies (the values past `k`
-/// meet zeros of `b`); every other block of 32 rows is copied onto cache lines first, once.
+/// describes them (`rows` and `out` checked by the caller, `m > 0`). Where each row is one
+/// stretch of `k` values, each tile of 16 rows whose starts are equally far apart and on cache
+/// lines, and whose whole 64-byte steps lie in the buffer, is loaded where it lies (the values
+/// past `k` meet zeros of `b`); every other block of 32 rows is copied onto cache lines first,
+/// once.
 pub(super) fn gemm_accumulate_rows_in(
     isa: CheckedInt8,
     rows: &RowsIn<'_>,
