@@ -13,12 +13,14 @@
 //!    covers with register tiles of `MR × NR`.
 //!
 //! Counts accumulate exactly in `u32`; the epilogue runs once per row group and column block.
+//! A kernel may read `B` in its own layout ([`TileKernel::lay_out_b`]), made once a call before
+//! the tasks start: the AVX-512 column-lane tile does, for products with many rows.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{CheckedIsa, isa::Isa, tile_avx2, tile_avx512, tile_portable};
+use super::{CheckedIsa, isa::Isa, tile_avx2, tile_avx512, tile_avx512_columns, tile_portable};
 
 /// The bitwise operation applied to a pair of words before the popcount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +50,8 @@ pub(crate) struct Panel<'a> {
     pub op: BitOp,
     /// Starts at the panel's first row of `A`.
     pub a: &'a [u64],
-    /// Starts at the panel's first row of `B`.
+    /// Starts at the panel's first row of `B` (in the layout of [`TileKernel::lay_out_b`], where
+    /// the kernel has one).
     pub b: &'a [u64],
     /// Words between consecutive rows, in `a` and `b`.
     pub stride: usize,
@@ -92,6 +95,13 @@ pub(crate) trait TileKernel: Copy + Send + Sync {
     const MR: usize;
     /// The rows of `B` in one full tile.
     const NR: usize;
+
+    /// `B` rearranged once a call into the layout [`TileKernel::panel`] reads, or `None` to read
+    /// its rows in place. A layout keeps the offset of a column block's first row (`j·words`
+    /// for row `j`) for the blocks the engine cuts when `b_planes` is 1.
+    fn lay_out_b(self, _problem: &Problem<'_>) -> Option<Vec<u64>> {
+        None
+    }
 
     /// Writes `counts[r·cstride + c] = popcount(op(a_r, b_c))` over `panel.words` for `r < mr`,
     /// `c < nc`, adding to the value already there when `accumulate`.
@@ -139,15 +149,24 @@ const PAR_MIN_WORK: usize = 1 << 16;
 const TASK_MIN_WORK: usize = 1 << 15;
 /// Tasks per thread, for load balance.
 const TASKS_PER_THREAD: usize = 4;
+/// Rows of `A` from which the AVX-512 column-lane tile runs (its copy of `B` then costs less
+/// than it saves); tests take it from 8, so that small products exercise it.
+const COLUMN_TILE_MIN_ROWS: usize = if cfg!(test) { 8 } else { 128 };
 
 /// Runs `problem` on `isa` (Portable where the CPU lacks it), writing `out` (`m × n`,
 /// row-major) through `epilogue`.
 pub(crate) fn run(isa: Isa, problem: &Problem<'_>, out: &mut [f32], epilogue: impl Epilogue) {
     check_problem(problem, out);
     match CheckedIsa::new(isa).isa() {
-        Isa::Avx512 => match tile_avx512::Avx512::new() {
-            Some(kernel) => run_with(kernel, problem, out, &epilogue),
-            None => run_with(tile_portable::Portable, problem, out, &epilogue),
+        Isa::Avx512 => match (
+            tile_avx512_columns::Avx512Columns::new(),
+            tile_avx512::Avx512::new(),
+        ) {
+            (Some(kernel), _) if column_tile_pays_off(problem) => {
+                run_with(kernel, problem, out, &epilogue)
+            }
+            (_, Some(kernel)) => run_with(kernel, problem, out, &epilogue),
+            (_, None) => run_with(tile_portable::Portable, problem, out, &epilogue),
         },
         Isa::Avx2 => match tile_avx2::Avx2::new() {
             Some(kernel) => run_with(kernel, problem, out, &epilogue),
@@ -155,6 +174,12 @@ pub(crate) fn run(isa: Isa, problem: &Problem<'_>, out: &mut [f32], epilogue: im
         },
         Isa::Portable => run_with(tile_portable::Portable, problem, out, &epilogue),
     }
+}
+
+/// Whether the AVX-512 column-lane tile runs `p`: one packed row per output row and column (the
+/// engine's column blocks then start on its column groups), and enough rows of `A`.
+fn column_tile_pays_off(p: &Problem<'_>) -> bool {
+    p.a_planes == 1 && p.b_planes == 1 && p.m >= COLUMN_TILE_MIN_ROWS
 }
 
 /// Panics unless the operand and output lengths match the shape.
@@ -181,10 +206,20 @@ struct Task<'o> {
 }
 
 /// Splits the output into tasks and runs them, in parallel when the product is large.
-fn run_with<K: TileKernel, E: Epilogue>(kernel: K, p: &Problem<'_>, out: &mut [f32], epi: &E) {
+pub(super) fn run_with<K: TileKernel, E: Epilogue>(
+    kernel: K,
+    p: &Problem<'_>,
+    out: &mut [f32],
+    epi: &E,
+) {
     if p.m == 0 || p.n == 0 {
         return;
     }
+    let laid_out = kernel.lay_out_b(p);
+    let p = &Problem {
+        b: laid_out.as_deref().unwrap_or(p.b),
+        ..*p
+    };
     let (row_bounds, col_bounds) = split(p, group_rows::<K>(p.a_planes), K::NR);
     let tasks = make_tasks(out, p.n, &row_bounds, &col_bounds);
     if tasks.len() == 1 {
@@ -308,9 +343,16 @@ fn run_task<K: TileKernel, E: Epilogue>(kernel: K, p: &Problem<'_>, mut task: Ta
         for i0 in task.rows.clone().step_by(group) {
             let rows = i0..(i0 + group).min(task.rows.end);
             let cstride = cols.len() * p.b_planes;
-            counts.clear();
-            counts.resize(rows.len() * p.a_planes * cstride, 0);
-            count_block(kernel, p, &rows, &cols, &mut counts);
+            // The first `k` block writes every count, so only an empty `k` needs zeros.
+            let len = rows.len() * p.a_planes * cstride;
+            if counts.len() < len {
+                counts.resize(len, 0);
+            }
+            let counts = &mut counts[..len];
+            if p.words == 0 {
+                counts.fill(0);
+            }
+            count_block(kernel, p, &rows, &cols, counts);
             for i in rows {
                 let local = (i - i0) * p.a_planes * cstride;
                 let row_counts = &counts[local..local + p.a_planes * cstride];

@@ -41,6 +41,7 @@ pub mod quantize;
 pub mod quantized_backward;
 mod tile_avx2;
 mod tile_avx512;
+mod tile_avx512_columns;
 mod tile_portable;
 mod transpose;
 pub(crate) mod uninit;
