@@ -3,6 +3,9 @@
 //! Register-tiled popcount kernels (3 × 8 `zmm` accumulators on AVX-512, 2 × 4 on AVX2 and
 //! portable), `B` blocked to stay in L2, `k` blocked to keep the `A` rows of a tile in L1, and
 //! rayon tasks over rows and columns of the output (columns too, so `m = 1` spreads over threads).
+//! From 128 rows of `A` on, AVX-512 runs a tile with the output columns in its lanes instead
+//! (8 rows × 24 columns, `B` copied once into groups of 8 rows side by side), which needs no
+//! horizontal sum at the end of a tile.
 
 use rayon::prelude::*;
 
@@ -39,16 +42,52 @@ pub fn xnor_gemm(a: &[u64], b: &[u64], m: usize, n: usize, k: usize, out: &mut [
         words,
     };
     let k = k as f32;
+    let checked = super::CheckedIsa::new(isa);
     engine::run(
         isa,
         &problem,
         out,
-        |_, counts: &[u32], _, out: &mut [f32]| {
-            for (o, &ones) in out.iter_mut().zip(counts) {
-                *o = k - 2.0 * ones as f32;
-            }
-        },
+        |_, counts: &[u32], _, out: &mut [f32]| dots_from_differences(checked, k, counts, out),
     );
+}
+
+/// `out[j] = k − 2·counts[j]` (rounded once, as the float expression): the dot products of ±1
+/// rows of `k` signs from the numbers of signs in which they differ. Vectorised on AVX-512.
+fn dots_from_differences(isa: super::CheckedIsa, k: f32, counts: &[u32], out: &mut [f32]) {
+    assert_eq!(counts.len(), out.len(), "dots_from_differences: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if isa.isa() == Isa::Avx512 {
+        // SAFETY: the checked instruction set is AVX-512, which has AVX-512F; the lengths match.
+        unsafe { x86::dots_from_differences_avx512(k, counts, out) };
+        return;
+    }
+    let _ = isa;
+    for (o, &differ) in out.iter_mut().zip(counts) {
+        *o = k - 2.0 * differ as f32;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::dots_from_differences`], 16 values a step (`k − 2·c` by one fused
+    /// multiply-add: `2·c` is exact, so it rounds as the float expression).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `counts` and `out` have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots_from_differences_avx512(k: f32, counts: &[u32], out: &mut [f32]) {
+        let (k, minus_two) = (_mm512_set1_ps(k), _mm512_set1_ps(-2.0));
+        for (o, c) in out.chunks_mut(16).zip(counts.chunks(16)) {
+            let mask = (u32::from(u16::MAX) >> (16 - c.len())) as __mmask16;
+            // SAFETY: the masked lanes lie inside both chunks (`c.len() == o.len() ≤ 16`).
+            unsafe {
+                let c = _mm512_cvtepu32_ps(_mm512_maskz_loadu_epi32(mask, c.as_ptr().cast()));
+                _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, _mm512_fmadd_ps(minus_two, c, k));
+            }
+        }
+    }
 }
 
 /// [`xnor_gemm`] as an exact int8 product ([`int8::gemm`], on the path
