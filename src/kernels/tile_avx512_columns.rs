@@ -13,22 +13,22 @@
 //! enough rows of `A` to repay it (see `engine::run`).
 
 use super::engine::{Panel, Problem, TileKernel};
+use super::tile_avx512::Avx512;
 
 /// Columns of `B` (lanes) in one vector of the tile.
 pub(crate) const GROUP: usize = 8;
 
-/// The AVX-512 column-lane kernel. A value exists only on CPUs with AVX-512F and VPOPCNTDQ.
+/// The AVX-512 column-lane kernel. A value exists only where an [`Avx512`] does (the CPU has
+/// the features of both tiles).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Columns {
-    _checked: (),
+    _avx512: Avx512,
 }
 
 impl Avx512Columns {
-    /// The kernel, where this CPU runs it (the features of [`super::isa::Isa::Avx512`]).
+    /// The kernel, where this CPU runs it.
     pub(crate) fn new() -> Option<Avx512Columns> {
-        super::isa::Isa::Avx512
-            .is_available()
-            .then_some(Avx512Columns { _checked: () })
+        Avx512::new().map(|kernel| Avx512Columns { _avx512: kernel })
     }
 }
 
@@ -79,28 +79,11 @@ impl TileKernel for Avx512Columns {
     /// `panel.b` starts at a column group and holds `ceil(nc/8)` groups of `panel.stride` words
     /// a row.
     fn panel(self, panel: &Panel<'_>, counts: &mut [u32], cstride: usize, accumulate: bool) {
-        assert!(
-            (1..=Self::MR).contains(&panel.mr),
-            "column panel of {} rows exceeds {}",
-            panel.mr,
-            Self::MR
-        );
-        assert!(
-            panel.words.start <= panel.words.end,
-            "column panel: word range"
-        );
+        panel.check(Self::MR, counts, cstride);
         assert!(
             panel.words.end <= panel.stride
-                && panel.a.len() >= (panel.mr - 1) * panel.stride + panel.words.end,
-            "column panel: lhs rows out of bounds"
-        );
-        assert!(
-            panel.b.len() >= panel.nc.div_ceil(GROUP) * GROUP * panel.stride,
+                && panel.b.len() >= panel.nc.div_ceil(GROUP) * GROUP * panel.stride,
             "column panel: rhs groups out of bounds"
-        );
-        assert!(
-            panel.nc <= cstride && counts.len() >= (panel.mr - 1) * cstride + panel.nc,
-            "column panel: counts out of bounds"
         );
         let args = x86::Args {
             a: panel.a.as_ptr(),
@@ -113,8 +96,8 @@ impl TileKernel for Avx512Columns {
             cstride,
             accumulate,
         };
-        // SAFETY: `self` exists only where the CPU has the target features (see `new`), and the
-        // asserts above proved that the rows, groups and counts lie inside their slices.
+        // SAFETY: `self` exists only where the CPU has the target features (see `new`); `check`
+        // proved the rows of `a` and the counts inside their slices, the assert the groups.
         unsafe { x86::dispatch(panel.op, panel.nc, &args) }
     }
 }
