@@ -35,7 +35,37 @@ impl TileKernel for Avx512 {
 
     fn panel(self, panel: &Panel<'_>, counts: &mut [u32], cstride: usize, accumulate: bool) {
         panel.check(Self::MR, counts, cstride);
-        let args = x86::Args {
+        let args = Args::new(panel, counts, cstride, accumulate);
+        // SAFETY: `self` exists only where the CPU has the target features (see `new`), and
+        // `check` proved that the panel's rows and counts lie inside their slices.
+        unsafe { x86::dispatch(panel.op, panel.mr, panel.nc, &args) }
+    }
+}
+
+/// A panel and its counts as raw pointers, for the AVX-512 tiles (this one and
+/// [`super::tile_avx512_columns`]); each kernel's `dispatch` states what they must point to.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Args {
+    pub a: *const u64,
+    pub b: *const u64,
+    pub stride: usize,
+    pub w0: usize,
+    pub w1: usize,
+    pub counts: *mut u32,
+    pub cstride: usize,
+    pub accumulate: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Args {
+    /// The pointers of `panel` and `counts` (checked by the caller before they are used).
+    pub(super) fn new(
+        panel: &Panel<'_>,
+        counts: &mut [u32],
+        cstride: usize,
+        accumulate: bool,
+    ) -> Args {
+        Args {
             a: panel.a.as_ptr(),
             b: panel.b.as_ptr(),
             stride: panel.stride,
@@ -44,10 +74,7 @@ impl TileKernel for Avx512 {
             counts: counts.as_mut_ptr(),
             cstride,
             accumulate,
-        };
-        // SAFETY: `self` exists only where the CPU has the target features (see `new`), and
-        // `check` proved that the panel's rows and counts lie inside their slices.
-        unsafe { x86::dispatch(panel.op, panel.mr, panel.nc, &args) }
+        }
     }
 }
 
@@ -56,18 +83,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::engine::BitOp;
-
-    /// A panel as raw pointers; see [`dispatch`] for the contract.
-    pub(super) struct Args {
-        pub a: *const u64,
-        pub b: *const u64,
-        pub stride: usize,
-        pub w0: usize,
-        pub w1: usize,
-        pub counts: *mut u32,
-        pub cstride: usize,
-        pub accumulate: bool,
-    }
+    use super::Args;
 
     /// Covers the panel with tiles monomorphised for its row count and operation.
     ///

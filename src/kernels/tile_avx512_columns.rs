@@ -13,6 +13,8 @@
 //! enough rows of `A` to repay it (see `engine::run`).
 
 use super::engine::{Panel, Problem, TileKernel};
+#[cfg(target_arch = "x86_64")]
+use super::tile_avx512::Args;
 use super::tile_avx512::Avx512;
 
 /// Columns of `B` (lanes) in one vector of the tile.
@@ -85,20 +87,10 @@ impl TileKernel for Avx512Columns {
                 && panel.b.len() >= panel.nc.div_ceil(GROUP) * GROUP * panel.stride,
             "column panel: rhs groups out of bounds"
         );
-        let args = x86::Args {
-            a: panel.a.as_ptr(),
-            b: panel.b.as_ptr(),
-            stride: panel.stride,
-            w0: panel.words.start,
-            w1: panel.words.end,
-            mr: panel.mr,
-            counts: counts.as_mut_ptr(),
-            cstride,
-            accumulate,
-        };
+        let args = Args::new(panel, counts, cstride, accumulate);
         // SAFETY: `self` exists only where the CPU has the target features (see `new`); `check`
         // proved the rows of `a` and the counts inside their slices, the assert the groups.
-        unsafe { x86::dispatch(panel.op, panel.nc, &args) }
+        unsafe { x86::dispatch(panel.op, panel.mr, panel.nc, &args) }
     }
 }
 
@@ -107,23 +99,11 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::engine::BitOp;
+    use super::super::tile_avx512::Args;
     use super::GROUP;
 
     /// Rows of `A` in a tile.
     const ROWS: usize = 8;
-
-    /// A panel as raw pointers; see [`dispatch`] for the contract.
-    pub(super) struct Args {
-        pub a: *const u64,
-        pub b: *const u64,
-        pub stride: usize,
-        pub w0: usize,
-        pub w1: usize,
-        pub mr: usize,
-        pub counts: *mut u32,
-        pub cstride: usize,
-        pub accumulate: bool,
-    }
 
     /// Covers the panel's `nc` columns with tiles of 3 groups, then one of 1 or 2 groups.
     ///
@@ -131,12 +111,12 @@ mod x86 {
     /// The CPU has AVX-512F and VPOPCNTDQ; `1 ≤ mr ≤ 8`; rows `r < mr` of `a` (`stride` words
     /// apart) hold words `w0 .. w1 ≤ stride`; `b` holds `ceil(nc/8)` column groups of `stride`
     /// words; `counts` rows `r < mr` (`cstride` apart) hold `nc` values.
-    pub(super) unsafe fn dispatch(op: BitOp, nc: usize, args: &Args) {
+    pub(super) unsafe fn dispatch(op: BitOp, mr: usize, nc: usize, args: &Args) {
         // SAFETY: forwarded contract.
         unsafe {
             match op {
-                BitOp::Xor => panel::<true>(nc, args),
-                BitOp::And => panel::<false>(nc, args),
+                BitOp::Xor => panel::<true>(mr, nc, args),
+                BitOp::And => panel::<false>(mr, nc, args),
             }
         }
     }
@@ -144,11 +124,11 @@ mod x86 {
     /// # Safety
     /// As [`dispatch`].
     #[target_feature(enable = "avx512f,avx512vl,avx512vpopcntdq")]
-    unsafe fn panel<const XOR: bool>(nc: usize, args: &Args) {
+    unsafe fn panel<const XOR: bool>(mr: usize, nc: usize, args: &Args) {
         // Rows past `mr` repeat the last row; their counts are not stored.
         let rows: [*const u64; ROWS] = std::array::from_fn(|r| {
             // SAFETY: row `min(r, mr − 1)` is inside `a` (caller).
-            unsafe { args.a.add(r.min(args.mr - 1) * args.stride) }
+            unsafe { args.a.add(r.min(mr - 1) * args.stride) }
         });
         let mut c0 = 0;
         while c0 < nc {
@@ -156,9 +136,9 @@ mod x86 {
             // SAFETY: the tile's groups and counts lie inside the panel (caller).
             unsafe {
                 match columns.div_ceil(GROUP) {
-                    1 => tile::<1, XOR>(args, &rows, c0, columns),
-                    2 => tile::<2, XOR>(args, &rows, c0, columns),
-                    _ => tile::<3, XOR>(args, &rows, c0, columns),
+                    1 => tile::<1, XOR>(args, mr, &rows, c0, columns),
+                    2 => tile::<2, XOR>(args, mr, &rows, c0, columns),
+                    _ => tile::<3, XOR>(args, mr, &rows, c0, columns),
                 }
             }
             c0 += columns;
@@ -174,6 +154,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512vl,avx512vpopcntdq")]
     unsafe fn tile<const VECTORS: usize, const XOR: bool>(
         args: &Args,
+        mr: usize,
         rows: &[*const u64; ROWS],
         c0: usize,
         columns: usize,
@@ -202,7 +183,7 @@ mod x86 {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(args.mr) {
+        for (r, acc) in acc.iter().enumerate().take(mr) {
             for (v, &acc) in acc.iter().enumerate() {
                 let first = v * GROUP;
                 if first >= columns {
