@@ -158,15 +158,13 @@ const COLUMN_TILE_MIN_ROWS: usize = if cfg!(test) { 8 } else { 128 };
 pub(crate) fn run(isa: Isa, problem: &Problem<'_>, out: &mut [f32], epilogue: impl Epilogue) {
     check_problem(problem, out);
     match CheckedIsa::new(isa).isa() {
-        Isa::Avx512 => match (
-            tile_avx512_columns::Avx512Columns::new(),
-            tile_avx512::Avx512::new(),
-        ) {
-            (Some(kernel), _) if column_tile_pays_off(problem) => {
+        Isa::Avx512 => match tile_avx512::Avx512::new() {
+            Some(kernel) if column_tile_pays_off(problem) => {
+                let kernel = tile_avx512_columns::Avx512Columns::on(kernel);
                 run_with(kernel, problem, out, &epilogue)
             }
-            (_, Some(kernel)) => run_with(kernel, problem, out, &epilogue),
-            (_, None) => run_with(tile_portable::Portable, problem, out, &epilogue),
+            Some(kernel) => run_with(kernel, problem, out, &epilogue),
+            None => run_with(tile_portable::Portable, problem, out, &epilogue),
         },
         Isa::Avx2 => match tile_avx2::Avx2::new() {
             Some(kernel) => run_with(kernel, problem, out, &epilogue),

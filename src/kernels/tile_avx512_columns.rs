@@ -18,7 +18,7 @@ use super::tile_avx512::Args;
 use super::tile_avx512::Avx512;
 
 /// Columns of `B` (lanes) in one vector of the tile.
-pub(crate) const GROUP: usize = 8;
+const GROUP: usize = 8;
 
 /// The AVX-512 column-lane kernel. A value exists only where an [`Avx512`] does (the CPU has
 /// the features of both tiles).
@@ -28,16 +28,16 @@ pub(crate) struct Avx512Columns {
 }
 
 impl Avx512Columns {
-    /// The kernel, where this CPU runs it.
-    pub(crate) fn new() -> Option<Avx512Columns> {
-        Avx512::new().map(|kernel| Avx512Columns { _avx512: kernel })
+    /// The kernel on a CPU that runs `kernel` (whose existence proves the features).
+    pub(crate) fn on(kernel: Avx512) -> Avx512Columns {
+        Avx512Columns { _avx512: kernel }
     }
 }
 
 /// `B` (`rows` rows of `words` words) in column groups: word `w` of row `8g + l` at
 /// `(g·words + w)·8 + l`, with the rows of the last group past `rows` zero. Row `r` of a group's
 /// start (`r` a multiple of 8) begins at word `r·words`, as in `B` itself.
-pub(crate) fn column_groups(b: &[u64], rows: usize, words: usize) -> Vec<u64> {
+fn column_groups(b: &[u64], rows: usize, words: usize) -> Vec<u64> {
     use rayon::prelude::*;
     assert_eq!(b.len(), rows * words, "column_groups: length of B");
     let mut out = vec![0u64; rows.div_ceil(GROUP) * GROUP * words];
@@ -88,7 +88,7 @@ impl TileKernel for Avx512Columns {
             "column panel: rhs groups out of bounds"
         );
         let args = Args::new(panel, counts, cstride, accumulate);
-        // SAFETY: `self` exists only where the CPU has the target features (see `new`); `check`
+        // SAFETY: `self` exists only where the CPU has the target features (see `on`); `check`
         // proved the rows of `a` and the counts inside their slices, the assert the groups.
         unsafe { x86::dispatch(panel.op, panel.mr, panel.nc, &args) }
     }
@@ -235,7 +235,7 @@ mod tests {
     /// 24, and rows of one `k` block and of several (the counts then add up).
     #[test]
     fn counts_match_the_words() {
-        let Some(kernel) = Avx512Columns::new() else {
+        let Some(kernel) = Avx512::new().map(Avx512Columns::on) else {
             eprintln!("skipped: this CPU has no AVX-512 with VPOPCNTDQ");
             return;
         };
