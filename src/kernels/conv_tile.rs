@@ -33,8 +33,12 @@ pub(crate) struct Frame<'a> {
     pub word_stride: usize,
     /// `K_eff − correction` per (row class, channel, output column).
     pub base: &'a [f32],
-    /// Values between consecutive channels in `base`.
+    /// Values between consecutive channels in `base` and `limits`.
     pub base_channel_stride: usize,
+    /// For [`Finish::Sign`], the count limit of each `base` value (same layout): the output is
+    /// `−1` where `(count > limit) != negated` (see `conv::count_limit`); empty for
+    /// [`Finish::Raw`].
+    pub limits: &'a [i64],
     /// Values between consecutive channels in the output.
     pub out_channel_stride: usize,
 }
@@ -87,43 +91,22 @@ pub(crate) struct Tile {
 pub(crate) enum Finish {
     /// Writes the dot products.
     Raw,
-    /// Writes `+1` where `dot ≥ threshold[c]` (`dot ≤ threshold[c]` where `negate[c]`), else `−1`.
+    /// Writes `−1` where `(count > limit) != negated`, the limit from [`Frame::limits`], else
+    /// `+1`.
     Sign {
-        /// Per channel of the block.
-        threshold: [f32; BLOCK],
-        /// Per channel of the block.
-        negate: [bool; BLOCK],
+        /// Byte `c` is `0xFF` where channel `c` of the block is negated, else 0 (also past the
+        /// block's channels).
+        negated: u64,
     },
 }
 
 impl Finish {
-    /// Whether channel `c` is `+1` for a dot product (`Raw`: never).
+    /// Whether channel `c` of the block is negated (`Raw`: never).
     #[inline]
-    fn plus(&self, c: usize, dot: f32) -> bool {
+    fn negated(&self, c: usize) -> bool {
         match self {
             Finish::Raw => false,
-            Finish::Sign { threshold, negate } => {
-                if negate[c] {
-                    dot <= threshold[c]
-                } else {
-                    dot >= threshold[c]
-                }
-            }
-        }
-    }
-
-    /// The output value of channel `c` for a dot product.
-    #[inline]
-    fn apply(&self, c: usize, dot: f32) -> f32 {
-        match self {
-            Finish::Raw => dot,
-            Finish::Sign { .. } => {
-                if self.plus(c, dot) {
-                    1.0
-                } else {
-                    -1.0
-                }
-            }
+            Finish::Sign { negated } => (negated >> (8 * c)) & 1 == 1,
         }
     }
 }
@@ -225,17 +208,22 @@ fn check(f: &Frame<'_>, t: &Tile, b: &Block<'_>, out: OutPtr) {
             }
         }
         let last_base = t.base[r] + b.base + (b.channels - 1) * f.base_channel_stride + lanes;
-        assert!(last_base <= f.base.len(), "conv tile: base out of bounds");
+        let table = match b.finish {
+            Finish::Raw => f.base.len(),
+            Finish::Sign { .. } => f.limits.len(),
+        };
+        assert!(last_base <= table, "conv tile: base out of bounds");
     }
 }
 
 /// Computes the tile against the block on `isa` and writes the outputs. For vector `r`, channel
-/// `c < channels` and lane `l < lanes[r]`, `dot = base[t.base[r] + b.base +
-/// c·base_channel_stride + l] − 2·popcount`, the popcount over every tap and channel word of the
-/// input word of pixel `l` XOR the weight word of channel `c`; floats go to
-/// `out[t.out[r] + b.out + c·out_channel_stride + l] = finish(dot)`, sign bits to bit `c` of
-/// byte `b.bits_byte` of word `t.bits[r] + b.bits_word + l` (1 where the sign is `−1`; the
-/// byte's bits past `channels` are 0).
+/// `c < channels` and lane `l < lanes[r]`, `count` is the popcount over every tap and channel
+/// word of the input word of pixel `l` XOR the weight word of channel `c`, and
+/// `i = t.base[r] + b.base + c·base_channel_stride + l`. [`Finish::Raw`] writes
+/// `dot = base[i] − 2·count` to `out[t.out[r] + b.out + c·out_channel_stride + l]`;
+/// [`Finish::Sign`] writes `−1` there where `(count > limits[i]) != negated(c)`, else `+1`, or
+/// its sign bit to bit `c` of byte `b.bits_byte` of word `t.bits[r] + b.bits_word + l` (1 where
+/// the sign is `−1`; the byte's bits past `channels` are 0).
 ///
 /// # Safety
 /// `isa` runs on this CPU (it came from a [`super::CheckedIsa`]); the input words that the tile
@@ -301,12 +289,18 @@ unsafe fn tile_generic(f: &Frame<'_>, t: &Tile, r: usize, b: &Block<'_>, out: Ou
         let base = t.base[r] + b.base + c * f.base_channel_stride;
         let dst = t.out[r] + b.out + c * f.out_channel_stride;
         for (l, &n) in counts.iter().enumerate().take(t.lanes[r]) {
-            let dot = f.base[base + l] - 2.0 * n as f32;
-            match out {
+            let value = match b.finish {
+                Finish::Raw => f.base[base + l] - 2.0 * n as f32,
+                Finish::Sign { .. } => {
+                    let minus = (i64::from(n) > f.limits[base + l]) != b.finish.negated(c);
+                    bytes[l] |= u8::from(minus) << c;
+                    if minus { -1.0 } else { 1.0 }
+                }
+            };
+            if let OutPtr::Floats { ptr, .. } = out {
                 // SAFETY: `check` proved the position inside the output; no other tile writes
                 // it.
-                OutPtr::Floats { ptr, .. } => unsafe { *ptr.add(dst + l) = b.finish.apply(c, dot) },
-                OutPtr::Bits { .. } => bytes[l] |= u8::from(!b.finish.plus(c, dot)) << c,
+                unsafe { *ptr.add(dst + l) = value };
             }
         }
     }
@@ -476,55 +470,91 @@ mod x86 {
                 }
             }
         }
-        let minus_one = _mm256_set1_ps(-1.0);
-        let plus_one = _mm256_set1_ps(1.0);
-        // Narrowed in a fully unrolled loop, so that the accumulators stay in registers (the
-        // loop below runs over a run-time channel count).
-        let mut narrow = [[_mm256_setzero_si256(); BLOCK]; MR];
-        for (n, a) in narrow.iter_mut().zip(&acc) {
-            for (n, &a) in n.iter_mut().zip(a) {
-                *n = _mm512_cvtepi64_epi32(a);
-            }
-        }
-        for (r, narrow) in narrow.iter().enumerate() {
-            let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
-            // Row `c` (byte `c`) holds the lanes where channel `c` is `−1`.
-            let mut minus = 0u64;
-            for (c, &n) in narrow.iter().enumerate().take(b.channels) {
-                let counts = _mm256_cvtepi32_ps(n);
-                let base_at = t.base[r] + b.base + c * f.base_channel_stride;
-                // SAFETY: `check` proved the lanes of `mask` inside the base table.
-                let base = unsafe { _mm256_maskz_loadu_ps(mask, f.base.as_ptr().add(base_at)) };
-                let dot = _mm256_sub_ps(base, _mm256_add_ps(counts, counts));
-                let (value, on) = match &b.finish {
-                    Finish::Raw => (dot, 0),
-                    Finish::Sign { threshold, negate } => {
-                        let th = _mm256_set1_ps(threshold[c]);
-                        let on = if negate[c] {
-                            _mm256_cmp_ps_mask::<_CMP_LE_OQ>(dot, th)
-                        } else {
-                            _mm256_cmp_ps_mask::<_CMP_GE_OQ>(dot, th)
-                        };
-                        (_mm256_mask_blend_ps(on, minus_one, plus_one), on)
-                    }
+        match b.finish {
+            Finish::Raw => {
+                let OutPtr::Floats { ptr, .. } = out else {
+                    unreachable!("conv tile: `check` lets only signs go to bits")
                 };
-                match out {
-                    OutPtr::Floats { ptr, .. } => {
+                // Narrowed in a fully unrolled loop, so that the accumulators stay in registers
+                // (the loop below runs over a run-time channel count).
+                let mut narrow = [[_mm256_setzero_si256(); BLOCK]; MR];
+                for (n, a) in narrow.iter_mut().zip(&acc) {
+                    for (n, &a) in n.iter_mut().zip(a) {
+                        *n = _mm512_cvtepi64_epi32(a);
+                    }
+                }
+                for (r, narrow) in narrow.iter().enumerate() {
+                    let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
+                    for (c, &n) in narrow.iter().enumerate().take(b.channels) {
+                        let counts = _mm256_cvtepi32_ps(n);
+                        let base_at = t.base[r] + b.base + c * f.base_channel_stride;
+                        // SAFETY: `check` proved the lanes of `mask` inside the base table.
+                        let base =
+                            unsafe { _mm256_maskz_loadu_ps(mask, f.base.as_ptr().add(base_at)) };
+                        let dot = _mm256_sub_ps(base, _mm256_add_ps(counts, counts));
                         let at = t.out[r] + b.out + c * f.out_channel_stride;
                         // SAFETY: `check` proved the lanes of `mask` inside the output; no other
                         // tile writes them.
-                        unsafe { _mm256_mask_storeu_ps(ptr.add(at), mask, value) };
+                        unsafe { _mm256_mask_storeu_ps(ptr.add(at), mask, dot) };
                     }
-                    OutPtr::Bits { .. } => minus |= u64::from(!on) << (8 * c),
                 }
             }
-            if let OutPtr::Bits { ptr, .. } = out {
-                let bytes = super::transpose8(minus).to_le_bytes();
-                for (l, &byte) in bytes.iter().enumerate().take(t.lanes[r]) {
-                    let at = (t.bits[r] + b.bits_word + l) * 8 + b.bits_byte;
-                    // SAFETY: `check` proved the byte inside the output; no other tile writes
-                    // it.
-                    unsafe { *ptr.add(at) = byte };
+            Finish::Sign { negated } => {
+                // Byte `c` of `minus[r]` holds the lanes of vector `r` where channel `c` is `−1`:
+                // the counts above their limits, flipped where the channel is negated. A loop
+                // of fixed trip counts and no stores (no load and no bit for the channels past
+                // the block), which the compiler unrolls, so that the accumulators stay in
+                // registers.
+                let mut minus = [negated; MR];
+                for (r, (minus, acc)) in minus.iter_mut().zip(&acc).enumerate() {
+                    let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
+                    for (c, &counts) in acc.iter().enumerate() {
+                        let live = if c < b.channels { mask } else { 0 };
+                        let at = t.base[r] + b.base + c.min(b.channels - 1) * f.base_channel_stride;
+                        // SAFETY: `check` proved the lanes of `mask` inside the limits for every
+                        // channel of the block.
+                        let limit =
+                            unsafe { _mm512_maskz_loadu_epi64(live, f.limits.as_ptr().add(at)) };
+                        let above = _mm512_mask_cmpgt_epi64_mask(live, counts, limit);
+                        *minus ^= u64::from(above) << (8 * c);
+                    }
+                }
+                let minus_one = _mm256_set1_ps(-1.0);
+                let plus_one = _mm256_set1_ps(1.0);
+                for (r, &minus) in minus.iter().enumerate() {
+                    match out {
+                        OutPtr::Floats { ptr, .. } => {
+                            let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
+                            for c in 0..b.channels {
+                                let value = _mm256_mask_blend_ps(
+                                    (minus >> (8 * c)) as __mmask8,
+                                    plus_one,
+                                    minus_one,
+                                );
+                                let at = t.out[r] + b.out + c * f.out_channel_stride;
+                                // SAFETY: `check` proved the lanes of `mask` inside the output;
+                                // no other tile writes them.
+                                unsafe { _mm256_mask_storeu_ps(ptr.add(at), mask, value) };
+                            }
+                        }
+                        OutPtr::Bits { ptr, .. } => {
+                            // Byte `l` of the transpose (lane `l`'s signs) goes to byte
+                            // `bits_byte` of word `l`: spread to one byte a word, then one
+                            // masked store, which leaves the words' other bytes (other blocks'
+                            // channels, written by other threads) alone.
+                            let bytes = super::transpose8(minus) as i64;
+                            let spread = _mm512_sll_epi64(
+                                _mm512_cvtepu8_epi64(_mm_cvtsi64_si128(bytes)),
+                                _mm_cvtsi64_si128(8 * b.bits_byte as i64),
+                            );
+                            let words = u64::MAX >> (8 * (LANES - t.lanes[r]));
+                            let keep = (0x0101_0101_0101_0101u64 << b.bits_byte) & words;
+                            let at = (t.bits[r] + b.bits_word) * 8;
+                            // SAFETY: `check` proved the kept bytes inside the output (the
+                            // masked-out ones are not touched); no other tile writes them.
+                            unsafe { _mm512_mask_storeu_epi8(ptr.add(at).cast(), keep, spread) };
+                        }
+                    }
                 }
             }
         }

@@ -88,6 +88,40 @@ impl SignThresholds {
     }
 }
 
+/// Thresholds are clamped to this magnitude, beyond every dot product (`|dot| ≤ 2·2²⁴`).
+const FAR: f64 = (1u64 << 40) as f64;
+
+/// The sign epilogue of one output as a bound on its popcount, so that the tiles compare
+/// integer counts and convert nothing: for `dot = base − 2·count` (`base` an integer, as every
+/// base-table value is, and `count ≥ 0`), the output is `+1` exactly where
+/// `(count ≤ limit) != negate`, which is [`ConvEpilogue::Sign`]'s `dot ≥ threshold`
+/// (`dot ≤ threshold` where `negate`), a NaN threshold included (never `+1`).
+///
+/// `dot` is an integer, so `dot ≥ t ⇔ dot ≥ ⌈t⌉` and `dot ≤ t ⇔ dot ≤ ⌊t⌋`; then
+/// `base − 2·count ≥ ⌈t⌉ ⇔ count ≤ ⌊(base − ⌈t⌉)/2⌋`, and
+/// `base − 2·count ≤ ⌊t⌋ ⇔ count ≥ ⌈(base − ⌊t⌋)/2⌉ ⇔ ¬(count ≤ ⌈(base − ⌊t⌋)/2⌉ − 1)`.
+pub(super) fn count_limit(base: f32, threshold: f32, negate: bool) -> i64 {
+    debug_assert_eq!(base.fract(), 0.0, "count_limit: base {base} not an integer");
+    if threshold.is_nan() {
+        // Never `+1`: `count ≤ limit` must fail (plain) or hold (negated) for every count.
+        return if negate { i64::MAX } else { -1 };
+    }
+    let rounded = if negate {
+        threshold.floor()
+    } else {
+        threshold.ceil()
+    };
+    let t = f64::from(rounded).clamp(-FAR, FAR) as i64;
+    let base = base as i64;
+    let limit = if negate {
+        // ⌈x/2⌉ − 1 = ⌊(x + 1)/2⌋ − 1
+        (base - t + 1).div_euclid(2) - 1
+    } else {
+        (base - t).div_euclid(2)
+    };
+    limit.max(-1)
+}
+
 /// The smallest `d` in `lo ..= hi` where the non-decreasing predicate `p` holds, if any.
 pub(super) fn first_true(mut lo: i64, hi: i64, p: impl Fn(i64) -> bool) -> Option<i64> {
     if !p(hi) {

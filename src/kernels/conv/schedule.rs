@@ -74,6 +74,10 @@ pub(super) fn convolve(
     }
     let isa = CheckedIsa::new(isa).isa();
     let table = weights.base_table(g, out_size, pad);
+    let limits = match epilogue {
+        ConvEpilogue::Raw => None,
+        ConvEpilogue::Sign { threshold, negate } => Some(table.sign_limits(ow, threshold, negate)),
+    };
     let layout = InputLayout::new(g, ow);
     let total = g.batch * layout.image_words;
     let mut buf = SCRATCH.take();
@@ -99,6 +103,7 @@ pub(super) fn convolve(
             word_stride: layout.word_stride,
             base: &table.values,
             base_channel_stride: ow,
+            limits: limits.as_ref().map_or(&[], |l| &l.values),
             out_channel_stride: oh * ow,
         },
         layout,
@@ -219,16 +224,12 @@ impl Conv<'_> {
         let channels = (o - o0).min(BLOCK);
         let finish = match self.epilogue {
             ConvEpilogue::Raw => Finish::Raw,
-            ConvEpilogue::Sign { threshold, negate } => {
-                let mut t = [0.0; BLOCK];
-                let mut n = [false; BLOCK];
-                t[..channels].copy_from_slice(&threshold[o0..o0 + channels]);
-                n[..channels].copy_from_slice(&negate[o0..o0 + channels]);
-                Finish::Sign {
-                    threshold: t,
-                    negate: n,
-                }
-            }
+            ConvEpilogue::Sign { negate, .. } => Finish::Sign {
+                negated: (0..channels)
+                    .filter(|&c| negate[o0 + c])
+                    .map(|c| 0xFF << (8 * c))
+                    .sum(),
+            },
         };
         Block {
             weights: &self.weights.words[ob * steps * BLOCK..][..steps * BLOCK],

@@ -299,6 +299,117 @@ fn sign_epilogue_matches_reference() {
     }
 }
 
+/// `count_limit` against the float comparison it stands for, for every count that gives a dot
+/// product in range, on integer and fractional thresholds, the integers' float neighbours,
+/// ±0, ±∞, NaN and thresholds far outside every dot product.
+#[test]
+fn count_limits_match_the_float_comparison() {
+    let mut thresholds = vec![
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-30,
+        -1e-30,
+        3e38,
+        -3e38,
+        1e12,
+        -1e12,
+    ];
+    for i in -12..=12 {
+        let t = i as f32;
+        thresholds.extend([t, t.next_up(), t.next_down(), t + 0.5]);
+    }
+    for base in -9i64..=9 {
+        for &threshold in &thresholds {
+            for negate in [false, true] {
+                let limit = count_limit(base as f32, threshold, negate);
+                for count in 0..=12i64 {
+                    let dot = (base - 2 * count) as f32;
+                    let plus = if negate {
+                        dot <= threshold
+                    } else {
+                        dot >= threshold
+                    };
+                    assert_eq!(
+                        (count <= limit) != negate,
+                        plus,
+                        "base {base}, threshold {threshold}, negate {negate}, count {count}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The sign epilogue with any thresholds (fractional, integer, ±∞, NaN; plain and negated), not
+/// only those of `SignThresholds::from_affine`, against its definition on the reference dot
+/// products, as floats and as packed signs, on every path; twice on the same weights and
+/// geometry with new thresholds, so that the limits kept from one call must not serve the next.
+#[test]
+fn sign_epilogue_matches_its_definition_for_any_threshold() {
+    let mut rng = StdRng::seed_from_u64(31);
+    for g in [
+        geometry([2, 70, 9, 11, 19], [3, 3], [1, 1], [1, 1], [1, 1]),
+        geometry([1, 31, 7, 13, 12], [3, 5], [2, 1], [2, 0], [1, 2]),
+    ] {
+        let input = values(&mut rng, g.input_len());
+        let raw = values(&mut rng, g.weights_len());
+        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let o = g.out_channels;
+        let plane = g.output_len().unwrap() / (g.batch * o);
+        let [oh, ow] = g.output_size().unwrap();
+        for _round in 0..2 {
+            let threshold: Vec<f32> = (0..o)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    3 => rng.random_range(-30..30) as f32,
+                    _ => rng.random_range(-30.0..30.0),
+                })
+                .collect();
+            let negate: Vec<bool> = (0..o).map(|_| rng.random_bool(0.5)).collect();
+            let epilogue = ConvEpilogue::Sign {
+                threshold: &threshold,
+                negate: &negate,
+            };
+            let thresholds = SignThresholds {
+                threshold: threshold.clone(),
+                negate: negate.clone(),
+            };
+            for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
+                let expected: Vec<f32> = reference(&input, &raw, &g, pad)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &dot)| {
+                        let ch = i / plane % o;
+                        let plus = if negate[ch] {
+                            dot <= threshold[ch]
+                        } else {
+                            dot >= threshold[ch]
+                        };
+                        if plus { 1.0 } else { -1.0 }
+                    })
+                    .collect();
+                let want = ref_packed(&expected, [g.batch, o, oh, ow]);
+                for isa in Isa::available() {
+                    let mut out = vec![0.0; expected.len()];
+                    with_isa(isa, || {
+                        convolve_nchw(&input, &weights, &g, pad, epilogue, &mut out)
+                    });
+                    assert_eq!(out, expected, "{isa:?} {pad:?} {g:?}");
+                    let bits = with_isa(isa, || {
+                        convolve_to_signs(ConvInput::Nchw(&input), &weights, &g, pad, &thresholds)
+                    });
+                    assert_eq!(bits.words(), want, "{isa:?} {pad:?} {g:?}");
+                }
+            }
+        }
+    }
+}
+
 /// One set of weights used with many image sizes and geometries in turn (more than the
 /// base-table cache holds), twice.
 #[test]

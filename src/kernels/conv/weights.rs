@@ -19,6 +19,70 @@ pub(super) struct BaseTable {
     pub(super) row_class: Vec<usize>,
     /// `values[(class·o + channel)·ow + x]`.
     pub(super) values: Vec<f32>,
+    /// The count limits of the last sign epilogue used with the table.
+    last_limits: Mutex<Option<Arc<SignLimits>>>,
+}
+
+/// A sign epilogue's per-channel thresholds turned into a count limit per base-table value
+/// ([`count_limit`]), laid out as [`BaseTable::values`].
+#[derive(Debug)]
+pub(super) struct SignLimits {
+    /// The thresholds' bits.
+    threshold: Vec<u32>,
+    /// The negate flags.
+    negate: Vec<bool>,
+    /// `values[(class·o + channel)·ow + x]`.
+    pub(super) values: Vec<i64>,
+}
+
+impl BaseTable {
+    /// A table of `values` (`row_class` as the field says).
+    fn new(row_class: Vec<usize>, values: Vec<f32>) -> BaseTable {
+        BaseTable {
+            row_class,
+            values,
+            last_limits: Mutex::new(None),
+        }
+    }
+
+    /// The count limits of the sign epilogue with `threshold` and `negate` (one per channel of
+    /// the table's `ow`-wide rows): the last call's when the thresholds are the same, as they are
+    /// for a layer run again and again.
+    pub(super) fn sign_limits(
+        &self,
+        ow: usize,
+        threshold: &[f32],
+        negate: &[bool],
+    ) -> Arc<SignLimits> {
+        let mut last = self.last_limits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(limits) = last.as_ref()
+            && limits.negate == negate
+            && limits
+                .threshold
+                .iter()
+                .copied()
+                .eq(threshold.iter().map(|t| t.to_bits()))
+        {
+            return limits.clone();
+        }
+        let o = threshold.len();
+        let values = self
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, &base)| {
+                let channel = i / ow % o;
+                count_limit(base, threshold[channel], negate[channel])
+            })
+            .collect();
+        let limits = Arc::new(SignLimits {
+            threshold: threshold.iter().map(|t| t.to_bits()).collect(),
+            negate: negate.to_vec(),
+            values,
+        });
+        *last = Some(limits.clone());
+        limits
+    }
 }
 
 /// Cached base tables per packed weights.
@@ -225,10 +289,7 @@ impl ConvWeightBlocks {
         let o = self.out_channels;
         let k_eff = self.max_dot() as f32;
         if pad == PaddingMode::PlusOne {
-            return BaseTable {
-                row_class: vec![0; oh],
-                values: vec![k_eff; o * ow],
-            };
+            return BaseTable::new(vec![0; oh], vec![k_eff; o * ow]);
         }
         let [kh, kw] = self.kernel;
         let (row_class, row_sets) =
@@ -261,7 +322,7 @@ impl ConvWeightBlocks {
                 }
             }
         }
-        BaseTable { row_class, values }
+        BaseTable::new(row_class, values)
     }
 }
 
