@@ -35,9 +35,9 @@ pub(crate) struct Frame<'a> {
     pub base: &'a [f32],
     /// Values between consecutive channels in `base` and `limits`.
     pub base_channel_stride: usize,
-    /// For [`Finish::Sign`], the count limit of each `base` value (same layout): the output is
-    /// `−1` where `(count > limit) != negated` (see `conv::count_limit`); empty for
-    /// [`Finish::Raw`].
+    /// For [`Finish::Sign`], the count limit of each `base` value (same layout), then
+    /// [`LANES`] more values, so that a tile may read whole vectors: the output is `−1` where
+    /// `(count > limit) != negated` (see `conv::count_limit`); empty for [`Finish::Raw`].
     pub limits: &'a [i64],
     /// Values between consecutive channels in the output.
     pub out_channel_stride: usize,
@@ -207,12 +207,12 @@ fn check(f: &Frame<'_>, t: &Tile, b: &Block<'_>, out: OutPtr) {
                 assert!(last < len, "conv tile: bits out of bounds");
             }
         }
-        let last_base = t.base[r] + b.base + (b.channels - 1) * f.base_channel_stride + lanes;
-        let table = match b.finish {
-            Finish::Raw => f.base.len(),
-            Finish::Sign { .. } => f.limits.len(),
+        let last_base = t.base[r] + b.base + (b.channels - 1) * f.base_channel_stride;
+        let end = match b.finish {
+            Finish::Raw => last_base + lanes <= f.base.len(),
+            Finish::Sign { .. } => last_base + LANES <= f.limits.len(),
         };
-        assert!(last_base <= table, "conv tile: base out of bounds");
+        assert!(end, "conv tile: base out of bounds");
     }
 }
 
@@ -501,23 +501,22 @@ mod x86 {
             }
             Finish::Sign { negated } => {
                 // Byte `c` of `minus[r]` holds the lanes of vector `r` where channel `c` is `−1`:
-                // the counts above their limits, flipped where the channel is negated. A loop
-                // of fixed trip counts and no stores (no load and no bit for the channels past
-                // the block), which the compiler unrolls, so that the accumulators stay in
-                // registers.
-                let mut minus = [negated; MR];
+                // the counts above their limits, flipped where the channel is negated. Whole
+                // vectors of limits are read (the table has `LANES` values more than it uses),
+                // the channels past the block at its last channel, and their bits cleared
+                // after: a loop of fixed trip counts, no masks and no stores, which the
+                // compiler unrolls, so that the accumulators stay in registers.
+                let channels = u64::MAX >> (8 * (BLOCK - b.channels));
+                let mut minus = [0u64; MR];
                 for (r, (minus, acc)) in minus.iter_mut().zip(&acc).enumerate() {
-                    let mask = ((1u32 << t.lanes[r]) - 1) as __mmask8;
                     for (c, &counts) in acc.iter().enumerate() {
-                        let live = if c < b.channels { mask } else { 0 };
                         let at = t.base[r] + b.base + c.min(b.channels - 1) * f.base_channel_stride;
-                        // SAFETY: `check` proved the lanes of `mask` inside the limits for every
-                        // channel of the block.
-                        let limit =
-                            unsafe { _mm512_maskz_loadu_epi64(live, f.limits.as_ptr().add(at)) };
-                        let above = _mm512_mask_cmpgt_epi64_mask(live, counts, limit);
-                        *minus ^= u64::from(above) << (8 * c);
+                        // SAFETY: `check` proved `LANES` limits at `at` inside the table.
+                        let limit = unsafe { _mm512_loadu_epi64(f.limits.as_ptr().add(at)) };
+                        let above = _mm512_cmpgt_epi64_mask(counts, limit);
+                        *minus |= u64::from(above) << (8 * c);
                     }
+                    *minus = *minus & channels ^ negated;
                 }
                 let minus_one = _mm256_set1_ps(-1.0);
                 let plus_one = _mm256_set1_ps(1.0);

@@ -31,7 +31,8 @@ pub(super) struct SignLimits {
     threshold: Vec<u32>,
     /// The negate flags.
     negate: Vec<bool>,
-    /// `values[(class·o + channel)·ow + x]`.
+    /// `values[(class·o + channel)·ow + x]`, then [`LANES`] zeros (the tiles read whole
+    /// vectors).
     pub(super) values: Vec<i64>,
 }
 
@@ -74,6 +75,7 @@ impl BaseTable {
                 let channel = i / ow % o;
                 count_limit(base, threshold[channel], negate[channel])
             })
+            .chain([0; LANES])
             .collect();
         let limits = Arc::new(SignLimits {
             threshold: threshold.iter().map(|t| t.to_bits()).collect(),
