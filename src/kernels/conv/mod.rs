@@ -37,6 +37,11 @@
 //!   output rows (same set of valid kernel rows) × output column × channel, folded with
 //!   `K_eff = kh·kw·c` into a *base* `K_eff − correction`, and cached in the weights per
 //!   geometry (the last 4): the epilogue is `dot = base − 2·popcount`.
+//! - **Sign epilogue**: `dot` is an integer, so `dot ≥ threshold` (or `≤` where negated) is a
+//!   bound on the popcount itself, one per base value: the table of those *count limits* is
+//!   built from the base table and kept with it for the last thresholds used (a layer calls
+//!   with the same ones every time), and the tiles compare their 64-bit counts with it, with
+//!   no conversion to floats, writing a vector's 8 sign bytes with one masked store.
 //! - **Threads**: one parallel region a call. The work is a list of items — pack a band of rows
 //!   of an image, or compute a chunk of 8 tiles against a group of channel blocks — that the
 //!   threads claim in order from an atomic counter (so the load balances itself); a compute
