@@ -68,6 +68,32 @@ fn reference(input: &[f32], weights: &[f32], g: &ConvCall, pad: PaddingMode) -> 
     out
 }
 
+/// Random input and weights for `g` (every sign case, see [`values`]) and the weights packed.
+fn random_layer(rng: &mut StdRng, g: &ConvCall) -> (Vec<f32>, Vec<f32>, ConvWeightBlocks) {
+    let input = values(rng, g.input_len());
+    let raw = values(rng, g.weights_len());
+    let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+    (input, raw, weights)
+}
+
+/// The reference dot products turned into `±1` by a per-channel rule: `+1` where
+/// `plus(channel, dot)`.
+fn reference_signs(
+    input: &[f32],
+    raw: &[f32],
+    g: &ConvCall,
+    pad: PaddingMode,
+    plus: impl Fn(usize, f32) -> bool,
+) -> Vec<f32> {
+    let o = g.out_channels;
+    let plane = g.output_len().unwrap() / (g.batch * o);
+    reference(input, raw, g, pad)
+        .iter()
+        .enumerate()
+        .map(|(i, &dot)| if plus(i / plane % o, dot) { 1.0 } else { -1.0 })
+        .collect()
+}
+
 fn geometry(
     [batch, in_channels, height, width, out_channels]: [usize; 5],
     kernel: [usize; 2],
@@ -206,21 +232,28 @@ fn matches_reference_when_split_between_threads() {
     );
 }
 
+/// Floats for the edge cases of the sign epilogue: ±0, NaN, ±∞, tiny, huge and ordinary ones.
+const SPECIAL_FLOATS: [f32; 14] = [
+    0.0,
+    -0.0,
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    1e-30,
+    -1e-30,
+    3e38,
+    -3e38,
+    1e12,
+    -1e12,
+    0.1,
+    -0.3,
+    7.0,
+];
+
 #[test]
 fn sign_thresholds_match_the_affine_sign_for_every_dot() {
     let mut rng = StdRng::seed_from_u64(6);
-    let specials = [
-        0.0,
-        -0.0,
-        f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        1e-30,
-        -3e38,
-        0.1,
-        -0.3,
-        7.0,
-    ];
+    let specials = SPECIAL_FLOATS;
     let mut a: Vec<f32> = Vec::new();
     let mut b: Vec<f32> = Vec::new();
     for &x in &specials {
@@ -263,9 +296,7 @@ fn sign_epilogue_matches_reference() {
         geometry([3, 31, 7, 6, 10], [5, 3], [2, 1], [2, 0], [1, 2]),
         geometry([1, 130, 8, 8, 70], [3, 3], [1, 1], [1, 1], [1, 1]),
     ] {
-        let input = values(&mut rng, g.input_len());
-        let raw = values(&mut rng, g.weights_len());
-        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let (input, raw, weights) = random_layer(&mut rng, &g);
         let o = g.out_channels;
         let a: Vec<f32> = (0..o)
             .map(|i| match i % 7 {
@@ -277,17 +308,9 @@ fn sign_epilogue_matches_reference() {
             .collect();
         let b: Vec<f32> = (0..o).map(|_| rng.random_range(-20.0..20.0)).collect();
         let th = SignThresholds::from_affine(&a, &b, weights.max_dot());
-        let plane = g.output_len().unwrap() / (g.batch * o);
         for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
-            let dots = reference(&input, &raw, &g, pad);
-            let expected: Vec<f32> = dots
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| {
-                    let ch = i / plane % o;
-                    sign(a[ch] * d + b[ch])
-                })
-                .collect();
+            let expected =
+                reference_signs(&input, &raw, &g, pad, |ch, d| sign(a[ch] * d + b[ch]) > 0.0);
             for isa in Isa::available() {
                 let mut out = vec![f32::NAN; expected.len()];
                 with_isa(isa, || {
@@ -304,19 +327,7 @@ fn sign_epilogue_matches_reference() {
 /// ±0, ±∞, NaN and thresholds far outside every dot product.
 #[test]
 fn count_limits_match_the_float_comparison() {
-    let mut thresholds = vec![
-        0.0,
-        -0.0,
-        f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        1e-30,
-        -1e-30,
-        3e38,
-        -3e38,
-        1e12,
-        -1e12,
-    ];
+    let mut thresholds = SPECIAL_FLOATS.to_vec();
     for i in -12..=12 {
         let t = i as f32;
         thresholds.extend([t, t.next_up(), t.next_down(), t + 0.5]);
@@ -354,11 +365,8 @@ fn sign_epilogue_matches_its_definition_for_any_threshold() {
         geometry([2, 70, 9, 11, 19], [3, 3], [1, 1], [1, 1], [1, 1]),
         geometry([1, 31, 7, 13, 12], [3, 5], [2, 1], [2, 0], [1, 2]),
     ] {
-        let input = values(&mut rng, g.input_len());
-        let raw = values(&mut rng, g.weights_len());
-        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let (input, raw, weights) = random_layer(&mut rng, &g);
         let o = g.out_channels;
-        let plane = g.output_len().unwrap() / (g.batch * o);
         let [oh, ow] = g.output_size().unwrap();
         for _round in 0..2 {
             let threshold: Vec<f32> = (0..o)
@@ -380,19 +388,13 @@ fn sign_epilogue_matches_its_definition_for_any_threshold() {
                 negate: negate.clone(),
             };
             for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
-                let expected: Vec<f32> = reference(&input, &raw, &g, pad)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &dot)| {
-                        let ch = i / plane % o;
-                        let plus = if negate[ch] {
-                            dot <= threshold[ch]
-                        } else {
-                            dot >= threshold[ch]
-                        };
-                        if plus { 1.0 } else { -1.0 }
-                    })
-                    .collect();
+                let expected = reference_signs(&input, &raw, &g, pad, |ch, dot| {
+                    if negate[ch] {
+                        dot <= threshold[ch]
+                    } else {
+                        dot >= threshold[ch]
+                    }
+                });
                 let want = ref_packed(&expected, [g.batch, o, oh, ow]);
                 for isa in Isa::available() {
                     let mut out = vec![0.0; expected.len()];
