@@ -116,9 +116,7 @@ fn geometry(
 
 /// Runs every available path and pad mode on random data and compares with the reference.
 fn check(rng: &mut StdRng, g: &ConvCall) {
-    let input = values(rng, g.input_len());
-    let raw = values(rng, g.weights_len());
-    let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+    let (input, raw, weights) = random_layer(rng, g);
     for pad in [PaddingMode::Zero, PaddingMode::PlusOne] {
         let expected = reference(&input, &raw, g, pad);
         for isa in Isa::available() {
@@ -718,9 +716,7 @@ fn packed_input_and_sign_output_match_the_float_path() {
         geometry([2, 130, 8, 8, 130], [3, 3], [1, 2], [1, 1], [1, 1]),
         geometry([1, 3, 5, 13, 5], [1, 1], [2, 2], [0, 1], [1, 1]),
     ] {
-        let input = values(&mut rng, g.input_len());
-        let raw = values(&mut rng, g.weights_len());
-        let weights = ConvWeightBlocks::new(&raw, g.out_channels, g.in_channels, g.kernel);
+        let (input, raw, weights) = random_layer(&mut rng, &g);
         let o = g.out_channels;
         let a: Vec<f32> = (0..o)
             .map(|i| if i % 5 == 0 { -1.0 } else { 0.5 })
@@ -809,9 +805,7 @@ fn concurrent_and_nested_calls() {
     use rayon::prelude::*;
     let mut rng = StdRng::seed_from_u64(24);
     let g = geometry([2, 64, 12, 12, 24], [3, 3], [1, 1], [1, 1], [1, 1]);
-    let input = values(&mut rng, g.input_len());
-    let raw = values(&mut rng, g.weights_len());
-    let weights = ConvWeightBlocks::new(&raw, 24, 64, [3, 3]);
+    let (input, raw, weights) = random_layer(&mut rng, &g);
     let expected = reference(&input, &raw, &g, PaddingMode::Zero);
     let results: Vec<Vec<f32>> = (0..8)
         .into_par_iter()
