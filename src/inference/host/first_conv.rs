@@ -14,7 +14,7 @@ use crate::{
     kernels::{
         CheckedIsa,
         conv::{PackedActivations, classes},
-        first_conv::{LANES, PAIR, pixel, sign_index},
+        first_conv::{LANES, PAIR, PixelWeights, code_pair, pixels, sign_index},
         isa::active_isa,
         words_per_row,
     },
@@ -181,41 +181,51 @@ impl FirstConv {
                 plane[(y + ph) * wp + pw..][..w].copy_from_slice(row);
             }
         }
+        // Where each tap reads in an image's padded codes, from its output pixel's corner; the
+        // padding tap (odd taps) reads nothing.
+        let tap_offsets: Vec<Option<usize>> = (0..self.padded_taps)
+            .map(|t| {
+                let (plane, i, j) = (t / (kh * kw), t / kw % kh, t % kw);
+                (plane < c).then_some((plane * hp + i) * wp + j)
+            })
+            .collect();
+        let weights = PixelWeights {
+            channels: self.padded_out,
+            signs: &self.signs,
+            lo: &self.lo,
+            hi: &self.hi,
+        };
         let cw = words_per_row(self.out_channels);
         let isa = CheckedIsa::new(active_isa());
         let mut words = vec![0u64; n * oh * cw * ow];
         words.par_chunks_mut(cw * ow).enumerate().for_each_init(
-            || {
-                (
-                    vec![0u8; self.padded_taps],
-                    vec![0u64; self.padded_out.div_ceil(64)],
-                )
-            },
-            |(taps, bits), (row, dst)| {
+            || (vec![0u16; tap_offsets.len() / PAIR * ow], vec![0usize; ow]),
+            |(pairs, classes), (row, dst)| {
                 let (image, y) = (row / oh, row % oh);
                 let image = &padded[image * c * hp * wp..][..c * hp * wp];
-                for x in 0..ow {
-                    let mut at = 0;
-                    for plane in image.chunks_exact(hp * wp) {
-                        for i in 0..kh {
-                            taps[at..at + kw].copy_from_slice(&plane[(y + i) * wp + x..][..kw]);
-                            at += kw;
+                let codes_of = |tap: Option<usize>| tap.map(|at| &image[at + y * wp..][..ow]);
+                for (step, taps) in pairs
+                    .chunks_exact_mut(ow)
+                    .zip(tap_offsets.chunks_exact(PAIR))
+                {
+                    match (codes_of(taps[0]), codes_of(taps[1])) {
+                        (Some(first), Some(second)) => {
+                            for ((pair, &a), &b) in step.iter_mut().zip(first).zip(second) {
+                                *pair = code_pair(a, b);
+                            }
                         }
-                    }
-                    let class = self.row_class[y] * self.col_classes + self.col_class[x];
-                    let ranges = class * self.padded_out..(class + 1) * self.padded_out;
-                    pixel(
-                        isa,
-                        taps,
-                        &self.signs,
-                        &self.lo[ranges.clone()],
-                        &self.hi[ranges],
-                        bits,
-                    );
-                    for (wd, &word) in bits.iter().enumerate().take(cw) {
-                        dst[wd * ow + x] = word;
+                        (Some(first), None) => {
+                            for (pair, &a) in step.iter_mut().zip(first) {
+                                *pair = code_pair(a, 0);
+                            }
+                        }
+                        _ => unreachable!("only the last tap pads"),
                     }
                 }
+                for (class, &col) in classes.iter_mut().zip(&self.col_class) {
+                    *class = self.row_class[y] * self.col_classes + col;
+                }
+                pixels(isa, &weights, pairs, classes, dst);
             },
         );
         PackedActivations::from_words(words, n, self.out_channels, oh, ow)
