@@ -82,12 +82,19 @@ fn inside_sums(weight_signs: &[f32], g: &ConvCall, [oh, ow]: [usize; 2]) -> Vec<
 /// integers), and lets the rounding be two additions that vectorize: `v + 2²³` has no fraction
 /// bits for `v` in `[0, 255]`, so the addition rounds to an integer, ties to even.
 pub(crate) fn pixel_code(x: f32) -> f32 {
-    /// `2²³`: floats from here up to `2²⁴` are the integers.
-    const ROUND: f32 = 8_388_608.0;
     let scaled = (x + 1.0) * HALF_RANGE;
     let below_top = if scaled < 255.0 { scaled } else { 255.0 };
     let clamped = if below_top > 0.0 { below_top } else { 0.0 };
     (clamped + ROUND) - ROUND
+}
+
+/// `2²³`: floats from here up to `2²⁴` are the integers, held in the low mantissa bits.
+const ROUND: f32 = 8_388_608.0;
+
+/// [`pixel_code`] as a byte. The code plus `2²³` holds the code in its low mantissa byte, which
+/// vectorizes where a float-to-integer conversion (with its saturation) does not.
+pub(crate) fn pixel_code_byte(x: f32) -> u8 {
+    (pixel_code(x) + ROUND).to_bits() as u8
 }
 
 /// The 8-bit codes of inputs in `[−1, 1]` ([`crate::nn::pixel_codes`]), in parallel:

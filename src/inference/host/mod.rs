@@ -291,12 +291,15 @@ impl HostNet {
 /// The 8-bit codes of image values ([`bit_plane::pixel_code`]), or `None` where one is not
 /// finite (the tensor path then gives the answer, NaN included).
 pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<u8>> {
-    values.iter().all(|x| x.is_finite()).then(|| {
-        values
-            .iter()
-            .map(|&x| bit_plane::pixel_code(x) as u8)
-            .collect()
-    })
+    // One pass that vectorizes: the codes, and whether every value was finite.
+    const EXPONENT: u32 = 0x7f80_0000;
+    let mut codes = vec![0u8; values.len()];
+    let mut infinite_or_nan = 0u32;
+    for (code, &x) in codes.iter_mut().zip(values) {
+        infinite_or_nan |= u32::from(x.to_bits() & EXPONENT == EXPONENT);
+        *code = bit_plane::pixel_code_byte(x);
+    }
+    (infinite_or_nan == 0).then_some(codes)
 }
 
 /// The kernel's sign thresholds for a layer's ranges, if each is a half-line (or empty, or all).
@@ -445,6 +448,34 @@ impl Dense {
                 Ok(y)
             }
             DenseOutput::Signs { lo, hi } => Err(range_signs(&y, d_out, lo, hi)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are [`bit_plane::pixel_code`]'s, as bytes, across the range, past both ends
+    /// and for the extreme finite floats; a value that is not finite, wherever it stands, gives
+    /// `None`.
+    #[test]
+    fn pixel_codes_are_the_float_codes_of_finite_values() {
+        let mut values: Vec<f32> = (-2100..=2100).map(|i| i as f32 / 1000.0).collect();
+        values.extend((0..=255).map(|k| (k as f32 + 0.5) / HALF_RANGE - 1.0));
+        values.extend([0.0, -0.0, 1e-40, -1e-40, f32::MAX, f32::MIN, f32::EPSILON]);
+        let codes = pixel_codes_if_finite(&values).expect("every value is finite");
+        for (&x, &code) in values.iter().zip(&codes) {
+            let float = bit_plane::pixel_code(x);
+            assert_eq!(f32::from(code), float, "code of {x}");
+        }
+        assert!(codes.contains(&0) && codes.contains(&255));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, values.len() / 2, values.len() - 1] {
+                let mut with_bad = values.clone();
+                with_bad[at] = bad;
+                assert_eq!(pixel_codes_if_finite(&with_bad), None, "{bad} at {at}");
+            }
         }
     }
 }
