@@ -228,48 +228,53 @@ pub fn binary_linear_blocks<B: QnnAutodiffBackend>(device: &B::Device) {
 
 /// A bit-plane input block, then a convolution block on its signs, outside training: exactly
 /// the parts' values, packed or not, with the stem's signs as bits where the backend computes on
-/// the host.
+/// the host, on one image of 5 × 5 and on three of 9 × 9.
 pub fn bit_plane_blocks<B: QnnAutodiffBackend>(device: &B::Device) {
-    let (n, c_in, side) = (3, 3, 9);
-    let pixels: Vec<f32> = uniform(n * c_in * side * side, 0.0, 256.0, 100)
-        .into_iter()
-        .map(|p| p.floor() / 127.5 - 1.0)
-        .collect();
-    let on_host = B::InnerBackend::qnn_computes_on_host();
-    let mut stem = BitPlaneConvBlockConfig::new(
-        BitPlaneConv2dConfig::new([c_in, 70], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
-    )
-    .init::<B>(device);
-    let bias = random_norm(&mut stem.sign, 70, 27.0 * 255.0 / 127.5, 101, device);
-    stem.conv.bias = Some(bias);
-    let stem = stem.valid();
-    let next = block::<B>([70, 9], 1, true, PaddingMode::Zero, 110, device).valid();
-    let images = || tensor::<B::InnerBackend, 4>(pixels.clone(), [n, c_in, side, side], device);
-    let parts =
-        |stem: &BitPlaneConvBlock<B::InnerBackend>| stem.sign.forward(stem.conv.forward(images()));
-    let expected = values(by_parts(&next, parts(&stem)));
-    assert!(expected.contains(&1.0) && expected.contains(&-1.0));
-    for packed in [false, true] {
-        let (stem, next) = match packed {
-            true => (pack(&stem).unwrap(), pack(&next).unwrap()),
-            false => (stem.clone(), next.clone()),
+    // One small image (the host runs the stem on one thread) and three larger ones (split
+    // between threads).
+    for (n, side) in [(1, 5), (3, 9)] {
+        let c_in = 3;
+        let pixels: Vec<f32> = uniform(n * c_in * side * side, 0.0, 256.0, 100)
+            .into_iter()
+            .map(|p| p.floor() / 127.5 - 1.0)
+            .collect();
+        let on_host = B::InnerBackend::qnn_computes_on_host();
+        let mut stem = BitPlaneConvBlockConfig::new(
+            BitPlaneConv2dConfig::new([c_in, 70], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        )
+        .init::<B>(device);
+        let bias = random_norm(&mut stem.sign, 70, 27.0 * 255.0 / 127.5, 101, device);
+        stem.conv.bias = Some(bias);
+        let stem = stem.valid();
+        let next = block::<B>([70, 9], 1, true, PaddingMode::Zero, 110, device).valid();
+        let images = || tensor::<B::InnerBackend, 4>(pixels.clone(), [n, c_in, side, side], device);
+        let parts = |stem: &BitPlaneConvBlock<B::InnerBackend>| {
+            stem.sign.forward(stem.conv.forward(images()))
         };
-        let signs = stem.forward_signs(images());
-        assert_eq!(
-            signs.is_packed(),
-            on_host,
-            "the stem's signs as bits exactly on the host"
-        );
-        assert_eq!(
-            values(signs.clone().into_tensor()),
-            values(parts(&stem)),
-            "packed {packed}: the stem"
-        );
-        let got = values(next.forward_signs(signs).into_tensor());
-        assert_eq!(
-            got, expected,
-            "packed {packed}: the stem and a convolution block"
-        );
+        let expected = values(by_parts(&next, parts(&stem)));
+        assert!(expected.contains(&1.0) && expected.contains(&-1.0));
+        for packed in [false, true] {
+            let (stem, next) = match packed {
+                true => (pack(&stem).unwrap(), pack(&next).unwrap()),
+                false => (stem.clone(), next.clone()),
+            };
+            let signs = stem.forward_signs(images());
+            assert_eq!(
+                signs.is_packed(),
+                on_host,
+                "the stem's signs as bits exactly on the host"
+            );
+            assert_eq!(
+                values(signs.clone().into_tensor()),
+                values(parts(&stem)),
+                "packed {packed}: the stem"
+            );
+            let got = values(next.forward_signs(signs).into_tensor());
+            assert_eq!(
+                got, expected,
+                "packed {packed}: the stem and a convolution block"
+            );
+        }
     }
 }

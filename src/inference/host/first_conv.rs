@@ -25,6 +25,10 @@ use crate::{
 /// The largest 8-bit code.
 const MAX_CODE: i64 = 255;
 
+/// Code-times-sign products a thread computes at the least (about 5 µs of work): a layer with
+/// no more runs on the calling thread.
+const MIN_PRODUCTS_PER_THREAD: usize = 1 << 18;
+
 /// A first convolution (stride 1, no dilation), its batch norm and sign.
 #[derive(Debug)]
 pub(crate) struct FirstConv {
@@ -198,36 +202,51 @@ impl FirstConv {
         let cw = words_per_row(self.out_channels);
         let isa = CheckedIsa::new(active_isa());
         let mut words = vec![0u64; n * oh * cw * ow];
-        words.par_chunks_mut(cw * ow).enumerate().for_each_init(
-            || (vec![0u16; tap_offsets.len() / PAIR * ow], vec![0usize; ow]),
-            |(pairs, classes), (row, dst)| {
-                let (image, y) = (row / oh, row % oh);
-                let image = &padded[image * c * hp * wp..][..c * hp * wp];
-                let codes_of = |tap: Option<usize>| tap.map(|at| &image[at + y * wp..][..ow]);
-                for (step, taps) in pairs
-                    .chunks_exact_mut(ow)
-                    .zip(tap_offsets.chunks_exact(PAIR))
-                {
-                    match (codes_of(taps[0]), codes_of(taps[1])) {
-                        (Some(first), Some(second)) => {
-                            for ((pair, &a), &b) in step.iter_mut().zip(first).zip(second) {
-                                *pair = code_pair(a, b);
-                            }
+        let scratch = || (vec![0u16; tap_offsets.len() / PAIR * ow], vec![0usize; ow]);
+        let row_of_pixels = |(pairs, classes): &mut (Vec<u16>, Vec<usize>),
+                             (row, dst): (usize, &mut [u64])| {
+            let (image, y) = (row / oh, row % oh);
+            let image = &padded[image * c * hp * wp..][..c * hp * wp];
+            let codes_of = |tap: Option<usize>| tap.map(|at| &image[at + y * wp..][..ow]);
+            for (step, taps) in pairs
+                .chunks_exact_mut(ow)
+                .zip(tap_offsets.chunks_exact(PAIR))
+            {
+                match (codes_of(taps[0]), codes_of(taps[1])) {
+                    (Some(first), Some(second)) => {
+                        for ((pair, &a), &b) in step.iter_mut().zip(first).zip(second) {
+                            *pair = code_pair(a, b);
                         }
-                        (Some(first), None) => {
-                            for (pair, &a) in step.iter_mut().zip(first) {
-                                *pair = code_pair(a, 0);
-                            }
-                        }
-                        _ => unreachable!("only the last tap pads"),
                     }
+                    (Some(first), None) => {
+                        for (pair, &a) in step.iter_mut().zip(first) {
+                            *pair = code_pair(a, 0);
+                        }
+                    }
+                    _ => unreachable!("only the last tap pads"),
                 }
-                for (class, &col) in classes.iter_mut().zip(&self.col_class) {
-                    *class = self.row_class[y] * self.col_classes + col;
-                }
-                pixels(isa, &weights, pairs, classes, dst);
-            },
-        );
+            }
+            for (class, &col) in classes.iter_mut().zip(&self.col_class) {
+                *class = self.row_class[y] * self.col_classes + col;
+            }
+            pixels(isa, &weights, pairs, classes, dst);
+        };
+        // Rows a thread takes at the least: a small layer runs on this thread alone, where
+        // handing work to another would cost more than the work.
+        let row_products = ow * self.padded_out * self.padded_taps;
+        let min_rows = MIN_PRODUCTS_PER_THREAD.div_ceil(row_products.max(1));
+        if n * oh <= min_rows {
+            let mut scratch = scratch();
+            for job in words.chunks_mut(cw * ow).enumerate() {
+                row_of_pixels(&mut scratch, job);
+            }
+        } else {
+            words
+                .par_chunks_mut(cw * ow)
+                .enumerate()
+                .with_min_len(min_rows)
+                .for_each_init(scratch, row_of_pixels);
+        }
         PackedActivations::from_words(words, n, self.out_channels, oh, ow)
     }
 }
