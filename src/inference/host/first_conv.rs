@@ -202,28 +202,22 @@ impl FirstConv {
         let cw = words_per_row(self.out_channels);
         let isa = CheckedIsa::new(active_isa());
         let mut words = vec![0u64; n * oh * cw * ow];
+        let no_codes = vec![0u8; ow];
         let scratch = || (vec![0u16; tap_offsets.len() / PAIR * ow], vec![0usize; ow]);
         let row_of_pixels = |(pairs, classes): &mut (Vec<u16>, Vec<usize>),
                              (row, dst): (usize, &mut [u64])| {
             let (image, y) = (row / oh, row % oh);
             let image = &padded[image * c * hp * wp..][..c * hp * wp];
-            let codes_of = |tap: Option<usize>| tap.map(|at| &image[at + y * wp..][..ow]);
+            // The row's codes of a tap: the padding tap's are 0.
+            let codes_of =
+                |tap: Option<usize>| tap.map_or(&no_codes[..], |at| &image[at + y * wp..][..ow]);
             for (step, taps) in pairs
                 .chunks_exact_mut(ow)
                 .zip(tap_offsets.chunks_exact(PAIR))
             {
-                match (codes_of(taps[0]), codes_of(taps[1])) {
-                    (Some(first), Some(second)) => {
-                        for ((pair, &a), &b) in step.iter_mut().zip(first).zip(second) {
-                            *pair = code_pair(a, b);
-                        }
-                    }
-                    (Some(first), None) => {
-                        for (pair, &a) in step.iter_mut().zip(first) {
-                            *pair = code_pair(a, 0);
-                        }
-                    }
-                    _ => unreachable!("only the last tap pads"),
+                let (first, second) = (codes_of(taps[0]), codes_of(taps[1]));
+                for ((pair, &a), &b) in step.iter_mut().zip(first).zip(second) {
+                    *pair = code_pair(a, b);
                 }
             }
             for (class, &col) in classes.iter_mut().zip(&self.col_class) {

