@@ -343,19 +343,23 @@ impl<B: HostFloat> QnnBackend for B {
                 return B::float_tensor(out, &[n, c_out, oh, ow]);
             }
         }
-        let mut out = zeros(len);
         let weights = weight.conv_weights(c_in, geometry.kernel);
         let pad = geometry.padding_mode;
-        B::with_f32(x, |values, _| {
-            conv::convolve_nchw(
-                values,
-                &weights.weights,
-                &call,
-                pad,
-                conv::ConvEpilogue::Raw,
-                &mut out,
-            )
-        });
+        // SAFETY: `convolve_nchw_into` writes every slot.
+        let (out, ()) = unsafe {
+            written(len, |out| {
+                B::with_f32(x, |values, _| {
+                    conv::convolve_nchw_into(
+                        values,
+                        &weights.weights,
+                        &call,
+                        pad,
+                        conv::ConvEpilogue::Raw,
+                        out,
+                    )
+                })
+            })
+        };
         B::float_tensor(out, &[n, c_out, oh, ow])
     }
 
@@ -644,14 +648,18 @@ impl<B: HostFloat> QnnBackend for B {
         let g = geometry.call(input_shape);
         let grad = quantized_grad(grad_out, quantization);
         let input_grad = input_wanted.then(|| {
-            let mut out = zeros(g.input_len());
-            quantized_backward::binary_conv2d_input_grad(
-                &grad,
-                saved_bits(weight.signs),
-                saved_bits(input.blocked),
-                &g,
-                &mut out,
-            );
+            // SAFETY: `binary_conv2d_input_grad_into` writes every slot.
+            let (out, ()) = unsafe {
+                written(g.input_len(), |out| {
+                    quantized_backward::binary_conv2d_input_grad_into(
+                        &grad,
+                        saved_bits(weight.signs),
+                        saved_bits(input.blocked),
+                        &g,
+                        out,
+                    )
+                })
+            };
             B::float_tensor(out, &input_shape)
         });
         let weight_grad = weight_wanted.then(|| {

@@ -7,6 +7,8 @@
 //! its own pixel, and no horizontal reduction is needed. The counts of a vector and channel are
 //! then a row segment of the NCHW output, written (after the epilogue) as 8 floats.
 
+use std::mem::MaybeUninit;
+
 use super::isa::Isa;
 
 /// Pixels of one vector (lanes of 64 bits in 512).
@@ -161,10 +163,11 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    /// Wraps an NCHW float output; it must outlive every use of the pointer.
-    pub(crate) fn floats(out: &mut [f32]) -> OutPtr {
+    /// Wraps an NCHW float output (the tiles write every value, so it need not be
+    /// initialized); it must outlive every use of the pointer.
+    pub(crate) fn floats(out: &mut [MaybeUninit<f32>]) -> OutPtr {
         OutPtr::Floats {
-            ptr: out.as_mut_ptr(),
+            ptr: out.as_mut_ptr().cast(),
             len: out.len(),
         }
     }

@@ -14,6 +14,8 @@
 //! kernels of [`super::backward`]) up to the rounding of its f32 terms, and its integer part is
 //! exact: see each function's bound on the summed length.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::{
@@ -24,6 +26,7 @@ use super::{
     int8::{self, CheckedInt8, MAX_EXACT_SIGN_LEN},
     isa::{Isa, active_isa},
     transpose::transpose_into,
+    uninit::{as_slots, assume_written},
 };
 
 /// Bytes of expanded `i8` im2col rows at a time (one image's rows when they fit).
@@ -160,16 +163,22 @@ impl QuantizedGrad {
 
     /// Writes the rescaled `sums` into `out` and zeroes `out[j]` where bit `first + j` of
     /// `blocked` is set (`out` is the part of the gradient from value `first` on).
-    fn finish(&self, sums: &[i32], blocked: Bits<'_>, first: usize, out: &mut [f32]) {
+    fn finish(&self, sums: &[i32], blocked: Bits<'_>, first: usize, out: &mut [MaybeUninit<f32>]) {
+        assert_eq!(
+            sums.len(),
+            out.len(),
+            "quantized gradient: sums for every value"
+        );
         let step_value = self.step_value();
         out.par_chunks_mut(1 << 14)
             .zip(sums.par_chunks(1 << 14))
             .for_each(|(out, sums)| {
                 for (o, &sum) in out.iter_mut().zip(sums) {
-                    *o = Self::rescale(step_value, sum);
+                    o.write(Self::rescale(step_value, sum));
                 }
             });
-        blocked.cut(first, out);
+        // SAFETY: every slot was written just above (as many sums as slots).
+        blocked.cut(first, unsafe { assume_written(out) });
     }
 }
 
@@ -335,6 +344,21 @@ pub fn binary_conv2d_weight_grad(
     g: &ConvCall,
     out: &mut [f32],
 ) {
+    // SAFETY: `binary_conv2d_weight_grad_into` writes only initialized values.
+    binary_conv2d_weight_grad_into(grad, input_signs, pad, weight_blocked, g, unsafe {
+        as_slots(out)
+    });
+}
+
+/// [`binary_conv2d_weight_grad`] into slots it writes every one of (so `out` need not be initialized).
+pub(crate) fn binary_conv2d_weight_grad_into(
+    grad: &QuantizedGrad,
+    input_signs: Bits<'_>,
+    pad: PaddingMode,
+    weight_blocked: Bits<'_>,
+    g: &ConvCall,
+    out: &mut [MaybeUninit<f32>],
+) {
     let isa = CheckedInt8::active();
     let s = Shapes::of(g);
     check_conv("quantized weight gradient", g, &s, grad.codes.len());
@@ -428,6 +452,20 @@ pub fn binary_conv2d_input_grad(
     g: &ConvCall,
     out: &mut [f32],
 ) {
+    // SAFETY: `binary_conv2d_input_grad_into` writes only initialized values.
+    binary_conv2d_input_grad_into(grad, weight_signs, input_blocked, g, unsafe {
+        as_slots(out)
+    });
+}
+
+/// [`binary_conv2d_input_grad`] into slots it writes every one of (so `out` need not be initialized).
+pub(crate) fn binary_conv2d_input_grad_into(
+    grad: &QuantizedGrad,
+    weight_signs: Bits<'_>,
+    input_blocked: Bits<'_>,
+    g: &ConvCall,
+    out: &mut [MaybeUninit<f32>],
+) {
     let isa = CheckedInt8::active();
     let s = Shapes::of(g);
     check_conv("quantized input gradient", g, &s, grad.codes.len());
@@ -515,7 +553,7 @@ fn input_grad_stride_one(
     g: &ConvCall,
     transposed: &ConvCall,
     s: &Shapes,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
@@ -620,6 +658,18 @@ pub fn binary_matmul_lhs_grad(
     shape: MatmulShape,
     out: &mut [f32],
 ) {
+    // SAFETY: `binary_matmul_lhs_grad_into` writes only initialized values.
+    binary_matmul_lhs_grad_into(grad, b_signs, a_blocked, shape, unsafe { as_slots(out) });
+}
+
+/// [`binary_matmul_lhs_grad`] into slots it writes every one of (so `out` need not be initialized).
+pub(crate) fn binary_matmul_lhs_grad_into(
+    grad: &QuantizedGrad,
+    b_signs: Bits<'_>,
+    a_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [MaybeUninit<f32>],
+) {
     check_matmul("left gradient", grad, a_blocked, b_signs, shape);
     let MatmulShape { batch, m, k, n } = shape;
     assert_eq!(
@@ -657,6 +707,18 @@ pub fn binary_matmul_rhs_grad(
     b_blocked: Bits<'_>,
     shape: MatmulShape,
     out: &mut [f32],
+) {
+    // SAFETY: `binary_matmul_rhs_grad_into` writes only initialized values.
+    binary_matmul_rhs_grad_into(grad, a_signs, b_blocked, shape, unsafe { as_slots(out) });
+}
+
+/// [`binary_matmul_rhs_grad`] into slots it writes every one of (so `out` need not be initialized).
+pub(crate) fn binary_matmul_rhs_grad_into(
+    grad: &QuantizedGrad,
+    a_signs: Bits<'_>,
+    b_blocked: Bits<'_>,
+    shape: MatmulShape,
+    out: &mut [MaybeUninit<f32>],
 ) {
     check_matmul("right gradient", grad, a_signs, b_blocked, shape);
     let MatmulShape { batch, m, k, n } = shape;

@@ -49,8 +49,17 @@ pub(crate) fn write_all<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 /// Writes 0 to every slot of `dst` and hands the values back, initialized.
 pub(crate) fn write_zeros<T: Copy + Default>(dst: &mut [MaybeUninit<T>]) -> &mut [T] {
     dst.fill(MaybeUninit::new(T::default()));
-    // SAFETY: every slot was just written, and `MaybeUninit<T>` has `T`'s layout.
-    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+    // SAFETY: every slot was just written.
+    unsafe { assume_written(dst) }
+}
+
+/// The slots `written` as the values they hold.
+///
+/// # Safety
+/// Every slot of `written` must have been written.
+pub(crate) unsafe fn assume_written<T>(written: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and every slot holds a value (the caller).
+    unsafe { &mut *(written as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 #[cfg(test)]

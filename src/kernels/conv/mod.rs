@@ -59,6 +59,7 @@ mod weights;
 
 use std::{
     cell::Cell,
+    mem::MaybeUninit,
     ops::Range,
     sync::{
         Arc, Mutex,
@@ -72,6 +73,7 @@ use super::{
     CheckedIsa,
     conv_tile::{self, BLOCK, Block, Finish, Frame, InPtr, LANES, MAX_MR, OutPtr, RowLayout, Tile},
     isa::{Isa, active_isa},
+    uninit::as_slots,
     words_per_row,
 };
 
@@ -94,6 +96,21 @@ pub fn convolve_nchw(
     pad: PaddingMode,
     epilogue: ConvEpilogue<'_>,
     out_nchw: &mut [f32],
+) {
+    // SAFETY: the tiles write only the values they compute.
+    let out_nchw = unsafe { as_slots(out_nchw) };
+    convolve_nchw_into(input_nchw, weights, geometry, pad, epilogue, out_nchw);
+}
+
+/// [`convolve_nchw`] into slots it writes every one of (so `out_nchw` need not be
+/// initialized: a training step's outputs are not zeroed first).
+pub(crate) fn convolve_nchw_into(
+    input_nchw: &[f32],
+    weights: &ConvWeightBlocks,
+    geometry: &ConvCall,
+    pad: PaddingMode,
+    epilogue: ConvEpilogue<'_>,
+    out_nchw: &mut [MaybeUninit<f32>],
 ) {
     let isa = active_isa();
     let input = ConvInput::Nchw(input_nchw);
@@ -119,6 +136,8 @@ pub fn convolve_packed(
 ) {
     let isa = active_isa();
     let input = ConvInput::Packed(input);
+    // SAFETY: the tiles write only the values they compute.
+    let out_nchw = unsafe { as_slots(out_nchw) };
     convolve(
         isa,
         input,

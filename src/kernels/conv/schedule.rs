@@ -10,8 +10,8 @@ thread_local! {
 
 /// Where a call writes.
 pub(super) enum Output<'a> {
-    /// NCHW floats.
-    Floats(&'a mut [f32]),
+    /// NCHW floats, every one written (so the slots need not be initialized).
+    Floats(&'a mut [MaybeUninit<f32>]),
     /// Packed signs (all zero on entry).
     Bits(&'a mut [u64]),
 }
