@@ -117,16 +117,23 @@ pub(crate) fn batch_norm_forward_into(
     let shift: Vec<f64> = (0..shape.channels)
         .map(|c| shape.run(x, 0, c).first().map_or(0.0, |&v| v as f64))
         .collect();
-    let (mean, variance): (Vec<f32>, Vec<f32>) =
+    let sums = if shape.spatial == 1 {
+        row_sums(shape, |n, c| {
+            let d = x[n * shape.channels + c] as f64 - shift[c];
+            (d, d * d)
+        })
+    } else {
         per_channel_sums(shape, |n, c| isa.moments(shape.run(x, n, c), shift[c]))
-            .into_iter()
-            .zip(&shift)
-            .map(|((sum, squares), &shift)| {
-                let mean_shifted = sum / m;
-                let variance = (squares / m - mean_shifted * mean_shifted).max(0.0);
-                ((shift + mean_shifted) as f32, variance as f32)
-            })
-            .unzip();
+    };
+    let (mean, variance): (Vec<f32>, Vec<f32>) = sums
+        .into_iter()
+        .zip(&shift)
+        .map(|((sum, squares), &shift)| {
+            let mean_shifted = sum / m;
+            let variance = (squares / m - mean_shifted * mean_shifted).max(0.0);
+            ((shift + mean_shifted) as f32, variance as f32)
+        })
+        .unzip();
     let inv_std: Vec<f32> = variance
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
@@ -184,19 +191,31 @@ pub(crate) fn batch_norm_backward_into(
         shape.channels
     );
     let isa = CheckedIsa::new(active_isa());
-    let (d_gamma, d_beta): (Vec<f32>, Vec<f32>) = per_channel_sums(shape, |n, c| {
-        isa.sum_and_dot(shape.run(dy, n, c), shape.run(x, n, c), mean[c])
-    })
-    .into_iter()
-    .zip(inv_std)
-    .map(|((sum, dot), &inv_std)| ((dot * inv_std as f64) as f32, sum as f32))
-    .unzip();
+    let sums = if shape.spatial == 1 {
+        row_sums(shape, |n, c| {
+            let (g, v) = (dy[n * shape.channels + c], x[n * shape.channels + c]);
+            (g as f64, g as f64 * (v - mean[c]) as f64)
+        })
+    } else {
+        per_channel_sums(shape, |n, c| {
+            isa.sum_and_dot(shape.run(dy, n, c), shape.run(x, n, c), mean[c])
+        })
+    };
+    let (d_gamma, d_beta): (Vec<f32>, Vec<f32>) = sums
+        .into_iter()
+        .zip(inv_std)
+        .map(|((sum, dot), &inv_std)| ((dot * inv_std as f64) as f32, sum as f32))
+        .unzip();
     let m = shape.per_channel().max(1) as f32;
-    // dx = k·dy − k·∂β/M − k·r·(x − μ)·∂γ/M with k = γ·r.
+    // dx = k·dy − k·∂β/M − k·r·(x − μ)·∂γ/M with k = γ·r: the factors once a channel.
+    let factors: Vec<[f32; 3]> = (0..shape.channels)
+        .map(|c| {
+            let k = gamma[c] * inv_std[c];
+            [k, k * d_beta[c] / m, k * inv_std[c] * d_gamma[c] / m]
+        })
+        .collect();
     for_each_image(shape, dx, |n, c, out| {
-        let k = gamma[c] * inv_std[c];
-        let offset = k * d_beta[c] / m;
-        let (slope, mean) = (k * inv_std[c] * d_gamma[c] / m, mean[c]);
+        let ([k, offset, slope], mean) = (factors[c], mean[c]);
         let values = shape.run(dy, n, c).iter().zip(shape.run(x, n, c));
         for (o, (&g, &v)) in out.iter_mut().zip(values) {
             o.write(k * g - offset - slope * (v - mean));
@@ -428,6 +447,20 @@ fn per_channel_sums(
         .collect()
 }
 
+/// [`per_channel_sums`] where each run is one value (`S = 1`, a fully connected layer's
+/// `[N, C]`): the same sums in the same order (each image's pair added to the channel's total),
+/// image by image on this thread, with no partial sums kept.
+fn row_sums(shape: NormShape, f: impl Fn(usize, usize) -> (f64, f64)) -> Vec<(f64, f64)> {
+    let mut totals = vec![(0.0, 0.0); shape.channels];
+    for n in 0..shape.batch {
+        for (c, (sum, second)) in totals.iter_mut().enumerate() {
+            let (a, b) = f(n, c);
+            (*sum, *second) = (*sum + a, *second + b);
+        }
+    }
+    totals
+}
+
 /// Values from which the passes over `[N, C, S]` values run in parallel.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
@@ -518,6 +551,29 @@ mod tests {
                     "{isa:?} sum and dot, {len} values"
                 );
             }
+        }
+    }
+
+    /// The sums of runs of one value are those of the general path, bit for bit (the same
+    /// additions in the same order), on sums that rounding makes depend on their order.
+    #[test]
+    fn single_value_runs_sum_as_the_general_path() {
+        for (batch, channels) in [(1, 1), (5, 7), (50, 256), (300, 130)] {
+            let shape = NormShape {
+                batch,
+                channels,
+                spatial: 1,
+            };
+            let v = values(shape.len() * 2, 9);
+            let pair = |n: usize, c: usize| {
+                let i = 2 * (n * channels + c);
+                ((v[i] as f64) * 1e8 + 0.1, (v[i + 1] as f64).powi(3) / 3.0)
+            };
+            assert_eq!(
+                row_sums(shape, pair),
+                per_channel_sums(shape, pair),
+                "{shape:?}"
+            );
         }
     }
 
