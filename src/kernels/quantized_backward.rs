@@ -162,23 +162,42 @@ impl QuantizedGrad {
     }
 
     /// Writes the rescaled `sums` into `out` and zeroes `out[j]` where bit `first + j` of
-    /// `blocked` is set (`out` is the part of the gradient from value `first` on).
-    fn finish(&self, sums: &[i32], blocked: Bits<'_>, first: usize, out: &mut [MaybeUninit<f32>]) {
+    /// `blocked` is set (`out` is the part of the gradient from value `first` on), rescaling on
+    /// `isa`. Blocks of values run in parallel where `parallel` is set; a caller that already
+    /// runs on every thread (one image each) finishes its part on its own thread.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        isa: CheckedIsa,
+        sums: &[i32],
+        blocked: Bits<'_>,
+        first: usize,
+        out: &mut [MaybeUninit<f32>],
+        parallel: bool,
+    ) {
         assert_eq!(
             sums.len(),
             out.len(),
             "quantized gradient: sums for every value"
         );
         let step_value = self.step_value();
-        out.par_chunks_mut(1 << 14)
-            .zip(sums.par_chunks(1 << 14))
-            .for_each(|(out, sums)| {
-                for (o, &sum) in out.iter_mut().zip(sums) {
-                    o.write(Self::rescale(step_value, sum));
-                }
-            });
+        if parallel {
+            out.par_chunks_mut(1 << 14)
+                .zip(sums.par_chunks(1 << 14))
+                .for_each(|(out, sums)| isa.rescale(step_value, sums, out));
+        } else {
+            isa.rescale(step_value, sums, out);
+        }
         // SAFETY: every slot was written just above (as many sums as slots).
         blocked.cut(first, unsafe { assume_written(out) });
+    }
+}
+
+/// Each sum's gradient value ([`QuantizedGrad::rescale`]) into `out` (as long as `sums`).
+#[inline(always)]
+fn rescale_into(step_value: f64, sums: &[i32], out: &mut [MaybeUninit<f32>]) {
+    for (o, &sum) in out.iter_mut().zip(sums) {
+        o.write(QuantizedGrad::rescale(step_value, sum));
     }
 }
 
@@ -190,6 +209,16 @@ impl CheckedIsa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { x86::max_magnitude_avx512(grad) },
             _ => max_magnitude(grad),
+        }
+    }
+
+    /// [`rescale_into`], compiled for AVX-512 where the CPU has it (the same operations).
+    fn rescale(self, step_value: f64, sums: &[i32], out: &mut [MaybeUninit<f32>]) {
+        match self.isa() {
+            // SAFETY: a checked instruction set runs on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::rescale_avx512(step_value, sums, out) },
+            _ => rescale_into(step_value, sums, out),
         }
     }
 
@@ -225,6 +254,19 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn max_magnitude_avx512(grad: &[f32]) -> (f32, bool) {
         super::max_magnitude(grad)
+    }
+
+    /// [`super::rescale_into`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn rescale_avx512(
+        step_value: f64,
+        sums: &[i32],
+        out: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        super::rescale_into(step_value, sums, out)
     }
 
     /// [`super::codes_into`].
@@ -433,7 +475,14 @@ pub(crate) fn binary_conv2d_weight_grad_into(
             }
         }
     }
-    grad.finish(&total, weight_blocked, 0, out);
+    grad.finish(
+        CheckedIsa::new(active_isa()),
+        &total,
+        weight_blocked,
+        0,
+        out,
+        true,
+    );
 }
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]` on a quantized
@@ -467,6 +516,7 @@ pub(crate) fn binary_conv2d_input_grad_into(
     out: &mut [MaybeUninit<f32>],
 ) {
     let isa = CheckedInt8::active();
+    let float_isa = CheckedIsa::new(active_isa());
     let s = Shapes::of(g);
     check_conv("quantized input gradient", g, &s, grad.codes.len());
     assert_eq!(
@@ -527,7 +577,7 @@ pub(crate) fn binary_conv2d_input_grad_into(
                 scatter_taps(g, &s, tap0, rows, dx);
             }
         });
-    grad.finish(&sums, input_blocked, 0, out);
+    grad.finish(float_isa, &sums, input_blocked, 0, out, true);
 }
 
 /// The input gradient `[N, C_in, H, W]` for stride 1, written to `out`: the convolution of the
@@ -555,6 +605,8 @@ fn input_grad_stride_one(
     s: &Shapes,
     out: &mut [MaybeUninit<f32>],
 ) {
+    // Taken here, on the caller's thread (a path forced there holds in the images' jobs).
+    let float_isa = CheckedIsa::new(active_isa());
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
     let c_out = s.c_out;
@@ -620,7 +672,7 @@ fn input_grad_stride_one(
             dx_t.fill(0);
             int8::gemm_accumulate_rows_in(&rows, &flipped, dx_t, scratch);
             transpose_into(dx_t, s.c_in, in_positions, s.c_in, dx, in_positions);
-            grad.finish(dx, input_blocked, n * image_len, out);
+            grad.finish(float_isa, dx, input_blocked, n * image_len, out, false);
         },
     );
 }
@@ -692,7 +744,14 @@ pub(crate) fn binary_matmul_lhs_grad_into(
             &mut sums[i * m * k..(i + 1) * m * k],
         );
     }
-    grad.finish(&sums, a_blocked, 0, out);
+    grad.finish(
+        CheckedIsa::new(active_isa()),
+        &sums,
+        a_blocked,
+        0,
+        out,
+        true,
+    );
 }
 
 /// The gradient of `sign(a)·sign(b)` with respect to `b` `[batch, k, n]` on a quantized
@@ -744,7 +803,14 @@ pub(crate) fn binary_matmul_rhs_grad_into(
             &mut sums[i * k * n..(i + 1) * k * n],
         );
     }
-    grad.finish(&sums, b_blocked, 0, out);
+    grad.finish(
+        CheckedIsa::new(active_isa()),
+        &sums,
+        b_blocked,
+        0,
+        out,
+        true,
+    );
 }
 
 mod weight_grid;

@@ -1,8 +1,11 @@
 //! Each kernel against the definition of its gradient, summed in `i64` from the codes, on every
-//! int8 path.
+//! int8 path (the convolutions' also with their rescaling on every vector path).
 
 use super::*;
-use crate::kernels::int8::{Int8Isa, with_int8_isa};
+use crate::kernels::{
+    int8::{Int8Isa, with_int8_isa},
+    isa::with_isa,
+};
 
 /// A deterministic stream (xorshift).
 struct Stream(u64);
@@ -168,18 +171,22 @@ fn conv_weight_gradient_is_the_exact_integer_sum() {
         }
         let want = expected(&grad, &sums, &blocked);
         for isa in Int8Isa::available() {
-            let mut out = vec![f32::NAN; g.weights_len()];
-            with_int8_isa(isa, || {
-                binary_conv2d_weight_grad(
-                    &grad,
-                    Bits::new(&x, g.input_len()),
-                    pad,
-                    Bits::new(&blocked, g.weights_len()),
-                    &g,
-                    &mut out,
-                )
-            });
-            assert_eq!(out, want, "{isa:?}, {g:?}, {pad:?}");
+            for float_isa in Isa::available() {
+                let mut out = vec![f32::NAN; g.weights_len()];
+                with_isa(float_isa, || {
+                    with_int8_isa(isa, || {
+                        binary_conv2d_weight_grad(
+                            &grad,
+                            Bits::new(&x, g.input_len()),
+                            pad,
+                            Bits::new(&blocked, g.weights_len()),
+                            &g,
+                            &mut out,
+                        )
+                    })
+                });
+                assert_eq!(out, want, "{isa:?}, {float_isa:?}, {g:?}, {pad:?}");
+            }
         }
     }
 }
@@ -226,17 +233,21 @@ fn conv_input_gradient_is_the_exact_integer_sum() {
         }
         let want = expected(&grad, &sums, &blocked);
         for isa in Int8Isa::available() {
-            let mut out = vec![f32::NAN; g.input_len()];
-            with_int8_isa(isa, || {
-                binary_conv2d_input_grad(
-                    &grad,
-                    Bits::new(&w, g.weights_len()),
-                    Bits::new(&blocked, g.input_len()),
-                    &g,
-                    &mut out,
-                )
-            });
-            assert_eq!(out, want, "{isa:?}, {g:?}");
+            for float_isa in Isa::available() {
+                let mut out = vec![f32::NAN; g.input_len()];
+                with_isa(float_isa, || {
+                    with_int8_isa(isa, || {
+                        binary_conv2d_input_grad(
+                            &grad,
+                            Bits::new(&w, g.weights_len()),
+                            Bits::new(&blocked, g.input_len()),
+                            &g,
+                            &mut out,
+                        )
+                    })
+                });
+                assert_eq!(out, want, "{isa:?}, {float_isa:?}, {g:?}");
+            }
         }
     }
 }
