@@ -165,7 +165,6 @@ impl QuantizedGrad {
     /// `blocked` is set (`out` is the part of the gradient from value `first` on), rescaling on
     /// `isa`. Blocks of values run in parallel where `parallel` is set; a caller that already
     /// runs on every thread (one image each) finishes its part on its own thread.
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         isa: CheckedIsa,
@@ -190,6 +189,14 @@ impl QuantizedGrad {
         }
         // SAFETY: every slot was written just above (as many sums as slots).
         blocked.cut(first, unsafe { assume_written(out) });
+    }
+
+    /// [`QuantizedGrad::finish`] of a whole gradient, from its first value, blocks in parallel
+    /// on the active vector path.
+    fn finish_whole(&self, sums: &[i32], blocked: Bits<'_>, out: &mut [f32]) {
+        let isa = CheckedIsa::new(active_isa());
+        // SAFETY: `finish` writes only initialized values.
+        self.finish(isa, sums, blocked, 0, unsafe { as_slots(out) }, true);
     }
 }
 
@@ -386,21 +393,6 @@ pub fn binary_conv2d_weight_grad(
     g: &ConvCall,
     out: &mut [f32],
 ) {
-    // SAFETY: `binary_conv2d_weight_grad_into` writes only initialized values.
-    binary_conv2d_weight_grad_into(grad, input_signs, pad, weight_blocked, g, unsafe {
-        as_slots(out)
-    });
-}
-
-/// [`binary_conv2d_weight_grad`] into slots it writes every one of (so `out` need not be initialized).
-pub(crate) fn binary_conv2d_weight_grad_into(
-    grad: &QuantizedGrad,
-    input_signs: Bits<'_>,
-    pad: PaddingMode,
-    weight_blocked: Bits<'_>,
-    g: &ConvCall,
-    out: &mut [MaybeUninit<f32>],
-) {
     let isa = CheckedInt8::active();
     let s = Shapes::of(g);
     check_conv("quantized weight gradient", g, &s, grad.codes.len());
@@ -475,14 +467,7 @@ pub(crate) fn binary_conv2d_weight_grad_into(
             }
         }
     }
-    grad.finish(
-        CheckedIsa::new(active_isa()),
-        &total,
-        weight_blocked,
-        0,
-        out,
-        true,
-    );
+    grad.finish_whole(&total, weight_blocked, out);
 }
 
 /// The gradient of `sign(x) ⊛ sign(w)` with respect to `x` `[N, C_in, H, W]` on a quantized
@@ -710,18 +695,6 @@ pub fn binary_matmul_lhs_grad(
     shape: MatmulShape,
     out: &mut [f32],
 ) {
-    // SAFETY: `binary_matmul_lhs_grad_into` writes only initialized values.
-    binary_matmul_lhs_grad_into(grad, b_signs, a_blocked, shape, unsafe { as_slots(out) });
-}
-
-/// [`binary_matmul_lhs_grad`] into slots it writes every one of (so `out` need not be initialized).
-pub(crate) fn binary_matmul_lhs_grad_into(
-    grad: &QuantizedGrad,
-    b_signs: Bits<'_>,
-    a_blocked: Bits<'_>,
-    shape: MatmulShape,
-    out: &mut [MaybeUninit<f32>],
-) {
     check_matmul("left gradient", grad, a_blocked, b_signs, shape);
     let MatmulShape { batch, m, k, n } = shape;
     assert_eq!(
@@ -744,14 +717,7 @@ pub(crate) fn binary_matmul_lhs_grad_into(
             &mut sums[i * m * k..(i + 1) * m * k],
         );
     }
-    grad.finish(
-        CheckedIsa::new(active_isa()),
-        &sums,
-        a_blocked,
-        0,
-        out,
-        true,
-    );
+    grad.finish_whole(&sums, a_blocked, out);
 }
 
 /// The gradient of `sign(a)·sign(b)` with respect to `b` `[batch, k, n]` on a quantized
@@ -766,18 +732,6 @@ pub fn binary_matmul_rhs_grad(
     b_blocked: Bits<'_>,
     shape: MatmulShape,
     out: &mut [f32],
-) {
-    // SAFETY: `binary_matmul_rhs_grad_into` writes only initialized values.
-    binary_matmul_rhs_grad_into(grad, a_signs, b_blocked, shape, unsafe { as_slots(out) });
-}
-
-/// [`binary_matmul_rhs_grad`] into slots it writes every one of (so `out` need not be initialized).
-pub(crate) fn binary_matmul_rhs_grad_into(
-    grad: &QuantizedGrad,
-    a_signs: Bits<'_>,
-    b_blocked: Bits<'_>,
-    shape: MatmulShape,
-    out: &mut [MaybeUninit<f32>],
 ) {
     check_matmul("right gradient", grad, a_signs, b_blocked, shape);
     let MatmulShape { batch, m, k, n } = shape;
@@ -803,14 +757,7 @@ pub(crate) fn binary_matmul_rhs_grad_into(
             &mut sums[i * k * n..(i + 1) * k * n],
         );
     }
-    grad.finish(
-        CheckedIsa::new(active_isa()),
-        &sums,
-        b_blocked,
-        0,
-        out,
-        true,
-    );
+    grad.finish_whole(&sums, b_blocked, out);
 }
 
 mod weight_grid;
