@@ -1,12 +1,15 @@
-//! The int8 products on AVX-512 VNNI. `VPDPBUSD` multiplies unsigned by signed bytes, so `a`
-//! enters as `a + 128` (its sign bit flipped) and `128 · Σ_t b[j, t]` is taken off each result
-//! once; the arithmetic wraps modulo 2^32, and the result, which fits in an `i32`, is exact.
+//! The int8 products on AVX-512 VNNI. `VPDPBUSD` multiplies unsigned by signed bytes, so `b`
+//! is laid out as `b + 128` (its sign bit flipped) and `128 · Σ_t a[i, t]` is taken off each
+//! result once; the arithmetic wraps modulo 2^32, and the result, which fits in an `i32`, is
+//! exact.
 //!
 //! `b` is repacked into panels of [`PANEL`] rows, four consecutive values of each row side by
 //! side ([`Panels`]), so that one 64-byte load holds four values of 16 rows. Each step then
-//! broadcasts four values of a row of `a` and adds their products with 16 rows of `b` into 16
-//! sums at once: [`ROWS`] rows of `a` against a panel keep `2·ROWS` registers of sums, with no
-//! horizontal reduction, two loads of `b` for every `2·ROWS` `VPDPBUSD`.
+//! broadcasts four values of a row of `a` (the signed operand, so the broadcast is a load and
+//! nothing more) and adds their products with 16 rows of `b` into 16 sums at once: [`ROWS`]
+//! rows of `a` against a panel keep `2·ROWS` registers of sums, with no horizontal reduction,
+//! two loads of `b` for every `2·ROWS` `VPDPBUSD`. Each row's sum `Σ_t a[i, t]` (for the
+//! correction) is taken once a block of rows, 64 values an instruction.
 
 use super::{CheckedInt8, rows_in::RowsIn};
 
@@ -15,15 +18,14 @@ const PANEL: usize = 32;
 /// Rows of `a` multiplied against a panel at a time.
 const ROWS: usize = 8;
 
-/// `b` `[n, k]` in panels of [`PANEL`] rows, and each row's offset `128 · Σ_t b[j, t]`
-/// (wrapping; zero past row `n`, `PANEL · ⌈n / PANEL⌉` in all). Panel `p`, group `g` of four
-/// values, row `r`, value `q`: byte `((p·G + g)·PANEL + r)·4 + q` is `b[(PANEL·p + r)·k + 4g + q]`,
-/// `G = ⌈k/4⌉`, and 0 past the matrix.
+/// `b` `[n, k]` in panels of [`PANEL`] rows, each value `b + 128` as an unsigned byte. Panel
+/// `p`, group `g` of four values, row `r`, value `q`: byte `((p·G + g)·PANEL + r)·4 + q` is
+/// `b[(PANEL·p + r)·k + 4g + q] + 128`, `G = ⌈k/4⌉`, and 0 past the matrix (where `a`'s values
+/// are 0, or rows of sums that are not written).
 pub(super) struct Panels {
     n: usize,
     k: usize,
-    panels: Vec<i8>,
-    offsets: Vec<i32>,
+    panels: Vec<u8>,
 }
 
 impl Panels {
@@ -31,8 +33,8 @@ impl Panels {
     pub(super) fn new(b: &[i8], n: usize, k: usize) -> Panels {
         let groups = k.div_ceil(4);
         let panel_count = n.div_ceil(PANEL);
-        let mut panels = vec![0i8; panel_count * groups * PANEL * 4];
-        let mut offsets = vec![0i32; panel_count * PANEL];
+        let mut panels = vec![0u8; panel_count * groups * PANEL * 4];
+        let unsigned = |v: i8| (v as u8) ^ 0x80;
         for (j, row) in b.chunks_exact(k).enumerate().take(n) {
             let (p, r) = (j / PANEL, j % PANEL);
             let at = |g: usize| ((p * groups + g) * PANEL + r) * 4;
@@ -41,25 +43,17 @@ impl Panels {
             for (g, quad) in quads.enumerate() {
                 // Four bytes of a known length: one move, not a call of `memmove`.
                 let quad: &[i8; 4] = quad.try_into().expect("chunks of four");
-                let to: &mut [i8; 4] = (&mut panels[at(g)..at(g) + 4]).try_into().expect("four");
-                *to = *quad;
+                let to: &mut [u8; 4] = (&mut panels[at(g)..at(g) + 4]).try_into().expect("four");
+                *to = quad.map(unsigned);
             }
             if !tail.is_empty() {
                 let start = at(k / 4);
-                panels[start..start + tail.len()].copy_from_slice(tail);
+                for (to, &v) in panels[start..].iter_mut().zip(tail) {
+                    *to = unsigned(v);
+                }
             }
-            offsets[j] = row
-                .iter()
-                .map(|&v| i32::from(v))
-                .sum::<i32>()
-                .wrapping_mul(128);
         }
-        Panels {
-            n,
-            k,
-            panels,
-            offsets,
-        }
+        Panels { n, k, panels }
     }
 }
 
@@ -98,6 +92,8 @@ pub(super) fn gemm_accumulate_in_place(
     let a = InPlace {
         base: rows.base,
         starts: rows.starts,
+        offsets: rows.offsets,
+        run: rows.run,
         groups,
         whole,
         partial,
@@ -136,15 +132,10 @@ unsafe fn run<A: Lhs>(isa: CheckedInt8, a: &A, panels: &Panels, m: usize, out: &
     );
     #[cfg(target_arch = "x86_64")]
     {
-        let Panels {
-            n,
-            k,
-            panels,
-            offsets,
-        } = panels;
-        // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` and `offsets` are
-        // `Panels::new`'s for `[n, k]`; the rows and `out` as the caller promises.
-        unsafe { x86::gemm(a, panels, offsets, m, *n, *k, out) }
+        let Panels { n, k, panels } = panels;
+        // SAFETY: `isa` proves the CPU has AVX-512 F, BW and VNNI; `panels` are `Panels::new`'s
+        // for `[n, k]`; the rows and `out` as the caller promises.
+        unsafe { x86::gemm(a, panels, m, *n, *k, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -181,6 +172,10 @@ trait Lhs {
     /// # Safety
     /// `row` is a [`Lhs::row_start`] and `4·group < k`.
     unsafe fn tail_quad(&self, row: *const i8, group: usize) -> i32;
+
+    /// Where a row's values lie: stretches of the returned length at these offsets from its
+    /// start (the row's values are theirs, then zeros).
+    fn stretches(&self) -> (&[usize], usize);
 }
 
 /// `a` `[m, k]`, row-major.
@@ -215,6 +210,11 @@ impl Lhs for Contiguous<'_> {
         }
         i32::from_le_bytes(bytes)
     }
+
+    #[inline(always)]
+    fn stretches(&self) -> (&[usize], usize) {
+        (&[0], self.k)
+    }
 }
 
 /// Rows read where they lie ([`RowsIn`]): group `g` of row `i` at `base[starts[i] + groups[g]]`,
@@ -222,6 +222,8 @@ impl Lhs for Contiguous<'_> {
 struct InPlace<'a> {
     base: &'a [i8],
     starts: &'a [usize],
+    offsets: &'a [usize],
+    run: usize,
     groups: &'a [usize],
     whole: usize,
     partial: usize,
@@ -256,6 +258,11 @@ impl Lhs for InPlace<'_> {
             }
         }
         i32::from_le_bytes(bytes)
+    }
+
+    #[inline(always)]
+    fn stretches(&self) -> (&[usize], usize) {
+        (self.offsets, self.run)
     }
 }
 
@@ -292,17 +299,16 @@ mod x86 {
         _mm512_reduce_add_epi32(total)
     }
 
-    /// `out += a · bᵀ` from `b`'s panels and offsets ([`super::Panels`]): blocks of
-    /// [`ROWS`] rows of `a`, then of 4, then single rows.
+    /// `out += a · bᵀ` from `b`'s panels ([`super::Panels`]): blocks of [`ROWS`] rows of `a`,
+    /// then of 4, then single rows.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VNNI; `a` must hold `[m, k]`, `out` `[m, n]`, and
-    /// `panels`, `offsets` be those of `Panels::new(b, n, k)`.
+    /// `panels` be those of `Panels::new(b, n, k)`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn gemm<A: Lhs>(
         a: &A,
-        panels: &[i8],
-        offsets: &[i32],
+        panels: &[u8],
         m: usize,
         n: usize,
         k: usize,
@@ -311,17 +317,51 @@ mod x86 {
         let mut i = 0;
         // SAFETY (each block): the rows `i..i + R` exist, as the caller's lengths promise.
         while m - i >= ROWS {
-            unsafe { block::<ROWS, A>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<ROWS, A>(a, i, panels, n, k, out) };
             i += ROWS;
         }
         if m - i >= 4 {
-            unsafe { block::<4, A>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<4, A>(a, i, panels, n, k, out) };
             i += 4;
         }
         while i < m {
-            unsafe { block::<1, A>(a, i, panels, offsets, n, k, out) };
+            unsafe { block::<1, A>(a, i, panels, n, k, out) };
             i += 1;
         }
+    }
+
+    /// `128 · Σ` of each row's values (wrapping), in every lane: the rows' values are the
+    /// stretches of `run` values at `stretches` from each row's start. The rows are summed side
+    /// by side, 64 values an instruction, so that the sums do not wait on each other.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VNNI; every row's stretches can be read.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn corrections<const R: usize>(
+        rows: [*const i8; R],
+        stretches: &[usize],
+        run: usize,
+    ) -> [__m512i; R] {
+        let ones = _mm512_set1_epi8(1);
+        let mut sums = [_mm512_setzero_si512(); R];
+        for &offset in stretches {
+            let mut at = 0;
+            while at < run {
+                let mask: __mmask64 = if run - at >= 64 {
+                    !0
+                } else {
+                    (1 << (run - at)) - 1
+                };
+                for (sum, row) in sums.iter_mut().zip(rows) {
+                    // SAFETY: inside the row's stretch; the mask reads no byte past it.
+                    let chunk = unsafe { _mm512_maskz_loadu_epi8(mask, row.add(offset + at)) };
+                    *sum = _mm512_dpbusd_epi32(*sum, ones, chunk);
+                }
+                at += 64;
+            }
+        }
+        sums.map(|sum| _mm512_set1_epi32(_mm512_reduce_add_epi32(sum).wrapping_mul(128)))
     }
 
     /// `out[i, ..] += a[i, ..] · bᵀ` for the `R` rows from `first`, every panel in turn.
@@ -333,8 +373,7 @@ mod x86 {
     unsafe fn block<const R: usize, A: Lhs>(
         a: &A,
         first: usize,
-        panels: &[i8],
-        offsets: &[i32],
+        panels: &[u8],
         n: usize,
         k: usize,
         out: &mut [i32],
@@ -342,10 +381,12 @@ mod x86 {
         let groups = k.div_ceil(4);
         let whole = a.whole_groups();
         let panel_bytes = groups * PANEL * 4;
-        // Each byte's sign bit flipped: `v + 128` as the unsigned byte `VPDPBUSD` takes.
-        let flip = _mm512_set1_epi32(0x8080_8080_u32 as i32);
         // SAFETY: rows `first..first + R` exist (the caller).
         let rows: [*const i8; R] = std::array::from_fn(|r| unsafe { a.row_start(first + r) });
+        // `b` enters as `b + 128`: each row's products gain `128 · Σ_t a[i, t]`.
+        let (stretches, run) = a.stretches();
+        // SAFETY: a row's stretches lie in its buffer (`Lhs::stretches`).
+        let corrections = unsafe { corrections(rows, stretches, run) };
         for (p, panel) in panels.chunks_exact(panel_bytes).enumerate() {
             let mut sums = [[_mm512_setzero_si512(); 2]; R];
             for (g, step) in panel.chunks_exact(PANEL * 4).enumerate() {
@@ -358,21 +399,20 @@ mod x86 {
                         let at = a.group_offset(g);
                         for (sums, row) in sums.iter_mut().zip(rows) {
                             let quad = std::ptr::read_unaligned(row.add(at).cast::<i32>());
-                            let va = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);
-                            sums[0] = _mm512_dpbusd_epi32(sums[0], va, low);
-                            sums[1] = _mm512_dpbusd_epi32(sums[1], va, high);
+                            let va = _mm512_set1_epi32(quad);
+                            sums[0] = _mm512_dpbusd_epi32(sums[0], low, va);
+                            sums[1] = _mm512_dpbusd_epi32(sums[1], high, va);
                         }
                     } else {
                         for (sums, row) in sums.iter_mut().zip(rows) {
-                            let quad = a.tail_quad(row, g) ^ 0x8080_8080_u32 as i32;
-                            let va = _mm512_set1_epi32(quad);
-                            sums[0] = _mm512_dpbusd_epi32(sums[0], va, low);
-                            sums[1] = _mm512_dpbusd_epi32(sums[1], va, high);
+                            let va = _mm512_set1_epi32(a.tail_quad(row, g));
+                            sums[0] = _mm512_dpbusd_epi32(sums[0], low, va);
+                            sums[1] = _mm512_dpbusd_epi32(sums[1], high, va);
                         }
                     }
                 }
             }
-            for (r, sums) in sums.iter().enumerate() {
+            for (r, (sums, correction)) in sums.iter().zip(corrections).enumerate() {
                 for (half, &sum) in sums.iter().enumerate() {
                     let j = p * PANEL + half * 16;
                     if j >= n {
@@ -380,13 +420,12 @@ mod x86 {
                     }
                     let lanes = (n - j).min(16);
                     let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
-                    // SAFETY: `offsets` holds whole panels; the mask keeps `out`'s accesses
-                    // within row `first + r`'s `n` values.
+                    // SAFETY: the mask keeps `out`'s accesses within row `first + r`'s `n`
+                    // values.
                     unsafe {
-                        let offset = _mm512_loadu_si512(offsets.as_ptr().add(j).cast());
                         let at = out.as_mut_ptr().add((first + r) * n + j);
                         let old = _mm512_maskz_loadu_epi32(mask, at);
-                        let new = _mm512_add_epi32(old, _mm512_sub_epi32(sum, offset));
+                        let new = _mm512_add_epi32(old, _mm512_sub_epi32(sum, correction));
                         _mm512_mask_storeu_epi32(at, mask, new);
                     }
                 }
