@@ -253,9 +253,23 @@ impl PaddedGrid {
     /// output row together) starts at `r` padded widths. The extra positions keep what they
     /// hold (zeros).
     pub(super) fn fill_output<T: Copy>(&self, output: &[T], grid: &mut [T]) {
-        let ow = self.shapes[4];
-        for (r, row) in output.chunks_exact(ow).enumerate() {
-            grid[r * self.padded[1]..][..ow].copy_from_slice(row);
+        self.fill_output_channels(output, grid, self.positions);
+    }
+
+    /// [`PaddedGrid::fill_output`] with each channel's grid `channel_stride` values after the
+    /// last one's (at least `positions`): channel `c`, output row `y` starts at
+    /// `c·channel_stride + y·(w + 2·p_w)`.
+    pub(super) fn fill_output_channels<T: Copy>(
+        &self,
+        output: &[T],
+        grid: &mut [T],
+        channel_stride: usize,
+    ) {
+        let [oh, ow] = [self.shapes[3], self.shapes[4]];
+        for (c, channel) in output.chunks_exact(oh * ow).enumerate() {
+            for (y, row) in channel.chunks_exact(ow).enumerate() {
+                grid[c * channel_stride + y * self.padded[1]..][..ow].copy_from_slice(row);
+            }
         }
     }
 

@@ -112,6 +112,12 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
             g(6, 3, 5, 5, 6, [3, 3], [1, 1], [1, 1], [1, 1]),
             PaddingMode::Zero,
         ),
+        // Three images a weight-gradient product (14 × 32 grid positions each): with up to
+        // three threads a thread's last product holds fewer images than the one before it.
+        (
+            g(7, 2, 14, 30, 3, [3, 3], [1, 1], [1, 1], [1, 1]),
+            PaddingMode::Zero,
+        ),
         // 16 input channels, 33 output channels (rows of the input gradient 297 bytes, not
         // whole 64-byte steps), rows of 16 positions.
         (

@@ -49,8 +49,10 @@ pub(super) fn accumulate_stride_one(
     let slot_len = slot.len();
     let mut padded: Vec<i8> = slot.repeat(per_product);
     let mut values = vec![0i8; s.image_len()];
-    // One image's codes on the grid, then all of them: codes[co, j·positions + p].
-    let mut image_codes = vec![0i8; c_out * positions];
+    // All images' codes on their grids: codes[co, j·positions + p]. The extra grid positions
+    // are never written, so they stay zero: every offset (`co·k`, `j·positions`, a row's) is
+    // a multiple of the padded width, so a position is extra (a column past `w_out` in its
+    // row) in every product's layout, whatever its number of images.
     let mut codes = vec![0i8; c_out * per_product * positions];
     let starts: Vec<usize> = (0..s.taps).map(|tap| grid.tap_start(tap)).collect();
     let offsets: Vec<usize> = (0..per_product).map(|j| j * slot_len).collect();
@@ -63,13 +65,11 @@ pub(super) fn accumulate_stride_one(
             let n = first + j;
             let slot = &mut padded[j * slot_len..(j + 1) * slot_len];
             grid.fill_image(input_signs, n, &mut values, slot);
-            grid.fill_output(
+            grid.fill_output_channels(
                 &grad.codes[n * image_grad..][..image_grad],
-                &mut image_codes,
+                &mut codes[j * positions..],
+                k,
             );
-            for (co, channel) in image_codes.chunks_exact(positions).enumerate() {
-                codes[co * k + j * positions..][..positions].copy_from_slice(channel);
-            }
         }
         let codes = int8::Rhs::new(isa, &codes[..c_out * k], c_out, k);
         let rows = int8::RowsIn {
