@@ -119,8 +119,7 @@ pub(crate) fn batch_norm_forward_into(
         .collect();
     let sums = if shape.spatial == 1 {
         row_sums(shape, |n, c| {
-            let d = x[n * shape.channels + c] as f64 - shift[c];
-            (d, d * d)
+            tail_moments(std::slice::from_ref(&x[n * shape.channels + c]), shift[c])
         })
     } else {
         per_channel_sums(shape, |n, c| isa.moments(shape.run(x, n, c), shift[c]))
@@ -193,8 +192,12 @@ pub(crate) fn batch_norm_backward_into(
     let isa = CheckedIsa::new(active_isa());
     let sums = if shape.spatial == 1 {
         row_sums(shape, |n, c| {
-            let (g, v) = (dy[n * shape.channels + c], x[n * shape.channels + c]);
-            (g as f64, g as f64 * (v - mean[c]) as f64)
+            let at = n * shape.channels + c;
+            tail_sum_and_dot(
+                std::slice::from_ref(&dy[at]),
+                std::slice::from_ref(&x[at]),
+                mean[c],
+            )
         })
     } else {
         per_channel_sums(shape, |n, c| {
@@ -229,7 +232,7 @@ pub(crate) fn batch_norm_backward_into(
 const LANES: usize = 8;
 
 /// `(Σ d, Σ d²)` with `d = v − shift`, one running sum each: the values past the last whole
-/// lane chunk.
+/// lane chunk, or a run of one value.
 #[inline(always)]
 fn tail_moments(values: &[f32], shift: f64) -> (f64, f64) {
     values.iter().fold((0.0, 0.0), |(s, q), &v| {
@@ -238,7 +241,8 @@ fn tail_moments(values: &[f32], shift: f64) -> (f64, f64) {
     })
 }
 
-/// `(Σ g, Σ g·(v − mean))`, one running sum each: the values past the last whole lane chunk.
+/// `(Σ g, Σ g·(v − mean))`, one running sum each: the values past the last whole lane chunk,
+/// or a run of one value.
 #[inline(always)]
 fn tail_sum_and_dot(grads: &[f32], values: &[f32], mean: f32) -> (f64, f64) {
     grads
