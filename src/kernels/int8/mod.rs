@@ -261,7 +261,7 @@ impl Rhs {
         } else {
             match isa.isa() {
                 Int8Isa::Amx => Layout::Amx(amx::Tiles::new(b, n, k)),
-                Int8Isa::Avx512Vnni => Layout::Vnni(vnni::Panels::new(b, n, k)),
+                Int8Isa::Avx512Vnni => Layout::Vnni(vnni::Panels::new(isa, b, n, k)),
                 Int8Isa::Avx2 => Layout::Avx2(avx2::Panels::new(b, n, k)),
                 Int8Isa::Portable => Layout::Planes(portable::Planes::new(b, n, k)),
             }

@@ -28,19 +28,54 @@ pub(super) struct Panels {
     panels: Vec<u8>,
 }
 
+/// Groups of four values the vector layout moves at a time: one 64-byte load a row.
+const CHUNK: usize = 16;
+
 impl Panels {
-    /// `b` `[n, k]` (length checked by the caller) in panels.
-    pub(super) fn new(b: &[i8], n: usize, k: usize) -> Panels {
+    /// `b` `[n, k]` (length checked by the caller) in panels, for `isa` (which must be
+    /// [`super::Int8Isa::Avx512Vnni`]): whole panels in chunks of [`CHUNK`] groups by 16 × 16
+    /// transposes in registers, the rest value by value.
+    pub(super) fn new(isa: CheckedInt8, b: &[i8], n: usize, k: usize) -> Panels {
+        assert_eq!(
+            isa.isa(),
+            super::Int8Isa::Avx512Vnni,
+            "the VNNI panels need AVX-512 VNNI"
+        );
         let groups = k.div_ceil(4);
         let panel_count = n.div_ceil(PANEL);
         let mut panels = vec![0u8; panel_count * groups * PANEL * 4];
+        // Groups of the whole panels laid out by the vector code, from the first.
+        let vector_groups = k / 4 / CHUNK * CHUNK;
+        let vector_rows = n / PANEL * PANEL;
+        #[cfg(target_arch = "x86_64")]
+        for p in 0..n / PANEL {
+            for chunk in (0..vector_groups).step_by(CHUNK) {
+                for half in [0, PANEL / 2] {
+                    let row = PANEL * p + half;
+                    let to = ((p * groups + chunk) * PANEL + half) * 4;
+                    // SAFETY: `isa` proves AVX-512 F; rows `row .. row + 16` hold values
+                    // `4·chunk .. 4·chunk + 64` (`chunk + 16 ≤ k/4`), and the 16 groups from
+                    // `chunk` of the panel hold 16 rows from `half` at `to + 128·g`.
+                    unsafe {
+                        x86::transpose16(
+                            b.as_ptr().add(row * k + 4 * chunk),
+                            k,
+                            panels.as_mut_ptr().add(to),
+                        )
+                    };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let (vector_groups, vector_rows) = (0, 0);
         let unsigned = |v: i8| (v as u8) ^ 0x80;
         for (j, row) in b.chunks_exact(k).enumerate().take(n) {
             let (p, r) = (j / PANEL, j % PANEL);
             let at = |g: usize| ((p * groups + g) * PANEL + r) * 4;
+            let first = if j < vector_rows { vector_groups } else { 0 };
             let quads = row.chunks_exact(4);
             let tail = quads.remainder();
-            for (g, quad) in quads.enumerate() {
+            for (g, quad) in quads.enumerate().skip(first) {
                 // Four bytes of a known length: one move, not a call of `memmove`.
                 let quad: &[i8; 4] = quad.try_into().expect("chunks of four");
                 let to: &mut [u8; 4] = (&mut panels[at(g)..at(g) + 4]).try_into().expect("four");
@@ -271,6 +306,61 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Lhs, PANEL, ROWS};
+
+    /// Lays out [`super::CHUNK`] groups of four values of 16 rows: row `i`'s 64 values from
+    /// `rows + i·stride` become bytes `128·g + 4·i ..` of `to` for group `g`, each value
+    /// `v + 128` as an unsigned byte. A 16 × 16 transpose of 32-bit words: pairs of rows
+    /// interleaved by words, then by pairs of words (each 128-bit lane then holds 4 rows of one
+    /// group), then the lanes gathered across registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; the 16 rows' 64 bytes can be read, and the 16 runs of 64
+    /// bytes at `to + 128·g` written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16(rows: *const i8, stride: usize, to: *mut u8) {
+        // SAFETY: the rows can be read (the caller).
+        let r: [__m512i; 16] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_si512(rows.add(i * stride).cast()) });
+        // t[2i] lane L: words 4L, 4L + 1 of rows 2i, 2i + 1 interleaved; t[2i + 1]: 4L + 2, 4L + 3.
+        let t: [__m512i; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_epi32(a, b)
+            } else {
+                _mm512_unpackhi_epi32(a, b)
+            }
+        });
+        // u[4i + c] lane L: word 4L + c of rows 4i .. 4i + 4.
+        let u: [__m512i; 16] = std::array::from_fn(|i| {
+            let (base, c) = (i & !3, i % 4);
+            let (a, b) = (t[base + c / 2], t[base + 2 + c / 2]);
+            if c % 2 == 0 {
+                _mm512_unpacklo_epi64(a, b)
+            } else {
+                _mm512_unpackhi_epi64(a, b)
+            }
+        });
+        let flip = _mm512_set1_epi8(0x80_u8 as i8);
+        for c in 0..4 {
+            // Lanes 0 and 2 (0x88), or 1 and 3 (0xDD), of each source, rows 0–7 then 8–15.
+            let even_low = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+            let odd_low = _mm512_shuffle_i32x4::<0xDD>(u[c], u[4 + c]);
+            let even_high = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+            let odd_high = _mm512_shuffle_i32x4::<0xDD>(u[8 + c], u[12 + c]);
+            // Group 4L + c from lane L of each of u[c], u[4 + c], u[8 + c], u[12 + c].
+            let columns = [
+                (c, _mm512_shuffle_i32x4::<0x88>(even_low, even_high)),
+                (8 + c, _mm512_shuffle_i32x4::<0xDD>(even_low, even_high)),
+                (4 + c, _mm512_shuffle_i32x4::<0x88>(odd_low, odd_high)),
+                (12 + c, _mm512_shuffle_i32x4::<0xDD>(odd_low, odd_high)),
+            ];
+            for (group, column) in columns {
+                let column = _mm512_xor_si512(column, flip);
+                // SAFETY: group `group < 16` of `to` can be written (the caller).
+                unsafe { _mm512_storeu_si512(to.add(128 * group).cast(), column) };
+            }
+        }
+    }
 
     /// `iterations` rounds of sixteen `VPDPBUSD` into sixteen independent registers (more than
     /// the instruction's latency times its throughput), on register operands only; returns the
