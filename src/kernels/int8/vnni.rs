@@ -44,11 +44,15 @@ impl Panels {
         let groups = k.div_ceil(4);
         let panel_count = n.div_ceil(PANEL);
         let mut panels = vec![0u8; panel_count * groups * PANEL * 4];
-        // Groups of the whole panels laid out by the vector code, from the first.
-        let vector_groups = k / 4 / CHUNK * CHUNK;
-        let vector_rows = n / PANEL * PANEL;
+        // The groups, from the first, and the rows of the whole panels that the vector code
+        // lays out (none off x86-64).
+        let (vector_groups, vector_rows) = if cfg!(target_arch = "x86_64") {
+            (k / 4 / CHUNK * CHUNK, n / PANEL * PANEL)
+        } else {
+            (0, 0)
+        };
         #[cfg(target_arch = "x86_64")]
-        for p in 0..n / PANEL {
+        for p in 0..vector_rows / PANEL {
             for chunk in (0..vector_groups).step_by(CHUNK) {
                 for half in [0, PANEL / 2] {
                     let row = PANEL * p + half;
@@ -66,8 +70,6 @@ impl Panels {
                 }
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let (vector_groups, vector_rows) = (0, 0);
         let unsigned = |v: i8| (v as u8) ^ 0x80;
         for (j, row) in b.chunks_exact(k).enumerate().take(n) {
             let (p, r) = (j / PANEL, j % PANEL);
