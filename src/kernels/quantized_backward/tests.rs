@@ -1,5 +1,5 @@
 //! Each kernel against the definition of its gradient, summed in `i64` from the codes, on every
-//! int8 path (the convolutions' also with their rescaling on every vector path).
+//! int8 path, each with its rescaling on every vector path.
 
 use super::*;
 use crate::kernels::{
@@ -127,6 +127,18 @@ fn geometries() -> Vec<(ConvCall, PaddingMode)> {
     ]
 }
 
+/// Runs `kernel` into an output of NaN (so that a value left unwritten fails) on every int8
+/// path inside every vector path (the rescaling's), and checks that it writes `want`.
+fn assert_on_every_path(want: &[f32], context: &str, kernel: impl Fn(&mut [f32])) {
+    for isa in Int8Isa::available() {
+        for float_isa in Isa::available() {
+            let mut out = vec![f32::NAN; want.len()];
+            with_isa(float_isa, || with_int8_isa(isa, || kernel(&mut out)));
+            assert_eq!(out, want, "{isa:?}, {float_isa:?}, {context}");
+        }
+    }
+}
+
 /// The input value tap `(ky, kx)` of output `(oy, ox)` reads, or `None` on padding.
 fn read(g: &ConvCall, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
     let iy = (oy * g.stride[0] + ky * g.dilation[0]).checked_sub(g.padding[0])?;
@@ -176,24 +188,16 @@ fn conv_weight_gradient_is_the_exact_integer_sum() {
             }
         }
         let want = expected(&grad, &sums, &blocked);
-        for isa in Int8Isa::available() {
-            for float_isa in Isa::available() {
-                let mut out = vec![f32::NAN; g.weights_len()];
-                with_isa(float_isa, || {
-                    with_int8_isa(isa, || {
-                        binary_conv2d_weight_grad(
-                            &grad,
-                            Bits::new(&x, g.input_len()),
-                            pad,
-                            Bits::new(&blocked, g.weights_len()),
-                            &g,
-                            &mut out,
-                        )
-                    })
-                });
-                assert_eq!(out, want, "{isa:?}, {float_isa:?}, {g:?}, {pad:?}");
-            }
-        }
+        assert_on_every_path(&want, &format!("{g:?}, {pad:?}"), |out| {
+            binary_conv2d_weight_grad(
+                &grad,
+                Bits::new(&x, g.input_len()),
+                pad,
+                Bits::new(&blocked, g.weights_len()),
+                &g,
+                out,
+            )
+        });
     }
 }
 
@@ -238,23 +242,15 @@ fn conv_input_gradient_is_the_exact_integer_sum() {
             }
         }
         let want = expected(&grad, &sums, &blocked);
-        for isa in Int8Isa::available() {
-            for float_isa in Isa::available() {
-                let mut out = vec![f32::NAN; g.input_len()];
-                with_isa(float_isa, || {
-                    with_int8_isa(isa, || {
-                        binary_conv2d_input_grad(
-                            &grad,
-                            Bits::new(&w, g.weights_len()),
-                            Bits::new(&blocked, g.input_len()),
-                            &g,
-                            &mut out,
-                        )
-                    })
-                });
-                assert_eq!(out, want, "{isa:?}, {float_isa:?}, {g:?}");
-            }
-        }
+        assert_on_every_path(&want, &format!("{g:?}"), |out| {
+            binary_conv2d_input_grad(
+                &grad,
+                Bits::new(&w, g.weights_len()),
+                Bits::new(&blocked, g.input_len()),
+                &g,
+                out,
+            )
+        });
     }
 }
 
@@ -290,32 +286,24 @@ fn matmul_gradients_are_the_exact_integer_sums() {
             expected(&grad, &da, &a_blocked),
             expected(&grad, &db, &b_blocked),
         );
-        for isa in Int8Isa::available() {
-            let mut out = vec![f32::NAN; da.len()];
-            let b_bits = Bits::new(&b, batch * k * n);
-            with_int8_isa(isa, || {
-                binary_matmul_lhs_grad(
-                    &grad,
-                    b_bits,
-                    Bits::new(&a_blocked, da.len()),
-                    shape,
-                    &mut out,
-                )
-            });
-            assert_eq!(out, want_a, "{isa:?} left, {shape:?}");
-            let mut out = vec![f32::NAN; db.len()];
-            let a_bits = Bits::new(&a, batch * m * k);
-            with_int8_isa(isa, || {
-                binary_matmul_rhs_grad(
-                    &grad,
-                    a_bits,
-                    Bits::new(&b_blocked, db.len()),
-                    shape,
-                    &mut out,
-                )
-            });
-            assert_eq!(out, want_b, "{isa:?} right, {shape:?}");
-        }
+        assert_on_every_path(&want_a, &format!("left, {shape:?}"), |out| {
+            binary_matmul_lhs_grad(
+                &grad,
+                Bits::new(&b, batch * k * n),
+                Bits::new(&a_blocked, da.len()),
+                shape,
+                out,
+            )
+        });
+        assert_on_every_path(&want_b, &format!("right, {shape:?}"), |out| {
+            binary_matmul_rhs_grad(
+                &grad,
+                Bits::new(&a, batch * m * k),
+                Bits::new(&b_blocked, db.len()),
+                shape,
+                out,
+            )
+        });
     }
 }
 
