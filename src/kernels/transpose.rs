@@ -173,6 +173,54 @@ impl Transposable for i8 {
     }
 }
 
+/// The columns of a 16 × 16 matrix of 32-bit words held as 16 rows in registers: word `j` of
+/// every row, in row order, is result `j`. Pairs of rows interleaved by 32 then by 64 bits
+/// within 128-bit lanes, then two rounds of 128-bit lane shuffles across registers.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn transpose_words16(
+    rows: [std::arch::x86_64::__m512i; 16],
+) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    // a[2p], a[2p + 1]: rows 2p and 2p + 1 interleaved by 32 bits.
+    let a: [__m512i; 16] = std::array::from_fn(|i| {
+        let (x, y) = (rows[i & !1], rows[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi32(x, y)
+        } else {
+            _mm512_unpackhi_epi32(x, y)
+        }
+    });
+    // b[4g + j]: in 128-bit lane L, column 4L + j of rows 4g .. 4g + 4.
+    let b: [__m512i; 16] = std::array::from_fn(|i| {
+        let (g, j) = (i / 4, i % 4);
+        let (x, y) = (a[4 * g + j / 2], a[4 * g + 2 + j / 2]);
+        if j % 2 == 0 {
+            _mm512_unpacklo_epi64(x, y)
+        } else {
+            _mm512_unpackhi_epi64(x, y)
+        }
+    });
+    let mut columns = [_mm512_setzero_si512(); 16];
+    for j in 0..4 {
+        // Lanes 0 and 2 (0x88), or 1 and 3 (0xdd), of each source: rows 0–7, then 8–15.
+        let c0 = _mm512_shuffle_i32x4::<0x88>(b[j], b[4 + j]);
+        let c1 = _mm512_shuffle_i32x4::<0xdd>(b[j], b[4 + j]);
+        let c2 = _mm512_shuffle_i32x4::<0x88>(b[8 + j], b[12 + j]);
+        let c3 = _mm512_shuffle_i32x4::<0xdd>(b[8 + j], b[12 + j]);
+        // Column 4L + j from lane L of each of b[j], b[4 + j], b[8 + j], b[12 + j].
+        columns[j] = _mm512_shuffle_i32x4::<0x88>(c0, c2);
+        columns[8 + j] = _mm512_shuffle_i32x4::<0xdd>(c0, c2);
+        columns[4 + j] = _mm512_shuffle_i32x4::<0x88>(c1, c3);
+        columns[12 + j] = _mm512_shuffle_i32x4::<0xdd>(c1, c3);
+    }
+    columns
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

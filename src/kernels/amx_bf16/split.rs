@@ -5,6 +5,8 @@
 use std::arch::x86_64::*;
 
 use crate::kernels::backward::Bits;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::transpose::transpose_words16;
 
 /// The top 16 bits of an f32: a bf16 in place.
 const TOP: u32 = 0xffff_0000;
@@ -274,8 +276,7 @@ pub(super) fn transpose16(
     }
 }
 
-/// [`transpose16`] in registers: 32-bit and 64-bit interleaves within 128-bit lanes, then two
-/// rounds of 128-bit lane shuffles.
+/// [`transpose16`] in registers ([`transpose_words16`]).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; `src` must hold 16 rows of 16 values `src_stride` apart and
@@ -284,42 +285,13 @@ pub(super) fn transpose16(
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose16_avx512(src: *const u32, src_stride: usize, dst: *mut u32, dst_stride: usize) {
     // SAFETY: the caller's contract.
-    let r: [__m512i; 16] =
+    let rows: [__m512i; 16] =
         std::array::from_fn(|i| unsafe { _mm512_loadu_si512(src.add(i * src_stride).cast()) });
-    // a[2p], a[2p+1]: rows 2p and 2p+1 interleaved by 32 bits.
-    let a: [__m512i; 16] = std::array::from_fn(|i| {
-        let (x, y) = (r[i & !1], r[i | 1]);
-        if i % 2 == 0 {
-            _mm512_unpacklo_epi32(x, y)
-        } else {
-            _mm512_unpackhi_epi32(x, y)
-        }
-    });
-    // b[4g + j]: in 128-bit lane L, column 4L + j of rows 4g .. 4g + 4.
-    let b: [__m512i; 16] = std::array::from_fn(|i| {
-        let (g, j) = (i / 4, i % 4);
-        let (x, y) = (a[4 * g + j / 2], a[4 * g + 2 + j / 2]);
-        if j % 2 == 0 {
-            _mm512_unpacklo_epi64(x, y)
-        } else {
-            _mm512_unpackhi_epi64(x, y)
-        }
-    });
-    for j in 0..4 {
-        let c0 = _mm512_shuffle_i32x4::<0x88>(b[j], b[4 + j]);
-        let c1 = _mm512_shuffle_i32x4::<0xdd>(b[j], b[4 + j]);
-        let c2 = _mm512_shuffle_i32x4::<0x88>(b[8 + j], b[12 + j]);
-        let c3 = _mm512_shuffle_i32x4::<0xdd>(b[8 + j], b[12 + j]);
-        let columns = [
-            (j, _mm512_shuffle_i32x4::<0x88>(c0, c2)),
-            (8 + j, _mm512_shuffle_i32x4::<0xdd>(c0, c2)),
-            (4 + j, _mm512_shuffle_i32x4::<0x88>(c1, c3)),
-            (12 + j, _mm512_shuffle_i32x4::<0xdd>(c1, c3)),
-        ];
-        for (column, value) in columns {
-            // SAFETY: the caller's contract.
-            unsafe { _mm512_storeu_si512(dst.add(column * dst_stride).cast(), value) };
-        }
+    // SAFETY: the CPU has AVX-512 F (this function's contract).
+    let columns = unsafe { transpose_words16(rows) };
+    for (j, column) in columns.into_iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_storeu_si512(dst.add(j * dst_stride).cast(), column) };
     }
 }
 

@@ -308,12 +308,12 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Lhs, PANEL, ROWS};
+    use crate::kernels::transpose::transpose_words16;
 
     /// Lays out [`super::CHUNK`] groups of four values of 16 rows: row `i`'s 64 values from
     /// `rows + i·stride` become bytes `128·g + 4·i ..` of `to` for group `g`, each value
-    /// `v + 128` as an unsigned byte. A 16 × 16 transpose of 32-bit words: pairs of rows
-    /// interleaved by words, then by pairs of words (each 128-bit lane then holds 4 rows of one
-    /// group), then the lanes gathered across registers.
+    /// `v + 128` as an unsigned byte: a 16 × 16 transpose of 32-bit words
+    /// ([`transpose_words16`]).
     ///
     /// # Safety
     /// The CPU must have AVX-512 F; the 16 rows' 64 bytes can be read, and the 16 runs of 64
@@ -321,46 +321,16 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose16(rows: *const i8, stride: usize, to: *mut u8) {
         // SAFETY: the rows can be read (the caller).
-        let r: [__m512i; 16] =
+        let rows: [__m512i; 16] =
             std::array::from_fn(|i| unsafe { _mm512_loadu_si512(rows.add(i * stride).cast()) });
-        // t[2i] lane L: words 4L, 4L + 1 of rows 2i, 2i + 1 interleaved; t[2i + 1]: 4L + 2, 4L + 3.
-        let t: [__m512i; 16] = std::array::from_fn(|i| {
-            let (a, b) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_epi32(a, b)
-            } else {
-                _mm512_unpackhi_epi32(a, b)
-            }
-        });
-        // u[4i + c] lane L: word 4L + c of rows 4i .. 4i + 4.
-        let u: [__m512i; 16] = std::array::from_fn(|i| {
-            let (base, c) = (i & !3, i % 4);
-            let (a, b) = (t[base + c / 2], t[base + 2 + c / 2]);
-            if c % 2 == 0 {
-                _mm512_unpacklo_epi64(a, b)
-            } else {
-                _mm512_unpackhi_epi64(a, b)
-            }
-        });
+        // SAFETY: the CPU has AVX-512 F (this function's contract).
+        let groups = unsafe { transpose_words16(rows) };
         let flip = _mm512_set1_epi8(0x80_u8 as i8);
-        for c in 0..4 {
-            // Lanes 0 and 2 (0x88), or 1 and 3 (0xDD), of each source, rows 0–7 then 8–15.
-            let even_low = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
-            let odd_low = _mm512_shuffle_i32x4::<0xDD>(u[c], u[4 + c]);
-            let even_high = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
-            let odd_high = _mm512_shuffle_i32x4::<0xDD>(u[8 + c], u[12 + c]);
-            // Group 4L + c from lane L of each of u[c], u[4 + c], u[8 + c], u[12 + c].
-            let columns = [
-                (c, _mm512_shuffle_i32x4::<0x88>(even_low, even_high)),
-                (8 + c, _mm512_shuffle_i32x4::<0xDD>(even_low, even_high)),
-                (4 + c, _mm512_shuffle_i32x4::<0x88>(odd_low, odd_high)),
-                (12 + c, _mm512_shuffle_i32x4::<0xDD>(odd_low, odd_high)),
-            ];
-            for (group, column) in columns {
-                let column = _mm512_xor_si512(column, flip);
-                // SAFETY: group `group < 16` of `to` can be written (the caller).
-                unsafe { _mm512_storeu_si512(to.add(128 * group).cast(), column) };
-            }
+        for (group, column) in groups.into_iter().enumerate() {
+            // SAFETY: group `group < 16` of `to` can be written (the caller).
+            unsafe {
+                _mm512_storeu_si512(to.add(128 * group).cast(), _mm512_xor_si512(column, flip))
+            };
         }
     }
 
